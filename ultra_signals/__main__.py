@@ -1,0 +1,3 @@
+from ultra_signals.apps.cli import main
+
+main()

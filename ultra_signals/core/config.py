@@ -1,0 +1,517 @@
+"""Settings: ``settings.yaml`` as the base, a profile from ``profiles/`` over it, then a secrets file, then env.
+
+Why this shape: operators diff profiles, so profiles hold only what differs; secrets never live in YAML (a
+committed file) so the YAML layers refuse them; and every error names the file (or env variable), the dotted
+key and the reason, because a trader at 3 a.m. should not have to read a pydantic traceback.
+
+Env overrides use pydantic-settings' nested delimiter: ``ULTRA_SIGNALS_SNIPER__DAILY_SIGNAL_CAP=4``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from ultra_signals.core.timeframes import sort_timeframes, tf_ms
+
+ENV_PREFIX = "ULTRA_SIGNALS_"
+#: Env variables with our prefix that steer loading itself rather than name a setting.
+CONTROL_ENV = {"ULTRA_SIGNALS_PROFILE", "ULTRA_SIGNALS_SETTINGS", "ULTRA_SIGNALS_SECRETS_FILE"}
+PROFILES = ("shadow", "canary", "production-phase1", "production-phase2", "production-phase3", "production-phase4")
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or invalid; the message names where it came from, the key and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _split_list(v: Any) -> Any:
+    """Env values for lists may be JSON (``["A","B"]``) or plain comma-separated (``A,B``)."""
+    if isinstance(v, str):
+        s = v.strip()
+        if s.startswith("["):
+            return yaml.safe_load(s)
+        return [p.strip() for p in s.split(",") if p.strip()]
+    return v
+
+
+StrList = Annotated[list[str], NoDecode]
+
+
+class RuntimeSettings(_Section):
+    mode: Literal["shadow", "canary", "live"] = "shadow"
+    source: Literal["sim", "replay", "binance"] = "sim"
+    symbols: StrList = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT", "SOLUSDT"])
+    timeframes: StrList = Field(default_factory=lambda: ["1m", "5m", "15m", "1h"])
+    primary_timeframe: str = "5m"
+    #: Signal timeframes that produce candidates (the primary one by default).
+    signal_timeframes: StrList = Field(default_factory=list)
+    #: Closed bars of each timeframe fed before the run window so indicators are warm at its start.
+    warmup_bars: int = Field(default=210, ge=0, le=5000)
+
+    _split = field_validator("symbols", "timeframes", "signal_timeframes", mode="before")(_split_list)
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one symbol is required")
+        out = []
+        for s in v:
+            if not s.isalnum() or s.upper() != s:
+                raise ValueError(f"symbol {s!r} must be upper-case letters and digits, e.g. BTCUSDT")
+            out.append(s)
+        return list(dict.fromkeys(out))
+
+    @field_validator("timeframes")
+    @classmethod
+    def _tfs(cls, v: list[str]) -> list[str]:
+        for tf in v:
+            tf_ms(tf)
+        return sort_timeframes(v)
+
+    @model_validator(mode="after")
+    def _primary(self) -> RuntimeSettings:
+        tf_ms(self.primary_timeframe)
+        if self.primary_timeframe not in self.timeframes:
+            raise ValueError(f"primary_timeframe {self.primary_timeframe!r} is not in timeframes {self.timeframes}")
+        if not self.signal_timeframes:
+            self.signal_timeframes = [self.primary_timeframe]
+        for tf in self.signal_timeframes:
+            if tf not in self.timeframes:
+                raise ValueError(f"signal timeframe {tf!r} is not in timeframes {self.timeframes}")
+        return self
+
+
+class SimSettings(_Section):
+    seed: int = 42
+    #: Market-time start of the run window (ISO 8601, UTC).  Fixed so a seed reproduces a run exactly.
+    start: str = "2026-01-05T00:00:00Z"
+    #: Starting prices; a symbol not listed starts at 100.
+    start_prices: dict[str, float] = Field(
+        default_factory=lambda: {"BTCUSDT": 60000.0, "ETHUSDT": 3000.0, "SOLUSDT": 150.0}
+    )
+    #: Pairwise return correlation with the first symbol (the market factor).
+    correlation: float = Field(default=0.7, ge=0.0, le=0.99)
+    #: Baseline per-minute volatility (fraction of price).
+    base_vol: float = Field(default=0.0009, gt=0.0, le=0.05)
+    #: Probability of a jump in any minute.
+    jump_prob: float = Field(default=0.0015, ge=0.0, le=0.1)
+    #: Trades and book tickers per 1m bar (0 disables them; klines only).
+    ticks_per_bar: int = Field(default=4, ge=0, le=100)
+
+
+class ReplaySettings(_Section):
+    data_dir: str | None = None
+
+
+class FeatureSettings(_Section):
+    #: Bars kept per symbol × timeframe (bounded memory whatever the run length).
+    buffer_bars: int = Field(default=500, ge=50, le=100_000)
+    ema_fast: int = 20
+    ema_mid: int = 50
+    ema_slow: int = 200
+    rsi_period: int = 14
+    macd_fast: int = 12
+    macd_slow: int = 26
+    macd_signal: int = 9
+    atr_period: int = 14
+    adx_period: int = 14
+    bb_period: int = 20
+    bb_std: float = 2.0
+    vwap_band_std: float = 2.0
+    volume_z_period: int = 20
+
+
+class ScoringSettings(_Section):
+    weight_trend: float = Field(default=0.35, ge=0.0)
+    weight_momentum: float = Field(default=0.30, ge=0.0)
+    weight_volatility: float = Field(default=0.15, ge=0.0)
+    weight_volume: float = Field(default=0.20, ge=0.0)
+    #: |score| at or above which a side is proposed (a candidate).
+    entry_threshold: float = Field(default=0.30, gt=0.0, le=1.0)
+    stop_atr_mult: float = Field(default=1.5, gt=0.0)
+    target_r: list[float] = Field(default_factory=lambda: [1.0, 2.0, 3.0])
+
+    @model_validator(mode="after")
+    def _weights(self) -> ScoringSettings:
+        if self.weight_trend + self.weight_momentum + self.weight_volatility + self.weight_volume <= 0:
+            raise ValueError("scoring weights must not all be zero")
+        if not self.target_r or any(r <= 0 for r in self.target_r):
+            raise ValueError("target_r needs at least one positive R multiple")
+        return self
+
+
+class FilterSettings(_Section):
+    #: Latest bar of the signal timeframe may lag the market clock by at most this many seconds.
+    max_data_age_s: float = Field(default=120.0, gt=0.0)
+    #: ATR as a percentage of price must lie in [min_atr_pct, max_atr_pct].
+    min_atr_pct: float = Field(default=0.03, ge=0.0)
+    max_atr_pct: float = Field(default=3.0, gt=0.0)
+    min_adx: float = Field(default=18.0, ge=0.0, le=100.0)
+    min_confidence: float = Field(default=0.50, ge=0.0, le=1.0)
+    #: Extra filters fed by live microstructure (issue: Binance market data); None disables each.
+    max_spread_bps: float | None = None
+    min_depth_usdt: float | None = None
+    funding_blackout_min: float | None = None
+
+    @model_validator(mode="after")
+    def _band(self) -> FilterSettings:
+        if self.min_atr_pct >= self.max_atr_pct:
+            raise ValueError("min_atr_pct must be below max_atr_pct")
+        return self
+
+
+class SniperSettings(_Section):
+    enabled: bool = True
+    mtf_confirm: bool = True
+    mtf_map: dict[str, str] = Field(default_factory=lambda: {"1m": "5m", "5m": "15m", "15m": "1h", "1h": "4h"})
+    max_signals_per_hour: int = Field(default=2, ge=1)
+    daily_signal_cap: int = Field(default=6, ge=1)
+    per_symbol_max_per_hour: int | None = Field(default=None, ge=1)
+    per_symbol_daily_cap: int | None = Field(default=None, ge=1)
+    cooldown_bars: int = Field(default=10, ge=0)
+
+    @field_validator("mtf_map")
+    @classmethod
+    def _map(cls, v: dict[str, str]) -> dict[str, str]:
+        for lo, hi in v.items():
+            if tf_ms(hi) <= tf_ms(lo):
+                raise ValueError(f"mtf_map {lo}->{hi}: the confirming timeframe must be higher")
+        return v
+
+    @model_validator(mode="after")
+    def _caps(self) -> SniperSettings:
+        if self.max_signals_per_hour > self.daily_signal_cap:
+            raise ValueError(
+                f"max_signals_per_hour ({self.max_signals_per_hour}) exceeds daily_signal_cap ({self.daily_signal_cap})"
+            )
+        return self
+
+
+class RedisSettings(_Section):
+    enabled: bool = False
+    url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=6379, ge=1, le=65535)
+    db: int = Field(default=0, ge=0)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    timeout_ms: float = Field(default=50.0, gt=0.0)
+    namespace: str = "default"
+    on_failure: Literal["memory", "block"] = "memory"
+    health_check_interval_s: float = Field(default=1.0, gt=0.0)
+
+
+class JournalSettings(_Section):
+    url: str = "sqlite:///var/journal.db"
+    #: Blocked candidates are written in batches of this size; allowed signals are committed at once.
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+
+
+class MetricsSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, le=65535)
+
+
+class NotifierSettings(_Section):
+    sink: Literal["console", "telegram", "none"] = "console"
+
+
+class TelegramSettings(_Section):
+    api_url: str = "https://api.telegram.org"
+    bot_token: SecretStr | None = None
+    chat_ids: StrList = Field(default_factory=list)
+    allowed_chat_ids: StrList = Field(default_factory=list)
+
+    _split = field_validator("chat_ids", "allowed_chat_ids", mode="before")(_split_list)
+
+
+class BinanceSettings(_Section):
+    rest_url: str = "https://fapi.binance.com"
+    ws_url: str = "wss://fstream.binance.com"
+    testnet: bool = False
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+
+
+class ReportSettings(_Section):
+    dir: str = "reports"
+    charts: bool = True
+    #: Shadow criterion thresholds.
+    max_latency_p95_ms: float = 500.0
+    max_metrics_gap_s: float = 30.0
+
+
+class Settings(BaseSettings):
+    """The whole effective configuration.  Build it with :func:`load_settings`, not directly."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    profile: str = "shadow"
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    sim: SimSettings = Field(default_factory=SimSettings)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    filters: FilterSettings = Field(default_factory=FilterSettings)
+    sniper: SniperSettings = Field(default_factory=SniperSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    journal: JournalSettings = Field(default_factory=JournalSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    notifier: NotifierSettings = Field(default_factory=NotifierSettings)
+    telegram: TelegramSettings = Field(default_factory=TelegramSettings)
+    binance: BinanceSettings = Field(default_factory=BinanceSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Highest priority first: explicit init values (CLI flags), env, the secrets file, then the YAML layers
+        # (which the loader passes in as init values of lower priority via _YamlLayers).
+        layers = _LOADING.get("layers", {})
+        secrets_file = _LOADING.get("secrets_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if secrets_file:
+            sources.append(DotEnvSettingsSource(settings_cls, env_file=secrets_file))
+        sources.append(_YamlLayers(settings_cls, layers))
+        return tuple(sources)
+
+
+# Loading state handed to settings_customise_sources (pydantic-settings calls it as a classmethod).
+_LOADING: dict[str, Any] = {}
+
+#: Dotted keys whose values are secrets: refused in YAML, redacted wherever settings are shown.
+SECRET_KEYS = {"redis.password", "telegram.bot_token", "binance.api_key", "binance.api_secret"}
+
+
+class _YamlLayers(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for key, value in _flatten(data).items():
+        if key in SECRET_KEYS and value not in (None, ""):
+            raise ConfigError(
+                f"{path}: {key}: secrets may only come from the environment or a secrets file, never from YAML"
+            )
+    return data
+
+
+def project_root() -> Path:
+    """Folder holding ``settings.yaml`` and ``profiles/``: the working directory, else the source checkout."""
+    cwd = Path.cwd()
+    if (cwd / "settings.yaml").exists():
+        return cwd
+    return Path(__file__).resolve().parents[2]
+
+
+def load_settings(
+    profile: str | None = None,
+    *,
+    settings_file: str | Path | None = None,
+    secrets_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge base, profile, secrets file and env into a validated :class:`Settings`.
+
+    ``overrides`` are dotted keys from CLI flags (``{"runtime.symbols": [...]}``) and win over everything.
+    """
+    env = os.environ if environ is None else environ
+    base_path = Path(settings_file or env.get("ULTRA_SIGNALS_SETTINGS") or project_root() / "settings.yaml")
+    profile = profile or env.get("ULTRA_SIGNALS_PROFILE") or "shadow"
+    prof_path = base_path.parent / "profiles" / f"{profile}.yaml"
+    if not base_path.exists():
+        raise ConfigError(f"{base_path}: settings file not found")
+    if not prof_path.exists():
+        known = sorted(p.stem for p in prof_path.parent.glob("*.yaml"))
+        raise ConfigError(f"profile {profile!r}: {prof_path} not found (known profiles: {', '.join(known)})")
+    base = _read_yaml(base_path)
+    prof = _read_yaml(prof_path)
+    layers = _deep_merge(_deep_merge(base, prof), {"profile": profile})
+    sec = secrets_file or env.get("ULTRA_SIGNALS_SECRETS_FILE")
+    if sec and not Path(sec).exists():
+        raise ConfigError(f"{sec}: secrets file not found")
+    _check_env_names(env)
+    init: dict[str, Any] = {}
+    for dotted, value in (overrides or {}).items():
+        node = init
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    _LOADING.update(layers=layers, secrets_file=str(sec) if sec else None)
+    saved_env = None
+    if environ is not None:  # tests pass an explicit environment: make pydantic-settings read that one
+        saved_env = dict(os.environ)
+        for k in [k for k in os.environ if k.upper().startswith(ENV_PREFIX)]:
+            del os.environ[k]
+        os.environ.update({k: v for k, v in environ.items() if k.upper().startswith(ENV_PREFIX)})
+    try:
+        # Merge CLI overrides over the section objects rather than replacing whole sections.
+        merged_init = {k: _deep_merge(layers.get(k, {}), v) if isinstance(v, dict) else v for k, v in init.items()}
+        return Settings(**merged_init)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, base_path, prof_path, sec, env, init)) from None
+    finally:
+        _LOADING.clear()
+        if saved_env is not None:
+            os.environ.clear()
+            os.environ.update(saved_env)
+
+
+def _check_env_names(env: Mapping[str, str]) -> None:
+    """An env variable with our prefix that names no setting is a typo that would silently do nothing."""
+    for name in env:
+        up = name.upper()
+        if not up.startswith(ENV_PREFIX) or up in CONTROL_ENV:
+            continue
+        parts = up[len(ENV_PREFIX) :].lower().split("__")
+        model: type[BaseModel] | None = Settings
+        for part in parts:
+            fields = model.model_fields if model is not None else {}
+            if part not in fields:
+                raise ConfigError(f"environment variable {name}: unknown setting {'.'.join(parts)!r}")
+            ann = fields[part].annotation
+            model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def _explain(
+    err: ValidationError,
+    base: Path,
+    prof: Path,
+    secrets: str | Path | None,
+    env: Mapping[str, str],
+    init: Mapping[str, Any],
+) -> str:
+    base_keys = _flatten(_read_yaml(base))
+    prof_keys = _flatten(_read_yaml(prof))
+    init_keys = _flatten(init)
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        env_name = ENV_PREFIX + key.upper().replace(".", "__")
+        if key in init_keys:
+            where = "command line"
+        elif any(n.upper() == env_name for n in env):
+            where = f"environment variable {env_name}"
+        elif key in prof_keys or any(k.startswith(key + ".") for k in prof_keys):
+            where = str(prof)
+        elif key in base_keys or any(k.startswith(key + ".") for k in base_keys):
+            where = str(base)
+        elif secrets:
+            where = str(secrets)
+        else:
+            where = str(base)
+        reason = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        shown = "<redacted>" if key in SECRET_KEYS else repr(e.get("input"))
+        suffix = "" if e["type"] == "extra_forbidden" else f" (got {shown})"
+        lines.append(f"{where}: {key}: {reason}{suffix}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def redacted_dict(settings: Settings) -> dict[str, Any]:
+    """Effective settings as plain data with every secret shown as ``***`` (or null when unset)."""
+    data = settings.model_dump(mode="python")
+
+    def walk(node: Any, prefix: str) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, f"{prefix}{k}.") for k, v in node.items()}
+        key = prefix[:-1]
+        if key in SECRET_KEYS:
+            return None if node is None else "***"
+        if isinstance(node, SecretStr):
+            return "***"
+        return node
+
+    out: dict[str, Any] = walk(data, "")
+    if out.get("redis", {}).get("url"):
+        out["redis"]["url"] = redact_url(out["redis"]["url"])
+    return out
+
+
+def redact_url(url: str) -> str:
+    """Hide a password embedded in a URL (``redis://:pw@host``)."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0] if ":" in creds else creds
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://***@{host}"

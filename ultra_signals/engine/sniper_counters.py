@@ -1,0 +1,194 @@
+"""Sniper cap counters: the window rule (pure), the backend interface, and the in-process memory backend.
+
+"Never over the cap" is a statement about *every* sliding window on the time axis, not just the one that ends
+at the new signal: reservations can arrive out of event-time order (skewed hosts, a standby catching up, replays
+at different speeds), so a new reservation at ``t`` must not overfill any window ``[a, a+L)`` that contains ``t``.
+:func:`max_window_count` checks exactly that; the Redis backend's Lua script implements the same rule.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class CapRule:
+    window: str  # "hour" | "day": the label of sniper_window_count{window}
+    length_ms: int
+    cap: int
+    reason: str  # reason code when this window refuses
+
+
+@dataclass(frozen=True, slots=True)
+class CapPolicy:
+    """Caps for the whole deployment, and optionally for each symbol on its own."""
+
+    rules: tuple[CapRule, ...]  # checked in order: hourly before daily
+    symbol_rules: tuple[CapRule, ...] = ()
+
+    @classmethod
+    def from_limits(
+        cls,
+        per_hour: int,
+        per_day: int,
+        symbol_per_hour: int | None = None,
+        symbol_per_day: int | None = None,
+    ) -> CapPolicy:
+        rules = (CapRule("hour", HOUR_MS, per_hour, "hourly_cap"), CapRule("day", DAY_MS, per_day, "daily_cap"))
+        sym: list[CapRule] = []
+        if symbol_per_hour is not None:
+            sym.append(CapRule("hour", HOUR_MS, symbol_per_hour, "hourly_cap"))
+        if symbol_per_day is not None:
+            sym.append(CapRule("day", DAY_MS, symbol_per_day, "daily_cap"))
+        return cls(rules, tuple(sym))
+
+    @property
+    def horizon_ms(self) -> int:
+        """How far around a reservation the rule looks: the longest window."""
+        return max(r.length_ms for r in (*self.rules, *self.symbol_rules))
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    id: str  # unique per (run, symbol, bar time): a retry with the same id never counts twice
+    symbol: str
+    ts_ms: int  # event time of the signal
+
+
+@dataclass(frozen=True, slots=True)
+class CapResult:
+    allowed: bool
+    reason: str | None  # "hourly_cap" | "daily_cap" | None
+    counts: dict[str, int] = field(default_factory=dict)  # global trailing window counts at ts, after the call
+    duplicate: bool = False  # the id had been reserved already (a retry)
+
+
+class CounterBackendError(RuntimeError):
+    """The backend could not answer (timeout, connection, foreign data under our keys)."""
+
+
+def max_window_count(times: Sequence[int], t: int, length_ms: int) -> int:
+    """Most points of sorted ``times`` in any window ``[a, a+length)`` that contains ``t``.
+
+    The maximum over such windows is reached at a window starting on one of the points (or on ``t``), so only
+    points in ``(t-length, t]`` need to be tried as starts.
+    """
+    best = 0
+    lo = bisect.bisect_right(times, t - length_ms)
+    hi = bisect.bisect_right(times, t)
+    starts = list(times[lo:hi])
+    starts.append(t)
+    for a in starts:
+        n = bisect.bisect_left(times, a + length_ms) - bisect.bisect_left(times, a)
+        if n > best:
+            best = n
+    return best
+
+
+def trailing_count(times: Sequence[int], t: int, length_ms: int) -> int:
+    """Points in the trailing window ``(t-length, t]``: what an operator calls "this hour's count"."""
+    return bisect.bisect_right(times, t) - bisect.bisect_right(times, t - length_ms)
+
+
+def refusal(times: Sequence[int], t: int, rules: Iterable[CapRule]) -> str | None:
+    """The reason code of the first rule that a new point at ``t`` would break, else None."""
+    for rule in rules:
+        if max_window_count(times, t, rule.length_ms) + 1 > rule.cap:
+            return rule.reason
+    return None
+
+
+class SniperCounters(Protocol):
+    """Check-and-reserve for cap windows.  Implementations must make the check and the reserve one atomic step."""
+
+    @property
+    def backend(self) -> str:
+        """"memory" or "redis": the value of sniper_counter_backend{backend} that is 1."""
+        ...
+
+    def check_and_reserve(self, res: Reservation) -> CapResult: ...
+
+    def window_counts(self, ts_ms: int, symbol: str | None = None) -> dict[str, int]:
+        """Trailing counts per window at ``ts_ms`` (global, or the symbol's own); reserves nothing."""
+        ...
+
+    def seed(self, reservations: Iterable[Reservation]) -> None:
+        """Load reservations already made (from the journal at start); ids already known are ignored."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class MemoryCounters:
+    """Sorted event times per scope, in this process.  Fast and exact; shared by nobody.
+
+    Points further than two horizons behind the latest time seen are trimmed; a reservation so late that the
+    trimmed points could matter is refused (as ``daily_cap``) rather than checked against partial data.
+    """
+
+    backend = "memory"
+
+    def __init__(self, policy: CapPolicy) -> None:
+        self.policy = policy
+        self._global: list[int] = []
+        self._by_symbol: dict[str, list[int]] = {}
+        self._ids: dict[str, Reservation] = {}
+        self._latest = 0
+        self._trimmed_before = -(2**62)
+
+    # -- queries ------------------------------------------------------------------------------------------
+    def window_counts(self, ts_ms: int, symbol: str | None = None) -> dict[str, int]:
+        times = self._global if symbol is None else self._by_symbol.get(symbol, [])
+        rules = self.policy.rules if symbol is None else (self.policy.symbol_rules or self.policy.rules)
+        return {r.window: trailing_count(times, ts_ms, r.length_ms) for r in rules}
+
+    def reservations(self) -> list[Reservation]:
+        """Everything held, oldest first (the Redis backend replays these when it reconciles)."""
+        return sorted(self._ids.values(), key=lambda r: r.ts_ms)
+
+    # -- the atomic step ------------------------------------------------------------------------------------
+    def check_and_reserve(self, res: Reservation) -> CapResult:
+        if res.id in self._ids:
+            return CapResult(True, None, self.window_counts(res.ts_ms), duplicate=True)
+        if res.ts_ms - self.policy.horizon_ms < self._trimmed_before:
+            return CapResult(False, self.policy.rules[-1].reason, self.window_counts(res.ts_ms))
+        reason = refusal(self._global, res.ts_ms, self.policy.rules)
+        if reason is None and self.policy.symbol_rules:
+            reason = refusal(self._by_symbol.get(res.symbol, []), res.ts_ms, self.policy.symbol_rules)
+        if reason is None:
+            self._insert(res)
+        return CapResult(reason is None, reason, self.window_counts(res.ts_ms))
+
+    def seed(self, reservations: Iterable[Reservation]) -> None:
+        for r in reservations:
+            if r.id not in self._ids:
+                self._insert(r)
+
+    def close(self) -> None:
+        return None
+
+    def _insert(self, res: Reservation) -> None:
+        self._ids[res.id] = res
+        bisect.insort(self._global, res.ts_ms)
+        bisect.insort(self._by_symbol.setdefault(res.symbol, []), res.ts_ms)
+        if res.ts_ms > self._latest:
+            self._latest = res.ts_ms
+            self._trim()
+
+    def _trim(self) -> None:
+        cutoff = self._latest - 2 * self.policy.horizon_ms
+        if not self._global or self._global[0] >= cutoff:
+            return
+        self._trimmed_before = cutoff
+        n = bisect.bisect_left(self._global, cutoff)
+        del self._global[:n]
+        for times in self._by_symbol.values():
+            del times[: bisect.bisect_left(times, cutoff)]
+        for rid in [rid for rid, r in self._ids.items() if r.ts_ms < cutoff]:
+            del self._ids[rid]

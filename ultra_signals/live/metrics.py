@@ -1,0 +1,115 @@
+"""Every Prometheus metric the service exports, in one registry, and the HTTP exporter on loopback.
+
+All names live here so the Grafana dashboard and alert rules can be checked against one list, and so no
+module invents a metric the dashboard does not know.  Each runner owns a :class:`Metrics` with its own
+registry (tests run several in one process).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+
+LATENCY_BUCKETS_MS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+OP_BUCKETS_MS = (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 25, 50, 100, 250)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        # -- pipeline (signal path) --
+        self.candidates = Counter("signals_candidates", "Candidates proposed by scoring", ["symbol"], registry=r)
+        self.allowed = Counter("signals_allowed", "Signals allowed by every filter", ["symbol", "side"], registry=r)
+        self.blocked = Counter("signals_blocked", "Candidates blocked, by reason code", ["reason"], registry=r)
+        self.sniper_rejections = Counter(
+            "sniper_rejections", "Candidates blocked by sniper mode, by reason", ["reason"], registry=r
+        )
+        self.latency = Histogram(
+            "latency_tick_to_decision_ms",
+            "Wall time from a closed bar's arrival to its decision (ms)",
+            buckets=LATENCY_BUCKETS_MS,
+            registry=r,
+        )
+        self.feed_age = Gauge(
+            "feed_last_event_age_seconds", "Market-time age of the latest event per symbol", ["symbol"], registry=r
+        )
+        self.window_count = Gauge("sniper_window_count", "Allowed signals in the trailing cap window", ["window"], registry=r)
+        self.window_cap = Gauge("sniper_window_cap", "Configured cap of each window", ["window"], registry=r)
+        self.counter_backend = Gauge(
+            "sniper_counter_backend", "1 for the active counter backend", ["backend"], registry=r
+        )
+        self.events = Counter("market_events", "Market events processed, by type", ["type"], registry=r)
+        self.market_time = Gauge("market_time_seconds", "Market clock (event time) of the runner", registry=r)
+        self.run_info = Gauge("run_info", "Run identity; value 1", ["run_id", "mode", "source", "simulated"], registry=r)
+        self.errors = Counter("runner_errors", "Errors caught by the runner, by kind", ["kind"], registry=r)
+        self.last_update = Gauge(
+            "metrics_last_update_timestamp_seconds", "Wall time of the runner's latest metrics refresh", registry=r
+        )
+        # -- counters backend (Redis) --
+        self.redis_errors = Counter("redis_errors", "Redis call errors and timeouts", ["op"], registry=r)
+        self.failovers = Counter("sniper_failovers", "Switches from Redis to the memory counters", registry=r)
+        self.counter_op_ms = Histogram(
+            "sniper_counter_op_ms", "Check-and-reserve time (ms)", buckets=OP_BUCKETS_MS, registry=r
+        )
+        # -- market data (Binance) --
+        self.ws_connected = Gauge("ws_connected", "1 while the market websocket is connected", registry=r)
+        self.ws_reconnects = Counter("ws_reconnects", "Websocket reconnects, by reason", ["reason"], registry=r)
+        self.ws_messages = Counter("ws_messages", "Websocket messages, by stream type", ["stream"], registry=r)
+        self.ws_message_errors = Counter(
+            "ws_message_errors", "Malformed or unexpected messages skipped", ["kind"], registry=r
+        )
+        self.orderbook_resyncs = Counter("orderbook_resyncs", "Order book resyncs", ["symbol"], registry=r)
+        self.rest_requests = Counter("rest_requests", "REST requests", ["endpoint", "status"], registry=r)
+        # -- Telegram --
+        self.telegram_messages = Counter("telegram_messages", "Telegram messages", ["kind", "status"], registry=r)
+        self.telegram_pending = Gauge("telegram_outbox_pending", "Messages waiting in the outbox", registry=r)
+        self.telegram_send_ms = Histogram(
+            "telegram_send_ms", "Bot API sendMessage time (ms)", buckets=LATENCY_BUCKETS_MS, registry=r
+        )
+        self.telegram_ignored = Counter(
+            "telegram_updates_ignored", "Updates from chats not allowed to command", registry=r
+        )
+        # -- execution --
+        self.orders = Counter("orders", "Orders, by status", ["status"], registry=r)
+        self.trading_state = Gauge("trading_state", "0 ACTIVE, 1 REDUCING, 2 HALTED", registry=r)
+        self.breaker_trips = Counter("breaker_trips", "Circuit breaker trips", ["breaker"], registry=r)
+        self.position_notional = Gauge("position_notional", "Open position notional (USDT)", ["symbol"], registry=r)
+        self.pnl_realized = Gauge("pnl_realized_usdt", "Realized PnL (USDT)", registry=r)
+        self.fill_slippage = Histogram(
+            "fill_slippage_bps",
+            "Fill slippage versus arrival price (bps)",
+            buckets=(-50, -20, -10, -5, -2, 0, 2, 5, 10, 20, 50, 100),
+            registry=r,
+        )
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def set_backend(self, active: str, known: Iterable[str] = ("memory", "redis")) -> None:
+        for b in known:
+            self.counter_backend.labels(backend=b).set(1 if b == active else 0)
+
+    # -- exporter -------------------------------------------------------------------------------------------
+    def serve(self, host: str, port: int) -> int:
+        """Start the exporter; returns the bound port (``port=0`` picks a free one, for tests)."""
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server, self._thread = server, thread
+        return int(server.server_port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

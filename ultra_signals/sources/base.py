@@ -1,0 +1,51 @@
+"""The interface every market source implements: simulator, candle replay, live Binance.
+
+A source yields one ordered stream.  Bars that close before ``run_start_ms`` are warm-up history (features
+only, no decisions); from ``run_start_ms`` on the runner decides.  Sources emit *closed* klines for every
+configured timeframe (aggregating themselves where the market only gives 1m), plus whatever trades, book
+tickers and funding they have, all in event-time order; when several timeframes close at the same instant,
+the coarsest comes first so a signal sees the higher-timeframe bar that closed with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ultra_signals.core.events import MarketEvent
+
+
+@dataclass(slots=True)
+class SourceInfo:
+    name: str  # "sim", "replay", "binance"
+    simulated: bool  # True: everything it produces is labelled SIMULATED
+    symbols: list[str]
+    timeframes: list[str]
+    historical: bool  # True: the stream is recorded/generated data and may run faster than real time
+    notices: list[str] = field(default_factory=list)  # e.g. "1m dropped: finest file timeframe is 5m"
+
+
+class MarketSource(Protocol):
+    @property
+    def info(self) -> SourceInfo: ...
+
+    @property
+    def run_start_ms(self) -> int:
+        """Market time at which the run window starts (decisions are made from here on)."""
+        ...
+
+    @property
+    def run_end_ms(self) -> int | None:
+        """Market time at which the run window ends; None for an open-ended live feed."""
+        ...
+
+    def events(self) -> AsyncIterator[MarketEvent]:
+        """Warm-up history, then run-window events, in event-time order."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class SourceError(RuntimeError):
+    """A source cannot start (bad folder, unknown symbol...): the message says what and where."""
