@@ -262,6 +262,12 @@ class BinanceSettings(_Section):
     api_secret: SecretStr | None = None
 
 
+class ExecutionSettings(_Section):
+    """Sizing, brokers, gateway throttles and circuit breakers (canary and production)."""
+
+    broker: Literal["none", "paper", "binance"] = "paper"
+
+
 class ReportSettings(_Section):
     dir: str = "reports"
     charts: bool = True
@@ -295,6 +301,7 @@ class Settings(BaseSettings):
     notifier: NotifierSettings = Field(default_factory=NotifierSettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     binance: BinanceSettings = Field(default_factory=BinanceSettings)
+    execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
 
     @classmethod

@@ -1,0 +1,69 @@
+"""Shared fixtures: the recorded market data folder, the machine's Redis, free ports.
+
+Tests that need ``../shared/data`` skip with a reason where it is absent, but fail under CI (``CI=true``),
+where it must be present.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("ULTRA_SIGNALS_TEST_DATA", REPO.parent / "shared" / "data"))
+REDIS_URL = os.environ.get("ULTRA_SIGNALS_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def require_data(*parts: str) -> Path:
+    """Path into the shared data folder; skip (or fail under CI) if it is missing."""
+    path = DATA_DIR.joinpath(*parts)
+    if not path.exists():
+        msg = f"recorded market data not found at {path} (expected ../shared/data beside the checkout)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + "; under CI the data folder must be present")
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    return require_data()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The machine's shared Redis on 127.0.0.1:6379 (``.ci/run`` starts one if none answers)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        pytest.fail(f"no Redis answers at {REDIS_URL}: {e} (start one: redis-server --daemonize yes --save '')")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def namespace(redis_url: str) -> Iterator[str]:
+    """A fresh key namespace per test; its keys are deleted afterwards."""
+    import redis
+
+    ns = f"test-{uuid.uuid4().hex[:12]}"
+    yield ns
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(match=f"ultra_signals:{{{ns}*", count=1000):
+        client.delete(key)
+    client.close()
