@@ -67,7 +67,19 @@ class Funding:
     next_funding_time: int
 
 
-MarketEvent = Kline | Trade | BookTicker | Funding
+@dataclass(slots=True, frozen=True)
+class BookDepth:
+    """Summary of a local order book (kept by the live source) that filters read: depth and imbalance."""
+
+    symbol: str
+    ts: int
+    bid_depth_usdt: float  # resting bid notional within ``within_bps`` of the mid
+    ask_depth_usdt: float
+    imbalance: float  # top-N (bid - ask) / (bid + ask) quantity, in [-1, 1]
+    within_bps: float
+
+
+MarketEvent = Kline | Trade | BookTicker | Funding | BookDepth
 
 
 def event_time(ev: MarketEvent) -> int:
