@@ -1,0 +1,189 @@
+"""The journal: runs, every decision, and small persistent operator state (pause, trading state).
+
+Allowed signals are committed the moment they are decided (they are what the caps are rebuilt from after a crash);
+blocked candidates are buffered and written in batches, because they are the bulk of the rows and the replay
+benchmark writes tens of thousands of them.  ``close()`` flushes, so a clean stop loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, insert, select, update
+from sqlalchemy.engine import make_url
+
+from ultra_signals.core.decision import Decision
+from ultra_signals.engine.sniper_counters import Reservation
+from ultra_signals.journal.models import decisions, metadata, runs, state
+
+
+class JournalError(RuntimeError):
+    pass
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL and its folder created, so ``sqlite:///var/journal.db`` just works."""
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        if u.database and u.database != ":memory:":
+            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+
+
+def _json(d: dict[str, float]) -> str:
+    return json.dumps({k: _num(v) for k, v in d.items()}, separators=(",", ":"))
+
+
+class Journal:
+    def __init__(self, url: str, batch_size: int = 500) -> None:
+        self.url = url
+        try:
+            self.engine = make_engine(url)
+            metadata.create_all(self.engine)
+        except Exception as e:  # an unwritable path or unreachable DB must say which journal
+            raise JournalError(f"journal {url}: {e}") from e
+        self.batch_size = batch_size
+        self._pending: list[dict[str, Any]] = []
+        self.rows_written = 0
+
+    # -- runs ------------------------------------------------------------------------------------------------
+    def start_run(
+        self,
+        run_id: str,
+        *,
+        mode: str,
+        profile: str,
+        source: str,
+        simulated: bool,
+        namespace: str,
+        settings: dict[str, Any],
+    ) -> None:
+        with self.engine.begin() as c:
+            c.execute(
+                insert(runs).values(
+                    run_id=run_id,
+                    started_at=time.time(),
+                    status="running",
+                    mode=mode,
+                    profile=profile,
+                    source=source,
+                    simulated=simulated,
+                    namespace=namespace,
+                    settings_json=json.dumps(settings, default=str),
+                )
+            )
+
+    def end_run(
+        self, run_id: str, status: str, summary: dict[str, Any], market_start_ms: int | None, market_end_ms: int | None
+    ) -> None:
+        self.flush()
+        with self.engine.begin() as c:
+            c.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(
+                    ended_at=time.time(),
+                    status=status,
+                    summary_json=json.dumps(summary, default=str),
+                    market_start_ms=market_start_ms,
+                    market_end_ms=market_end_ms,
+                )
+            )
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as c:
+            row = c.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
+        return dict(row) if row else None
+
+    def latest_run_id(self) -> str | None:
+        with self.engine.connect() as c:
+            row = c.execute(select(runs.c.run_id).order_by(runs.c.started_at.desc()).limit(1)).first()
+        return str(row[0]) if row else None
+
+    # -- decisions -------------------------------------------------------------------------------------------
+    def record(self, d: Decision, namespace: str, simulated: bool) -> None:
+        c = d.candidate
+        self._pending.append(
+            {
+                "decision_id": d.id,
+                "run_id": d.run_id,
+                "namespace": namespace,
+                "ts": c.ts,
+                "symbol": c.symbol,
+                "timeframe": c.timeframe,
+                "side": c.side.value,
+                "score": c.score,
+                "confidence": c.confidence,
+                "allowed": d.allowed,
+                "reason": d.reason,
+                "entry": c.entry,
+                "stop": c.stop,
+                "targets_json": json.dumps(list(c.targets)),
+                "components_json": _json(c.components),
+                "features_json": _json(c.features),
+                "latency_ms": d.latency_ms,
+                "simulated": simulated,
+            }
+        )
+        if d.allowed or len(self._pending) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []
+        with self.engine.begin() as c:
+            c.execute(insert(decisions), rows)
+        self.rows_written += len(rows)
+
+    def decisions(self, run_id: str) -> list[dict[str, Any]]:
+        self.flush()
+        with self.engine.connect() as c:
+            res = c.execute(select(decisions).where(decisions.c.run_id == run_id).order_by(decisions.c.ts, decisions.c.id))
+            return [dict(r) for r in res.mappings()]
+
+    def allowed_reservations(self, namespace: str, since_ms: int | None = None) -> Iterator[Reservation]:
+        """Allowed signals of a namespace: what the memory counters are rebuilt from at start."""
+        q = select(decisions.c.decision_id, decisions.c.symbol, decisions.c.ts).where(
+            decisions.c.namespace == namespace, decisions.c.allowed.is_(True)
+        )
+        if since_ms is not None:
+            q = q.where(decisions.c.ts >= since_ms)
+        with self.engine.connect() as c:
+            for did, sym, ts in c.execute(q.order_by(decisions.c.ts)):
+                yield Reservation(id=str(did), symbol=str(sym), ts_ms=int(ts))
+
+    # -- operator state (pause, trading state) --------------------------------------------------------------
+    def get_state(self, key: str, default: str | None = None) -> str | None:
+        with self.engine.connect() as c:
+            row = c.execute(select(state.c.value).where(state.c.key == key)).first()
+        return str(row[0]) if row else default
+
+    def set_state(self, key: str, value: str) -> None:
+        with self.engine.begin() as c:
+            n = c.execute(update(state).where(state.c.key == key).values(value=value, updated_at=time.time())).rowcount
+            if not n:
+                c.execute(insert(state).values(key=key, value=value, updated_at=time.time()))
+
+    def close(self) -> None:
+        self.flush()
+        self.engine.dispose()
