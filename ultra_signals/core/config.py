@@ -262,10 +262,65 @@ class BinanceSettings(_Section):
     api_secret: SecretStr | None = None
 
 
+class ThrottleSettings(_Section):
+    """Risk gateway limits in front of the broker; a refusal is journaled and counted with its reason."""
+
+    #: Entry requests (each with its two brackets) per trailing minute of market time.
+    max_orders_per_minute: int = Field(default=6, ge=1)
+    max_notional_per_order: float = Field(default=5_000.0, gt=0.0)
+    max_notional_per_symbol: float = Field(default=5_000.0, gt=0.0)
+    max_open_positions: int = Field(default=3, ge=1)
+
+
+class BreakerSettings(_Section):
+    """Circuit breakers; a trip moves trading to ``action`` until an operator resumes."""
+
+    action: Literal["reducing", "halted"] = "halted"
+    #: Realized loss since the start of the UTC day, as a percentage of that day's starting equity.
+    daily_loss_pct: float = Field(default=3.0, gt=0.0, le=100.0)
+    consecutive_losses: int = Field(default=4, ge=1)
+    order_errors_n: int = Field(default=5, ge=1)
+    order_errors_window_s: float = Field(default=300.0, gt=0.0)
+    max_data_staleness_s: float = Field(default=120.0, gt=0.0)
+    max_latency_p95_ms: float = Field(default=1_000.0, gt=0.0)
+    #: Trip when the shared counter backend is lost while the sniper's Redis policy is ``block``.
+    counter_lost_under_block: bool = True
+
+
 class ExecutionSettings(_Section):
     """Sizing, brokers, gateway throttles and circuit breakers (canary and production)."""
 
     broker: Literal["none", "paper", "binance"] = "paper"
+    #: Fraction of equity risked per trade: quantity = equity × risk_fraction / stop distance.
+    risk_fraction: float = Field(default=0.005, gt=0.0, le=0.05)
+    max_leverage: float = Field(default=5.0, gt=0.0, le=125.0)
+    max_notional_usdt: float = Field(default=5_000.0, gt=0.0)
+    #: Equity the paper broker starts from (USDT); the binance broker sizes against the account balance.
+    paper_equity_usdt: float = Field(default=10_000.0, gt=0.0)
+    #: Which of the candidate's targets (1-based) the take-profit bracket uses; clamped to the last one.
+    take_profit_target: int = Field(default=1, ge=1)
+    fee_taker_bps: float = Field(default=5.0, ge=0.0)
+    fee_maker_bps: float = Field(default=2.0, ge=-10.0)
+    #: Paper slippage: half the spread (this value when no book ticker was seen) plus a linear size impact.
+    slippage_half_spread_bps: float = Field(default=1.0, ge=0.0)
+    slippage_impact_bps_per_10k_usdt: float = Field(default=0.5, ge=0.0)
+    #: Paper: delay (market time) between a decision and the earliest price that may fill it.
+    latency_ms: float = Field(default=50.0, ge=0.0)
+    entry_type: Literal["market", "limit_post_only"] = "market"
+    #: A post-only entry not filled within this many seconds is cancelled (then sent at market if fallback).
+    limit_timeout_s: float = Field(default=30.0, gt=0.0)
+    market_fallback: bool = True
+    #: Maker-first routing: entries go post-only at the touch whatever ``entry_type`` says.
+    maker_first: bool = False
+    #: Rollout gate: every fill's |slippage| must stay within this many bps.
+    slippage_tolerance_bps: float = Field(default=10.0, gt=0.0)
+    #: Rollout gate: a stage run must span at least this many minutes of market time.
+    min_run_minutes: float = Field(default=60.0, ge=0.0)
+    recv_window_ms: int = Field(default=5_000, ge=1, le=60_000)
+    request_timeout_s: float = Field(default=5.0, gt=0.0)
+    listen_key_keepalive_s: float = Field(default=1_800.0, gt=0.0)
+    throttles: ThrottleSettings = Field(default_factory=ThrottleSettings)
+    breakers: BreakerSettings = Field(default_factory=BreakerSettings)
 
 
 class ReportSettings(_Section):
