@@ -1,0 +1,101 @@
+"""The signal path for one closed bar: feature store → scoring → risk filters → sniper → decision.
+
+Pure of I/O: the runner feeds it events and takes the decisions to the journal, metrics, notifier and executor.
+That keeps replay, live and tests on exactly the same code, and makes the hot path measurable on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ultra_signals.core.clock import EventClock
+from ultra_signals.core.config import Settings
+from ultra_signals.core.decision import Candidate, Decision
+from ultra_signals.core.events import BookDepth, BookTicker, Funding, Kline, MarketEvent, event_time
+from ultra_signals.engine.risk_filters import (
+    FilterContext,
+    FlagFilter,
+    MarketState,
+    RiskFilter,
+    first_refusal,
+    standard_filters,
+)
+from ultra_signals.engine.scoring import levels, score
+from ultra_signals.engine.sniper import Sniper, htf_trend
+from ultra_signals.engine.sniper_counters import SniperCounters
+from ultra_signals.features.store import FeatureStore
+
+
+class SignalEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        counters: SniperCounters,
+        run_id: str,
+        clock: EventClock | None = None,
+        *,
+        paused: Callable[[], bool] = lambda: False,
+        halted_reason: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.run_id = run_id
+        self.clock = clock or EventClock()
+        self.store = FeatureStore(settings.features, settings.runtime.timeframes)
+        self.market = MarketState()
+        self.signal_tfs = frozenset(settings.runtime.signal_timeframes)
+        self.filters: list[RiskFilter] = [
+            FlagFilter("paused", lambda: "paused" if paused() else None),
+            FlagFilter("trading_halted", halted_reason),
+            *standard_filters(settings),
+        ]
+        self.sniper = Sniper(settings.sniper, counters, run_id)
+        self.decide_from_ms = 0  # bars closing before this are warm-up: features only
+
+    def on_event(self, ev: MarketEvent) -> Decision | None:
+        """Advance the clock, update state, and decide if ``ev`` closes a bar of a signal timeframe."""
+        self.clock.advance(event_time(ev))
+        if isinstance(ev, Kline):
+            return self.on_kline(ev) if ev.closed else None
+        if isinstance(ev, BookTicker):
+            self.market.book[ev.symbol] = ev
+        elif isinstance(ev, BookDepth):
+            self.market.depth[ev.symbol] = ev
+        elif isinstance(ev, Funding):
+            self.market.funding[ev.symbol] = ev
+        return None
+
+    def on_kline(self, k: Kline) -> Decision | None:
+        f = self.store.update(k)
+        if f.open_time != k.open_time or k.timeframe not in self.signal_tfs or k.close_time + 1 < self.decide_from_ms:
+            return None  # duplicate / late bar, a context-only timeframe, or warm-up history
+        sc = score(f, self.settings.scoring)
+        if sc.side is None:
+            return None
+        stop, targets = levels(sc.side, f.close, f.atr, self.settings.scoring)
+        feats = f.as_dict()
+        htf = self.settings.sniper.mtf_map.get(k.timeframe)
+        hf = self.store.latest(k.symbol, htf) if htf else None
+        feats["htf_trend"] = float(htf_trend(hf)) if hf is not None and hf.warm else 0.0
+        cand = Candidate(
+            symbol=k.symbol,
+            timeframe=k.timeframe,
+            bar_open_time=k.open_time,
+            ts=k.close_time + 1,
+            side=sc.side,
+            score=sc.total,
+            confidence=sc.confidence,
+            entry=f.close,
+            stop=stop,
+            targets=targets,
+            components=sc.components(),
+            features=feats,
+        )
+        ctx = FilterContext(cand, f, self.store, self.market, self.clock.now_ms())
+        reason = first_refusal(self.filters, ctx)
+        counts: dict[str, int] = {}
+        if reason is None:
+            reason = self.sniper.check(ctx)
+            if self.sniper.last_cap is not None:
+                counts = dict(self.sniper.last_cap.counts)
+                self.sniper.last_cap = None
+        return Decision(self.run_id, cand, reason is None, reason, counts=counts)

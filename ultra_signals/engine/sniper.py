@@ -1,0 +1,97 @@
+"""Sniper mode, the last gate: multi-timeframe confirmation, per-symbol cooldown, then the shared caps.
+
+Order matters: MTF and cooldown are local, free checks; the cap check-and-reserve is the only step that spends
+something (a slot shared with every runner), so it runs last and only for a candidate that passed everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ultra_signals.core.config import SniperSettings
+from ultra_signals.core.decision import Candidate, Side
+from ultra_signals.core.timeframes import tf_ms
+from ultra_signals.engine.risk_filters import FilterContext
+from ultra_signals.engine.sniper_counters import CapResult, Reservation, SniperCounters
+from ultra_signals.features.store import Features
+
+
+def htf_trend(f: Features) -> int:
+    """+1 up, -1 down, 0 flat, from the confirming timeframe's fast vs mid EMA."""
+    return 1 if f.ema_fast > f.ema_mid else -1 if f.ema_fast < f.ema_mid else 0
+
+
+@dataclass(slots=True)
+class MtfConfirmFilter:
+    """The higher timeframe's latest *closed* bar must agree with the side; missing, cold or stale blocks."""
+
+    mtf_map: dict[str, str]
+    name: str = "mtf_required"
+
+    def check(self, ctx: FilterContext) -> str | None:
+        c = ctx.candidate
+        htf = self.mtf_map.get(c.timeframe)
+        if htf is None:
+            return "mtf_required"
+        hf = ctx.store.latest(c.symbol, htf)
+        if hf is None or not hf.warm:
+            return "mtf_required"
+        # Stale: the latest higher bar must have closed within one higher-timeframe period of the signal.
+        if c.ts - (hf.close_time + 1) > tf_ms(htf):
+            return "mtf_required"
+        want = 1 if c.side is Side.LONG else -1
+        return None if htf_trend(hf) == want else "mtf_required"
+
+
+@dataclass(slots=True)
+class CooldownFilter:
+    """No new signal on a symbol within ``bars`` bars (of the signal's timeframe) of its last allowed one."""
+
+    bars: int
+    last_allowed: dict[str, int] = field(default_factory=dict)  # symbol -> bar open time of the last allowed
+    name: str = "cooldown"
+
+    def check(self, ctx: FilterContext) -> str | None:
+        c = ctx.candidate
+        last = self.last_allowed.get(c.symbol)
+        if last is None or self.bars == 0:
+            return None
+        return "cooldown" if abs(c.bar_open_time - last) < self.bars * tf_ms(c.timeframe) else None
+
+    def record(self, c: Candidate) -> None:
+        self.record_key(c.symbol, c.bar_open_time)
+
+    def record_key(self, symbol: str, bar_open_time: int) -> None:
+        """Remember an allowed signal (also used to restore cooldowns from the journal after a restart)."""
+        prev = self.last_allowed.get(symbol)
+        if prev is None or bar_open_time > prev:
+            self.last_allowed[symbol] = bar_open_time
+
+
+class Sniper:
+    def __init__(self, settings: SniperSettings, counters: SniperCounters, run_id: str) -> None:
+        self.settings = settings
+        self.counters = counters
+        self.run_id = run_id
+        self.mtf = MtfConfirmFilter(dict(settings.mtf_map))
+        self.cooldown = CooldownFilter(settings.cooldown_bars)
+        self.last_cap: CapResult | None = None
+
+    def check(self, ctx: FilterContext) -> str | None:
+        """The sniper's verdict; on a pass, the cap slot has been reserved."""
+        if not self.settings.enabled:
+            return None
+        if self.settings.mtf_confirm:
+            reason = self.mtf.check(ctx)
+            if reason:
+                return reason
+        reason = self.cooldown.check(ctx)
+        if reason:
+            return reason
+        c = ctx.candidate
+        res = self.counters.check_and_reserve(Reservation(f"{self.run_id}:{c.key}", c.symbol, c.ts))
+        self.last_cap = res
+        if not res.allowed:
+            return res.reason or "daily_cap"
+        self.cooldown.record(c)
+        return None

@@ -1,0 +1,449 @@
+"""The runner: one loop that takes market events through the signal engine and out to the adapters.
+
+It owns every side effect of a run (journal, metrics, notifier, executor, ``--decisions-out``) and measures the
+run as it goes, so the shadow report states only what was observed here: latencies, memory, CPU, freshness,
+metric refresh gaps, errors and counter fallbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import time
+import traceback
+import uuid
+from collections import Counter as Tally
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from ultra_signals.core.clock import EventClock
+from ultra_signals.core.config import Settings, redacted_dict
+from ultra_signals.core.decision import Decision
+from ultra_signals.core.events import Kline, MarketEvent, event_time
+from ultra_signals.engine.pipeline import SignalEngine
+from ultra_signals.engine.sniper_counters import CapPolicy, MemoryCounters, SniperCounters
+from ultra_signals.journal.writer import Journal
+from ultra_signals.live.metrics import Metrics
+from ultra_signals.sources.base import MarketSource
+from ultra_signals.transport.messages import MODE_PREFIX, signal_card
+from ultra_signals.transport.notifier import Notice, Notifier
+
+
+class Executor(Protocol):
+    """What the runner needs of the execution layer (paper or exchange broker behind a risk gateway)."""
+
+    def on_market_event(self, ev: MarketEvent) -> None: ...
+    def on_signal(self, decision: Decision) -> None: ...
+    def blocking_reason(self) -> str | None: ...
+    def summary(self) -> dict[str, Any]: ...
+    async def start(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+@dataclass
+class RunStats:
+    """Everything the report needs, measured during the run."""
+
+    run_id: str
+    mode: str
+    profile: str
+    source: str
+    simulated: bool
+    symbols: list[str]
+    timeframes: list[str]
+    notices: list[str] = field(default_factory=list)
+    namespace: str = ""
+    market_start_ms: int | None = None
+    market_end_ms: int | None = None  # last event time seen in the run window
+    planned_end_ms: int | None = None
+    wall_start: float = 0.0
+    wall_end: float = 0.0
+    events: Tally[str] = field(default_factory=Tally)
+    warmup_events: int = 0
+    run_bars: int = 0  # closed bars of every timeframe inside the run window
+    input_bars: int = 0  # closed bars of the finest timeframe inside the run window
+    candidates: Tally[str] = field(default_factory=Tally)
+    allowed: Tally[str] = field(default_factory=Tally)  # by symbol
+    allowed_side: Tally[str] = field(default_factory=Tally)
+    blocked: Tally[str] = field(default_factory=Tally)  # by reason
+    blocked_by_symbol: Tally[str] = field(default_factory=Tally)
+    latencies_ms: list[float] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
+    cpu_seconds: float = 0.0
+    errors: Tally[str] = field(default_factory=Tally)
+    crash: str | None = None
+    counter_backend_start: str = ""
+    counter_backend_end: str = ""
+    counter_events: list[str] = field(default_factory=list)
+    metrics_refreshes: int = 0
+    metrics_max_gap_s: float = 0.0
+    max_feed_gap_s: dict[str, float] = field(default_factory=dict)  # largest market-time gap between events
+    final_feed_age_s: dict[str, float] = field(default_factory=dict)
+    prices: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # primary-tf closes in the run window
+    executor_summary: dict[str, Any] = field(default_factory=dict)
+    metrics_port: int | None = None
+    journal_url: str = ""
+    decisions_out: str | None = None
+
+    @property
+    def wall_seconds(self) -> float:
+        return max(self.wall_end - self.wall_start, 1e-9)
+
+
+class Runner:
+    def __init__(
+        self,
+        settings: Settings,
+        source: MarketSource,
+        *,
+        journal: Journal,
+        notifier: Notifier,
+        metrics: Metrics | None = None,
+        counters: SniperCounters | None = None,
+        executor: Executor | None = None,
+        run_id: str | None = None,
+        namespace: str | None = None,
+        decisions_out: str | Path | None = None,
+        speed: float | None = None,
+        serve_metrics: bool = True,
+        on_progress: Callable[[RunStats, int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self.journal = journal
+        self.notifier = notifier
+        self.metrics = metrics or Metrics()
+        self.executor = executor
+        self.run_id = run_id or new_run_id()
+        info = source.info
+        rt = settings.runtime
+        # Historical runs (sim, replay) are their own world unless a namespace is given: a second replay of the
+        # same data must not find the first one's signals in its windows.
+        base_ns = namespace or (
+            f"{settings.redis.namespace}-{self.run_id}" if info.historical else settings.redis.namespace
+        )
+        self.namespace = base_ns
+        self.journal_ns = f"{base_ns}:{settings.profile}"
+        seed = list(journal.allowed_reservations(self.journal_ns))
+        self.counters = counters or _default_counters(settings, self.metrics, base_ns, seed, self._counter_event)
+        if counters is not None:
+            self.counters.seed(seed)
+        self.clock = EventClock()
+        self._paused = journal.get_state("paused") == "1"
+        self.engine = SignalEngine(
+            settings,
+            self.counters,
+            self.run_id,
+            self.clock,
+            paused=lambda: self._paused,
+            halted_reason=(executor.blocking_reason if executor is not None else lambda: None),
+        )
+        for r in seed:  # cooldowns survive a restart too
+            sym, tf, open_time = r.id.split(":")[-3:]
+            if tf in self.engine.signal_tfs:
+                self.engine.sniper.cooldown.record_key(sym, int(open_time))
+        self.decisions_out = Path(decisions_out) if decisions_out else None
+        self.speed = speed
+        self.serve_metrics = serve_metrics
+        self.on_progress = on_progress
+        self.stats = RunStats(
+            run_id=self.run_id,
+            mode=rt.mode,
+            profile=settings.profile,
+            source=info.name,
+            simulated=info.simulated,
+            symbols=list(info.symbols),
+            timeframes=list(info.timeframes),
+            notices=list(info.notices),
+            namespace=self.journal_ns,
+            journal_url=journal.url,
+            decisions_out=str(self.decisions_out) if self.decisions_out else None,
+        )
+        self.finest_tf = info.timeframes[0] if info.timeframes else rt.timeframes[0]
+        self._last_ts: dict[str, int] = {}
+        self._out: IO[str] | None = None
+        self._last_refresh = 0.0
+        self._last_pause_poll = 0.0
+        self._cpu0 = 0.0
+
+    # -- counters events (failover) ----------------------------------------------------------------------
+    def _counter_event(self, kind: str, text: str) -> None:
+        self.stats.counter_events.append(f"{kind}: {text}")
+        self.notifier.publish(Notice("fallback", f"{MODE_PREFIX.get(self.settings.runtime.mode, '')} | {text}"))
+
+    # -- the loop ----------------------------------------------------------------------------------------
+    async def run(self) -> RunStats:
+        st = self.stats
+        rt = self.settings.runtime
+        st.wall_start = time.time()
+        self._cpu0 = time.process_time()
+        st.counter_backend_start = self.counters.backend
+        self.metrics.set_backend(self.counters.backend)
+        self.metrics.run_info.labels(
+            run_id=self.run_id, mode=rt.mode, source=st.source, simulated=str(st.simulated).lower()
+        ).set(1)
+        for rule in CapPolicy.from_limits(
+            self.settings.sniper.max_signals_per_hour, self.settings.sniper.daily_signal_cap
+        ).rules:
+            self.metrics.window_cap.labels(window=rule.window).set(rule.cap)
+        if self.serve_metrics and self.settings.metrics.enabled:
+            st.metrics_port = self.metrics.serve(self.settings.metrics.host, self.settings.metrics.port)
+        self.journal.start_run(
+            self.run_id,
+            mode=rt.mode,
+            profile=self.settings.profile,
+            source=st.source,
+            simulated=st.simulated,
+            namespace=self.journal_ns,
+            settings=redacted_dict(self.settings),
+        )
+        if self.decisions_out:
+            self.decisions_out.parent.mkdir(parents=True, exist_ok=True)
+            self._out = self.decisions_out.open("w", encoding="utf-8")
+        await self.notifier.start()
+        if self.executor is not None:
+            await self.executor.start()
+        label = " SIMULATED" if st.simulated else ""
+        self.notifier.publish(
+            Notice(
+                "start",
+                f"{MODE_PREFIX.get(rt.mode, rt.mode)} | run {self.run_id} started | source {st.source}{label} | "
+                f"symbols {','.join(st.symbols)} | counters {self.counters.backend} "
+                f"(on_failure={self.settings.redis.on_failure})",
+            )
+        )
+        refresher = asyncio.create_task(self._refresh_loop(), name="metrics-refresh")
+        status = "completed"
+        try:
+            await self._consume()
+        except asyncio.CancelledError:
+            status = "interrupted"
+        except KeyboardInterrupt:
+            status = "interrupted"
+        except Exception as e:  # the source itself failed: record it, end cleanly, report says so
+            status = "failed"
+            st.crash = f"{type(e).__name__}: {e}"
+            st.errors["crash"] += 1
+            self.metrics.errors.labels(kind="crash").inc()
+            traceback.print_exc()
+        finally:
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
+            await self._finish(status)
+        return st
+
+    async def _consume(self) -> None:
+        st = self.stats
+        src = self.source
+        start = src.run_start_ms
+        end = src.run_end_ms
+        st.market_start_ms, st.planned_end_ms = start, end
+        self.engine.decide_from_ms = start
+        primary = self.settings.runtime.primary_timeframe
+        finest = self.finest_tf
+        engine = self.engine
+        executor = self.executor
+        perf = time.perf_counter
+        n = 0
+        wall0 = 0.0
+        async for ev in src.events():
+            t0 = perf()
+            n += 1
+            ts = event_time(ev)
+            if end is not None and ts > end:
+                break
+            in_run = ts >= start
+            if not in_run:
+                st.warmup_events += 1
+            elif self.speed and isinstance(ev, Kline):
+                if wall0 == 0.0:
+                    wall0 = time.monotonic()
+                ahead = (ts - start) / 1000.0 / self.speed - (time.monotonic() - wall0)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+                    t0 = perf()
+            try:
+                decision = engine.on_event(ev)
+                if executor is not None:
+                    executor.on_market_event(ev)
+                if in_run:
+                    self._track(ev, ts, primary, finest)
+                if decision is not None:
+                    self._handle(decision, t0)
+                elif in_run and isinstance(ev, Kline) and ev.timeframe in engine.signal_tfs:
+                    # A decision point that produced no candidate still counts as tick-to-decision latency.
+                    st.latencies_ms.append((perf() - t0) * 1000.0)
+                    self.metrics.latency.observe(st.latencies_ms[-1])
+            except Exception as e:  # a bad event or a bug on one bar must not stop the run
+                kind = type(e).__name__
+                st.errors[kind] += 1
+                self.metrics.errors.labels(kind=kind).inc()
+                if st.errors[kind] <= 3:
+                    traceback.print_exc()
+            if n & 255 == 0:
+                self._maybe_refresh()
+                await asyncio.sleep(0)  # let the notifier, metrics and executor tasks run
+
+    def _track(self, ev: MarketEvent, ts: int, primary: str, finest: str) -> None:
+        st = self.stats
+        sym = ev.symbol
+        prev = self._last_ts.get(sym)
+        if prev is not None and ts - prev > 0:
+            gap = (ts - prev) / 1000.0
+            if gap > st.max_feed_gap_s.get(sym, 0.0):
+                st.max_feed_gap_s[sym] = gap
+        self._last_ts[sym] = ts if prev is None or ts > prev else prev
+        st.events[type(ev).__name__] += 1
+        st.market_end_ms = ts if st.market_end_ms is None or ts > st.market_end_ms else st.market_end_ms
+        if isinstance(ev, Kline):
+            st.run_bars += 1
+            if ev.timeframe == finest:
+                st.input_bars += 1
+            if ev.timeframe == primary:
+                st.prices.setdefault(sym, []).append((ts, ev.close))
+
+    def _handle(self, d: Decision, t0: float) -> None:
+        st = self.stats
+        m = self.metrics
+        c = d.candidate
+        st.candidates[c.symbol] += 1
+        m.candidates.labels(symbol=c.symbol).inc()
+        if d.allowed:
+            st.allowed[c.symbol] += 1
+            st.allowed_side[c.side.value] += 1
+            m.allowed.labels(symbol=c.symbol, side=c.side.value).inc()
+        else:
+            reason = d.reason or "unknown"
+            st.blocked[reason] += 1
+            st.blocked_by_symbol[c.symbol] += 1
+            m.blocked.labels(reason=reason).inc()
+            if reason in ("mtf_required", "cooldown", "hourly_cap", "daily_cap"):
+                m.sniper_rejections.labels(reason=reason).inc()
+        if d.counts:
+            for window, count in d.counts.items():
+                m.window_count.labels(window=window).set(count)
+        if d.allowed and self.executor is not None:
+            self.executor.on_signal(d)
+        d.latency_ms = (time.perf_counter() - t0) * 1000.0
+        self.journal.record(d, self.journal_ns, st.simulated)
+        if self._out is not None:
+            self._out.write(json.dumps(d.as_record(), separators=(",", ":")) + "\n")
+        if d.allowed:
+            card = signal_card(d, self.settings.runtime.mode, st.simulated)
+            self.notifier.publish(Notice("signal", card, chat_key=d.id))
+        st.latencies_ms.append(d.latency_ms)
+        m.latency.observe(d.latency_ms)
+
+    # -- periodic work -----------------------------------------------------------------------------------
+    async def _refresh_loop(self) -> None:
+        """Keeps metrics fresh while no events arrive (a silent live feed), and polls the pause flag."""
+        while True:
+            await asyncio.sleep(1.0)
+            self._maybe_refresh(force=True)
+
+    def _maybe_refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_refresh < 0.5:
+            return
+        st = self.stats
+        if self._last_refresh:
+            st.metrics_max_gap_s = max(st.metrics_max_gap_s, now - self._last_refresh)
+        self._last_refresh = now
+        st.metrics_refreshes += 1
+        m = self.metrics
+        market_now = self.clock.now_ms()
+        ref = market_now if self.source.info.historical else int(time.time() * 1000)
+        for sym, last in self._last_ts.items():
+            m.feed_age.labels(symbol=sym).set(max(0.0, (ref - last) / 1000.0))
+        for window, count in self.counters.window_counts(market_now).items():
+            m.window_count.labels(window=window).set(count)
+        m.set_backend(self.counters.backend)
+        m.market_time.set(market_now / 1000.0)
+        m.last_update.set(time.time())
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        st.peak_rss_mb = max(st.peak_rss_mb, rss)
+        if now - self._last_pause_poll >= 1.0:
+            self._last_pause_poll = now
+            try:
+                self._paused = self.journal.get_state("paused") == "1"
+            except Exception as e:
+                st.errors["journal_state"] += 1
+                m.errors.labels(kind="journal_state").inc()
+                print(f"journal state read failed: {e}")
+        if self.on_progress is not None:
+            self.on_progress(st, market_now)
+
+    async def _finish(self, status: str) -> None:
+        st = self.stats
+        self._maybe_refresh(force=True)
+        st.wall_end = time.time()
+        st.cpu_seconds = time.process_time() - self._cpu0
+        st.peak_rss_mb = max(st.peak_rss_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+        st.counter_backend_end = self.counters.backend
+        end_ref = st.market_end_ms or 0
+        for sym in st.symbols:
+            last = self._last_ts.get(sym)
+            st.final_feed_age_s[sym] = (end_ref - last) / 1000.0 if last is not None else float("inf")
+        if self._out is not None:
+            self._out.close()
+        if self.executor is not None:
+            try:
+                st.executor_summary = self.executor.summary()
+                await self.executor.aclose()
+            except Exception as e:
+                st.errors["executor"] += 1
+                print(f"executor shutdown failed: {e}")
+        allowed = sum(st.allowed.values())
+        blocked = sum(st.blocked.values())
+        self.notifier.publish(
+            Notice(
+                "stop",
+                f"{MODE_PREFIX.get(st.mode, st.mode)} | run {self.run_id} {status} | allowed {allowed} | blocked {blocked}",
+            )
+        )
+        await self.notifier.aclose()
+        self.journal.end_run(
+            self.run_id,
+            status,
+            {
+                "allowed": dict(st.allowed),
+                "blocked": dict(st.blocked),
+                "candidates": dict(st.candidates),
+                "errors": dict(st.errors),
+                "crash": st.crash,
+            },
+            st.market_start_ms,
+            st.market_end_ms,
+        )
+        self.counters.close()
+        self.status = status
+
+
+def _default_counters(
+    settings: Settings,
+    metrics: Metrics,
+    namespace: str,
+    seed: list[Any],
+    on_event: Callable[[str, str], None],
+) -> SniperCounters:
+    """Redis-backed counters when configured (with failover), else memory, seeded from the journal."""
+    try:
+        from ultra_signals.engine.counters_factory import make_counters
+    except ImportError:
+        s = settings.sniper
+        mem = MemoryCounters(
+            CapPolicy.from_limits(
+                s.max_signals_per_hour, s.daily_signal_cap, s.per_symbol_max_per_hour, s.per_symbol_daily_cap
+            )
+        )
+        mem.seed(seed)
+        return mem
+    return make_counters(settings, metrics, namespace=namespace, seed=seed, on_event=on_event)
