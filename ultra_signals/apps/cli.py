@@ -1,0 +1,412 @@
+"""``ultra-signals``: the operator's command line (typer + rich).
+
+Every command loads settings the same way (base + profile + secrets file + env, then the flags given here), so
+what ``config show`` prints is what ``shadow`` runs with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ultra_signals.core.config import ConfigError, Settings, load_settings, redacted_dict
+from ultra_signals.journal.writer import Journal, JournalError
+from ultra_signals.live.metrics import Metrics
+from ultra_signals.live.runner import Runner, RunStats
+from ultra_signals.sources.base import SourceError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+config_app = typer.Typer(no_args_is_help=True, help="Inspect the effective configuration.")
+sim_app = typer.Typer(no_args_is_help=True, help="The built-in market simulator.")
+app.add_typer(config_app, name="config")
+app.add_typer(sim_app, name="sim")
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="Profile in profiles/ (default: shadow).")]
+SecretsOpt = Annotated[str | None, typer.Option("--secrets-file", help="KEY=VALUE file with secrets.")]
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {msg}", markup=True)
+    raise typer.Exit(code)
+
+
+def _parse_time(value: str | None, name: str) -> int | None:
+    """Epoch ms from ISO 8601 (``2018-01-15``, ``2018-01-15T12:00``) or plain epoch milliseconds."""
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value)
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"{name}: {value!r} is neither ISO 8601 (2018-01-15T12:00) nor epoch milliseconds")
+        raise
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def _settings(profile: str | None, secrets_file: str | None, overrides: dict[str, Any]) -> Settings:
+    try:
+        return load_settings(profile, secrets_file=secrets_file, overrides=overrides)
+    except ConfigError as e:
+        _fail(str(e))
+        raise
+
+
+def _run(
+    settings: Settings,
+    *,
+    duration: int | None,
+    data_dir: str | None,
+    start_ms: int | None,
+    end_ms: int | None,
+    symbols_given: bool,
+    decisions_out: str | None,
+    speed: float | None,
+    namespace: str | None,
+    report: bool,
+    hold_metrics: float,
+) -> RunStats:
+    from ultra_signals.sources.factory import build_source
+
+    metrics = Metrics()
+    try:
+        source = build_source(
+            settings,
+            metrics,
+            duration_minutes=duration,
+            data_dir=data_dir,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            symbols_given=symbols_given,
+        )
+    except (SourceError, OSError, ValueError) as e:
+        _fail(str(e))
+        raise
+    info = source.info
+    for notice in info.notices:
+        console.print(f"[yellow]notice:[/] {notice}")
+    try:
+        journal = Journal(settings.journal.url, settings.journal.batch_size)
+    except JournalError as e:
+        _fail(str(e))
+        raise
+    notifier = _notifier(settings, metrics, journal)
+    executor = _executor(settings, metrics, journal, notifier)
+    label = " [bold magenta]SIMULATED[/]" if info.simulated else ""
+    console.print(
+        f"[bold]{settings.runtime.mode.upper()}[/] run on [cyan]{info.name}[/]{label}: "
+        f"{', '.join(info.symbols)} on {', '.join(info.timeframes)} | profile {settings.profile} | "
+        f"counters: redis={'on' if settings.redis.enabled else 'off'}, on_failure={settings.redis.on_failure}"
+    )
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    task: TaskID | None = None
+
+    def on_progress(st: RunStats, market_now: int) -> None:
+        nonlocal task
+        start, end = source.run_start_ms, source.run_end_ms
+        if end is None or market_now < start:
+            return
+        if task is None:
+            task = progress.add_task("market time", total=max(end - start, 1), info="")
+        allowed = sum(st.allowed.values())
+        blocked = sum(st.blocked.values())
+        progress.update(task, completed=min(market_now - start, end - start), info=f"allowed {allowed} blocked {blocked}")
+
+    runner = Runner(
+        settings,
+        source,
+        journal=journal,
+        notifier=notifier,
+        metrics=metrics,
+        executor=executor,
+        namespace=namespace,
+        decisions_out=decisions_out,
+        speed=speed,
+        on_progress=on_progress,
+    )
+
+    async def main() -> RunStats:
+        try:
+            return await runner.run()
+        finally:
+            await source.aclose()
+
+    with progress:
+        try:
+            stats = asyncio.run(main())
+        except KeyboardInterrupt:
+            stats = runner.stats
+    if stats.metrics_port:
+        console.print(f"metrics were served on http://{settings.metrics.host}:{stats.metrics_port}/metrics")
+    paths: list[str] = []
+    if report:
+        from ultra_signals.apps.report import write_report
+
+        result = write_report(stats, settings, journal, metrics)
+        paths = [str(p) for p in result.paths]
+        _print_summary(stats, result.verdict, result.criteria)
+    else:
+        _print_summary(stats, None, [])
+    for p in paths:
+        console.print(f"report: {p}")
+    if hold_metrics > 0 and stats.metrics_port:
+        console.print(f"holding the metrics endpoint for {hold_metrics:.0f} s (Ctrl-C to stop)")
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(asyncio.sleep(hold_metrics))
+    metrics.stop()
+    journal.close()
+    return stats
+
+
+def _notifier(settings: Settings, metrics: Metrics, journal: Journal) -> Any:
+    from ultra_signals.transport.notifier import ConsoleNotifier, NullNotifier
+
+    sink = settings.notifier.sink
+    if sink == "telegram":
+        try:
+            from ultra_signals.transport.telegram.notifier import make_telegram_notifier
+        except ImportError:
+            _fail("notifier.sink is telegram but the Telegram notifier is not available in this build")
+            raise
+        return make_telegram_notifier(settings, metrics, journal.engine, settings.runtime.mode)
+    if sink == "none":
+        return NullNotifier()
+    return ConsoleNotifier(console)
+
+
+def _executor(settings: Settings, metrics: Metrics, journal: Journal, notifier: Any) -> Any:
+    if settings.execution.broker == "none":
+        return None
+    try:
+        from ultra_signals.execution.executor import make_executor
+    except ImportError:
+        return None
+    return make_executor(settings, metrics, journal, notifier, None)
+
+
+def _print_summary(st: RunStats, verdict: str | None, criteria: list[Any]) -> None:
+    from ultra_signals.apps.report import latency_percentiles
+
+    p = latency_percentiles(st.latencies_ms)
+    t = Table(title=f"run {st.run_id} ({'SIMULATED' if st.simulated else st.source})", show_header=False)
+    t.add_row("input bars / s", f"{st.input_bars / st.wall_seconds:,.0f} ({st.input_bars:,} bars in {st.wall_seconds:.2f} s)")
+    t.add_row("candidates", str(sum(st.candidates.values())))
+    t.add_row("allowed", ", ".join(f"{k} {v}" for k, v in sorted(st.allowed.items())) or "0")
+    t.add_row("blocked", ", ".join(f"{k} {v}" for k, v in st.blocked.most_common()) or "0")
+    t.add_row("tick-to-decision ms", f"p50 {p['p50']:.3f}  p95 {p['p95']:.3f}  p99 {p['p99']:.3f}")
+    t.add_row("errors", ", ".join(f"{k} {v}" for k, v in st.errors.items()) or "none")
+    t.add_row("counter backend", f"{st.counter_backend_start} → {st.counter_backend_end}")
+    if verdict:
+        t.add_row("shadow criteria", " ".join(f"{c.name}:{'PASS' if c.passed else 'FAIL'}" for c in criteria))
+        t.add_row("verdict", f"[bold]{verdict}[/]")
+    console.print(t)
+
+
+# -- commands ----------------------------------------------------------------------------------------------
+@app.command()
+def shadow(
+    duration: Annotated[int, typer.Option(help="Minutes of market time to run.")] = 120,
+    profile: ProfileOpt = None,
+    source: Annotated[str | None, typer.Option(help="sim | replay | binance (default from settings).")] = None,
+    symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols.")] = None,
+    data: Annotated[str | None, typer.Option(help="Candle folder for --source replay.")] = None,
+    speed: Annotated[float | None, typer.Option(help="N × real time for sim/replay (default: as fast as possible).")] = None,
+    decisions_out: Annotated[str | None, typer.Option(help="Write one JSON line per candidate here.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus exporter port (0 = any free).")] = None,
+    journal: Annotated[str | None, typer.Option(help="Journal SQLAlchemy URL.")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Counter namespace shared with other runners.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Simulator seed.")] = None,
+    report: Annotated[bool, typer.Option(help="Write the shadow report.")] = True,
+    hold_metrics: Annotated[float, typer.Option(help="Keep /metrics up this many seconds after the run.")] = 0.0,
+    secrets_file: SecretsOpt = None,
+) -> None:
+    """A shadow run: signals only, no orders; ends with the shadow report and a GO / NO-GO verdict."""
+    overrides: dict[str, Any] = {}
+    if source:
+        overrides["runtime.source"] = source
+    if symbols:
+        overrides["runtime.symbols"] = symbols
+    if metrics_port is not None:
+        overrides["metrics.port"] = metrics_port
+    if journal:
+        overrides["journal.url"] = journal
+    if seed is not None:
+        overrides["sim.seed"] = seed
+    settings = _settings(profile, secrets_file, overrides)
+    if settings.runtime.mode != "shadow" and profile is None:
+        _fail("shadow runs need a shadow-mode profile")
+    st = _run(
+        settings,
+        duration=duration,
+        data_dir=data,
+        start_ms=None,
+        end_ms=None,
+        symbols_given=bool(symbols) or settings.runtime.source != "replay",
+        decisions_out=decisions_out,
+        speed=speed,
+        namespace=namespace,
+        report=report,
+        hold_metrics=hold_metrics,
+    )
+    raise typer.Exit(1 if st.crash else 0)
+
+
+@app.command()
+def replay(
+    data: Annotated[str, typer.Option(help="Folder of <SYMBOL>-<timeframe>.csv candle files.")],
+    symbols: Annotated[str | None, typer.Option(help="Comma-separated (default: every symbol in the folder).")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="Run window start (ISO 8601 UTC or epoch ms).")] = None,
+    to: Annotated[str | None, typer.Option(help="Run window end (ISO 8601 UTC or epoch ms).")] = None,
+    timeframes: Annotated[str | None, typer.Option(help="Comma-separated timeframes (default from settings).")] = None,
+    profile: ProfileOpt = None,
+    speed: Annotated[float | None, typer.Option(help="N × real time (default: as fast as possible).")] = None,
+    decisions_out: Annotated[str | None, typer.Option(help="Write one JSON line per candidate here.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus exporter port (0 = any free).")] = None,
+    journal: Annotated[str | None, typer.Option(help="Journal SQLAlchemy URL.")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Counter namespace shared with other runners.")] = None,
+    report: Annotated[bool, typer.Option(help="Write the run report.")] = True,
+    secrets_file: SecretsOpt = None,
+) -> None:
+    """The same pipeline over recorded candles, as fast as the machine allows (or --speed N)."""
+    overrides: dict[str, Any] = {"runtime.source": "replay"}
+    if symbols:
+        overrides["runtime.symbols"] = symbols
+    if timeframes:
+        overrides["runtime.timeframes"] = timeframes
+        tfs = [t.strip() for t in timeframes.split(",") if t.strip()]
+        base = load_settings(profile, secrets_file=secrets_file) if tfs else None
+        if base is not None and base.runtime.primary_timeframe not in tfs:
+            from ultra_signals.core.timeframes import sort_timeframes
+
+            overrides["runtime.primary_timeframe"] = sort_timeframes(tfs)[0]
+    if metrics_port is not None:
+        overrides["metrics.port"] = metrics_port
+    if journal:
+        overrides["journal.url"] = journal
+    settings = _settings(profile, secrets_file, overrides)
+    st = _run(
+        settings,
+        duration=None,
+        data_dir=data,
+        start_ms=_parse_time(from_, "--from"),
+        end_ms=_parse_time(to, "--to"),
+        symbols_given=bool(symbols),
+        decisions_out=decisions_out,
+        speed=speed,
+        namespace=namespace,
+        report=report,
+        hold_metrics=0.0,
+    )
+    raise typer.Exit(1 if st.crash else 0)
+
+
+@app.command()
+def preflight(
+    profile: ProfileOpt = None,
+    secrets_file: SecretsOpt = None,
+) -> None:
+    """Non-destructive go-live checks; exit code 0 only when every check passes.  Never takes a cap slot."""
+    from ultra_signals.apps.preflight import run_preflight
+
+    try:
+        settings = load_settings(profile, secrets_file=secrets_file)
+    except ConfigError as e:
+        t = Table(title="preflight")
+        t.add_column("check")
+        t.add_column("result")
+        t.add_column("detail")
+        t.add_row("config", "[red]FAIL[/]", str(e))
+        console.print(t)
+        raise typer.Exit(1) from None
+    checks = run_preflight(settings)
+    t = Table(title=f"preflight — profile {settings.profile}")
+    t.add_column("check")
+    t.add_column("result")
+    t.add_column("detail")
+    for c in checks:
+        t.add_row(c.name, "[green]PASS[/]" if c.ok else "[red]FAIL[/]", c.detail)
+    console.print(t)
+    failed = [c.name for c in checks if not c.ok]
+    console.print("[bold green]all checks passed[/]" if not failed else f"[bold red]{len(failed)} failed:[/] {', '.join(failed)}")
+    raise typer.Exit(1 if failed else 0)
+
+
+@config_app.command("show")
+def config_show(
+    profile: ProfileOpt = None,
+    secrets_file: SecretsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
+) -> None:
+    """The effective merged configuration, secrets redacted."""
+    settings = _settings(profile, secrets_file, {})
+    data = redacted_dict(settings)
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    else:
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+
+
+@sim_app.command("export")
+def sim_export(
+    days: Annotated[int, typer.Option(help="Days of 1m candles per symbol.")] = 30,
+    out: Annotated[str, typer.Option(help="Output folder.")] = "var/sim-candles",
+    symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols (default from settings).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Simulator seed.")] = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Write the simulator's candles as replay files (<SYMBOL>-1m.csv), labelled SIMULATED in their folder name."""
+    from ultra_signals.sources.sim import export_candles
+
+    overrides: dict[str, Any] = {}
+    if symbols:
+        overrides["runtime.symbols"] = symbols
+    if seed is not None:
+        overrides["sim.seed"] = seed
+    settings = _settings(profile, None, overrides)
+    paths = export_candles(settings.sim, settings.runtime.symbols, days, Path(out), ["1m"])
+    for p in paths:
+        console.print(f"wrote {p}")
+    console.print(f"SIMULATED candles: {days} days × {len(settings.runtime.symbols)} symbols → {out}")
+
+
+def _register_optional() -> None:
+    """Commands contributed by the operator (Telegram) and execution layers, when present."""
+    for mod in ("ultra_signals.apps.cli_operator", "ultra_signals.apps.cli_execution"):
+        try:
+            module = __import__(mod, fromlist=["register"])
+        except ImportError:
+            continue
+        module.register(app)
+
+
+_register_optional()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

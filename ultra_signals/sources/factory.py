@@ -1,0 +1,55 @@
+"""Build the configured market source.  Imports lazily so the embedded default never loads network code."""
+
+from __future__ import annotations
+
+from ultra_signals.core.config import Settings
+from ultra_signals.live.metrics import Metrics
+from ultra_signals.sources.base import MarketSource, SourceError
+
+
+def build_source(
+    settings: Settings,
+    metrics: Metrics,
+    *,
+    duration_minutes: int | None,
+    data_dir: str | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    symbols_given: bool = True,
+) -> MarketSource:
+    rt = settings.runtime
+    if rt.source == "sim":
+        from ultra_signals.sources.sim import SimSource
+
+        return SimSource(settings.sim, rt.symbols, rt.timeframes, duration_minutes or 120, rt.warmup_bars)
+    if rt.source == "replay":
+        from ultra_signals.sources.replay import ReplaySource
+
+        folder = data_dir or settings.replay.data_dir
+        if not folder:
+            raise SourceError("replay needs a data folder: --data DIR or replay.data_dir in settings")
+        if duration_minutes is not None and end_ms is None and start_ms is not None:
+            end_ms = start_ms + duration_minutes * 60_000
+        src = ReplaySource(
+            folder,
+            rt.symbols if symbols_given else None,
+            rt.timeframes,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            warmup_bars=rt.warmup_bars,
+        )
+        if duration_minutes is not None and end_ms is None:
+            src = ReplaySource(
+                folder,
+                rt.symbols if symbols_given else None,
+                rt.timeframes,
+                start_ms=src.run_start_ms,
+                end_ms=src.run_start_ms + duration_minutes * 60_000,
+                warmup_bars=rt.warmup_bars,
+            )
+        return src
+    if rt.source == "binance":
+        from ultra_signals.sources.binance.source import BinanceSource
+
+        return BinanceSource(settings, metrics, duration_minutes=duration_minutes)
+    raise SourceError(f"unknown source {rt.source!r}")
