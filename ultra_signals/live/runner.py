@@ -132,6 +132,20 @@ class Runner:
         )
         self.namespace = base_ns
         self.journal_ns = f"{base_ns}:{settings.profile}"
+        self.decisions_out = Path(decisions_out) if decisions_out else None
+        self.stats = RunStats(
+            run_id=self.run_id,
+            mode=rt.mode,
+            profile=settings.profile,
+            source=info.name,
+            simulated=info.simulated,
+            symbols=list(info.symbols),
+            timeframes=list(info.timeframes),
+            notices=list(info.notices),
+            namespace=self.journal_ns,
+            journal_url=journal.url,
+            decisions_out=str(self.decisions_out) if self.decisions_out else None,
+        )
         seed = list(journal.allowed_reservations(self.journal_ns))
         self.counters = counters or _default_counters(settings, self.metrics, base_ns, seed, self._counter_event)
         if counters is not None:
@@ -150,23 +164,9 @@ class Runner:
             sym, tf, open_time = r.id.split(":")[-3:]
             if tf in self.engine.signal_tfs:
                 self.engine.sniper.cooldown.record_key(sym, int(open_time))
-        self.decisions_out = Path(decisions_out) if decisions_out else None
         self.speed = speed
         self.serve_metrics = serve_metrics
         self.on_progress = on_progress
-        self.stats = RunStats(
-            run_id=self.run_id,
-            mode=rt.mode,
-            profile=settings.profile,
-            source=info.name,
-            simulated=info.simulated,
-            symbols=list(info.symbols),
-            timeframes=list(info.timeframes),
-            notices=list(info.notices),
-            namespace=self.journal_ns,
-            journal_url=journal.url,
-            decisions_out=str(self.decisions_out) if self.decisions_out else None,
-        )
         self.finest_tf = info.timeframes[0] if info.timeframes else rt.timeframes[0]
         self._last_ts: dict[str, int] = {}
         self._out: IO[str] | None = None
@@ -177,7 +177,8 @@ class Runner:
     # -- counters events (failover) ----------------------------------------------------------------------
     def _counter_event(self, kind: str, text: str) -> None:
         self.stats.counter_events.append(f"{kind}: {text}")
-        self.notifier.publish(Notice("fallback", f"{MODE_PREFIX.get(self.settings.runtime.mode, '')} | {text}"))
+        prefix = MODE_PREFIX.get(self.settings.runtime.mode, "")
+        self.notifier.publish(Notice("start" if kind == "start" else "fallback", f"{prefix} | {text}"))
 
     # -- the loop ----------------------------------------------------------------------------------------
     async def run(self) -> RunStats:

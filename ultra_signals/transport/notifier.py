@@ -66,7 +66,7 @@ class ConsoleNotifier:
 
     def _print(self, notice: Notice) -> None:
         style = {"signal": "bold green", "breaker": "bold red", "fallback": "yellow"}.get(notice.kind, "")
-        self.console.print(notice.text, style=style, markup=False)
+        self.console.print(notice.text, style=style, markup=False, soft_wrap=True)
         self.sent += 1
 
     async def aclose(self) -> None:
