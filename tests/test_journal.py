@@ -1,0 +1,98 @@
+"""Journal on SQLite (default, WAL) and PostgreSQL: decisions, immediate commit of allowed ones, restore, state."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from tests.factories import T0, candidate
+from ultra_signals.core.decision import Decision
+from ultra_signals.journal.writer import Journal, JournalError, make_engine
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _pg_available() -> bool:
+    try:
+        eng = make_engine(PG_URL)
+        with eng.connect() as c:
+            c.execute(text("select 1"))
+        eng.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/var/journal.db"
+    else:
+        if not _pg_available():
+            pytest.skip(f"no PostgreSQL answers at {PG_URL}")
+        url = PG_URL
+    j = Journal(url, batch_size=3)
+    yield j
+    j.close()
+
+
+def _start(j: Journal, ns: str) -> str:
+    run_id = uuid.uuid4().hex[:10]
+    j.start_run(run_id, mode="shadow", profile="shadow", source="replay", simulated=False, namespace=ns, settings={})
+    return run_id
+
+
+def test_sqlite_folder_is_created_and_wal_is_on(tmp_path: Path) -> None:
+    j = Journal(f"sqlite:///{tmp_path}/deep/er/j.db")
+    with j.engine.connect() as c:
+        assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    j.close()
+
+
+def test_unwritable_journal_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")  # (tests may run as root, so permissions alone would not stop a write)
+    with pytest.raises(JournalError, match="journal sqlite:///"):
+        Journal(f"sqlite:///{blocker}/sub/j.db")
+
+
+def test_allowed_is_committed_at_once_blocked_in_batches(journal: Journal) -> None:
+    ns = f"ns-{uuid.uuid4().hex[:8]}"
+    run_id = _start(journal, ns)
+    other = Journal(journal.url)  # a second reader, as after a crash
+    journal.record(Decision(run_id, candidate(open_time=T0), False, "cooldown"), ns, False)
+    assert other.decisions(run_id) == []  # buffered
+    journal.record(Decision(run_id, candidate(open_time=T0 + 300_000), True, None), ns, False)
+    rows = other.decisions(run_id)
+    assert [(r["allowed"], r["reason"]) for r in rows] == [(False, "cooldown"), (True, None)]
+    for i in range(3):  # batch_size=3 flushes on its own
+        journal.record(Decision(run_id, candidate(open_time=T0 + (2 + i) * 300_000), False, "hourly_cap"), ns, False)
+    assert len(other.decisions(run_id)) == 5
+    other.close()
+
+
+def test_restore_reservations_per_namespace(journal: Journal) -> None:
+    ns, ns2 = f"a-{uuid.uuid4().hex[:8]}", f"b-{uuid.uuid4().hex[:8]}"
+    r1, r2 = _start(journal, ns), _start(journal, ns2)
+    journal.record(Decision(r1, candidate(open_time=T0), True, None), ns, False)
+    journal.record(Decision(r1, candidate(open_time=T0 + 300_000), False, "cooldown"), ns, False)
+    journal.record(Decision(r2, candidate(symbol="ETHUSDT", open_time=T0), True, None), ns2, False)
+    res = list(journal.allowed_reservations(ns))
+    assert [(r.symbol, r.ts_ms) for r in res] == [("BTCUSDT", T0 + 300_000)]
+    assert res[0].id == f"{r1}:BTCUSDT:5m:{T0}"
+
+
+def test_run_lifecycle_and_state(journal: Journal) -> None:
+    run_id = _start(journal, "x")
+    journal.end_run(run_id, "completed", {"allowed": {}}, T0, T0 + 1)
+    run = journal.run(run_id)
+    assert run is not None and run["status"] == "completed" and run["market_end_ms"] == T0 + 1
+    key = f"paused-{uuid.uuid4().hex[:6]}"
+    assert journal.get_state(key) is None
+    journal.set_state(key, "1")
+    journal.set_state(key, "0")
+    assert journal.get_state(key) == "0"
