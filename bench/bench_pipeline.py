@@ -24,14 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ultra_signals.apps.report import latency_percentiles  # noqa: E402
-from ultra_signals.core.config import load_settings  # noqa: E402
-from ultra_signals.journal.writer import Journal  # noqa: E402
-from ultra_signals.live.metrics import Metrics  # noqa: E402
-from ultra_signals.live.runner import Runner  # noqa: E402
-from ultra_signals.sources.replay import ReplaySource  # noqa: E402
-from ultra_signals.sources.sim import export_candles  # noqa: E402
-from ultra_signals.transport.notifier import NullNotifier  # noqa: E402
+from ultra_signals.sources.sim import export_candles
+
+from ultra_signals.apps.report import latency_percentiles
+from ultra_signals.core.config import load_settings
+from ultra_signals.journal.writer import Journal
+from ultra_signals.live.metrics import Metrics
+from ultra_signals.live.runner import Runner
+from ultra_signals.sources.replay import ReplaySource
+from ultra_signals.transport.notifier import NullNotifier
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 
@@ -45,7 +46,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}; {os.cpu_count()} cores; Python {platform.python_version()}; {platform.system()} {platform.release()}"
+    return (
+        f"{cpu}; {os.cpu_count()} cores; Python {platform.python_version()}; {platform.system()} {platform.release()}"
+    )
 
 
 def main() -> None:
@@ -62,7 +65,9 @@ def main() -> None:
         "execution.broker": "none",
     }
     if args.redis:
-        overrides.update({"redis.enabled": True, "redis.url": args.redis, "redis.namespace": f"bench-{uuid.uuid4().hex[:8]}"})
+        overrides.update(
+            {"redis.enabled": True, "redis.url": args.redis, "redis.namespace": f"bench-{uuid.uuid4().hex[:8]}"}
+        )
     settings = load_settings(overrides=overrides, environ={})
     data = Path(args.data) / f"sim-seed{settings.sim.seed}-{args.days}d"
     if not all((data / f"{s}-1m.csv").exists() for s in SYMBOLS):
@@ -72,15 +77,19 @@ def main() -> None:
     input_bars = sum(sum(1 for _ in (data / f"{s}-1m.csv").open()) - 1 for s in SYMBOLS)
 
     print(f"machine: {machine()}")
-    print(f"input: {input_bars:,} 1m bars ({len(SYMBOLS)} symbols × {args.days} days), timeframes 5m/15m/1h, "
-          f"counters: {'redis ' + args.redis if args.redis else 'memory'}, journal: SQLite (WAL)")
+    print(
+        f"input: {input_bars:,} 1m bars ({len(SYMBOLS)} symbols × {args.days} days), timeframes 5m/15m/1h, "
+        f"counters: {'redis ' + args.redis if args.redis else 'memory'}, journal: SQLite (WAL)"
+    )
     for i in range(args.repeat):
         with tempfile.TemporaryDirectory() as tmp:
             journal = Journal(f"sqlite:///{tmp}/journal.db", settings.journal.batch_size)
             t0 = time.perf_counter()
             # Warm-up 0 so that every input bar is inside the run window and goes through every stage.
             src = ReplaySource(data, SYMBOLS, settings.runtime.timeframes, None, None, 0)
-            runner = Runner(settings, src, journal=journal, notifier=NullNotifier(), metrics=Metrics(), serve_metrics=False)
+            runner = Runner(
+                settings, src, journal=journal, notifier=NullNotifier(), metrics=Metrics(), serve_metrics=False
+            )
             stats = asyncio.run(runner.run())
             wall = time.perf_counter() - t0
             journal.close()

@@ -71,7 +71,9 @@ def mirror(f: Features) -> Features:
     )
 
 
-def candidate(symbol: str = "BTCUSDT", side: Side = Side.LONG, open_time: int = T0, tf: str = "5m", **kw: Any) -> Candidate:
+def candidate(
+    symbol: str = "BTCUSDT", side: Side = Side.LONG, open_time: int = T0, tf: str = "5m", **kw: Any
+) -> Candidate:
     args: dict[str, Any] = {
         "symbol": symbol,
         "timeframe": tf,

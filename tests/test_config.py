@@ -99,7 +99,7 @@ def test_unknown_profile_lists_known_ones() -> None:
 
 def test_secret_in_yaml_is_refused(tmp_path: Path) -> None:
     path = _tree(tmp_path, "telegram:\n  bot_token: '123:abc'\n")
-    with pytest.raises(ConfigError, match="telegram.bot_token: secrets may only come from the environment"):
+    with pytest.raises(ConfigError, match=r"telegram\.bot_token: secrets may only come from the environment"):
         load_settings(settings_file=path, environ={})
 
 
@@ -115,7 +115,9 @@ def test_secrets_from_file_and_env_are_redacted(tmp_path: Path) -> None:
 
 def test_invalid_secret_value_is_not_echoed() -> None:
     with pytest.raises(ConfigError) as e:
-        load_settings(environ={"ULTRA_SIGNALS_REDIS__URL": "redis://:hunter2@127.0.0.1:6379/0", "ULTRA_SIGNALS_REDIS__PORT": "x"})
+        load_settings(
+            environ={"ULTRA_SIGNALS_REDIS__URL": "redis://:hunter2@127.0.0.1:6379/0", "ULTRA_SIGNALS_REDIS__PORT": "x"}
+        )
     assert "hunter2" not in str(e.value)
 
 

@@ -108,7 +108,15 @@ def test_standard_pipeline_order_and_first_refusal_wins() -> None:
     )
     filters = standard_filters(s)
     names = [f.name for f in filters]
-    assert names == ["warmup", "stale_data", "volatility_band", "trend_strength", "min_confidence", "max_spread", "near_funding"]
+    assert names == [
+        "warmup",
+        "stale_data",
+        "volatility_band",
+        "trend_strength",
+        "min_confidence",
+        "max_spread",
+        "near_funding",
+    ]
     assert all(n in REASONS for n in names)
     # Cold AND weak: the earlier filter (warmup) names the reason.
     assert first_refusal(filters, ctx(warm=False, adx=5.0)) == "warmup"

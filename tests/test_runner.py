@@ -8,8 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import require_data
 from ultra_signals.apps.report import max_in_sliding_window
 from ultra_signals.core.config import Settings, load_settings
@@ -62,7 +60,19 @@ def test_ten_series_replay_never_exceeds_caps_and_every_sniper_gate_fires(tmp_pa
     # The JSONL mirror holds exactly the journal's candidates.
     lines = [json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()]
     assert len(lines) == len(rows)
-    assert set(lines[0]) == {"ts", "symbol", "timeframe", "side", "score", "confidence", "decision", "reason", "entry", "stop", "targets"}
+    assert set(lines[0]) == {
+        "ts",
+        "symbol",
+        "timeframe",
+        "side",
+        "score",
+        "confidence",
+        "decision",
+        "reason",
+        "entry",
+        "stop",
+        "targets",
+    }
     assert sum(1 for x in lines if x["decision"] == "allowed") == len(allowed)
 
 
@@ -82,9 +92,11 @@ def test_mtf_blocks_on_real_data_against_the_higher_timeframe(tmp_path: Path) ->
 def test_restart_mid_day_keeps_the_daily_count(tmp_path: Path) -> None:
     s = settings()
     url = f"sqlite:///{tmp_path}/j.db"
-    first, rows1 = run(s, url, ALTS, DAY0, DAY0 + 8 * HOUR_MS, namespace="desk")
-    second, rows2 = run(s, url, ALTS, DAY0 + 8 * HOUR_MS, DAY0 + 16 * HOUR_MS, namespace="desk")
-    fresh, rows3 = run(s, f"sqlite:///{tmp_path}/fresh.db", ALTS, DAY0 + 8 * HOUR_MS, DAY0 + 16 * HOUR_MS, namespace="desk")
+    _first, rows1 = run(s, url, ALTS, DAY0, DAY0 + 8 * HOUR_MS, namespace="desk")
+    _second, rows2 = run(s, url, ALTS, DAY0 + 8 * HOUR_MS, DAY0 + 16 * HOUR_MS, namespace="desk")
+    _fresh, rows3 = run(
+        s, f"sqlite:///{tmp_path}/fresh.db", ALTS, DAY0 + 8 * HOUR_MS, DAY0 + 16 * HOUR_MS, namespace="desk"
+    )
     a1 = [r["ts"] for r in rows1 if r["allowed"]]
     a2 = [r["ts"] for r in rows2 if r["allowed"]]
     a3 = [r["ts"] for r in rows3 if r["allowed"]]
@@ -97,10 +109,24 @@ def test_restart_mid_day_keeps_the_daily_count(tmp_path: Path) -> None:
 def test_two_replay_speeds_decide_identically(tmp_path: Path) -> None:
     s = settings()
     start, end = DAY0, DAY0 + 6 * HOUR_MS
-    run(s, f"sqlite:///{tmp_path}/a.db", ["ETHBTC", "XMRBTC"], start, end, decisions_out=tmp_path / "fast.jsonl", run_id="same")
     run(
-        s, f"sqlite:///{tmp_path}/b.db", ["ETHBTC", "XMRBTC"], start, end,
-        decisions_out=tmp_path / "paced.jsonl", run_id="same", speed=6 * 3600 / 2.0,  # 6 market hours in ~2 s
+        s,
+        f"sqlite:///{tmp_path}/a.db",
+        ["ETHBTC", "XMRBTC"],
+        start,
+        end,
+        decisions_out=tmp_path / "fast.jsonl",
+        run_id="same",
+    )
+    run(
+        s,
+        f"sqlite:///{tmp_path}/b.db",
+        ["ETHBTC", "XMRBTC"],
+        start,
+        end,
+        decisions_out=tmp_path / "paced.jsonl",
+        run_id="same",
+        speed=6 * 3600 / 2.0,  # 6 market hours in ~2 s
     )
     fast = (tmp_path / "fast.jsonl").read_text()
     assert fast and fast == (tmp_path / "paced.jsonl").read_text()

@@ -33,8 +33,14 @@ def test_mirror_image_scores_short_symmetrically() -> None:
 
 def test_flat_market_is_no_trade() -> None:
     f = features(
-        ema_fast=60_600.0, ema_mid=60_600.0, ema_slow=60_600.0, rsi=50.0, macd_hist=0.0,
-        bb_mid=60_600.0, vwap=60_600.0, volume_z=0.0,
+        ema_fast=60_600.0,
+        ema_mid=60_600.0,
+        ema_slow=60_600.0,
+        rsi=50.0,
+        macd_hist=0.0,
+        bb_mid=60_600.0,
+        vwap=60_600.0,
+        volume_z=0.0,
     )
     sc = score(f, S)
     assert sc.side is None and sc.confidence == 0.0 and sc.total == pytest.approx(0.0)
@@ -67,10 +73,21 @@ def test_score_is_bounded_and_scale_free(close: float, rsi: float, hist: float, 
     f = features()
     k = close / f.close
     scaled = replace(
-        f, close=close, ema_fast=f.ema_fast * k, ema_mid=f.ema_mid * k, ema_slow=f.ema_slow * k,
-        bb_mid=f.bb_mid * k, bb_upper=f.bb_upper * k, bb_lower=f.bb_lower * k, vwap=f.vwap * k,
-        vwap_upper=f.vwap_upper * k, vwap_lower=f.vwap_lower * k, atr=close * atr_frac, rsi=rsi,
-        macd_hist=hist * k, volume_z=z,
+        f,
+        close=close,
+        ema_fast=f.ema_fast * k,
+        ema_mid=f.ema_mid * k,
+        ema_slow=f.ema_slow * k,
+        bb_mid=f.bb_mid * k,
+        bb_upper=f.bb_upper * k,
+        bb_lower=f.bb_lower * k,
+        vwap=f.vwap * k,
+        vwap_upper=f.vwap_upper * k,
+        vwap_lower=f.vwap_lower * k,
+        atr=close * atr_frac,
+        rsi=rsi,
+        macd_hist=hist * k,
+        volume_z=z,
     )
     sc = score(scaled, S)
     assert -1.0 <= sc.total <= 1.0 and 0.0 <= sc.confidence <= 1.0

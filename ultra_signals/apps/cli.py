@@ -23,7 +23,7 @@ from rich.table import Table
 from ultra_signals.core.config import ConfigError, Settings, load_settings, redacted_dict
 from ultra_signals.journal.writer import Journal, JournalError
 from ultra_signals.live.metrics import Metrics
-from ultra_signals.live.runner import Runner, RunStats
+from ultra_signals.live.runner import Runner, RunStats, new_run_id
 from ultra_signals.sources.base import SourceError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -105,8 +105,9 @@ def _run(
     except JournalError as e:
         _fail(str(e))
         raise
+    run_id = new_run_id()
     notifier = _notifier(settings, metrics, journal)
-    executor = _executor(settings, metrics, journal, notifier)
+    executor = _executor(settings, metrics, journal, notifier, run_id)
     label = " [bold magenta]SIMULATED[/]" if info.simulated else ""
     console.print(
         f"[bold]{settings.runtime.mode.upper()}[/] run on [cyan]{info.name}[/]{label}: "
@@ -132,7 +133,9 @@ def _run(
             task = progress.add_task("market time", total=max(end - start, 1), info="")
         allowed = sum(st.allowed.values())
         blocked = sum(st.blocked.values())
-        progress.update(task, completed=min(market_now - start, end - start), info=f"allowed {allowed} blocked {blocked}")
+        progress.update(
+            task, completed=min(market_now - start, end - start), info=f"allowed {allowed} blocked {blocked}"
+        )
 
     runner = Runner(
         settings,
@@ -141,6 +144,7 @@ def _run(
         notifier=notifier,
         metrics=metrics,
         executor=executor,
+        run_id=run_id,
         namespace=namespace,
         decisions_out=decisions_out,
         speed=speed,
@@ -196,14 +200,14 @@ def _notifier(settings: Settings, metrics: Metrics, journal: Journal) -> Any:
     return ConsoleNotifier(console)
 
 
-def _executor(settings: Settings, metrics: Metrics, journal: Journal, notifier: Any) -> Any:
+def _executor(settings: Settings, metrics: Metrics, journal: Journal, notifier: Any, run_id: str) -> Any:
     if settings.execution.broker == "none":
         return None
     try:
         from ultra_signals.execution.executor import make_executor
     except ImportError:
         return None
-    return make_executor(settings, metrics, journal, notifier, None)
+    return make_executor(settings, metrics, journal, notifier, run_id)
 
 
 def _print_summary(st: RunStats, verdict: str | None, criteria: list[Any]) -> None:
@@ -211,7 +215,9 @@ def _print_summary(st: RunStats, verdict: str | None, criteria: list[Any]) -> No
 
     p = latency_percentiles(st.latencies_ms)
     t = Table(title=f"run {st.run_id} ({'SIMULATED' if st.simulated else st.source})", show_header=False)
-    t.add_row("input bars / s", f"{st.input_bars / st.wall_seconds:,.0f} ({st.input_bars:,} bars in {st.wall_seconds:.2f} s)")
+    t.add_row(
+        "input bars / s", f"{st.input_bars / st.wall_seconds:,.0f} ({st.input_bars:,} bars in {st.wall_seconds:.2f} s)"
+    )
     t.add_row("candidates", str(sum(st.candidates.values())))
     t.add_row("allowed", ", ".join(f"{k} {v}" for k, v in sorted(st.allowed.items())) or "0")
     t.add_row("blocked", ", ".join(f"{k} {v}" for k, v in st.blocked.most_common()) or "0")
@@ -232,7 +238,9 @@ def shadow(
     source: Annotated[str | None, typer.Option(help="sim | replay | binance (default from settings).")] = None,
     symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols.")] = None,
     data: Annotated[str | None, typer.Option(help="Candle folder for --source replay.")] = None,
-    speed: Annotated[float | None, typer.Option(help="N × real time for sim/replay (default: as fast as possible).")] = None,
+    speed: Annotated[
+        float | None, typer.Option(help="N × real time for sim/replay (default: as fast as possible).")
+    ] = None,
     decisions_out: Annotated[str | None, typer.Option(help="Write one JSON line per candidate here.")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus exporter port (0 = any free).")] = None,
     journal: Annotated[str | None, typer.Option(help="Journal SQLAlchemy URL.")] = None,
@@ -349,7 +357,9 @@ def preflight(
         t.add_row(c.name, "[green]PASS[/]" if c.ok else "[red]FAIL[/]", c.detail)
     console.print(t)
     failed = [c.name for c in checks if not c.ok]
-    console.print("[bold green]all checks passed[/]" if not failed else f"[bold red]{len(failed)} failed:[/] {', '.join(failed)}")
+    console.print(
+        "[bold green]all checks passed[/]" if not failed else f"[bold red]{len(failed)} failed:[/] {', '.join(failed)}"
+    )
     raise typer.Exit(1 if failed else 0)
 
 

@@ -91,9 +91,10 @@ def evaluate(st: RunStats, settings: Settings, rows: list[dict[str, Any]], metri
     allowed_ts = [int(r["ts"]) for r in rows if r["allowed"]]
     h, d = max_in_sliding_window(allowed_ts, HOUR_MS), max_in_sliding_window(allowed_ts, DAY_MS)
     visible = {lab.get("window") for lab, _ in samples.get("sniper_window_count", [])} >= {"hour", "day"}
-    cap_blocks = int(_total(samples, "signals_blocked_total", reason="hourly_cap") + _total(
-        samples, "signals_blocked_total", reason="daily_cap"
-    ))
+    cap_blocks = int(
+        _total(samples, "signals_blocked_total", reason="hourly_cap")
+        + _total(samples, "signals_blocked_total", reason="daily_cap")
+    )
     ok = h <= sn.max_signals_per_hour and d <= sn.daily_signal_cap and visible and sn.enabled
     out.append(
         Criterion(
@@ -112,8 +113,7 @@ def evaluate(st: RunStats, settings: Settings, rows: list[dict[str, Any]], metri
     against = sum(
         1
         for r in rows
-        if r["allowed"]
-        and json.loads(r["features_json"]).get("htf_trend", 0) != (1.0 if r["side"] == "LONG" else -1.0)
+        if r["allowed"] and json.loads(r["features_json"]).get("htf_trend", 0) != (1.0 if r["side"] == "LONG" else -1.0)
     )
     ok = sn.mtf_confirm and sn.enabled and mtf_blocks > 0 and against == 0
     ev = f"{mtf_blocks} candidates blocked with mtf_required; {against} allowed signals disagree with the higher timeframe"
@@ -215,7 +215,11 @@ def write_report(st: RunStats, settings: Settings, journal: Journal, metrics: Me
         "symbols": st.symbols,
         "timeframes": st.timeframes,
         "notices": st.notices,
-        "market_window": {"start_ms": st.market_start_ms, "end_ms": st.market_end_ms, "planned_end_ms": st.planned_end_ms},
+        "market_window": {
+            "start_ms": st.market_start_ms,
+            "end_ms": st.market_end_ms,
+            "planned_end_ms": st.planned_end_ms,
+        },
         "wall_seconds": st.wall_seconds,
         "input_bars": st.input_bars,
         "input_bars_per_s": st.input_bars / st.wall_seconds,
@@ -231,7 +235,11 @@ def write_report(st: RunStats, settings: Settings, journal: Journal, metrics: Me
         "cpu_percent_avg": cpu_pct,
         "errors": dict(st.errors),
         "crash": st.crash,
-        "counter_backend": {"start": st.counter_backend_start, "end": st.counter_backend_end, "events": st.counter_events},
+        "counter_backend": {
+            "start": st.counter_backend_start,
+            "end": st.counter_backend_end,
+            "events": st.counter_events,
+        },
         "metrics": {"refreshes": st.metrics_refreshes, "max_gap_s": st.metrics_max_gap_s, "port": st.metrics_port},
         "feed": {"max_gap_s": st.max_feed_gap_s, "final_age_s": st.final_feed_age_s},
         "criteria": [asdict(c) for c in criteria],
@@ -259,7 +267,12 @@ def _markdown(st: RunStats, data: dict[str, Any], criteria: list[Criterion], ver
     lines = [
         f"# Shadow results — run {st.run_id}",
         "",
-        f"**Verdict: {verdict}**" + ("  \n**Source: SIMULATED** — a GO here validates the software path, not a market edge." if st.simulated else ""),
+        f"**Verdict: {verdict}**"
+        + (
+            "  \n**Source: SIMULATED** — a GO here validates the software path, not a market edge."
+            if st.simulated
+            else ""
+        ),
         "",
         "## Run",
         f"- Source: {label}; mode {st.mode}; profile {st.profile}; symbols {', '.join(st.symbols)}; timeframes {', '.join(st.timeframes)}",
@@ -302,6 +315,11 @@ def _markdown(st: RunStats, data: dict[str, Any], criteria: list[Criterion], ver
     return "\n".join(lines) + "\n"
 
 
+def _num_date(ms: int) -> float:
+    """Matplotlib's date number for an epoch-ms timestamp (days since 1970-01-01 UTC)."""
+    return ms / 86_400_000.0
+
+
 def _charts(st: RunStats, rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -314,7 +332,7 @@ def _charts(st: RunStats, rows: list[dict[str, Any]], out_dir: Path) -> list[Pat
         if not series:
             continue
         fig, ax = plt.subplots(figsize=(11, 4.5), dpi=100)
-        xs = [datetime.fromtimestamp(t / 1000, UTC) for t, _ in series]
+        xs = [_num_date(t) for t, _ in series]
         ax.plot(xs, [p for _, p in series], color="#333333", linewidth=0.9, label=f"{sym} close")
         for allowed in (False, True):
             for side, marker, color in (("LONG", "^", "#1a9850"), ("SHORT", "v", "#d73027")):
@@ -322,7 +340,7 @@ def _charts(st: RunStats, rows: list[dict[str, Any]], out_dir: Path) -> list[Pat
                 if not pts:
                     continue
                 ax.scatter(
-                    [datetime.fromtimestamp(r["ts"] / 1000, UTC) for r in pts],
+                    [_num_date(r["ts"]) for r in pts],
                     [r["entry"] for r in pts],
                     marker=marker,
                     color=color if allowed else "#999999",
@@ -335,6 +353,7 @@ def _charts(st: RunStats, rows: list[dict[str, Any]], out_dir: Path) -> list[Pat
         ax.set_title(title)
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.2)
+        ax.xaxis_date()
         fig.autofmt_xdate()
         path = out_dir / f"shadow_{st.run_id}_{sym}.png"
         fig.savefig(path, bbox_inches="tight")

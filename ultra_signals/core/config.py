@@ -28,7 +28,6 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
-    EnvSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -227,6 +226,8 @@ class RedisSettings(_Section):
     namespace: str = "default"
     on_failure: Literal["memory", "block"] = "memory"
     health_check_interval_s: float = Field(default=1.0, gt=0.0)
+    #: CA bundle for TLS to a Redis with a private CA (None: the system store).
+    tls_ca_file: str | None = None
 
 
 class JournalSettings(_Section):
@@ -245,13 +246,57 @@ class NotifierSettings(_Section):
     sink: Literal["console", "telegram", "none"] = "console"
 
 
+EventMode = Literal["on", "silent", "off"]
+
+
+class TelegramEvents(_Section):
+    """Per notice kind: ``on`` (with sound), ``silent`` (no notification sound) or ``off`` (never sent).
+
+    ``blocked`` is never sent card by card: when not ``off``, blocked candidates are summed up in a digest every
+    ``telegram.digest_interval_s``.  A kind not listed here (a future one) is ``on``.
+    """
+
+    signal: EventMode = "on"
+    blocked: EventMode = "off"
+    breaker: EventMode = "on"
+    fallback: EventMode = "on"
+    start: EventMode = "silent"
+    stop: EventMode = "silent"
+    daily_summary: EventMode = "silent"
+    command_reply: EventMode = "on"
+
+
 class TelegramSettings(_Section):
     api_url: str = "https://api.telegram.org"
     bot_token: SecretStr | None = None
     chat_ids: StrList = Field(default_factory=list)
     allowed_chat_ids: StrList = Field(default_factory=list)
+    events: TelegramEvents = Field(default_factory=TelegramEvents)
+    #: Wall seconds between digests of blocked candidates (when ``events.blocked`` is not off).
+    digest_interval_s: float = Field(default=3600.0, gt=0.0)
+    #: Bot API limits: at most one message per chat per this many seconds, per group chat (negative id) per
+    #: minute, and overall per second.
+    per_chat_interval_s: float = Field(default=1.0, ge=0.0)
+    group_per_minute: int = Field(default=20, ge=1)
+    global_per_second: int = Field(default=30, ge=1)
+    #: One sendMessage may take this long before it counts as a network error and is retried.
+    send_timeout_s: float = Field(default=10.0, gt=0.0)
+    #: Retry backoff for network errors and 5xx: doubles from the first value up to the second.
+    backoff_initial_s: float = Field(default=1.0, gt=0.0)
+    backoff_max_s: float = Field(default=60.0, gt=0.0)
+    #: Operator commands by long polling (getUpdates); the server holds each poll this long.
+    commands: bool = True
+    poll_timeout_s: int = Field(default=25, ge=0, le=50)
+    #: At shutdown, wait this long for the outbox to drain; what is left is sent after the next start.
+    drain_timeout_s: float = Field(default=5.0, ge=0.0)
 
     _split = field_validator("chat_ids", "allowed_chat_ids", mode="before")(_split_list)
+
+    @model_validator(mode="after")
+    def _backoff(self) -> TelegramSettings:
+        if self.backoff_initial_s > self.backoff_max_s:
+            raise ValueError("backoff_initial_s must not exceed backoff_max_s")
+        return self
 
 
 class BinanceSettings(_Section):
@@ -260,6 +305,38 @@ class BinanceSettings(_Section):
     testnet: bool = False
     api_key: SecretStr | None = None
     api_secret: SecretStr | None = None
+    # -- live market data (sources/binance) --
+    #: Base URLs used instead of rest_url / ws_url when ``testnet`` is true (Binance futures demo trading).
+    testnet_rest_url: str = "https://demo-fapi.binance.com"
+    testnet_ws_url: str = "wss://demo-fstream.binance.com"
+    #: "split": streams go to ``/market`` (klines, trades, mark price) and ``/public`` (book ticker, depth),
+    #: as Binance requires since it retired the single ``/stream`` endpoint (2026-04-23); "legacy": one
+    #: ``/stream`` endpoint for everything (old deployments, local fakes).
+    ws_routing: Literal["split", "legacy"] = "split"
+    max_streams_per_connection: int = Field(default=200, ge=1, le=1024)
+    #: A connection that delivers no message for this long is dead (a stall keeps TCP and pings alive).
+    silence_timeout_s: float = Field(default=15.0, gt=0.0)
+    reconnect_backoff_base_s: float = Field(default=1.0, gt=0.0)
+    reconnect_backoff_max_s: float = Field(default=60.0, gt=0.0)
+    #: Reconnect on purpose before Binance's 24 h connection limit (new connection first, then close the old).
+    planned_reconnect_h: float = Field(default=23.5, gt=0.0, lt=24.0)
+    open_timeout_s: float = Field(default=10.0, gt=0.0)
+    #: aggTrade (default) or raw trade stream for trade flow.
+    trade_stream: Literal["aggTrade", "trade"] = "aggTrade"
+    depth_speed: Literal["100ms", "250ms", "500ms", "0ms"] = "100ms"
+    depth_snapshot_limit: Literal[5, 10, 20, 50, 100, 500, 1000] = 1000
+    #: Order book summary: top-N levels for imbalance, depth within x bps of the mid, emitted at most this often.
+    depth_levels: int = Field(default=10, ge=1, le=1000)
+    depth_within_bps: float = Field(default=10.0, gt=0.0, le=10_000.0)
+    book_summary_interval_ms: int = Field(default=1000, ge=0)
+    #: How long to wait for every timeframe closing at the same instant before emitting (then REST fills in).
+    close_grace_s: float = Field(default=3.0, gt=0.0)
+    rest_timeout_s: float = Field(default=10.0, gt=0.0)
+    rest_max_retries: int = Field(default=5, ge=0, le=20)
+    #: Pause REST calls when Binance reports this much request weight used in the current minute.
+    rest_weight_soft_limit: int = Field(default=1800, ge=1)
+    #: Longest Retry-After (429/418) the source will wait out; longer is a clear error.
+    rest_max_retry_after_s: float = Field(default=120.0, gt=0.0)
 
 
 class ThrottleSettings(_Section):
@@ -319,6 +396,9 @@ class ExecutionSettings(_Section):
     recv_window_ms: int = Field(default=5_000, ge=1, le=60_000)
     request_timeout_s: float = Field(default=5.0, gt=0.0)
     listen_key_keepalive_s: float = Field(default=1_800.0, gt=0.0)
+    #: A saved exchangeInfo answer (JSON or a recording) for paper sizing without network; None: the binance
+    #: broker fetches it, the paper broker on simulated/replayed data rounds to 1e-8 only.
+    exchange_info_file: str | None = None
     throttles: ThrottleSettings = Field(default_factory=ThrottleSettings)
     breakers: BreakerSettings = Field(default_factory=BreakerSettings)
 
@@ -489,7 +569,7 @@ def load_settings(
     try:
         # Merge CLI overrides over the section objects rather than replacing whole sections.
         merged_init = {k: _deep_merge(layers.get(k, {}), v) if isinstance(v, dict) else v for k, v in init.items()}
-        return Settings(**merged_init)
+        return Settings(**merged_init)  # type: ignore[arg-type]  # sections given as dicts, validated here
     except ValidationError as e:
         raise ConfigError(_explain(e, base_path, prof_path, sec, env, init)) from None
     finally:

@@ -158,7 +158,9 @@ class Journal:
     def decisions(self, run_id: str) -> list[dict[str, Any]]:
         self.flush()
         with self.engine.connect() as c:
-            res = c.execute(select(decisions).where(decisions.c.run_id == run_id).order_by(decisions.c.ts, decisions.c.id))
+            res = c.execute(
+                select(decisions).where(decisions.c.run_id == run_id).order_by(decisions.c.ts, decisions.c.id)
+            )
             return [dict(r) for r in res.mappings()]
 
     def allowed_reservations(self, namespace: str, since_ms: int | None = None) -> Iterator[Reservation]:

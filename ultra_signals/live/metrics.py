@@ -46,14 +46,18 @@ class Metrics:
         self.feed_age = Gauge(
             "feed_last_event_age_seconds", "Market-time age of the latest event per symbol", ["symbol"], registry=r
         )
-        self.window_count = Gauge("sniper_window_count", "Allowed signals in the trailing cap window", ["window"], registry=r)
+        self.window_count = Gauge(
+            "sniper_window_count", "Allowed signals in the trailing cap window", ["window"], registry=r
+        )
         self.window_cap = Gauge("sniper_window_cap", "Configured cap of each window", ["window"], registry=r)
         self.counter_backend = Gauge(
             "sniper_counter_backend", "1 for the active counter backend", ["backend"], registry=r
         )
         self.events = Counter("market_events", "Market events processed, by type", ["type"], registry=r)
         self.market_time = Gauge("market_time_seconds", "Market clock (event time) of the runner", registry=r)
-        self.run_info = Gauge("run_info", "Run identity; value 1", ["run_id", "mode", "source", "simulated"], registry=r)
+        self.run_info = Gauge(
+            "run_info", "Run identity; value 1", ["run_id", "mode", "source", "simulated"], registry=r
+        )
         self.errors = Counter("runner_errors", "Errors caught by the runner, by kind", ["kind"], registry=r)
         self.last_update = Gauge(
             "metrics_last_update_timestamp_seconds", "Wall time of the runner's latest metrics refresh", registry=r
