@@ -1,0 +1,177 @@
+"""orderbook.py: Binance's local-book procedure on both real recordings, checked against a plain dict replay."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import require_data
+from tests.fakes.binance_server import read_recorded_2021, read_recorded_2024, read_rest_depth_2021
+from ultra_signals.sources.binance.orderbook import BookState, OrderBook, Outcome
+from ultra_signals.sources.binance.parse import DepthDiff, DepthSnapshot, parse_depth_snapshot, parse_message
+
+Book = tuple[dict[float, float], dict[float, float]]
+
+
+def independent_replay(snapshot: dict[str, Any], diffs: list[dict[str, Any]]) -> Book:
+    """The simplest possible rebuild: snapshot levels, then every diff not older than it, in order."""
+    bids = {float(p): float(q) for p, q in snapshot["bids"]}
+    asks = {float(p): float(q) for p, q in snapshot["asks"]}
+    for d in diffs:
+        if d["u"] < snapshot["lastUpdateId"]:
+            continue
+        for side, levels in ((bids, d["b"]), (asks, d["a"])):
+            for p, q in levels:
+                if float(q) == 0:
+                    side.pop(float(p), None)
+                else:
+                    side[float(p)] = float(q)
+    return {p: q for p, q in bids.items() if q > 0}, {p: q for p, q in asks.items() if q > 0}
+
+
+def _depth_2021() -> tuple[dict[str, list[str]], dict[str, str]]:
+    msgs = read_recorded_2021(require_data("ws", "binance-futures-ws-20210722.txt"))
+    snaps = read_rest_depth_2021(require_data("ws", "binance-futures-rest-depth-20210722.txt"))
+    by_sym: dict[str, list[str]] = {}
+    for raw in msgs:
+        data = json.loads(raw)["data"]
+        if data["e"] == "depthUpdate":
+            by_sym.setdefault(data["s"], []).append(raw)
+    return by_sym, snaps
+
+
+def _run(book: OrderBook, raws: list[str], snapshot_raw: str, snapshot_after: int) -> None:
+    """Feed diffs; the snapshot arrives after ``snapshot_after`` of them (buffered meanwhile, as live)."""
+    for i, raw in enumerate(raws):
+        if i == snapshot_after:
+            book.apply_snapshot(parse_depth_snapshot(json.loads(snapshot_raw)))
+        d = parse_message(raw)
+        assert isinstance(d, DepthDiff)
+        assert book.on_diff(d) is not Outcome.RESYNC
+
+
+@pytest.mark.parametrize("symbol", ["SUSHIUSDT", "CTKUSDT", "AKROUSDT", "KEEPUSDT"])
+@pytest.mark.parametrize("snapshot_after", [0, 5, 40])
+def test_2021_book_equals_independent_replay(symbol: str, snapshot_after: int) -> None:
+    by_sym, snaps = _depth_2021()
+    raws = by_sym[symbol]
+    book = OrderBook(symbol)
+    _run(book, raws, snaps[symbol], snapshot_after)
+    assert book.state is BookState.LIVE
+    diffs = [json.loads(r)["data"] for r in raws]
+    bids, asks = independent_replay(json.loads(snaps[symbol]), diffs)
+    assert book.bids == bids and book.asks == asks
+    assert book.last_update_id == diffs[-1]["u"]
+    best = book.best()
+    assert best is not None and best[0] < best[1]  # a kept book is never crossed
+
+
+@pytest.mark.parametrize("name", ["binance-usdm-btcusdt_20240808.gz", "binance-usdm-ethusdt_20240808.gz"])
+def test_2024_book_equals_independent_replay(name: str) -> None:
+    msgs, snapshot = read_recorded_2024(require_data("ws", name))
+    raws = [m for m in msgs if '"depthUpdate"' in m[:80]]
+    lid = json.loads(snapshot)["lastUpdateId"]
+    # The snapshot arrives where the recording received it: after the diffs that precede its id.
+    before = sum(1 for r in raws if json.loads(r)["data"]["u"] < lid)
+    book = OrderBook(name[13:20].upper())
+    _run(book, raws, snapshot, before + 1)
+    assert book.state is BookState.LIVE
+    bids, asks = independent_replay(json.loads(snapshot), [json.loads(r)["data"] for r in raws])
+    assert book.bids == bids and book.asks == asks
+    s = book.summary(0, within_bps=10.0, levels=10)
+    assert s is not None and s.bid_depth_usdt > 0 and s.ask_depth_usdt > 0 and -1 <= s.imbalance <= 1
+
+
+def test_skipped_diff_forces_resync_and_new_snapshot_relinks() -> None:
+    by_sym, snaps = _depth_2021()
+    raws = by_sym["SUSHIUSDT"]
+    diffs = [json.loads(r)["data"] for r in raws]
+    snap = json.loads(snaps["SUSHIUSDT"])
+    book = OrderBook("SUSHIUSDT")
+    book.apply_snapshot(parse_depth_snapshot(snap))
+    first_live = next(i for i, d in enumerate(diffs) if d["u"] >= snap["lastUpdateId"])
+    skip = first_live + 10
+    outcomes = []
+    for i, raw in enumerate(raws[: skip + 20]):
+        if i == skip:
+            continue  # lost on the way
+        d = parse_message(raw)
+        assert isinstance(d, DepthDiff)
+        outcomes.append(book.on_diff(d))
+    assert outcomes.count(Outcome.RESYNC) == 1 and book.need_snapshot()
+    # The exchange's book at diff skip+5 (independent replay), served as a fresh snapshot.
+    bids, asks = independent_replay(snap, diffs[: skip + 6])
+    fresh = DepthSnapshot(diffs[skip + 5]["u"], None, tuple(bids.items()), tuple(asks.items()))
+    assert book.apply_snapshot(fresh) is Outcome.APPLIED and book.state is BookState.LIVE
+    for raw in raws[skip + 20 :]:
+        d = parse_message(raw)
+        assert isinstance(d, DepthDiff)
+        assert book.on_diff(d) is Outcome.APPLIED
+    assert (book.bids, book.asks) == independent_replay(snap, diffs)
+
+
+def test_repeated_diff_is_stale_not_a_break() -> None:
+    by_sym, snaps = _depth_2021()
+    raws = by_sym["CTKUSDT"]
+    book = OrderBook("CTKUSDT")
+    _run(book, raws, snaps["CTKUSDT"], 0)
+    d = parse_message(raws[-1])
+    assert isinstance(d, DepthDiff)
+    assert book.on_diff(d) is Outcome.STALE and book.state is BookState.LIVE
+
+
+def test_snapshot_older_than_the_stream_is_a_resync() -> None:
+    book = OrderBook("X")
+    book.on_diff(DepthDiff("X", 1, 200, 210, 199, ((10.0, 1.0),), ()))
+    assert book.apply_snapshot(DepthSnapshot(150, None, ((9.0, 1.0),), ((11.0, 1.0),))) is Outcome.RESYNC
+    assert book.need_snapshot()
+
+
+def test_summary_depth_within_bps_and_imbalance() -> None:
+    book = OrderBook("X")
+    book.apply_snapshot(
+        DepthSnapshot(1, None, ((100.0, 2.0), (99.95, 1.0), (99.0, 50.0)), ((100.1, 1.0), (100.2, 3.0), (101.0, 9.0)))
+    )
+    book.on_diff(DepthDiff("X", 5, 1, 2, 0, (), ()))
+    s = book.summary(5, within_bps=10.0, levels=2)  # mid 100.05: within [99.95, 100.15]
+    assert s is not None
+    assert s.bid_depth_usdt == pytest.approx(100.0 * 2 + 99.95 * 1)
+    assert s.ask_depth_usdt == pytest.approx(100.1 * 1)
+    assert s.imbalance == pytest.approx((3.0 - 4.0) / 7.0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 30), st.integers(0, 5), st.booleans()), min_size=1, max_size=60),
+    st.integers(0, 70),
+    st.booleans(),
+)
+def test_property_book_equals_replay_for_any_chained_stream(
+    updates: list[tuple[int, int, bool]], at: int, bracket: bool
+) -> None:
+    """Random chained diffs; the snapshot arrives at a random point: the book always equals the replay."""
+    diffs, u = [], 1000
+    for i, (price, qty, is_bid) in enumerate(updates):
+        nu = u + 1 + i % 3
+        lvl = [[f"{price if is_bid else price + 100}", f"{qty}"]]
+        diffs.append({"U": u + 1, "u": nu, "pu": u, "b": lvl if is_bid else [], "a": [] if is_bid else lvl})
+        u = nu
+    at = min(at, len(diffs) - 1)
+    # The exchange's snapshot holds every update before diffs[at]; its id either ends the previous diff
+    # (links by pu) or falls inside diffs[at]'s range (the documented bracket).
+    snap_id = diffs[at]["U"] if bracket else diffs[at]["pu"]
+    base = {"lastUpdateId": 0, "bids": [["5", "1"]], "asks": [["200", "1"]]}
+    bids, asks = independent_replay(base, diffs[:at])
+    snap_obj = DepthSnapshot(snap_id, None, tuple(bids.items()), tuple(asks.items()))
+    book = OrderBook("P")
+    for i, d in enumerate(diffs):
+        if i == at:
+            book.apply_snapshot(snap_obj)
+        dd = DepthDiff("P", 0, d["U"], d["u"], d["pu"], *(tuple((float(p), float(q)) for p, q in d[s]) for s in "ba"))
+        assert book.on_diff(dd) is not Outcome.RESYNC
+    assert book.state is BookState.LIVE
+    assert (book.bids, book.asks) == independent_replay(base, diffs)

@@ -1,0 +1,281 @@
+"""Binance USDⓈ-M public REST: exchangeInfo, paginated klines, depth snapshots, polite under rate limits.
+
+Politeness is part of correctness here: Binance answers a client that ignores 429 with a 418 IP ban, and a
+banned shadow run sees nothing.  So every answer's ``X-MBX-USED-WEIGHT-1M`` is read and calls pause near
+the limit; 429/418 wait out ``Retry-After`` (a ban longer than we are willing to wait is a clear error);
+transport errors and 5xx back off exponentially.  Every request is counted in
+``rest_requests_total{endpoint,status}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import httpx
+
+from ultra_signals.core.events import Kline
+from ultra_signals.core.timeframes import tf_ms
+from ultra_signals.live.metrics import Metrics
+from ultra_signals.sources.binance.parse import (
+    DepthSnapshot,
+    ParseError,
+    parse_depth_snapshot,
+    parse_rest_kline,
+)
+
+log = logging.getLogger(__name__)
+
+KLINES_MAX_LIMIT = 1500
+WEIGHT_HEADER = "x-mbx-used-weight-1m"
+
+
+class RestError(RuntimeError):
+    """A REST call failed for good (after retries, or an answer that retrying cannot fix)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(slots=True, frozen=True)
+class SymbolFilters:
+    """Trading rules of one symbol from exchangeInfo, as exact decimals (orders are rounded to these)."""
+
+    symbol: str
+    status: str
+    contract_type: str
+    base_asset: str
+    quote_asset: str
+    price_precision: int
+    quantity_precision: int
+    tick_size: Decimal
+    min_price: Decimal
+    max_price: Decimal
+    step_size: Decimal
+    min_qty: Decimal
+    max_qty: Decimal
+    market_step_size: Decimal
+    market_min_qty: Decimal
+    market_max_qty: Decimal
+    min_notional: Decimal
+
+    @property
+    def trading(self) -> bool:
+        return self.status == "TRADING"
+
+
+def _dec(v: Any, where: str) -> Decimal:
+    try:
+        d = Decimal(str(v))
+    except InvalidOperation:
+        raise ValueError(f"{where}: not a decimal: {v!r}") from None
+    if not d.is_finite() or d < 0:
+        raise ValueError(f"{where}: out of range: {v!r}")
+    return d
+
+
+def parse_exchange_info(obj: Any) -> dict[str, SymbolFilters]:
+    """``/fapi/v1/exchangeInfo`` → filters per symbol.  ``ValueError`` names the symbol and field at fault."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("symbols"), list):
+        raise ValueError("exchangeInfo: expected an object with a 'symbols' list")
+    out: dict[str, SymbolFilters] = {}
+    for s in obj["symbols"]:
+        if not isinstance(s, dict) or not isinstance(s.get("symbol"), str):
+            raise ValueError(f"exchangeInfo: bad symbol entry {s!r}"[:200])
+        name = s["symbol"]
+        filters = {f.get("filterType"): f for f in s.get("filters", []) if isinstance(f, dict)}
+        price = filters.get("PRICE_FILTER")
+        lot = filters.get("LOT_SIZE")
+        if price is None or lot is None:
+            raise ValueError(f"exchangeInfo: {name}: PRICE_FILTER or LOT_SIZE missing")
+        market = filters.get("MARKET_LOT_SIZE", lot)
+        notional = filters.get("MIN_NOTIONAL", {})
+        w = f"exchangeInfo: {name}"
+        out[name] = SymbolFilters(
+            symbol=name,
+            status=str(s.get("status", "")),
+            contract_type=str(s.get("contractType", "")),
+            base_asset=str(s.get("baseAsset", "")),
+            quote_asset=str(s.get("quoteAsset", "")),
+            price_precision=int(s.get("pricePrecision", 0)),
+            quantity_precision=int(s.get("quantityPrecision", 0)),
+            tick_size=_dec(price.get("tickSize"), f"{w}: tickSize"),
+            min_price=_dec(price.get("minPrice"), f"{w}: minPrice"),
+            max_price=_dec(price.get("maxPrice"), f"{w}: maxPrice"),
+            step_size=_dec(lot.get("stepSize"), f"{w}: stepSize"),
+            min_qty=_dec(lot.get("minQty"), f"{w}: minQty"),
+            max_qty=_dec(lot.get("maxQty"), f"{w}: maxQty"),
+            market_step_size=_dec(market.get("stepSize"), f"{w}: MARKET_LOT_SIZE stepSize"),
+            market_min_qty=_dec(market.get("minQty"), f"{w}: MARKET_LOT_SIZE minQty"),
+            market_max_qty=_dec(market.get("maxQty"), f"{w}: MARKET_LOT_SIZE maxQty"),
+            min_notional=_dec(notional.get("notional", "0"), f"{w}: MIN_NOTIONAL notional"),
+        )
+    return out
+
+
+def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random, so clients do not retry in step."""
+    d = min(max_s, base_s * (2.0 ** min(attempt, 30)))
+    return d / 2.0 + rng.uniform(0.0, d / 2.0)
+
+
+def weight_pause_s(used: int, soft_limit: int, now_s: float) -> float:
+    """Seconds to wait before the next call: until the next minute once ``used`` reaches the soft limit."""
+    if used < soft_limit:
+        return 0.0
+    return 60.0 - (now_s % 60.0) + 0.05
+
+
+class BinanceRest:
+    def __init__(
+        self,
+        base_url: str,
+        metrics: Metrics,
+        *,
+        timeout_s: float = 10.0,
+        max_retries: int = 5,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        weight_soft_limit: int = 1800,
+        max_retry_after_s: float = 120.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._m = metrics
+        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
+        self._max_retries = max_retries
+        self._backoff = (backoff_base_s, backoff_max_s)
+        self._soft = weight_soft_limit
+        self._max_retry_after = max_retry_after_s
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        #: Latest ``X-MBX-USED-WEIGHT-1M`` Binance reported (None before the first answer).
+        self.used_weight: int | None = None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def get(self, endpoint: str, params: dict[str, Any] | None = None) -> Any:
+        """GET ``endpoint`` with retries; the decoded JSON, or :class:`RestError`."""
+        last = "no attempt"
+        for attempt in range(self._max_retries + 1):
+            if self.used_weight is not None:
+                pause = weight_pause_s(self.used_weight, self._soft, time.time())
+                if pause > 0:
+                    log.warning(
+                        "binance REST weight %d >= %d: pausing %.1fs", self.used_weight, self._soft, pause
+                    )
+                    self.used_weight = None
+                    await self._sleep(pause)
+            try:
+                r = await self._client.get(endpoint, params=params)
+            except httpx.HTTPError as e:
+                self._m.rest_requests.labels(endpoint=endpoint, status="error").inc()
+                last = f"{type(e).__name__}: {e}"
+                await self._sleep(backoff_delay(attempt, *self._backoff, self._rng))
+                continue
+            self._m.rest_requests.labels(endpoint=endpoint, status=str(r.status_code)).inc()
+            used = r.headers.get(WEIGHT_HEADER)
+            if used is not None and used.isdigit():
+                self.used_weight = int(used)
+            if r.status_code in (418, 429):
+                wait = max(_retry_after(r, 0.0), backoff_delay(attempt, *self._backoff, self._rng))
+                what = "IP banned (418)" if r.status_code == 418 else "rate limited (429)"
+                if wait > self._max_retry_after:
+                    raise RestError(
+                        f"binance {endpoint}: {what}, Retry-After {wait:.0f}s exceeds the "
+                        f"{self._max_retry_after:.0f}s we wait (binance.rest_max_retry_after_s)",
+                        r.status_code,
+                    )
+                log.warning("binance %s: %s, waiting %.1fs", endpoint, what, wait)
+                last = what
+                await self._sleep(wait)
+                continue
+            if r.status_code >= 500:
+                last = f"HTTP {r.status_code}"
+                await self._sleep(backoff_delay(attempt, *self._backoff, self._rng))
+                continue
+            if r.status_code >= 400:
+                raise RestError(
+                    f"binance {endpoint} {params or ''}: HTTP {r.status_code}: {r.text[:200]}", r.status_code
+                )
+            try:
+                return r.json()
+            except ValueError:
+                raise RestError(
+                    f"binance {endpoint}: answer is not JSON: {r.text[:200]!r}", r.status_code
+                ) from None
+        raise RestError(f"binance {endpoint}: failed after {self._max_retries + 1} attempts ({last})")
+
+    async def exchange_info(self) -> Any:
+        return await self.get("/fapi/v1/exchangeInfo")
+
+    async def depth(self, symbol: str, limit: int = 1000) -> DepthSnapshot:
+        obj = await self.get("/fapi/v1/depth", {"symbol": symbol, "limit": limit})
+        try:
+            return parse_depth_snapshot(obj)
+        except ParseError as e:
+            raise RestError(f"binance /fapi/v1/depth {symbol}: {e}") from None
+
+    async def closed_klines(
+        self, symbol: str, tf: str, start_ms: int, now_ms: int, limit: int = KLINES_MAX_LIMIT
+    ) -> list[Kline]:
+        """Every *closed* bar opening at or after ``start_ms`` (``close_time < now_ms``), page by page.
+
+        REST also returns the bar still forming; it is left out, so nothing here can be mistaken for closed.
+        """
+        length = tf_ms(tf)
+        limit = max(1, min(limit, KLINES_MAX_LIMIT))
+        out: list[Kline] = []
+        start = start_ms
+        for _page in range(10_000):  # bounded: each page advances by at least one bar
+            if start + length - 1 >= now_ms:
+                break
+            params = {
+                "symbol": symbol,
+                "interval": tf,
+                "startTime": start,
+                "endTime": now_ms - 1,
+                "limit": limit,
+            }
+            rows = await self.get("/fapi/v1/klines", params)
+            if not isinstance(rows, list):
+                raise RestError(
+                    f"binance /fapi/v1/klines {symbol} {tf}: expected a list, got {type(rows).__name__}"
+                )
+            if not rows:
+                break
+            try:
+                bars = [parse_rest_kline(row, symbol, tf) for row in rows]
+            except ParseError as e:
+                raise RestError(f"binance /fapi/v1/klines {symbol} {tf}: {e}") from None
+            for b in bars:
+                if (
+                    b.open_time >= start
+                    and b.close_time < now_ms
+                    and (not out or b.open_time > out[-1].open_time)
+                ):
+                    out.append(b)
+            nxt = bars[-1].open_time + length
+            if nxt <= start or len(rows) < limit:
+                break
+            start = nxt
+        return out
+
+
+def _retry_after(r: httpx.Response, default: float) -> float:
+    v = r.headers.get("retry-after")
+    if v is not None:
+        try:
+            return max(0.0, float(v))
+        except ValueError:
+            pass
+    return default

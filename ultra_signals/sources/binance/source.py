@@ -1,0 +1,546 @@
+"""Live Binance USDⓈ-M market data as a :class:`~ultra_signals.sources.base.MarketSource`.
+
+The promises the pipeline relies on, and where each is kept:
+
+- *Only final bars decide*: a websocket kline is used only with ``x: true``; REST bars only once their close
+  time has passed on the exchange's clock (``rest.closed_klines``).
+- *A bar never triggers twice*: bars are identified by (symbol, timeframe, open time); per key the source
+  remembers the latest open time emitted, and anything not newer (a repeat, a replay after a reconnect, the
+  overlap of a planned swap) is dropped.
+- *No hole in history*: at start, ``warmup_bars`` closed bars per timeframe come from REST; after every
+  (re)connect, and whenever a bar arrives that is not the successor of the previous one, the missing closed
+  bars are fetched from REST first and emitted in order, before the live bar.
+- *Coarsest first at a shared close*: bars closing at the same instant are held up to ``close_grace_s`` until
+  every configured timeframe closing then has arrived; one still missing is fetched from REST.
+- *Bad input never crashes*: malformed or unexpected messages are counted in
+  ``ws_message_errors_total{kind}`` and skipped.
+
+One consumer (``events()``) owns all state; websocket readers and snapshot fetches only put items on its
+queue, so there are no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from ultra_signals.core.clock import Clock, WallClock
+from ultra_signals.core.config import Settings
+from ultra_signals.core.events import BookDepth, Funding, Kline, MarketEvent
+from ultra_signals.core.timeframes import tf_ms
+from ultra_signals.live.metrics import Metrics
+from ultra_signals.sources.base import SourceError, SourceInfo
+from ultra_signals.sources.binance.flow import FlowTracker
+from ultra_signals.sources.binance.orderbook import OrderBook, Outcome
+from ultra_signals.sources.binance.parse import (
+    BookTickerMsg,
+    DepthDiff,
+    DepthSnapshot,
+    ParseError,
+    TradeMsg,
+    parse_message,
+)
+from ultra_signals.sources.binance.rest import (
+    BinanceRest,
+    RestError,
+    SymbolFilters,
+    backoff_delay,
+    parse_exchange_info,
+)
+from ultra_signals.sources.binance.ws import StreamPool, WsMessage, WsOptions, WsStatus, build_urls
+
+log = logging.getLogger(__name__)
+
+_WEEK_ANCHOR_MS = 4 * 86_400_000  # Binance weeks open on Monday 00:00 UTC; the epoch was a Thursday
+
+
+def closes_at(tf: str, boundary_ms: int) -> bool:
+    """Whether a bar of ``tf`` closes exactly at ``boundary_ms`` (its close_time + 1)."""
+    anchor = _WEEK_ANCHOR_MS if tf.endswith("w") else 0
+    return (boundary_ms - anchor) % tf_ms(tf) == 0
+
+
+def _order(k: Kline) -> tuple[int, int, str]:
+    """Event-time order; at a shared close the coarsest timeframe first."""
+    return (k.close_time, -tf_ms(k.timeframe), k.symbol)
+
+
+@dataclass(slots=True)
+class SourceStats:
+    """What the source did about faults, for the run report (metrics carry the same as counters)."""
+
+    warmup_bars: int = 0
+    live_bars: int = 0
+    duplicate_bars_dropped: int = 0
+    gap_bars_filled: int = 0
+    bars_fetched_after_grace: int = 0
+    gaps_unfilled: int = 0
+    duplicate_ticks_dropped: int = 0
+    open_klines_ignored: int = 0
+    message_errors: dict[str, int] = field(default_factory=dict)
+    resyncs: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class _SnapshotResult:
+    symbol: str
+    snapshot: DepthSnapshot | None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class _Group:
+    """Closed bars of one symbol sharing a close instant, waiting for the rest of their timeframes."""
+
+    symbol: str
+    boundary: int
+    bars: dict[str, Kline]
+    deadline: float
+
+
+class BinanceSource:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        duration_minutes: int | None = None,
+        clock: Clock | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._s = settings
+        self._b = b = settings.binance
+        self._m = metrics
+        self._clock: Clock = clock or WallClock()
+        self._rng = rng or random.Random()
+        rt = settings.runtime
+        self._symbols = list(rt.symbols)
+        self._tfs = list(rt.timeframes)  # finest first
+        self._warmup = rt.warmup_bars
+        self.rest_url, self.ws_url = (
+            (b.testnet_rest_url, b.testnet_ws_url) if b.testnet else (b.rest_url, b.ws_url)
+        )
+        # The market time at which the live run starts: fixed here so the runner can read it before the
+        # first event.  Bars that close before it are warm-up; every bar closing after it is decided on,
+        # whether it arrived by REST (during warm-up) or by websocket.
+        self._run_start = self._clock.now_ms()
+        self._run_end = None if duration_minutes is None else self._run_start + int(duration_minutes) * 60_000
+        notices = [f"binance {'testnet' if b.testnet else 'mainnet'}: REST {self.rest_url}, ws {self.ws_url}"]
+        self._info = SourceInfo("binance", False, self._symbols, self._tfs, False, notices)
+        self._rest = BinanceRest(
+            self.rest_url,
+            metrics,
+            timeout_s=b.rest_timeout_s,
+            max_retries=b.rest_max_retries,
+            backoff_base_s=b.reconnect_backoff_base_s,
+            backoff_max_s=b.reconnect_backoff_max_s,
+            weight_soft_limit=b.rest_weight_soft_limit,
+            max_retry_after_s=b.rest_max_retry_after_s,
+            rng=self._rng,
+        )
+        #: Trading rules per symbol from exchangeInfo (filled at start; the execution layer reuses them).
+        self.symbol_filters: dict[str, SymbolFilters] = {}
+        #: Taker flow and CVD per bar of the finest timeframe.
+        self.flow = FlowTracker(self._tfs[0])
+        self.books = {s: OrderBook(s) for s in self._symbols}
+        self.stats = SourceStats()
+        self.server_offset_ms = 0
+        self._last_open: dict[tuple[str, str], int] = {}
+        self._last_trade: dict[str, int] = {}
+        self._last_ticker: dict[str, int] = {}
+        self._last_mark: dict[str, int] = {}
+        self._last_summary: dict[str, int] = {}
+        self._last_event_ms: dict[str, int] = {}
+        self._groups: dict[tuple[str, int], _Group] = {}
+        self._snap_tasks: dict[str, asyncio.Task[None]] = {}
+        self._snap_failures: dict[str, int] = {}
+        self._queue: asyncio.Queue[WsMessage | WsStatus | _SnapshotResult] = asyncio.Queue(maxsize=200_000)
+        self._pool: StreamPool | None = None
+        self._kline_conns: set[str] = set()
+        self._closed = False
+
+    # -- MarketSource -----------------------------------------------------------------------------------
+    @property
+    def info(self) -> SourceInfo:
+        return self._info
+
+    @property
+    def run_start_ms(self) -> int:
+        return self._run_start
+
+    @property
+    def run_end_ms(self) -> int | None:
+        return self._run_end
+
+    def streams(self) -> list[str]:
+        """Stream names subscribed, lower-case as Binance requires."""
+        out = []
+        for s in self._symbols:
+            sym = s.lower()
+            out += [f"{sym}@kline_{tf}" for tf in self._tfs]
+            out += [f"{sym}@{self._b.trade_stream}", f"{sym}@markPrice@1s"]
+            out += [f"{sym}@bookTicker", f"{sym}@depth@{self._b.depth_speed}"]
+        return out
+
+    async def events(self) -> AsyncIterator[MarketEvent]:
+        await self._check_exchange()
+        b = self._b
+        urls = build_urls(self.ws_url, self.streams(), b.ws_routing, b.max_streams_per_connection)
+        opts = WsOptions(
+            silence_timeout_s=b.silence_timeout_s,
+            backoff_base_s=b.reconnect_backoff_base_s,
+            backoff_max_s=b.reconnect_backoff_max_s,
+            planned_reconnect_s=b.planned_reconnect_h * 3600.0,
+            open_timeout_s=b.open_timeout_s,
+        )
+        self._pool = StreamPool(urls, self._queue.put, self._m, opts, self._rng)
+        self._kline_conns = {name for name, _, ss in urls if any("@kline_" in s for s in ss)}
+        self._pool.start()  # connect first: everything from now on is buffered while warm-up loads
+        for k in await self._warmup_bars():
+            self.stats.warmup_bars += 1
+            yield k
+        idle = 0.0
+        while not self._closed:
+            if self._run_end is not None and self._now() >= self._run_end + int(b.close_grace_s * 1000):
+                for ev in await self._flush(list(self._groups.values()), []):
+                    yield ev
+                return
+            timeout = 1.0
+            if self._groups:
+                loop_now = asyncio.get_running_loop().time()
+                timeout = max(0.0, min(timeout, min(g.deadline for g in self._groups.values()) - loop_now))
+            try:
+                item = await asyncio.wait_for(self._queue.get(), timeout=timeout)
+            except TimeoutError:
+                item = None
+            if item is None:
+                idle += timeout
+                if idle >= 1.0:
+                    self._report_idle_age()
+                    idle = 0.0
+            else:
+                idle = 0.0
+                for ev in await self._handle(item):
+                    yield ev
+            if self._groups:
+                for ev in await self._flush_due(asyncio.get_running_loop().time()):
+                    yield ev
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._pool is not None:
+            await self._pool.aclose()
+        for t in self._snap_tasks.values():
+            t.cancel()
+        await asyncio.gather(*self._snap_tasks.values(), return_exceptions=True)
+        await self._rest.aclose()
+
+    # -- start ------------------------------------------------------------------------------------------
+    def _now(self) -> int:
+        """The exchange's clock as best we know it: ours plus the offset measured at start."""
+        return self._clock.now_ms() + self.server_offset_ms
+
+    async def _check_exchange(self) -> None:
+        t0 = self._clock.now_ms()
+        try:
+            info = await self._rest.exchange_info()
+        except RestError as e:
+            raise SourceError(f"binance: exchangeInfo from {self.rest_url} failed: {e}") from None
+        t1 = self._clock.now_ms()
+        try:
+            self.symbol_filters = parse_exchange_info(info)
+        except ValueError as e:
+            raise SourceError(f"binance: {e}") from None
+        unknown = [s for s in self._symbols if s not in self.symbol_filters]
+        halted = [
+            f"{s} (status {self.symbol_filters[s].status})"
+            for s in self._symbols
+            if s in self.symbol_filters and not self.symbol_filters[s].trading
+        ]
+        if unknown or halted:
+            parts = []
+            if unknown:
+                parts.append(f"unknown on Binance USDⓈ-M: {', '.join(unknown)}")
+            if halted:
+                parts.append(f"not trading: {', '.join(halted)}")
+            raise SourceError(f"binance: runtime.symbols: {'; '.join(parts)}")
+        for s in self._symbols:
+            ct = self.symbol_filters[s].contract_type
+            if ct != "PERPETUAL":
+                self._info.notices.append(f"{s} is {ct or 'not a perpetual'}, not a perpetual contract")
+        server = info.get("serverTime") if isinstance(info, dict) else None
+        if isinstance(server, int):
+            self.server_offset_ms = server - (t0 + t1) // 2
+            if abs(self.server_offset_ms) > 1000:
+                log.warning(
+                    "binance: local clock is %d ms off the exchange's; using its time", self.server_offset_ms
+                )
+
+    async def _warmup_bars(self) -> list[Kline]:
+        if self._warmup <= 0:
+            return []
+        now = self._now()
+        sem = asyncio.Semaphore(4)
+
+        async def one(sym: str, tf: str) -> list[Kline]:
+            length = tf_ms(tf)
+            start = now - now % length - (self._warmup + 1) * length
+            async with sem:
+                try:
+                    bars = await self._rest.closed_klines(sym, tf, start, now)
+                except RestError as e:
+                    raise SourceError(f"binance: warm-up klines {sym} {tf} failed: {e}") from None
+            return bars[-self._warmup :]
+
+        batches = await asyncio.gather(*(one(s, tf) for s in self._symbols for tf in self._tfs))
+        bars = sorted((k for batch in batches for k in batch), key=_order)
+        for k in bars:
+            self._last_open[(k.symbol, k.timeframe)] = k.open_time
+        return bars
+
+    # -- consumer ---------------------------------------------------------------------------------------
+    async def _handle(self, item: WsMessage | WsStatus | _SnapshotResult) -> list[MarketEvent]:
+        if isinstance(item, WsStatus):
+            if item.connected and item.conn in self._kline_conns:
+                return list(await self._fill_all_gaps())
+            return []
+        if isinstance(item, _SnapshotResult):
+            return self._on_snapshot(item)
+        try:
+            msg = parse_message(item.raw)
+        except ParseError as e:
+            self._error(e.kind, str(e))
+            return []
+        if isinstance(msg, Kline):
+            self._m.ws_messages.labels(stream="kline").inc()
+            return await self._on_kline(msg)
+        if isinstance(msg, TradeMsg):
+            self._m.ws_messages.labels(stream=self._b.trade_stream).inc()
+            t = msg.trade
+            if not self._known(t.symbol) or not self._newer(self._last_trade, t.symbol, msg.trade_id):
+                return []
+            self.flow.add(t)
+            self._seen(t.symbol, t.ts)
+            return [t]
+        if isinstance(msg, BookTickerMsg):
+            self._m.ws_messages.labels(stream="bookTicker").inc()
+            bt = msg.ticker
+            if not self._known(bt.symbol) or not self._newer(self._last_ticker, bt.symbol, msg.update_id):
+                return []
+            self._seen(bt.symbol, bt.ts)
+            return [bt]
+        if isinstance(msg, Funding):
+            self._m.ws_messages.labels(stream="markPrice").inc()
+            if not self._known(msg.symbol) or not self._newer(self._last_mark, msg.symbol, msg.ts):
+                return []
+            self._seen(msg.symbol, msg.ts)
+            return [msg]
+        self._m.ws_messages.labels(stream="depth").inc()
+        return self._on_depth(msg)
+
+    def _known(self, symbol: str) -> bool:
+        if symbol in self.books:
+            return True
+        self._error("unexpected", f"message for unsubscribed symbol {symbol!r}")
+        return False
+
+    def _newer(self, last: dict[str, int], symbol: str, ident: int) -> bool:
+        """Ids/times grow per symbol; a repeat (e.g. the overlap of a planned reconnect) is dropped."""
+        prev = last.get(symbol)
+        if prev is not None and ident <= prev:
+            self.stats.duplicate_ticks_dropped += 1
+            return False
+        last[symbol] = ident
+        return True
+
+    def _seen(self, symbol: str, ts: int) -> None:
+        if ts > self._last_event_ms.get(symbol, 0):
+            self._last_event_ms[symbol] = ts
+
+    def _error(self, kind: str, detail: str) -> None:
+        self._m.ws_message_errors.labels(kind=kind).inc()
+        self.stats.message_errors[kind] = self.stats.message_errors.get(kind, 0) + 1
+        log.warning("binance: skipped a %s message: %s", kind, detail[:300])
+
+    def _report_idle_age(self) -> None:
+        """While nothing arrives the runner sets no age: report the wall-clock age of each symbol's feed."""
+        now = self._now()
+        for s in self._symbols:
+            last = self._last_event_ms.get(s)
+            if last is not None:
+                self._m.feed_age.labels(symbol=s).set(max(0.0, (now - last) / 1000.0))
+
+    # -- klines -----------------------------------------------------------------------------------------
+    async def _on_kline(self, k: Kline) -> list[MarketEvent]:
+        if not self._known(k.symbol):
+            return []
+        if k.timeframe not in self._tfs:
+            self._error("unexpected", f"kline of unsubscribed timeframe {k.timeframe!r}")
+            return []
+        if not k.closed:
+            self.stats.open_klines_ignored += 1
+            self._seen(k.symbol, k.open_time)
+            return []
+        key = (k.symbol, k.timeframe)
+        boundary = k.close_time + 1
+        group = self._groups.get((k.symbol, boundary))
+        last = self._last_open.get(key)
+        if (last is not None and k.open_time <= last) or (group is not None and k.timeframe in group.bars):
+            self.stats.duplicate_bars_dropped += 1
+            return []
+        self._seen(k.symbol, boundary)
+        out: list[MarketEvent] = []
+        length = tf_ms(k.timeframe)
+        if last is not None and k.open_time > last + length:
+            # A hole (a missed close message, or a drop not yet reported): REST first, then this bar.
+            gap = await self._fetch_closed(k.symbol, k.timeframe, last + length, k.open_time)
+            out += await self._flush_with(gap)
+        if group is None:
+            deadline = asyncio.get_running_loop().time() + self._b.close_grace_s
+            group = self._groups[(k.symbol, boundary)] = _Group(k.symbol, boundary, {}, deadline)
+        group.bars[k.timeframe] = k
+        expected = [tf for tf in self._tfs if closes_at(tf, boundary)]
+        if all(tf in group.bars for tf in expected):
+            out += await self._flush([*self._groups_upto(boundary, strictly=True), group], [])
+        return out
+
+    def _groups_upto(self, boundary: int, *, strictly: bool = False) -> list[_Group]:
+        return [
+            g
+            for g in self._groups.values()
+            if g.boundary < boundary or (not strictly and g.boundary == boundary)
+        ]
+
+    async def _flush_due(self, loop_now: float) -> list[MarketEvent]:
+        due = [g.boundary for g in self._groups.values() if g.deadline <= loop_now]
+        return await self._flush(self._groups_upto(max(due)), []) if due else []
+
+    async def _flush_with(self, extra: list[Kline]) -> list[MarketEvent]:
+        """Emit ``extra`` (REST bars) with every waiting group not later than them, so order holds."""
+        cut = max((k.close_time + 1 for k in extra), default=-1)
+        return await self._flush(self._groups_upto(cut), extra)
+
+    async def _flush(self, groups: list[_Group], extra: list[Kline]) -> list[MarketEvent]:
+        """Emit groups and extra bars in event-time order (coarsest first at a shared close), new keys only.
+
+        A group still missing a timeframe that closes at its boundary asks REST for that bar first: its close
+        message was lost, and the bar must not be skipped nor taken from an unclosed message.
+        """
+        bars: list[Kline] = list(extra)
+        for g in groups:
+            self._groups.pop((g.symbol, g.boundary), None)
+            bars += g.bars.values()
+            for tf in self._tfs:
+                if closes_at(tf, g.boundary) and tf not in g.bars:
+                    got = await self._fetch_closed(g.symbol, tf, g.boundary - tf_ms(tf), g.boundary)
+                    self.stats.bars_fetched_after_grace += len(got)
+                    bars += got
+        out: list[MarketEvent] = []
+        for k in sorted(bars, key=_order):
+            key = (k.symbol, k.timeframe)
+            last = self._last_open.get(key)
+            if last is not None and k.open_time <= last:
+                self.stats.duplicate_bars_dropped += 1
+                continue
+            self._last_open[key] = k.open_time
+            self.stats.live_bars += 1
+            out.append(k)
+        return out
+
+    async def _fill_all_gaps(self) -> list[MarketEvent]:
+        """After a (re)connect: every closed bar missed since the last one emitted, in order."""
+        now = self._now()
+        fetched: list[Kline] = []
+        for (sym, tf), last in list(self._last_open.items()):
+            length = tf_ms(tf)
+            if last + 2 * length - 1 < now:  # the next bar has closed: it may be missing
+                fetched += await self._fetch_closed(sym, tf, last + length, None)
+        return await self._flush_with(fetched) if fetched else []
+
+    async def _fetch_closed(self, sym: str, tf: str, start: int, before_open: int | None) -> list[Kline]:
+        try:
+            bars = await self._rest.closed_klines(sym, tf, start, self._now())
+        except RestError as e:
+            self.stats.gaps_unfilled += 1
+            log.error(
+                "binance: could not fill %s %s bars from %d: %s; continuing with a gap", sym, tf, start, e
+            )
+            return []
+        if before_open is not None:
+            bars = [k for k in bars if k.open_time < before_open]
+        self.stats.gap_bars_filled += len(bars)
+        if bars:
+            log.info("binance: filled %d %s %s bar(s) from REST", len(bars), sym, tf)
+        return bars
+
+    # -- order book -------------------------------------------------------------------------------------
+    def _on_depth(self, d: DepthDiff) -> list[MarketEvent]:
+        if not self._known(d.symbol):
+            return []
+        book = self.books[d.symbol]
+        r = book.on_diff(d)
+        if r is Outcome.RESYNC:
+            self._resync(d.symbol)
+        if book.need_snapshot():
+            self._request_snapshot(d.symbol)
+            return []
+        self._seen(d.symbol, d.event_time)
+        return self._maybe_summary(d.symbol, d.event_time) if r is Outcome.APPLIED else []
+
+    def _resync(self, symbol: str) -> None:
+        self._m.orderbook_resyncs.labels(symbol=symbol).inc()
+        self.stats.resyncs[symbol] = self.stats.resyncs.get(symbol, 0) + 1
+        log.warning("binance: %s order book out of sequence; resyncing from a new snapshot", symbol)
+
+    def _maybe_summary(self, symbol: str, ts: int) -> list[MarketEvent]:
+        last = self._last_summary.get(symbol)
+        if last is not None and ts - last < self._b.book_summary_interval_ms:
+            return []
+        s: BookDepth | None = self.books[symbol].summary(ts, self._b.depth_within_bps, self._b.depth_levels)
+        if s is None:
+            return []
+        self._last_summary[symbol] = ts
+        return [s]
+
+    def _request_snapshot(self, symbol: str) -> None:
+        t = self._snap_tasks.get(symbol)
+        if t is not None and not t.done():
+            return
+        fails = self._snap_failures.get(symbol, 0)
+        delay = (
+            0.0
+            if fails == 0
+            else backoff_delay(
+                fails - 1, self._b.reconnect_backoff_base_s, self._b.reconnect_backoff_max_s, self._rng
+            )
+        )
+        self._snap_tasks[symbol] = asyncio.create_task(self._fetch_snapshot(symbol, delay))
+
+    async def _fetch_snapshot(self, symbol: str, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        try:
+            snap = await self._rest.depth(symbol, self._b.depth_snapshot_limit)
+            await self._queue.put(_SnapshotResult(symbol, snap))
+        except RestError as e:
+            await self._queue.put(_SnapshotResult(symbol, None, str(e)))
+
+    def _on_snapshot(self, r: _SnapshotResult) -> list[MarketEvent]:
+        book = self.books[r.symbol]
+        if r.snapshot is None:
+            self._snap_failures[r.symbol] = self._snap_failures.get(r.symbol, 0) + 1
+            log.error("binance: %s depth snapshot failed: %s", r.symbol, r.error)
+            self._request_snapshot(r.symbol)
+            return []
+        out = book.apply_snapshot(r.snapshot)
+        if out is Outcome.RESYNC:
+            self._snap_failures[r.symbol] = self._snap_failures.get(r.symbol, 0) + 1
+            self._resync(r.symbol)
+            self._request_snapshot(r.symbol)
+            return []
+        self._snap_failures[r.symbol] = 0
+        ts = r.snapshot.event_time or self._now()
+        return self._maybe_summary(r.symbol, ts) if out is Outcome.APPLIED else []
