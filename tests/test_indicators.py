@@ -88,9 +88,7 @@ def test_macd_fast_ema_starts_with_the_slow_one(candles: dict[str, Arr]) -> None
     assert not np.allclose(m[33:60], naive[33:60], rtol=1e-6, atol=0)
     aligned = np.full_like(c, np.nan)
     aligned[25:] = talib.EMA(c[14:], 12)[11:]
-    np.testing.assert_allclose(
-        m[33:], (aligned - talib.EMA(c, 26))[33:], rtol=RTOL, atol=1e-12 * np.median(c)
-    )
+    np.testing.assert_allclose(m[33:], (aligned - talib.EMA(c, 26))[33:], rtol=RTOL, atol=1e-12 * np.median(c))
 
 
 def test_atr(candles: dict[str, Arr]) -> None:

@@ -111,9 +111,7 @@ def test_duplicate_and_older_bars_are_ignored() -> None:
         assert same(got, expect)
         if i >= 3:
             latest = noisy.latest(k.symbol, k.timeframe)
-            dup = dataclasses.replace(
-                k, close=k.close * 1.5, high=k.high * 1.5
-            )  # a re-sent bar, other values
+            dup = dataclasses.replace(k, close=k.close * 1.5, high=k.high * 1.5)  # a re-sent bar, other values
             late = bars[i - 3]
             assert noisy.update(dup) is latest
             assert noisy.update(late) is latest

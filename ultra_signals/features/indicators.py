@@ -4,15 +4,19 @@ Why hand-written rather than TA-Lib on the hot path: every indicator here is a f
 on plain Python floats, so a bar costs no array allocation or conversion, the state is ordinary attributes
 (copyable, picklable, inspectable in a debugger), and warm-up needs no history buffer to open a handle on.
 TA-Lib remains the reference: ``tests/test_indicators.py`` feeds real candles bar by bar and checks every
-output against TA-Lib's batch functions.  The conventions below (seeding, operation order) follow TA-Lib's
-C code so that the streamed values agree with the batch ones to the last bits, not merely approximately.
+output against TA-Lib's batch functions.  The conventions below (seeding, alignment, operation order) follow
+TA-Lib's C code, so the streamed values agree with the batch ones to within rounding: TA-Lib's compiled
+library fuses ``a * b + c`` into one rounding (FMA), which CPython 3.11 cannot express, so a value may differ
+in its last bit or two (measured worst case ~1e-13 relative, on the MACD signal; EMA, ADX and the MACD line
+are mostly bit-identical).
 
-Note on ``talib.stream``: in the TA-Lib wrapper pinned here (0.8.2 on TA-Lib C 0.8.1) it is a genuine
-streaming API (a handle per indicator, O(1) per update, bit-identical to batch), unlike older wrappers whose
-``talib.stream`` re-ran the batch function over the whole array on every call.  We do not use it because
-(1) the brief for this module asks for pure-Python state, (2) a handle must be opened on a history of at
-least ``lookback + 1`` bars and cannot be pickled, and (3) VWAP and the volume z-score are not in TA-Lib, so
-part of the set is Python anyway.  It stays a drop-in option if profiling ever says otherwise.
+Note on ``talib.stream``: in the TA-Lib wrapper pinned here (0.8.2, on TA-Lib C 0.8.1) it is a genuine
+streaming API (a handle per indicator, O(1) per update, bit-identical to batch), unlike the older wrappers'
+``talib.stream``, which computed one value from a whole array passed in on every call.  We still keep
+TA-Lib off the hot path: a handle must be opened on at least ``lookback + 1`` bars of history and cannot be
+pickled or inspected, VWAP and the volume z-score are not in TA-Lib anyway, and the whole set here costs a
+few microseconds per bar (``bench/bench_features.py``).  Switching an indicator to a handle stays possible
+without touching callers if profiling ever says so.
 
 Every indicator reports ``nan`` until it is ``ready``; ``warmup`` is the number of bars it needs.  Bars are
 counted, not timed: a gap in the data is not filled, as TA-Lib's batch functions would not fill it either.
@@ -126,7 +130,7 @@ class Atr:
     of bars 1..n, so the first value lands on bar n.  Then ``atr = (atr * (n - 1) + tr) / n``.
     """
 
-    __slots__ = ("_n", "_pm1", "_prev_close", "period", "ready", "value", "warmup")
+    __slots__ = ("_n", "_pm1", "_prev_close", "_sum", "period", "ready", "value", "warmup")
 
     def __init__(self, period: int) -> None:
         self.period = _check_period("ATR period", period)
@@ -134,6 +138,7 @@ class Atr:
         self._pm1 = float(period - 1)
         self._n = 0
         self._prev_close = NAN
+        self._sum = 0.0
         self.value = NAN
         self.ready = False
 
@@ -154,14 +159,13 @@ class Atr:
         n = self._n
         self._n = n + 1
         if n == 0:
-            self.value = 0.0  # running sum of true ranges until the seed
-            return NAN
-        self.value += tr
+            return NAN  # no previous close, no true range
+        self._sum += tr
         if n < self.period:
             return NAN
-        self.value /= self.period
+        v = self.value = self._sum / self.period
         self.ready = True
-        return self.value
+        return v
 
 
 class Macd:

@@ -236,9 +236,7 @@ class FeatureStore:
             return "the bar is not closed (the feature store takes closed bars only)"
         if k.volume < 0.0:
             return f"negative volume {k.volume!r}"
-        return (
-            f"non-finite value in open/high/low/close/volume {(k.open, k.high, k.low, k.close, k.volume)!r}"
-        )
+        return f"non-finite value in open/high/low/close/volume {(k.open, k.high, k.low, k.close, k.volume)!r}"
 
     def latest(self, symbol: str, timeframe: str) -> Features | None:
         s = self._series.get((symbol, timeframe))
