@@ -109,7 +109,10 @@ class SniperCounters(Protocol):
 
     @property
     def backend(self) -> str:
-        """"memory" or "redis": the value of sniper_counter_backend{backend} that is 1."""
+        """Who decides: "memory", "redis" or "blocked" (Redis away with on_failure=block).
+
+        It is the label of sniper_counter_backend{backend} that is 1.
+        """
         ...
 
     def check_and_reserve(self, res: Reservation) -> CapResult: ...
@@ -151,6 +154,10 @@ class MemoryCounters:
     def reservations(self) -> list[Reservation]:
         """Everything held, oldest first (the Redis backend replays these when it reconciles)."""
         return sorted(self._ids.values(), key=lambda r: r.ts_ms)
+
+    def holds(self, reservation_id: str) -> bool:
+        """Whether this id is reserved already (a retry of it must not count again)."""
+        return reservation_id in self._ids
 
     # -- the atomic step ------------------------------------------------------------------------------------
     def check_and_reserve(self, res: Reservation) -> CapResult:

@@ -1,0 +1,67 @@
+"""Pick the cap counters from settings: in-process memory, or Redis with failover.
+
+The runner calls :func:`make_counters` once at start and only ever sees the :class:`SniperCounters` protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from ultra_signals.core.config import Settings, SniperSettings
+from ultra_signals.engine.failover_counters import FailoverCounters
+from ultra_signals.engine.redis_counters import RedisCounters, connect, describe_target
+from ultra_signals.engine.sniper_counters import CapPolicy, MemoryCounters, Reservation, SniperCounters
+from ultra_signals.live.metrics import Metrics
+
+
+def policy_from(sniper: SniperSettings) -> CapPolicy:
+    return CapPolicy.from_limits(
+        sniper.max_signals_per_hour,
+        sniper.daily_signal_cap,
+        sniper.per_symbol_max_per_hour,
+        sniper.per_symbol_daily_cap,
+    )
+
+
+def make_counters(
+    settings: Settings,
+    metrics: Metrics,
+    namespace: str,
+    seed: Iterable[Reservation],
+    on_event: Callable[[str, str], None] | None = None,
+) -> SniperCounters:
+    """Counters for a runner.
+
+    ``namespace`` names the deployment (normally ``settings.redis.namespace``); the profile is taken from
+    ``settings.profile``, so keys are ``ultra_signals:{<namespace>:<profile>}:sniper:...``.  ``seed`` is the
+    journal's recent allowed signals: the memory backend is rebuilt from it, and with Redis it fills the
+    fallback counts and is written back should Redis have lost it.  With Redis unreachable at start the
+    counters start on memory (``on_failure=memory``) or blocked (``block``) and keep health-checking.
+    """
+    policy = policy_from(settings.sniper)
+    rs = settings.redis
+    if not rs.enabled:
+        memory = MemoryCounters(policy)
+        memory.seed(seed)
+        metrics.set_backend("memory", ("memory", "redis", "blocked"))
+        if on_event is not None:
+            on_event("start", "counter backend: memory (redis.enabled is false: caps are per process)")
+        return memory
+    secret = rs.password.get_secret_value() if rs.password is not None else None
+    primary = RedisCounters(
+        connect(rs),
+        policy,
+        namespace=namespace,
+        profile=settings.profile,
+        where=describe_target(rs),
+        secret=secret,
+    )
+    return FailoverCounters(
+        primary,
+        policy,
+        rs.on_failure,
+        metrics,
+        health_check_interval_s=rs.health_check_interval_s,
+        on_event=on_event,
+        seed=seed,
+    )

@@ -1,0 +1,226 @@
+"""Redis counters that keep deciding (or safely refuse) while Redis is away, then put the windows right.
+
+Why a wrapper and not retries: a runner must decide within its latency budget whatever Redis does, so every
+Redis call has a short timeout and the first failure switches to local counts (``on_failure: memory``) or to
+refusing everything (``on_failure: block``).  A background thread pings Redis; when it answers, the wrapper
+RECONCILES (writes every reservation it knows, by id, so nothing counts twice) and only then switches back.
+
+The local :class:`MemoryCounters` is kept warm all the time: it holds the journal seed, every reservation this
+runner made, and (refreshed by the health thread) every reservation Redis holds for the deployment, so the
+switch happens with the best counts available.  The same refresh writes back anything Redis lost (a Redis
+restarted empty between two of our calls) — the "anti-entropy" half of the reconcile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+from ultra_signals.engine.redis_counters import RedisCounters
+from ultra_signals.engine.sniper_counters import (
+    CapPolicy,
+    CapResult,
+    CounterBackendError,
+    MemoryCounters,
+    Reservation,
+)
+from ultra_signals.live.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+OnFailure = Literal["memory", "block"]
+#: ``on_event(kind, message)``: kind is "start", "failover", "recovered" or "error"; message is for humans.
+EventCallback = Callable[[str, str], None]
+BACKENDS = ("memory", "redis", "blocked")
+
+
+class FailoverCounters:
+    """:class:`SniperCounters` on Redis with a local fallback; see the module docstring for the why.
+
+    ``backend`` is "redis" while Redis decides, "memory" while local counts decide (``on_failure=memory``)
+    and "blocked" while every reservation is refused (``on_failure=block``).
+    """
+
+    def __init__(
+        self,
+        primary: RedisCounters,
+        policy: CapPolicy,
+        on_failure: OnFailure,
+        metrics: Metrics,
+        *,
+        health_check_interval_s: float = 1.0,
+        on_event: EventCallback | None = None,
+        seed: Iterable[Reservation] = (),
+    ) -> None:
+        if on_failure not in ("memory", "block"):
+            raise ValueError(f"redis.on_failure must be 'memory' or 'block', not {on_failure!r}")
+        self.primary = primary
+        self.policy = policy
+        self.on_failure = on_failure
+        self.metrics = metrics
+        self.interval_s = health_check_interval_s
+        self._on_event = on_event
+        self._lock = threading.RLock()
+        self._local = MemoryCounters(policy)
+        self._local.seed(seed)
+        self._on_redis = True
+        self._outage_made = 0  # reservations allowed locally during the current outage
+        self._stop = threading.Event()
+        start = self.describe()
+        try:
+            self.primary.ping()
+            self._sync()  # also writes the journal seed back, should Redis have lost it
+        except CounterBackendError as e:
+            self._on_redis = False
+            self.metrics.redis_errors.labels(op="start").inc()
+            start = f"{self.describe()}; Redis unreachable at start ({e}), health-checking every {self.interval_s:g}s"
+        self.metrics.set_backend(self.backend, BACKENDS)
+        log.warning("%s", start)
+        self._emit("start", start)
+        self._thread = threading.Thread(target=self._health_loop, name="sniper-counters-health", daemon=True)
+        self._thread.start()
+
+    # -- SniperCounters -------------------------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        if self._on_redis:
+            return "redis"
+        return "memory" if self.on_failure == "memory" else "blocked"
+
+    def check_and_reserve(self, res: Reservation) -> CapResult:
+        t0 = time.perf_counter()
+        try:
+            with self._lock:
+                if self._on_redis:
+                    try:
+                        result = self.primary.check_and_reserve(res)
+                    except CounterBackendError as e:
+                        self._fail(str(e), op="reserve")
+                    else:
+                        if result.allowed:
+                            self._local.seed([res])
+                        return result
+                return self._decide_locally(res)
+        finally:
+            self.metrics.counter_op_ms.observe((time.perf_counter() - t0) * 1000.0)
+
+    def window_counts(self, ts_ms: int, symbol: str | None = None) -> dict[str, int]:
+        with self._lock:
+            if self._on_redis:
+                try:
+                    return self.primary.window_counts(ts_ms, symbol)
+                except CounterBackendError as e:
+                    self._fail(str(e), op="window_counts")
+            return self._local.window_counts(ts_ms, symbol)
+
+    def seed(self, reservations: Iterable[Reservation]) -> None:
+        items = list(reservations)
+        with self._lock:
+            self._local.seed(items)
+            if self._on_redis:
+                try:
+                    self.primary.record(items)
+                except CounterBackendError as e:
+                    self._fail(str(e), op="seed")
+
+    def reservations(self) -> list[Reservation]:
+        """Every reservation known locally (this runner's, the journal's, and Redis's as last refreshed)."""
+        with self._lock:
+            return self._local.reservations()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval_s + 5 * self._timeout_s() + 1.0)
+        self.primary.close()
+
+    def describe(self) -> str:
+        """The active policy in one line, for the operator at start."""
+        risk = (
+            "keeps deciding on local counts while Redis is away (runners may together exceed the caps)"
+            if self.on_failure == "memory"
+            else "treats every cap as reached while Redis is away (no signal until it is back)"
+        )
+        return (
+            f"counter backend: {self.backend} at {self.primary.where} ({self.primary.prefix}); "
+            f"redis.on_failure={self.on_failure}: {risk}"
+        )
+
+    # -- while Redis is away ---------------------------------------------------------------------------
+    def _decide_locally(self, res: Reservation) -> CapResult:
+        if self._local.holds(res.id):
+            return CapResult(True, None, self._local.window_counts(res.ts_ms), duplicate=True)
+        if self.on_failure == "block":
+            return CapResult(False, self.policy.rules[0].reason, self._local.window_counts(res.ts_ms))
+        result = self._local.check_and_reserve(res)
+        if result.allowed and not result.duplicate:
+            self._outage_made += 1
+        return result
+
+    def _fail(self, reason: str, op: str) -> None:
+        """Count the error and, if Redis was active, switch away from it (the caller holds the lock)."""
+        self.metrics.redis_errors.labels(op=op).inc()
+        if not self._on_redis:
+            return
+        self._on_redis = False
+        self._outage_made = 0
+        self.metrics.failovers.inc()
+        self.metrics.set_backend(self.backend, BACKENDS)
+        log.warning("counter backend: redis -> %s (%s)", self.backend, reason)
+        self._emit("failover", f"counter backend: redis -> {self.backend} ({reason})")
+
+    # -- health check and reconcile --------------------------------------------------------------------
+    def _health_loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                if self._on_redis:
+                    self._sync()
+                else:
+                    self.primary.ping()
+                    self._recover()
+            except CounterBackendError as e:
+                with self._lock:
+                    self._fail(str(e), op="health" if self._on_redis else "ping")
+            except Exception as e:  # never let the thread die: a dead health check would never switch back
+                log.exception("counter health check failed")
+                self._emit("error", f"counter health check failed: {type(e).__name__}: {e}")
+
+    def _recover(self) -> None:
+        """Reconcile, then switch back, under the lock so no local decision slips between the two."""
+        with self._lock:
+            written = self._sync()
+            made = self._outage_made
+            self._on_redis = True
+            self.metrics.set_backend(self.backend, BACKENDS)
+        msg = (
+            f"counter backend: {'memory' if self.on_failure == 'memory' else 'blocked'} -> redis "
+            f"(reconciled: {made} reservations made during the outage, {written} written to Redis)"
+        )
+        log.warning("%s", msg)
+        self._emit("recovered", msg)
+
+    def _sync(self) -> int:
+        """Two-way refresh: learn what Redis holds, write what it lacks.  Returns how many were written."""
+        snap = self.primary.snapshot()
+        held = {(r.symbol, r.id) for r in snap.reservations}
+        floor = snap.latest_ms - self.primary.keep_ms  # older ones Redis has trimmed on purpose
+        with self._lock:
+            self._local.seed(snap.reservations)
+            known = self._local.reservations()
+            missing = [r for r in known if (r.symbol, r.id) not in held and r.ts_ms >= floor]
+        return self.primary.record(missing) if missing else 0
+
+    def _emit(self, kind: str, message: str) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(kind, message)
+        except Exception:  # an alerting failure must not break counting
+            log.exception("counter event callback failed")
+
+    def _timeout_s(self) -> float:
+        pool = self.primary.client.connection_pool
+        timeout = pool.connection_kwargs.get("socket_timeout") or 1.0
+        return float(timeout)
