@@ -91,9 +91,7 @@ def size_order(
             "below_min_qty", f"{binding} allows {limits[binding]:.8f} {filters.symbol}, minimum is {min_qty}"
         )
     if qty * e < filters.min_notional:
-        return _refuse(
-            "below_min_notional", f"notional {qty * e:.4f} USDT below the minimum {filters.min_notional}"
-        )
+        return _refuse("below_min_notional", f"notional {qty * e:.4f} USDT below the minimum {filters.min_notional}")
     return Sizing(
         True,
         None,

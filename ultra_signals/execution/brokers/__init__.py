@@ -1,0 +1,1 @@
+"""Brokers: one interface, a paper (what-if) implementation and Binance USDT-M futures."""
