@@ -173,6 +173,9 @@ def test_as_dict_holds_the_numbers_only() -> None:
     assert "symbol" not in d and "warm" not in d
     for name, value in d.items():
         assert value == getattr(f, name)
+    # The same keys, order and values as the plain definition it replaces (numbers out of dataclasses.asdict).
+    plain = {k: v for k, v in dataclasses.asdict(f).items() if isinstance(v, float | int) and not isinstance(v, bool)}
+    assert list(d.items()) == list(plain.items())
     assert d["bars"] == 250 and d["open_time"] == f.open_time and isinstance(d["open_time"], int)
 
 
