@@ -7,8 +7,9 @@ TA-Lib remains the reference: ``tests/test_indicators.py`` feeds real candles ba
 output against TA-Lib's batch functions.  The conventions below (seeding, alignment, operation order) follow
 TA-Lib's C code, so the streamed values agree with the batch ones to within rounding: TA-Lib's compiled
 library fuses ``a * b + c`` into one rounding (FMA), which CPython 3.11 cannot express, so a value may differ
-in its last bit or two (measured worst case ~1e-13 relative, on the MACD signal; EMA, ADX and the MACD line
-are mostly bit-identical).
+in its last bit or two (measured on real candles: EMA, MACD line and ADX/DI almost always bit-identical, RSI
+and ATR within ~2e-15 relative, MACD signal/histogram within ~2e-13; Bollinger, computed by a different
+algorithm, within ~1e-12).
 
 Note on ``talib.stream``: in the TA-Lib wrapper pinned here (0.8.2, on TA-Lib C 0.8.1) it is a genuine
 streaming API (a handle per indicator, O(1) per update, bit-identical to batch), unlike the older wrappers'
