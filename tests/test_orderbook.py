@@ -154,7 +154,8 @@ def test_property_book_equals_replay_for_any_chained_stream(
     updates: list[tuple[int, int, bool]], at: int, bracket: bool
 ) -> None:
     """Random chained diffs; the snapshot arrives at a random point: the book always equals the replay."""
-    diffs, u = [], 1000
+    diffs: list[dict[str, Any]] = []
+    u = 1000
     for i, (price, qty, is_bid) in enumerate(updates):
         nu = u + 1 + i % 3
         lvl = [[f"{price if is_bid else price + 100}", f"{qty}"]]

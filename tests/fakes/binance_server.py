@@ -35,6 +35,16 @@ from websockets.exceptions import ConnectionClosed
 from ultra_signals.core.timeframes import tf_ms
 
 
+class ManualClock:
+    """Market time the test moves by hand; shared by the fake exchange and the source under test."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now = now_ms
+
+    def now_ms(self) -> int:
+        return self.now
+
+
 def stream_key(name: str) -> str:
     """Subscription identity without the update speed: ``btcusdt@depth@0ms`` and ``@depth@100ms`` match."""
     parts = name.split("@")
@@ -347,9 +357,10 @@ class FakeBinance:
                 sent += 1
         return sent
 
-    async def send_raw(self, text: str) -> None:
-        """Send exactly ``text`` to every connection (malformed JSON, unexpected events...)."""
-        for c in list(self.conns):
+    async def send_raw(self, text: str, path_contains: str = "") -> None:
+        """Send exactly ``text`` to every connection whose path contains ``path_contains`` (malformed JSON,
+        unexpected events...)."""
+        for c in [c for c in self.conns if path_contains in c.path]:
             with contextlib.suppress(ConnectionClosed):
                 await c.ws.send(text)
 

@@ -1,0 +1,186 @@
+"""rest.py against the fake Binance on 127.0.0.1: pagination, closed bars only, 429/418/5xx, weight pauses."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.conftest import free_port, require_data
+from tests.fakes.binance_server import FakeBinance, ManualClock, csv_kline_rows, read_exchange_info_2021
+from ultra_signals.live.metrics import Metrics
+from ultra_signals.sources.binance.rest import BinanceRest, RestError, backoff_delay, weight_pause_s
+
+pytestmark = pytest.mark.timeout(60)
+FIVE_M = 300_000
+
+
+def _rows() -> list[list[Any]]:
+    return csv_kline_rows(require_data("klines", "XRPUSDT-5m.csv"), "5m")
+
+
+def _count(m: Metrics, endpoint: str, status: str) -> float:
+    v = m.registry.get_sample_value("rest_requests_total", {"endpoint": endpoint, "status": status})
+    return v or 0.0
+
+
+def _run(coro_fn: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(coro_fn(), 30))
+
+
+def _client(server: FakeBinance, m: Metrics, sleeps: list[float] | None = None, **kw: Any) -> BinanceRest:
+    async def record(s: float) -> None:
+        if sleeps is not None:
+            sleeps.append(s)
+
+    return BinanceRest(server.rest_url, m, backoff_base_s=0.01, backoff_max_s=0.05, sleep=record, **kw)
+
+
+def test_closed_klines_paginate_and_leave_out_the_forming_bar() -> None:
+    rows = _rows()
+    # "Now" is 2 minutes into bar 400: bars 0..399 are closed, bar 400 is forming.
+    clock = ManualClock(rows[400][0] + 120_000)
+
+    async def go() -> None:
+        m = Metrics()
+        async with FakeBinance(clock.now_ms, klines={("XRPUSDT", "5m"): rows}) as srv:
+            rest = _client(srv, m)
+            bars = await rest.closed_klines("XRPUSDT", "5m", rows[50][0], clock.now_ms(), limit=100)
+            await rest.aclose()
+        assert [b.open_time for b in bars] == [r[0] for r in rows[50:400]]
+        for b, r in zip(bars, rows[50:400], strict=True):
+            assert (b.open, b.high, b.low, b.close, b.volume) == tuple(float(x) for x in r[1:6])
+            assert b.close_time == r[0] + FIVE_M - 1 and b.closed
+        pages = [p for path, p in srv.rest_log if path.endswith("/klines")]
+        assert len(pages) == 4 and all(int(p["limit"]) <= 1500 for p in pages)
+        assert _count(m, "/fapi/v1/klines", "200") == 4
+
+    _run(go)
+
+
+def test_missing_bars_in_the_data_are_not_invented() -> None:
+    rows = _rows()
+    holey = rows[:100] + rows[103:200]  # three bars missing, like real data can be
+    clock = ManualClock(rows[199][0] + FIVE_M)
+
+    async def go() -> None:
+        async with FakeBinance(clock.now_ms, klines={("XRPUSDT", "5m"): holey}) as srv:
+            rest = _client(srv, Metrics())
+            bars = await rest.closed_klines("XRPUSDT", "5m", rows[90][0], clock.now_ms(), limit=1500)
+            await rest.aclose()
+        assert [b.open_time for b in bars] == [r[0] for r in holey[90:]]
+
+    _run(go)
+
+
+def test_429_waits_retry_after_then_succeeds() -> None:
+    clock = ManualClock(1_700_000_000_000)
+
+    async def go() -> None:
+        m = Metrics()
+        sleeps: list[float] = []
+        async with FakeBinance(clock.now_ms, exchange_info={"symbols": []}) as srv:
+            srv.fail_next("/exchangeInfo", 429, retry_after="7")
+            rest = _client(srv, m, sleeps)
+            info = await rest.exchange_info()
+            await rest.aclose()
+        assert info["serverTime"] == clock.now
+        assert sleeps == [7.0]  # Retry-After honoured (it exceeds the backoff)
+        assert _count(m, "/fapi/v1/exchangeInfo", "429") == 1 and _count(m, "/fapi/v1/exchangeInfo", "200") == 1
+
+    _run(go)
+
+
+def test_418_ban_longer_than_we_wait_is_a_clear_error() -> None:
+    clock = ManualClock(1_700_000_000_000)
+
+    async def go() -> None:
+        m = Metrics()
+        async with FakeBinance(clock.now_ms) as srv:
+            srv.fail_next("/exchangeInfo", 418, retry_after="7200")
+            rest = _client(srv, m, [], max_retry_after_s=120.0)
+            with pytest.raises(RestError, match=r"IP banned \(418\).*7200s.*rest_max_retry_after_s"):
+                await rest.exchange_info()
+            await rest.aclose()
+        assert _count(m, "/fapi/v1/exchangeInfo", "418") == 1
+
+    _run(go)
+
+
+def test_server_errors_are_retried_and_client_errors_are_not() -> None:
+    clock = ManualClock(1_700_000_000_000)
+
+    async def go() -> None:
+        m = Metrics()
+        sleeps: list[float] = []
+        async with FakeBinance(clock.now_ms) as srv:
+            srv.fail_next("/exchangeInfo", 503, times=2)
+            rest = _client(srv, m, sleeps)
+            await rest.exchange_info()
+            assert _count(m, "/fapi/v1/exchangeInfo", "503") == 2 and len(sleeps) == 2
+            with pytest.raises(RestError, match="HTTP 400"):
+                await rest.depth("NOPE")  # unknown symbol: Binance's 400 is final
+            assert _count(m, "/fapi/v1/depth", "400") == 1
+            srv.fail_next("/exchangeInfo", 500, times=10)
+            with pytest.raises(RestError, match="failed after 3 attempts"):
+                await _client(srv, m, [], max_retries=2).exchange_info()
+            await rest.aclose()
+
+    _run(go)
+
+
+def test_unreachable_server_counts_errors_and_gives_up() -> None:
+    async def go() -> None:
+        m = Metrics()
+        rest = BinanceRest(f"http://127.0.0.1:{free_port()}", m, max_retries=2, backoff_base_s=0.01)
+        with pytest.raises(RestError, match="ConnectError"):
+            await rest.exchange_info()
+        await rest.aclose()
+        assert _count(m, "/fapi/v1/exchangeInfo", "error") == 3
+
+    _run(go)
+
+
+def test_weight_header_near_the_limit_pauses_until_the_next_minute() -> None:
+    clock = ManualClock(1_700_000_000_000)
+
+    async def go() -> None:
+        sleeps: list[float] = []
+        async with FakeBinance(clock.now_ms) as srv:
+            srv.used_weight = 2000
+            rest = _client(srv, Metrics(), sleeps, weight_soft_limit=1800)
+            await rest.exchange_info()
+            assert rest.used_weight == 2001 and sleeps == []
+            await rest.exchange_info()  # the previous answer reported 2001 >= 1800: pause first
+            await rest.aclose()
+        assert len(sleeps) == 1 and 0 < sleeps[0] <= 60.05
+
+    _run(go)
+    assert weight_pause_s(100, 1800, 30.0) == 0.0
+    assert weight_pause_s(1800, 1800, 30.0) == pytest.approx(30.05)
+
+
+def test_exchange_info_through_rest_matches_recording() -> None:
+    info = read_exchange_info_2021(require_data("ws", "binance-futures-exchangeinfo-20210722.txt"))
+    clock = ManualClock(1_700_000_000_000)
+
+    async def go() -> None:
+        async with FakeBinance(clock.now_ms, exchange_info=info) as srv:
+            rest = _client(srv, Metrics())
+            got = await rest.exchange_info()
+            await rest.aclose()
+        assert got["symbols"] == info["symbols"]
+
+    _run(go)
+
+
+@given(st.integers(0, 64), st.floats(0.01, 5.0), st.floats(0.1, 120.0), st.integers(0, 2**32))
+def test_backoff_is_bounded_and_jittered(attempt: int, base: float, cap: float, seed: int) -> None:
+    d = backoff_delay(attempt, base, cap, random.Random(seed))
+    full = min(cap, base * 2.0 ** min(attempt, 30))
+    assert full / 2 <= d <= full

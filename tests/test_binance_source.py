@@ -1,0 +1,455 @@
+"""BinanceSource end to end against the fake Binance on 127.0.0.1, fed real recorded data.
+
+Klines: the real XRPUSDT 5m candles (REST backfill, and as kline stream messages for live bars);
+streams: the real 2021 combined recording with its REST depth snapshots and exchangeInfo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import free_port, require_data
+from tests.fakes.binance_server import (
+    FakeBinance,
+    ManualClock,
+    csv_kline_rows,
+    read_exchange_info_2021,
+    read_recorded_2021,
+    read_rest_depth_2021,
+    ws_kline,
+)
+from ultra_signals.core.config import Settings, load_settings
+from ultra_signals.core.events import BookDepth, BookTicker, Kline, MarketEvent, Trade
+from ultra_signals.live.metrics import Metrics
+from ultra_signals.sources.base import SourceError
+from ultra_signals.sources.binance.source import BinanceSource, closes_at
+
+pytestmark = pytest.mark.timeout(90)
+FIVE_M, FIFTEEN_M = 300_000, 900_000
+SYMS_2021 = ["SUSHIUSDT", "CTKUSDT", "AKROUSDT", "KEEPUSDT"]
+
+
+# -- helpers --------------------------------------------------------------------------------------------------
+def _info() -> dict[str, Any]:
+    return read_exchange_info_2021(require_data("ws", "binance-futures-exchangeinfo-20210722.txt"))
+
+
+def _xrp_rows() -> list[list[Any]]:
+    return csv_kline_rows(require_data("klines", "XRPUSDT-5m.csv"), "5m")
+
+
+def _settings(srv: FakeBinance, **over: Any) -> Settings:
+    o: dict[str, Any] = {
+        "runtime.source": "binance",
+        "runtime.symbols": ["XRPUSDT"],
+        "runtime.timeframes": ["5m"],
+        "runtime.primary_timeframe": "5m",
+        "runtime.warmup_bars": 50,
+        "binance.rest_url": srv.rest_url,
+        "binance.ws_url": srv.ws_url,
+        "binance.silence_timeout_s": 30.0,
+        "binance.reconnect_backoff_base_s": 0.02,
+        "binance.reconnect_backoff_max_s": 0.1,
+        "binance.close_grace_s": 0.2,
+    }
+    o.update(over)
+    return load_settings(environ={}, overrides=o)
+
+
+def _metric(m: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
+    return m.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+class Collector:
+    """Runs ``source.events()`` in the background, like the runner does."""
+
+    def __init__(self, src: BinanceSource) -> None:
+        self.src = src
+        self.events: list[MarketEvent] = []
+        self.done = False
+        self.error: BaseException | None = None
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async for ev in self.src.events():
+                self.events.append(ev)
+        except BaseException as e:
+            self.error = e
+            raise
+        finally:
+            self.done = True
+
+    def klines(self) -> list[Kline]:
+        return [e for e in self.events if isinstance(e, Kline)]
+
+    async def wait(self, cond: Callable[[], bool], timeout: float = 10.0) -> None:
+        async def loop() -> None:
+            while not cond():
+                if self.done:
+                    raise AssertionError(f"source ended early: {self.error!r}")
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(loop(), timeout)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.src.aclose()
+
+
+def _run(fn: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(fn(), 60))
+
+
+def _same(k: Kline, row: list[Any]) -> bool:
+    return (k.open_time, k.close_time, k.open, k.high, k.low, k.close, k.volume, k.closed) == (
+        row[0], row[6], float(row[1]), float(row[2]), float(row[3]), float(row[4]), float(row[5]), True,
+    )  # fmt: skip
+
+
+# -- start-up checks --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("symbols", "message"),
+    [
+        (["XRPUSDT", "FOOUSDT"], "unknown on Binance USDⓈ-M: FOOUSDT"),
+        (["BTCSTUSDT"], r"not trading: BTCSTUSDT \(status PENDING_TRADING\)"),
+    ],
+)
+def test_unknown_or_halted_symbols_fail_before_anything_runs(symbols: list[str], message: str) -> None:
+    async def go() -> None:
+        async with FakeBinance(ManualClock(1_700_000_000_000).now_ms, exchange_info=_info()) as srv:
+            src = BinanceSource(_settings(srv, **{"runtime.symbols": symbols}), Metrics())
+            with pytest.raises(SourceError, match=message):
+                async for _ in src.events():
+                    pass
+            await src.aclose()
+            assert srv.connects == 0 and [p for p, _ in srv.rest_log] == ["/fapi/v1/exchangeInfo"]
+
+    _run(go)
+
+
+def test_unreachable_rest_is_a_source_error() -> None:
+    async def go() -> None:
+        port = free_port()
+        s = load_settings(
+            environ={},
+            overrides={
+                "runtime.source": "binance",
+                "binance.rest_url": f"http://127.0.0.1:{port}",
+                "binance.ws_url": f"ws://127.0.0.1:{port}",
+                "binance.rest_max_retries": 1,
+                "binance.reconnect_backoff_base_s": 0.01,
+            },
+        )
+        src = BinanceSource(s, Metrics())
+        with pytest.raises(SourceError, match=r"exchangeInfo from http://127\.0\.0\.1:\d+ failed"):
+            async for _ in src.events():
+                pass
+        await src.aclose()
+
+    _run(go)
+
+
+def test_testnet_switches_base_urls_and_duration_sets_run_end() -> None:
+    s = load_settings(environ={}, overrides={"runtime.source": "binance", "binance.testnet": True})
+    clock = ManualClock(1_700_000_000_000)
+    src = BinanceSource(s, Metrics(), duration_minutes=120, clock=clock)
+    assert (src.rest_url, src.ws_url) == ("https://demo-fapi.binance.com", "wss://demo-fstream.binance.com")
+    assert src.info.name == "binance" and not src.info.simulated and not src.info.historical
+    assert src.run_start_ms == clock.now and src.run_end_ms == clock.now + 120 * 60_000
+    assert BinanceSource(s, Metrics(), clock=clock).run_end_ms is None
+    asyncio.run(src.aclose())
+
+
+def test_closes_at_knows_binance_week_boundaries() -> None:
+    monday = 1_704_067_200_000 + 0  # 2024-01-01 00:00 UTC was a Monday
+    assert closes_at("1w", monday) and not closes_at("1w", monday + 86_400_000)
+    assert closes_at("1h", monday + 3_600_000) and not closes_at("15m", monday + 60_000)
+
+
+# -- klines: warm-up, live, repeats, malformed, drop + gap fill -----------------------------------------------
+def test_warmup_live_repeat_malformed_drop_and_gap_fill() -> None:
+    rows = _xrp_rows()
+    clock = ManualClock(rows[300][0] + 60_000)  # one minute into bar 300
+
+    async def go() -> None:
+        m = Metrics()
+        async with FakeBinance(clock.now_ms, exchange_info=_info(), klines={("XRPUSDT", "5m"): rows}) as srv:
+            src = BinanceSource(_settings(srv), m, clock=clock)
+            assert src.run_start_ms == clock.now
+            c = Collector(src)
+            await c.wait(lambda: len(c.klines()) == 50)  # warm-up: the 50 closed bars before now
+            await srv.wait_connections(2)  # /market and /public
+            assert {cn.path for cn in srv.conns} == {"/market/stream", "/public/stream"}
+            assert src.symbol_filters["XRPUSDT"].tick_size.as_tuple().exponent == -4
+
+            clock.now = rows[301][0] + 1_000
+            await srv.send(ws_kline("XRPUSDT", "5m", rows[301], closed=False))  # a forming bar: never closed
+            await srv.send(ws_kline("XRPUSDT", "5m", rows[300]))
+            await c.wait(lambda: len(c.klines()) == 51)
+            await srv.repeat_last_kline()  # the same bar again
+            await srv.send_raw('{"stream":"xrpusdt@kline_5m","data":{"e":"kline"', "/market")  # truncated
+            await srv.send_raw('{"stream":"xrpusdt@kline_5m","data":{"e":"kline","s":"XRPUSDT","k":{}}}', "/market")
+            await c.wait(lambda: _metric(m, "ws_message_errors_total", {"kind": "schema"}) == 1)
+            assert _metric(m, "ws_message_errors_total", {"kind": "json"}) == 1
+
+            assert srv.drop() == 2
+            clock.now = rows[305][0] + 1_000  # bars 301..304 close while we are away
+            await c.wait(lambda: len(c.klines()) == 55)  # refilled from REST on reconnect
+            await srv.wait_connections(2)
+            await srv.send(ws_kline("XRPUSDT", "5m", rows[304]))  # the exchange repeats the last bar
+            clock.now = rows[306][0] + 1_000
+            await srv.send(ws_kline("XRPUSDT", "5m", rows[305]))
+            await c.wait(lambda: len(c.klines()) == 56)
+            await asyncio.sleep(0.1)
+            await c.stop()
+        ks = c.klines()
+        assert [k.open_time for k in ks] == [r[0] for r in rows[250:306]]  # in order, each exactly once
+        assert all(_same(k, r) for k, r in zip(ks, rows[250:306], strict=True))
+        assert src.stats.warmup_bars == 50 and src.stats.gap_bars_filled == 4
+        assert src.stats.duplicate_bars_dropped == 2 and src.stats.open_klines_ignored == 1
+        assert _metric(m, "ws_reconnects_total", {"reason": "dropped"}) == 2
+        assert _metric(m, "ws_messages_total", {"stream": "kline"}) == 5
+        # Warm-up asked REST once; the reconnect asked only for what was missing.
+        kl = [p for path, p in srv.rest_log if path.endswith("/klines")]
+        assert len(kl) == 2 and int(kl[1]["startTime"]) == rows[301][0]
+
+    _run(go)
+
+
+def test_stalled_stream_reconnects_and_backfills() -> None:
+    rows = _xrp_rows()
+    clock = ManualClock(rows[300][0] + 60_000)
+
+    async def go() -> None:
+        m = Metrics()
+        async with FakeBinance(clock.now_ms, exchange_info=_info(), klines={("XRPUSDT", "5m"): rows}) as srv:
+            src = BinanceSource(_settings(srv, **{"binance.silence_timeout_s": 0.4}), m, clock=clock)
+            c = Collector(src)
+            await c.wait(lambda: len(c.klines()) == 50)
+            await srv.wait_connections(2)
+            srv.stall()
+            clock.now = rows[303][0] + 1_000
+            await srv.send(ws_kline("XRPUSDT", "5m", rows[300]))  # swallowed by the stall
+            await c.wait(lambda: _metric(m, "ws_reconnects_total", {"reason": "silent"}) >= 1)
+            await c.wait(lambda: len(c.klines()) == 53)  # bars 300..302 from REST after the reconnect
+            srv.stall(False)
+            await c.stop()
+        assert [k.open_time for k in c.klines()] == [r[0] for r in rows[250:303]]
+        assert src.stats.gap_bars_filled == 3
+
+    _run(go)
+
+
+def _rows_15m(rows5: list[list[Any]]) -> list[list[Any]]:
+    out = []
+    for i in range(0, len(rows5) - 2):
+        a, b, cc = rows5[i : i + 3]
+        if a[0] % FIFTEEN_M or b[0] != a[0] + FIVE_M or cc[0] != a[0] + 2 * FIVE_M:
+            continue
+        hi = max((x[2] for x in (a, b, cc)), key=float)
+        lo = min((x[3] for x in (a, b, cc)), key=float)
+        vol = str(sum(float(x[5]) for x in (a, b, cc)))
+        out.append([a[0], a[1], hi, lo, cc[4], vol, a[0] + FIFTEEN_M - 1, "0", 0, "0", "0", "0"])
+    return out
+
+
+def test_coarsest_first_at_a_shared_close_and_a_lost_close_is_fetched() -> None:
+    rows = _xrp_rows()
+    r15 = _rows_15m(rows)
+    i = next(j for j in range(300, 400) if rows[j][0] % FIFTEEN_M == 0)  # bar i opens on a 15m boundary
+    clock = ManualClock(rows[i][0] + 1_000)
+
+    async def go() -> None:
+        m = Metrics()
+        klines = {("XRPUSDT", "5m"): rows, ("XRPUSDT", "15m"): r15}
+        async with FakeBinance(clock.now_ms, exchange_info=_info(), klines=klines) as srv:
+            over = {"runtime.timeframes": ["5m", "15m"], "runtime.warmup_bars": 4}
+            src = BinanceSource(_settings(srv, **over), m, clock=clock)
+            c = Collector(src)
+            await c.wait(lambda: len(c.klines()) == 8)
+            warm = c.klines()
+            assert [(k.timeframe, k.close_time + 1) for k in warm[-2:]] == [("15m", rows[i][0]), ("5m", rows[i][0])]
+            await srv.wait_connections(2)
+            j15 = next(x for x in r15 if x[0] == rows[i][0])
+            clock.now = rows[i + 3][0] + 500
+            for row in (rows[i], rows[i + 1]):
+                await srv.send(ws_kline("XRPUSDT", "5m", row))
+            await srv.send(ws_kline("XRPUSDT", "5m", rows[i + 2]))  # 5m first, as the network may deliver
+            await srv.send(ws_kline("XRPUSDT", "15m", j15))
+            await c.wait(lambda: len(c.klines()) == 12)
+            # Next 15m boundary: its 15m close message is lost; after the grace REST supplies it.
+            clock.now = rows[i + 6][0] + 500
+            for row in rows[i + 3 : i + 6]:
+                await srv.send(ws_kline("XRPUSDT", "5m", row))
+            await c.wait(lambda: len(c.klines()) == 16)
+            await c.stop()
+        live = [(k.timeframe, k.open_time) for k in c.klines()[8:]]
+        assert live == [
+            ("5m", rows[i][0]), ("5m", rows[i + 1][0]), ("15m", rows[i][0]), ("5m", rows[i + 2][0]),
+            ("5m", rows[i + 3][0]), ("5m", rows[i + 4][0]), ("15m", rows[i + 3][0]), ("5m", rows[i + 5][0]),
+        ]  # fmt: skip
+        assert src.stats.bars_fetched_after_grace == 1
+
+    _run(go)
+
+
+def test_duration_ends_the_stream_at_run_end() -> None:
+    rows = _xrp_rows()
+    clock = ManualClock(rows[300][0] + 60_000)
+
+    async def go() -> None:
+        async with FakeBinance(clock.now_ms, exchange_info=_info(), klines={("XRPUSDT", "5m"): rows}) as srv:
+            src = BinanceSource(
+                _settings(srv, **{"runtime.warmup_bars": 3}), Metrics(), duration_minutes=10, clock=clock
+            )
+            c = Collector(src)
+            await c.wait(lambda: len(c.klines()) == 3)
+            assert src.run_end_ms == src.run_start_ms + 600_000
+            clock.now = src.run_end_ms + 1_000  # grace 0.2 s has passed on the exchange clock too
+            await asyncio.wait_for(c.task, 5)  # the stream ends by itself, even with a silent feed
+            await src.aclose()
+        assert c.done and c.error is None
+
+    _run(go)
+
+
+# -- the 2021 recording: trades, tickers, depth, order book -----------------------------------------------------
+def _recording() -> tuple[list[str], dict[str, str]]:
+    msgs = read_recorded_2021(require_data("ws", "binance-futures-ws-20210722.txt"))
+    snaps = read_rest_depth_2021(require_data("ws", "binance-futures-rest-depth-20210722.txt"))
+    return msgs, snaps
+
+
+def _replay_book(snapshot: str, diffs: list[dict[str, Any]]) -> tuple[dict[float, float], dict[float, float]]:
+    snap = json.loads(snapshot)
+    bids = {float(p): float(q) for p, q in snap["bids"]}
+    asks = {float(p): float(q) for p, q in snap["asks"]}
+    for d in diffs:
+        if d["u"] < snap["lastUpdateId"]:
+            continue
+        for side, lv in ((bids, d["b"]), (asks, d["a"])):
+            for p, q in lv:
+                if float(q) == 0:
+                    side.pop(float(p), None)
+                else:
+                    side[float(p)] = float(q)
+    return bids, asks
+
+
+async def _send_until_snapshots(srv: FakeBinance, msgs: list[str], symbols: list[str]) -> int:
+    """Publish until every symbol had a diff and asked for its snapshot; returns how many were sent."""
+    need = set(symbols)
+    for n, raw in enumerate(msgs):
+        await srv.send(raw)
+        data = json.loads(raw)["data"]
+        need.discard(data["s"] if data["e"] == "depthUpdate" else "")
+        if not need:
+
+            async def asked() -> None:
+                while len({p["symbol"] for path, p in srv.rest_log if path.endswith("/depth")}) < len(symbols):
+                    await asyncio.sleep(0.01)
+
+            await asyncio.wait_for(asked(), 5)
+            await asyncio.sleep(0.05)
+            return n + 1
+    raise AssertionError("recording ran out before every symbol had a depth diff")
+
+
+def test_recorded_stream_through_the_source() -> None:
+    msgs, snaps = _recording()
+    clock = ManualClock(1_626_992_741_000)
+
+    async def go() -> None:
+        m = Metrics()
+        async with FakeBinance(clock.now_ms, exchange_info=_info(), depth_snapshots=snaps) as srv:
+            over = {"runtime.symbols": SYMS_2021, "runtime.timeframes": ["1m"], "runtime.primary_timeframe": "1m",
+                    "runtime.warmup_bars": 0}  # fmt: skip
+            src = BinanceSource(_settings(srv, **over), m, clock=clock)
+            c = Collector(src)
+            await srv.wait_connections(2)
+            sent = await _send_until_snapshots(srv, msgs, SYMS_2021)
+            for raw in msgs[sent:]:
+                await srv.send(raw)
+            await c.wait(lambda: sum(isinstance(e, BookTicker) for e in c.events) == 613)
+            # Repeats (as in a planned reconnect's overlap) add nothing and break nothing.
+            for raw in [x for x in msgs if "aggTrade" in x[:40]][-3:] + [x for x in msgs if "depth" in x[:40]][-3:]:
+                await srv.send(raw)
+            await srv.send(msgs[-1])
+            await asyncio.sleep(0.2)
+            await c.stop()
+        closed = [json.loads(x)["data"]["k"] for x in msgs if '"x":true' in x]
+        ks = c.klines()
+        assert len(ks) == 4 and [(k.symbol, k.open_time, k.close) for k in ks] == [
+            (k["s"], k["t"], float(k["c"])) for k in closed
+        ]
+        assert sum(isinstance(e, Trade) for e in c.events) == 91
+        assert sum(isinstance(e, BookTicker) for e in c.events) == 613
+        for sym in SYMS_2021:
+            diffs = [json.loads(x)["data"] for x in msgs if f'"s":"{sym}"' in x and "depthUpdate" in x]
+            bids, asks = _replay_book(snaps[sym], diffs)
+            assert (src.books[sym].bids, src.books[sym].asks) == (bids, asks), sym
+            depth = [e for e in c.events if isinstance(e, BookDepth) and e.symbol == sym]
+            assert depth and all(b.ts - a.ts >= 1000 for a, b in itertools.pairwise(depth))
+        assert _metric(m, "ws_messages_total", {"stream": "depth"}) == 764 + 3
+        assert _metric(m, "ws_messages_total", {"stream": "aggTrade"}) == 91 + 3
+        assert sum(_metric(m, "orderbook_resyncs_total", {"symbol": s}) for s in SYMS_2021) == 0
+        assert src.stats.message_errors == {} and src.stats.duplicate_ticks_dropped >= 4
+        # Taker flow per 1m bar, against the recorded aggTrades summed independently.
+        trades = [json.loads(x)["data"] for x in msgs if "SUSHIUSDT" in x[:200] and '"aggTrade"' in x]
+        for bar_open in sorted({t["T"] - t["T"] % 60_000 for t in trades}):
+            mine = [t for t in trades if t["T"] - t["T"] % 60_000 == bar_open]
+            flow = src.flow.bar("SUSHIUSDT", bar_open)
+            assert flow is not None and flow.trades == len(mine)
+            assert flow.taker_buy_qty == pytest.approx(sum(float(t["q"]) for t in mine if not t["m"]))
+            assert flow.taker_sell_qty == pytest.approx(sum(float(t["q"]) for t in mine if t["m"]))
+        signed = sum(float(t["q"]) * (-1 if t["m"] else 1) for t in trades)
+        assert src.flow.cvd("SUSHIUSDT") == pytest.approx(signed)
+
+    _run(go)
+
+
+def test_skipped_depth_diff_resyncs_from_a_new_snapshot() -> None:
+    msgs, snaps = _recording()
+    msgs = [x for x in msgs if '"s":"SUSHIUSDT"' in x]
+    clock = ManualClock(1_626_992_741_000)
+
+    async def go() -> None:
+        m = Metrics()
+        async with FakeBinance(clock.now_ms, exchange_info=_info(), depth_snapshots=snaps) as srv:
+            over = {"runtime.symbols": ["SUSHIUSDT"], "runtime.timeframes": ["1m"], "runtime.primary_timeframe": "1m",
+                    "runtime.warmup_bars": 0}  # fmt: skip
+            src = BinanceSource(_settings(srv, **over), m, clock=clock)
+            c = Collector(src)
+            await srv.wait_connections(2)
+            sent = await _send_until_snapshots(srv, msgs, ["SUSHIUSDT"])
+            half = sent + (len(msgs) - sent) // 2
+            for raw in msgs[sent:half]:
+                await srv.send(raw)
+            await c.wait(lambda: src.books["SUSHIUSDT"].state.value == "live")
+            srv.skip_depth("SUSHIUSDT")
+            for raw in msgs[half:]:
+                await srv.send(raw)
+                await asyncio.sleep(0.002)
+            await c.wait(lambda: _metric(m, "orderbook_resyncs_total", {"symbol": "SUSHIUSDT"}) == 1)
+            await c.wait(lambda: src.books["SUSHIUSDT"].state.value == "live")
+            await asyncio.sleep(0.1)
+            await c.stop()
+        diffs = [json.loads(x)["data"] for x in msgs if "depthUpdate" in x]
+        bids, asks = _replay_book(snaps["SUSHIUSDT"], diffs)
+        book = src.books["SUSHIUSDT"]
+        assert book.last_update_id == diffs[-1]["u"]
+        # The fresh snapshot is limited to 1000 levels a side, like Binance's: compare the top 200.
+        assert sorted(book.bids.items())[-200:] == sorted(bids.items())[-200:]
+        assert sorted(book.asks.items())[:200] == sorted(asks.items())[:200]
+        assert src.stats.resyncs == {"SUSHIUSDT": 1}
+        assert len([p for path, p in srv.rest_log if path.endswith("/depth")]) == 2
+
+    _run(go)
