@@ -1,0 +1,214 @@
+"""Replay of the recorded candle files: timeframes, warm-up, run window, gaps, order, strict parsing."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_data
+from ultra_signals.core.events import Kline, MarketEvent, event_time
+from ultra_signals.core.timeframes import tf_ms
+from ultra_signals.sources.base import MarketSource, SourceError
+from ultra_signals.sources.candles_csv import BINANCE_HEADER, read_candles
+from ultra_signals.sources.replay import ReplaySource
+
+ALTS = ["ADABTC", "DASHBTC", "ETCBTC", "ETHBTC", "LTCBTC", "NXTBTC", "TRXBTC", "XLMBTC", "XMRBTC", "ZECBTC"]
+HOUR = 3_600_000
+DAY0 = 1_516_320_000_000  # 2018-01-19T00:00:00Z, inside the alt/BTC recordings
+
+
+def klines(src: ReplaySource) -> list[Kline]:
+    out = [ev for ev in src.iter_events() if isinstance(ev, Kline)]
+    assert len(out) == len(src)
+    return out
+
+
+def assert_stream_order(evs: list[Kline], symbols: list[str]) -> None:
+    """Event time, then coarsest first, then symbol order; no bar twice."""
+    keys = [(event_time(k), -tf_ms(k.timeframe), symbols.index(k.symbol)) for k in evs]
+    assert all(a < b for a, b in itertools.pairwise(keys))
+
+
+def windows_with_bars(bars: list[Kline], tf: str) -> dict[int, list[Kline]]:
+    groups: dict[int, list[Kline]] = defaultdict(list)
+    for k in bars:
+        groups[k.open_time - k.open_time % tf_ms(tf)].append(k)
+    return groups
+
+
+def test_ten_alt_series_replay_on_5m_15m_1h_with_1m_dropped() -> None:
+    src = ReplaySource(require_data("klines"), ALTS, ["1m", "5m", "15m", "1h"], None, None, 48)
+    info = src.info
+    assert (info.name, info.simulated, info.historical) == ("replay", False, True)
+    assert info.symbols == ALTS and info.timeframes == ["5m", "15m", "1h"]
+    assert any(n.startswith("1m dropped") and "ADABTC 5m" in n for n in info.notices)
+    evs = klines(src)
+    assert_stream_order(evs, ALTS)
+    # Exactly 48 hourly warm-up bars per symbol close before the run starts; warm-up comes first.
+    before = Counter(k.symbol for k in evs if k.timeframe == "1h" and k.close_time < src.run_start_ms)
+    assert before == dict.fromkeys(ALTS, 48)
+    first_run = next(i for i, k in enumerate(evs) if k.close_time >= src.run_start_ms)
+    assert all(k.close_time >= src.run_start_ms for k in evs[first_run:])
+    assert src.run_start_ms % HOUR == 0 and src.run_end_ms == max(k.close_time + 1 for k in evs)
+    assert Counter(k.timeframe for k in evs)["5m"] > 10 * 5000
+
+
+def test_gaps_stay_gaps_and_every_recorded_bar_is_replayed() -> None:
+    folder = require_data("klines")
+    src = ReplaySource(folder, ALTS, ["5m", "15m", "1h"], None, None, 0)
+    evs = klines(src)
+    for sym in ALTS:
+        rows = read_candles(folder / f"{sym}-5m.csv", sym, "5m")
+        mine = [k for k in evs if k.symbol == sym]
+        assert [k for k in mine if k.timeframe == "5m"] == rows  # no bar lost, none invented
+        span = (rows[-1].open_time - rows[0].open_time) // 300_000 + 1
+        for tf in ("15m", "1h"):
+            groups = windows_with_bars(rows, tf)
+            last_end = rows[-1].close_time + 1
+            proven = [ws for ws in groups if ws + tf_ms(tf) <= last_end]  # a trailing unfinished window is not emitted
+            got = [k for k in mine if k.timeframe == tf]
+            assert [k.open_time for k in got] == sorted(proven)
+            for k in got:
+                g = groups[k.open_time]
+                assert (k.open, k.high, k.low, k.close) == (
+                    g[0].open,
+                    max(b.high for b in g),
+                    min(b.low for b in g),
+                    g[-1].close,
+                )
+                assert k.volume == pytest.approx(sum(b.volume for b in g), rel=1e-12)
+        if sym == "ADABTC":
+            assert len(rows) < span  # the file has gaps, and they stayed gaps
+
+
+def test_unittest_1m_file_aggregates_exactly() -> None:
+    folder = require_data("klines")
+    src = ReplaySource(folder, ["UNITTESTBTC"], ["1m", "5m", "15m", "1h", "4h"], None, None, 0)
+    assert src.info.timeframes == ["1m", "5m", "15m", "1h", "4h"]
+    evs = klines(src)
+    rows = read_candles(folder / "UNITTESTBTC-1m.csv", "UNITTESTBTC", "1m")
+    assert [k for k in evs if k.timeframe == "1m"] == rows
+    span = (rows[-1].open_time - rows[0].open_time) // 60_000 + 1
+    assert len(rows) == 13681 < span  # 1m gaps in the recording
+    hours = windows_with_bars(rows, "1h")
+    got = [k for k in evs if k.timeframe == "1h"]
+    assert len(got) == len([ws for ws in hours if ws + HOUR <= rows[-1].close_time + 1])
+    for k in got:
+        g = hours[k.open_time]
+        assert (k.open, k.high, k.low, k.close, k.volume) == (
+            g[0].open,
+            max(b.high for b in g),
+            min(b.low for b in g),
+            g[-1].close,
+            sum(b.volume for b in g),
+        )
+    assert_stream_order(evs, ["UNITTESTBTC"])
+
+
+def test_all_symbols_by_default_finest_file_preferred_and_short_warmup_noticed() -> None:
+    src = ReplaySource(require_data("klines"), None, ["5m", "1h"], None, None, 210)
+    assert src.info.symbols == sorted([*ALTS, "UNITTESTBTC", "XRPUSDT"])
+    notices = "\n".join(src.info.notices)
+    assert "XRPUSDT-mark-1h.csv skipped" in notices
+    assert "XRPUSDT-1h.csv not used" in notices
+    assert "warm-up shortened for XRPUSDT: 83 1h bars instead of 210 (the data holds 166)" in notices
+    # The 2021 XRPUSDT data starts the run; the 2017/2018 series end long before it.
+    assert "ADABTC has no bars in the run window" in notices
+
+
+def test_explicit_window_and_too_little_warmup() -> None:
+    folder = require_data("klines")
+    src = ReplaySource(folder, ["ETHBTC", "LTCBTC"], ["5m", "15m", "1h"], DAY0, DAY0 + 6 * HOUR, 10)
+    evs = klines(src)
+    assert (src.run_start_ms, src.run_end_ms) == (DAY0, DAY0 + 6 * HOUR)
+    assert max(event_time(k) for k in evs) == DAY0 + 6 * HOUR
+    hours_before = Counter(k.symbol for k in evs if k.timeframe == "1h" and k.close_time < DAY0)
+    assert hours_before == {"ETHBTC": 10, "LTCBTC": 10}
+    assert min(k.open_time for k in evs) == DAY0 - 10 * HOUR  # warm-up trimmed to its span
+    run = [k for k in evs if k.close_time >= DAY0]
+    assert Counter(k.timeframe for k in run) == {"5m": 2 * 72, "15m": 2 * 24, "1h": 2 * 6}
+
+    early = 1_515_560_100_000 + 5 * HOUR  # 05:55, the recording starts at 00:55: hours 00 (partial) to 04
+    src = ReplaySource(folder, ["ETHBTC"], ["5m", "1h"], early, early + HOUR, 210)
+    assert any(n.startswith("only 5 of 210 1h warm-up bars before the start for ETHBTC") for n in src.info.notices)
+
+
+@pytest.mark.parametrize(
+    ("symbols", "tfs", "start", "end", "match"),
+    [
+        (["BTCUSDT"], ["5m"], None, None, "no candle file for BTCUSDT"),
+        (["ETHBTC"], ["7m"], None, None, "7m is not a multiple of 5m"),
+        (["ETHBTC"], ["1m"], None, None, "none of the timeframes"),
+        (["ETHBTC"], ["5m"], DAY0, DAY0 - 1, "empty run window"),
+        (["ETHBTC"], ["5m"], 1_600_000_000_000, None, "empty run window"),
+        (["ETHBTC"], ["5x"], None, None, "unknown timeframe"),
+    ],
+)
+def test_impossible_requests_are_clear_errors(
+    symbols: list[str], tfs: list[str], start: int | None, end: int | None, match: str
+) -> None:
+    with pytest.raises(SourceError, match=match):
+        ReplaySource(require_data("klines"), symbols, tfs, start, end, 0)
+
+
+def test_malformed_copy_names_file_and_line(tmp_path: Path) -> None:
+    lines = (require_data("klines") / "ETHBTC-5m.csv").read_text().splitlines()
+    ot, o, h, lo, c, v = lines[99].split(",")
+    lines[99] = ",".join([ot, o, lo, h, c, v])  # high and low swapped on line 100
+    (tmp_path / "ETHBTC-5m.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SourceError) as e:
+        ReplaySource(tmp_path, None, ["5m", "1h"], None, None, 0)
+    assert f"{tmp_path / 'ETHBTC-5m.csv'}:100: high" in str(e.value) and "< low" in str(e.value)
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_binance_dump_replays_like_the_recorded_file(tmp_path: Path, header: bool) -> None:
+    lines = (require_data("klines") / "ETHBTC-5m.csv").read_text().splitlines()
+    rows = []
+    for line in lines[1:]:
+        ot, o, h, lo, c, v = line.split(",")
+        rows.append(f"{ot},{o},{h},{lo},{c},{v},{int(ot) + 299_999},1.0,10,{float(v) / 2!r},0.5,0")
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    (dump / "ETHBTC-5m.csv").write_text("\n".join(([",".join(BINANCE_HEADER)] if header else []) + rows) + "\n")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    shutil.copy(require_data("klines", "ETHBTC-5m.csv"), plain)
+
+    def ohlcv(folder: Path) -> list[tuple[object, ...]]:
+        src = ReplaySource(folder, None, ["5m", "15m", "1h"], None, None, 24)
+        return [(k.timeframe, k.open_time, k.open, k.high, k.low, k.close, k.volume) for k in klines(src)]
+
+    assert ohlcv(dump) == ohlcv(plain)
+    src = ReplaySource(dump, None, ["5m", "1h"], None, None, 0)
+    h1 = [k for k in klines(src) if k.timeframe == "1h"][1]  # the first hour holds a single 5m bar
+    assert h1.trades == 120  # 12 five-minute bars of 10 trades: the dump's extra columns aggregate too
+
+
+def test_async_stream_matches_and_aclose_stops_it() -> None:
+    src = ReplaySource(require_data("klines"), ["ETHBTC", "LTCBTC"], ["5m", "15m"], None, None, 0)
+    source: MarketSource = src  # satisfies the protocol (checked by mypy)
+
+    async def take(limit: int | None) -> list[MarketEvent]:
+        out: list[MarketEvent] = []
+        async for ev in source.events():
+            out.append(ev)
+            if limit is not None and len(out) == limit:
+                await source.aclose()
+        return out
+
+    assert asyncio.run(take(None)) == list(src.iter_events())
+    stopped = asyncio.run(take(10))
+    assert 10 <= len(stopped) <= 4096  # stops at the next batch boundary, not at the end of the data
+
+
+def test_simulated_folder_is_labelled(tmp_path: Path) -> None:
+    shutil.copy(require_data("klines", "ETHBTC-5m.csv"), tmp_path)
+    (tmp_path / "SIMULATED.txt").write_text("simulated\n")
+    src = ReplaySource(tmp_path, None, ["5m"], None, None, 0)
+    assert src.info.simulated and "SIMULATED" in src.info.notices[0]
