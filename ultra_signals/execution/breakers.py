@@ -107,13 +107,28 @@ def _when(rec: StateRecord) -> str:
 
 
 def resume_trading(journal: StateJournal, by: str = "operator") -> str:
-    """Operator resume: back to ACTIVE.  Returns the line to show (CLI and Telegram share it)."""
+    """Operator resume: back to ACTIVE.  Returns the line to show (CLI and Telegram share it).
+
+    A running executor picks the change up from the journal (within a second) and starts its loss streak over.
+    """
     rec = load_state(journal)
     if rec.state is TradingState.ACTIVE:
         return "trading is already ACTIVE; nothing to resume"
     save_state(journal, StateRecord(TradingState.ACTIVE, None, f"resumed by {by}", None, time.time(), by))
     why = f"{rec.breaker}: {rec.detail}" if rec.breaker else (rec.detail or "no reason recorded")
+    engine = getattr(journal, "engine", None)
+    if engine is not None:  # the rollout gate looks for a resume after a trip
+        from ultra_signals.execution.store import ExecStore
+
+        ExecStore(engine).event("resume", by, f"was {rec.state.value} ({why})")
     return f"trading resumed (ACTIVE); it was {rec.state.value} since {_when(rec)} ({why})"
+
+
+def halt_trading(journal: StateJournal, breaker: str, detail: str, by: str = "operator") -> StateRecord:
+    """Operator halt (the kill switch): HALTED until a resume, whatever a running executor thinks."""
+    rec = StateRecord(TradingState.HALTED, breaker, detail, None, time.time(), by)
+    save_state(journal, rec)
+    return rec
 
 
 def describe_state(journal: StateJournal) -> str:

@@ -1,0 +1,169 @@
+"""``ultra-signals tca | kill | rollout gate | rollout status``: the execution side of the operator's CLI.
+
+These work from the journal (and, for ``kill``, the exchange) alone, so they answer whether or not a runner
+is up.  ``resume`` lives with the operator commands and calls :func:`execution.breakers.resume_trading`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ultra_signals.core.config import ConfigError, Settings, load_settings, redact_url
+from ultra_signals.execution.breakers import describe_state, halt_trading
+from ultra_signals.execution.brokers.base import BrokerError, KillReport
+from ultra_signals.execution.rollout import GateError, evaluate, status
+from ultra_signals.execution.store import ExecStore
+from ultra_signals.execution.tca import rich_table, tca_rows, write_report
+from ultra_signals.journal.writer import Journal
+
+console = Console(highlight=False)
+ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="Settings profile (default: shadow).")]
+SecretsOpt = Annotated[Path | None, typer.Option("--secrets-file", help="Secrets file (KEY=value lines).")]
+JournalOpt = Annotated[str | None, typer.Option("--journal-url", help="Journal DB URL (default: journal.url).")]
+
+
+def _settings(profile: str | None, secrets: Path | None) -> Settings:
+    try:
+        return load_settings(profile, secrets_file=secrets)
+    except ConfigError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+
+
+def _journal(settings: Settings, url: str | None) -> Journal:
+    return Journal(url or settings.journal.url, batch_size=settings.journal.batch_size)
+
+
+def tca(
+    run: Annotated[str, typer.Option("--run", help="Run id (see `rollout status`).")],
+    profile: ProfileOpt = None,
+    journal_url: JournalOpt = None,
+    out: Annotated[str | None, typer.Option(help="Report folder (default: report.dir).")] = None,
+) -> None:
+    """Transaction cost analysis of a run: the table here, tca_<run>.md and a slippage chart on disk."""
+    s = _settings(profile, None)
+    j = _journal(s, journal_url)
+    rows = tca_rows(ExecStore(j.engine).fills(run))
+    if not rows and j.run(run) is None:
+        typer.echo(f"run {run!r} is not in the journal {redact_url(j.url)}", err=True)
+        raise typer.Exit(2)
+    sim = " — SIMULATED (paper fills)" if any(r.simulated for r in rows) else ""
+    console.print(rich_table(rows, f"TCA {run}{sim}"))
+    md, png = write_report(run, rows, out or s.report.dir, charts=s.report.charts)
+    console.print(f"report: {md}" + (f"\nchart: {png}" if png else ""))
+    j.close()
+
+
+def kill(
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    profile: ProfileOpt = None,
+    secrets_file: SecretsOpt = None,
+    journal_url: JournalOpt = None,
+) -> None:
+    """Kill switch: HALT trading, cancel every open order and flatten every position on the exchange."""
+    s = _settings(profile, secrets_file)
+    live = s.execution.broker == "binance"
+    where = f"Binance {'TESTNET' if s.binance.testnet else s.binance.rest_url}" if live else "the paper broker"
+    if not yes and not typer.confirm(
+        f"Cancel ALL open orders and close ALL positions on {where}, and halt trading?", default=False
+    ):
+        typer.echo("aborted: nothing was changed")
+        raise typer.Exit(1)
+    j = _journal(s, journal_url)
+    halt_trading(j, "kill_switch", "operator kill switch", by="kill")  # first: no runner may enter meanwhile
+    report = KillReport()
+    if live:
+        from ultra_signals.execution.brokers.binance import BinanceBroker
+
+        try:
+            broker = BinanceBroker.from_settings(s)
+        except BrokerError as e:
+            typer.echo(str(e), err=True)
+            raise typer.Exit(2) from None
+
+        async def go() -> KillReport:
+            try:
+                return await broker.kill()
+            finally:
+                await broker.aclose()
+
+        report = asyncio.run(go())
+    ExecStore(j.engine).event("kill", "operator", json.dumps({"flattened": report.flattened, "errors": report.errors}))
+    console.print(f"trading state: {describe_state(j)}")
+    if live:
+        console.print(
+            f"cancelled {report.cancelled_orders} orders; flattened {', '.join(report.flattened) or 'nothing'};"
+            f" left: {report.remaining_orders} orders, {report.remaining_positions} positions"
+        )
+        for err in report.errors:
+            console.print(f"[red]error:[/] {err}")
+    else:
+        console.print("paper positions live in the runner: it flattens them when it reads the HALT (within 1 s)")
+    j.close()
+    raise typer.Exit(0 if report.clean else 1)
+
+
+rollout_app = typer.Typer(help="Gated rollout: shadow → canary → production phases.", no_args_is_help=True)
+
+
+@rollout_app.command("gate")
+def rollout_gate(
+    run: Annotated[str, typer.Option("--run", help="A finished run id.")],
+    profile: ProfileOpt = None,
+    journal_url: JournalOpt = None,
+) -> None:
+    """Evaluate a finished run against its stage's criteria; exit 0 on GO, 1 on NO-GO."""
+    s = _settings(profile, None)
+    j = _journal(s, journal_url)
+    try:
+        v = evaluate(j, run, s.report.dir)
+    except GateError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+    t = Table(title=f"rollout gate — {v.stage} run {run}")
+    t.add_column("criterion")
+    t.add_column("result")
+    t.add_column("evidence")
+    for c in v.criteria:
+        t.add_row(c.name, "[green]PASS[/]" if c.passed else "[red]FAIL[/]", c.evidence)
+    console.print(t)
+    nxt = f" → next stage: {v.next_stage}" if v.go and v.next_stage else ""
+    console.print(f"[bold {'green' if v.go else 'red'}]{v.label}[/]{nxt}")
+    j.close()
+    raise typer.Exit(0 if v.go else 1)
+
+
+@rollout_app.command("status")
+def rollout_status(profile: ProfileOpt = None, journal_url: JournalOpt = None) -> None:
+    """The current stage, its runs and every gate verdict, from the journal."""
+    s = _settings(profile, None)
+    j = _journal(s, journal_url)
+    st = status(j)
+    console.print(f"stage: [bold]{st['stage'] or 'none yet'}[/]  next: {st['next_stage']}  | {describe_state(j)}")
+    t = Table(title="runs")
+    for col in ("run_id", "profile", "mode", "source", "status"):
+        t.add_column(col)
+    for r in st["runs"][-20:]:
+        t.add_row(*(str(r[k]) for k in ("run_id", "profile", "mode", "source", "status")))
+    console.print(t)
+    g = Table(title="gates")
+    for col in ("run_id", "stage", "verdict"):
+        g.add_column(col)
+    for x in st["gates"]:
+        g.add_row(str(x["run_id"]), str(x["stage"]), str(x["verdict"]))
+    console.print(g)
+    j.close()
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``tca``, ``kill`` and ``rollout`` to the main CLI (``resume`` is the operator module's)."""
+    app.command("tca")(tca)
+    app.command("kill")(kill)
+    app.add_typer(rollout_app, name="rollout")
