@@ -1,0 +1,240 @@
+"""Operator commands over the fake Bot API: only allowed chats are answered; a pause reaches the runner."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.telegram_server import FakeBotApi
+from ultra_signals.core.config import Settings, load_settings
+from ultra_signals.journal.writer import Journal
+from ultra_signals.live.metrics import Metrics
+from ultra_signals.live.runner import Runner
+from ultra_signals.sources.factory import build_source
+from ultra_signals.transport.telegram.client import TelegramClient
+from ultra_signals.transport.telegram.commands import OFFSET_KEY, PAUSED_KEY, Command, parse_command
+from ultra_signals.transport.telegram.notifier import TelegramNotifier, make_telegram_notifier
+from ultra_signals.transport.telegram.outbox import Outbox
+from ultra_signals.transport.telegram.pacing import PacingRules
+from ultra_signals.transport.telegram.view import RunnerView
+
+pytestmark = pytest.mark.timeout(90)
+
+OPERATOR, STRANGER = "111", "999"
+
+
+class FixedView:
+    """What a runner would show, fixed for the reply texts."""
+
+    def status(self) -> Mapping[str, Any]:
+        return {"mode": "shadow", "uptime": "812s", "counter_backend": "redis", "data_age": {"BTCUSDT": "1.2s"}}
+
+    def caps(self) -> Mapping[str, Any]:
+        return {"hour": {"count": 1, "cap": 2}, "day": {"count": 3, "cap": 6}}
+
+    def recent_signals(self, n: int) -> Sequence[Mapping[str, Any]]:
+        rows = [
+            {
+                "ts": 1_767_571_500_000 + i * 300_000,
+                "symbol": "BTCUSDT",
+                "side": "LONG",
+                "entry": 60000.5 + i,
+                "stop": 59800.0,
+                "targets": [60200.0, 60400.0],
+            }
+            for i in range(10)
+        ]
+        return rows[-n:]
+
+
+@pytest.fixture
+def api() -> Iterator[FakeBotApi]:
+    with FakeBotApi() as a:
+        a.MAX_POLL_S = 0.5
+        yield a
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    j = Journal(f"sqlite:///{tmp_path}/journal.db")
+    yield j
+    j.close()
+
+
+def notifier(api: FakeBotApi, journal: Journal, metrics: Metrics | None = None) -> TelegramNotifier:
+    return TelegramNotifier(
+        TelegramClient(api.url, api.token, timeout_s=2),
+        Outbox(journal.engine, "test:shadow"),
+        chat_ids=[OPERATOR],
+        mode="shadow",
+        metrics=metrics,
+        rules=PacingRules(per_chat_interval_s=0.02),
+        backoff_initial_s=0.05,
+        idle_poll_s=0.1,
+        allowed_chat_ids=[OPERATOR],
+        poll_timeout_s=1,
+    )
+
+
+async def until(pred: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        await asyncio.sleep(0.01)
+    return pred()
+
+
+def converse(api: FakeBotApi, journal: Journal, lines: list[tuple[str, str]], metrics: Metrics | None = None) -> None:
+    """Start a notifier with commands, send ``lines`` (chat, text) one by one, wait for each to be handled."""
+
+    async def go() -> None:
+        n = notifier(api, journal, metrics)
+        handler = n.attach_commands(FixedView(), journal)
+        assert handler is not None
+        await n.start()
+        for chat, text in lines:
+            before = handler.handled + handler.ignored
+            api.push_update(chat, text)
+            assert await until(lambda b=before: handler.handled + handler.ignored > b)  # type: ignore[misc]
+        answered = sum(1 for c, _ in lines if c == OPERATOR)
+        await until(lambda: len(api.delivered) >= answered)
+        await n.aclose()
+
+    asyncio.run(go())
+
+
+def test_parse_command() -> None:
+    assert parse_command("/signals@UltraBot 3") == Command("signals", ("3",))
+    assert parse_command("  /PAUSE ") == Command("pause", ())
+    assert parse_command("hello") is None
+    assert parse_command("/") is None
+
+
+def test_unknown_chat_changes_nothing_and_is_counted(api: FakeBotApi, journal: Journal) -> None:
+    m = Metrics()
+    journal.set_state(PAUSED_KEY, "0")
+    converse(api, journal, [(STRANGER, "/pause"), (STRANGER, "/status"), (OPERATOR, "/status")], m)
+    assert journal.get_state(PAUSED_KEY) == "0"
+    assert api.delivered_to(STRANGER) == []
+    assert m.registry.get_sample_value("telegram_updates_ignored_total") == 2
+    [reply] = api.delivered_to(OPERATOR)
+    assert reply.plain.splitlines() == [
+        "Status",
+        "mode: shadow",
+        "uptime: 812s",
+        "counter_backend: redis",
+        "data_age: BTCUSDT=1.2s",
+        "paused: no",
+    ]
+
+
+def test_operator_commands_and_replies(api: FakeBotApi, journal: Journal) -> None:
+    lines = [
+        (OPERATOR, "/help"),
+        (OPERATOR, "/caps"),
+        (OPERATOR, "/signals@UltraBot 2"),
+        (OPERATOR, "/signals x"),
+        (OPERATOR, "/pause"),
+        (OPERATOR, "/status"),
+        (OPERATOR, "/resume"),
+        (OPERATOR, "/bogus"),
+    ]
+    converse(api, journal, lines)
+    replies = [g.plain for g in api.delivered_to(OPERATOR)]
+    assert len(replies) == len(lines)
+    assert replies[0].startswith("/status: mode, uptime") and "/pause" in replies[0]
+    assert replies[1] == "Caps (current windows)\nhour: count=1, cap=2\nday: count=3, cap=6"
+    assert replies[2].splitlines() == [
+        "Last 2 allowed signal(s):",
+        "2026-01-05 00:45Z BTCUSDT LONG ENTRY:60008.5 SL:59800 TP:60200/60400",
+        "2026-01-05 00:50Z BTCUSDT LONG ENTRY:60009.5 SL:59800 TP:60200/60400",
+    ]
+    assert replies[3].startswith("usage: /signals [n]")
+    assert replies[4].startswith("Paused")
+    assert replies[5].endswith("paused: yes")
+    assert replies[6].startswith("Resumed")
+    assert replies[7].startswith("Unknown command /bogus")
+    assert journal.get_state(PAUSED_KEY) == "0"
+    assert journal.get_state(OFFSET_KEY) is not None
+
+
+def test_handled_updates_are_not_answered_again_after_a_restart(api: FakeBotApi, journal: Journal) -> None:
+    converse(api, journal, [(OPERATOR, "/help")])
+    assert len(api.delivered) == 1
+    converse(api, journal, [(OPERATOR, "/caps")])  # a new process over the same journal
+    assert [g.plain.splitlines()[0] for g in api.delivered] == [
+        "/status: mode, uptime, symbols and data freshness, counter backend",
+        "Caps (current windows)",
+    ]
+
+
+# -- with the real runner ------------------------------------------------------------------------------------
+
+
+def _settings(api: FakeBotApi) -> Settings:
+    return load_settings(
+        "shadow",
+        environ={
+            "ULTRA_SIGNALS_TELEGRAM__BOT_TOKEN": api.token,
+            "ULTRA_SIGNALS_TELEGRAM__API_URL": api.url,
+            "ULTRA_SIGNALS_TELEGRAM__CHAT_IDS": OPERATOR,
+            "ULTRA_SIGNALS_TELEGRAM__ALLOWED_CHAT_IDS": OPERATOR,
+            "ULTRA_SIGNALS_TELEGRAM__PER_CHAT_INTERVAL_S": "0.02",
+            "ULTRA_SIGNALS_TELEGRAM__POLL_TIMEOUT_S": "1",
+            "ULTRA_SIGNALS_NOTIFIER__SINK": "telegram",
+        },
+    )
+
+
+def _run(s: Settings, journal: Journal) -> tuple[Runner, dict[str, int]]:
+    metrics = Metrics()
+    n = make_telegram_notifier(s, metrics, journal.engine, "shadow")
+    runner = Runner(
+        s,
+        build_source(s, metrics, duration_minutes=1440),
+        journal=journal,
+        notifier=n,
+        metrics=metrics,
+        serve_metrics=False,
+    )
+    n.attach_commands(RunnerView(runner), journal)
+    st = asyncio.run(runner.run())
+    return runner, {"allowed": sum(st.allowed.values()), "paused": st.blocked.get("paused", 0)}
+
+
+def test_a_stranger_cannot_pause_the_runner_but_the_operator_can(api: FakeBotApi, journal: Journal) -> None:
+    converse(api, journal, [(STRANGER, "/pause")])
+    _, before = _run(_settings(api), journal)
+    assert before["allowed"] > 0 and before["paused"] == 0
+    converse(api, journal, [(OPERATOR, "/pause")])
+    _, after = _run(_settings(api), journal)  # the next run, a new process reading the same journal
+    assert after["allowed"] == 0 and after["paused"] > 0
+    cards = [g for g in api.delivered if "sniper:allowed" in g.plain]
+    assert len(cards) == before["allowed"]  # only the first run's signals were announced
+
+
+def test_runner_view_answers_from_the_running_runner(api: FakeBotApi, journal: Journal) -> None:
+    api.push_update(OPERATOR, "/status")
+    api.push_update(OPERATOR, "/caps")
+    runner, stats = _run(_settings(api), journal)
+    replies = [g.plain for g in api.delivered_to(OPERATOR) if g.plain.startswith(("Status", "Caps"))]
+    assert len(replies) == 2
+    status, caps = sorted(replies, key=lambda r: not r.startswith("Status"))
+    assert f"run_id: {runner.run_id}" in status and "counter_backend: memory" in status
+    assert "source: sim (SIMULATED)" in status and "paused: no" in status
+    assert caps.splitlines()[1].startswith("hour: count=") and caps.splitlines()[1].endswith("cap=2")
+    view = RunnerView(runner)
+    rows = [r for r in journal.decisions(runner.run_id) if r["allowed"]]
+    recent = view.recent_signals(3)
+    assert [(r["ts"], r["symbol"], r["entry"]) for r in recent] == [
+        (r["ts"], r["symbol"], r["entry"]) for r in rows[-3:]
+    ]
+    assert stats["allowed"] == len(rows)
+    final = view.caps()
+    assert final["day"]["cap"] == 6 and 0 < final["day"]["count"] <= 6

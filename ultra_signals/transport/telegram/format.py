@@ -1,0 +1,226 @@
+"""What the Telegram messages say, as pure functions: HTML escaping, splitting, and the notice texts.
+
+Telegram parses ``parse_mode=HTML`` strictly: one unescaped ``<`` or ``&`` in a symbol list or an error text
+makes the whole message fail with a 400, which the sender must then give up on.  So every piece of text is
+escaped here and markup is only ever added around escaped text.  Telegram's 4096-character limit counts UTF-16
+code units, hence :func:`utf16_len`.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ultra_signals.core.decision import Decision
+from ultra_signals.transport.messages import MODE_PREFIX, fmt_price, signal_card
+from ultra_signals.transport.notifier import Notice
+
+MAX_MESSAGE = 4096
+#: Room kept in every part for the title, the bold prefix and the "(i/n)" tag.
+_HEADROOM = 128
+
+TITLES = {
+    "blocked_digest": "Blocked candidates",
+    "breaker": "Circuit breaker",
+    "fallback": "Counter fallback",
+    "start": "Started",
+    "stop": "Stopped",
+    "daily_summary": "Daily summary",
+}
+
+
+def escape(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _cost(text: str) -> int:
+    """Length of the escaped text as Telegram counts it (escaping is per character, so cost is additive)."""
+    return utf16_len(escape(text))
+
+
+def _pieces(text: str, limit: int) -> Iterable[str]:
+    """Lines, then words of an overlong line, then characters of an overlong word; each fits ``limit``."""
+    for line in text.splitlines(keepends=True):
+        if _cost(line) <= limit:
+            yield line
+            continue
+        for word in re.split(r"(?<= )", line):
+            if _cost(word) <= limit:
+                yield word
+                continue
+            chunk, size = "", 0
+            for ch in word:
+                c = _cost(ch)
+                if size + c > limit:
+                    yield chunk
+                    chunk, size = "", 0
+                chunk += ch
+                size += c
+            if chunk:
+                yield chunk
+
+
+def split_text(text: str, limit: int = MAX_MESSAGE) -> list[str]:
+    """Split plain ``text`` into parts whose escaped length fits ``limit``; ``"".join(parts) == text``.
+
+    Splits at line ends where possible, else at spaces, else anywhere between characters.
+    """
+    if limit < 6:  # the longest escape, "&amp;", must fit
+        raise ValueError("limit must be at least 6")
+    parts: list[str] = []
+    cur, size = "", 0
+    for piece in _pieces(text, limit):
+        c = _cost(piece)
+        if cur and size + c > limit:
+            parts.append(cur)
+            cur, size = "", 0
+        cur += piece
+        size += c
+    if cur:
+        parts.append(cur)
+    return parts
+
+
+def render(kind: str, text: str, limit: int = MAX_MESSAGE) -> list[str]:
+    """The HTML parts of one notice, each at most ``limit`` UTF-16 code units, in order."""
+    plain = split_text(text, limit - _HEADROOM) or ["(empty)"]
+    parts = [escape(p) for p in plain]
+    first_line = parts[0].split("\n", 1)[0]
+    if kind in ("signal", "blocked") and " | " in first_line:
+        head, rest = parts[0].split(" | ", 1)
+        parts[0] = f"<b>{head}</b> | {rest}"
+    title = TITLES.get(kind)
+    if title:
+        parts[0] = f"<b>{escape(title)}</b>\n{parts[0]}"
+    n = len(parts)
+    if n > 1:
+        parts = [f"{p}\n<i>({i}/{n})</i>" for i, p in enumerate(parts, start=1)]
+    return parts
+
+
+# -- notice texts --------------------------------------------------------------------------------------------
+
+
+def signal_notice(decision: Decision, mode: str, simulated: bool = False) -> Notice:
+    """The notice of one decision: kind ``signal`` if allowed, else ``blocked``; keyed by the decision id."""
+    kind = "signal" if decision.allowed else "blocked"
+    return Notice(kind=kind, text=signal_card(decision, mode, simulated), chat_key=decision.id)
+
+
+@dataclass(frozen=True, slots=True)
+class CardInfo:
+    mode: str
+    symbol: str
+    side: str
+    reason: str | None  # None when allowed
+
+
+def parse_card(text: str) -> CardInfo | None:
+    """Read back a :func:`signal_card` line (the digest counts blocked cards by reason and symbol)."""
+    fields = text.strip().split(" | ")
+    verdict = next((f for f in fields if f.startswith("sniper:")), None)
+    if len(fields) < 3 or verdict is None:
+        return None
+    reason = verdict.split(":", 2)[2] if verdict.startswith("sniper:blocked:") else None
+    return CardInfo(mode=fields[0], symbol=fields[1], side=fields[2], reason=reason)
+
+
+def _counts(c: Mapping[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))) or "none"
+
+
+def digest_text(mode: str, cards: Iterable[CardInfo], period_s: float) -> str:
+    """One message summing up the blocked candidates of a period."""
+    cards = list(cards)
+    reasons = Counter(c.reason or "unknown" for c in cards)
+    symbols = Counter(c.symbol for c in cards)
+    minutes = max(1, round(period_s / 60))
+    return (
+        f"{MODE_PREFIX.get(mode, mode.upper())} | {len(cards)} blocked in the last {minutes} min\n"
+        f"by reason: {_counts(reasons)}\n"
+        f"by symbol: {_counts(symbols)}"
+    )
+
+
+def start_text(mode: str, run_id: str, profile: str, symbols: Iterable[str], simulated: bool = False) -> str:
+    tail = " | SIMULATED" if simulated else ""
+    prefix = MODE_PREFIX.get(mode, mode.upper())
+    return f"{prefix} | run {run_id} | profile {profile} | {', '.join(symbols)}{tail}"
+
+
+def stop_text(mode: str, run_id: str, status: str, summary: Mapping[str, Any] | None = None) -> str:
+    lines = [f"{MODE_PREFIX.get(mode, mode.upper())} | run {run_id} | {status}"]
+    lines += [f"{k}: {v}" for k, v in (summary or {}).items() if not isinstance(v, (dict, list))]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class DailyStats:
+    day: str  # e.g. "2026-01-05" (UTC, market time)
+    allowed: int
+    candidates: int
+    blocked_by_reason: Mapping[str, int]
+    allowed_by_symbol: Mapping[str, int]
+
+
+def daily_summary_text(mode: str, stats: DailyStats) -> str:
+    return (
+        f"{MODE_PREFIX.get(mode, mode.upper())} | {stats.day} (UTC)\n"
+        f"signals allowed: {stats.allowed} of {stats.candidates} candidates\n"
+        f"allowed by symbol: {_counts(stats.allowed_by_symbol)}\n"
+        f"blocked by reason: {_counts(stats.blocked_by_reason)}"
+    )
+
+
+# -- operator command replies --------------------------------------------------------------------------------
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, Mapping):
+        return ", ".join(f"{k}={_value(x)}" for k, x in v.items()) or "-"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_value(x) for x in v) or "-"
+    return str(v)
+
+
+def kv_text(title: str, data: Mapping[str, Any]) -> str:
+    """``title`` then one ``key: value`` line per entry (nested mappings inline)."""
+    return "\n".join([title, *(f"{k}: {_value(v)}" for k, v in data.items())])
+
+
+def _price(v: Any) -> str:
+    return fmt_price(float(v)) if isinstance(v, (int, float)) else str(v)
+
+
+def _when(r: Mapping[str, Any]) -> str:
+    if "time" in r:
+        return str(r["time"])
+    ts = r.get("ts")
+    if isinstance(ts, (int, float)):
+        return datetime.fromtimestamp(ts / 1000, tz=UTC).strftime("%Y-%m-%d %H:%MZ")
+    return "?"
+
+
+def signals_text(rows: list[Mapping[str, Any]]) -> str:
+    if not rows:
+        return "No allowed signals yet."
+    lines = [f"Last {len(rows)} allowed signal(s):"]
+    for r in rows:
+        targets = r.get("targets")
+        tp = "/".join(_price(t) for t in targets) if isinstance(targets, (list, tuple)) else _price(targets)
+        lines.append(
+            f"{_when(r)} {r.get('symbol', '?')} {r.get('side', '?')} "
+            f"ENTRY:{_price(r.get('entry', '?'))} SL:{_price(r.get('stop', '?'))} TP:{tp}"
+        )
+    return "\n".join(lines)
