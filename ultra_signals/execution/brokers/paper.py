@@ -255,7 +255,7 @@ class PaperBroker:
             return
         if o.style == "market":
             base = q.buy if o.side is OrderSide.BUY else q.sell
-            self._fill(o, self._impact(base, o), max(q.ts, live_from), maker=False)
+            self._fill(o, self._impact(base, o), max(q.ts, o.live_from_ms), maker=False)
         elif o.style == "limit":
             crossed = q.low < o.price if o.side is OrderSide.BUY else q.high > o.price
             if crossed:
