@@ -173,6 +173,7 @@ class FailoverCounters:
 
     # -- health check and reconcile --------------------------------------------------------------------
     def _health_loop(self) -> None:
+        reported = False  # an unexpected error is announced once, not every interval
         while not self._stop.wait(self.interval_s):
             try:
                 if self._on_redis:
@@ -180,12 +181,15 @@ class FailoverCounters:
                 else:
                     self.primary.ping()
                     self._recover()
+                reported = False
             except CounterBackendError as e:
                 with self._lock:
                     self._fail(str(e), op="health" if self._on_redis else "ping")
             except Exception as e:  # never let the thread die: a dead health check would never switch back
-                log.exception("counter health check failed")
-                self._emit("error", f"counter health check failed: {type(e).__name__}: {e}")
+                if not reported:
+                    log.exception("counter health check failed")
+                    self._emit("error", f"counter health check failed: {type(e).__name__}: {e}")
+                    reported = True
 
     def _recover(self) -> None:
         """Reconcile, then switch back, under the lock so no local decision slips between the two."""

@@ -199,13 +199,14 @@ class RedisCounters:
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _args(self, mode: str, res: Reservation) -> tuple[list[str], list[str | int]]:
-        if not isinstance(res.ts_ms, int) or "|" in res.symbol or not res.symbol:
-            raise ValueError(f"reservation {res!r}: ts_ms must be an int and symbol non-empty without '|'")
+        ts = int(res.ts_ms)
+        if ts != res.ts_ms or "|" in res.symbol or not res.symbol:
+            raise ValueError(f"reservation {res!r}: ts_ms must be whole milliseconds, symbol non-empty without '|'")
         keys = [self.key_global, self.key_meta, self.key_symbol(res.symbol)]
         args: list[str | int] = [
             mode,
             f"{res.symbol}|{res.id}",
-            res.ts_ms,
+            ts,
             self.keep_ms,
             self.ttl_ms,
             self.policy.horizon_ms,
