@@ -156,6 +156,7 @@ class BinanceSource:
         self._last_event_ms: dict[str, int] = {}
         self._groups: dict[tuple[str, int], _Group] = {}
         self._snap_tasks: dict[str, asyncio.Task[None]] = {}
+        self._snap_pending: set[str] = set()  # asked for, answer not yet applied (it may sit in the queue)
         self._snap_failures: dict[str, int] = {}
         self._queue: asyncio.Queue[WsMessage | WsStatus | _SnapshotResult] = asyncio.Queue(maxsize=200_000)
         self._pool: StreamPool | None = None
@@ -506,9 +507,9 @@ class BinanceSource:
         return [s]
 
     def _request_snapshot(self, symbol: str) -> None:
-        t = self._snap_tasks.get(symbol)
-        if t is not None and not t.done():
+        if symbol in self._snap_pending:
             return
+        self._snap_pending.add(symbol)
         fails = self._snap_failures.get(symbol, 0)
         delay = (
             0.0
@@ -525,10 +526,11 @@ class BinanceSource:
         try:
             snap = await self._rest.depth(symbol, self._b.depth_snapshot_limit)
             await self._queue.put(_SnapshotResult(symbol, snap))
-        except RestError as e:
-            await self._queue.put(_SnapshotResult(symbol, None, str(e)))
+        except Exception as e:  # any failure must come back, or the book would wait for ever
+            await self._queue.put(_SnapshotResult(symbol, None, f"{type(e).__name__}: {e}"))
 
     def _on_snapshot(self, r: _SnapshotResult) -> list[MarketEvent]:
+        self._snap_pending.discard(r.symbol)
         book = self.books[r.symbol]
         if r.snapshot is None:
             self._snap_failures[r.symbol] = self._snap_failures.get(r.symbol, 0) + 1
