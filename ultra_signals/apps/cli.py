@@ -216,7 +216,8 @@ def _print_summary(st: RunStats, verdict: str | None, criteria: list[Any]) -> No
     p = latency_percentiles(st.latencies_ms)
     t = Table(title=f"run {st.run_id} ({'SIMULATED' if st.simulated else st.source})", show_header=False)
     t.add_row(
-        "input bars / s", f"{st.input_bars / st.wall_seconds:,.0f} ({st.input_bars:,} bars in {st.wall_seconds:.2f} s)"
+        "throughput",
+        f"{st.input_bars / st.wall_seconds:,.0f} input bars/s ({st.input_bars:,} bars incl. warm-up in {st.wall_seconds:.2f} s)",
     )
     t.add_row("candidates", str(sum(st.candidates.values())))
     t.add_row("allowed", ", ".join(f"{k} {v}" for k, v in sorted(st.allowed.items())) or "0")

@@ -278,7 +278,7 @@ def _markdown(st: RunStats, data: dict[str, Any], criteria: list[Criterion], ver
         f"- Source: {label}; mode {st.mode}; profile {st.profile}; symbols {', '.join(st.symbols)}; timeframes {', '.join(st.timeframes)}",
         f"- Market window: {_iso(st.market_start_ms)} → {_iso(st.market_end_ms)}"
         + (f" (planned end {_iso(st.planned_end_ms)})" if st.planned_end_ms else ""),
-        f"- Wall time {st.wall_seconds:.2f} s; {st.input_bars:,} input bars ({data['input_bars_per_s']:,.0f}/s); events {dict(st.events)}",
+        f"- Wall time {st.wall_seconds:.2f} s; {st.input_bars:,} input bars incl. warm-up ({data['input_bars_per_s']:,.0f}/s); {st.run_bars:,} closed bars in the run window; events {dict(st.events)}",
         f"- Journal: {st.journal_url} (namespace {st.namespace})",
     ]
     lines += [f"- Notice: {n}" for n in st.notices]
@@ -309,10 +309,35 @@ def _markdown(st: RunStats, data: dict[str, Any], criteria: list[Criterion], ver
     lines += ["", f"**{verdict}**: {sum(c.passed for c in criteria)}/{len(criteria)} criteria passed.", ""]
     ex = st.executor_summary
     if ex:
-        lines += ["## What-if (paper broker)", "", "```", json.dumps(ex, indent=2, default=str)[:4000], "```", ""]
+        lines += _what_if(ex)
     if charts:
         lines += ["## Charts", ""] + [f"![{p.stem}]({p.name})" for p in charts]
     return "\n".join(lines) + "\n"
+
+
+def _what_if(ex: dict[str, Any]) -> list[str]:
+    """The executor's per-signal what-if results (paper fills on this run's own market data)."""
+    lines = [f"## What-if ({ex.get('broker', 'broker')})", ""]
+    head = {k: v for k, v in ex.items() if not isinstance(v, dict | list)}
+    lines.append("- " + "; ".join(f"{k} {v}" for k, v in head.items()))
+    per = ex.get("per_decision") or {}
+    if per:
+        lines += [
+            "",
+            "| decision | symbol | side | status | qty | arrival | entry | exit | exit kind | fees | PnL |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for did, r in per.items():
+            cells = [
+                r.get(k, "")
+                for k in ("symbol", "side", "status", "qty", "arrival", "entry", "exit", "exit_kind", "fees", "pnl")
+            ]
+            lines.append(
+                f"| {did.rsplit(':', 2)[-2]} bar {_iso(int(did.rsplit(':', 1)[-1]))} | "
+                + " | ".join(f"{c:.6g}" if isinstance(c, float) else str(c) for c in cells)
+                + " |"
+            )
+    return [*lines, ""]
 
 
 def _num_date(ms: int) -> float:

@@ -69,7 +69,7 @@ class RunStats:
     events: Tally[str] = field(default_factory=Tally)
     warmup_events: int = 0
     run_bars: int = 0  # closed bars of every timeframe inside the run window
-    input_bars: int = 0  # closed bars of the finest timeframe inside the run window
+    input_bars: int = 0  # closed bars of the finest timeframe, warm-up included (what the source fed in)
     candidates: Tally[str] = field(default_factory=Tally)
     allowed: Tally[str] = field(default_factory=Tally)  # by symbol
     allowed_side: Tally[str] = field(default_factory=Tally)
@@ -262,6 +262,8 @@ class Runner:
             if end is not None and ts > end:
                 break
             in_run = ts >= start
+            if isinstance(ev, Kline) and ev.timeframe == finest:
+                st.input_bars += 1
             if not in_run:
                 st.warmup_events += 1
             elif self.speed and isinstance(ev, Kline):
@@ -306,8 +308,6 @@ class Runner:
         st.market_end_ms = ts if st.market_end_ms is None or ts > st.market_end_ms else st.market_end_ms
         if isinstance(ev, Kline):
             st.run_bars += 1
-            if ev.timeframe == finest:
-                st.input_bars += 1
             if ev.timeframe == primary:
                 st.prices.setdefault(sym, []).append((ts, ev.close))
 
