@@ -78,7 +78,7 @@ class FailoverCounters:
             self.metrics.redis_errors.labels(op="start").inc()
             start = f"{self.describe()}; Redis unreachable at start ({e}), health-checking every {self.interval_s:g}s"
         self.metrics.set_backend(self.backend, BACKENDS)
-        log.warning("%s", start)
+        log.info("%s", start)
         self._emit("start", start)
         self._thread = threading.Thread(target=self._health_loop, name="sniper-counters-health", daemon=True)
         self._thread.start()

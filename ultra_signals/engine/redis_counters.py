@@ -149,9 +149,14 @@ class RedisCounters:
         rules = self.policy.rules if symbol is None else (self.policy.symbol_rules or self.policy.rules)
         try:
             pipe = self.client.pipeline(transaction=False)
+            pipe.type(key)
             for r in rules:
                 pipe.zcount(key, f"({ts_ms - r.length_ms}", ts_ms)
-            counts = pipe.execute()
+            kind, *counts = pipe.execute(raise_on_error=False)
+            self._expect_type("window_counts", key, kind, "zset")
+            for n in counts:
+                if isinstance(n, Exception):
+                    raise n
             return {r.window: int(n) for r, n in zip(rules, counts, strict=True)}
         except redis.RedisError as e:
             raise self._error("window_counts", e) from None
@@ -160,9 +165,16 @@ class RedisCounters:
         """All reservations Redis holds for the deployment (bounded: the keys are trimmed to two horizons)."""
         try:
             pipe = self.client.pipeline(transaction=False)
+            pipe.type(self.key_global)
+            pipe.type(self.key_meta)
             pipe.zrange(self.key_global, 0, -1, withscores=True)
             pipe.hget(self.key_meta, "latest")
-            members, latest = pipe.execute()
+            kind_all, kind_meta, members, latest = pipe.execute(raise_on_error=False)
+            self._expect_type("snapshot", self.key_global, kind_all, "zset")
+            self._expect_type("snapshot", self.key_meta, kind_meta, "hash")
+            for x in (members, latest):
+                if isinstance(x, Exception):
+                    raise x
         except redis.RedisError as e:
             raise self._error("snapshot", e) from None
         out = []
@@ -243,6 +255,17 @@ class RedisCounters:
             except redis.RedisError as e:
                 raise self._error("record", e) from None
         raise CounterBackendError(f"redis record at {self.where}: the script could not be loaded")
+
+    def _expect_type(self, op: str, key: str, kind: Any, want: str) -> None:
+        """Same words as the script's check, so the operator sees one message whichever call hit it first."""
+        if isinstance(kind, Exception):
+            raise kind
+        text = kind.decode() if isinstance(kind, bytes) else str(kind)
+        if text not in ("none", want):
+            raise CounterBackendError(
+                f"redis {op} at {self.where}: {key} holds a {text}, expected a {want} "
+                "(a foreign value under our keys); refusing to use these keys"
+            )
 
     def _result(self, reply: Any) -> CapResult:
         try:
