@@ -212,3 +212,10 @@ def test_simulated_folder_is_labelled(tmp_path: Path) -> None:
     (tmp_path / "SIMULATED.txt").write_text("simulated\n")
     src = ReplaySource(tmp_path, None, ["5m"], None, None, 0)
     assert src.info.simulated and "SIMULATED" in src.info.notices[0]
+
+
+def test_file_without_a_complete_bar_of_the_timeframes_is_an_error(tmp_path: Path) -> None:
+    lines = (require_data("klines") / "ETHBTC-5m.csv").read_text().splitlines()
+    (tmp_path / "ETHBTC-5m.csv").write_text("\n".join([lines[0], *lines[2:5]]) + "\n")  # 01:00-01:10: no 1h end
+    with pytest.raises(SourceError, match=r"ETHBTC: ETHBTC-5m\.csv holds no complete 1h bar"):
+        ReplaySource(tmp_path, None, ["1h"], None, None, 0)

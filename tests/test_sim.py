@@ -14,6 +14,7 @@ import pytest
 from ultra_signals.core.config import SimSettings
 from ultra_signals.core.events import BookTicker, Funding, Kline, MarketEvent, Trade, event_time
 from ultra_signals.core.timeframes import tf_ms
+from ultra_signals.features.aggregation import BarAggregator
 from ultra_signals.sources.base import MarketSource, SourceError
 from ultra_signals.sources.replay import ReplaySource
 from ultra_signals.sources.sim import MarketModel, SimSource, export_candles, parse_start
@@ -123,6 +124,20 @@ def test_ohlc_invariants_and_exact_aggregation(run_events: tuple[SimSource, list
     for s in SYMS:
         seq = sorted((k for k in bars if k.symbol == s and k.timeframe == "1m"), key=lambda k: k.open_time)
         assert all(b.open == a.close for a, b in itertools.pairwise(seq))
+
+
+def test_multi_day_bars_match_the_streaming_aggregator() -> None:
+    """Chunks are a day long; windows that cross a chunk boundary (7m, 25m) come out exact all the same."""
+    tfs = ["1m", "7m", "25m", "1h", "4h"]
+    settings = SimSettings(ticks_per_bar=0, start="2026-01-05T20:00:00Z")
+    bars = [k for k in SimSource(settings, SYMS, tfs, 3 * 1440, 1).iter_events() if isinstance(k, Kline)]
+    for sym in SYMS:
+        agg = BarAggregator(sym, "1m", tfs[1:])
+        want = [h for k in bars if k.symbol == sym and k.timeframe == "1m" for h in agg.add(k)]
+        got = [k for k in bars if k.symbol == sym and k.timeframe != "1m"]
+        assert got == sorted(want, key=lambda k: (k.close_time, k.open_time)) and len(got) > 3 * 24 * 60 // 7
+    without_1m = SimSource(settings, SYMS, tfs[1:], 3 * 1440, 1)
+    assert [k for k in without_1m.iter_events() if isinstance(k, Kline)] == [k for k in bars if k.timeframe != "1m"]
 
 
 def test_trades_rebuild_their_bar_and_trade_at_the_touch(run_events: tuple[SimSource, list[MarketEvent]]) -> None:

@@ -16,6 +16,10 @@ Rules, in the order a reader of a chart would check them:
   only when a caller knows the window really closed.
 - Gaps stay gaps: a window without base bars produces no bar.  Nothing is ever invented.
 
+Two forms, bit for bit the same bars (property-tested): :class:`BarAggregator` steps bar by bar (live feed,
+any stream); :func:`aggregate_arrays` works on whole numpy columns (replay, simulator), where a Python step
+per base bar per timeframe would dominate the run.
+
 Pure logic: no I/O, no clock.
 """
 

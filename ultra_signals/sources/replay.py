@@ -4,7 +4,7 @@ How a folder becomes a stream (each choice is reported in ``info.notices`` when 
 
 - Symbols: the ones asked for, or (``symbols=None``) every symbol with a candle file, alphabetically.
 - Timeframes: each symbol is read from its *finest* file and every configured timeframe is aggregated from
-  it with :class:`~ultra_signals.features.aggregation.BarAggregator`.  A coarser file of the same symbol
+  it (:func:`~ultra_signals.features.aggregation.aggregate_arrays`, the batch form of ``BarAggregator``).  A coarser file of the same symbol
   (``XRPUSDT-1h.csv`` beside ``XRPUSDT-5m.csv``) is not used: one source of truth per symbol means the 1h bar
   always agrees with the 5m bars inside it, which a separately recorded file need not do.
   A configured timeframe finer than some symbol's finest file is dropped for the whole run (every symbol
@@ -84,7 +84,7 @@ class ReplaySource:
         per_symbol = [self._load(scan, s, bases[s], tfs) for s in chosen]
         coarsest = tfs[-1]
         run_start, warm_from = self._window(chosen, per_symbol, coarsest, start_ms, warmup_bars, notices)
-        data_end = max((bars[-1].close_time + 1 for bars in per_symbol if bars), default=run_start)
+        data_end = max(max(k.close_time for k in bars) + 1 for bars in per_symbol)
         run_end = data_end if end_ms is None else end_ms
         if run_end <= run_start:
             raise SourceError(
@@ -165,6 +165,8 @@ class ReplaySource:
             )
         if base in tfs:
             out.extend(series.klines())  # base bars are only built when they are emitted
+        if not out:
+            raise SourceError(f"{symbol}: {', '.join(p.name for p in cs.paths)} holds no complete {'/'.join(tfs)} bar")
         return out
 
     @staticmethod

@@ -17,8 +17,8 @@ The model, per minute (all in log returns):
 - OHLC inside each minute: open = previous close, high/low beyond the body by a half-normal excursion,
   prices on a tick grid of six significant digits; volume rises with volatility and with |return|.
 
-1m bars are aggregated into every configured timeframe with
-:class:`~ultra_signals.features.aggregation.BarAggregator`, exactly as the live feed's bars are.  Trades
+1m bars are aggregated into every configured timeframe by the bar aggregation module (its batch form, bit
+for bit the same as :class:`~ultra_signals.features.aggregation.BarAggregator`), as the live feed's bars are.  Trades
 (``ticks_per_bar`` per minute, the first at the open, the last at the close, touching the high and the low)
 and a book ticker before each trade are produced inside the *run window* only: warm-up exists to warm bar
 indicators, and a day of ticks the runner must skip would only slow it.  Funding comes at 00:00, 08:00 and
@@ -37,7 +37,9 @@ import math
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -45,7 +47,7 @@ import numpy.typing as npt
 from ultra_signals.core.config import SimSettings
 from ultra_signals.core.events import BookTicker, Funding, Kline, MarketEvent, Trade
 from ultra_signals.core.timeframes import sort_timeframes, tf_ms
-from ultra_signals.features.aggregation import BarAggregator, window_start
+from ultra_signals.features.aggregation import aggregate_arrays, window_start
 from ultra_signals.sources.base import SourceError, SourceInfo
 from ultra_signals.sources.candles_csv import CandleWriter
 
@@ -331,69 +333,105 @@ class SimSource:
     def _batches(self) -> Iterator[list[MarketEvent]]:
         market = MarketModel(self.settings, self.symbols, self.history_start)
         ticks = _Ticks(self.settings, self.symbols, market.decimals) if self.settings.ticks_per_bar else None
-        aggs = [BarAggregator(s, "1m", [tf for tf in self.timeframes if tf != "1m"]) for s in self.symbols]
-        emit_1m = "1m" in self.timeframes
-        # Coarsest first on ties; symbol order is kept by the stable sort.
-        rank = {tf: -tf_ms(tf) for tf in self.timeframes}
+        higher = _Higher(self.symbols, [tf for tf in self.timeframes if tf != "1m"])
         total = (self._end - self.history_start) // MINUTE_MS
         done = 0
         while done < total:
             n = min(CHUNK_MINUTES, total - done)
             c = market.chunk(CHUNK_MINUTES)  # always a full chunk: the paths must not depend on where we stop
             done += n
-            yield self._assemble(c, n, aggs, emit_1m, rank, ticks, market)
+            yield self._assemble(c, n, higher.closed(c, n), ticks, market)
 
     def _assemble(
         self,
         c: MinuteChunk,
         n: int,
-        aggs: list[BarAggregator],
-        emit_1m: bool,
-        rank: dict[str, int],
+        higher: dict[int, list[Kline]],
         ticks: _Ticks | None,
         market: MarketModel,
     ) -> list[MarketEvent]:
+        """One chunk in stream order: per minute its ticks, then the bars closing at its end (coarsest first,
+        then symbol order; 1m last), then funding if the minute ends on a funding time."""
         symbols = self.symbols
-        nsym = len(symbols)
         out: list[MarketEvent] = []
         ots = c.open_time[:n].tolist()
-        cols = [a[:n].tolist() for a in (c.open, c.high, c.low, c.close, c.volume, c.taker, c.trades)]
-        bars = [
-            [
-                Kline(sym, "1m", ot, ot + MINUTE_MS - 1, o[i], h[i], lo[i], cl[i], v[i], True, tb[i], nt[i])
-                for i, sym in enumerate(symbols)
+        minutes: list[list[Kline]] | None = None
+        if "1m" in self.timeframes:
+            cols = [a[:n].tolist() for a in (c.open, c.high, c.low, c.close, c.volume, c.taker, c.trades)]
+            minutes = [
+                [
+                    Kline(sym, "1m", ot, ot + MINUTE_MS - 1, o[i], h[i], lo[i], cl[i], v[i], True, tb[i], nt[i])
+                    for i, sym in enumerate(symbols)
+                ]
+                for ot, o, h, lo, cl, v, tb, nt in zip(ots, *cols, strict=True)
             ]
-            for ot, o, h, lo, cl, v, tb, nt in zip(ots, *cols, strict=True)
-        ]
         tick_events = ticks.chunk(c, n, self._start) if ticks is not None else None
-        start, end = self._start, self._end
-        adds = [a.add for a in aggs]
+        start = self._start
         for t, ot in enumerate(ots):
             if tick_events is not None and ot >= start:
                 out.extend(tick_events[t])
-            minute = bars[t]
-            closed: list[Kline] = []
-            for i in range(nsym):
-                done = adds[i](minute[i])
-                if done:
-                    closed.extend(done)
-            if len(closed) > 1:
-                closed.sort(key=lambda k: rank[k.timeframe])
-            out.extend(closed)
-            if emit_1m:
-                out.extend(minute)
             boundary = ot + MINUTE_MS
-            if boundary % FUNDING_MS == 0 and boundary <= end:
-                out.extend(self._funding(boundary, minute, c.regime[t], market))
+            closed = higher.get(boundary)
+            if closed:
+                out.extend(closed)
+            if minutes is not None:
+                out.extend(minutes[t])
+            if boundary % FUNDING_MS == 0:
+                out.extend(self._funding(boundary, c.close[t].tolist(), int(c.regime[t]), market))
         return out
 
-    def _funding(self, ts: int, minute: list[Kline], regime: int, market: MarketModel) -> list[Funding]:
+    def _funding(self, ts: int, marks: list[float], regime: int, market: MarketModel) -> list[Funding]:
         """Funding leans with the trend (longs pay in an up-trend), as perpetual funding does."""
-        rates = 0.0001 + 0.00008 * int(regime) + market.rng_funding.normal(0.0, 0.00004, len(minute))
+        rates = 0.0001 + 0.00008 * regime + market.rng_funding.normal(0.0, 0.00004, len(marks))
         return [
-            Funding(k.symbol, ts, k.close, float(np.clip(r, -0.003, 0.003)), ts + FUNDING_MS)
-            for k, r in zip(minute, rates.tolist(), strict=True)
+            Funding(sym, ts, mark, float(np.clip(r, -0.003, 0.003)), ts + FUNDING_MS)
+            for sym, mark, r in zip(self.symbols, marks, rates.tolist(), strict=True)
         ]
+
+
+class _Higher:
+    """Bars of the timeframes above 1m, chunk by chunk, keyed by the instant they close at.
+
+    Uses :func:`~ultra_signals.features.aggregation.aggregate_arrays`, the batch form of ``BarAggregator``
+    (bit-identical to it, property-tested), because a Python step per 1m bar per timeframe was half the
+    simulator's time.  Windows still open at a chunk's end are carried: their 1m rows are prepended to the
+    next chunk, and bars already emitted from those rows are not emitted twice.
+    """
+
+    def __init__(self, symbols: list[str], targets: list[str]) -> None:
+        self.symbols = symbols
+        self.targets = targets
+        self.lengths = [tf_ms(tf) for tf in targets]
+        self.tail: list[list[npt.NDArray[Any]]] = []
+
+    def closed(self, c: MinuteChunk, n: int) -> dict[int, list[Kline]]:
+        if not self.targets:
+            return {}
+        first_open = int(c.open_time[0])
+        next_open = int(c.open_time[n - 1]) + MINUTE_MS
+        keep_from = min(window_start(next_open, length) for length in self.lengths)
+        bars: list[Kline] = []
+        tails = []
+        for i, sym in enumerate(self.symbols):
+            cols: list[npt.NDArray[Any]] = [c.open_time[:n]] + [
+                a[:n, i] for a in (c.open, c.high, c.low, c.close, c.volume, c.taker, c.trades)
+            ]
+            if self.tail:
+                cols = [np.concatenate([t, x]) for t, x in zip(self.tail[i], cols, strict=True)]
+            done = aggregate_arrays(sym, "1m", self.targets, *cols)
+            bars.extend(k for k in done if k.close_time >= first_open)
+            keep = cols[0] >= keep_from
+            tails.append([x[keep] for x in cols])
+        self.tail = tails
+        # Per symbol the bars come in (close time, coarsest first) order; a stable sort keeps symbol order.
+        bars.sort(key=_close_then_open)
+        by_end: dict[int, list[Kline]] = {}
+        for k in bars:
+            by_end.setdefault(k.close_time + 1, []).append(k)
+        return by_end
+
+
+_close_then_open = attrgetter("close_time", "open_time")
 
 
 class _Ticks:
