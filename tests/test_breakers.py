@@ -230,3 +230,28 @@ def test_kill_state_from_another_process_flattens_paper(tmp_path: Path, action: 
     snap = asyncio.run(ex.broker.snapshot())
     assert snap.positions == [] and snap.open_orders == [] and ex.blocking_reason() == "trading_halted"
     journal.close()
+
+
+def test_shadow_breakers_are_what_if_and_never_halt(tmp_path: Path) -> None:
+    settings = load_settings(
+        "shadow",
+        overrides={
+            "journal.url": f"sqlite:///{tmp_path}/j.db",
+            "execution.latency_ms": 0,
+            "execution.breakers.consecutive_losses": 1,
+        },
+        environ={},
+    )
+    journal = Journal(settings.journal.url)
+    notifier = RecordingNotifier()
+    ex = make_executor(settings, None, journal, notifier, "shadow-run")
+    assert isinstance(ex, TradingExecutor)
+    lose_one(ex, "shadow-run", 0)
+    lose_one(ex, "shadow-run", 3)
+    assert ex.blocking_reason() is None and load_state(journal).state is TradingState.ACTIVE
+    assert [n.text for n in notifier.notices] == [
+        "SHADOW | what-if BREAKER consecutive_losses would trip | 1 losing trades in a row"
+    ]
+    trips = ExecStore(journal.engine).events(kind="trip")
+    assert len(trips) == 2 and all(t["detail"].startswith("what-if") for t in trips)
+    journal.close()

@@ -228,9 +228,8 @@ def test_size_never_exceeds_any_limit(
     for p in (s.entry, s.stop, s.take_profit):
         assert p % f.tick_size == 0
     assert s.qty * abs(s.entry - s.stop) <= Decimal(str(equity)) * Decimal(str(risk))
-    assert s.qty * s.entry <= Decimal(str(max_notional)) + 0 and s.qty * s.entry <= Decimal(
-        str(equity)
-    ) * Decimal(str(lev))
+    notional = s.qty * s.entry
+    assert notional <= Decimal(str(max_notional)) and notional <= Decimal(str(equity)) * Decimal(str(lev))
     assert s.qty * s.entry >= f.min_notional
     # The stop was only ever moved away from the entry.
     assert (s.stop <= Decimal(str(stop))) if long else (s.stop >= Decimal(str(stop)))

@@ -137,6 +137,10 @@ class TradingExecutor:
         self.gateway = RiskGateway(self.cfg.throttles)
         self.breakers = Breakers(self.cfg.breakers)
         self.prefix = MODE_PREFIX.get(settings.runtime.mode, settings.runtime.mode.upper())
+        # Shadow places no orders: its breakers are what-if (journaled, counted, announced once each) and never
+        # move the trading state that canary and production runs obey.
+        self.enforce = settings.runtime.mode != "shadow"
+        self._what_if_trips: set[str] = set()
         self.equity = self.cfg.paper_equity_usdt
         self.equity_start = self.equity
         self.now_ms = 0
@@ -589,6 +593,17 @@ class TradingExecutor:
             self.metrics.trading_state.set(STATE_GAUGE[self.state.state])
 
     def _trip(self, trip: Trip, force: bool = False) -> None:
+        if not self.enforce:
+            self.store.event("trip", trip.breaker, f"what-if: {trip.detail}", run_id=self.run_id, ts=trip.ts_ms)
+            if trip.breaker not in self._what_if_trips:
+                self._what_if_trips.add(trip.breaker)
+                self.tally.trips.append(trip.breaker)
+                if self.metrics is not None:
+                    self.metrics.breaker_trips.labels(breaker=trip.breaker).inc()
+                self.notifier.publish(
+                    Notice("breaker", f"{self.prefix} | what-if BREAKER {trip.breaker} would trip | {trip.detail}")
+                )
+            return
         target = TradingState.HALTED if force or self.cfg.breakers.action == "halted" else TradingState.REDUCING
         self.store.event("trip", trip.breaker, trip.detail, run_id=self.run_id, ts=trip.ts_ms)
         if STATE_GAUGE[target] <= STATE_GAUGE[self.state.state]:
