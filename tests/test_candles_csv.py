@@ -165,3 +165,19 @@ def read_candles_concat(folder: Path) -> list[Kline]:
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="does not exist"):
         scan_folder(tmp_path / "nope")
+
+
+def test_windows_line_endings_and_a_byte_order_mark_are_read(tmp_path: Path) -> None:
+    lines = real_lines()[:10]
+    path = tmp_path / "XRPUSDT-5m.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    plain = tmp_path / "plain.csv"
+    plain.write_text("\n".join(lines) + "\n")
+    assert read_candles(path, "XRPUSDT", "5m") == read_candles(plain, "XRPUSDT", "5m")
+
+
+def test_binary_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "XRPUSDT-5m.csv"
+    path.write_bytes(b"PK\x03\x04\xff\xfe\x00zipped")
+    with pytest.raises(SourceError, match=r"XRPUSDT-5m\.csv: not a UTF-8 text file"):
+        read_candles(path, "XRPUSDT", "5m")

@@ -28,10 +28,11 @@ import itertools
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -204,66 +205,83 @@ def _series(symbol: str, timeframe: str, parts: list[list[tuple[float, ...]]]) -
     )
 
 
+class _Rows(Protocol):
+    """What ``csv.reader`` gives: rows, and the line number for error messages."""
+
+    @property
+    def line_num(self) -> int: ...
+
+    def __iter__(self) -> Iterator[list[str]]: ...
+
+    def __next__(self) -> list[str]: ...
+
+
 def _read_rows(p: Path, timeframe: str, after_ms: int) -> list[tuple[float, ...]]:
     """The checked rows of one file: (open_time, o, h, l, c, v) or, for Binance dumps, + (taker, count)."""
+    try:
+        fh = p.open(newline="", encoding="utf-8-sig")  # -sig: a spreadsheet-saved BOM is not a header typo
+    except OSError as e:
+        raise SourceError(f"{p}: cannot open: {e.strerror}") from None
+    with fh:
+        reader = csv.reader(fh)
+        try:
+            return _parse(reader, p, timeframe, after_ms)
+        except UnicodeDecodeError as e:
+            raise SourceError(f"{p}: not a UTF-8 text file (byte {e.start} of a read block: {e.reason})") from None
+        except csv.Error as e:
+            raise SourceError(f"{p}:{reader.line_num}: unreadable CSV: {e}") from None
+
+
+def _parse(reader: _Rows, p: Path, timeframe: str, after_ms: int) -> list[tuple[float, ...]]:
     length = tf_ms(timeframe)
     weekly = length % WEEK_MS == 0
     out: list[tuple[float, ...]] = []
     append = out.append
     last = after_ms
-    try:
-        fh = p.open(newline="", encoding="utf-8")
-    except OSError as e:
-        raise SourceError(f"{p}: cannot open: {e.strerror}") from None
-    with fh:
-        reader = csv.reader(fh)
-        first = next((r for r in reader if r), None)  # the first non-empty row fixes the layout
-        if first is None:
-            return out
-        rows: Iterable[list[str]] = reader
-        if first[0].strip() and not first[0].strip().isdigit():
-            _check_header(first, f"{p}:{reader.line_num}")
+    first = next((r for r in reader if r), None)  # the first non-empty row fixes the layout
+    if first is None:
+        return out
+    rows: Iterable[list[str]] = reader
+    if first[0].strip() and not first[0].strip().isdigit():
+        _check_header(first, f"{p}:{reader.line_num}")
+    else:
+        rows = itertools.chain((first,), reader)
+    ncols = len(first)
+    if ncols not in (6, 12):
+        raise SourceError(
+            f"{p}:{reader.line_num}: {ncols} columns; expected 6 (open_time,open,high,low,close,volume) or Binance's 12"
+        )
+    # The hot loop checks with plain comparisons and builds messages only for a bad row.
+    for row in rows:
+        if len(row) != ncols:
+            if not row:
+                continue  # a blank line carries no bar (editors add them at the end)
+            raise SourceError(f"{p}:{reader.line_num}: {len(row)} columns, expected {ncols}")
+        try:
+            ot = int(row[0])
+            o = float(row[1])
+            h = float(row[2])
+            lo = float(row[3])
+            c = float(row[4])
+            v = float(row[5])
+        except ValueError:
+            raise SourceError(f"{p}:{reader.line_num}: {_number_problem(row)}") from None
+        if ot > _MICROS_ABOVE:
+            if ot % 1000:
+                raise SourceError(f"{p}:{reader.line_num}: open_time {ot} looks like microseconds but is not whole ms")
+            ot //= 1000
+        # NaN fails every comparison, so this also rejects "nan"; the bounds reject "inf".
+        if not (_NINF < lo <= o <= h < _INF and lo <= c <= h and 0.0 <= v < _INF):
+            raise SourceError(f"{p}:{reader.line_num}: {_ohlcv_problem(o, h, lo, c, v)}")
+        if ot <= last:
+            raise SourceError(f"{p}:{reader.line_num}: {_order_problem(ot, last)}")
+        if (window_start(ot, length) != ot) if weekly else ot % length:
+            raise SourceError(f"{p}:{reader.line_num}: open_time {ot} is not aligned to {timeframe} bars")
+        if ncols == 12:
+            append((ot, o, h, lo, c, v, *_binance_extra(row, timeframe, ot, length, v, f"{p}:{reader.line_num}")))
         else:
-            rows = itertools.chain((first,), reader)
-        ncols = len(first)
-        if ncols not in (6, 12):
-            raise SourceError(
-                f"{p}:{reader.line_num}: {ncols} columns; expected 6 (open_time,open,high,low,close,volume) "
-                "or Binance's 12"
-            )
-        # The hot loop checks with plain comparisons and builds messages only for a bad row.
-        for row in rows:
-            if len(row) != ncols:
-                if not row:
-                    continue  # a blank line carries no bar (editors add them at the end)
-                raise SourceError(f"{p}:{reader.line_num}: {len(row)} columns, expected {ncols}")
-            try:
-                ot = int(row[0])
-                o = float(row[1])
-                h = float(row[2])
-                lo = float(row[3])
-                c = float(row[4])
-                v = float(row[5])
-            except ValueError:
-                raise SourceError(f"{p}:{reader.line_num}: {_number_problem(row)}") from None
-            if ot > _MICROS_ABOVE:
-                if ot % 1000:
-                    raise SourceError(
-                        f"{p}:{reader.line_num}: open_time {ot} looks like microseconds but is not whole ms"
-                    )
-                ot //= 1000
-            # NaN fails every comparison, so this also rejects "nan"; the bounds reject "inf".
-            if not (_NINF < lo <= o <= h < _INF and lo <= c <= h and 0.0 <= v < _INF):
-                raise SourceError(f"{p}:{reader.line_num}: {_ohlcv_problem(o, h, lo, c, v)}")
-            if ot <= last:
-                raise SourceError(f"{p}:{reader.line_num}: {_order_problem(ot, last)}")
-            if (window_start(ot, length) != ot) if weekly else ot % length:
-                raise SourceError(f"{p}:{reader.line_num}: open_time {ot} is not aligned to {timeframe} bars")
-            if ncols == 12:
-                append((ot, o, h, lo, c, v, *_binance_extra(row, timeframe, ot, length, v, f"{p}:{reader.line_num}")))
-            else:
-                append((ot, o, h, lo, c, v))
-            last = ot
+            append((ot, o, h, lo, c, v))
+        last = ot
     return out
 
 
