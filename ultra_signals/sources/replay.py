@@ -4,9 +4,10 @@ How a folder becomes a stream (each choice is reported in ``info.notices`` when 
 
 - Symbols: the ones asked for, or (``symbols=None``) every symbol with a candle file, alphabetically.
 - Timeframes: each symbol is read from its *finest* file and every configured timeframe is aggregated from
-  it (:func:`~ultra_signals.features.aggregation.aggregate_arrays`, the batch form of ``BarAggregator``).  A coarser file of the same symbol
-  (``XRPUSDT-1h.csv`` beside ``XRPUSDT-5m.csv``) is not used: one source of truth per symbol means the 1h bar
-  always agrees with the 5m bars inside it, which a separately recorded file need not do.
+  it (:func:`~ultra_signals.features.aggregation.aggregate_arrays`, the batch form of ``BarAggregator``).
+  A coarser file of the same symbol (``XRPUSDT-1h.csv`` beside ``XRPUSDT-5m.csv``) is not used: one source
+  of truth per symbol means the 1h bar always agrees with the 5m bars inside it, which a separately
+  recorded file need not do (the recorded XRPUSDT-1h.csv indeed matches none of the 5m file's hours).
   A configured timeframe finer than some symbol's finest file is dropped for the whole run (every symbol
   then offers the same timeframes, so multi-timeframe rules mean the same thing for each); a coarser one
   that is not a multiple of the finest file's timeframe is an error.
