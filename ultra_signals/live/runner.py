@@ -44,6 +44,9 @@ class Executor(Protocol):
     async def aclose(self) -> None: ...
 
 
+BACKENDS = ("memory", "redis", "blocked")  # values of sniper_counter_backend{backend}
+
+
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -125,11 +128,11 @@ class Runner:
         self.run_id = run_id or new_run_id()
         info = source.info
         rt = settings.runtime
-        # Historical runs (sim, replay) are their own world unless a namespace is given: a second replay of the
-        # same data must not find the first one's signals in its windows.
-        base_ns = namespace or (
-            f"{settings.redis.namespace}-{self.run_id}" if info.historical else settings.redis.namespace
-        )
+        # Historical runs (sim, replay) on the default namespace are their own world: a second replay of the same
+        # data must not find the first one's signals in its windows.  A namespace given on purpose (--namespace, or
+        # redis.namespace in settings/env) is shared: that is how several runners share one deployment's caps.
+        isolated = namespace is None and info.historical and settings.redis.namespace == "default"
+        base_ns = namespace or (f"default-{self.run_id}" if isolated else settings.redis.namespace)
         self.namespace = base_ns
         self.journal_ns = f"{base_ns}:{settings.profile}"
         self.decisions_out = Path(decisions_out) if decisions_out else None
@@ -187,7 +190,7 @@ class Runner:
         st.wall_start = time.time()
         self._cpu0 = time.process_time()
         st.counter_backend_start = self.counters.backend
-        self.metrics.set_backend(self.counters.backend)
+        self.metrics.set_backend(self.counters.backend, BACKENDS)
         self.metrics.run_info.labels(
             run_id=self.run_id, mode=rt.mode, source=st.source, simulated=str(st.simulated).lower()
         ).set(1)
@@ -366,7 +369,7 @@ class Runner:
             m.feed_age.labels(symbol=sym).set(max(0.0, (ref - last) / 1000.0))
         for window, count in self.counters.window_counts(market_now).items():
             m.window_count.labels(window=window).set(count)
-        m.set_backend(self.counters.backend)
+        m.set_backend(self.counters.backend, BACKENDS)
         m.market_time.set(market_now / 1000.0)
         m.last_update.set(time.time())
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
