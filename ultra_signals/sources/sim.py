@@ -364,9 +364,7 @@ class SimSource:
             for i, sym in enumerate(symbols):
                 cols = [a[:n, i].tolist() for a in (c.open, c.high, c.low, c.close, c.volume)]
                 extra = [itertools.repeat(True, n), c.taker[:n, i].tolist(), c.trades[:n, i].tolist()]
-                args = zip(
-                    itertools.repeat(sym, n), itertools.repeat("1m", n), ots, closes, *cols, *extra, strict=False
-                )
+                args = zip(itertools.repeat(sym, n), itertools.repeat("1m", n), ots, closes, *cols, *extra, strict=True)
                 per_symbol.append(list(itertools.starmap(Kline, args)))
             minutes = list(zip(*per_symbol, strict=True))
         tick_events = ticks.chunk(c, n, self._start) if ticks is not None else None
