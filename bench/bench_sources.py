@@ -88,6 +88,7 @@ def main() -> None:
     for label, tfs, ticks in (
         ("1m only, no ticks", ["1m"], 0),
         ("1m→5m/15m/1h, no ticks", ["1m", "5m", "15m", "1h"], 0),
+        ("5m/15m/1h only (1m not emitted), no ticks", ["5m", "15m", "1h"], 0),
         ("1m→5m/15m/1h, 4 ticks/bar", ["1m", "5m", "15m", "1h"], 4),
     ):
         settings = SimSettings(ticks_per_bar=ticks)
