@@ -453,3 +453,141 @@ def test_skipped_depth_diff_resyncs_from_a_new_snapshot() -> None:
         assert len([p for path, p in srv.rest_log if path.endswith("/depth")]) == 2
 
     _run(go)
+
+
+# -- end to end: `ultra-signals shadow --source binance` against the fake exchange ------------------------------
+def _live_dataset(now_ms: int) -> tuple[list[list[Any]], list[list[Any]], int]:
+    """Real XRPUSDT candles re-spaced to 1m, rebased so that bars keep closing over the next minutes.
+
+    Returns (1m rows, 5m rows aggregated from them, the first 1m boundary after ``now_ms``).
+    """
+    src = _xrp_rows()
+    first_boundary = now_ms - now_ms % 60_000 + 60_000
+    end = first_boundary + 30 * 60_000  # the data runs half an hour into the future
+    n = len(src) - 1
+    start = end - n * 60_000
+    start -= start % FIVE_M  # 5m bars aligned
+    rows1 = []
+    for i, r in enumerate(src):
+        t = start + i * 60_000
+        rows1.append([t, r[1], r[2], r[3], r[4], r[5], t + 59_999, "0", 0, "0", "0", "0"])
+    rows5 = []
+    for i in range(0, len(rows1) - 4, 5):
+        grp = rows1[i : i + 5]
+        hi = max((x[2] for x in grp), key=float)
+        lo = min((x[3] for x in grp), key=float)
+        vol = f"{sum(float(x[5]) for x in grp):.1f}"
+        rows5.append([grp[0][0], grp[0][1], hi, lo, grp[-1][4], vol, grp[0][0] + FIVE_M - 1, "0", 0, "0", "0", "0"])
+    return rows1, rows5, first_boundary
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_shadow_run_against_the_fake_exchange(tmp_path: Any) -> None:
+    """The real CLI, as an operator runs it, on a local Binance: decisions, metrics and a report."""
+    import os
+    import shutil
+    import signal
+    import sys
+    import time
+
+    import httpx
+    import yaml
+
+    from tests.conftest import REPO
+
+    base = yaml.safe_load((REPO / "settings.yaml").read_text())
+    base["runtime"].update(symbols=["XRPUSDT"], timeframes=["1m", "5m"], primary_timeframe="1m")
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text(yaml.safe_dump(base))
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    now = int(time.time() * 1000)
+    rows1, rows5, _ = _live_dataset(now)
+    by_open5 = {r[0]: r for r in rows5}
+    by_close1 = {r[6] + 1: r for r in rows1}
+
+    async def feed(srv: FakeBinance, conn: Any) -> None:
+        if "xrpusdt@kline_1m" not in conn.streams.values():
+            return
+        # Three bars close inside the run window (sent ahead of the wall clock, as market time may run);
+        # then a bar far past the window ends the run.
+        t = int(time.time() * 1000)
+        first = t - t % 60_000 + 60_000  # the next minute close after the source connected
+        for b in (first, first + 60_000, first + 120_000, first + 300_000):
+            r1 = by_close1[b]
+            await srv.send_to(conn, ws_kline("XRPUSDT", "1m", r1))
+            r5 = by_open5.get(b - FIVE_M)
+            if r5 is not None:
+                await srv.send_to(conn, ws_kline("XRPUSDT", "5m", r5))
+            await asyncio.sleep(0.3)
+
+    async def go() -> dict[str, Any]:
+        klines = {("XRPUSDT", "1m"): rows1, ("XRPUSDT", "5m"): rows5}
+        async with FakeBinance(lambda: int(time.time() * 1000), exchange_info=_info(), klines=klines,
+                               on_connect=feed) as srv:  # fmt: skip
+            env = {k: v for k, v in os.environ.items() if not k.startswith("ULTRA_SIGNALS_")}
+            env.update(
+                # runtime.* comes from a settings file: with a CLI flag on the runtime section (--source),
+                # ULTRA_SIGNALS_RUNTIME__* variables are not applied (reported to the lead).
+                ULTRA_SIGNALS_SETTINGS=str(settings_file),
+                ULTRA_SIGNALS_BINANCE__REST_URL=srv.rest_url,
+                ULTRA_SIGNALS_BINANCE__WS_URL=srv.ws_url,
+                ULTRA_SIGNALS_SCORING__ENTRY_THRESHOLD="0.01",  # every warm bar proposes: decisions to see
+                ULTRA_SIGNALS_REPORT__DIR=str(tmp_path / "reports"),
+                ULTRA_SIGNALS_REPORT__CHARTS="false",
+                ULTRA_SIGNALS_NOTIFIER__SINK="console",
+                COLUMNS="200",
+            )
+            cmd = [sys.executable, "-m", "ultra_signals", "shadow", "--source", "binance", "--duration", "4",
+                   "--metrics-port", "0", "--hold-metrics", "20", "--journal", f"sqlite:///{tmp_path}/j.db",
+                   "--decisions-out", str(tmp_path / "decisions.jsonl")]  # fmt: skip
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            )
+            assert proc.stdout is not None
+            out: list[str] = []
+            port = None
+            try:
+                while True:
+                    line = (await asyncio.wait_for(proc.stdout.readline(), 90)).decode()
+                    if not line:
+                        break
+                    out.append(line)
+                    if "metrics were served on" in line:
+                        port = int(line.rsplit(":", 1)[1].split("/")[0])
+                    if "holding the metrics endpoint" in line:
+                        break
+                assert port is not None, "".join(out)
+                async with httpx.AsyncClient() as client:
+                    scraped = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            finally:
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGINT)
+                    try:
+                        await asyncio.wait_for(proc.wait(), 10)
+                    except TimeoutError:
+                        proc.kill()
+                        await proc.wait()
+            return {"out": "".join(out), "metrics": scraped, "rest": list(srv.rest_log)}
+
+    res = asyncio.run(go())
+    out, scraped = res["out"], res["metrics"]
+    reports = list((tmp_path / "reports").glob("shadow_results_*.json"))
+    assert len(reports) == 1, out
+    data = json.loads(reports[0].read_text())
+    assert data["source"] == "binance" and data["simulated"] is False and data["crash"] is None
+    # Every closed 1m bar of the run window was decided on (3 from the stream, a 4th from REST when a
+    # minute closed while the run was starting up).
+    live_1m = data["input_bars"] - 210  # input_bars counts the 210 warm-up bars too
+    assert live_1m in (3, 4), out
+    assert sum(data["candidates_by_symbol"].values()) == live_1m, out
+    assert len((tmp_path / "decisions.jsonl").read_text().splitlines()) == live_1m
+    assert data["events"].get("Kline", 0) >= 3
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in scraped.splitlines()
+               if line and not line.startswith("#")}  # fmt: skip
+    assert samples["ws_connected"] == 0.0  # exported, and reset when the source closed at the end
+    assert samples['ws_messages_total{stream="kline"}'] >= 4
+    assert 'rest_requests_total{endpoint="/fapi/v1/klines",status="200"} 2.0' in scraped
+    assert 'rest_requests_total{endpoint="/fapi/v1/exchangeInfo",status="200"} 1.0' in scraped
+    assert "signals_candidates_total" in scraped
+    assert [p for p, _ in res["rest"]][:1] == ["/fapi/v1/exchangeInfo"]

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import csv
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,7 +186,7 @@ class _Book:
 
 
 @dataclass
-class _Conn:
+class Conn:
     ws: ServerConnection
     path: str
     streams: dict[str, str]  # stream_key -> subscribed name
@@ -201,13 +201,16 @@ class FakeBinance:
         klines: dict[tuple[str, str], list[list[Any]]] | None = None,
         depth_snapshots: dict[str, str] | None = None,
         ping_interval_s: float | None = None,
+        on_connect: Callable[[FakeBinance, Conn], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.now_ms = now_ms
         self.exchange_info = exchange_info or {"symbols": []}
         self.klines = klines or {}
         self.books = {s: _Book(raw) for s, raw in (depth_snapshots or {}).items()}
         self._ping_interval = ping_interval_s
-        self.conns: list[_Conn] = []
+        self._on_connect = on_connect
+        self._feeders: list[asyncio.Task[None]] = []
+        self.conns: list[Conn] = []
         self.connects = 0
         self.rest_log: list[tuple[str, dict[str, str]]] = []
         self.stalled = False
@@ -250,6 +253,9 @@ class FakeBinance:
         self.ws_url = f"ws://127.0.0.1:{wport}"
 
     async def stop(self) -> None:
+        for t in self._feeders:
+            t.cancel()
+        await asyncio.gather(*self._feeders, return_exceptions=True)
         if self._ws is not None:
             self._ws.close()
             with contextlib.suppress(Exception):
@@ -303,10 +309,12 @@ class FakeBinance:
         assert ws.request is not None
         url = urlsplit(ws.request.path)
         names = parse_qs(url.query).get("streams", [""])[0].split("/")
-        conn = _Conn(ws, url.path, {stream_key(n): n for n in names if n})
+        conn = Conn(ws, url.path, {stream_key(n): n for n in names if n})
         self.conns.append(conn)
         self.connects += 1
         self._connected.set()
+        if self._on_connect is not None:
+            self._feeders.append(asyncio.create_task(self._on_connect(self, conn)))
         try:
             await ws.wait_closed()
         finally:
@@ -356,6 +364,11 @@ class FakeBinance:
                 await c.ws.send(out)
                 sent += 1
         return sent
+
+    async def send_to(self, conn: Conn, raw: str) -> None:
+        """Send one combined-stream message to one connection (a scripted feed for that subscriber)."""
+        with contextlib.suppress(ConnectionClosed):
+            await conn.ws.send(raw)
 
     async def send_raw(self, text: str, path_contains: str = "") -> None:
         """Send exactly ``text`` to every connection whose path contains ``path_contains`` (malformed JSON,
