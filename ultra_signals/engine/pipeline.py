@@ -49,7 +49,7 @@ class SignalEngine:
             *standard_filters(settings),
         ]
         self.sniper = Sniper(settings.sniper, counters, run_id)
-        self.decide_from_ms = 0  # bars closing before this are warm-up: features only
+        self.decide_from_ms = 0  # bars closing before this (close_time < it) are warm-up: features only
 
     def on_event(self, ev: MarketEvent) -> Decision | None:
         """Advance the clock, update state, and decide if ``ev`` closes a bar of a signal timeframe."""
@@ -66,7 +66,7 @@ class SignalEngine:
 
     def on_kline(self, k: Kline) -> Decision | None:
         f = self.store.update(k)
-        if f.open_time != k.open_time or k.timeframe not in self.signal_tfs or k.close_time + 1 < self.decide_from_ms:
+        if f.open_time != k.open_time or k.timeframe not in self.signal_tfs or k.close_time < self.decide_from_ms:
             return None  # duplicate / late bar, a context-only timeframe, or warm-up history
         sc = score(f, self.settings.scoring)
         if sc.side is None:

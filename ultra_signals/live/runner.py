@@ -264,7 +264,7 @@ class Runner:
             ts = event_time(ev)
             if end is not None and ts > end:
                 break
-            in_run = ts >= start
+            in_run = ts > start  # a bar is in the run when it closes at or after run start (event time = close + 1)
             if isinstance(ev, Kline) and ev.timeframe == finest:
                 st.input_bars += 1
             if not in_run:
