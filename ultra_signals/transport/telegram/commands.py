@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ultra_signals.transport.telegram.client import RetryAfter, TelegramClient, TelegramError
+from ultra_signals.transport.telegram.client import RetryAfter, TelegramClient
 from ultra_signals.transport.telegram.format import kv_text, signals_text
 
 if TYPE_CHECKING:
@@ -188,24 +188,22 @@ class CommandHandler:
         while True:
             try:
                 updates = await self.client.get_updates(offset, self.poll_timeout_s)
+                for u in updates:
+                    uid = u.get("update_id")
+                    if not isinstance(uid, int):
+                        continue
+                    try:
+                        self.handle_update(u)
+                    except Exception as e:
+                        log.error("telegram: update %d: %s", uid, self.client.redact(str(e)))
+                    offset = uid + 1
+                if updates and offset is not None:
+                    self.state.set_state(OFFSET_KEY, str(offset))
+                failures = 0
             except RetryAfter as e:
                 await asyncio.sleep(e.retry_after)
-                continue
-            except TelegramError as e:  # 409 (another poller or a webhook), outages: keep trying, slower
+            except Exception as e:  # 409 (another poller or a webhook), outages, a journal error: retry, slower
                 failures += 1
                 delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (failures - 1))
-                log.warning("telegram: getUpdates failed (retry in %.1fs): %s", delay, e)
+                log.warning("telegram: command polling failed (retry in %.1fs): %s", delay, self.client.redact(str(e)))
                 await asyncio.sleep(delay)
-                continue
-            failures = 0
-            for u in updates:
-                uid = u.get("update_id")
-                if not isinstance(uid, int):
-                    continue
-                try:
-                    self.handle_update(u)
-                except Exception as e:
-                    log.error("telegram: update %d: %s", uid, self.client.redact(str(e)))
-                offset = uid + 1
-            if updates and offset is not None:
-                self.state.set_state(OFFSET_KEY, str(offset))

@@ -80,6 +80,7 @@ class TelegramNotifier:
         self._digest: list[CardInfo] = []
         self._digest_key: str | None = None
         self._digest_started = time.monotonic()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stop: asyncio.Event | None = None
         self._finished: asyncio.Event | None = None
@@ -124,8 +125,22 @@ class TelegramNotifier:
             else:
                 self._count(kind, "duplicate")
         self._set_pending_gauge()
-        if self._wake is not None:
-            self._wake.set()
+        self._notify_sender()
+
+    def _notify_sender(self) -> None:
+        """Wake the sender; safe from other threads (the Redis health thread publishes fallback notices)."""
+        loop, wake = self._loop, self._wake
+        if loop is None or wake is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            wake.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed: the next start delivers
+                loop.call_soon_threadsafe(wake.set)
 
     def _add_to_digest(self, notice: Notice) -> None:
         card = parse_card(notice.text)
@@ -181,6 +196,7 @@ class TelegramNotifier:
         return self.commands
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._wake, self._stop, self._finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._wake.set()  # deliver what a previous process left pending
         self._tasks = [asyncio.create_task(self._supervise(), name="telegram-sender")]
@@ -201,6 +217,8 @@ class TelegramNotifier:
         while self._pending > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         self._stop.set()
+        if self._wake is not None:
+            self._wake.set()  # the supervisor may be waiting for work
         tasks = [*self._tasks, *self._workers.values()]
         if tasks:
             _, still = await asyncio.wait(tasks, timeout=self.client.timeout_s + 1.0)
@@ -211,6 +229,7 @@ class TelegramNotifier:
                     await t
         self._tasks, self._workers = [], {}
         self._stop = self._wake = None
+        self._loop = None
         self._pending = self.outbox.pending_count()
         self._set_pending_gauge()
         await self.client.aclose()
@@ -272,6 +291,13 @@ class TelegramNotifier:
             self._finished = asyncio.Event()
 
     async def _deliver(self, chat: str) -> None:
+        try:
+            await self._deliver_rows(chat)
+        finally:  # a row enqueued while this worker was finishing gets a new worker at once
+            if self._wake is not None:
+                self._wake.set()
+
+    async def _deliver_rows(self, chat: str) -> None:
         failures = 0
         while not self._stopping():
             try:
@@ -289,7 +315,7 @@ class TelegramNotifier:
                 await self._sleep(min(self.backoff_max_s, self.backoff_initial_s * 2 ** (failures - 1)))
 
     async def _attempt(self, row: OutboxRow) -> bool:
-        """One sendMessage; True when the row is settled (sent or given up), False when it must be retried."""
+        """One sendMessage; False when the row must be retried after a backoff (network error, 5xx)."""
         token = self.pacer.start(row.chat_id, time.monotonic())
         t0 = time.perf_counter()
         try:
