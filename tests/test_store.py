@@ -208,9 +208,12 @@ def test_bad_bars_raise_and_change_nothing() -> None:
 def test_invalid_settings_name_the_key() -> None:
     with pytest.raises(ValueError, match=r"features\.macd_fast \(26\) must be below features\.macd_slow"):
         FeatureStore(FeatureSettings(macd_fast=26, macd_slow=12), ["5m"])
+    # Settings refuse these at load time; the store still defends itself against unvalidated settings objects.
+    with pytest.raises(ValueError, match="greater than or equal to 2"):
+        FeatureSettings(rsi_period=1)
     with pytest.raises(ValueError, match=r"features\.rsi_period must be an integer >= 2"):
-        FeatureStore(FeatureSettings(rsi_period=1), ["5m"])
+        FeatureStore(FeatureSettings.model_construct(rsi_period=1), ["5m"])
     with pytest.raises(ValueError, match=r"features\.bb_std"):
-        FeatureStore(FeatureSettings(bb_std=-2.0), ["5m"])
+        FeatureStore(FeatureSettings.model_construct(bb_std=-2.0), ["5m"])
     with pytest.raises(ValueError, match="unknown timeframe"):
         FeatureStore(FeatureSettings(), ["5x"])

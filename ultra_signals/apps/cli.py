@@ -19,6 +19,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ultra_signals.core.config import ConfigError, Settings, load_settings, redacted_dict
 from ultra_signals.journal.writer import Journal, JournalError
@@ -346,7 +347,7 @@ def preflight(
         t.add_column("check")
         t.add_column("result")
         t.add_column("detail")
-        t.add_row("config", "[red]FAIL[/]", str(e))
+        t.add_row("config", "[red]FAIL[/]", Text(str(e)))
         console.print(t)
         raise typer.Exit(1) from None
     checks = run_preflight(settings)
@@ -355,7 +356,7 @@ def preflight(
     t.add_column("result")
     t.add_column("detail")
     for c in checks:
-        t.add_row(c.name, "[green]PASS[/]" if c.ok else "[red]FAIL[/]", c.detail)
+        t.add_row(c.name, "[green]PASS[/]" if c.ok else "[red]FAIL[/]", Text(c.detail))
     console.print(t)
     failed = [c.name for c in checks if not c.ok]
     console.print(
@@ -400,6 +401,14 @@ def sim_export(
     for p in paths:
         console.print(f"wrote {p}")
     console.print(f"SIMULATED candles: {days} days × {len(settings.runtime.symbols)} symbols → {out}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def monitor(ctx: typer.Context) -> None:
+    """Live table of a running shadow's /metrics (same as scripts/monitor_shadow.py; --help there)."""
+    from ultra_signals.apps.monitor import cli as monitor_cli
+
+    monitor_cli(list(ctx.args), prog_name="ultra-signals monitor")
 
 
 def _register_optional() -> None:

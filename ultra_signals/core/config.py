@@ -132,19 +132,19 @@ class ReplaySettings(_Section):
 class FeatureSettings(_Section):
     #: Bars kept per symbol × timeframe (bounded memory whatever the run length).
     buffer_bars: int = Field(default=500, ge=50, le=100_000)
-    ema_fast: int = 20
-    ema_mid: int = 50
-    ema_slow: int = 200
-    rsi_period: int = 14
-    macd_fast: int = 12
-    macd_slow: int = 26
-    macd_signal: int = 9
-    atr_period: int = 14
-    adx_period: int = 14
-    bb_period: int = 20
-    bb_std: float = 2.0
-    vwap_band_std: float = 2.0
-    volume_z_period: int = 20
+    ema_fast: int = Field(default=20, ge=2)
+    ema_mid: int = Field(default=50, ge=2)
+    ema_slow: int = Field(default=200, ge=2)
+    rsi_period: int = Field(default=14, ge=2)
+    macd_fast: int = Field(default=12, ge=2)
+    macd_slow: int = Field(default=26, ge=2)
+    macd_signal: int = Field(default=9, ge=2)
+    atr_period: int = Field(default=14, ge=2)
+    adx_period: int = Field(default=14, ge=2)
+    bb_period: int = Field(default=20, ge=2)
+    bb_std: float = Field(default=2.0, gt=0.0)
+    vwap_band_std: float = Field(default=2.0, gt=0.0)
+    volume_z_period: int = Field(default=20, ge=2)
 
 
 class ScoringSettings(_Section):
@@ -567,9 +567,8 @@ def load_settings(
             del os.environ[k]
         os.environ.update({k: v for k, v in environ.items() if k.upper().startswith(ENV_PREFIX)})
     try:
-        # Merge CLI overrides over the section objects rather than replacing whole sections.
-        merged_init = {k: _deep_merge(layers.get(k, {}), v) if isinstance(v, dict) else v for k, v in init.items()}
-        return Settings(**merged_init)  # type: ignore[arg-type]  # sections given as dicts, validated here
+        # pydantic-settings deep-merges the sources, so a flag on one key leaves the section's other keys to env/YAML.
+        return Settings(**init)  # type: ignore[arg-type]  # sections given as dicts, validated here
     except ValidationError as e:
         raise ConfigError(_explain(e, base_path, prof_path, sec, env, init)) from None
     finally:
