@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import platform
 import random
 import shutil
@@ -34,6 +33,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import describe
 from ultra_signals.core.config import RedisSettings
 from ultra_signals.engine.failover_counters import FailoverCounters
 from ultra_signals.engine.redis_counters import KEY_ROOT, RedisCounters, connect
@@ -105,17 +105,9 @@ def script_stats(client: redis.Redis) -> tuple[int, int]:
 
 
 def machine(client: redis.Redis) -> str:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     info = client.info("server")
     return (
-        f"cpu: {cpu} | cores: {os.cpu_count()} | python {platform.python_version()} | "
+        f"{describe()} | "
         f"redis-server {info.get('redis_version')} | redis-py {redis.__version__} | {platform.platform()}"
     )
 

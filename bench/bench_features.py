@@ -25,6 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.machine import cpu_model
 from ultra_signals.core.config import FeatureSettings
 from ultra_signals.core.events import Kline
 from ultra_signals.features.store import FeatureStore
@@ -87,17 +90,6 @@ def run(bars: list[Kline]) -> float:
     for k in bars:
         update(k)
     return time.perf_counter() - t0
-
-
-def cpu_model() -> str:
-    """``platform.processor()`` is often empty on Linux; /proc/cpuinfo names the part."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def compare_talib_stream(bars: list[Kline]) -> None:

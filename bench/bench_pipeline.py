@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -24,31 +22,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ultra_signals.sources.sim import export_candles
-
+from bench.machine import describe
 from ultra_signals.apps.report import latency_percentiles
 from ultra_signals.core.config import load_settings
 from ultra_signals.journal.writer import Journal
 from ultra_signals.live.metrics import Metrics
 from ultra_signals.live.runner import Runner
 from ultra_signals.sources.replay import ReplaySource
+from ultra_signals.sources.sim import export_candles
 from ultra_signals.transport.notifier import NullNotifier
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}; {os.cpu_count()} cores; Python {platform.python_version()}; {platform.system()} {platform.release()}"
-    )
 
 
 def main() -> None:
@@ -76,7 +60,7 @@ def main() -> None:
         print(f"generated {args.days} days of SIMULATED 1m candles in {time.perf_counter() - t:.1f} s → {data}")
     input_bars = sum(sum(1 for _ in (data / f"{s}-1m.csv").open()) - 1 for s in SYMBOLS)
 
-    print(f"machine: {machine()}")
+    print(f"machine: {describe()}")
     print(
         f"input: {input_bars:,} 1m bars ({len(SYMBOLS)} symbols × {args.days} days), timeframes 5m/15m/1h, "
         f"counters: {'redis ' + args.redis if args.redis else 'memory'}, journal: SQLite (WAL)"

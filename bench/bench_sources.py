@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -20,26 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import describe
 from ultra_signals.core.config import SimSettings
 from ultra_signals.sources.candles_csv import read_candles
 from ultra_signals.sources.replay import ReplaySource
 from ultra_signals.sources.sim import SimSource, export_candles
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}; {os.cpu_count()} cores; Python {platform.python_version()}; {platform.system()} {platform.release()}"
-    )
 
 
 def best(fn: Callable[[], int], repeat: int) -> tuple[float, int]:
@@ -59,7 +45,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     bars = args.days * 1440 * len(SYMBOLS)
-    print(f"machine: {machine()}")
+    print(f"machine: {describe()}")
     print(f"load average before: {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)

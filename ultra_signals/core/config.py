@@ -568,7 +568,7 @@ def load_settings(
         os.environ.update({k: v for k, v in environ.items() if k.upper().startswith(ENV_PREFIX)})
     try:
         # pydantic-settings deep-merges the sources, so a flag on one key leaves the section's other keys to env/YAML.
-        return Settings(**init)  # type: ignore[arg-type]  # sections given as dicts, validated here
+        return Settings(**init)
     except ValidationError as e:
         raise ConfigError(_explain(e, base_path, prof_path, sec, env, init)) from None
     finally:
