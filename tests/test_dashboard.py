@@ -182,6 +182,7 @@ def sample_value(exposition: str, name: str) -> float | None:
 def scrape_when(url: str, proc: subprocess.Popen[bytes], ready: Callable[[str], bool], timeout: float = 60.0) -> str:
     """Scrape ``url`` until ``ready(exposition)``."""
     deadline = time.monotonic() + timeout
+    text = ""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"shadow exited early with {proc.returncode}")
@@ -192,13 +193,29 @@ def scrape_when(url: str, proc: subprocess.Popen[bytes], ready: Callable[[str], 
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise AssertionError(f"{url} not ready within {timeout}s")
+    missing = [n for n in SIGNAL_PATH if sample_value(text, n) is None] if text else "no answer"
+    raise AssertionError(f"{url} not ready within {timeout}s (series without samples: {missing})")
+
+
+#: Series a sim shadow must have real samples of (the signal path), not just a declaration.
+SIGNAL_PATH = (
+    "signals_candidates_total",
+    "signals_blocked_total",
+    "latency_tick_to_decision_ms_bucket",
+    "feed_last_event_age_seconds",
+    "sniper_window_count",
+    "sniper_window_cap",
+    "sniper_counter_backend",
+    "run_info",
+    "metrics_last_update_timestamp_seconds",
+)
 
 
 def _has_decisions(text: str) -> bool:
-    return (sample_value(text, "signals_candidates_total") or 0) > 0 and (
-        sample_value(text, "latency_tick_to_decision_ms_count") or 0
-    ) > 0
+    """Decisions were made and the runner has refreshed its gauges since (it does so every 0.5-1 s)."""
+    if (sample_value(text, "latency_tick_to_decision_ms_count") or 0) <= 0:
+        return False
+    return all(sample_value(text, name) is not None for name in SIGNAL_PATH)
 
 
 @pytest.fixture
@@ -219,19 +236,7 @@ def test_every_dashboard_and_alert_metric_is_exported_by_a_running_shadow(shadow
             missing = metric_names(expr) - declared - {"up"}  # `up` is Prometheus' own series
             assert not missing, f"{source}: {expr!r} uses {missing}, which the exporter does not export"
     used = set().union(*(metric_names(e) for e in dashboard_exprs() + alert_exprs())) - {"up"}
-    # A sim shadow exercises the signal path: those series must have real samples, not just a declaration.
-    for name in (
-        "signals_candidates_total",
-        "signals_blocked_total",
-        "latency_tick_to_decision_ms_bucket",
-        "feed_last_event_age_seconds",
-        "sniper_window_count",
-        "sniper_window_cap",
-        "sniper_counter_backend",
-        "run_info",
-        "metrics_last_update_timestamp_seconds",
-    ):
-        assert name in sampled, name
+    assert set(SIGNAL_PATH) <= sampled  # (the fixture waited for them; a shadow that never has them fails there)
     print(f"\nnames used but without samples in a sim shadow (event-driven): {sorted(used - sampled)}")
 
 
