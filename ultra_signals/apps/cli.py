@@ -152,6 +152,12 @@ def _run(
         on_progress=on_progress,
     )
 
+    attach = getattr(notifier, "attach_commands", None)
+    if attach is not None:  # Telegram: operator commands answered from this run
+        from ultra_signals.transport.telegram.view import RunnerView
+
+        attach(RunnerView(runner), journal)
+
     async def main() -> RunStats:
         try:
             return await runner.run()
@@ -195,7 +201,11 @@ def _notifier(settings: Settings, metrics: Metrics, journal: Journal) -> Any:
         except ImportError:
             _fail("notifier.sink is telegram but the Telegram notifier is not available in this build")
             raise
-        return make_telegram_notifier(settings, metrics, journal.engine, settings.runtime.mode)
+        try:
+            return make_telegram_notifier(settings, metrics, journal.engine, settings.runtime.mode)
+        except ConfigError as e:
+            _fail(str(e))
+            raise
     if sink == "none":
         return NullNotifier()
     return ConsoleNotifier(console)

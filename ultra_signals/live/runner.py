@@ -173,6 +173,12 @@ class Runner:
         self.finest_tf = info.timeframes[0] if info.timeframes else rt.timeframes[0]
         self._last_ts: dict[str, int] = {}
         self._out: IO[str] | None = None
+        mode_of = getattr(notifier, "mode_of", None)
+        # Blocked candidates are announced only to a notifier that asks for them (Telegram's digest).
+        self._publish_blocked = callable(mode_of) and mode_of("blocked") != "off"
+        self._day: int | None = None  # market day (epoch days) of the daily summary being counted
+        self._day_allowed: Tally[str] = Tally()
+        self._day_blocked: Tally[str] = Tally()
         self._last_refresh = 0.0
         self._last_pause_poll = 0.0
         self._cpu0 = 0.0
@@ -340,11 +346,41 @@ class Runner:
         self.journal.record(d, self.journal_ns, st.simulated)
         if self._out is not None:
             self._out.write(json.dumps(d.as_record(), separators=(",", ":")) + "\n")
+        self._roll_day(c.ts)
         if d.allowed:
+            self._day_allowed[c.symbol] += 1
             card = signal_card(d, self.settings.runtime.mode, st.simulated)
             self.notifier.publish(Notice("signal", card, chat_key=d.id))
+        else:
+            self._day_blocked[d.reason or "unknown"] += 1
+            if self._publish_blocked:
+                card = signal_card(d, self.settings.runtime.mode, st.simulated)
+                self.notifier.publish(Notice("blocked", card, chat_key=d.id))
         st.latencies_ms.append(d.latency_ms)
         m.latency.observe(d.latency_ms)
+
+    def _roll_day(self, ts: int, final: bool = False) -> None:
+        """Announce the previous market day's summary when a decision falls on a new UTC day (or at the end)."""
+        day = ts // 86_400_000
+        if self._day is None:
+            self._day = day
+            return
+        if day == self._day and not final:
+            return
+        if self._day_allowed or self._day_blocked:
+            date = datetime.fromtimestamp(self._day * 86_400, UTC).strftime("%Y-%m-%d")
+            allowed = ", ".join(f"{k} {v}" for k, v in sorted(self._day_allowed.items())) or "none"
+            blocked = ", ".join(f"{k} {v}" for k, v in self._day_blocked.most_common()) or "none"
+            label = " | SIMULATED" if self.stats.simulated else ""
+            text = (
+                f"{MODE_PREFIX.get(self.settings.runtime.mode, '')} | daily summary {date}{' (so far)' if final else ''}"
+                f" | allowed {sum(self._day_allowed.values())} ({allowed}) | blocked {sum(self._day_blocked.values())}"
+                f" ({blocked}){label}"
+            )
+            self.notifier.publish(Notice("daily_summary", text, chat_key=f"{self.run_id}:day:{date}:{int(final)}"))
+        self._day = day
+        self._day_allowed.clear()
+        self._day_blocked.clear()
 
     # -- periodic work -----------------------------------------------------------------------------------
     async def _refresh_loop(self) -> None:
@@ -405,6 +441,8 @@ class Runner:
             except Exception as e:
                 st.errors["executor"] += 1
                 print(f"executor shutdown failed: {e}")
+        if self._day is not None:
+            self._roll_day(self._day * 86_400_000, final=True)
         allowed = sum(st.allowed.values())
         blocked = sum(st.blocked.values())
         self.notifier.publish(
