@@ -127,3 +127,11 @@ def test_preflight_table_and_exit_code(tmp_path: Path, profile: str) -> None:
     assert "preflight" in p.stdout and "disk" in p.stdout
     # The embedded default passes; canary needs Binance, Redis and secrets this machine does not give it.
     assert p.returncode == (0 if profile == "shadow" else 1), p.stdout
+
+
+def test_replay_refuses_files_too_coarse_for_the_signal_timeframe(tmp_path: Path) -> None:
+    folder = tmp_path / "coarse"
+    folder.mkdir()
+    shutil.copy(require_data("klines", "XRPUSDT-1h.csv"), folder / "XRPUSDT-1h.csv")
+    p = cli(tmp_path, "replay", "--data", str(folder))
+    assert p.returncode == 2 and "signal timeframe(s) 5m cannot be replayed" in p.stderr

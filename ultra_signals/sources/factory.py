@@ -47,6 +47,12 @@ def build_source(
                 end_ms=src.run_start_ms + duration_minutes * 60_000,
                 warmup_bars=rt.warmup_bars,
             )
+        missing = [tf for tf in rt.signal_timeframes if tf not in src.info.timeframes]
+        if missing:
+            raise SourceError(
+                f"{folder}: signal timeframe(s) {', '.join(missing)} cannot be replayed from these files "
+                f"(available: {', '.join(src.info.timeframes)}); set runtime.primary_timeframe accordingly"
+            )
         return src
     if rt.source == "binance":
         from ultra_signals.sources.binance.source import BinanceSource
