@@ -49,9 +49,7 @@ def main() -> None:
         "execution.broker": "none",
     }
     if args.redis:
-        overrides.update(
-            {"redis.enabled": True, "redis.url": args.redis, "redis.namespace": f"bench-{uuid.uuid4().hex[:8]}"}
-        )
+        overrides.update({"redis.enabled": True, "redis.url": args.redis})
     settings = load_settings(overrides=overrides, environ={})
     data = Path(args.data) / f"sim-seed{settings.sim.seed}-{args.days}d"
     if not all((data / f"{s}-1m.csv").exists() for s in SYMBOLS):
@@ -71,8 +69,15 @@ def main() -> None:
             t0 = time.perf_counter()
             # Warm-up 0 so that every input bar is inside the run window and goes through every stage.
             src = ReplaySource(data, SYMBOLS, settings.runtime.timeframes, None, None, 0)
+            # A fresh namespace per run: a repeat must not find the previous run's reservations in its windows.
             runner = Runner(
-                settings, src, journal=journal, notifier=NullNotifier(), metrics=Metrics(), serve_metrics=False
+                settings,
+                src,
+                journal=journal,
+                notifier=NullNotifier(),
+                metrics=Metrics(),
+                serve_metrics=False,
+                namespace=f"bench-{uuid.uuid4().hex[:8]}",
             )
             stats = asyncio.run(runner.run())
             wall = time.perf_counter() - t0
