@@ -171,3 +171,31 @@ def test_malformed_bar_is_counted_and_skipped(tmp_path: Path) -> None:
     journal.close()
     assert stats.crash is None and stats.errors["ValueError"] == 1
     assert stats.run_bars > 0
+
+
+def test_runner_reports_health_to_the_executor_breakers(tmp_path: Path) -> None:
+    """The latency breaker sees the runner's measured p95: an absurdly low limit trips it (what-if in shadow)."""
+    from ultra_signals.execution.executor import make_executor
+
+    s = settings(**{"execution.broker": "paper", "execution.breakers.max_latency_p95_ms": 1e-6})
+    src = ReplaySource(
+        require_data("klines"), ["ETHBTC"], s.runtime.timeframes, DAY0, DAY0 + 2 * DAY_MS, s.runtime.warmup_bars
+    )
+    journal = Journal(f"sqlite:///{tmp_path}/j.db")
+    metrics = Metrics()
+    notifier = NullNotifier()
+    executor = make_executor(s, metrics, journal, notifier, "health-run")
+    runner = Runner(
+        s,
+        src,
+        journal=journal,
+        notifier=notifier,
+        metrics=metrics,
+        executor=executor,
+        run_id="health-run",
+        serve_metrics=False,
+    )
+    stats = asyncio.run(runner.run())
+    journal.close()
+    assert stats.crash is None
+    assert metrics.registry.get_sample_value("breaker_trips_total", {"breaker": "latency_p95"}) == 1.0

@@ -64,3 +64,17 @@ def test_bad_profile_is_a_clear_error(tmp_path: Path) -> None:
     res = runner.invoke(app, ["pause", "--profile", "nope", "--journal-url", f"sqlite:///{tmp_path}/j.db"])
     assert res.exit_code == 2
     assert "profile 'nope'" in res.output
+
+
+def test_resume_also_clears_a_circuit_breaker_halt(tmp_path: Path) -> None:
+    from ultra_signals.execution.breakers import describe_state, halt_trading
+
+    url = f"sqlite:///{tmp_path}/j.db"
+    j = Journal(url)
+    halt_trading(j, "consecutive_losses", "4 losses in a row")
+    assert "HALTED" in describe_state(j)
+    res = runner.invoke(app, ["resume", "--journal-url", url])
+    assert res.exit_code == 0, res.output
+    assert "trading resumed (ACTIVE)" in res.output and "consecutive_losses" in res.output
+    assert "ACTIVE" in describe_state(j)
+    j.close()

@@ -238,3 +238,15 @@ def test_runner_view_answers_from_the_running_runner(api: FakeBotApi, journal: J
     assert stats["allowed"] == len(rows)
     final = view.caps()
     assert final["day"]["cap"] == 6 and 0 < final["day"]["count"] <= 6
+
+
+def test_resume_from_telegram_clears_a_breaker_halt_but_a_stranger_cannot(api: FakeBotApi, journal: Journal) -> None:
+    from ultra_signals.execution.breakers import describe_state, halt_trading
+
+    halt_trading(journal, "daily_loss", "3.2% of start-of-day equity")
+    converse(api, journal, [(STRANGER, "/resume")])
+    assert "HALTED" in describe_state(journal)
+    converse(api, journal, [(OPERATOR, "/resume")])
+    assert "ACTIVE" in describe_state(journal)
+    [reply] = api.delivered_to(OPERATOR)
+    assert "trading resumed (ACTIVE)" in reply.plain and "daily_loss" in reply.plain

@@ -132,14 +132,19 @@ def status(
 
 def _set_paused(value: bool, profile: str | None, settings: Path | None, secrets: Path | None, url: str | None) -> None:
     j = _journal(profile, settings, secrets, url)
+    trading = ""
     try:
         j.set_state(PAUSED_KEY, "1" if value else "0")
+        if not value:  # resume also clears a circuit-breaker halt: only an operator may do that
+            from ultra_signals.execution.breakers import resume_trading
+
+            trading = resume_trading(j, by="cli")
     finally:
         j.close()
     if value:
         typer.echo(f"paused: new signals are blocked (reason: paused) until resume ({redact_url(j.url)})")
     else:
-        typer.echo(f"resumed: new signals are allowed ({redact_url(j.url)})")
+        typer.echo(f"resumed: new signals are allowed ({redact_url(j.url)}); {trading}")
 
 
 def pause(
@@ -158,7 +163,7 @@ def resume(
     secrets_file: SecretsOpt = None,
     journal_url: JournalOpt = None,
 ) -> None:
-    """Allow new signals again."""
+    """Allow new signals again, and clear a circuit-breaker halt (back to ACTIVE)."""
     _set_paused(False, profile, settings, secrets_file, journal_url)
 
 

@@ -21,6 +21,7 @@ from ultra_signals.features.store import Features, FeatureStore
 REASONS = (
     "paused",
     "trading_halted",
+    "trading_reducing",
     "warmup",
     "stale_data",
     "volatility_band",

@@ -26,6 +26,7 @@ from ultra_signals.core.decision import Decision
 from ultra_signals.core.events import Kline, MarketEvent, event_time
 from ultra_signals.engine.pipeline import SignalEngine
 from ultra_signals.engine.sniper_counters import CapPolicy, MemoryCounters, SniperCounters
+from ultra_signals.execution.breakers import RunnerHealth
 from ultra_signals.journal.writer import Journal
 from ultra_signals.live.metrics import Metrics
 from ultra_signals.sources.base import MarketSource
@@ -38,6 +39,7 @@ class Executor(Protocol):
 
     def on_market_event(self, ev: MarketEvent) -> None: ...
     def on_signal(self, decision: Decision) -> None: ...
+    def on_health(self, h: RunnerHealth) -> None: ...
     def blocking_reason(self) -> str | None: ...
     def summary(self) -> dict[str, Any]: ...
     async def start(self) -> None: ...
@@ -408,6 +410,18 @@ class Runner:
         m.set_backend(self.counters.backend, BACKENDS)
         m.market_time.set(market_now / 1000.0)
         m.last_update.set(time.time())
+        if self.executor is not None and self._last_ts:
+            recent = st.latencies_ms[-500:]
+            p95 = sorted(recent)[int(0.95 * (len(recent) - 1))] if recent else 0.0
+            self.executor.on_health(
+                RunnerHealth(
+                    ts_ms=market_now,
+                    latency_p95_ms=p95,
+                    max_feed_age_s=max((ref - last) / 1000.0 for last in self._last_ts.values()),
+                    counter_backend=self.counters.backend,
+                    counter_policy=self.settings.redis.on_failure if self.settings.redis.enabled else "none",
+                )
+            )
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         st.peak_rss_mb = max(st.peak_rss_mb, rss)
         if now - self._last_pause_poll >= 1.0:

@@ -166,8 +166,11 @@ class CommandHandler:
             self.state.set_state(PAUSED_KEY, "1")
             return "Paused: new signals are blocked (reason: paused) until /resume. The pause survives restarts."
         if cmd.name == "resume":
+            from ultra_signals.execution.breakers import resume_trading
+
             self.state.set_state(PAUSED_KEY, "0")
-            return "Resumed: new signals are allowed again."
+            trading = resume_trading(self.state, by="telegram")
+            return f"Resumed: new signals are allowed again; {trading}."
         return f"Unknown command /{cmd.name}\n{HELP}"
 
     # -- long polling ---------------------------------------------------------------------------------------
