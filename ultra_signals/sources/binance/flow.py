@@ -23,9 +23,7 @@ class FlowBar:
     taker_buy_usdt: float = 0.0
     taker_sell_usdt: float = 0.0
     trades: int = 0
-    cvd: float = (
-        0.0  # cumulative (buy - sell) quantity since the tracker started, up to this bar's last trade
-    )
+    cvd: float = 0.0  # cumulative (buy - sell) quantity since the tracker started, up to this bar's last trade
 
     @property
     def delta(self) -> float:

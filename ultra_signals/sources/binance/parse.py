@@ -224,9 +224,7 @@ def parse_rest_kline(row: Any, symbol: str, tf: str) -> Kline:
             raise _schema(f"kline row field {name}: expected a non-negative integer, got {v!r}")
     if close_t != t + length - 1:
         raise _schema(f"kline row {tf} open {t} close {close_t}: close is not open + {length} - 1")
-    o, h, lo, c, v, vb = (
-        _num(row[i], f) for i, f in ((1, "o"), (2, "h"), (3, "l"), (4, "c"), (5, "v"), (9, "V"))
-    )
+    o, h, lo, c, v, vb = (_num(row[i], f) for i, f in ((1, "o"), (2, "h"), (3, "l"), (4, "c"), (5, "v"), (9, "V")))
     if not (lo <= min(o, c) and h >= max(o, c)):
         raise _schema(f"kline row {tf} open {t}: high/low do not bracket open/close")
     return Kline(symbol, tf, t, close_t, o, h, lo, c, v, True, vb, n)

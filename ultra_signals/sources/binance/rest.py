@@ -170,9 +170,7 @@ class BinanceRest:
             if self.used_weight is not None:
                 pause = weight_pause_s(self.used_weight, self._soft, time.time())
                 if pause > 0:
-                    log.warning(
-                        "binance REST weight %d >= %d: pausing %.1fs", self.used_weight, self._soft, pause
-                    )
+                    log.warning("binance REST weight %d >= %d: pausing %.1fs", self.used_weight, self._soft, pause)
                     self.used_weight = None
                     await self._sleep(pause)
             try:
@@ -210,9 +208,7 @@ class BinanceRest:
             try:
                 return r.json()
             except ValueError:
-                raise RestError(
-                    f"binance {endpoint}: answer is not JSON: {r.text[:200]!r}", r.status_code
-                ) from None
+                raise RestError(f"binance {endpoint}: answer is not JSON: {r.text[:200]!r}", r.status_code) from None
         raise RestError(f"binance {endpoint}: failed after {self._max_retries + 1} attempts ({last})")
 
     async def exchange_info(self) -> Any:
@@ -248,9 +244,7 @@ class BinanceRest:
             }
             rows = await self.get("/fapi/v1/klines", params)
             if not isinstance(rows, list):
-                raise RestError(
-                    f"binance /fapi/v1/klines {symbol} {tf}: expected a list, got {type(rows).__name__}"
-                )
+                raise RestError(f"binance /fapi/v1/klines {symbol} {tf}: expected a list, got {type(rows).__name__}")
             if not rows:
                 break
             try:
@@ -258,11 +252,7 @@ class BinanceRest:
             except ParseError as e:
                 raise RestError(f"binance /fapi/v1/klines {symbol} {tf}: {e}") from None
             for b in bars:
-                if (
-                    b.open_time >= start
-                    and b.close_time < now_ms
-                    and (not out or b.open_time > out[-1].open_time)
-                ):
+                if b.open_time >= start and b.close_time < now_ms and (not out or b.open_time > out[-1].open_time):
                     out.append(b)
             nxt = bars[-1].open_time + length
             if nxt <= start or len(rows) < limit:

@@ -120,9 +120,7 @@ class BinanceSource:
         self._symbols = list(rt.symbols)
         self._tfs = list(rt.timeframes)  # finest first
         self._warmup = rt.warmup_bars
-        self.rest_url, self.ws_url = (
-            (b.testnet_rest_url, b.testnet_ws_url) if b.testnet else (b.rest_url, b.ws_url)
-        )
+        self.rest_url, self.ws_url = (b.testnet_rest_url, b.testnet_ws_url) if b.testnet else (b.rest_url, b.ws_url)
         # The market time at which the live run starts: fixed here so the runner can read it before the
         # first event.  Bars that close before it are warm-up; every bar closing after it is decided on,
         # whether it arrived by REST (during warm-up) or by websocket.
@@ -276,9 +274,7 @@ class BinanceSource:
         if isinstance(server, int):
             self.server_offset_ms = server - (t0 + t1) // 2
             if abs(self.server_offset_ms) > 1000:
-                log.warning(
-                    "binance: local clock is %d ms off the exchange's; using its time", self.server_offset_ms
-                )
+                log.warning("binance: local clock is %d ms off the exchange's; using its time", self.server_offset_ms)
 
     async def _warmup_bars(self) -> list[Kline]:
         if self._warmup <= 0:
@@ -409,11 +405,7 @@ class BinanceSource:
         return out
 
     def _groups_upto(self, boundary: int, *, strictly: bool = False) -> list[_Group]:
-        return [
-            g
-            for g in self._groups.values()
-            if g.boundary < boundary or (not strictly and g.boundary == boundary)
-        ]
+        return [g for g in self._groups.values() if g.boundary < boundary or (not strictly and g.boundary == boundary)]
 
     async def _flush_due(self, loop_now: float) -> list[MarketEvent]:
         due = [g.boundary for g in self._groups.values() if g.deadline <= loop_now]
@@ -466,9 +458,7 @@ class BinanceSource:
             bars = await self._rest.closed_klines(sym, tf, start, self._now())
         except RestError as e:
             self.stats.gaps_unfilled += 1
-            log.error(
-                "binance: could not fill %s %s bars from %d: %s; continuing with a gap", sym, tf, start, e
-            )
+            log.error("binance: could not fill %s %s bars from %d: %s; continuing with a gap", sym, tf, start, e)
             return []
         if before_open is not None:
             bars = [k for k in bars if k.open_time < before_open]
@@ -514,9 +504,7 @@ class BinanceSource:
         delay = (
             0.0
             if fails == 0
-            else backoff_delay(
-                fails - 1, self._b.reconnect_backoff_base_s, self._b.reconnect_backoff_max_s, self._rng
-            )
+            else backoff_delay(fails - 1, self._b.reconnect_backoff_base_s, self._b.reconnect_backoff_max_s, self._rng)
         )
         self._snap_tasks[symbol] = asyncio.create_task(self._fetch_snapshot(symbol, delay))
 

@@ -147,9 +147,7 @@ class StreamConnection:
                     continue
                 new = await self._swap(link)
                 if new is None:  # the successor did not open: keep the old one, try again soon
-                    wait = backoff_delay(
-                        self._attempt, self._o.backoff_base_s, self._o.backoff_max_s, self._rng
-                    )
+                    wait = backoff_delay(self._attempt, self._o.backoff_base_s, self._o.backoff_max_s, self._rng)
                     self._attempt += 1
                 else:
                     link, wait = new, self._o.planned_reconnect_s
