@@ -1,14 +1,15 @@
 # The two set-up commands (see README):
 #   make shadow   — install into .venv and run a 120-minute shadow on the embedded default (sim, memory counters,
 #                   SQLite journal, console notifier); DURATION=… and ARGS=… pass through.
-#   make test     — install into .venv (with dev tools), make sure Redis answers (start one if not), run the suite.
+#   make test     — install into .venv (with dev tools), make sure Redis answers (start one if not), check style and
+#                   types (ruff, mypy), run the whole suite.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DURATION ?= 120
 ARGS ?=
 
-.PHONY: install install-dev shadow test lint bench services
+.PHONY: install install-dev shadow test lint check bench services
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,9 +28,13 @@ services:
 	bash scripts/test_services.sh
 
 test: install-dev services
+	$(MAKE) --no-print-directory check
 	$(BIN)/python -m pytest -q $(ARGS)
 
 lint: install-dev
+	$(MAKE) --no-print-directory check
+
+check:
 	$(BIN)/ruff check ultra_signals tests bench scripts
 	$(BIN)/ruff format --check ultra_signals tests bench scripts
 	$(BIN)/mypy
