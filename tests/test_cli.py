@@ -135,3 +135,28 @@ def test_replay_refuses_files_too_coarse_for_the_signal_timeframe(tmp_path: Path
     shutil.copy(require_data("klines", "XRPUSDT-1h.csv"), folder / "XRPUSDT-1h.csv")
     p = cli(tmp_path, "replay", "--data", str(folder))
     assert p.returncode == 2 and "signal timeframe(s) 5m cannot be replayed" in p.stderr
+
+
+def test_shadow_with_the_telegram_sink_delivers_one_card_per_allowed_signal(tmp_path: Path) -> None:
+    from tests.fakes.telegram_server import FakeBotApi
+
+    out = tmp_path / "d.jsonl"
+    with FakeBotApi() as api:
+        p = cli(
+            tmp_path,
+            "shadow", "--duration", "120", "--metrics-port", "0", "--decisions-out", str(out),
+            env={
+                "ULTRA_SIGNALS_NOTIFIER__SINK": "telegram",
+                "ULTRA_SIGNALS_TELEGRAM__API_URL": api.url,
+                "ULTRA_SIGNALS_TELEGRAM__BOT_TOKEN": api.token,
+                "ULTRA_SIGNALS_TELEGRAM__CHAT_IDS": "4242",
+                "ULTRA_SIGNALS_TELEGRAM__ALLOWED_CHAT_IDS": "4242",
+            },
+        )  # fmt: skip
+        assert p.returncode == 0, p.stderr[-3000:]
+        allowed = [json.loads(x) for x in out.read_text().splitlines() if '"allowed"' in x]
+        cards = [d.plain for d in api.delivered_to("4242") if "sniper:allowed" in d.plain]
+    assert allowed and len(cards) == len(allowed)
+    assert all(c.startswith("SHADOW | ") for c in cards)
+    assert sorted(c.split(" | ")[1] for c in cards) == sorted(a["symbol"] for a in allowed)
+    assert api.token not in p.stdout + p.stderr  # the token is never printed
