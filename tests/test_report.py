@@ -92,3 +92,13 @@ def test_criteria_fail_when_not_exercised_or_broken(tmp_path: Path) -> None:
     assert not crit["metrics_fresh"].passed and "45.00" in crit["metrics_fresh"].evidence
     assert not crit["symbols_fresh"].passed and "STALE: ETHBTC" in crit["symbols_fresh"].evidence
     journal.close()
+
+
+def test_caps_criterion_fails_when_no_cap_was_reached(tmp_path: Path) -> None:
+    stats, journal, metrics = _replay_run(
+        tmp_path, **{"sniper.max_signals_per_hour": 50, "sniper.daily_signal_cap": 500}
+    )
+    s = load_settings(overrides={"sniper.max_signals_per_hour": 50, "sniper.daily_signal_cap": 500}, environ={})
+    crit = {c.name: c for c in evaluate(stats, s, journal.decisions(stats.run_id), metrics)}
+    assert not crit["caps_enforced"].passed and "not exercised" in crit["caps_enforced"].evidence
+    journal.close()

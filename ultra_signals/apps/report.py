@@ -95,7 +95,8 @@ def evaluate(st: RunStats, settings: Settings, rows: list[dict[str, Any]], metri
         _total(samples, "signals_blocked_total", reason="hourly_cap")
         + _total(samples, "signals_blocked_total", reason="daily_cap")
     )
-    ok = h <= sn.max_signals_per_hour and d <= sn.daily_signal_cap and visible and sn.enabled
+    exercised = cap_blocks > 0
+    ok = h <= sn.max_signals_per_hour and d <= sn.daily_signal_cap and visible and sn.enabled and exercised
     out.append(
         Criterion(
             "caps_enforced",
@@ -104,7 +105,8 @@ def evaluate(st: RunStats, settings: Settings, rows: list[dict[str, Any]], metri
             f"journal: max {h} allowed in any sliding hour (cap {sn.max_signals_per_hour}), {d} in any sliding day "
             f"(cap {sn.daily_signal_cap}); {cap_blocks} cap rejections counted in signals_blocked_total; "
             f"sniper_window_count exported: {'yes' if visible else 'NO'}"
-            + ("" if sn.enabled else "; sniper mode is DISABLED"),
+            + ("" if sn.enabled else "; sniper mode is DISABLED")
+            + ("" if exercised else "; not exercised: demand never reached a cap in this run"),
         )
     )
 
