@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from tests.conftest import require_data
 from tests.fakes.binance_server import read_exchange_info_2021, read_recorded_2021, read_recorded_2024
 from ultra_signals.core.events import Funding, Kline
+from ultra_signals.core.instruments import parse_exchange_info
 from ultra_signals.sources.binance.parse import (
     BookTickerMsg,
     DepthDiff,
@@ -21,7 +22,6 @@ from ultra_signals.sources.binance.parse import (
     parse_message,
     parse_rest_kline,
 )
-from ultra_signals.sources.binance.rest import parse_exchange_info
 
 
 def _recorded_2021() -> list[str]:

@@ -10,13 +10,9 @@ from hypothesis import strategies as st
 
 from tests.conftest import require_data
 from ultra_signals.core.decision import Side
+from ultra_signals.core.instruments import ExchangeInfoError, SymbolFilters, parse_exchange_info
 from ultra_signals.execution.sizing import size_order
-from ultra_signals.execution.symbol_filters import (
-    ExchangeInfoError,
-    SymbolFilters,
-    load_exchange_info_file,
-    parse_exchange_info,
-)
+from ultra_signals.execution.symbol_filters import load_exchange_info_file
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import WSMsgType, web
 
-from ultra_signals.execution.symbol_filters import SymbolFilters, parse_exchange_info
+from ultra_signals.core.instruments import SymbolFilters, parse_exchange_info
 
 ERRORS = {
     -1021: (400, "Timestamp for this request is outside of the recvWindow."),

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from ultra_signals.core.config import Settings
 from ultra_signals.core.decision import Decision, Side
 from ultra_signals.core.events import BookTicker, MarketEvent, event_time
+from ultra_signals.core.instruments import SymbolFilters, parse_exchange_info
 from ultra_signals.execution.breakers import (
     BLOCK_REASON,
     DAY_MS,
@@ -44,11 +45,7 @@ from ultra_signals.execution.gateway import RiskGateway
 from ultra_signals.execution.reconcile import Discrepancy, Expected, reconcile
 from ultra_signals.execution.sizing import round_to, size_order
 from ultra_signals.execution.store import ExecStore
-from ultra_signals.execution.symbol_filters import (
-    SymbolFilters,
-    load_exchange_info_file,
-    parse_exchange_info,
-)
+from ultra_signals.execution.symbol_filters import load_exchange_info_file
 from ultra_signals.journal.writer import Journal
 from ultra_signals.live.metrics import Metrics
 from ultra_signals.transport.messages import MODE_PREFIX

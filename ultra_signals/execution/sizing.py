@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 from ultra_signals.core.decision import Side
-from ultra_signals.execution.symbol_filters import SymbolFilters
+from ultra_signals.core.instruments import SymbolFilters
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,5 @@
 """Live Binance USDⓈ-M futures market data: streams, warm-up, local order book, recovery from faults."""
 
-from ultra_signals.sources.binance.rest import SymbolFilters, parse_exchange_info
 from ultra_signals.sources.binance.source import BinanceSource
 
-__all__ = ["BinanceSource", "SymbolFilters", "parse_exchange_info"]
+__all__ = ["BinanceSource"]

@@ -14,8 +14,6 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import httpx
@@ -42,82 +40,6 @@ class RestError(RuntimeError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass(slots=True, frozen=True)
-class SymbolFilters:
-    """Trading rules of one symbol from exchangeInfo, as exact decimals (orders are rounded to these)."""
-
-    symbol: str
-    status: str
-    contract_type: str
-    base_asset: str
-    quote_asset: str
-    price_precision: int
-    quantity_precision: int
-    tick_size: Decimal
-    min_price: Decimal
-    max_price: Decimal
-    step_size: Decimal
-    min_qty: Decimal
-    max_qty: Decimal
-    market_step_size: Decimal
-    market_min_qty: Decimal
-    market_max_qty: Decimal
-    min_notional: Decimal
-
-    @property
-    def trading(self) -> bool:
-        return self.status == "TRADING"
-
-
-def _dec(v: Any, where: str) -> Decimal:
-    try:
-        d = Decimal(str(v))
-    except InvalidOperation:
-        raise ValueError(f"{where}: not a decimal: {v!r}") from None
-    if not d.is_finite() or d < 0:
-        raise ValueError(f"{where}: out of range: {v!r}")
-    return d
-
-
-def parse_exchange_info(obj: Any) -> dict[str, SymbolFilters]:
-    """``/fapi/v1/exchangeInfo`` → filters per symbol.  ``ValueError`` names the symbol and field at fault."""
-    if not isinstance(obj, dict) or not isinstance(obj.get("symbols"), list):
-        raise ValueError("exchangeInfo: expected an object with a 'symbols' list")
-    out: dict[str, SymbolFilters] = {}
-    for s in obj["symbols"]:
-        if not isinstance(s, dict) or not isinstance(s.get("symbol"), str):
-            raise ValueError(f"exchangeInfo: bad symbol entry {s!r}"[:200])
-        name = s["symbol"]
-        filters = {f.get("filterType"): f for f in s.get("filters", []) if isinstance(f, dict)}
-        price = filters.get("PRICE_FILTER")
-        lot = filters.get("LOT_SIZE")
-        if price is None or lot is None:
-            raise ValueError(f"exchangeInfo: {name}: PRICE_FILTER or LOT_SIZE missing")
-        market = filters.get("MARKET_LOT_SIZE", lot)
-        notional = filters.get("MIN_NOTIONAL", {})
-        w = f"exchangeInfo: {name}"
-        out[name] = SymbolFilters(
-            symbol=name,
-            status=str(s.get("status", "")),
-            contract_type=str(s.get("contractType", "")),
-            base_asset=str(s.get("baseAsset", "")),
-            quote_asset=str(s.get("quoteAsset", "")),
-            price_precision=int(s.get("pricePrecision", 0)),
-            quantity_precision=int(s.get("quantityPrecision", 0)),
-            tick_size=_dec(price.get("tickSize"), f"{w}: tickSize"),
-            min_price=_dec(price.get("minPrice"), f"{w}: minPrice"),
-            max_price=_dec(price.get("maxPrice"), f"{w}: maxPrice"),
-            step_size=_dec(lot.get("stepSize"), f"{w}: stepSize"),
-            min_qty=_dec(lot.get("minQty"), f"{w}: minQty"),
-            max_qty=_dec(lot.get("maxQty"), f"{w}: maxQty"),
-            market_step_size=_dec(market.get("stepSize"), f"{w}: MARKET_LOT_SIZE stepSize"),
-            market_min_qty=_dec(market.get("minQty"), f"{w}: MARKET_LOT_SIZE minQty"),
-            market_max_qty=_dec(market.get("maxQty"), f"{w}: MARKET_LOT_SIZE maxQty"),
-            min_notional=_dec(notional.get("notional", "0"), f"{w}: MIN_NOTIONAL notional"),
-        )
-    return out
 
 
 def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:

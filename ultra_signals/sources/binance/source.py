@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from ultra_signals.core.clock import Clock, WallClock
 from ultra_signals.core.config import Settings
 from ultra_signals.core.events import BookDepth, Funding, Kline, MarketEvent
+from ultra_signals.core.instruments import SymbolFilters, parse_exchange_info
 from ultra_signals.core.timeframes import tf_ms
 from ultra_signals.live.metrics import Metrics
 from ultra_signals.sources.base import SourceError, SourceInfo
@@ -46,9 +47,7 @@ from ultra_signals.sources.binance.parse import (
 from ultra_signals.sources.binance.rest import (
     BinanceRest,
     RestError,
-    SymbolFilters,
     backoff_delay,
-    parse_exchange_info,
 )
 from ultra_signals.sources.binance.ws import StreamPool, WsMessage, WsOptions, WsStatus, build_urls
 
