@@ -160,3 +160,38 @@ def test_shadow_with_the_telegram_sink_delivers_one_card_per_allowed_signal(tmp_
     assert all(c.startswith("SHADOW | ") for c in cards)
     assert sorted(c.split(" | ")[1] for c in cards) == sorted(a["symbol"] for a in allowed)
     assert api.token not in p.stdout + p.stderr  # the token is never printed
+
+
+def test_sigterm_ends_the_run_cleanly_with_journal_and_report(tmp_path: Path) -> None:
+    import signal as sig
+    import sqlite3
+    import time
+
+    shutil.copy(REPO / "settings.yaml", tmp_path / "settings.yaml")
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ULTRA_SIGNALS_")}
+    env.update({"PYTHONPATH": str(REPO), "COLUMNS": "200"})
+    # 120 market minutes at 60x take 2 minutes: long enough to be stopped in the middle.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ultra_signals", "shadow", "--duration", "120", "--speed", "60", "--metrics-port", "0"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        db = tmp_path / "var" / "journal.db"
+        while time.monotonic() < deadline and not db.exists():
+            time.sleep(0.2)
+        time.sleep(4)
+        proc.send_signal(sig.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    with sqlite3.connect(db) as c:
+        [(status,)] = c.execute("select status from runs").fetchall()
+    assert status == "interrupted"
+    [rep] = (tmp_path / "reports").glob("shadow_results_*.json")
+    data = json.loads(rep.read_text())
+    assert data["status"] == "interrupted" and data["verdict"] == "NO-GO"
+    assert "run interrupted" in next(c["evidence"] for c in data["criteria"] if c["name"] == "no_crash")

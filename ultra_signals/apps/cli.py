@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -159,8 +160,17 @@ def _run(
         attach(RunnerView(runner), journal)
 
     async def main() -> RunStats:
+        # SIGTERM (a service manager or `docker stop`) ends the run like Ctrl-C does: the journal is flushed, the run
+        # is recorded as interrupted and the report is written.
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        if task is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGTERM, task.cancel)
         try:
             return await runner.run()
+        except asyncio.CancelledError:
+            return runner.stats
         finally:
             await source.aclose()
 

@@ -127,8 +127,8 @@ def evaluate(st: RunStats, settings: Settings, rows: list[dict[str, Any]], metri
 
     # 3. no crash
     n_err = sum(st.errors.values())
-    ok = st.crash is None and n_err == 0 and st.run_bars > 0
-    ev = "run completed" if st.crash is None else f"CRASH: {st.crash}"
+    ok = st.crash is None and n_err == 0 and st.run_bars > 0 and st.status == "completed"
+    ev = f"run {st.status}" if st.crash is None else f"CRASH: {st.crash}"
     ev += f"; {n_err} errors caught" + (f" ({dict(st.errors)})" if n_err else "")
     ev += f"; {st.run_bars:,} bars processed in the run window"
     out.append(Criterion("no_crash", "No crash over the run", ok, ev))
@@ -237,6 +237,7 @@ def write_report(st: RunStats, settings: Settings, journal: Journal, metrics: Me
         "cpu_percent_avg": cpu_pct,
         "errors": dict(st.errors),
         "crash": st.crash,
+        "status": st.status,
         "counter_backend": {
             "start": st.counter_backend_start,
             "end": st.counter_backend_end,
@@ -277,6 +278,7 @@ def _markdown(st: RunStats, data: dict[str, Any], criteria: list[Criterion], ver
         ),
         "",
         "## Run",
+        f"- Status: {st.status}",
         f"- Source: {label}; mode {st.mode}; profile {st.profile}; symbols {', '.join(st.symbols)}; timeframes {', '.join(st.timeframes)}",
         f"- Market window: {_iso(st.market_start_ms)} → {_iso(st.market_end_ms)}"
         + (f" (planned end {_iso(st.planned_end_ms)})" if st.planned_end_ms else ""),

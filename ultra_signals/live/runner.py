@@ -85,6 +85,7 @@ class RunStats:
     cpu_seconds: float = 0.0
     errors: Tally[str] = field(default_factory=Tally)
     crash: str | None = None
+    status: str = "running"  # completed | interrupted | failed, once the run has ended
     counter_backend_start: str = ""
     counter_backend_end: str = ""
     counter_events: list[str] = field(default_factory=list)
@@ -480,7 +481,7 @@ class Runner:
             st.market_end_ms,
         )
         self.counters.close()
-        self.status = status
+        st.status = status
 
 
 def _default_counters(
