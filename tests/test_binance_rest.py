@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from tests.conftest import free_port, require_data
 from tests.fakes.binance_server import FakeBinance, ManualClock, csv_kline_rows, read_exchange_info_2021
 from ultra_signals.live.metrics import Metrics
-from ultra_signals.sources.binance.rest import BinanceRest, RestError, backoff_delay, weight_pause_s
+from ultra_signals.sources.binance.rest import BinanceRest, RestError, weight_pause_s
 
 pytestmark = pytest.mark.timeout(60)
 FIVE_M = 300_000
@@ -177,10 +174,3 @@ def test_exchange_info_through_rest_matches_recording() -> None:
         assert got["symbols"] == info["symbols"]
 
     _run(go)
-
-
-@given(st.integers(0, 64), st.floats(0.01, 5.0), st.floats(0.1, 120.0), st.integers(0, 2**32))
-def test_backoff_is_bounded_and_jittered(attempt: int, base: float, cap: float, seed: int) -> None:
-    d = backoff_delay(attempt, base, cap, random.Random(seed))
-    full = min(cap, base * 2.0 ** min(attempt, 30))
-    assert full / 2 <= d <= full

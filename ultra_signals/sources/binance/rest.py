@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from ultra_signals.core.backoff import backoff_delay
 from ultra_signals.core.events import Kline
 from ultra_signals.core.timeframes import tf_ms
 from ultra_signals.live.metrics import Metrics
@@ -40,12 +41,6 @@ class RestError(RuntimeError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-
-
-def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
-    """Exponential backoff with "equal jitter": half fixed, half random, so clients do not retry in step."""
-    d = min(max_s, base_s * (2.0 ** min(attempt, 30)))
-    return d / 2.0 + rng.uniform(0.0, d / 2.0)
 
 
 def weight_pause_s(used: int, soft_limit: int, now_s: float) -> float:

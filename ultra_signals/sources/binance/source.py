@@ -27,6 +27,7 @@ import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from ultra_signals.core.backoff import backoff_delay
 from ultra_signals.core.clock import Clock, WallClock
 from ultra_signals.core.config import Settings
 from ultra_signals.core.events import BookDepth, Funding, Kline, MarketEvent
@@ -47,7 +48,6 @@ from ultra_signals.sources.binance.parse import (
 from ultra_signals.sources.binance.rest import (
     BinanceRest,
     RestError,
-    backoff_delay,
 )
 from ultra_signals.sources.binance.ws import StreamPool, WsMessage, WsOptions, WsStatus, build_urls
 

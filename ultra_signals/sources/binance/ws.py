@@ -32,8 +32,8 @@ from typing import Literal
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from ultra_signals.core.backoff import backoff_delay
 from ultra_signals.live.metrics import Metrics
-from ultra_signals.sources.binance.rest import backoff_delay
 
 log = logging.getLogger(__name__)
 

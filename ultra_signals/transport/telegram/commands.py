@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ultra_signals.core.backoff import exponential_delay
 from ultra_signals.transport.telegram.client import RetryAfter, TelegramClient
 from ultra_signals.transport.telegram.format import kv_text, signals_text
 
@@ -207,6 +208,6 @@ class CommandHandler:
                 await asyncio.sleep(e.retry_after)
             except Exception as e:  # 409 (another poller or a webhook), outages, a journal error: retry, slower
                 failures += 1
-                delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (failures - 1))
+                delay = exponential_delay(failures - 1, self.backoff_initial_s, self.backoff_max_s)
                 log.warning("telegram: command polling failed (retry in %.1fs): %s", delay, self.client.redact(str(e)))
                 await asyncio.sleep(delay)

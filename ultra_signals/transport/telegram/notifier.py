@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import Engine
 
+from ultra_signals.core.backoff import exponential_delay
 from ultra_signals.core.config import ConfigError, Settings, TelegramEvents
 from ultra_signals.transport.notifier import Notice
 from ultra_signals.transport.telegram.client import PermanentError, RetryAfter, TelegramClient, TransientError
@@ -312,7 +313,7 @@ class TelegramNotifier:
                 failures = 0
             else:
                 failures += 1
-                await self._sleep(min(self.backoff_max_s, self.backoff_initial_s * 2 ** (failures - 1)))
+                await self._sleep(exponential_delay(failures - 1, self.backoff_initial_s, self.backoff_max_s))
 
     async def _attempt(self, row: OutboxRow) -> bool:
         """One sendMessage; False when the row must be retried after a backoff (network error, 5xx)."""
