@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from tests.conftest import require_data
 from tests.fakes.binance_futures_server import FakeFuturesExchange, load_recorded_exchange_info_text
+from tests.helpers import RecordingNotifier, until_or_fail
 from ultra_signals.core.config import Settings, load_settings
 from ultra_signals.core.decision import Candidate, Decision, Side
 from ultra_signals.execution.breakers import TradingState, load_state
@@ -24,33 +25,10 @@ from ultra_signals.execution.executor import TradingExecutor, make_executor
 from ultra_signals.execution.store import ExecStore
 from ultra_signals.journal.writer import Journal
 from ultra_signals.live.metrics import Metrics
-from ultra_signals.transport.notifier import Notice
 
 pytestmark = pytest.mark.timeout(60)
 KEY, SECRET = "fake-api-key-0123", "fake-api-secret-4567"
 T0 = 1_767_571_200_000
-
-
-class RecordingNotifier:
-    def __init__(self) -> None:
-        self.notices: list[Notice] = []
-
-    def publish(self, notice: Notice) -> None:
-        self.notices.append(notice)
-
-    async def start(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
-
-
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def exchange() -> FakeFuturesExchange:
@@ -123,7 +101,7 @@ def test_entry_is_sized_from_real_filters_with_both_brackets_and_oco(tmp_path: P
         d = decision(0)
         e.on_signal(d)
         await e.broker.drain()
-        await until(lambda: e.trades[d.id].status == "open")
+        await until_or_fail(lambda: e.trades[d.id].status == "open")
         entry = ex.orders_with_cid(client_order_id(d.id, OrderKind.ENTRY))
         assert len(entry) == 1 and entry[0].status == "FILLED"
         assert entry[0].qty == Decimal("0.015")  # canary max_notional 500 / 32000 = 0.015625 -> step 0.001
@@ -134,9 +112,9 @@ def test_entry_is_sized_from_real_filters_with_both_brackets_and_oco(tmp_path: P
         ]
         assert ex.position("BTCUSDT") == Decimal("0.015")
         await ex.set_price("BTCUSDT", "31790")  # the stop triggers
-        await until(lambda: e.trades[d.id].status == "closed")
+        await until_or_fail(lambda: e.trades[d.id].status == "closed")
         await e.broker.drain()
-        await until(lambda: not ex.open_orders())  # the take-profit was cancelled (one cancels the other)
+        await until_or_fail(lambda: not ex.open_orders())  # the take-profit was cancelled (one cancels the other)
         assert ex.position("BTCUSDT") == 0
         t = ExecStore(j.engine).trade(d.id)
         assert t is not None and t["exit_kind"] == "stop" and t["pnl"] < 0
@@ -159,7 +137,7 @@ def test_timed_out_order_is_looked_up_not_sent_twice(tmp_path: Path) -> None:
         posts = [p["newClientOrderId"] for m, path, p in ex.requests if m == "POST" and path == "/fapi/v1/order"]
         assert posts[0] == cid and posts.count(cid) == 1  # sent once; the timeout was followed by a lookup
         assert any(m == "GET" and path == "/fapi/v1/order" for m, path, _ in ex.requests)  # it asked first
-        await until(lambda: len(ex.open_orders()) == 2)  # and the brackets still went out
+        await until_or_fail(lambda: len(ex.open_orders()) == 2)  # and the brackets still went out
         assert ex.position("BTCUSDT") == Decimal("0.015")
 
     run_scenario(tmp_path, scenario)
@@ -216,7 +194,7 @@ def test_kill_switch_leaves_no_order_and_no_position(tmp_path: Path) -> None:
         d = decision(0)
         e.on_signal(d)
         await e.broker.drain()
-        await until(lambda: len(ex.open_orders()) == 2)
+        await until_or_fail(lambda: len(ex.open_orders()) == 2)
         await ex.set_price("ETHUSDT", "2000")
         ex.open_outside("ETHUSDT", "-0.500", "2000")  # and one the runner never knew about
         report = await e.broker.kill()
@@ -247,11 +225,11 @@ def test_missing_bracket_found_after_a_user_stream_reconnect(tmp_path: Path) -> 
         d = decision(0)
         e.on_signal(d)
         await e.broker.drain()
-        await until(lambda: len(ex.open_orders()) == 2 and e.trades[d.id].status == "open")
+        await until_or_fail(lambda: len(ex.open_orders()) == 2 and e.trades[d.id].status == "open")
         stop = next(o for o in ex.open_orders() if o.type == "STOP_MARKET")
         stop.status = "CANCELED"  # someone cancelled it in the app while the stream was down
         await ex.drop_streams()
-        await until(lambda: len(e.reconciliations) == 2, timeout=10)
+        await until_or_fail(lambda: len(e.reconciliations) == 2, timeout=10)
         assert [x.kind for x in e.reconciliations[1]] == ["missing_bracket"]
         assert e.blocking_reason() == "trading_halted"
 
@@ -260,7 +238,7 @@ def test_missing_bracket_found_after_a_user_stream_reconnect(tmp_path: Path) -> 
 
 def test_listen_key_is_kept_alive(tmp_path: Path) -> None:
     async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
-        await until(lambda: any(m == "PUT" and p == "/fapi/v1/listenKey" for m, p, _ in ex.requests), timeout=5)
+        await until_or_fail(lambda: any(m == "PUT" and p == "/fapi/v1/listenKey" for m, p, _ in ex.requests), timeout=5)
 
     run_scenario(tmp_path, scenario, **{"execution.listen_key_keepalive_s": 0.2})
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from tests.helpers import RecordingNotifier
 from ultra_signals.core.config import BreakerSettings, Settings, load_settings
 from ultra_signals.core.decision import Candidate, Decision, Side
 from ultra_signals.core.events import Trade
@@ -24,26 +25,10 @@ from ultra_signals.execution.executor import TradingExecutor, make_executor
 from ultra_signals.execution.store import ExecStore
 from ultra_signals.journal.writer import Journal
 from ultra_signals.live.metrics import Metrics
-from ultra_signals.transport.notifier import ConsoleNotifier, Notice
+from ultra_signals.transport.notifier import ConsoleNotifier
 
 T0 = 1_767_571_200_000  # 2026-01-05 00:00 UTC
 MIN = 60_000
-
-
-class RecordingNotifier:
-    """A Notifier (our interface) that keeps what it is asked to publish."""
-
-    def __init__(self) -> None:
-        self.notices: list[Notice] = []
-
-    def publish(self, notice: Notice) -> None:
-        self.notices.append(notice)
-
-    async def start(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 def cfg(**kw: object) -> BreakerSettings:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fakes.telegram_server import FakeBotApi
+from tests.helpers import until
 from ultra_signals.core.config import Settings, load_settings
 from ultra_signals.journal.writer import Journal
 from ultra_signals.live.metrics import Metrics
@@ -81,15 +81,6 @@ def notifier(api: FakeBotApi, journal: Journal, metrics: Metrics | None = None) 
     )
 
 
-async def until(pred: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        await asyncio.sleep(0.01)
-    return pred()
-
-
 def converse(api: FakeBotApi, journal: Journal, lines: list[tuple[str, str]], metrics: Metrics | None = None) -> None:
     """Start a notifier with commands, send ``lines`` (chat, text) one by one, wait for each to be handled."""
 
@@ -101,9 +92,9 @@ def converse(api: FakeBotApi, journal: Journal, lines: list[tuple[str, str]], me
         for chat, text in lines:
             before = handler.handled + handler.ignored
             api.push_update(chat, text)
-            assert await until(lambda b=before: handler.handled + handler.ignored > b)  # type: ignore[misc]
+            assert await until(lambda b=before: handler.handled + handler.ignored > b, timeout=15.0)  # type: ignore[misc]
         answered = sum(1 for c, _ in lines if c == OPERATOR)
-        await until(lambda: len(api.delivered) >= answered)
+        await until(lambda: len(api.delivered) >= answered, timeout=15.0)
         await n.aclose()
 
     asyncio.run(go())

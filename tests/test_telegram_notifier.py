@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.fakes.telegram_server import FakeBotApi
+from tests.helpers import until
 from ultra_signals.core.config import ConfigError, Settings, TelegramEvents, load_settings
 from ultra_signals.core.decision import Candidate, Decision, Side
 from ultra_signals.journal.writer import Journal, make_engine
@@ -90,15 +91,6 @@ def make_notifier(
         backoff_max_s=0.2,
         **{"idle_poll_s": 0.1, **kw},
     )
-
-
-async def until(pred: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        await asyncio.sleep(0.01)
-    return pred()
 
 
 def decision(i: int, allowed: bool, symbol: str = "BTCUSDT", reason: str | None = None) -> Decision:

@@ -1,0 +1,48 @@
+"""Helpers several test files share: waiting on a condition, a notifier that records.
+
+Kept in one place so a fix (a timeout, a tolerance) reaches every test that relies on it; fixtures stay in
+conftest.py and domain values in factories.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from ultra_signals.transport.notifier import Notice
+
+
+class RecordingNotifier:
+    """A Notifier (our interface) that keeps what it is asked to publish."""
+
+    def __init__(self) -> None:
+        self.notices: list[Notice] = []
+
+    def publish(self, notice: Notice) -> None:
+        self.notices.append(notice)
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def until(pred: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Poll ``pred`` every 10 ms for up to ``timeout`` seconds; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        await asyncio.sleep(0.01)
+    return pred()
+
+
+async def until_or_fail(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Like :func:`until`, for steps a scenario cannot go on without: fails the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
