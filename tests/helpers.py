@@ -1,4 +1,4 @@
-"""Helpers several test files share: waiting on a condition, a notifier that records.
+"""Helpers several test files share: waiting on a condition, a notifier that records, metric reads.
 
 Kept in one place so a fix (a timeout, a tolerance) reaches every test that relies on it; fixtures stay in
 conftest.py and domain values in factories.py.
@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from ultra_signals.live.metrics import Metrics
 from ultra_signals.transport.notifier import Notice
 
 
@@ -46,3 +47,8 @@ async def until_or_fail(cond: Callable[[], bool], timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
+
+
+def metric(m: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample's value from our registry; 0 when the series has not been touched yet."""
+    return m.registry.get_sample_value(name, labels or {}) or 0.0

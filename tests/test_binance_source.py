@@ -24,6 +24,7 @@ from tests.fakes.binance_server import (
     read_rest_depth_2021,
     ws_kline,
 )
+from tests.helpers import metric
 from ultra_signals.core.config import Settings, load_settings
 from ultra_signals.core.events import BookDepth, BookTicker, Kline, MarketEvent, Trade
 from ultra_signals.live.metrics import Metrics
@@ -60,10 +61,6 @@ def _settings(srv: FakeBinance, **over: Any) -> Settings:
     }
     o.update(over)
     return load_settings(environ={}, overrides=o)
-
-
-def _metric(m: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
-    return m.registry.get_sample_value(name, labels or {}) or 0.0
 
 
 class Collector:
@@ -197,8 +194,8 @@ def test_warmup_live_repeat_malformed_drop_and_gap_fill() -> None:
             await srv.repeat_last_kline()  # the same bar again
             await srv.send_raw('{"stream":"xrpusdt@kline_5m","data":{"e":"kline"', "/market")  # truncated
             await srv.send_raw('{"stream":"xrpusdt@kline_5m","data":{"e":"kline","s":"XRPUSDT","k":{}}}', "/market")
-            await c.wait(lambda: _metric(m, "ws_message_errors_total", {"kind": "schema"}) == 1)
-            assert _metric(m, "ws_message_errors_total", {"kind": "json"}) == 1
+            await c.wait(lambda: metric(m, "ws_message_errors_total", {"kind": "schema"}) == 1)
+            assert metric(m, "ws_message_errors_total", {"kind": "json"}) == 1
 
             assert srv.drop() == 2
             clock.now = rows[305][0] + 1_000  # bars 301..304 close while we are away
@@ -215,8 +212,8 @@ def test_warmup_live_repeat_malformed_drop_and_gap_fill() -> None:
         assert all(_same(k, r) for k, r in zip(ks, rows[250:306], strict=True))
         assert src.stats.warmup_bars == 50 and src.stats.gap_bars_filled == 4
         assert src.stats.duplicate_bars_dropped == 2 and src.stats.open_klines_ignored == 1
-        assert _metric(m, "ws_reconnects_total", {"reason": "dropped"}) == 2
-        assert _metric(m, "ws_messages_total", {"stream": "kline"}) == 5
+        assert metric(m, "ws_reconnects_total", {"reason": "dropped"}) == 2
+        assert metric(m, "ws_messages_total", {"stream": "kline"}) == 5
         # Warm-up asked REST once; the reconnect asked only for what was missing.
         kl = [p for path, p in srv.rest_log if path.endswith("/klines")]
         assert len(kl) == 2 and int(kl[1]["startTime"]) == rows[301][0]
@@ -238,7 +235,7 @@ def test_stalled_stream_reconnects_and_backfills() -> None:
             srv.stall()
             clock.now = rows[303][0] + 1_000
             await srv.send(ws_kline("XRPUSDT", "5m", rows[300]))  # swallowed by the stall
-            await c.wait(lambda: _metric(m, "ws_reconnects_total", {"reason": "silent"}) >= 1)
+            await c.wait(lambda: metric(m, "ws_reconnects_total", {"reason": "silent"}) >= 1)
             await c.wait(lambda: len(c.klines()) == 53)  # bars 300..302 from REST after the reconnect
             srv.stall(False)
             await c.stop()
@@ -398,9 +395,9 @@ def test_recorded_stream_through_the_source() -> None:
             assert (src.books[sym].bids, src.books[sym].asks) == (bids, asks), sym
             depth = [e for e in c.events if isinstance(e, BookDepth) and e.symbol == sym]
             assert depth and all(b.ts - a.ts >= 1000 for a, b in itertools.pairwise(depth))
-        assert _metric(m, "ws_messages_total", {"stream": "depth"}) == 764 + 3
-        assert _metric(m, "ws_messages_total", {"stream": "aggTrade"}) == 91 + 3
-        assert sum(_metric(m, "orderbook_resyncs_total", {"symbol": s}) for s in SYMS_2021) == 0
+        assert metric(m, "ws_messages_total", {"stream": "depth"}) == 764 + 3
+        assert metric(m, "ws_messages_total", {"stream": "aggTrade"}) == 91 + 3
+        assert sum(metric(m, "orderbook_resyncs_total", {"symbol": s}) for s in SYMS_2021) == 0
         assert src.stats.message_errors == {} and src.stats.duplicate_ticks_dropped >= 4
         # Taker flow per 1m bar, against the recorded aggTrades summed independently.
         trades = [json.loads(x)["data"] for x in msgs if "SUSHIUSDT" in x[:200] and '"aggTrade"' in x]
@@ -438,7 +435,7 @@ def test_skipped_depth_diff_resyncs_from_a_new_snapshot() -> None:
             for raw in msgs[half:]:
                 await srv.send(raw)
                 await asyncio.sleep(0.002)
-            await c.wait(lambda: _metric(m, "orderbook_resyncs_total", {"symbol": "SUSHIUSDT"}) == 1)
+            await c.wait(lambda: metric(m, "orderbook_resyncs_total", {"symbol": "SUSHIUSDT"}) == 1)
             await c.wait(lambda: src.books["SUSHIUSDT"].state.value == "live")
             await asyncio.sleep(0.1)
             await c.stop()

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import free_port, require_data
 from tests.fakes.binance_server import FakeBinance, ManualClock, read_recorded_2021
+from tests.helpers import metric
 from ultra_signals.live.metrics import Metrics
 from ultra_signals.sources.binance.ws import StreamPool, WsMessage, WsOptions, WsStatus, build_urls
 
@@ -24,10 +25,6 @@ def _trades() -> list[str]:
 
 def _run(fn: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(fn(), 40))
-
-
-def _metric(m: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
-    return m.registry.get_sample_value(name, labels or {}) or 0.0
 
 
 def _opts(**kw: float) -> WsOptions:
@@ -85,7 +82,7 @@ def test_drop_reconnects_with_backoff_and_reports_it() -> None:
             await srv.wait_connections(1)
             got: list[WsMessage | WsStatus] = []
             await _drain(q, lambda g: len(g) >= 1, got)
-            assert _metric(m, "ws_connected") == 1
+            assert metric(m, "ws_connected") == 1
             for raw in trades[:3]:
                 await srv.send(raw)
             await _drain(q, lambda g: len(g) >= 4, got)
@@ -95,13 +92,13 @@ def test_drop_reconnects_with_backoff_and_reports_it() -> None:
             for raw in trades[3:6]:
                 await srv.send(raw)
             await _drain(q, lambda g: len(g) >= 9, got)
-            assert _metric(m, "ws_connected") == 1
+            assert metric(m, "ws_connected") == 1
             await pool.aclose()
-            assert _metric(m, "ws_connected") == 0
+            assert metric(m, "ws_connected") == 0
         statuses = [(x.connected, x.reason) for x in got if isinstance(x, WsStatus)]
         assert statuses == [(True, "start"), (False, "dropped"), (True, "dropped")]
         assert [x.raw for x in got if isinstance(x, WsMessage)] == trades[:6]
-        assert _metric(m, "ws_reconnects_total", {"reason": "dropped"}) == 1
+        assert metric(m, "ws_reconnects_total", {"reason": "dropped"}) == 1
 
     _run(go)
 
@@ -125,7 +122,7 @@ def test_stalled_stream_is_detected_and_reconnected() -> None:
             await srv.send(trades[0])
             await _drain(q, lambda g: any(isinstance(x, WsMessage) for x in g), got)
             await pool.aclose()
-        assert _metric(m, "ws_reconnects_total", {"reason": "silent"}) >= 1
+        assert metric(m, "ws_reconnects_total", {"reason": "silent"}) >= 1
         assert [x.raw for x in got if isinstance(x, WsMessage)] == [trades[0]]
 
     _run(go)
@@ -153,7 +150,7 @@ def test_planned_reconnect_opens_the_new_connection_before_closing_the_old() -> 
         while not q.empty():
             got.append(q.get_nowait())
         received = [x.raw for x in got if isinstance(x, WsMessage)]
-        assert connects >= 3 and _metric(m, "ws_reconnects_total", {"reason": "planned"}) >= 2
+        assert connects >= 3 and metric(m, "ws_reconnects_total", {"reason": "planned"}) >= 2
         assert fewest == 1  # never a moment without a connection
         assert set(received) == set(trades)  # nothing lost; repeats from the overlap are the consumer's job
         ids = [json.loads(r)["data"]["a"] for r in dict.fromkeys(received)]
@@ -171,9 +168,9 @@ def test_refused_connections_back_off_and_are_counted() -> None:
         pool.start()
         await asyncio.sleep(0.6)
         await pool.aclose()
-        n = _metric(m, "ws_reconnects_total", {"reason": "connect_failed"})
+        n = metric(m, "ws_reconnects_total", {"reason": "connect_failed"})
         # Backoff 0.025..0.05, 0.05..0.1, then capped at 0.05..0.1: a handful in 0.6 s, not a storm.
         assert 3 <= n <= 20
-        assert q.empty() and _metric(m, "ws_connected") == 0
+        assert q.empty() and metric(m, "ws_connected") == 0
 
     _run(go)
