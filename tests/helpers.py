@@ -1,4 +1,4 @@
-"""Helpers several test files share: waiting on a condition, a notifier that records, metric reads.
+"""Helpers several test files share: waiting on a condition, a notifier that records, metric reads, oracles.
 
 Kept in one place so a fix (a timeout, a tolerance) reaches every test that relies on it; fixtures stay in
 conftest.py and domain values in factories.py.
@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from ultra_signals.engine.sniper_counters import CapRule
 from ultra_signals.live.metrics import Metrics
 from ultra_signals.transport.notifier import Notice
 
@@ -52,3 +53,25 @@ async def until_or_fail(cond: Callable[[], bool], timeout: float = 5.0) -> None:
 def metric(m: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
     """A sample's value from our registry; 0 when the series has not been touched yet."""
     return m.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+# -- brute-force oracles: independent of the code under test ----------------------------------------------
+def window_count(times: Sequence[int], a: int, length: int) -> int:
+    return sum(1 for x in times if a <= x < a + length)
+
+
+def worst_window(times: Sequence[int], length: int) -> int:
+    """The fullest window [a, a+length) anywhere on the axis (it starts on a point)."""
+    return max((window_count(times, a, length) for a in times), default=0)
+
+
+def full_window_containing(times: Sequence[int], t: int, rule: CapRule) -> bool:
+    """Some window containing t already holds `cap` points, so a point at t would break the cap."""
+    starts = [a for a in times if t - rule.length_ms < a <= t] + [t]
+    return any(window_count(times, a, rule.length_ms) >= rule.cap for a in starts)
+
+
+def max_in_window(times: Sequence[float], window: float, eps: float) -> int:
+    """Most points in any half-open window of ``window`` seconds (``eps`` absorbs float rounding)."""
+    times = sorted(times)
+    return max((sum(1 for t in times[i:] if t < a + window - eps) for i, a in enumerate(times)), default=0)

@@ -26,6 +26,7 @@ from typing import Any, cast
 import pytest
 import redis
 
+from tests.helpers import full_window_containing, worst_window
 from ultra_signals.engine.redis_counters import KEY_ROOT, RedisCounters
 from ultra_signals.engine.sniper_counters import DAY_MS, HOUR_MS, CapPolicy, CapRule, Reservation
 
@@ -86,27 +87,19 @@ def with_retries(rng: random.Random, plan: list[tuple[str, str, int]]) -> list[t
 
 
 # -- brute-force checks ------------------------------------------------------------------------------------
-def window_count(times: Sequence[int], a: int, length: int) -> int:
-    return sum(1 for x in times if a <= x < a + length)
-
-
 def assert_never_over(allowed: Sequence[Reservation]) -> None:
     scopes: list[tuple[str, list[int], tuple[CapRule, ...]]] = [("all", [r.ts_ms for r in allowed], POLICY.rules)]
     for s in SYMBOLS:
         scopes.append((s, [r.ts_ms for r in allowed if r.symbol == s], POLICY.symbol_rules))
     for name, times, rules in scopes:
         for rule in rules:
-            worst = max((window_count(times, a, rule.length_ms) for a in times), default=0)
+            worst = worst_window(times, rule.length_ms)
             assert worst <= rule.cap, f"{name}: a {rule.window} window holds {worst} > cap {rule.cap}"
 
 
 def saturated(allowed: Sequence[Reservation], res: Reservation) -> bool:
     def full(times: list[int], rules: tuple[CapRule, ...]) -> bool:
-        for rule in rules:
-            starts = [a for a in times if res.ts_ms - rule.length_ms < a <= res.ts_ms] + [res.ts_ms]
-            if any(window_count(times, a, rule.length_ms) >= rule.cap for a in starts):
-                return True
-        return False
+        return any(full_window_containing(times, res.ts_ms, rule) for rule in rules)
 
     return full([r.ts_ms for r in allowed], POLICY.rules) or full(
         [r.ts_ms for r in allowed if r.symbol == res.symbol], POLICY.symbol_rules

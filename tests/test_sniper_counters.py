@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import full_window_containing, window_count, worst_window
 from ultra_signals.engine.sniper_counters import (
     DAY_MS,
     HOUR_MS,
     CapPolicy,
-    CapRule,
     MemoryCounters,
     Reservation,
     max_window_count,
@@ -25,22 +25,6 @@ from ultra_signals.engine.sniper_counters import (
 
 MIN = 60_000
 T0 = 1_700_000_000_000  # an arbitrary epoch-ms origin, far from zero like real event times
-
-
-# -- brute-force oracle ----------------------------------------------------------------------------------------
-def window_count(times: Sequence[int], a: int, length: int) -> int:
-    return sum(1 for x in times if a <= x < a + length)
-
-
-def worst_window(times: Sequence[int], length: int) -> int:
-    """The fullest window [a, a+length) anywhere on the axis (it starts on a point)."""
-    return max((window_count(times, a, length) for a in times), default=0)
-
-
-def full_window_containing(times: Sequence[int], t: int, rule: CapRule) -> bool:
-    """Some window containing t already holds `cap` points, so a point at t would break the cap."""
-    starts = [a for a in times if t - rule.length_ms < a <= t] + [t]
-    return any(window_count(times, a, rule.length_ms) >= rule.cap for a in starts)
 
 
 # -- the pure rule -------------------------------------------------------------------------------------------

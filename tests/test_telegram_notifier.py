@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.fakes.telegram_server import FakeBotApi
-from tests.helpers import until
+from tests.helpers import max_in_window, until
 from ultra_signals.core.config import ConfigError, Settings, TelegramEvents, load_settings
 from ultra_signals.core.decision import Candidate, Decision, Side
 from ultra_signals.journal.writer import Journal, make_engine
@@ -211,11 +211,6 @@ def test_event_modes_on_silent_off(api: FakeBotApi, engine: Engine) -> None:
 # -- pacing --------------------------------------------------------------------------------------------------
 
 
-def _max_in_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    return max((sum(1 for t in times[i:] if t < a + window - EPS) for i, a in enumerate(times)), default=0)
-
-
 def test_pacing_holds_at_the_server(api: FakeBotApi, engine: Engine) -> None:
     rules = PacingRules(per_chat_interval_s=0.3, group_limit=3, group_window_s=1.0, global_limit=4, global_window_s=0.5)
     chats = ("1", "2", "3", "-100")
@@ -239,8 +234,8 @@ def test_pacing_holds_at_the_server(api: FakeBotApi, engine: Engine) -> None:
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert min(gaps) >= rules.per_chat_interval_s - EPS, (chat, gaps)
     group = [g.t for g in got if g.chat_id == "-100"]
-    assert _max_in_window(group, rules.group_window_s) <= rules.group_limit
-    assert _max_in_window([g.t for g in got], rules.global_window_s) <= rules.global_limit
+    assert max_in_window(group, rules.group_window_s, EPS) <= rules.group_limit
+    assert max_in_window([g.t for g in got], rules.global_window_s, EPS) <= rules.global_limit
     print(f"\npacing: 24 messages to 4 chats in {took:.2f} s under {rules}")
 
 

@@ -8,6 +8,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import max_in_window
 from ultra_signals.transport.telegram.pacing import Pacer, PacingRules, is_group
 
 #: Float rounding of sums of seconds (1e-16 s in practice), not a timing tolerance.
@@ -60,15 +61,6 @@ RULES = PacingRules(per_chat_interval_s=1.0, group_limit=3, group_window_s=5.0, 
 CHATS = ["1", "2", "3", "-10", "-20"]
 
 
-def _max_in_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    best = 0
-    for i, a in enumerate(times):
-        n = sum(1 for t in times[i:] if t < a + window - EPS)
-        best = max(best, n)
-    return best
-
-
 @settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_no_window_at_the_receiver_exceeds_a_limit(data: st.DataObject) -> None:
@@ -106,6 +98,6 @@ def test_no_window_at_the_receiver_exceeds_a_limit(data: st.DataObject) -> None:
         times.sort()
         assert all(b - a >= RULES.per_chat_interval_s - EPS for a, b in itertools.pairwise(times)), chat
         if is_group(chat):
-            assert _max_in_window(times, RULES.group_window_s) <= RULES.group_limit
+            assert max_in_window(times, RULES.group_window_s, EPS) <= RULES.group_limit
     everything = [t for ts in receipts.values() for t in ts]
-    assert _max_in_window(everything, RULES.global_window_s) <= RULES.global_limit
+    assert max_in_window(everything, RULES.global_window_s, EPS) <= RULES.global_limit
