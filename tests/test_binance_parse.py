@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import require_data
-from tests.fakes.binance_server import read_exchange_info_2021, read_recorded_2021, read_recorded_2024
+from tests.fakes.binance_server import read_recorded_2021, read_recorded_2024
 from ultra_signals.core.events import Funding, Kline
 from ultra_signals.core.instruments import parse_exchange_info
+from ultra_signals.execution.symbol_filters import load_exchange_info_file
 from ultra_signals.sources.binance.parse import (
     BookTickerMsg,
     DepthDiff,
@@ -162,7 +163,7 @@ def test_rest_kline_row() -> None:
 
 
 def test_exchange_info_filters_are_exact_decimals() -> None:
-    info = read_exchange_info_2021(require_data("ws", "binance-futures-exchangeinfo-20210722.txt"))
+    info = load_exchange_info_file(require_data("ws", "binance-futures-exchangeinfo-20210722.txt"))
     f = parse_exchange_info(info)
     assert len(f) == 122
     sushi = f["SUSHIUSDT"]

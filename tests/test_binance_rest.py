@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port, require_data
-from tests.fakes.binance_server import FakeBinance, ManualClock, csv_kline_rows, read_exchange_info_2021
+from tests.fakes.binance_server import FakeBinance, ManualClock, csv_kline_rows
+from ultra_signals.execution.symbol_filters import load_exchange_info_file
 from ultra_signals.live.metrics import Metrics
 from ultra_signals.sources.binance.rest import BinanceRest, RestError, weight_pause_s
 
@@ -163,7 +164,7 @@ def test_weight_header_near_the_limit_pauses_until_the_next_minute() -> None:
 
 
 def test_exchange_info_through_rest_matches_recording() -> None:
-    info = read_exchange_info_2021(require_data("ws", "binance-futures-exchangeinfo-20210722.txt"))
+    info = load_exchange_info_file(require_data("ws", "binance-futures-exchangeinfo-20210722.txt"))
     clock = ManualClock(1_700_000_000_000)
 
     async def go() -> None:

@@ -19,7 +19,6 @@ from tests.fakes.binance_server import (
     FakeBinance,
     ManualClock,
     csv_kline_rows,
-    read_exchange_info_2021,
     read_recorded_2021,
     read_rest_depth_2021,
     ws_kline,
@@ -27,6 +26,7 @@ from tests.fakes.binance_server import (
 from tests.helpers import metric
 from ultra_signals.core.config import Settings, load_settings
 from ultra_signals.core.events import BookDepth, BookTicker, Kline, MarketEvent, Trade
+from ultra_signals.execution.symbol_filters import load_exchange_info_file
 from ultra_signals.live.metrics import Metrics
 from ultra_signals.sources.base import SourceError
 from ultra_signals.sources.binance.source import BinanceSource, closes_at
@@ -38,7 +38,7 @@ SYMS_2021 = ["SUSHIUSDT", "CTKUSDT", "AKROUSDT", "KEEPUSDT"]
 
 # -- helpers --------------------------------------------------------------------------------------------------
 def _info() -> dict[str, Any]:
-    return read_exchange_info_2021(require_data("ws", "binance-futures-exchangeinfo-20210722.txt"))
+    return load_exchange_info_file(require_data("ws", "binance-futures-exchangeinfo-20210722.txt"))
 
 
 def _xrp_rows() -> list[list[Any]]:

@@ -78,12 +78,6 @@ def read_rest_depth_2021(path: Path) -> dict[str, str]:
     return out
 
 
-def read_exchange_info_2021(path: Path) -> dict[str, Any]:
-    first = path.read_text(encoding="utf-8").splitlines()[0]
-    obj: dict[str, Any] = json.loads(first.split(": ", 1)[1])
-    return obj
-
-
 def read_recorded_2024(path: Path) -> tuple[list[str], str]:
     """gzip ``<ns> <json>`` lines → (stream messages in order, the REST snapshot line's JSON)."""
     import gzip
