@@ -58,6 +58,25 @@ class _Position:
     opened_ms: int
 
 
+def _exit_at_market(
+    symbol: str, pos: _Position, decision_id: str, live_from_ms: int, order_ts_ms: int, ref: float
+) -> _Order:
+    """The market order that flattens ``pos`` (a close request, or a kill), its exit id from ``decision_id``."""
+    return _Order(
+        client_order_id(decision_id, OrderKind.EXIT),
+        decision_id,
+        symbol,
+        close_side(pos.side),
+        OrderKind.EXIT,
+        pos.qty,
+        "market",
+        0.0,
+        live_from_ms,
+        order_ts_ms,
+        ref,
+    )
+
+
 @dataclass(slots=True)
 class _Quote:
     buy: float  # price a market buy would pay before impact
@@ -131,21 +150,8 @@ class PaperBroker:
         pos = self._positions.get(symbol)
         if pos is None:
             return
-        cid = client_order_id(decision_id, OrderKind.EXIT)
         ref = self._last_price.get(symbol, (pos.entry_price, ts_ms))[0]
-        order = _Order(
-            cid,
-            decision_id,
-            symbol,
-            close_side(pos.side),
-            OrderKind.EXIT,
-            pos.qty,
-            "market",
-            0.0,
-            ts_ms + self.latency_ms,
-            ts_ms,
-            ref,
-        )
+        order = _exit_at_market(symbol, pos, decision_id, ts_ms + self.latency_ms, ts_ms, ref)
         self._orders.setdefault(symbol, []).append(order)
 
     async def start(self) -> None:
@@ -180,20 +186,7 @@ class PaperBroker:
                 self._emit_status(o.cid, symbol, "CANCELED", "kill", o.order_ts_ms)
         for symbol, pos in list(self._positions.items()):
             price, ts = self._last_price.get(symbol, (pos.entry_price, pos.opened_ms))
-            cid = client_order_id(pos.decision_id, OrderKind.EXIT)
-            order = _Order(
-                cid,
-                pos.decision_id,
-                symbol,
-                close_side(pos.side),
-                OrderKind.EXIT,
-                pos.qty,
-                "market",
-                0.0,
-                ts,
-                ts,
-                price,
-            )
+            order = _exit_at_market(symbol, pos, pos.decision_id, ts, ts, price)
             self._fill(order, self._impact(price, order), ts, maker=False)
             report.flattened.append(symbol)
         return report
