@@ -8,12 +8,9 @@ then ``tca`` and ``rollout gate`` on the second run, through the real CLI.  Fill
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from typer.testing import CliRunner
 
 from tests.conftest import require_data
@@ -30,16 +27,6 @@ def test_stage_order() -> None:
     assert previous_stage("production-phase1") == "canary" and previous_stage("shadow") is None
 
 
-@pytest.fixture
-def canary_ns(redis_url: str) -> Iterator[str]:
-    ns = f"test-canary-{uuid.uuid4().hex[:10]}"
-    yield ns
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(match=f"ultra_signals:{{{ns}*", count=1000):
-        client.delete(key)
-    client.close()
-
-
 def run_ids(journal: Journal) -> list[str]:
     return [r["run_id"] for r in status(journal)["runs"]]
 
@@ -47,7 +34,7 @@ def run_ids(journal: Journal) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_canary_replay_ends_with_tca_and_gate(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, canary_ns: str, redis_url: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, namespace: str, redis_url: str
 ) -> None:
     data = require_data("klines", "XRPUSDT-5m.csv").parent
     monkeypatch.chdir(tmp_path)  # reports/ lands here; settings come from the checkout
@@ -55,7 +42,7 @@ def test_canary_replay_ends_with_tca_and_gate(
     url = f"sqlite:///{tmp_path}/journal.db"
     cli = CliRunner()
     common = ["replay", "--data", str(data), "--symbols", "XRPUSDT", "--profile", "canary", "--journal", url]
-    common += ["--namespace", canary_ns, "--metrics-port", "0"]
+    common += ["--namespace", namespace, "--metrics-port", "0"]
 
     # Run 1: the breaker drill (a single loss trips).
     monkeypatch.setenv("ULTRA_SIGNALS_EXECUTION__BREAKERS__CONSECUTIVE_LOSSES", "1")
