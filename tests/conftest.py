@@ -11,12 +11,35 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("ULTRA_SIGNALS_TEST_DATA", REPO.parent / "shared" / "data"))
 REDIS_URL = os.environ.get("ULTRA_SIGNALS_TEST_REDIS", "redis://127.0.0.1:6379/0")
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def skip_or_fail_under_ci(msg: str, under_ci: str) -> NoReturn:
+    """Skip with ``msg``; under CI (``CI=true``) fail instead, adding ``under_ci``: there it must be present."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{msg}; {under_ci}")
+    pytest.skip(msg)
+
+
+def pg_unavailable() -> str | None:
+    """Why the machine's PostgreSQL (``PG_URL``) cannot be used, or None when it answers."""
+    from ultra_signals.journal.writer import make_engine
+
+    try:
+        eng = make_engine(PG_URL)
+        with eng.connect() as c:
+            c.exec_driver_sql("select 1")
+        eng.dispose()
+    except Exception as e:
+        return str(e)
+    return None
 
 
 def require_data(*parts: str) -> Path:
@@ -24,9 +47,7 @@ def require_data(*parts: str) -> Path:
     path = DATA_DIR.joinpath(*parts)
     if not path.exists():
         msg = f"recorded market data not found at {path} (expected ../shared/data beside the checkout)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg + "; under CI the data folder must be present")
-        pytest.skip(msg)
+        skip_or_fail_under_ci(msg, "under CI the data folder must be present")
     return path
 
 

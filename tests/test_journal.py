@@ -9,22 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from tests.conftest import PG_URL, pg_unavailable
 from tests.factories import T0, candidate
 from ultra_signals.core.decision import Decision
-from ultra_signals.journal.writer import Journal, JournalError, make_engine
-
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-def _pg_available() -> bool:
-    try:
-        eng = make_engine(PG_URL)
-        with eng.connect() as c:
-            c.execute(text("select 1"))
-        eng.dispose()
-        return True
-    except Exception:
-        return False
+from ultra_signals.journal.writer import Journal, JournalError
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -32,7 +20,7 @@ def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Journal]
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/var/journal.db"
     else:
-        if not _pg_available():
+        if pg_unavailable() is not None:
             pytest.skip(f"no PostgreSQL answers at {PG_URL}")
         url = PG_URL
     j = Journal(url, batch_size=3)

@@ -17,7 +17,7 @@ import pytest
 import redis
 from sqlalchemy import func, inspect, select, text
 
-from tests.conftest import free_port, require_data
+from tests.conftest import PG_URL, free_port, pg_unavailable, require_data
 from ultra_signals.apps.preflight import Check, check_caps, run_preflight
 from ultra_signals.core.config import Settings, load_settings
 from ultra_signals.journal.models import runs
@@ -25,7 +25,6 @@ from ultra_signals.journal.writer import Journal, make_engine
 
 pytestmark = pytest.mark.timeout(60)
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TOKEN = "123456:preflight-test-token-SECRET"
 API_KEY = "binance-key-SECRET-0001"
 API_SECRET = "binance-secret-SECRET-0002"
@@ -186,13 +185,9 @@ def test_fresh_journal_probe_leaves_no_file(tmp_path: Path) -> None:
 
 
 def _pg_or_skip() -> None:
-    try:
-        eng = make_engine(PG_URL)
-        with eng.connect() as c:
-            c.execute(text("select 1"))
-        eng.dispose()
-    except Exception as e:
-        pytest.skip(f"no PostgreSQL answers at {PG_URL}: {e}")
+    why = pg_unavailable()
+    if why is not None:
+        pytest.skip(f"no PostgreSQL answers at {PG_URL}: {why}")
 
 
 def test_postgresql_probe_on_an_empty_schema_is_rolled_back(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ except under ``CI=true``, where they fail: CI must install it (``apt-get install
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -19,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port
+from tests.conftest import free_port, skip_or_fail_under_ci
 from tests.test_dashboard import dashboard_exprs, start_shadow, stop
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,9 +29,7 @@ def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         msg = f"{name} not found: install Debian's prometheus package (apt-get install -y prometheus)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg + "; under CI it must be installed")
-        pytest.skip(msg)
+        skip_or_fail_under_ci(msg, "under CI it must be installed")
     return path
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,10 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from tests.conftest import PG_URL, skip_or_fail_under_ci
 from ultra_signals.journal.writer import Journal, make_engine
 from ultra_signals.transport.telegram.outbox import FAILED, SENT, Outbox
-
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def _pg_engine(schema: str) -> Engine:
@@ -34,9 +32,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
             c.execute(text(f"CREATE SCHEMA {schema}"))
     except Exception as e:
         admin.dispose()
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"no PostgreSQL at {PG_URL}: {e}")
-        pytest.skip(f"no PostgreSQL answers at {PG_URL}")
+        skip_or_fail_under_ci(f"no PostgreSQL answers at {PG_URL}", f"under CI it must answer ({e})")
     eng = _pg_engine(schema)
     yield eng
     eng.dispose()
