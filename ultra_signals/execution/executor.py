@@ -14,12 +14,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from ultra_signals.core.config import Settings
 from ultra_signals.core.decision import Decision, Side
 from ultra_signals.core.events import BookTicker, MarketEvent, event_time
 from ultra_signals.core.instruments import SymbolFilters, parse_exchange_info
+from ultra_signals.execution.base import Executor
 from ultra_signals.execution.breakers import (
     BLOCK_REASON,
     DAY_MS,
@@ -54,16 +55,6 @@ from ultra_signals.transport.notifier import Notice, Notifier
 __all__ = ["Executor", "NullExecutor", "RunnerHealth", "TradingExecutor", "make_executor"]
 
 _QTY_EPS = 1e-12
-
-
-class Executor(Protocol):
-    def on_market_event(self, ev: MarketEvent) -> None: ...
-    def on_signal(self, decision: Decision) -> None: ...
-    def on_health(self, h: RunnerHealth) -> None: ...
-    def blocking_reason(self) -> str | None: ...
-    def summary(self) -> dict[str, Any]: ...
-    async def start(self) -> None: ...
-    async def aclose(self) -> None: ...
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from ultra_signals.core.clock import EventClock
 from ultra_signals.core.config import Settings, redacted_dict
@@ -26,25 +26,13 @@ from ultra_signals.core.decision import Decision
 from ultra_signals.core.events import Kline, MarketEvent, event_time
 from ultra_signals.engine.pipeline import SignalEngine
 from ultra_signals.engine.sniper_counters import CapPolicy, MemoryCounters, SniperCounters
+from ultra_signals.execution.base import Executor
 from ultra_signals.execution.breakers import RunnerHealth
 from ultra_signals.journal.writer import Journal
 from ultra_signals.live.metrics import Metrics
 from ultra_signals.sources.base import MarketSource
 from ultra_signals.transport.messages import MODE_PREFIX, signal_card
 from ultra_signals.transport.notifier import Notice, Notifier
-
-
-class Executor(Protocol):
-    """What the runner needs of the execution layer (paper or exchange broker behind a risk gateway)."""
-
-    def on_market_event(self, ev: MarketEvent) -> None: ...
-    def on_signal(self, decision: Decision) -> None: ...
-    def on_health(self, h: RunnerHealth) -> None: ...
-    def blocking_reason(self) -> str | None: ...
-    def summary(self) -> dict[str, Any]: ...
-    async def start(self) -> None: ...
-    async def aclose(self) -> None: ...
-
 
 BACKENDS = ("memory", "redis", "blocked")  # values of sniper_counter_backend{backend}
 
