@@ -195,3 +195,15 @@ def test_sigterm_ends_the_run_cleanly_with_journal_and_report(tmp_path: Path) ->
     data = json.loads(rep.read_text())
     assert data["status"] == "interrupted" and data["verdict"] == "NO-GO"
     assert "run interrupted" in next(c["evidence"] for c in data["criteria"] if c["name"] == "no_crash")
+
+
+def test_shadow_on_replayed_candles_runs_for_its_duration(tmp_path: Path) -> None:
+    p = cli(
+        tmp_path, "shadow", "--source", "replay", "--data", str(require_data("klines")), "--symbols", "ETHBTC",
+        "--duration", "360", "--metrics-port", "0",
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    [rep] = (tmp_path / "reports").glob("shadow_results_*.json")
+    window = json.loads(rep.read_text())["market_window"]
+    assert window["planned_end_ms"] - window["start_ms"] == 360 * 60_000
+    assert window["start_ms"] < window["end_ms"] <= window["planned_end_ms"]

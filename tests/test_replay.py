@@ -219,3 +219,17 @@ def test_file_without_a_complete_bar_of_the_timeframes_is_an_error(tmp_path: Pat
     (tmp_path / "ETHBTC-5m.csv").write_text("\n".join([lines[0], *lines[2:5]]) + "\n")  # 01:00-01:10: no 1h end
     with pytest.raises(SourceError, match=r"ETHBTC: ETHBTC-5m\.csv holds no complete 1h bar"):
         ReplaySource(tmp_path, None, ["1h"], None, None, 0)
+
+
+def test_duration_ends_the_run_that_long_after_its_default_start() -> None:
+    folder = require_data("klines")
+    by_duration = ReplaySource(folder, ["ETHBTC"], ["5m", "15m", "1h"], warmup_bars=50, duration_ms=6 * 3_600_000)
+    by_end = ReplaySource(
+        folder, ["ETHBTC"], ["5m", "15m", "1h"], warmup_bars=50, end_ms=by_duration.run_start_ms + 6 * 3_600_000
+    )
+    assert by_duration.run_end_ms == by_duration.run_start_ms + 6 * 3_600_000
+    assert (by_duration.run_start_ms, by_duration.run_end_ms, len(by_duration)) == (
+        by_end.run_start_ms,
+        by_end.run_end_ms,
+        len(by_end),
+    )

@@ -28,8 +28,6 @@ def build_source(
         folder = data_dir or settings.replay.data_dir
         if not folder:
             raise SourceError("replay needs a data folder: --data DIR or replay.data_dir in settings")
-        if duration_minutes is not None and end_ms is None and start_ms is not None:
-            end_ms = start_ms + duration_minutes * 60_000
         src = ReplaySource(
             folder,
             rt.symbols if symbols_given else None,
@@ -37,16 +35,8 @@ def build_source(
             start_ms=start_ms,
             end_ms=end_ms,
             warmup_bars=rt.warmup_bars,
+            duration_ms=duration_minutes * 60_000 if duration_minutes is not None else None,
         )
-        if duration_minutes is not None and end_ms is None:
-            src = ReplaySource(
-                folder,
-                rt.symbols if symbols_given else None,
-                rt.timeframes,
-                start_ms=src.run_start_ms,
-                end_ms=src.run_start_ms + duration_minutes * 60_000,
-                warmup_bars=rt.warmup_bars,
-            )
         missing = [tf for tf in rt.signal_timeframes if tf not in src.info.timeframes]
         if missing:
             raise SourceError(

@@ -57,7 +57,9 @@ class ReplaySource:
         start_ms: int | None = None,
         end_ms: int | None = None,
         warmup_bars: int = 0,
+        duration_ms: int | None = None,
     ) -> None:
+        """``duration_ms`` (without ``end_ms``) ends the run that long after its start, wherever the start falls."""
         if warmup_bars < 0:
             raise SourceError(f"warmup_bars must be >= 0 (got {warmup_bars})")
         if not timeframes:
@@ -86,6 +88,8 @@ class ReplaySource:
         coarsest = tfs[-1]
         run_start, warm_from = self._window(chosen, per_symbol, coarsest, start_ms, warmup_bars, notices)
         data_end = max(max(k.close_time for k in bars) + 1 for bars in per_symbol)
+        if end_ms is None and duration_ms is not None:
+            end_ms = run_start + duration_ms
         run_end = data_end if end_ms is None else end_ms
         if run_end <= run_start:
             raise SourceError(
