@@ -206,11 +206,8 @@ def _notifier(settings: Settings, metrics: Metrics, journal: Journal) -> Any:
 
     sink = settings.notifier.sink
     if sink == "telegram":
-        try:
-            from ultra_signals.transport.telegram.notifier import make_telegram_notifier
-        except ImportError:
-            _fail("notifier.sink is telegram but the Telegram notifier is not available in this build")
-            raise
+        from ultra_signals.transport.telegram.notifier import make_telegram_notifier
+
         try:
             return make_telegram_notifier(settings, metrics, journal.engine, settings.runtime.mode)
         except ConfigError as e:
@@ -224,10 +221,8 @@ def _notifier(settings: Settings, metrics: Metrics, journal: Journal) -> Any:
 def _executor(settings: Settings, metrics: Metrics, journal: Journal, notifier: Any, run_id: str) -> Any:
     if settings.execution.broker == "none":
         return None
-    try:
-        from ultra_signals.execution.executor import make_executor
-    except ImportError:
-        return None
+    from ultra_signals.execution.executor import make_executor
+
     return make_executor(settings, metrics, journal, notifier, run_id)
 
 
@@ -431,17 +426,15 @@ def monitor(ctx: typer.Context) -> None:
     monitor_cli(list(ctx.args), prog_name="ultra-signals monitor")
 
 
-def _register_optional() -> None:
-    """Commands contributed by the operator (Telegram) and execution layers, when present."""
-    for mod in ("ultra_signals.apps.cli_operator", "ultra_signals.apps.cli_execution"):
-        try:
-            module = __import__(mod, fromlist=["register"])
-        except ImportError:
-            continue
-        module.register(app)
+def _register_layers() -> None:
+    """Commands contributed by the operator (Telegram) and execution layers."""
+    from ultra_signals.apps import cli_execution, cli_operator
+
+    cli_operator.register(app)
+    cli_execution.register(app)
 
 
-_register_optional()
+_register_layers()
 
 
 def main() -> None:

@@ -24,8 +24,9 @@ from ultra_signals.core.clock import EventClock
 from ultra_signals.core.config import Settings, redacted_dict
 from ultra_signals.core.decision import Decision
 from ultra_signals.core.events import Kline, MarketEvent, event_time
+from ultra_signals.engine.counters_factory import make_counters, policy_from
 from ultra_signals.engine.pipeline import SignalEngine
-from ultra_signals.engine.sniper_counters import CapPolicy, MemoryCounters, SniperCounters
+from ultra_signals.engine.sniper_counters import SniperCounters
 from ultra_signals.execution.base import Executor
 from ultra_signals.execution.breakers import RunnerHealth
 from ultra_signals.journal.writer import Journal
@@ -141,7 +142,9 @@ class Runner:
             decisions_out=str(self.decisions_out) if self.decisions_out else None,
         )
         seed = list(journal.allowed_reservations(self.journal_ns))
-        self.counters = counters or _default_counters(settings, self.metrics, base_ns, seed, self._counter_event)
+        self.counters = counters or make_counters(
+            settings, self.metrics, namespace=base_ns, seed=seed, on_event=self._counter_event
+        )
         if counters is not None:
             self.counters.seed(seed)
         self.clock = EventClock()
@@ -191,9 +194,7 @@ class Runner:
         self.metrics.run_info.labels(
             run_id=self.run_id, mode=rt.mode, source=st.source, simulated=str(st.simulated).lower()
         ).set(1)
-        for rule in CapPolicy.from_limits(
-            self.settings.sniper.max_signals_per_hour, self.settings.sniper.daily_signal_cap
-        ).rules:
+        for rule in policy_from(self.settings.sniper).rules:
             self.metrics.window_cap.labels(window=rule.window).set(rule.cap)
         if self.serve_metrics and self.settings.metrics.enabled:
             st.metrics_port = self.metrics.serve(self.settings.metrics.host, self.settings.metrics.port)
@@ -470,25 +471,3 @@ class Runner:
         )
         self.counters.close()
         st.status = status
-
-
-def _default_counters(
-    settings: Settings,
-    metrics: Metrics,
-    namespace: str,
-    seed: list[Any],
-    on_event: Callable[[str, str], None],
-) -> SniperCounters:
-    """Redis-backed counters when configured (with failover), else memory, seeded from the journal."""
-    try:
-        from ultra_signals.engine.counters_factory import make_counters
-    except ImportError:
-        s = settings.sniper
-        mem = MemoryCounters(
-            CapPolicy.from_limits(
-                s.max_signals_per_hour, s.daily_signal_cap, s.per_symbol_max_per_hour, s.per_symbol_daily_cap
-            )
-        )
-        mem.seed(seed)
-        return mem
-    return make_counters(settings, metrics, namespace=namespace, seed=seed, on_event=on_event)
