@@ -34,11 +34,12 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import describe
+from ultra_signals.core.caps import CapPolicy, Reservation
 from ultra_signals.core.config import RedisSettings
-from ultra_signals.engine.failover_counters import FailoverCounters
-from ultra_signals.engine.redis_counters import KEY_ROOT, RedisCounters, connect
-from ultra_signals.engine.sniper_counters import CapPolicy, MemoryCounters, Reservation
-from ultra_signals.live.metrics import Metrics
+from ultra_signals.counters.failover import FailoverCounters
+from ultra_signals.counters.redis_backend import KEY_ROOT, RedisCounters, connect
+from ultra_signals.counters.windows import MemoryCounters
+from ultra_signals.observability.metrics import Metrics
 
 POLICY = CapPolicy.from_limits(2, 6, symbol_per_hour=1, symbol_per_day=3)
 SYMBOLS = [f"SYM{i}USDT" for i in range(20)]

@@ -26,8 +26,8 @@ from bench.machine import describe
 from ultra_signals.apps.report import latency_percentiles
 from ultra_signals.core.config import load_settings
 from ultra_signals.journal.writer import Journal
-from ultra_signals.live.metrics import Metrics
 from ultra_signals.live.runner import Runner
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.replay import ReplaySource
 from ultra_signals.sources.sim import export_candles
 from ultra_signals.transport.notifier import NullNotifier

@@ -10,8 +10,8 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
-from ultra_signals.engine.sniper_counters import CapRule
-from ultra_signals.live.metrics import Metrics
+from ultra_signals.core.caps import CapRule
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.transport.notifier import Notice
 
 

@@ -24,7 +24,7 @@ from ultra_signals.execution.brokers.binance import BinanceBroker
 from ultra_signals.execution.executor import TradingExecutor, make_executor
 from ultra_signals.execution.store import ExecStore
 from ultra_signals.journal.writer import Journal
-from ultra_signals.live.metrics import Metrics
+from ultra_signals.observability.metrics import Metrics
 
 pytestmark = pytest.mark.timeout(60)
 KEY, SECRET = "fake-api-key-0123", "fake-api-secret-4567"

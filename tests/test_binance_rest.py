@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import free_port, require_data
 from tests.fakes.binance_server import FakeBinance, ManualClock, csv_kline_rows
 from ultra_signals.execution.symbol_filters import load_exchange_info_file
-from ultra_signals.live.metrics import Metrics
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.binance.rest import BinanceRest, RestError, weight_pause_s
 
 pytestmark = pytest.mark.timeout(60)

@@ -27,7 +27,7 @@ from tests.helpers import metric
 from ultra_signals.core.config import Settings, load_settings
 from ultra_signals.core.events import BookDepth, BookTicker, Kline, MarketEvent, Trade
 from ultra_signals.execution.symbol_filters import load_exchange_info_file
-from ultra_signals.live.metrics import Metrics
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.base import SourceError
 from ultra_signals.sources.binance.source import BinanceSource, closes_at
 

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import free_port, require_data
 from tests.fakes.binance_server import FakeBinance, ManualClock, read_recorded_2021
 from tests.helpers import metric
-from ultra_signals.live.metrics import Metrics
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.binance.ws import StreamPool, WsMessage, WsOptions, WsStatus, build_urls
 
 pytestmark = pytest.mark.timeout(60)

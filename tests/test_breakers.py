@@ -24,7 +24,7 @@ from ultra_signals.execution.breakers import (
 from ultra_signals.execution.executor import TradingExecutor, make_executor
 from ultra_signals.execution.store import ExecStore
 from ultra_signals.journal.writer import Journal
-from ultra_signals.live.metrics import Metrics
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.transport.notifier import ConsoleNotifier
 
 T0 = 1_767_571_200_000  # 2026-01-05 00:00 UTC

@@ -27,8 +27,8 @@ import pytest
 import redis
 
 from tests.helpers import full_window_containing, worst_window
-from ultra_signals.engine.redis_counters import KEY_ROOT, RedisCounters
-from ultra_signals.engine.sniper_counters import DAY_MS, HOUR_MS, CapPolicy, CapRule, Reservation
+from ultra_signals.core.caps import DAY_MS, HOUR_MS, CapPolicy, CapRule, Reservation
+from ultra_signals.counters.redis_backend import KEY_ROOT, RedisCounters
 
 WORKERS = 4
 ATTEMPTS = 1500  # per worker

@@ -7,11 +7,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.redis_proc import RedisProc, private_redis, wait_until
+from ultra_signals.core.caps import Reservation
 from ultra_signals.core.config import RedisSettings, Settings, SniperSettings
-from ultra_signals.engine.counters_factory import make_counters, policy_from
-from ultra_signals.engine.failover_counters import FailoverCounters
-from ultra_signals.engine.sniper_counters import MemoryCounters, Reservation
-from ultra_signals.live.metrics import Metrics
+from ultra_signals.counters.factory import make_counters, policy_from
+from ultra_signals.counters.failover import FailoverCounters
+from ultra_signals.counters.windows import MemoryCounters
+from ultra_signals.observability.metrics import Metrics
 
 T0 = 1_700_000_000_000
 MIN = 60_000

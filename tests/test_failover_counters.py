@@ -14,17 +14,12 @@ import pytest
 import redis
 
 from tests.redis_proc import RedisProc, private_redis, wait_until
+from ultra_signals.core.caps import HOUR_MS, CapPolicy, CapResult, Reservation
 from ultra_signals.core.config import RedisSettings
-from ultra_signals.engine.failover_counters import FailoverCounters
-from ultra_signals.engine.redis_counters import RedisCounters, connect
-from ultra_signals.engine.sniper_counters import (
-    HOUR_MS,
-    CapPolicy,
-    CapResult,
-    MemoryCounters,
-    Reservation,
-)
-from ultra_signals.live.metrics import Metrics
+from ultra_signals.counters.failover import FailoverCounters
+from ultra_signals.counters.redis_backend import RedisCounters, connect
+from ultra_signals.counters.windows import MemoryCounters
+from ultra_signals.observability.metrics import Metrics
 
 MIN = 60_000
 T0 = 1_700_000_000_000

@@ -28,7 +28,7 @@ from ultra_signals.apps.monitor import (
     run_monitor,
     scrape,
 )
-from ultra_signals.live.metrics import LATENCY_BUCKETS_MS, Metrics
+from ultra_signals.observability.metrics import LATENCY_BUCKETS_MS, Metrics
 
 pytestmark = pytest.mark.timeout(60)
 INF = math.inf

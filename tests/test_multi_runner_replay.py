@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, require_data
-from ultra_signals.engine.sniper_counters import DAY_MS, HOUR_MS
+from ultra_signals.core.caps import DAY_MS, HOUR_MS
 
 GROUPS = [
     ["ADABTC", "DASHBTC", "ETCBTC"],

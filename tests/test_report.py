@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from tests.conftest import require_data
 from ultra_signals.apps.report import evaluate, latency_percentiles, max_in_sliding_window, write_report
+from ultra_signals.core.caps import HOUR_MS
 from ultra_signals.core.config import load_settings
-from ultra_signals.engine.sniper_counters import HOUR_MS
 from ultra_signals.journal.writer import Journal
-from ultra_signals.live.metrics import Metrics
 from ultra_signals.live.runner import Runner, RunStats
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.replay import ReplaySource
 from ultra_signals.transport.notifier import NullNotifier
 

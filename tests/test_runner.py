@@ -10,11 +10,11 @@ from typing import Any
 
 from tests.conftest import require_data
 from ultra_signals.apps.report import max_in_sliding_window
+from ultra_signals.core.caps import DAY_MS, HOUR_MS
 from ultra_signals.core.config import Settings, load_settings
-from ultra_signals.engine.sniper_counters import DAY_MS, HOUR_MS
 from ultra_signals.journal.writer import Journal
-from ultra_signals.live.metrics import Metrics
 from ultra_signals.live.runner import Runner, RunStats
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.replay import ReplaySource
 from ultra_signals.transport.notifier import NullNotifier
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from tests.factories import T0, candidate, features
+from ultra_signals.core.caps import CapPolicy
 from ultra_signals.core.config import FeatureSettings, SniperSettings
 from ultra_signals.core.decision import Side
 from ultra_signals.core.events import Kline
+from ultra_signals.counters.windows import MemoryCounters
 from ultra_signals.engine.risk_filters import FilterContext, MarketState
 from ultra_signals.engine.sniper import CooldownFilter, MtfConfirmFilter, Sniper
-from ultra_signals.engine.sniper_counters import CapPolicy, MemoryCounters
 from ultra_signals.features.store import FeatureStore
 
 M15 = 900_000

@@ -13,8 +13,8 @@ from tests.fakes.telegram_server import FakeBotApi
 from tests.helpers import until
 from ultra_signals.core.config import Settings, load_settings
 from ultra_signals.journal.writer import Journal
-from ultra_signals.live.metrics import Metrics
 from ultra_signals.live.runner import Runner
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.factory import build_source
 from ultra_signals.transport.telegram.client import TelegramClient
 from ultra_signals.transport.telegram.commands import OFFSET_KEY, PAUSED_KEY, Command, parse_command

@@ -30,8 +30,8 @@ from tests.helpers import max_in_window, until
 from ultra_signals.core.config import ConfigError, Settings, TelegramEvents, load_settings
 from ultra_signals.core.decision import Candidate, Decision, Side
 from ultra_signals.journal.writer import Journal, make_engine
-from ultra_signals.live.metrics import Metrics
 from ultra_signals.live.runner import Runner, RunStats
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.factory import build_source
 from ultra_signals.transport.messages import fmt_price, signal_card
 from ultra_signals.transport.notifier import Notice

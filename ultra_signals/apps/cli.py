@@ -24,8 +24,8 @@ from rich.text import Text
 
 from ultra_signals.core.config import ConfigError, Settings, load_settings, redacted_dict
 from ultra_signals.journal.writer import Journal, JournalError
-from ultra_signals.live.metrics import Metrics
 from ultra_signals.live.runner import Runner, RunStats, new_run_id
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.base import SourceError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import func, select
 
+from ultra_signals.core.caps import DAY_MS, HOUR_MS
 from ultra_signals.core.config import ConfigError, Settings, load_settings, redact_url
-from ultra_signals.engine.sniper_counters import DAY_MS, HOUR_MS
 from ultra_signals.journal.models import decisions
 from ultra_signals.journal.writer import Journal
 from ultra_signals.transport.telegram.commands import PAUSED_KEY

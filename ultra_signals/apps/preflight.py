@@ -269,7 +269,7 @@ def check_counter_backend(s: Settings) -> tuple[bool, str]:
     r = s.redis
     if not r.enabled:
         return True, "memory counters (this process only; rebuilt from the journal at start)"
-    from ultra_signals.engine.redis_counters import connect, describe_target
+    from ultra_signals.counters.redis_backend import connect, describe_target
 
     target = describe_target(r)
     client = None
@@ -310,7 +310,7 @@ def check_market_source(s: Settings) -> tuple[bool, str]:
 
 def _check_sim(s: Settings) -> tuple[bool, str]:
     """Build the simulator the run would build and draw its first event: proves it generates, not just imports."""
-    from ultra_signals.live.metrics import Metrics
+    from ultra_signals.observability.metrics import Metrics
     from ultra_signals.sources.factory import build_source
 
     source = build_source(s, Metrics(), duration_minutes=1)

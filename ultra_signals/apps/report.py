@@ -17,12 +17,12 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ultra_signals.core.caps import DAY_MS, HOUR_MS
 from ultra_signals.core.config import Settings
 from ultra_signals.core.timeframes import tf_ms
-from ultra_signals.engine.sniper_counters import DAY_MS, HOUR_MS
 from ultra_signals.journal.writer import Journal
-from ultra_signals.live.metrics import Metrics
 from ultra_signals.live.runner import RunStats
+from ultra_signals.observability.metrics import Metrics
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ultra_signals.core.caps import SniperCounters
 from ultra_signals.core.clock import EventClock
 from ultra_signals.core.config import Settings
 from ultra_signals.core.decision import Candidate, Decision
@@ -22,7 +23,6 @@ from ultra_signals.engine.risk_filters import (
 )
 from ultra_signals.engine.scoring import levels, score
 from ultra_signals.engine.sniper import Sniper, htf_trend
-from ultra_signals.engine.sniper_counters import SniperCounters
 from ultra_signals.features.store import FeatureStore
 
 

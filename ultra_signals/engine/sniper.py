@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ultra_signals.core.caps import CapResult, Reservation, SniperCounters
 from ultra_signals.core.config import SniperSettings
 from ultra_signals.core.decision import Candidate, Side
 from ultra_signals.core.timeframes import tf_ms
 from ultra_signals.engine.risk_filters import FilterContext
-from ultra_signals.engine.sniper_counters import CapResult, Reservation, SniperCounters
 from ultra_signals.features.store import Features
 
 

@@ -48,7 +48,7 @@ from ultra_signals.execution.sizing import round_to, size_order
 from ultra_signals.execution.store import ExecStore
 from ultra_signals.execution.symbol_filters import load_exchange_info_file
 from ultra_signals.journal.writer import Journal
-from ultra_signals.live.metrics import Metrics
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.transport.messages import MODE_PREFIX
 from ultra_signals.transport.notifier import Notice, Notifier
 

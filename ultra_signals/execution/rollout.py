@@ -15,7 +15,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ultra_signals.engine.sniper_counters import DAY_MS, HOUR_MS, max_window_count
+from ultra_signals.core.caps import DAY_MS, HOUR_MS
+from ultra_signals.counters.windows import max_window_count
 from ultra_signals.execution.store import ExecStore
 from ultra_signals.journal.models import decisions, runs
 from ultra_signals.journal.writer import Journal

@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, insert, select, update
 from sqlalchemy.engine import make_url
 
+from ultra_signals.core.caps import Reservation
 from ultra_signals.core.decision import Decision
-from ultra_signals.engine.sniper_counters import Reservation
 from ultra_signals.journal.models import decisions, metadata, runs, state
 
 

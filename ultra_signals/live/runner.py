@@ -20,17 +20,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from ultra_signals.core.caps import SniperCounters
 from ultra_signals.core.clock import EventClock
 from ultra_signals.core.config import Settings, redacted_dict
 from ultra_signals.core.decision import Decision
 from ultra_signals.core.events import Kline, MarketEvent, event_time
-from ultra_signals.engine.counters_factory import make_counters, policy_from
+from ultra_signals.counters.factory import make_counters, policy_from
 from ultra_signals.engine.pipeline import SignalEngine
-from ultra_signals.engine.sniper_counters import SniperCounters
 from ultra_signals.execution.base import Executor
 from ultra_signals.execution.breakers import RunnerHealth
 from ultra_signals.journal.writer import Journal
-from ultra_signals.live.metrics import Metrics
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.base import MarketSource
 from ultra_signals.transport.messages import MODE_PREFIX, signal_card
 from ultra_signals.transport.notifier import Notice, Notifier

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ultra_signals.core.config import Settings
-from ultra_signals.live.metrics import Metrics
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.base import MarketSource, SourceError
 
 

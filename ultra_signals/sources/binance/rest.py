@@ -21,7 +21,7 @@ import httpx
 from ultra_signals.core.backoff import backoff_delay
 from ultra_signals.core.events import Kline
 from ultra_signals.core.timeframes import tf_ms
-from ultra_signals.live.metrics import Metrics
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.binance.parse import (
     DepthSnapshot,
     ParseError,

@@ -33,7 +33,7 @@ from ultra_signals.core.config import Settings
 from ultra_signals.core.events import BookDepth, Funding, Kline, MarketEvent
 from ultra_signals.core.instruments import SymbolFilters, parse_exchange_info
 from ultra_signals.core.timeframes import tf_ms
-from ultra_signals.live.metrics import Metrics
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.base import SourceError, SourceInfo
 from ultra_signals.sources.binance.flow import FlowTracker
 from ultra_signals.sources.binance.orderbook import OrderBook, Outcome

@@ -33,7 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from ultra_signals.core.backoff import backoff_delay
-from ultra_signals.live.metrics import Metrics
+from ultra_signals.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from ultra_signals.transport.telegram.client import RetryAfter, TelegramClient
 from ultra_signals.transport.telegram.format import kv_text, signals_text
 
 if TYPE_CHECKING:
-    from ultra_signals.live.metrics import Metrics
+    from ultra_signals.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

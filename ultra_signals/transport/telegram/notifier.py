@@ -31,7 +31,7 @@ from ultra_signals.transport.telegram.outbox import Outbox, OutboxRow
 from ultra_signals.transport.telegram.pacing import Pacer, PacingRules
 
 if TYPE_CHECKING:
-    from ultra_signals.live.metrics import Metrics
+    from ultra_signals.observability.metrics import Metrics
     from ultra_signals.transport.telegram.commands import CommandHandler, OperatorView, StateStore
 
 log = logging.getLogger(__name__)

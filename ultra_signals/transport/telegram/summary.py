@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, select
 
-from ultra_signals.engine.sniper_counters import DAY_MS
+from ultra_signals.core.caps import DAY_MS
 from ultra_signals.journal.models import decisions
 from ultra_signals.transport.notifier import Notice
 from ultra_signals.transport.telegram.format import DailyStats, daily_summary_text

@@ -1,4 +1,4 @@
-"""Sniper cap counters: the window rule (pure), the backend interface, and the in-process memory backend.
+"""Sniper cap counters: the window rule (pure) and the in-process memory backend.
 
 "Never over the cap" is a statement about *every* sliding window on the time axis, not just the one that ends
 at the new signal: reservations can arrive out of event-time order (skewed hosts, a standby catching up, replays
@@ -10,67 +10,8 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
-
-
-@dataclass(frozen=True, slots=True)
-class CapRule:
-    window: str  # "hour" | "day": the label of sniper_window_count{window}
-    length_ms: int
-    cap: int
-    reason: str  # reason code when this window refuses
-
-
-@dataclass(frozen=True, slots=True)
-class CapPolicy:
-    """Caps for the whole deployment, and optionally for each symbol on its own."""
-
-    rules: tuple[CapRule, ...]  # checked in order: hourly before daily
-    symbol_rules: tuple[CapRule, ...] = ()
-
-    @classmethod
-    def from_limits(
-        cls,
-        per_hour: int,
-        per_day: int,
-        symbol_per_hour: int | None = None,
-        symbol_per_day: int | None = None,
-    ) -> CapPolicy:
-        rules = (CapRule("hour", HOUR_MS, per_hour, "hourly_cap"), CapRule("day", DAY_MS, per_day, "daily_cap"))
-        sym: list[CapRule] = []
-        if symbol_per_hour is not None:
-            sym.append(CapRule("hour", HOUR_MS, symbol_per_hour, "hourly_cap"))
-        if symbol_per_day is not None:
-            sym.append(CapRule("day", DAY_MS, symbol_per_day, "daily_cap"))
-        return cls(rules, tuple(sym))
-
-    @property
-    def horizon_ms(self) -> int:
-        """How far around a reservation the rule looks: the longest window."""
-        return max(r.length_ms for r in (*self.rules, *self.symbol_rules))
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    id: str  # unique per (run, symbol, bar time): a retry with the same id never counts twice
-    symbol: str
-    ts_ms: int  # event time of the signal
-
-
-@dataclass(frozen=True, slots=True)
-class CapResult:
-    allowed: bool
-    reason: str | None  # "hourly_cap" | "daily_cap" | None
-    counts: dict[str, int] = field(default_factory=dict)  # global trailing window counts at ts, after the call
-    duplicate: bool = False  # the id had been reserved already (a retry)
-
-
-class CounterBackendError(RuntimeError):
-    """The backend could not answer (timeout, connection, foreign data under our keys)."""
+from ultra_signals.core.caps import CapPolicy, CapResult, CapRule, Reservation
 
 
 def max_window_count(times: Sequence[int], t: int, length_ms: int) -> int:
@@ -102,30 +43,6 @@ def refusal(times: Sequence[int], t: int, rules: Iterable[CapRule]) -> str | Non
         if max_window_count(times, t, rule.length_ms) + 1 > rule.cap:
             return rule.reason
     return None
-
-
-class SniperCounters(Protocol):
-    """Check-and-reserve for cap windows.  Implementations must make the check and the reserve one atomic step."""
-
-    @property
-    def backend(self) -> str:
-        """Who decides: "memory", "redis" or "blocked" (Redis away with on_failure=block).
-
-        It is the label of sniper_counter_backend{backend} that is 1.
-        """
-        ...
-
-    def check_and_reserve(self, res: Reservation) -> CapResult: ...
-
-    def window_counts(self, ts_ms: int, symbol: str | None = None) -> dict[str, int]:
-        """Trailing counts per window at ``ts_ms`` (global, or the symbol's own); reserves nothing."""
-        ...
-
-    def seed(self, reservations: Iterable[Reservation]) -> None:
-        """Load reservations already made (from the journal at start); ids already known are ignored."""
-        ...
-
-    def close(self) -> None: ...
 
 
 class MemoryCounters:

@@ -12,16 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import full_window_containing, window_count, worst_window
-from ultra_signals.engine.sniper_counters import (
-    DAY_MS,
-    HOUR_MS,
-    CapPolicy,
-    MemoryCounters,
-    Reservation,
-    max_window_count,
-    refusal,
-    trailing_count,
-)
+from ultra_signals.core.caps import DAY_MS, HOUR_MS, CapPolicy, Reservation
+from ultra_signals.counters.windows import MemoryCounters, max_window_count, refusal, trailing_count
 
 MIN = 60_000
 T0 = 1_700_000_000_000  # an arbitrary epoch-ms origin, far from zero like real event times

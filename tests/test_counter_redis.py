@@ -17,21 +17,15 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from tests.redis_proc import RedisProc, private_redis
+from ultra_signals.core.caps import DAY_MS, HOUR_MS, CapPolicy, CounterBackendError, Reservation
 from ultra_signals.core.config import RedisSettings
-from ultra_signals.engine.redis_counters import (
+from ultra_signals.counters.redis_backend import (
     KEY_ROOT,
     RedisCounters,
     connect,
     describe_target,
 )
-from ultra_signals.engine.sniper_counters import (
-    DAY_MS,
-    HOUR_MS,
-    CapPolicy,
-    CounterBackendError,
-    MemoryCounters,
-    Reservation,
-)
+from ultra_signals.counters.windows import MemoryCounters
 
 MIN = 60_000
 T0 = 1_700_000_000_000

@@ -6,7 +6,7 @@ sliding window containing the new point), trims as the windows slide and refresh
 touches shares one hash tag, ``{<namespace>:<profile>}``, so the script also runs on Redis Cluster.
 
 This module only talks to Redis and turns every failure into :class:`CounterBackendError`; deciding what to
-do when Redis is away is :mod:`ultra_signals.engine.failover_counters`' job.
+do when Redis is away is :mod:`ultra_signals.counters.failover`' job.
 """
 
 from __future__ import annotations
@@ -21,16 +21,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ultra_signals.core.caps import CapPolicy, CapResult, CapRule, CounterBackendError, Reservation
 from ultra_signals.core.config import RedisSettings, redact_url
-from ultra_signals.engine.sniper_counters import (
-    CapPolicy,
-    CapResult,
-    CapRule,
-    CounterBackendError,
-    Reservation,
-)
 
-SCRIPT = files("ultra_signals.engine").joinpath("reserve.lua").read_text(encoding="utf-8")
+SCRIPT = files("ultra_signals.counters").joinpath("reserve.lua").read_text(encoding="utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode("utf-8")).hexdigest()
 KEY_ROOT = "ultra_signals"
 #: Reservations written per pipelined round trip when seeding or reconciling.
@@ -83,7 +77,7 @@ class Snapshot:
 
 
 class RedisCounters:
-    """:class:`~ultra_signals.engine.sniper_counters.SniperCounters` in Redis.
+    """:class:`~ultra_signals.counters.windows.SniperCounters` in Redis.
 
     ``namespace`` names the deployment and ``profile`` the profile; runners that must share caps use the same
     pair.  Neither may hold braces (they form the Cluster hash tag).

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from ultra_signals.core.caps import CapPolicy, Reservation, SniperCounters
 from ultra_signals.core.config import Settings, SniperSettings
-from ultra_signals.engine.failover_counters import FailoverCounters
-from ultra_signals.engine.redis_counters import RedisCounters, connect, describe_target
-from ultra_signals.engine.sniper_counters import CapPolicy, MemoryCounters, Reservation, SniperCounters
-from ultra_signals.live.metrics import Metrics
+from ultra_signals.counters.failover import FailoverCounters
+from ultra_signals.counters.redis_backend import RedisCounters, connect, describe_target
+from ultra_signals.counters.windows import MemoryCounters
+from ultra_signals.observability.metrics import Metrics
 
 
 def policy_from(sniper: SniperSettings) -> CapPolicy:

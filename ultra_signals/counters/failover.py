@@ -19,15 +19,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Literal
 
-from ultra_signals.engine.redis_counters import RedisCounters
-from ultra_signals.engine.sniper_counters import (
-    CapPolicy,
-    CapResult,
-    CounterBackendError,
-    MemoryCounters,
-    Reservation,
-)
-from ultra_signals.live.metrics import Metrics
+from ultra_signals.core.caps import CapPolicy, CapResult, CounterBackendError, Reservation
+from ultra_signals.counters.redis_backend import RedisCounters
+from ultra_signals.counters.windows import MemoryCounters
+from ultra_signals.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
