@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import describe
 from ultra_signals.apps.report import latency_percentiles
+from ultra_signals.bootstrap import build_runner
 from ultra_signals.core.config import load_settings
 from ultra_signals.journal.writer import Journal
-from ultra_signals.live.runner import Runner
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.replay import ReplaySource
 from ultra_signals.sources.sim import export_candles
@@ -70,12 +70,13 @@ def main() -> None:
             # Warm-up 0 so that every input bar is inside the run window and goes through every stage.
             src = ReplaySource(data, SYMBOLS, settings.runtime.timeframes, None, None, 0)
             # A fresh namespace per run: a repeat must not find the previous run's reservations in its windows.
-            runner = Runner(
+            runner = build_runner(
                 settings,
-                src,
+                source=src,
                 journal=journal,
                 notifier=NullNotifier(),
                 metrics=Metrics(),
+                executor=False,
                 serve_metrics=False,
                 namespace=f"bench-{uuid.uuid4().hex[:8]}",
             )

@@ -10,9 +10,9 @@ import asyncio
 import sys
 from pathlib import Path
 
+from ultra_signals.bootstrap import build_runner
 from ultra_signals.core.config import load_settings
 from ultra_signals.journal.writer import Journal
-from ultra_signals.live.runner import Runner
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.replay import ReplaySource
 from ultra_signals.transport.notifier import NullNotifier
@@ -32,8 +32,15 @@ def produce(name: str, klines: Path, out: Path, journal_url: str) -> None:
     s = load_settings(overrides={"runtime.timeframes": timeframes, "execution.broker": "none"}, environ={})
     src = ReplaySource(klines, symbols, s.runtime.timeframes, None, None, s.runtime.warmup_bars)
     journal = Journal(journal_url)
-    runner = Runner(
-        s, src, journal=journal, notifier=NullNotifier(), metrics=Metrics(), serve_metrics=False, decisions_out=out
+    runner = build_runner(
+        s,
+        source=src,
+        journal=journal,
+        notifier=NullNotifier(),
+        metrics=Metrics(),
+        executor=False,
+        serve_metrics=False,
+        decisions_out=out,
     )
     stats = asyncio.run(runner.run())
     journal.close()

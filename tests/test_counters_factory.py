@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.redis_proc import RedisProc, private_redis, wait_until
-from ultra_signals.core.caps import Reservation
+from ultra_signals.core.caps import Reservation, policy_from
 from ultra_signals.core.config import RedisSettings, Settings, SniperSettings
-from ultra_signals.counters.factory import make_counters, policy_from
+from ultra_signals.counters.factory import make_counters
 from ultra_signals.counters.failover import FailoverCounters
 from ultra_signals.counters.windows import MemoryCounters
 from ultra_signals.observability.metrics import Metrics

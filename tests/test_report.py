@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 
 from tests.conftest import require_data
 from ultra_signals.apps.report import evaluate, latency_percentiles, max_in_sliding_window, write_report
+from ultra_signals.bootstrap import build_runner
 from ultra_signals.core.caps import HOUR_MS
 from ultra_signals.core.config import load_settings
 from ultra_signals.journal.writer import Journal
-from ultra_signals.live.runner import Runner, RunStats
+from ultra_signals.live.runner import RunStats
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.replay import ReplaySource
 from ultra_signals.transport.notifier import NullNotifier
@@ -54,7 +55,9 @@ def _replay_run(tmp_path: Path, **over: object) -> tuple[RunStats, Journal, Metr
     )
     journal = Journal(f"sqlite:///{tmp_path}/j.db")
     metrics = Metrics()
-    runner = Runner(s, src, journal=journal, notifier=NullNotifier(), metrics=metrics, serve_metrics=False)
+    runner = build_runner(
+        s, source=src, journal=journal, notifier=NullNotifier(), metrics=metrics, executor=False, serve_metrics=False
+    )
     return asyncio.run(runner.run()), journal, metrics
 
 

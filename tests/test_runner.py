@@ -10,10 +10,11 @@ from typing import Any
 
 from tests.conftest import require_data
 from ultra_signals.apps.report import max_in_sliding_window
+from ultra_signals.bootstrap import build_runner
 from ultra_signals.core.caps import DAY_MS, HOUR_MS
 from ultra_signals.core.config import Settings, load_settings
 from ultra_signals.journal.writer import Journal
-from ultra_signals.live.runner import Runner, RunStats
+from ultra_signals.live.runner import RunStats
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.replay import ReplaySource
 from ultra_signals.transport.notifier import NullNotifier
@@ -38,7 +39,16 @@ def run(
 ) -> tuple[RunStats, list[dict[str, Any]]]:
     src = ReplaySource(require_data("klines"), symbols, s.runtime.timeframes, start, end, s.runtime.warmup_bars)
     journal = Journal(journal_url)
-    runner = Runner(s, src, journal=journal, notifier=NullNotifier(), metrics=Metrics(), serve_metrics=False, **kw)
+    runner = build_runner(
+        s,
+        source=src,
+        journal=journal,
+        notifier=NullNotifier(),
+        metrics=Metrics(),
+        executor=False,
+        serve_metrics=False,
+        **kw,
+    )
     stats = asyncio.run(runner.run())
     rows = journal.decisions(stats.run_id)
     journal.close()
@@ -150,7 +160,9 @@ def test_malformed_bar_is_counted_and_skipped(tmp_path: Path) -> None:
     s = settings()
     src = ReplaySource(folder, ["ETHBTC"], s.runtime.timeframes, DAY0, DAY0 + 6 * HOUR_MS, s.runtime.warmup_bars)
     journal = Journal(f"sqlite:///{tmp_path}/j.db")
-    runner = Runner(s, src, journal=journal, notifier=NullNotifier(), metrics=Metrics(), serve_metrics=False)
+    runner = build_runner(
+        s, source=src, journal=journal, notifier=NullNotifier(), metrics=Metrics(), executor=False, serve_metrics=False
+    )
     from ultra_signals.core.events import Kline
 
     async def poisoned() -> RunStats:
@@ -185,9 +197,9 @@ def test_runner_reports_health_to_the_executor_breakers(tmp_path: Path) -> None:
     metrics = Metrics()
     notifier = NullNotifier()
     executor = make_executor(s, metrics, journal, notifier, "health-run")
-    runner = Runner(
+    runner = build_runner(
         s,
-        src,
+        source=src,
         journal=journal,
         notifier=notifier,
         metrics=metrics,

@@ -11,6 +11,7 @@ import pytest
 
 from tests.fakes.telegram_server import FakeBotApi
 from tests.helpers import until
+from ultra_signals.bootstrap import build_runner
 from ultra_signals.core.config import Settings, load_settings
 from ultra_signals.journal.writer import Journal
 from ultra_signals.live.runner import Runner
@@ -186,15 +187,15 @@ def _settings(api: FakeBotApi) -> Settings:
 def _run(s: Settings, journal: Journal) -> tuple[Runner, dict[str, int]]:
     metrics = Metrics()
     n = make_telegram_notifier(s, metrics, journal.engine, "shadow")
-    runner = Runner(
+    runner = build_runner(
         s,
-        build_source(s, metrics, duration_minutes=1440),
+        source=build_source(s, metrics, duration_minutes=1440),
         journal=journal,
         notifier=n,
         metrics=metrics,
+        executor=False,
         serve_metrics=False,
     )
-    n.attach_commands(RunnerView(runner), journal)
     st = asyncio.run(runner.run())
     return runner, {"allowed": sum(st.allowed.values()), "paused": st.blocked.get("paused", 0)}
 

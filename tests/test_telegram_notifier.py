@@ -27,10 +27,11 @@ from sqlalchemy import Engine
 
 from tests.fakes.telegram_server import FakeBotApi
 from tests.helpers import max_in_window, until
+from ultra_signals.bootstrap import build_runner
 from ultra_signals.core.config import ConfigError, Settings, TelegramEvents, load_settings
 from ultra_signals.core.decision import Candidate, Decision, Side
 from ultra_signals.journal.writer import Journal, make_engine
-from ultra_signals.live.runner import Runner, RunStats
+from ultra_signals.live.runner import RunStats
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.factory import build_source
 from ultra_signals.transport.messages import fmt_price, signal_card
@@ -525,7 +526,9 @@ def _run_sim(s: Settings, journal: Journal, minutes: int = 2880) -> tuple[RunSta
     metrics = Metrics()
     notifier = make_telegram_notifier(s, metrics, journal.engine, s.runtime.mode)
     src = build_source(s, metrics, duration_minutes=minutes)
-    runner = Runner(s, src, journal=journal, notifier=notifier, metrics=metrics, serve_metrics=False)
+    runner = build_runner(
+        s, source=src, journal=journal, notifier=notifier, metrics=metrics, executor=False, serve_metrics=False
+    )
     return asyncio.run(runner.run()), notifier
 
 

@@ -23,10 +23,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ultra_signals.core.config import ConfigError, Settings, load_settings, redacted_dict
-from ultra_signals.journal.writer import Journal, JournalError
-from ultra_signals.live.runner import Runner, RunStats, new_run_id
+from ultra_signals.live.runner import RunStats
 from ultra_signals.observability.metrics import Metrics
-from ultra_signals.sources.base import SourceError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the effective configuration.")
@@ -83,39 +81,19 @@ def _run(
     report: bool,
     hold_metrics: float,
 ) -> RunStats:
-    from ultra_signals.sources.factory import build_source
+    from ultra_signals import bootstrap
 
     metrics = Metrics()
+    request = bootstrap.SourceRequest(duration, data_dir, start_ms, end_ms, symbols_given)
     try:
-        source = build_source(
-            settings,
-            metrics,
-            duration_minutes=duration,
-            data_dir=data_dir,
-            start_ms=start_ms,
-            end_ms=end_ms,
-            symbols_given=symbols_given,
-        )
-    except (SourceError, OSError, ValueError) as e:
+        source = bootstrap.build_source(settings, metrics, request)
+        info = source.info
+        for notice in info.notices:
+            console.print(f"[yellow]notice:[/] {notice}")
+        journal = bootstrap.open_journal(settings)
+    except bootstrap.BootstrapError as e:
         _fail(str(e))
         raise
-    info = source.info
-    for notice in info.notices:
-        console.print(f"[yellow]notice:[/] {notice}")
-    try:
-        journal = Journal(settings.journal.url, settings.journal.batch_size)
-    except JournalError as e:
-        _fail(str(e))
-        raise
-    run_id = new_run_id()
-    notifier = _notifier(settings, metrics, journal)
-    executor = _executor(settings, metrics, journal, notifier, run_id)
-    label = " [bold magenta]SIMULATED[/]" if info.simulated else ""
-    console.print(
-        f"[bold]{settings.runtime.mode.upper()}[/] run on [cyan]{info.name}[/]{label}: "
-        f"{', '.join(info.symbols)} on {', '.join(info.timeframes)} | profile {settings.profile} | "
-        f"counters: redis={'on' if settings.redis.enabled else 'off'}, on_failure={settings.redis.on_failure}"
-    )
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -139,25 +117,27 @@ def _run(
             task, completed=min(market_now - start, end - start), info=f"allowed {allowed} blocked {blocked}"
         )
 
-    runner = Runner(
-        settings,
-        source,
-        journal=journal,
-        notifier=notifier,
-        metrics=metrics,
-        executor=executor,
-        run_id=run_id,
-        namespace=namespace,
-        decisions_out=decisions_out,
-        speed=speed,
-        on_progress=on_progress,
+    label = " [bold magenta]SIMULATED[/]" if info.simulated else ""
+    console.print(
+        f"[bold]{settings.runtime.mode.upper()}[/] run on [cyan]{info.name}[/]{label}: "
+        f"{', '.join(info.symbols)} on {', '.join(info.timeframes)} | profile {settings.profile} | "
+        f"counters: redis={'on' if settings.redis.enabled else 'off'}, on_failure={settings.redis.on_failure}"
     )
-
-    attach = getattr(notifier, "attach_commands", None)
-    if attach is not None:  # Telegram: operator commands answered from this run
-        from ultra_signals.transport.telegram.view import RunnerView
-
-        attach(RunnerView(runner), journal)
+    try:
+        runner = bootstrap.build_runner(
+            settings,
+            source=source,
+            journal=journal,
+            metrics=metrics,
+            namespace=namespace,
+            decisions_out=decisions_out,
+            speed=speed,
+            on_progress=on_progress,
+            console=console,
+        )
+    except bootstrap.BootstrapError as e:
+        _fail(str(e))
+        raise
 
     async def main() -> RunStats:
         # SIGTERM (a service manager or `docker stop`) ends the run like Ctrl-C does: the journal is flushed, the run
@@ -199,31 +179,6 @@ def _run(
     metrics.stop()
     journal.close()
     return stats
-
-
-def _notifier(settings: Settings, metrics: Metrics, journal: Journal) -> Any:
-    from ultra_signals.transport.notifier import ConsoleNotifier, NullNotifier
-
-    sink = settings.notifier.sink
-    if sink == "telegram":
-        from ultra_signals.transport.telegram.notifier import make_telegram_notifier
-
-        try:
-            return make_telegram_notifier(settings, metrics, journal.engine, settings.runtime.mode)
-        except ConfigError as e:
-            _fail(str(e))
-            raise
-    if sink == "none":
-        return NullNotifier()
-    return ConsoleNotifier(console)
-
-
-def _executor(settings: Settings, metrics: Metrics, journal: Journal, notifier: Any, run_id: str) -> Any:
-    if settings.execution.broker == "none":
-        return None
-    from ultra_signals.execution.executor import make_executor
-
-    return make_executor(settings, metrics, journal, notifier, run_id)
 
 
 def _print_summary(st: RunStats, verdict: str | None, criteria: list[Any]) -> None:

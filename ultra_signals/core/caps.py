@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ultra_signals.core.config import SniperSettings
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -92,3 +95,13 @@ class SniperCounters(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def policy_from(sniper: SniperSettings) -> CapPolicy:
+    """The cap policy the settings ask for (global windows, and per-symbol ones when set)."""
+    return CapPolicy.from_limits(
+        sniper.max_signals_per_hour,
+        sniper.daily_signal_cap,
+        sniper.per_symbol_max_per_hour,
+        sniper.per_symbol_daily_cap,
+    )

@@ -7,21 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from ultra_signals.core.caps import CapPolicy, Reservation, SniperCounters
-from ultra_signals.core.config import Settings, SniperSettings
+from ultra_signals.core.caps import Reservation, SniperCounters, policy_from
+from ultra_signals.core.config import Settings
 from ultra_signals.counters.failover import FailoverCounters
 from ultra_signals.counters.redis_backend import RedisCounters, connect, describe_target
 from ultra_signals.counters.windows import MemoryCounters
 from ultra_signals.observability.metrics import Metrics
-
-
-def policy_from(sniper: SniperSettings) -> CapPolicy:
-    return CapPolicy.from_limits(
-        sniper.max_signals_per_hour,
-        sniper.daily_signal_cap,
-        sniper.per_symbol_max_per_hour,
-        sniper.per_symbol_daily_cap,
-    )
 
 
 def make_counters(

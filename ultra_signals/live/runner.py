@@ -14,18 +14,17 @@ import time
 import traceback
 import uuid
 from collections import Counter as Tally
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from ultra_signals.core.caps import SniperCounters
+from ultra_signals.core.caps import Reservation, SniperCounters, policy_from
 from ultra_signals.core.clock import EventClock
 from ultra_signals.core.config import Settings, redacted_dict
 from ultra_signals.core.decision import Decision
 from ultra_signals.core.events import Kline, MarketEvent, event_time
-from ultra_signals.counters.factory import make_counters, policy_from
 from ultra_signals.engine.pipeline import SignalEngine
 from ultra_signals.execution.base import Executor
 from ultra_signals.execution.breakers import RunnerHealth
@@ -93,7 +92,17 @@ class RunStats:
         return max(self.wall_end - self.wall_start, 1e-9)
 
 
+@dataclass(frozen=True, slots=True)
+class RunNamespace:
+    """Where a run's windows live: ``base`` keys the shared counters, ``journal`` (``<base>:<profile>``) its rows."""
+
+    base: str
+    journal: str
+
+
 class Runner:
+    """The loop. Everything it talks to is built by :mod:`ultra_signals.bootstrap` and handed in ready."""
+
     def __init__(
         self,
         settings: Settings,
@@ -101,11 +110,13 @@ class Runner:
         *,
         journal: Journal,
         notifier: Notifier,
-        metrics: Metrics | None = None,
-        counters: SniperCounters | None = None,
+        metrics: Metrics,
+        counters: SniperCounters,
+        namespace: RunNamespace,
+        restored: Sequence[Reservation] = (),
+        counter_events: list[str] | None = None,
         executor: Executor | None = None,
         run_id: str | None = None,
-        namespace: str | None = None,
         decisions_out: str | Path | None = None,
         speed: float | None = None,
         serve_metrics: bool = True,
@@ -115,18 +126,14 @@ class Runner:
         self.source = source
         self.journal = journal
         self.notifier = notifier
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics
+        self.counters = counters
         self.executor = executor
         self.run_id = run_id or new_run_id()
         info = source.info
         rt = settings.runtime
-        # Historical runs (sim, replay) on the default namespace are their own world: a second replay of the same
-        # data must not find the first one's signals in its windows.  A namespace given on purpose (--namespace, or
-        # redis.namespace in settings/env) is shared: that is how several runners share one deployment's caps.
-        isolated = namespace is None and info.historical and settings.redis.namespace == "default"
-        base_ns = namespace or (f"default-{self.run_id}" if isolated else settings.redis.namespace)
-        self.namespace = base_ns
-        self.journal_ns = f"{base_ns}:{settings.profile}"
+        self.namespace = namespace.base
+        self.journal_ns = namespace.journal
         self.decisions_out = Path(decisions_out) if decisions_out else None
         self.stats = RunStats(
             run_id=self.run_id,
@@ -140,13 +147,8 @@ class Runner:
             namespace=self.journal_ns,
             journal_url=journal.url,
             decisions_out=str(self.decisions_out) if self.decisions_out else None,
+            counter_events=counter_events if counter_events is not None else [],
         )
-        seed = list(journal.allowed_reservations(self.journal_ns))
-        self.counters = counters or make_counters(
-            settings, self.metrics, namespace=base_ns, seed=seed, on_event=self._counter_event
-        )
-        if counters is not None:
-            self.counters.seed(seed)
         self.clock = EventClock()
         self._paused = journal.get_state("paused") == "1"
         self.engine = SignalEngine(
@@ -157,7 +159,7 @@ class Runner:
             paused=lambda: self._paused,
             halted_reason=(executor.blocking_reason if executor is not None else lambda: None),
         )
-        for r in seed:  # cooldowns survive a restart too
+        for r in restored:  # cooldowns survive a restart too
             sym, tf, open_time = r.id.split(":")[-3:]
             if tf in self.engine.signal_tfs:
                 self.engine.sniper.cooldown.record_key(sym, int(open_time))
@@ -176,12 +178,6 @@ class Runner:
         self._last_refresh = 0.0
         self._last_pause_poll = 0.0
         self._cpu0 = 0.0
-
-    # -- counters events (failover) ----------------------------------------------------------------------
-    def _counter_event(self, kind: str, text: str) -> None:
-        self.stats.counter_events.append(f"{kind}: {text}")
-        prefix = MODE_PREFIX.get(self.settings.runtime.mode, "")
-        self.notifier.publish(Notice("start" if kind == "start" else "fallback", f"{prefix} | {text}"))
 
     # -- the loop ----------------------------------------------------------------------------------------
     async def run(self) -> RunStats:

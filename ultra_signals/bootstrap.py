@@ -1,0 +1,202 @@
+"""The one composition root: settings → metrics → journal → source → namespace → notifier → counters → executor → runner.
+
+Every CLI command that runs the pipeline, the benchmarks and the tests build a run here, so there is exactly one
+place that decides which namespace a run writes to, which counters it shares, which executor trades for it and
+how the notifier hears about counter failovers. Before this module the CLI and ``Runner.__init__`` each wired
+half of it and disagreed: the executor was built before the runner had chosen its namespace.
+
+Each piece can be handed in ready-made (tests pass their own source, journal or notifier); whatever is not given
+is built from the settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ultra_signals.core.caps import Reservation, SniperCounters
+from ultra_signals.core.config import ConfigError, Settings
+from ultra_signals.journal.writer import Journal, JournalError
+from ultra_signals.live.runner import RunNamespace, Runner, RunStats, new_run_id
+from ultra_signals.observability.metrics import Metrics
+from ultra_signals.sources.base import MarketSource, SourceError, SourceInfo
+from ultra_signals.transport.messages import MODE_PREFIX
+from ultra_signals.transport.notifier import Notice, Notifier
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ultra_signals.execution.base import Executor
+
+
+class BootstrapError(RuntimeError):
+    """A part of the run cannot be built (bad data folder, unreachable journal, Telegram misconfigured…).
+
+    The message names the part and the reason, ready for the operator; the CLI prints it and exits 2.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRequest:
+    """What the command line asks of the market source, on top of the settings."""
+
+    duration_minutes: int | None = None
+    data_dir: str | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+    symbols_given: bool = True
+
+
+@dataclass(slots=True)
+class CounterEvents:
+    """Counter failovers and recoveries, kept for the report and announced through the notifier.
+
+    The counters are built before the runner, so their events cannot go to the runner; they land here, and
+    the runner's stats share the same list.
+    """
+
+    notifier: Notifier
+    mode: str
+    log: list[str] = field(default_factory=list)
+
+    def __call__(self, kind: str, text: str) -> None:
+        self.log.append(f"{kind}: {text}")
+        prefix = MODE_PREFIX.get(self.mode, "")
+        self.notifier.publish(Notice("start" if kind == "start" else "fallback", f"{prefix} | {text}"))
+
+
+def run_namespace(settings: Settings, info: SourceInfo, run_id: str, given: str | None) -> RunNamespace:
+    """Where a run's windows live.
+
+    Historical runs (sim, replay) on the default namespace are their own world: a second replay of the same data
+    must not find the first one's signals in its windows. A namespace given on purpose (``--namespace``, or
+    ``redis.namespace`` in settings/env) is shared: that is how several runners share one deployment's caps.
+    """
+    isolated = given is None and info.historical and settings.redis.namespace == "default"
+    base = given or (f"default-{run_id}" if isolated else settings.redis.namespace)
+    return RunNamespace(base=base, journal=f"{base}:{settings.profile}")
+
+
+def open_journal(settings: Settings) -> Journal:
+    try:
+        return Journal(settings.journal.url, settings.journal.batch_size)
+    except JournalError as e:
+        raise BootstrapError(str(e)) from None
+
+
+def build_source(settings: Settings, metrics: Metrics, request: SourceRequest) -> MarketSource:
+    from ultra_signals.sources import factory
+
+    try:
+        return factory.build_source(
+            settings,
+            metrics,
+            duration_minutes=request.duration_minutes,
+            data_dir=request.data_dir,
+            start_ms=request.start_ms,
+            end_ms=request.end_ms,
+            symbols_given=request.symbols_given,
+        )
+    except (SourceError, OSError, ValueError) as e:
+        raise BootstrapError(str(e)) from None
+
+
+def build_notifier(settings: Settings, metrics: Metrics, journal: Journal, console: Console | None = None) -> Notifier:
+    from ultra_signals.transport.notifier import ConsoleNotifier, NullNotifier
+
+    sink = settings.notifier.sink
+    if sink == "telegram":
+        from ultra_signals.transport.telegram.notifier import make_telegram_notifier
+
+        try:
+            return make_telegram_notifier(settings, metrics, journal.engine, settings.runtime.mode)
+        except ConfigError as e:
+            raise BootstrapError(str(e)) from None
+    if sink == "none":
+        return NullNotifier()
+    if console is None:
+        from rich.console import Console
+
+        console = Console(highlight=False)
+    return ConsoleNotifier(console)
+
+
+def build_executor(
+    settings: Settings, metrics: Metrics, journal: Journal, notifier: Notifier, run_id: str, namespace: RunNamespace
+) -> Executor | None:
+    if settings.execution.broker == "none":
+        return None
+    from ultra_signals.execution.executor import make_executor
+
+    return make_executor(settings, metrics, journal, notifier, run_id, namespace=namespace.base)
+
+
+def build_runner(
+    settings: Settings,
+    *,
+    source: MarketSource | None = None,
+    source_request: SourceRequest | None = None,
+    journal: Journal | None = None,
+    notifier: Notifier | None = None,
+    metrics: Metrics | None = None,
+    counters: SniperCounters | None = None,
+    executor: Executor | bool | None = True,
+    run_id: str | None = None,
+    namespace: str | None = None,
+    decisions_out: str | Path | None = None,
+    speed: float | None = None,
+    serve_metrics: bool = True,
+    on_progress: Callable[[RunStats, int], None] | None = None,
+    console: Console | None = None,
+) -> Runner:
+    """A runner wired from the settings, with whatever parts the caller already holds.
+
+    ``executor``: True builds the one the settings ask for (none when ``execution.broker`` is ``none``), False or
+    None runs without one, an instance is used as given.
+    """
+    from ultra_signals.counters.factory import make_counters
+
+    metrics = metrics or Metrics()
+    journal = journal or open_journal(settings)
+    source = source or build_source(settings, metrics, source_request or SourceRequest())
+    run_id = run_id or new_run_id()
+    ns = run_namespace(settings, source.info, run_id, namespace)
+    notifier = notifier or build_notifier(settings, metrics, journal, console)
+    events = CounterEvents(notifier, settings.runtime.mode)
+    restored: list[Reservation] = list(journal.allowed_reservations(ns.journal))
+    if counters is None:
+        counters = make_counters(settings, metrics, namespace=ns.base, seed=restored, on_event=events)
+    else:
+        counters.seed(restored)
+    exe: Executor | None
+    if executor is True:
+        exe = build_executor(settings, metrics, journal, notifier, run_id, ns)
+    elif executor is False or executor is None:
+        exe = None
+    else:
+        exe = executor
+    runner = Runner(
+        settings,
+        source,
+        journal=journal,
+        notifier=notifier,
+        metrics=metrics,
+        counters=counters,
+        namespace=ns,
+        restored=restored,
+        counter_events=events.log,
+        executor=exe,
+        run_id=run_id,
+        decisions_out=decisions_out,
+        speed=speed,
+        serve_metrics=serve_metrics,
+        on_progress=on_progress,
+    )
+    attach = getattr(notifier, "attach_commands", None)
+    if attach is not None:  # Telegram answers operator commands from this run
+        from ultra_signals.transport.telegram.view import RunnerView
+
+        attach(RunnerView(runner), journal)
+    return runner
