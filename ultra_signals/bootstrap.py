@@ -86,6 +86,36 @@ def open_journal(settings: Settings) -> Journal:
         raise BootstrapError(str(e)) from None
 
 
+def resolve_symbols(settings: Settings, metrics: Metrics) -> tuple[Settings, list[str]]:
+    """Settings whose ``runtime.symbols`` is this runner's concrete list (``symbols: all`` and ``shard`` resolved).
+
+    Returns the settings unchanged when neither is set. The notices say what was resolved.
+    """
+    rt = settings.runtime
+    if rt.universe == "list" and rt.shard is None:
+        return settings, []
+    import asyncio
+
+    from ultra_signals.sources.universe import Resolved, apply_shard, fetch_universe
+
+    try:
+        if rt.universe == "all":
+            if rt.source != "binance":
+                raise BootstrapError("runtime.symbols: all needs the binance source (sim and replay take a list)")
+            resolved = asyncio.run(fetch_universe(settings, metrics))
+            # Too young or delisting: not watched this run (no new entries), said in a notice.
+            for sym, why in sorted(resolved.no_entries.items()):
+                resolved.symbols.remove(sym)
+                resolved.notices.append(f"{sym} left out: {why}")
+        else:
+            resolved = Resolved(list(rt.symbols))
+        resolved = apply_shard(resolved, rt.shard)
+    except SourceError as e:
+        raise BootstrapError(str(e)) from None
+    runtime = rt.model_copy(update={"symbols": resolved.symbols, "universe": "list"})
+    return settings.model_copy(update={"runtime": runtime}), resolved.notices
+
+
 def build_source(settings: Settings, metrics: Metrics, request: SourceRequest) -> MarketSource:
     from ultra_signals.sources import factory
 

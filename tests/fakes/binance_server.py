@@ -200,6 +200,8 @@ class FakeBinance:
         self.now_ms = now_ms
         self.exchange_info = exchange_info or {"symbols": []}
         self.klines = klines or {}
+        #: 24 h quote volume per symbol served by ``/fapi/v1/ticker/24hr``.
+        self.quote_volumes: dict[str, float] = {}
         self.books = {s: _Book(raw) for s, raw in (depth_snapshots or {}).items()}
         self._ping_interval = ping_interval_s
         self._on_connect = on_connect
@@ -281,6 +283,11 @@ class FakeBinance:
                 return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400, headers=headers)
             body = book.snapshot(int(params.get("limit", "1000")), self.now_ms())
             return web.Response(text=body, content_type="application/json", headers=headers)
+        if path.endswith("/fapi/v1/ticker/24hr"):
+            # https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/24hr-Ticker-Price-Change-Statistics
+            # (no symbol: every symbol, weight 40); only the fields the universe reads are served.
+            rows = [{"symbol": s, "quoteVolume": f"{v:.2f}"} for s, v in sorted(self.quote_volumes.items())]
+            return web.json_response(rows, headers=headers)
         if path.endswith("/fapi/v1/time"):
             return web.json_response({"serverTime": self.now_ms()}, headers=headers)
         return web.json_response({"code": -1, "msg": f"fake: no route {path}"}, status=404, headers=headers)

@@ -86,9 +86,10 @@ def _run(
     metrics = Metrics()
     request = bootstrap.SourceRequest(duration, data_dir, start_ms, end_ms, symbols_given)
     try:
+        settings, resolved = bootstrap.resolve_symbols(settings, metrics)
         source = bootstrap.build_source(settings, metrics, request)
         info = source.info
-        for notice in info.notices:
+        for notice in [*resolved, *info.notices]:
             console.print(f"[yellow]notice:[/] {notice}")
         journal = bootstrap.open_journal(settings)
     except bootstrap.BootstrapError as e:

@@ -73,13 +73,38 @@ class RuntimeSettings(_Section):
     #: Closed bars of each timeframe fed before the run window so indicators are warm at its start.
     warmup_bars: int = Field(default=210, ge=0, le=5000)
 
+    #: ``symbols: all`` — every USDⓈ-M perpetual trading against USDT (Binance source only), resolved at start.
+    universe: Literal["list", "all"] = "list"
+    #: This runner's share of the symbols, ``"i/n"`` (0-based): n runners with 0/n … n-1/n cover every symbol once.
+    shard: str | None = None
+    #: With ``symbols: all``: leave out symbols whose 24 h quote volume is below this (0 keeps all).
+    min_quote_volume: float = Field(default=0.0, ge=0.0, le=1e13)
+    #: With ``symbols: all``: a symbol listed more recently than this takes no new entries.
+    min_listing_age_days: float = Field(default=7.0, ge=0.0, le=3650.0)
+
     _split = field_validator("symbols", "timeframes", "signal_timeframes", mode="before")(_split_list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _all_symbols(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            v = data.get("symbols")
+            if (isinstance(v, str) and v.strip().lower() == "all") or v == ["all"]:
+                data = {**data, "symbols": [], "universe": "all"}
+        return data
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, v: str | None) -> str | None:
+        if v is not None:
+            from ultra_signals.core.universe import Shard
+
+            return str(Shard.parse(v))
+        return v
 
     @field_validator("symbols")
     @classmethod
     def _symbols(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("at least one symbol is required")
         out = []
         for s in v:
             if not s.isalnum() or s.upper() != s:
@@ -96,6 +121,8 @@ class RuntimeSettings(_Section):
 
     @model_validator(mode="after")
     def _primary(self) -> RuntimeSettings:
+        if self.universe == "list" and not self.symbols:
+            raise ValueError("at least one symbol is required (or symbols: all)")
         tf_ms(self.primary_timeframe)
         if self.primary_timeframe not in self.timeframes:
             raise ValueError(f"primary_timeframe {self.primary_timeframe!r} is not in timeframes {self.timeframes}")

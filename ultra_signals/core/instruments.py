@@ -39,6 +39,8 @@ class SymbolFilters:
     market_min_qty: Decimal
     market_max_qty: Decimal
     min_notional: Decimal
+    onboard_ms: int = 0  # listing time (``onboardDate``); 0 when the document does not say
+    delivery_ms: int = 0  # ``deliveryDate``: far in the future for a perpetual, near once a delisting is announced
 
     @property
     def trading(self) -> bool:
@@ -141,5 +143,7 @@ def parse_exchange_info(obj: Any) -> dict[str, SymbolFilters]:
             market_min_qty=_rule(mlot, "minQty", name, "MARKET_LOT_SIZE"),
             market_max_qty=_rule(mlot, "maxQty", name, "MARKET_LOT_SIZE"),
             min_notional=min_notional,
+            onboard_ms=_int(sym, "onboardDate", name),
+            delivery_ms=_int(sym, "deliveryDate", name),
         )
     return out
