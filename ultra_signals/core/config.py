@@ -255,6 +255,34 @@ class RedisSettings(_Section):
     health_check_interval_s: float = Field(default=1.0, gt=0.0)
     #: CA bundle for TLS to a Redis with a private CA (None: the system store).
     tls_ca_file: str | None = None
+    #: Redis Sentinel: ``["host:port", …]``. When set, the counters follow the master Sentinel names
+    #: (``sentinel_master``) and reconnect to the new one after a failover; ``url``/``host`` are not used.
+    sentinels: StrList = Field(default_factory=list)
+    sentinel_master: str = "mymaster"
+    #: With ``on_failure: block``: an allowed reservation counts only once this many replicas acknowledged it
+    #: (``WAIT``); fewer within ``wait_timeout_ms`` refuses the signal. 0: no WAIT (single node).
+    min_replicas_acked: int = Field(default=0, ge=0, le=16)
+    wait_timeout_ms: float = Field(default=40.0, gt=0.0, le=10_000.0)
+
+    _split_sentinels = field_validator("sentinels", mode="before")(_split_list)
+
+    @model_validator(mode="after")
+    def _wait_within_timeout(self) -> RedisSettings:
+        if self.min_replicas_acked and self.wait_timeout_ms >= self.timeout_ms:
+            raise ValueError(
+                f"wait_timeout_ms ({self.wait_timeout_ms:g}) must be below timeout_ms ({self.timeout_ms:g}): every "
+                "Redis call, WAIT included, gives up at timeout_ms"
+            )
+        return self
+
+    @field_validator("sentinels")
+    @classmethod
+    def _sentinel_addrs(cls, v: list[str]) -> list[str]:
+        for a in v:
+            host, sep, port = a.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"sentinel {a!r} must be host:port, e.g. 127.0.0.1:26379")
+        return v
 
 
 class JournalSettings(_Section):

@@ -47,6 +47,8 @@ def make_counters(
         profile=settings.profile,
         where=describe_target(rs),
         secret=secret,
+        min_replicas_acked=rs.min_replicas_acked,
+        wait_timeout_ms=rs.wait_timeout_ms,
     )
     return FailoverCounters(
         primary,

@@ -51,6 +51,16 @@ def connect(settings: RedisSettings) -> redis.Redis:
         kwargs["password"] = password
     if settings.tls_ca_file is not None:
         kwargs["ssl_ca_certs"] = settings.tls_ca_file
+    if settings.sentinels:
+        from redis.sentinel import Sentinel
+
+        addrs = [(h, int(p)) for h, _, p in (a.rpartition(":") for a in settings.sentinels)]
+        sentinel_kwargs = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        sentinel = Sentinel(addrs, sentinel_kwargs=sentinel_kwargs, ssl=settings.tls, **kwargs)  # type: ignore[no-untyped-call]
+        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            settings.sentinel_master, redis_class=redis.Redis, **kwargs
+        )
+        return client
     if settings.url:
         if settings.tls and settings.url.startswith("redis://"):
             raise CounterBackendError(
@@ -62,6 +72,8 @@ def connect(settings: RedisSettings) -> redis.Redis:
 
 def describe_target(settings: RedisSettings) -> str:
     """Where the counters live, safe to print: never the password."""
+    if settings.sentinels:
+        return f"sentinel://{','.join(settings.sentinels)}/{settings.sentinel_master}"
     if settings.url:
         return redact_url(settings.url)
     scheme = "rediss" if settings.tls else "redis"
@@ -94,6 +106,8 @@ class RedisCounters:
         *,
         where: str = "redis",
         secret: str | None = None,
+        min_replicas_acked: int = 0,
+        wait_timeout_ms: float = 40.0,
     ) -> None:
         for label, value in (("namespace", namespace), ("profile", profile)):
             if not value or any(c in value for c in "{}| \t\r\n"):
@@ -102,6 +116,8 @@ class RedisCounters:
         self.policy = policy
         self.where = where
         self._secret = secret
+        self.min_replicas_acked = min_replicas_acked
+        self.wait_timeout_ms = max(1, int(wait_timeout_ms))
         self.prefix = f"{KEY_ROOT}:{{{namespace}:{profile}}}:sniper"
         self.key_global = f"{self.prefix}:all"
         self.key_meta = f"{self.prefix}:meta"
@@ -115,8 +131,25 @@ class RedisCounters:
 
     # -- the atomic step ------------------------------------------------------------------------------------
     def check_and_reserve(self, res: Reservation) -> CapResult:
-        reply = self._run("reserve", res)
-        return self._result(reply)
+        result = self._result(self._run("reserve", res))
+        if result.allowed and self.min_replicas_acked:
+            self._await_replicas(res)
+        return result
+
+    def _await_replicas(self, res: Reservation) -> None:
+        """Replication is asynchronous: a failover right after the reservation could lose it and let another
+        runner take the slot again. ``WAIT`` narrows that window (it does not close it: Redis's own docs say WAIT
+        does not make Redis strongly consistent); a reservation too few replicas confirmed is an error, so under
+        ``on_failure: block`` the signal is refused rather than announced on an unconfirmed slot."""
+        try:
+            acked = int(self.client.wait(self.min_replicas_acked, self.wait_timeout_ms))
+        except redis.RedisError as e:
+            raise self._error("wait", e) from None
+        if acked < self.min_replicas_acked:
+            raise CounterBackendError(
+                f"redis reserve at {self.where}: {res.symbol} {res.id} acknowledged by {acked} of "
+                f"{self.min_replicas_acked} replicas within {self.wait_timeout_ms} ms (redis.min_replicas_acked)"
+            )
 
     def record(self, reservations: Iterable[Reservation]) -> int:
         """Write reservations decided elsewhere (journal, outage) with no cap check; returns how many are new.

@@ -1,0 +1,160 @@
+"""A private Redis Sentinel deployment for tests: one primary, one replica, three Sentinels, all on 127.0.0.1.
+
+Debian's ``redis-server --sentinel`` is the Sentinel; every process gets a free port and its own config file (a
+Sentinel rewrites its config), so tests never touch the machine's shared Redis. Timings are shortened (the primary
+is judged down after 400 ms) so a failover completes within a couple of seconds.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from tests.conftest import free_port
+from tests.redis_proc import RedisProc
+
+MASTER = "mymaster"
+
+
+class SentinelGroup:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.primary = RedisProc()
+        self.replica = RedisProc(None)
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def addrs(self) -> list[str]:
+        return [f"127.0.0.1:{p}" for p in self.sentinel_ports]
+
+    def start(self) -> None:
+        self.primary.start()
+        self.replica.extra = ("--replicaof", "127.0.0.1", str(self.primary.port))
+        self.replica.start()
+        self._wait(lambda: self._link_up(self.replica), 10, "the replica to sync")
+        exe = shutil.which("redis-server")
+        assert exe is not None
+        for port in self.sentinel_ports:
+            conf = self.folder / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.folder}\n"
+                f"sentinel monitor {MASTER} 127.0.0.1 {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {MASTER} 400\n"
+                f"sentinel failover-timeout {MASTER} 3000\n"
+                f"sentinel parallel-syncs {MASTER} 1\n",
+                encoding="utf-8",
+            )
+            proc = subprocess.Popen(
+                [exe, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            self.sentinels.append(proc)
+        self._wait(self._sentinels_agree, 15, "three Sentinels to see the primary and its replica")
+
+    def stop(self) -> None:
+        for p in self.sentinels:
+            p.terminate()
+        for p in self.sentinels:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+        self.sentinels = []
+        self.replica.stop()
+        self.primary.stop()
+
+    def sentinel_client(self, i: int = 0) -> redis.Redis:
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.sentinel_ports[i],
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
+        )
+
+    def master_port(self) -> int | None:
+        for i in range(len(self.sentinel_ports)):
+            c = self.sentinel_client(i)
+            try:
+                host_port = c.execute_command("SENTINEL", "get-master-addr-by-name", MASTER)
+                return int(host_port[1])
+            except (redis.RedisError, TypeError, IndexError):
+                continue
+            finally:
+                c.close()
+        return None
+
+    def failover(self) -> None:
+        """A planned failover (``SENTINEL FAILOVER``): the replica is promoted."""
+        old = self.master_port()
+        c = self.sentinel_client()
+        try:
+            c.execute_command("SENTINEL", "FAILOVER", MASTER)
+        finally:
+            c.close()
+        self._wait(lambda: self.master_port() not in (None, old), 15, "the Sentinels to promote the replica")
+
+    def kill_primary(self) -> int:
+        """SIGKILL of whichever server is the primary now; returns its port."""
+        port = self.master_port()
+        victim = self.primary if port == self.primary.port else self.replica
+        assert victim.proc is not None
+        victim.proc.kill()
+        victim.proc.wait(timeout=5)
+        victim.proc = None
+        return victim.port
+
+    def restart(self, port: int) -> None:
+        """Start the killed server again, empty: the Sentinels turn it into a replica of the new master."""
+        server = self.primary if port == self.primary.port else self.replica
+        server.extra = ()
+        server.start()
+        self._wait(lambda: self._link_up(server), 20, f"the restarted server on {port} to rejoin as a replica")
+
+    def wait_new_master(self, old_port: int, timeout_s: float = 20) -> int:
+        self._wait(lambda: self.master_port() not in (None, old_port), timeout_s, "a new master after the kill")
+        port = self.master_port()
+        assert port is not None
+        return port
+
+    def _link_up(self, server: RedisProc) -> bool:
+        c = server.client()
+        try:
+            info = c.info("replication")
+            return info.get("master_link_status") == "up"
+        except redis.RedisError:
+            return False
+        finally:
+            c.close()
+
+    def _sentinels_agree(self) -> bool:
+        for i in range(3):
+            c = self.sentinel_client(i)
+            try:
+                m = c.execute_command("SENTINEL", "master", MASTER)
+                fields = dict(zip(m[::2], m[1::2], strict=False)) if isinstance(m, list) else dict(m)
+                if int(fields.get("num-slaves", 0)) < 1 or int(fields.get("num-other-sentinels", 0)) < 2:
+                    return False
+            except redis.RedisError:
+                return False
+            finally:
+                c.close()
+        return True
+
+    @staticmethod
+    def _wait(pred: object, timeout_s: float, what: str) -> None:
+        assert callable(pred)
+        deadline = time.monotonic() + timeout_s
+        while not pred():
+            if time.monotonic() > deadline:
+                pytest.fail(f"sentinel setup: timed out after {timeout_s}s waiting for {what}")
+            time.sleep(0.05)
