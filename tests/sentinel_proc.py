@@ -26,8 +26,9 @@ MASTER = "mymaster"
 class SentinelGroup:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.primary = RedisProc()
-        self.replica = RedisProc(None)
+        # A full sync writes an RDB file even without persistence: keep it in the test's folder.
+        self.primary = RedisProc(None, "--dir", str(folder))
+        self.replica = RedisProc(None, "--dir", str(folder))
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.sentinels: list[subprocess.Popen[bytes]] = []
 
@@ -37,7 +38,7 @@ class SentinelGroup:
 
     def start(self) -> None:
         self.primary.start()
-        self.replica.extra = ("--replicaof", "127.0.0.1", str(self.primary.port))
+        self.replica.extra = ("--dir", str(self.folder), "--replicaof", "127.0.0.1", str(self.primary.port))
         self.replica.start()
         self._wait(lambda: self._link_up(self.replica), 10, "the replica to sync")
         exe = shutil.which("redis-server")
@@ -116,7 +117,7 @@ class SentinelGroup:
     def restart(self, port: int) -> None:
         """Start the killed server again, empty: the Sentinels turn it into a replica of the new master."""
         server = self.primary if port == self.primary.port else self.replica
-        server.extra = ()
+        server.extra = ("--dir", str(self.folder))
         server.start()
         self._wait(lambda: self._link_up(server), 20, f"the restarted server on {port} to rejoin as a replica")
 
