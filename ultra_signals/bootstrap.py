@@ -225,8 +225,10 @@ def build_runner(
         on_progress=on_progress,
     )
     attach = getattr(notifier, "attach_commands", None)
-    if attach is not None:  # Telegram answers operator commands from this run
-        from ultra_signals.transport.telegram.view import RunnerView
+    if attach is not None:  # Telegram answers operator commands from this run, through the control layer
+        from ultra_signals.control import Control
+        from ultra_signals.control.kill import exchange_flattener
+        from ultra_signals.live.view import RunnerView
 
-        attach(RunnerView(runner), journal)
+        attach(Control(journal, RunnerView(runner), flatten=exchange_flattener(settings)))
     return runner

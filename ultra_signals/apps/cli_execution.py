@@ -1,13 +1,11 @@
-"""``ultra-signals tca | kill | rollout gate | rollout status``: the execution side of the operator's CLI.
+"""``ultra-signals tca | rollout gate | rollout status``: the execution side of the operator's CLI.
 
-These work from the journal (and, for ``kill``, the exchange) alone, so they answer whether or not a runner
-is up.  ``resume`` lives with the operator commands and calls :func:`execution.breakers.resume_trading`.
+These work from the journal alone, so they answer whether or not a runner is up.  ``kill``, ``resume`` and
+``stop-entry`` are operator actions: :mod:`ultra_signals.apps.cli_operator` over :mod:`ultra_signals.control`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -16,8 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ultra_signals.core.config import ConfigError, Settings, load_settings, redact_url
-from ultra_signals.execution.breakers import describe_state, halt_trading
-from ultra_signals.execution.brokers.base import BrokerError, KillReport
+from ultra_signals.execution.breakers import describe_state
 from ultra_signals.execution.rollout import GateError, evaluate, status
 from ultra_signals.execution.store import ExecStore
 from ultra_signals.execution.tca import rich_table, tca_rows, write_report
@@ -59,55 +56,6 @@ def tca(
     md, png = write_report(run, rows, out or s.report.dir, charts=s.report.charts)
     console.print(f"report: {md}" + (f"\nchart: {png}" if png else ""))
     j.close()
-
-
-def kill(
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
-    profile: ProfileOpt = None,
-    secrets_file: SecretsOpt = None,
-    journal_url: JournalOpt = None,
-) -> None:
-    """Kill switch: HALT trading, cancel every open order and flatten every position on the exchange."""
-    s = _settings(profile, secrets_file)
-    live = s.execution.broker == "binance"
-    where = f"Binance {'TESTNET' if s.binance.testnet else s.binance.rest_url}" if live else "the paper broker"
-    if not yes and not typer.confirm(
-        f"Cancel ALL open orders and close ALL positions on {where}, and halt trading?", default=False
-    ):
-        typer.echo("aborted: nothing was changed")
-        raise typer.Exit(1)
-    j = _journal(s, journal_url)
-    halt_trading(j, "kill_switch", "operator kill switch", by="kill")  # first: no runner may enter meanwhile
-    report = KillReport()
-    if live:
-        from ultra_signals.execution.brokers.binance import BinanceBroker
-
-        try:
-            broker = BinanceBroker.from_settings(s)
-        except BrokerError as e:
-            typer.echo(str(e), err=True)
-            raise typer.Exit(2) from None
-
-        async def go() -> KillReport:
-            try:
-                return await broker.kill()
-            finally:
-                await broker.aclose()
-
-        report = asyncio.run(go())
-    ExecStore(j.engine).event("kill", "operator", json.dumps({"flattened": report.flattened, "errors": report.errors}))
-    console.print(f"trading state: {describe_state(j)}")
-    if live:
-        console.print(
-            f"cancelled {report.cancelled_orders} orders; flattened {', '.join(report.flattened) or 'nothing'};"
-            f" left: {report.remaining_orders} orders, {report.remaining_positions} positions"
-        )
-        for err in report.errors:
-            console.print(f"[red]error:[/] {err}")
-    else:
-        console.print("paper positions live in the runner: it flattens them when it reads the HALT (within 1 s)")
-    j.close()
-    raise typer.Exit(0 if report.clean else 1)
 
 
 rollout_app = typer.Typer(help="Gated rollout: shadow → canary → production phases.", no_args_is_help=True)
@@ -163,7 +111,6 @@ def rollout_status(profile: ProfileOpt = None, journal_url: JournalOpt = None) -
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``tca``, ``kill`` and ``rollout`` to the main CLI (``resume`` is the operator module's)."""
+    """Add ``tca`` and ``rollout`` to the main CLI (``kill`` and ``resume`` are the operator module's)."""
     app.command("tca")(tca)
-    app.command("kill")(kill)
     app.add_typer(rollout_app, name="rollout")

@@ -1,114 +1,126 @@
-"""``ultra-signals status|pause|resume``: the operator commands of the Telegram bot, from a shell.
+"""``ultra-signals status|caps|signals|positions|pause|resume|stop-entry|kill``: the operator actions from a shell.
 
-They work on the journal alone, so they answer even when the runner is down, and a pause set here holds for
-the runner already running (it polls the state key) and for the next one.
+A thin adapter over :class:`ultra_signals.control.Control` (the same actions Telegram's commands call): it
+parses options, calls control over the journal alone (:class:`~ultra_signals.control.JournalView`), so it
+answers whether or not a runner is up, and prints the typed result (``--json`` prints it as JSON).  A change
+made here (pause, resume, stop-entry, kill) reaches a running runner through the journal within a second and
+holds for the next one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
-from sqlalchemy import func, select
 
-from ultra_signals.core.caps import DAY_MS, HOUR_MS
-from ultra_signals.core.config import ConfigError, Settings, load_settings, redact_url
-from ultra_signals.journal.models import decisions
+from ultra_signals.control import (
+    Caps,
+    ConfirmationRequired,
+    Control,
+    ControlError,
+    JournalView,
+    Position,
+    SignalRow,
+    Status,
+)
+from ultra_signals.core.config import ConfigError, Settings, load_settings
 from ultra_signals.journal.writer import Journal
-from ultra_signals.transport.telegram.commands import PAUSED_KEY
 
 ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="Settings profile (default: shadow).")]
 SettingsOpt = Annotated[Path | None, typer.Option("--settings", help="Base settings file.")]
 SecretsOpt = Annotated[Path | None, typer.Option("--secrets-file", help="Secrets file (KEY=value lines).")]
 JournalOpt = Annotated[str | None, typer.Option("--journal-url", help="Journal DB URL (default: journal.url).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+BY = "cli"
+T = TypeVar("T")
 
 
-def _journal(profile: str | None, settings_file: Path | None, secrets: Path | None, url: str | None) -> Journal:
+def _settings(profile: str | None, settings_file: Path | None, secrets: Path | None) -> Settings:
     try:
-        settings: Settings = load_settings(profile, settings_file=settings_file, secrets_file=secrets)
+        return load_settings(profile, settings_file=settings_file, secrets_file=secrets)
     except ConfigError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
-    return Journal(url or settings.journal.url, batch_size=settings.journal.batch_size)
 
 
-def _iso(ts_s: float | None) -> str | None:
-    return None if ts_s is None else datetime.fromtimestamp(ts_s, tz=UTC).isoformat(timespec="seconds")
+@contextmanager
+def _control(
+    profile: str | None, settings_file: Path | None, secrets: Path | None, url: str | None, *, kill: bool = False
+) -> Iterator[tuple[Control, Settings]]:
+    s = _settings(profile, settings_file, secrets)
+    j = Journal(url or s.journal.url, batch_size=s.journal.batch_size)
+    flatten = None
+    if kill:
+        from ultra_signals.control.kill import exchange_flattener
+
+        flatten = exchange_flattener(s)
+    try:
+        yield Control(j, JournalView(j), flatten=flatten), s
+    finally:
+        j.close()
 
 
-def status_report(journal: Journal) -> dict[str, Any]:
-    """The latest run, the pause flag, and the trailing hour/day counts of allowed signals with their caps.
+def _call(fn: Callable[[], T]) -> T:
+    """Run one action; a refusal is the operator's message on stderr and exit code 2, never a traceback."""
+    try:
+        return fn()
+    except ControlError as e:
+        typer.echo(e.message, err=True)
+        raise typer.Exit(2) from None
 
-    Counts are taken at the run's latest decision time (market time, the clock the caps run on), over the
-    run's namespace, which is what the sniper counted against.
-    """
-    out: dict[str, Any] = {
-        "journal": redact_url(journal.url),
-        "paused": journal.get_state(PAUSED_KEY, "0") == "1",
-    }
-    run_id = journal.latest_run_id()
-    run = journal.run(run_id) if run_id else None
+
+def _json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+# -- rendering --------------------------------------------------------------------------------------------------
+
+
+def _caps_lines(caps: Caps) -> list[str]:
+    lines = [f"windows at market time {caps.at_market_time or '-'}:"]
+    lines += [f"  {w.name}: {w.used} / {w.cap if w.cap is not None else '?'}" for w in caps.windows]
+    return lines
+
+
+def status_lines(st: Status) -> list[str]:
+    lines = [f"journal: {st.journal}", f"paused: {'yes' if st.paused else 'no'}", f"trading: {st.trading.line}"]
+    lines += [f"breaker trip: {t.breaker} ({t.detail})" for t in st.trips]
+    run = st.run
     if run is None:
-        out["run"] = None
-        return out
-    out["run"] = {
-        "run_id": run["run_id"],
-        "status": run["status"],
-        "mode": run["mode"],
-        "profile": run["profile"],
-        "source": run["source"],
-        "simulated": bool(run["simulated"]),
-        "namespace": run["namespace"],
-        "started": _iso(run["started_at"]),
-        "ended": _iso(run["ended_at"]),
-    }
-    ns = run["namespace"]
-    with journal.engine.connect() as c:
-        now_ms = c.execute(select(func.max(decisions.c.ts)).where(decisions.c.run_id == run_id)).scalar()
-        if now_ms is None:
-            return out
-        windows: dict[str, Any] = {"at_market_time": _iso(now_ms / 1000)}
-        try:
-            sniper = json.loads(run["settings_json"]).get("sniper", {})
-        except (ValueError, AttributeError):
-            sniper = {}
-        caps = {"hour": sniper.get("max_signals_per_hour"), "day": sniper.get("daily_signal_cap")}
-        for name, length in (("hour", HOUR_MS), ("day", DAY_MS)):
-            n = c.execute(
-                select(func.count())
-                .select_from(decisions)
-                .where(
-                    decisions.c.namespace == ns,
-                    decisions.c.allowed.is_(True),
-                    decisions.c.ts > now_ms - length,
-                    decisions.c.ts <= now_ms,
-                )
-            ).scalar_one()
-            windows[name] = {"count": int(n), "cap": caps[name]}
-    out["windows"] = windows
-    return out
+        return [*lines, "no runs in the journal yet"]
+    for k in ("run_id", "status", "mode", "profile", "source", "simulated", "namespace", "started", "ended"):
+        v = getattr(run, k)
+        lines.append(f"{k}: {v if v is not None else '-'}")
+    if st.caps is None:
+        return [*lines, "windows: no decisions in this run yet"]
+    return lines + _caps_lines(st.caps)
 
 
-def _print_report(rep: dict[str, Any]) -> None:
-    typer.echo(f"journal: {rep['journal']}")
-    typer.echo(f"paused: {'yes' if rep['paused'] else 'no'}")
-    run = rep.get("run")
-    if run is None:
-        typer.echo("no runs in the journal yet")
-        return
-    for k, v in run.items():
-        typer.echo(f"{k}: {v if v is not None else '-'}")
-    win = rep.get("windows")
-    if win is None:
-        typer.echo("windows: no decisions in this run yet")
-        return
-    typer.echo(f"windows at market time {win['at_market_time']}:")
-    for name in ("hour", "day"):
-        w = win[name]
-        typer.echo(f"  {name}: {w['count']} / {w['cap'] if w['cap'] is not None else '?'}")
+def _signal_line(r: SignalRow) -> str:
+    from ultra_signals.transport.messages import fmt_price
+
+    tp = "/".join(fmt_price(t) for t in r.targets)
+    return f"{r.ts} {r.symbol} {r.side} ENTRY:{fmt_price(r.entry)} SL:{fmt_price(r.stop)} TP:{tp}"
+
+
+def _position_line(p: Position) -> str:
+    from ultra_signals.transport.messages import fmt_price
+
+    entry = fmt_price(p.entry) if p.entry is not None else "pending"
+    return (
+        f"{p.symbol} {p.side} {p.status} qty {p.qty:.8g} ENTRY:{entry} SL:{fmt_price(p.stop)} "
+        f"TP:{fmt_price(p.target)} ({p.broker}, decision {p.decision_id})"
+    )
+
+
+# -- commands ---------------------------------------------------------------------------------------------------
 
 
 def status(
@@ -116,35 +128,68 @@ def status(
     settings: SettingsOpt = None,
     secrets_file: SecretsOpt = None,
     journal_url: JournalOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Show the latest run, whether new signals are paused, and the current cap windows."""
-    j = _journal(profile, settings, secrets_file, journal_url)
-    try:
-        rep = status_report(j)
-    finally:
-        j.close()
+    """Show the latest run, whether new signals are paused, the trading state and breakers, and the cap windows."""
+    with _control(profile, settings, secrets_file, journal_url) as (c, _):
+        st = _call(c.status)
     if as_json:
-        typer.echo(json.dumps(rep, indent=2))
+        _json(st.as_dict())
     else:
-        _print_report(rep)
+        typer.echo("\n".join(status_lines(st)))
 
 
-def _set_paused(value: bool, profile: str | None, settings: Path | None, secrets: Path | None, url: str | None) -> None:
-    j = _journal(profile, settings, secrets, url)
-    trading = ""
-    try:
-        j.set_state(PAUSED_KEY, "1" if value else "0")
-        if not value:  # resume also clears a circuit-breaker halt: only an operator may do that
-            from ultra_signals.execution.breakers import resume_trading
-
-            trading = resume_trading(j, by="cli")
-    finally:
-        j.close()
-    if value:
-        typer.echo(f"paused: new signals are blocked (reason: paused) until resume ({redact_url(j.url)})")
+def caps(
+    profile: ProfileOpt = None,
+    settings: SettingsOpt = None,
+    secrets_file: SecretsOpt = None,
+    journal_url: JournalOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Allowed signals in the trailing hour and day windows of the latest run, and their caps."""
+    with _control(profile, settings, secrets_file, journal_url) as (c, _):
+        result = _call(c.caps)
+    if as_json:
+        _json(asdict(result))
     else:
-        typer.echo(f"resumed: new signals are allowed ({redact_url(j.url)}); {trading}")
+        typer.echo("\n".join(_caps_lines(result)))
+
+
+def signals(
+    n: Annotated[int, typer.Option("-n", help="How many (newest last).")] = 5,
+    profile: ProfileOpt = None,
+    settings: SettingsOpt = None,
+    secrets_file: SecretsOpt = None,
+    journal_url: JournalOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The last n allowed signals of the latest run's namespace."""
+    with _control(profile, settings, secrets_file, journal_url) as (c, _):
+        rows = _call(lambda: c.recent_signals(n))
+    if as_json:
+        _json([asdict(r) for r in rows])
+    elif not rows:
+        typer.echo("no allowed signals yet")
+    else:
+        typer.echo("\n".join(_signal_line(r) for r in rows))
+
+
+def positions(
+    profile: ProfileOpt = None,
+    settings: SettingsOpt = None,
+    secrets_file: SecretsOpt = None,
+    journal_url: JournalOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Open and pending trades of the latest run, with their stop and target."""
+    with _control(profile, settings, secrets_file, journal_url) as (c, _):
+        rows = _call(c.positions)
+    if as_json:
+        _json([asdict(p) for p in rows])
+    elif not rows:
+        typer.echo("no open positions")
+    else:
+        typer.echo("\n".join(_position_line(p) for p in rows))
 
 
 def pause(
@@ -154,7 +199,10 @@ def pause(
     journal_url: JournalOpt = None,
 ) -> None:
     """Block new signals (journal state ``paused``); a running runner picks it up; it survives restarts."""
-    _set_paused(True, profile, settings, secrets_file, journal_url)
+    with _control(profile, settings, secrets_file, journal_url) as (c, _):
+        r = _call(lambda: c.pause(BY))
+    already = "" if r.changed else " (it already was)"
+    typer.echo(f"paused{already}: new signals are blocked (reason: paused) until resume ({r.journal})")
 
 
 def resume(
@@ -163,12 +211,64 @@ def resume(
     secrets_file: SecretsOpt = None,
     journal_url: JournalOpt = None,
 ) -> None:
-    """Allow new signals again, and clear a circuit-breaker halt (back to ACTIVE)."""
-    _set_paused(False, profile, settings, secrets_file, journal_url)
+    """Allow new signals again, and clear a circuit-breaker halt or a stop-entry (back to ACTIVE)."""
+    with _control(profile, settings, secrets_file, journal_url) as (c, _):
+        r = _call(lambda: c.resume(BY))
+    typer.echo(f"resumed: new signals are allowed ({r.journal}); {r.trading}")
+
+
+def stop_entry(
+    profile: ProfileOpt = None,
+    settings: SettingsOpt = None,
+    secrets_file: SecretsOpt = None,
+    journal_url: JournalOpt = None,
+) -> None:
+    """No new entries (trading REDUCING); open positions keep their stop and target. ``resume`` undoes it."""
+    with _control(profile, settings, secrets_file, journal_url) as (c, _):
+        r = _call(lambda: c.stop_entry(BY))
+    head = "stop-entry" if r.changed else "stop-entry (it already was)"
+    typer.echo(f"{head}: trading {r.trading.line}; no new entries, exits continue ({r.journal})")
+
+
+def kill(
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    profile: ProfileOpt = None,
+    settings: SettingsOpt = None,
+    secrets_file: SecretsOpt = None,
+    journal_url: JournalOpt = None,
+) -> None:
+    """Kill switch: HALT trading, cancel every open order and flatten every position on the exchange."""
+    from ultra_signals.control.kill import venue_label
+
+    with _control(profile, settings, secrets_file, journal_url, kill=True) as (c, s):
+        confirm = yes or typer.confirm(
+            f"Cancel ALL open orders and close ALL positions on {venue_label(s)}, and halt trading?", default=False
+        )
+        try:
+            r = asyncio.run(c.kill(confirm=confirm, by=BY))
+        except ConfirmationRequired:
+            typer.echo("aborted: nothing was changed")
+            raise typer.Exit(1) from None
+    typer.echo(f"trading state: {r.trading.line}")
+    if r.exchange:
+        typer.echo(
+            f"cancelled {r.cancelled_orders} orders; flattened {', '.join(r.flattened) or 'nothing'};"
+            f" left: {r.remaining_orders} orders, {r.remaining_positions} positions"
+        )
+    else:
+        typer.echo("paper positions live in the runner: it flattens them when it reads the HALT (within 1 s)")
+    for err in r.errors:
+        typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(0 if r.clean else 1)
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``status``, ``pause`` and ``resume`` to the main CLI."""
+    """Add the operator actions to the main CLI."""
     app.command("status")(status)
+    app.command("caps")(caps)
+    app.command("signals")(signals)
+    app.command("positions")(positions)
     app.command("pause")(pause)
     app.command("resume")(resume)
+    app.command("stop-entry")(stop_entry)
+    app.command("kill")(kill)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from ultra_signals.control.state import is_paused
 from ultra_signals.core.caps import Reservation, SniperCounters, policy_from
 from ultra_signals.core.clock import EventClock
 from ultra_signals.core.config import Settings, redacted_dict
@@ -150,7 +151,7 @@ class Runner:
             counter_events=counter_events if counter_events is not None else [],
         )
         self.clock = EventClock()
-        self._paused = journal.get_state("paused") == "1"
+        self._paused = is_paused(journal)
         self.engine = SignalEngine(
             settings,
             self.counters,
@@ -413,7 +414,7 @@ class Runner:
         if now - self._last_pause_poll >= 1.0:
             self._last_pause_poll = now
             try:
-                self._paused = self.journal.get_state("paused") == "1"
+                self._paused = is_paused(self.journal)
             except Exception as e:
                 st.errors["journal_state"] += 1
                 m.errors.labels(kind="journal_state").inc()

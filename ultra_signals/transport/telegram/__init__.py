@@ -12,15 +12,13 @@ from ultra_signals.transport.telegram.client import (
     TelegramError,
     TransientError,
 )
-from ultra_signals.transport.telegram.commands import CommandHandler, OperatorView, StateStore
+from ultra_signals.transport.telegram.commands import CommandHandler
 from ultra_signals.transport.telegram.notifier import TelegramNotifier, make_telegram_notifier
 
 __all__ = [
     "CommandHandler",
-    "OperatorView",
     "PermanentError",
     "RetryAfter",
-    "StateStore",
     "TelegramClient",
     "TelegramError",
     "TelegramNotifier",

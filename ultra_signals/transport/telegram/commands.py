@@ -1,13 +1,15 @@
 """Operator commands over long polling (``getUpdates``), answered only in allowed chats.
 
+A thin adapter: it parses the message, calls :class:`ultra_signals.control.Control` (the same actions the CLI
+calls) and renders the typed result with :mod:`ultra_signals.transport.telegram.format`.
+
 Anyone can find a bot and message it, so a chat not in ``telegram.allowed_chat_ids`` gets no answer and
 changes nothing; it is only counted (``telegram_updates_ignored_total``).  In an allowed *group* every member
-may command.
+may command; the sender's user id is journaled with every change (``by telegram:<user id>``).
 
-/pause and /resume write the journal state key ``paused`` (``"1"``/``"0"``); the runner reads it and blocks
-new signals with reason ``paused`` while it is set, so a pause survives restarts.  The update offset is stored
-in the same state table: an update handled before a crash but not yet confirmed is handled again after it,
-which is harmless (pause/resume are idempotent and replies are keyed by update id, so none is sent twice).
+The update offset is stored in the journal's state table: an update handled before a crash but not yet
+confirmed is handled again after it, which is harmless (pause, resume and stop-entry are idempotent, /kill
+halts an already halted run again, and replies are keyed by update id, so none is sent twice).
 """
 
 from __future__ import annotations
@@ -17,59 +19,40 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from ultra_signals.control import Control, ControlError, InvalidInput, parse_count
 from ultra_signals.core.backoff import exponential_delay
 from ultra_signals.transport.telegram.client import RetryAfter, TelegramClient
-from ultra_signals.transport.telegram.format import kv_text, signals_text
+from ultra_signals.transport.telegram.format import (
+    caps_text,
+    kill_text,
+    pause_text,
+    positions_text,
+    resume_text,
+    signals_text,
+    status_text,
+    stop_entry_text,
+)
 
 if TYPE_CHECKING:
     from ultra_signals.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-PAUSED_KEY = "paused"
 OFFSET_KEY = "telegram.update_offset"
-MAX_SIGNALS = 50
 
 HELP = (
-    "/status: mode, uptime, symbols and data freshness, counter backend\n"
+    "/status: run, trading state and breakers, pause, data freshness, counter backend\n"
     "/caps: signals in the current hour and day windows, and the caps\n"
     "/signals [n]: the last n allowed signals (default 5)\n"
+    "/positions: open positions with their stop and target\n"
     "/pause: block new signals (persists across restarts)\n"
-    "/resume: allow new signals again\n"
+    "/resume: allow new signals again (also clears a breaker halt or a stop-entry)\n"
+    "/stopentry: no new entries, open positions keep their exits (REDUCING)\n"
+    "/kill confirm: halt trading, cancel every order, close every position\n"
     "/help: this list"
 )
-
-
-class OperatorView(Protocol):
-    """What the runner shows to operators.  Values are plain data; nested mappings are shown inline.
-
-    - ``status()``: e.g. ``{"mode": "shadow", "run_id": ..., "uptime_s": 812.0, "counter_backend": "redis",
-      "freshness_s": {"BTCUSDT": 1.2, ...}}``
-    - ``caps()``: e.g. ``{"hour": {"count": 1, "cap": 2}, "day": {"count": 3, "cap": 6}}``
-    - ``recent_signals(n)``: the last ``n`` allowed signals, newest last, as ``Decision.as_record()`` dicts
-      (``ts``, ``symbol``, ``side``, ``entry``, ``stop``, ``targets``; an optional ``time`` string is shown
-      instead of ``ts``).
-    """
-
-    def status(self) -> Mapping[str, Any]: ...
-
-    def caps(self) -> Mapping[str, Any]: ...
-
-    def recent_signals(self, n: int) -> Sequence[Mapping[str, Any]]: ...
-
-
-class StateStore(Protocol):
-    """Persistent operator state: :class:`ultra_signals.journal.writer.Journal` satisfies it."""
-
-    def get_state(self, key: str, default: str | None = None) -> str | None: ...
-
-    def set_state(self, key: str, value: str) -> None: ...
-
-
-def is_paused(state: StateStore) -> bool:
-    return state.get_state(PAUSED_KEY, "0") == "1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +73,19 @@ def parse_command(text: str) -> Command | None:
 Reply = Callable[[str, str, str | None], None]  # (chat_id, text, idempotency key)
 
 
+def sender_of(msg: Mapping[str, Any], chat_id: str) -> str:
+    """Who acted, for the journal: the Telegram user id when the update names one, else the chat."""
+    user = msg.get("from")
+    uid = user.get("id") if isinstance(user, Mapping) else None
+    return f"telegram:{uid}" if uid is not None else f"telegram:chat:{chat_id}"
+
+
 class CommandHandler:
     def __init__(
         self,
         client: TelegramClient,
         reply: Reply,
-        view: OperatorView,
-        state: StateStore,
+        control: Control,
         allowed_chat_ids: Sequence[str],
         *,
         metrics: Metrics | None = None,
@@ -106,8 +95,8 @@ class CommandHandler:
     ) -> None:
         self.client = client
         self._reply = reply
-        self.view = view
-        self.state = state
+        self.control = control
+        self.state = control.journal
         self.allowed = {str(c).strip() for c in allowed_chat_ids}
         self.metrics = metrics
         self.poll_timeout_s = poll_timeout_s
@@ -118,7 +107,7 @@ class CommandHandler:
         self._task: asyncio.Task[None] | None = None
 
     # -- one update -----------------------------------------------------------------------------------------
-    def handle_update(self, update: Mapping[str, Any]) -> str | None:
+    async def handle_update(self, update: Mapping[str, Any]) -> str | None:
         """Act on one update; returns the reply sent (None when ignored)."""
         msg = update.get("message")
         if not isinstance(msg, Mapping):
@@ -136,42 +125,50 @@ class CommandHandler:
         if cmd is None:
             return None
         self.handled += 1
-        answer = self.execute(cmd)
+        answer = await self.execute(cmd, sender_of(msg, chat_id))
         self._reply(chat_id, answer, f"update:{update.get('update_id')}")
         return answer
 
-    def execute(self, cmd: Command) -> str:
+    async def execute(self, cmd: Command, by: str = "telegram") -> str:
         try:
-            return self._execute(cmd)
-        except Exception as e:  # a view that fails must not stop the command loop
+            return await self._execute(cmd, by)
+        except ControlError as e:  # refused: the message is written for the operator
+            return f"/{cmd.name}: {e.message}"
+        except Exception as e:  # a journal that fails must not stop the command loop
             log.error("telegram: /%s failed: %s", cmd.name, self.client.redact(str(e)))
             return f"/{cmd.name} failed: {type(e).__name__}"
 
-    def _execute(self, cmd: Command) -> str:
-        if cmd.name in ("help", "start"):
-            return HELP
-        if cmd.name == "status":
-            data = dict(self.view.status())
-            data["paused"] = "yes" if is_paused(self.state) else "no"
-            return kv_text("Status", data)
-        if cmd.name == "caps":
-            return kv_text("Caps (current windows)", self.view.caps())
-        if cmd.name == "signals":
-            n = 5
-            if cmd.args:
-                if not cmd.args[0].isdigit() or int(cmd.args[0]) < 1:
+    async def _execute(self, cmd: Command, by: str) -> str:
+        c = self.control
+        match cmd.name:
+            case "help" | "start":
+                return HELP
+            case "status":
+                return status_text(c.status())
+            case "caps":
+                return caps_text(c.caps())
+            case "signals":
+                try:
+                    n = parse_count(cmd.args[0] if cmd.args else "")
+                except InvalidInput:
                     return "usage: /signals [n], n a positive number"
-                n = min(int(cmd.args[0]), MAX_SIGNALS)
-            return signals_text(list(self.view.recent_signals(n)))
-        if cmd.name == "pause":
-            self.state.set_state(PAUSED_KEY, "1")
-            return "Paused: new signals are blocked (reason: paused) until /resume. The pause survives restarts."
-        if cmd.name == "resume":
-            from ultra_signals.execution.breakers import resume_trading
-
-            self.state.set_state(PAUSED_KEY, "0")
-            trading = resume_trading(self.state, by="telegram")
-            return f"Resumed: new signals are allowed again; {trading}."
+                return signals_text(c.recent_signals(n))
+            case "positions":
+                return positions_text(c.positions())
+            case "pause":
+                return pause_text(c.pause(by))
+            case "resume":
+                return resume_text(c.resume(by))
+            case "stopentry" | "stop_entry":
+                return stop_entry_text(c.stop_entry(by))
+            case "kill":
+                confirm = [a.lower() for a in cmd.args] == ["confirm"]
+                if not confirm:
+                    return (
+                        "/kill halts trading, cancels ALL open orders and closes ALL positions. "
+                        "Send /kill confirm to do it."
+                    )
+                return kill_text(await c.kill(confirm=True, by=by))
         return f"Unknown command /{cmd.name}\n{HELP}"
 
     # -- long polling ---------------------------------------------------------------------------------------
@@ -197,7 +194,7 @@ class CommandHandler:
                     if not isinstance(uid, int):
                         continue
                     try:
-                        self.handle_update(u)
+                        await self.handle_update(u)
                     except Exception as e:
                         log.error("telegram: update %d: %s", uid, self.client.redact(str(e)))
                     offset = uid + 1

@@ -11,11 +11,21 @@ from __future__ import annotations
 import html
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ultra_signals.control.model import (
+    Caps,
+    KillResult,
+    PauseResult,
+    Position,
+    ResumeResult,
+    SignalRow,
+    Status,
+    StopEntryResult,
+)
 from ultra_signals.core.decision import Decision
 from ultra_signals.transport.messages import MODE_PREFIX, fmt_price, signal_card
 from ultra_signals.transport.notifier import Notice
@@ -181,7 +191,7 @@ def daily_summary_text(mode: str, stats: DailyStats) -> str:
     )
 
 
-# -- operator command replies --------------------------------------------------------------------------------
+# -- operator command replies (renderings of the control layer's typed results) ------------------------------
 
 
 def _value(v: Any) -> str:
@@ -199,28 +209,94 @@ def kv_text(title: str, data: Mapping[str, Any]) -> str:
     return "\n".join([title, *(f"{k}: {_value(v)}" for k, v in data.items())])
 
 
-def _price(v: Any) -> str:
-    return fmt_price(float(v)) if isinstance(v, (int, float)) else str(v)
+def _age(v: float | None) -> str:
+    return "no data yet" if v is None else f"{v:.1f}s"
 
 
-def _when(r: Mapping[str, Any]) -> str:
-    if "time" in r:
-        return str(r["time"])
-    ts = r.get("ts")
-    if isinstance(ts, (int, float)):
-        return datetime.fromtimestamp(ts / 1000, tz=UTC).strftime("%Y-%m-%d %H:%MZ")
-    return "?"
+def status_text(st: Status) -> str:
+    data: dict[str, Any] = {}
+    run = st.run
+    if run is None:
+        data["run"] = "no runs in the journal yet"
+    else:
+        data["mode"] = run.mode
+        data["run_id"] = run.run_id
+        data["profile"] = run.profile
+        data["source"] = run.source + (" (SIMULATED)" if run.simulated else "")
+        if run.uptime_s is not None:
+            data["uptime"] = f"{run.uptime_s:.0f}s"
+        else:
+            data["run_status"] = run.status
+        data["market_time"] = run.market_time or "-"
+        if run.counter_backend is not None:
+            data["counter_backend"] = run.counter_backend
+        if run.data_age_s:
+            data["data_age"] = {k: _age(v) for k, v in run.data_age_s.items()}
+    data["paused"] = "yes" if st.paused else "no"
+    data["trading"] = st.trading.line
+    if st.trips:
+        data["breaker_trips"] = [f"{t.breaker} ({t.detail})" for t in st.trips]
+    return kv_text("Status", data)
 
 
-def signals_text(rows: list[Mapping[str, Any]]) -> str:
+def caps_text(caps: Caps) -> str:
+    return "\n".join(
+        [
+            "Caps (current windows)",
+            *(f"{w.name}: count={w.used}, cap={w.cap if w.cap is not None else '?'}" for w in caps.windows),
+        ]
+    )
+
+
+def _when(ts: int) -> str:
+    return datetime.fromtimestamp(ts / 1000, tz=UTC).strftime("%Y-%m-%d %H:%MZ")
+
+
+def signals_text(rows: Sequence[SignalRow]) -> str:
     if not rows:
         return "No allowed signals yet."
     lines = [f"Last {len(rows)} allowed signal(s):"]
     for r in rows:
-        targets = r.get("targets")
-        tp = "/".join(_price(t) for t in targets) if isinstance(targets, (list, tuple)) else _price(targets)
+        tp = "/".join(fmt_price(t) for t in r.targets)
+        lines.append(f"{_when(r.ts)} {r.symbol} {r.side} ENTRY:{fmt_price(r.entry)} SL:{fmt_price(r.stop)} TP:{tp}")
+    return "\n".join(lines)
+
+
+def positions_text(rows: Sequence[Position]) -> str:
+    if not rows:
+        return "No open positions."
+    lines = [f"{len(rows)} open position(s):"]
+    for p in rows:
+        entry = fmt_price(p.entry) if p.entry is not None else "pending"
+        line = f"{p.symbol} {p.side} qty {p.qty:.8g} ENTRY:{entry} SL:{fmt_price(p.stop)} TP:{fmt_price(p.target)}"
+        if p.unrealized is not None and p.mark is not None:
+            line += f" | mark {fmt_price(p.mark)} uPnL {p.unrealized:+.2f}"
+        lines.append(f"{line} | {p.broker} {p.status} since {_when(p.opened_ts)}")
+    return "\n".join(lines)
+
+
+def pause_text(r: PauseResult) -> str:
+    head = "Paused" if r.changed else "Already paused"
+    return f"{head}: new signals are blocked (reason: paused) until /resume. The pause survives restarts."
+
+
+def resume_text(r: ResumeResult) -> str:
+    return f"Resumed: new signals are allowed again; {r.trading}."
+
+
+def stop_entry_text(r: StopEntryResult) -> str:
+    head = "Stop-entry" if r.changed else "Already stopping entries"
+    return f"{head}: trading REDUCING, no new entries; open positions keep their stop and target. /resume to undo."
+
+
+def kill_text(r: KillResult) -> str:
+    lines = [f"Kill switch: trading {r.trading.line}"]
+    if r.exchange:
         lines.append(
-            f"{_when(r)} {r.get('symbol', '?')} {r.get('side', '?')} "
-            f"ENTRY:{_price(r.get('entry', '?'))} SL:{_price(r.get('stop', '?'))} TP:{tp}"
+            f"cancelled {r.cancelled_orders} orders; flattened {', '.join(r.flattened) or 'nothing'}; "
+            f"left: {r.remaining_orders} orders, {r.remaining_positions} positions"
         )
+    else:
+        lines.append("paper positions are closed by the runner when it reads the HALT (within 1 s)")
+    lines += [f"error: {e}" for e in r.errors]
     return "\n".join(lines)

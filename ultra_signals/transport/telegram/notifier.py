@@ -31,8 +31,9 @@ from ultra_signals.transport.telegram.outbox import Outbox, OutboxRow
 from ultra_signals.transport.telegram.pacing import Pacer, PacingRules
 
 if TYPE_CHECKING:
+    from ultra_signals.control import Control
     from ultra_signals.observability.metrics import Metrics
-    from ultra_signals.transport.telegram.commands import CommandHandler, OperatorView, StateStore
+    from ultra_signals.transport.telegram.commands import CommandHandler
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +172,8 @@ class TelegramNotifier:
         return self._pending
 
     # -- lifecycle ------------------------------------------------------------------------------------------
-    def attach_commands(self, view: OperatorView, state: StateStore) -> CommandHandler | None:
-        """Answer operator commands while this notifier runs (started and stopped with it).
+    def attach_commands(self, control: Control) -> CommandHandler | None:
+        """Answer operator commands through ``control`` while this notifier runs (started and stopped with it).
 
         None when commands are disabled or no chat is allowed to command (polling would only be ignored).
         """
@@ -186,8 +187,7 @@ class TelegramNotifier:
         self.commands = CommandHandler(
             self.client,
             self.reply,
-            view,
-            state,
+            control,
             self.allowed_chat_ids,
             metrics=self.metrics,
             poll_timeout_s=self.poll_timeout_s,
