@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,39 +17,16 @@ from ultra_signals.live.runner import Runner
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.factory import build_source
 from ultra_signals.transport.telegram.client import TelegramClient
-from ultra_signals.transport.telegram.commands import OFFSET_KEY, PAUSED_KEY, Command, parse_command
+from ultra_signals.control import PAUSED_KEY, Control, JournalView
+from ultra_signals.live.view import RunnerView
+from ultra_signals.transport.telegram.commands import OFFSET_KEY, Command, parse_command
 from ultra_signals.transport.telegram.notifier import TelegramNotifier, make_telegram_notifier
 from ultra_signals.transport.telegram.outbox import Outbox
 from ultra_signals.transport.telegram.pacing import PacingRules
-from ultra_signals.transport.telegram.view import RunnerView
 
 pytestmark = pytest.mark.timeout(90)
 
 OPERATOR, STRANGER = "111", "999"
-
-
-class FixedView:
-    """What a runner would show, fixed for the reply texts."""
-
-    def status(self) -> Mapping[str, Any]:
-        return {"mode": "shadow", "uptime": "812s", "counter_backend": "redis", "data_age": {"BTCUSDT": "1.2s"}}
-
-    def caps(self) -> Mapping[str, Any]:
-        return {"hour": {"count": 1, "cap": 2}, "day": {"count": 3, "cap": 6}}
-
-    def recent_signals(self, n: int) -> Sequence[Mapping[str, Any]]:
-        rows = [
-            {
-                "ts": 1_767_571_500_000 + i * 300_000,
-                "symbol": "BTCUSDT",
-                "side": "LONG",
-                "entry": 60000.5 + i,
-                "stop": 59800.0,
-                "targets": [60200.0, 60400.0],
-            }
-            for i in range(10)
-        ]
-        return rows[-n:]
 
 
 @pytest.fixture
@@ -87,7 +63,7 @@ def converse(api: FakeBotApi, journal: Journal, lines: list[tuple[str, str]], me
 
     async def go() -> None:
         n = notifier(api, journal, metrics)
-        handler = n.attach_commands(FixedView(), journal)
+        handler = n.attach_commands(Control(journal, JournalView(journal)))
         assert handler is not None
         await n.start()
         for chat, text in lines:
@@ -118,11 +94,9 @@ def test_unknown_chat_changes_nothing_and_is_counted(api: FakeBotApi, journal: J
     [reply] = api.delivered_to(OPERATOR)
     assert reply.plain.splitlines() == [
         "Status",
-        "mode: shadow",
-        "uptime: 812s",
-        "counter_backend: redis",
-        "data_age: BTCUSDT=1.2s",
+        "run: no runs in the journal yet",
         "paused: no",
+        "trading: ACTIVE",
     ]
 
 
@@ -140,16 +114,12 @@ def test_operator_commands_and_replies(api: FakeBotApi, journal: Journal) -> Non
     converse(api, journal, lines)
     replies = [g.plain for g in api.delivered_to(OPERATOR)]
     assert len(replies) == len(lines)
-    assert replies[0].startswith("/status: mode, uptime") and "/pause" in replies[0]
-    assert replies[1] == "Caps (current windows)\nhour: count=1, cap=2\nday: count=3, cap=6"
-    assert replies[2].splitlines() == [
-        "Last 2 allowed signal(s):",
-        "2026-01-05 00:45Z BTCUSDT LONG ENTRY:60008.5 SL:59800 TP:60200/60400",
-        "2026-01-05 00:50Z BTCUSDT LONG ENTRY:60009.5 SL:59800 TP:60200/60400",
-    ]
+    assert replies[0].startswith("/status: run, trading state") and "/stopentry" in replies[0]
+    assert replies[1].startswith("/caps: no decisions yet")
+    assert replies[2] == "No allowed signals yet."
     assert replies[3].startswith("usage: /signals [n]")
     assert replies[4].startswith("Paused")
-    assert replies[5].endswith("paused: yes")
+    assert "paused: yes" in replies[5]
     assert replies[6].startswith("Resumed")
     assert replies[7].startswith("Unknown command /bogus")
     assert journal.get_state(PAUSED_KEY) == "0"
@@ -161,8 +131,8 @@ def test_handled_updates_are_not_answered_again_after_a_restart(api: FakeBotApi,
     assert len(api.delivered) == 1
     converse(api, journal, [(OPERATOR, "/caps")])  # a new process over the same journal
     assert [g.plain.splitlines()[0] for g in api.delivered] == [
-        "/status: mode, uptime, symbols and data freshness, counter backend",
-        "Caps (current windows)",
+        "/status: run, trading state and breakers, pause, data freshness, counter backend",
+        "/caps: no decisions yet: the cap windows start with the run's first decision",
     ]
 
 
@@ -193,11 +163,15 @@ def _run(s: Settings, journal: Journal) -> tuple[Runner, dict[str, int]]:
         journal=journal,
         notifier=n,
         metrics=metrics,
-        executor=False,
+        executor=True,  # the paper broker (shadow), which obeys the trading state
         serve_metrics=False,
     )
     st = asyncio.run(runner.run())
-    return runner, {"allowed": sum(st.allowed.values()), "paused": st.blocked.get("paused", 0)}
+    return runner, {
+        "allowed": sum(st.allowed.values()),
+        "paused": st.blocked.get("paused", 0),
+        "reducing": st.blocked.get("trading_reducing", 0),
+    }
 
 
 def test_a_stranger_cannot_pause_the_runner_but_the_operator_can(api: FakeBotApi, journal: Journal) -> None:
@@ -219,17 +193,31 @@ def test_runner_view_answers_from_the_running_runner(api: FakeBotApi, journal: J
     assert len(replies) == 2
     status, caps = sorted(replies, key=lambda r: not r.startswith("Status"))
     assert f"run_id: {runner.run_id}" in status and "counter_backend: memory" in status
-    assert "source: sim (SIMULATED)" in status and "paused: no" in status
+    assert "source: sim (SIMULATED)" in status and "paused: no" in status and "trading: ACTIVE" in status
     assert caps.splitlines()[1].startswith("hour: count=") and caps.splitlines()[1].endswith("cap=2")
     view = RunnerView(runner)
     rows = [r for r in journal.decisions(runner.run_id) if r["allowed"]]
     recent = view.recent_signals(3)
-    assert [(r["ts"], r["symbol"], r["entry"]) for r in recent] == [
-        (r["ts"], r["symbol"], r["entry"]) for r in rows[-3:]
-    ]
+    assert [(r.ts, r.symbol, r.entry) for r in recent] == [(r["ts"], r["symbol"], r["entry"]) for r in rows[-3:]]
     assert stats["allowed"] == len(rows)
     final = view.caps()
-    assert final["day"]["cap"] == 6 and 0 < final["day"]["count"] <= 6
+    day = final.window("day")
+    assert day is not None and day.cap == 6 and 0 < day.used <= 6
+    info = view.run_info()
+    assert (
+        info.run_id == runner.run_id
+        and info.status == "completed"
+        and set(info.data_age_s) == set(runner.stats.symbols)
+    )
+
+
+def test_stop_entry_from_telegram_blocks_the_next_runs_entries(api: FakeBotApi, journal: Journal) -> None:
+    converse(api, journal, [(OPERATOR, "/stopentry")])
+    _, st = _run(_settings(api), journal)
+    assert st["allowed"] == 0 and st["reducing"] > 0
+    converse(api, journal, [(OPERATOR, "/resume")])
+    _, st = _run(_settings(api), journal)
+    assert st["allowed"] > 0 and st["reducing"] == 0
 
 
 def test_resume_from_telegram_clears_a_breaker_halt_but_a_stranger_cannot(api: FakeBotApi, journal: Journal) -> None:

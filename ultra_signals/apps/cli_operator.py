@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -107,7 +108,8 @@ def _signal_line(r: SignalRow) -> str:
     from ultra_signals.transport.messages import fmt_price
 
     tp = "/".join(fmt_price(t) for t in r.targets)
-    return f"{r.ts} {r.symbol} {r.side} ENTRY:{fmt_price(r.entry)} SL:{fmt_price(r.stop)} TP:{tp}"
+    when = datetime.fromtimestamp(r.ts / 1000, tz=UTC).strftime("%Y-%m-%d %H:%MZ")
+    return f"{when} {r.symbol} {r.side} ENTRY:{fmt_price(r.entry)} SL:{fmt_price(r.stop)} TP:{tp}"
 
 
 def _position_line(p: Position) -> str:

@@ -236,7 +236,8 @@ def status_text(st: Status) -> str:
     data["trading"] = st.trading.line
     if st.trips:
         data["breaker_trips"] = [f"{t.breaker} ({t.detail})" for t in st.trips]
-    return kv_text("Status", data)
+    text = kv_text("Status", data)
+    return text if st.caps is None else text + "\n" + "\n".join(caps_text(st.caps).splitlines()[1:])
 
 
 def caps_text(caps: Caps) -> str:
