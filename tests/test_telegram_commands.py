@@ -11,14 +11,14 @@ import pytest
 from tests.fakes.telegram_server import FakeBotApi
 from tests.helpers import until
 from ultra_signals.bootstrap import build_runner
+from ultra_signals.control import PAUSED_KEY, Control, JournalView
 from ultra_signals.core.config import Settings, load_settings
 from ultra_signals.journal.writer import Journal
 from ultra_signals.live.runner import Runner
+from ultra_signals.live.view import RunnerView
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.factory import build_source
 from ultra_signals.transport.telegram.client import TelegramClient
-from ultra_signals.control import PAUSED_KEY, Control, JournalView
-from ultra_signals.live.view import RunnerView
 from ultra_signals.transport.telegram.commands import OFFSET_KEY, Command, parse_command
 from ultra_signals.transport.telegram.notifier import TelegramNotifier, make_telegram_notifier
 from ultra_signals.transport.telegram.outbox import Outbox
