@@ -1,4 +1,4 @@
-"""Message texts: HTML that Telegram's parser accepts, splitting at 4096 UTF-16 units, card round trips."""
+"""Message texts: HTML that Telegram's parser accepts, splitting at 4096 UTF-16 units, typed notices rendered."""
 
 from __future__ import annotations
 
@@ -11,17 +11,16 @@ from hypothesis import strategies as st
 from tests.fakes.telegram_server import HtmlError, parse_html
 from ultra_signals.core.decision import Candidate, Decision, Side
 from ultra_signals.transport.messages import signal_card
+from ultra_signals.control.model import SignalRow
+from ultra_signals.transport.messages import SignalCard
+from ultra_signals.transport.notifier import Notice
 from ultra_signals.transport.telegram.format import (
     MAX_MESSAGE,
-    CardInfo,
-    DailyStats,
-    daily_summary_text,
     digest_text,
     escape,
     kv_text,
-    parse_card,
+    notice_parts,
     render,
-    signal_notice,
     signals_text,
     split_text,
     utf16_len,
@@ -56,22 +55,21 @@ def test_fake_parser_refuses_what_telegram_refuses() -> None:
 
 
 @pytest.mark.parametrize("mode, prefix", [("shadow", "SHADOW"), ("canary", "CANARY"), ("live", "LIVE")])
-def test_signal_card_renders_with_bold_prefix_and_reads_back(mode: str, prefix: str) -> None:
+def test_signal_card_renders_with_bold_prefix(mode: str, prefix: str) -> None:
     d = decision()
-    n = signal_notice(d, mode)
+    n = Notice.signal(d, mode)
     assert n.kind == "signal" and n.chat_key == d.id
-    [html_text] = render(n.kind, n.text)
+    [html_text] = notice_parts(n)
     assert html_text.startswith(f"<b>{prefix}</b> | BTCUSDT | LONG | ENTRY:60123.5 | SL:59800.25 | ")
     assert parse_html(html_text) == signal_card(d, mode)
-    assert parse_card(n.text) == CardInfo(mode=prefix, symbol="BTCUSDT", side="LONG", reason=None)
 
 
-def test_blocked_card_reads_back_its_reason() -> None:
-    n = signal_notice(decision(False, "hourly_cap"), "shadow")
-    assert n.kind == "blocked"
-    info = parse_card(n.text)
-    assert info is not None and info.reason == "hourly_cap" and info.symbol == "BTCUSDT"
-    assert parse_card("not a card") is None
+def test_blocked_notice_carries_its_decision() -> None:
+    d = decision(False, "hourly_cap")
+    n = Notice.signal(d, "shadow")
+    assert n.kind == "blocked" and isinstance(n.payload, SignalCard) and n.payload.decision is d
+    [html_text] = notice_parts(n)
+    assert parse_html(html_text).endswith("| sniper:blocked:hourly_cap")
 
 
 def test_titled_kinds_get_a_bold_title() -> None:
@@ -118,12 +116,12 @@ def test_rendered_parts_parse_and_fit(text: str, kind: str) -> None:
 
 
 def test_digest_counts_by_reason_and_symbol() -> None:
-    cards = [
-        CardInfo("SHADOW", "BTCUSDT", "LONG", "hourly_cap"),
-        CardInfo("SHADOW", "ETHUSDT", "SHORT", "hourly_cap"),
-        CardInfo("SHADOW", "BTCUSDT", "LONG", "mtf_disagree"),
+    blocked = [
+        decision(False, "hourly_cap"),
+        decision(False, "hourly_cap", symbol="ETHUSDT"),
+        decision(False, "mtf_disagree"),
     ]
-    text = digest_text("shadow", cards, 3600)
+    text = digest_text("shadow", blocked, 3600)
     assert text.splitlines() == [
         "SHADOW | 3 blocked in the last 60 min",
         "by reason: hourly_cap 2, mtf_disagree 1",
@@ -131,17 +129,11 @@ def test_digest_counts_by_reason_and_symbol() -> None:
     ]
 
 
-def test_daily_summary_and_command_texts() -> None:
-    stats = DailyStats("2026-01-05", 2, 40, {"daily_cap": 5, "low_adx": 33}, {"BTCUSDT": 2})
-    assert daily_summary_text("live", stats).splitlines() == [
-        "LIVE | 2026-01-05 (UTC)",
-        "signals allowed: 2 of 40 candidates",
-        "allowed by symbol: BTCUSDT 2",
-        "blocked by reason: low_adx 33, daily_cap 5",
-    ]
+def test_command_texts() -> None:
     assert kv_text("Caps", {"hour": {"count": 1, "cap": 2}}) == "Caps\nhour: count=1, cap=2"
     assert signals_text([]) == "No allowed signals yet."
-    rec = decision().as_record()
-    assert signals_text([rec]).splitlines()[1] == (
+    c = decision().candidate
+    row = SignalRow(c.ts, c.symbol, c.side.value, c.entry, c.stop, c.targets)
+    assert signals_text([row]).splitlines()[1] == (
         "2026-01-05 00:05Z BTCUSDT LONG ENTRY:60123.5 SL:59800.25 TP:60450/60775.5/61100"
     )

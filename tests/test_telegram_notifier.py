@@ -37,7 +37,6 @@ from ultra_signals.sources.factory import build_source
 from ultra_signals.transport.messages import fmt_price, signal_card
 from ultra_signals.transport.notifier import Notice
 from ultra_signals.transport.telegram.client import TelegramClient
-from ultra_signals.transport.telegram.format import signal_notice
 from ultra_signals.transport.telegram.notifier import TelegramNotifier, make_telegram_notifier
 from ultra_signals.transport.telegram.outbox import FAILED, Outbox
 from ultra_signals.transport.telegram.pacing import PacingRules
@@ -134,9 +133,9 @@ def test_each_allowed_signal_gives_exactly_one_card_and_blocked_none(
         n = make_notifier(api, engine, mode=mode, metrics=m)
         await n.start()
         for d in decisions:
-            n.publish(signal_notice(d, mode))
+            n.publish(Notice.signal(d, mode))
         for d in allowed:  # the same decision announced again (a retry) must not make a second card
-            n.publish(signal_notice(d, mode))
+            n.publish(Notice.signal(d, mode))
         await until(lambda: len(api.delivered) >= 2 * len(allowed))
         await n.aclose()
 
@@ -172,7 +171,7 @@ def test_blocked_digest_when_enabled(api: FakeBotApi, engine: Engine) -> None:
         n = make_notifier(api, engine, chats=(PRIVATE,), events=TelegramEvents(blocked="silent"))
         await n.start()
         for d in decisions:
-            n.publish(signal_notice(d, "shadow"))
+            n.publish(Notice.signal(d, "shadow"))
         await until(lambda: len(api.delivered) >= 1)
         await n.aclose()  # flushes the digest
 
@@ -195,9 +194,9 @@ def test_event_modes_on_silent_off(api: FakeBotApi, engine: Engine) -> None:
     async def go() -> None:
         n = make_notifier(api, engine, chats=(PRIVATE,), events=events)
         await n.start()
-        n.publish(Notice("start", "SHADOW | run r1 started"))
-        n.publish(Notice("stop", "SHADOW | run r1 completed"))
-        n.publish(Notice("breaker", "LIVE | daily loss limit hit <2%> & trading HALTED"))
+        n.publish(Notice.plain("start", "SHADOW | run r1 started"))
+        n.publish(Notice.plain("stop", "SHADOW | run r1 completed"))
+        n.publish(Notice.plain("breaker", "LIVE | daily loss limit hit <2%> & trading HALTED"))
         await until(lambda: len(api.delivered) >= 2)
         await n.aclose()
 
@@ -220,7 +219,7 @@ def test_pacing_holds_at_the_server(api: FakeBotApi, engine: Engine) -> None:
         n = make_notifier(api, engine, chats=chats, rules=rules)
         await n.start()
         for i in range(6):
-            n.publish(Notice("signal", f"SHADOW | pace {i}", chat_key=f"pace-{i}"))
+            n.publish(Notice.plain("signal", f"SHADOW | pace {i}", chat_key=f"pace-{i}"))
         await until(lambda: len(api.delivered) >= 24, timeout=30)
         await n.aclose()
 
@@ -245,7 +244,7 @@ def test_default_pacing_one_message_per_second_per_chat(api: FakeBotApi, engine:
         n = make_notifier(api, engine, chats=(PRIVATE,), rules=PacingRules())
         await n.start()
         for i in range(3):
-            n.publish(Notice("signal", f"SHADOW | one per second {i}", chat_key=f"ops-{i}"))
+            n.publish(Notice.plain("signal", f"SHADOW | one per second {i}", chat_key=f"ops-{i}"))
         await until(lambda: len(api.delivered) >= 3)
         await n.aclose()
 
@@ -267,7 +266,7 @@ def test_429_retry_after_is_honoured(api: FakeBotApi, engine: Engine) -> None:
     async def go() -> None:
         n = make_notifier(api, engine, chats=(PRIVATE,), metrics=m)
         await n.start()
-        n.publish(Notice("signal", "SHADOW | flood", chat_key="f1"))
+        n.publish(Notice.plain("signal", "SHADOW | flood", chat_key="f1"))
         await until(lambda: len(api.delivered) >= 1)
         await n.aclose()
 
@@ -287,7 +286,7 @@ def test_5xx_timeouts_and_refused_connections_are_retried_in_order(api: FakeBotA
         n = make_notifier(api, engine, chats=(PRIVATE,), timeout_s=0.3, metrics=m)
         await n.start()
         for i in range(4):
-            n.publish(Notice("signal", f"SHADOW | s{i}", chat_key=f"s{i}"))
+            n.publish(Notice.plain("signal", f"SHADOW | s{i}", chat_key=f"s{i}"))
         await until(lambda: len(api.delivered) >= 2)
         api.refuse()  # an outage in the middle
         await asyncio.sleep(0.5)
@@ -311,7 +310,7 @@ def test_4xx_gives_up_with_a_logged_reason_and_goes_on(
         n = make_notifier(api, engine, chats=(PRIVATE,), metrics=m)
         await n.start()
         for i in range(3):
-            n.publish(Notice("signal", f"SHADOW | g{i}", chat_key=f"g{i}"))
+            n.publish(Notice.plain("signal", f"SHADOW | g{i}", chat_key=f"g{i}"))
         await until(lambda: len(api.delivered) >= 1)
         await n.aclose()
 
@@ -330,7 +329,7 @@ def test_4xx_gives_up_with_a_logged_reason_and_goes_on(
 
 
 def test_pending_messages_arrive_once_after_an_outage_and_a_restart(api: FakeBotApi, engine: Engine) -> None:
-    notices = [Notice("signal", f"SHADOW | outage {i}", chat_key=f"o{i}") for i in range(8)]
+    notices = [Notice.plain("signal", f"SHADOW | outage {i}", chat_key=f"o{i}") for i in range(8)]
     api.refuse()
 
     async def first_process() -> int:
@@ -384,7 +383,7 @@ async def main():
                          chat_ids=["111"], mode="shadow", rules=PacingRules(per_chat_interval_s=0.02))
     await n.start()
     for i in range(6):
-        n.publish(Notice("signal", f"SHADOW | crash {i}", chat_key=f"c{i}"))
+        n.publish(Notice.plain("signal", f"SHADOW | crash {i}", chat_key=f"c{i}"))
     print("published", flush=True)
     await asyncio.sleep(60)
 
@@ -440,7 +439,7 @@ async def _decision_loop(n: TelegramNotifier, count: int, tag: str) -> tuple[lis
     for i in range(count):
         sum(j * j for j in range(2000))  # the decision's own work
         t0 = time.perf_counter()
-        n.publish(Notice("signal", f"SHADOW | {tag} {i}", chat_key=f"{tag}-{i}"))
+        n.publish(Notice.plain("signal", f"SHADOW | {tag} {i}", chat_key=f"{tag}-{i}"))
         publish_ms.append((time.perf_counter() - t0) * 1000.0)
         await asyncio.sleep(0)
     return publish_ms, (time.perf_counter() - t_start) * 1000.0
@@ -465,7 +464,7 @@ def test_decision_loop_runs_on_while_the_bot_api_hangs(api: FakeBotApi, engine: 
         api.set_default("hang")
         n = make_notifier(api, engine, chats=(PRIVATE,), timeout_s=30, drain_timeout_s=0)
         await n.start()
-        n.publish(Notice("signal", "SHADOW | first", chat_key="first"))
+        n.publish(Notice.plain("signal", "SHADOW | first", chat_key="first"))
         assert await until(lambda: api.hanging == 1)  # a sendMessage is stuck at the Bot API
         delivered_before = len(api.delivered)
         publish_ms, loop_ms = await _decision_loop(n, count, "hang")
@@ -598,7 +597,9 @@ def test_publish_from_another_thread_is_delivered(api: FakeBotApi, engine: Engin
         n = make_notifier(api, engine, chats=(PRIVATE,), idle_poll_s=30.0)  # only a wake-up can deliver in time
         await n.start()
         await asyncio.sleep(0.1)  # the sender has found nothing and waits
-        t = threading.Thread(target=n.publish, args=(Notice("fallback", "SHADOW | counter backend: redis -> memory"),))
+        t = threading.Thread(
+            target=n.publish, args=(Notice.plain("fallback", "SHADOW | counter backend: redis -> memory"),)
+        )
         t.start()
         t.join()
         assert await until(lambda: len(api.delivered) == 1, timeout=10)

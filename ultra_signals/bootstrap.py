@@ -22,7 +22,7 @@ from ultra_signals.journal.writer import Journal, JournalError
 from ultra_signals.live.runner import RunNamespace, Runner, RunStats, new_run_id
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.base import MarketSource, SourceError, SourceInfo
-from ultra_signals.transport.messages import MODE_PREFIX
+from ultra_signals.transport.messages import CounterEvent
 from ultra_signals.transport.notifier import Notice, Notifier
 
 if TYPE_CHECKING:
@@ -63,8 +63,7 @@ class CounterEvents:
 
     def __call__(self, kind: str, text: str) -> None:
         self.log.append(f"{kind}: {text}")
-        prefix = MODE_PREFIX.get(self.mode, "")
-        self.notifier.publish(Notice("start" if kind == "start" else "fallback", f"{prefix} | {text}"))
+        self.notifier.publish(Notice(CounterEvent(self.mode, kind, text)))
 
 
 def run_namespace(settings: Settings, info: SourceInfo, run_id: str, given: str | None) -> RunNamespace:

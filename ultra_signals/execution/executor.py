@@ -49,7 +49,7 @@ from ultra_signals.execution.store import ExecStore
 from ultra_signals.execution.symbol_filters import load_exchange_info_file
 from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.metrics import Metrics
-from ultra_signals.transport.messages import MODE_PREFIX
+from ultra_signals.transport.messages import BreakerTrip
 from ultra_signals.transport.notifier import Notice, Notifier
 
 __all__ = ["Executor", "NullExecutor", "RunnerHealth", "TradingExecutor", "make_executor"]
@@ -124,7 +124,6 @@ class TradingExecutor:
         self.store = ExecStore(journal.engine)
         self.gateway = RiskGateway(self.cfg.throttles)
         self.breakers = Breakers(self.cfg.breakers)
-        self.prefix = MODE_PREFIX.get(settings.runtime.mode, settings.runtime.mode.upper())
         # Shadow places no orders: its breakers are what-if (journaled, counted, announced once each) and never
         # move the trading state that canary and production runs obey.
         self.enforce = settings.runtime.mode != "shadow"
@@ -588,9 +587,7 @@ class TradingExecutor:
                 self.tally.trips.append(trip.breaker)
                 if self.metrics is not None:
                     self.metrics.breaker_trips.labels(breaker=trip.breaker).inc()
-                self.notifier.publish(
-                    Notice("breaker", f"{self.prefix} | what-if BREAKER {trip.breaker} would trip | {trip.detail}")
-                )
+                self.notifier.publish(Notice(BreakerTrip(self.settings.runtime.mode, trip.breaker, trip.detail, None)))
             return
         target = TradingState.HALTED if force or self.cfg.breakers.action == "halted" else TradingState.REDUCING
         self.store.event("trip", trip.breaker, trip.detail, run_id=self.run_id, ts=trip.ts_ms)
@@ -602,13 +599,7 @@ class TradingExecutor:
         if self.metrics is not None:
             self.metrics.breaker_trips.labels(breaker=trip.breaker).inc()
         self._set_state_gauge()
-        self.notifier.publish(
-            Notice(
-                "breaker",
-                f"{self.prefix} | BREAKER {trip.breaker} | trading {target.value} | {trip.detail}"
-                " | resume: ultra-signals resume (or /resume)",
-            )
-        )
+        self.notifier.publish(Notice(BreakerTrip(self.settings.runtime.mode, trip.breaker, trip.detail, target.value)))
 
     async def reconcile(self) -> list[Discrepancy]:
         """Journal versus venue; any mismatch halts new entries and alerts."""

@@ -32,7 +32,7 @@ from ultra_signals.execution.breakers import RunnerHealth
 from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.base import MarketSource
-from ultra_signals.transport.messages import MODE_PREFIX, signal_card
+from ultra_signals.transport.messages import CounterEvent, DailySummary, RunStarted, RunStopped
 from ultra_signals.transport.notifier import Notice, Notifier
 
 BACKENDS = ("memory", "redis", "blocked")  # values of sniper_counter_backend{backend}
@@ -210,13 +210,17 @@ class Runner:
         await self.notifier.start()
         if self.executor is not None:
             await self.executor.start()
-        label = " SIMULATED" if st.simulated else ""
         self.notifier.publish(
             Notice(
-                "start",
-                f"{MODE_PREFIX.get(rt.mode, rt.mode)} | run {self.run_id} started | source {st.source}{label} | "
-                f"symbols {','.join(st.symbols)} | counters {self.counters.backend} "
-                f"(on_failure={self.settings.redis.on_failure})",
+                RunStarted(
+                    rt.mode,
+                    self.run_id,
+                    st.source,
+                    st.simulated,
+                    tuple(st.symbols),
+                    self.counters.backend,
+                    self.settings.redis.on_failure,
+                )
             )
         )
         refresher = asyncio.create_task(self._refresh_loop(), name="metrics-refresh")
@@ -338,13 +342,11 @@ class Runner:
         self._roll_day(c.ts)
         if d.allowed:
             self._day_allowed[c.symbol] += 1
-            card = signal_card(d, self.settings.runtime.mode, st.simulated)
-            self.notifier.publish(Notice("signal", card, chat_key=d.id))
+            self.notifier.publish(Notice.signal(d, self.settings.runtime.mode, st.simulated))
         else:
             self._day_blocked[d.reason or "unknown"] += 1
             if self._publish_blocked:
-                card = signal_card(d, self.settings.runtime.mode, st.simulated)
-                self.notifier.publish(Notice("blocked", card, chat_key=d.id))
+                self.notifier.publish(Notice.signal(d, self.settings.runtime.mode, st.simulated))
         st.latencies_ms.append(d.latency_ms)
         m.latency.observe(d.latency_ms)
 
@@ -358,15 +360,15 @@ class Runner:
             return
         if self._day_allowed or self._day_blocked:
             date = datetime.fromtimestamp(self._day * 86_400, UTC).strftime("%Y-%m-%d")
-            allowed = ", ".join(f"{k} {v}" for k, v in sorted(self._day_allowed.items())) or "none"
-            blocked = ", ".join(f"{k} {v}" for k, v in self._day_blocked.most_common()) or "none"
-            label = " | SIMULATED" if self.stats.simulated else ""
-            text = (
-                f"{MODE_PREFIX.get(self.settings.runtime.mode, '')} | daily summary {date}{' (so far)' if final else ''}"
-                f" | allowed {sum(self._day_allowed.values())} ({allowed}) | blocked {sum(self._day_blocked.values())}"
-                f" ({blocked}){label}"
+            summary = DailySummary(
+                self.settings.runtime.mode,
+                date,
+                final,
+                dict(self._day_allowed),
+                dict(self._day_blocked),
+                self.stats.simulated,
             )
-            self.notifier.publish(Notice("daily_summary", text, chat_key=f"{self.run_id}:day:{date}:{int(final)}"))
+            self.notifier.publish(Notice(summary, chat_key=f"{self.run_id}:day:{date}:{int(final)}"))
         self._day = day
         self._day_allowed.clear()
         self._day_blocked.clear()
@@ -446,12 +448,7 @@ class Runner:
             self._roll_day(self._day * 86_400_000, final=True)
         allowed = sum(st.allowed.values())
         blocked = sum(st.blocked.values())
-        self.notifier.publish(
-            Notice(
-                "stop",
-                f"{MODE_PREFIX.get(st.mode, st.mode)} | run {self.run_id} {status} | allowed {allowed} | blocked {blocked}",
-            )
-        )
+        self.notifier.publish(Notice(RunStopped(st.mode, self.run_id, status, allowed, blocked)))
         await self.notifier.aclose()
         self.journal.end_run(
             self.run_id,

@@ -1,6 +1,16 @@
-"""Text of the announcements, shared by every sink so console and Telegram say the same thing."""
+"""What the announcements say: their typed payloads and the plain text every sink starts from.
+
+The runner and the executor publish facts (a decision, a breaker trip, a run's start or end, a day's tally),
+never pre-rendered text; each sink renders them its own way (the console prints :func:`plain_text` in colour,
+Telegram escapes it into HTML and folds blocked candidates into a digest from the typed decisions).  The plain
+texts below are the ones operators already read; keep them byte-stable (tests pin them).
+"""
 
 from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from ultra_signals.core.decision import Decision
 
@@ -12,12 +22,16 @@ def fmt_price(x: float) -> str:
     return f"{x:.8g}" if abs(x) < 1 else f"{x:.{max(2, 8 - len(str(int(abs(x)))))}f}".rstrip("0").rstrip(".")
 
 
+def prefix(mode: str) -> str:
+    return MODE_PREFIX.get(mode, mode.upper())
+
+
 def signal_card(decision: Decision, mode: str, simulated: bool = False) -> str:
     """``SHADOW | BTCUSDT | LONG | ENTRY:… | SL:… | TP:… | sniper:allowed`` (one line, plain text)."""
     c = decision.candidate
     verdict = "allowed" if decision.allowed else f"blocked:{decision.reason}"
     parts = [
-        MODE_PREFIX.get(mode, mode.upper()),
+        prefix(mode),
         c.symbol,
         c.side.value,
         f"ENTRY:{fmt_price(c.entry)}",
@@ -28,3 +42,127 @@ def signal_card(decision: Decision, mode: str, simulated: bool = False) -> str:
     if simulated:
         parts.append("SIMULATED")
     return " | ".join(parts)
+
+
+# -- payloads ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SignalCard:
+    """One decision: kind ``signal`` when allowed, ``blocked`` otherwise (Telegram digests those)."""
+
+    decision: Decision
+    mode: str
+    simulated: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "signal" if self.decision.allowed else "blocked"
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    mode: str
+    run_id: str
+    source: str
+    simulated: bool
+    symbols: tuple[str, ...]
+    counter_backend: str
+    on_failure: str
+    kind = "start"
+
+
+@dataclass(frozen=True, slots=True)
+class RunStopped:
+    mode: str
+    run_id: str
+    status: str  # completed | interrupted | failed
+    allowed: int
+    blocked: int
+    kind = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerTrip:
+    """A circuit breaker tripped; ``state`` is the trading state it moved to, None for a shadow what-if trip."""
+
+    mode: str
+    breaker: str
+    detail: str
+    state: str | None
+    kind = "breaker"
+
+
+@dataclass(frozen=True, slots=True)
+class CounterEvent:
+    """The sniper counters' backend changed (``event``: start, fallback, recovered, ...); ``text`` says how."""
+
+    mode: str
+    event: str
+    text: str
+
+    @property
+    def kind(self) -> str:
+        return "start" if self.event == "start" else "fallback"
+
+
+@dataclass(frozen=True, slots=True)
+class DailySummary:
+    """One market day's tally (``final``: the run ended before the day did)."""
+
+    mode: str
+    date: str  # YYYY-MM-DD, UTC market time
+    final: bool
+    allowed_by_symbol: Mapping[str, int]
+    blocked_by_reason: Mapping[str, int]  # insertion order breaks ties between equal counts
+    simulated: bool = False
+    kind = "daily_summary"
+
+
+@dataclass(frozen=True, slots=True)
+class PlainText:
+    """Free text under a kind, for notices that carry nothing more structured."""
+
+    kind: str
+    text: str
+
+
+Payload = SignalCard | RunStarted | RunStopped | BreakerTrip | CounterEvent | DailySummary | PlainText
+
+
+def plain_text(p: Payload) -> str:
+    """The one-line (or few-line) plain text of a payload, as console and Telegram show it."""
+    match p:
+        case SignalCard():
+            return signal_card(p.decision, p.mode, p.simulated)
+        case RunStarted():
+            label = " SIMULATED" if p.simulated else ""
+            return (
+                f"{MODE_PREFIX.get(p.mode, p.mode)} | run {p.run_id} started | source {p.source}{label} | "
+                f"symbols {','.join(p.symbols)} | counters {p.counter_backend} (on_failure={p.on_failure})"
+            )
+        case RunStopped():
+            return (
+                f"{MODE_PREFIX.get(p.mode, p.mode)} | run {p.run_id} {p.status} | allowed {p.allowed} | "
+                f"blocked {p.blocked}"
+            )
+        case BreakerTrip() if p.state is None:
+            return f"{prefix(p.mode)} | what-if BREAKER {p.breaker} would trip | {p.detail}"
+        case BreakerTrip():
+            return (
+                f"{prefix(p.mode)} | BREAKER {p.breaker} | trading {p.state} | {p.detail}"
+                " | resume: ultra-signals resume (or /resume)"
+            )
+        case CounterEvent():
+            return f"{MODE_PREFIX.get(p.mode, '')} | {p.text}"
+        case DailySummary():
+            allowed = ", ".join(f"{k} {v}" for k, v in sorted(p.allowed_by_symbol.items())) or "none"
+            blocked = ", ".join(f"{k} {v}" for k, v in Counter(p.blocked_by_reason).most_common()) or "none"
+            label = " | SIMULATED" if p.simulated else ""
+            return (
+                f"{MODE_PREFIX.get(p.mode, '')} | daily summary {p.date}{' (so far)' if p.final else ''}"
+                f" | allowed {sum(p.allowed_by_symbol.values())} ({allowed})"
+                f" | blocked {sum(p.blocked_by_reason.values())} ({blocked}){label}"
+            )
+        case PlainText():
+            return p.text

@@ -13,12 +13,35 @@ from typing import Protocol
 
 from rich.console import Console
 
+from ultra_signals.core.decision import Decision
+from ultra_signals.transport.messages import Payload, PlainText, SignalCard, plain_text
+
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    kind: str  # "signal", "blocked_digest", "breaker", "fallback", "start", "stop", "daily_summary", ...
-    text: str
+    """A typed fact to announce; each sink renders ``payload`` itself (see :mod:`ultra_signals.transport.messages`)."""
+
+    payload: Payload
     chat_key: str | None = None  # idempotency key (e.g. the decision id): the same key is never sent twice
+
+    @property
+    def kind(self) -> str:
+        """``signal``, ``blocked``, ``breaker``, ``fallback``, ``start``, ``stop``, ``daily_summary``, ..."""
+        return self.payload.kind
+
+    @property
+    def text(self) -> str:
+        """The shared plain text of the payload."""
+        return plain_text(self.payload)
+
+    @classmethod
+    def plain(cls, kind: str, text: str, chat_key: str | None = None) -> Notice:
+        return cls(PlainText(kind, text), chat_key)
+
+    @classmethod
+    def signal(cls, decision: Decision, mode: str, simulated: bool = False) -> Notice:
+        """A decision's card, keyed by the decision id."""
+        return cls(SignalCard(decision, mode, simulated), decision.id)
 
 
 class Notifier(Protocol):

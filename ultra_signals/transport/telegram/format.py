@@ -12,7 +12,6 @@ import html
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +26,7 @@ from ultra_signals.control.model import (
     StopEntryResult,
 )
 from ultra_signals.core.decision import Decision
-from ultra_signals.transport.messages import MODE_PREFIX, fmt_price, signal_card
+from ultra_signals.transport.messages import MODE_PREFIX, fmt_price, plain_text
 from ultra_signals.transport.notifier import Notice
 
 MAX_MESSAGE = 4096
@@ -120,75 +119,26 @@ def render(kind: str, text: str, limit: int = MAX_MESSAGE) -> list[str]:
 # -- notice texts --------------------------------------------------------------------------------------------
 
 
-def signal_notice(decision: Decision, mode: str, simulated: bool = False) -> Notice:
-    """The notice of one decision: kind ``signal`` if allowed, else ``blocked``; keyed by the decision id."""
-    kind = "signal" if decision.allowed else "blocked"
-    return Notice(kind=kind, text=signal_card(decision, mode, simulated), chat_key=decision.id)
-
-
-@dataclass(frozen=True, slots=True)
-class CardInfo:
-    mode: str
-    symbol: str
-    side: str
-    reason: str | None  # None when allowed
-
-
-def parse_card(text: str) -> CardInfo | None:
-    """Read back a :func:`signal_card` line (the digest counts blocked cards by reason and symbol)."""
-    fields = text.strip().split(" | ")
-    verdict = next((f for f in fields if f.startswith("sniper:")), None)
-    if len(fields) < 3 or verdict is None:
-        return None
-    reason = verdict.split(":", 2)[2] if verdict.startswith("sniper:blocked:") else None
-    return CardInfo(mode=fields[0], symbol=fields[1], side=fields[2], reason=reason)
-
-
 def _counts(c: Mapping[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))) or "none"
 
 
-def digest_text(mode: str, cards: Iterable[CardInfo], period_s: float) -> str:
-    """One message summing up the blocked candidates of a period."""
-    cards = list(cards)
-    reasons = Counter(c.reason or "unknown" for c in cards)
-    symbols = Counter(c.symbol for c in cards)
+def digest_text(mode: str, blocked: Iterable[Decision], period_s: float) -> str:
+    """One message summing up the blocked candidates of a period (from the typed decisions, not their cards)."""
+    blocked = list(blocked)
+    reasons = Counter(d.reason or "unknown" for d in blocked)
+    symbols = Counter(d.candidate.symbol for d in blocked)
     minutes = max(1, round(period_s / 60))
     return (
-        f"{MODE_PREFIX.get(mode, mode.upper())} | {len(cards)} blocked in the last {minutes} min\n"
+        f"{MODE_PREFIX.get(mode, mode.upper())} | {len(blocked)} blocked in the last {minutes} min\n"
         f"by reason: {_counts(reasons)}\n"
         f"by symbol: {_counts(symbols)}"
     )
 
 
-def start_text(mode: str, run_id: str, profile: str, symbols: Iterable[str], simulated: bool = False) -> str:
-    tail = " | SIMULATED" if simulated else ""
-    prefix = MODE_PREFIX.get(mode, mode.upper())
-    return f"{prefix} | run {run_id} | profile {profile} | {', '.join(symbols)}{tail}"
-
-
-def stop_text(mode: str, run_id: str, status: str, summary: Mapping[str, Any] | None = None) -> str:
-    lines = [f"{MODE_PREFIX.get(mode, mode.upper())} | run {run_id} | {status}"]
-    lines += [f"{k}: {v}" for k, v in (summary or {}).items() if not isinstance(v, (dict, list))]
-    return "\n".join(lines)
-
-
-@dataclass(frozen=True, slots=True)
-class DailyStats:
-    day: str  # e.g. "2026-01-05" (UTC, market time)
-    allowed: int
-    candidates: int
-    blocked_by_reason: Mapping[str, int]
-    allowed_by_symbol: Mapping[str, int]
-
-
-def daily_summary_text(mode: str, stats: DailyStats) -> str:
-    return (
-        f"{MODE_PREFIX.get(mode, mode.upper())} | {stats.day} (UTC)\n"
-        f"signals allowed: {stats.allowed} of {stats.candidates} candidates\n"
-        f"allowed by symbol: {_counts(stats.allowed_by_symbol)}\n"
-        f"blocked by reason: {_counts(stats.blocked_by_reason)}"
-    )
+def notice_parts(notice: Notice, limit: int = MAX_MESSAGE) -> list[str]:
+    """The HTML parts Telegram shows for a notice: its plain text, escaped, titled by kind."""
+    return render(notice.kind, plain_text(notice.payload), limit)
 
 
 # -- operator command replies (renderings of the control layer's typed results) ------------------------------

@@ -24,9 +24,11 @@ from sqlalchemy import Engine
 
 from ultra_signals.core.backoff import exponential_delay
 from ultra_signals.core.config import ConfigError, Settings, TelegramEvents
+from ultra_signals.core.decision import Decision
+from ultra_signals.transport.messages import SignalCard
 from ultra_signals.transport.notifier import Notice
 from ultra_signals.transport.telegram.client import PermanentError, RetryAfter, TelegramClient, TransientError
-from ultra_signals.transport.telegram.format import CardInfo, digest_text, parse_card, render
+from ultra_signals.transport.telegram.format import digest_text, notice_parts, render
 from ultra_signals.transport.telegram.outbox import Outbox, OutboxRow
 from ultra_signals.transport.telegram.pacing import Pacer, PacingRules
 
@@ -79,7 +81,7 @@ class TelegramNotifier:
         self.poll_timeout_s = poll_timeout_s
         self.commands: CommandHandler | None = None
         self._pending = outbox.pending_count()
-        self._digest: list[CardInfo] = []
+        self._digest: list[Decision] = []
         self._digest_key: str | None = None
         self._digest_started = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -105,7 +107,7 @@ class TelegramNotifier:
             if notice.kind == "blocked":
                 self._add_to_digest(notice)
                 return
-            self._enqueue(notice.kind, notice.text, notice.chat_key, mode == "silent", self.chat_ids)
+            self._enqueue(notice.kind, notice_parts(notice), notice.chat_key, mode == "silent", self.chat_ids)
         except Exception as e:  # a DB hiccup must not take the decision loop down with it
             self._count(notice.kind, "error")
             log.error("telegram: could not enqueue a %s notice: %s", notice.kind, self.client.redact(str(e)))
@@ -116,10 +118,9 @@ class TelegramNotifier:
         if mode == "off":
             self._count("command_reply", "off")
             return
-        self._enqueue("command_reply", text, key, mode == "silent", [chat_id])
+        self._enqueue("command_reply", render("command_reply", text), key, mode == "silent", [chat_id])
 
-    def _enqueue(self, kind: str, text: str, key: str | None, silent: bool, chats: Sequence[str]) -> None:
-        parts = render(kind, text)
+    def _enqueue(self, kind: str, parts: list[str], key: str | None, silent: bool, chats: Sequence[str]) -> None:
         for chat in chats:
             if self.outbox.enqueue(chat, kind, parts, key, silent):
                 self._pending += len(parts)
@@ -145,26 +146,27 @@ class TelegramNotifier:
                 loop.call_soon_threadsafe(wake.set)
 
     def _add_to_digest(self, notice: Notice) -> None:
-        card = parse_card(notice.text)
-        if card is None:
-            self._count("blocked", "unparsed")
+        card = notice.payload
+        if not isinstance(card, SignalCard):  # a blocked notice without its decision cannot be counted
+            self._count("blocked", "untyped")
             return
         if not self._digest:
             self._digest_key = notice.chat_key
             self._digest_started = time.monotonic()
-        self._digest.append(card)
+        self._digest.append(card.decision)
         self._count("blocked", "digested")
 
     def flush_digest(self) -> None:
         """Send the blocked candidates collected so far as one digest message (the digest task calls this)."""
         if not self._digest:
             return
-        cards, key = self._digest, self._digest_key
+        blocked, key = self._digest, self._digest_key
         period = time.monotonic() - self._digest_started
         self._digest, self._digest_key = [], None
-        text = digest_text(self.mode, cards, max(period, self.digest_interval_s))
-        chat_key = f"digest:{key}:{len(cards)}" if key else None
-        self._enqueue("blocked_digest", text, chat_key, self.mode_of("blocked") == "silent", self.chat_ids)
+        text = digest_text(self.mode, blocked, max(period, self.digest_interval_s))
+        chat_key = f"digest:{key}:{len(blocked)}" if key else None
+        parts = render("blocked_digest", text)
+        self._enqueue("blocked_digest", parts, chat_key, self.mode_of("blocked") == "silent", self.chat_ids)
 
     @property
     def pending(self) -> int:
