@@ -20,17 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from ultra_signals.core.caps import DAY_MS, HOUR_MS
 from ultra_signals.core.config import Settings
 from ultra_signals.core.timeframes import tf_ms
+from ultra_signals.execution.rollout import Criterion
 from ultra_signals.journal.writer import Journal
 from ultra_signals.live.runner import RunStats
 from ultra_signals.observability.metrics import Metrics
-
-
-@dataclass(slots=True)
-class Criterion:
-    name: str
-    title: str
-    passed: bool
-    evidence: str
 
 
 @dataclass(slots=True)
@@ -100,13 +93,13 @@ def evaluate(st: RunStats, settings: Settings, rows: list[dict[str, Any]], metri
     out.append(
         Criterion(
             "caps_enforced",
-            "Caps enforced and visible in metrics",
             ok,
             f"journal: max {h} allowed in any sliding hour (cap {sn.max_signals_per_hour}), {d} in any sliding day "
             f"(cap {sn.daily_signal_cap}); {cap_blocks} cap rejections counted in signals_blocked_total; "
             f"sniper_window_count exported: {'yes' if visible else 'NO'}"
             + ("" if sn.enabled else "; sniper mode is DISABLED")
             + ("" if exercised else "; not exercised: demand never reached a cap in this run"),
+            title="Caps enforced and visible in metrics",
         )
     )
 
@@ -123,7 +116,7 @@ def evaluate(st: RunStats, settings: Settings, rows: list[dict[str, Any]], metri
         ev += "; MTF confirmation is DISABLED"
     elif mtf_blocks == 0:
         ev += "; not exercised: no disagreement occurred in this run"
-    out.append(Criterion("mtf_blocked", "MTF disagreements blocked", ok, ev))
+    out.append(Criterion("mtf_blocked", ok, ev, title="MTF disagreements blocked"))
 
     # 3. no crash
     n_err = sum(st.errors.values())
@@ -131,7 +124,7 @@ def evaluate(st: RunStats, settings: Settings, rows: list[dict[str, Any]], metri
     ev = f"run {st.status}" if st.crash is None else f"CRASH: {st.crash}"
     ev += f"; {n_err} errors caught" + (f" ({dict(st.errors)})" if n_err else "")
     ev += f"; {st.run_bars:,} bars processed in the run window"
-    out.append(Criterion("no_crash", "No crash over the run", ok, ev))
+    out.append(Criterion("no_crash", ok, ev, title="No crash over the run"))
 
     # 4. latency
     p = latency_percentiles(st.latencies_ms)
@@ -140,9 +133,9 @@ def evaluate(st: RunStats, settings: Settings, rows: list[dict[str, Any]], metri
     out.append(
         Criterion(
             "latency_p95",
-            f"Tick-to-decision p95 < {limit:g} ms",
             bool(ok),
             f"p95 {p['p95']:.3f} ms over {p['n']:,} decisions (p50 {p['p50']:.3f}, p99 {p['p99']:.3f}, max {p['max']:.3f})",
+            title=f"Tick-to-decision p95 < {limit:g} ms",
         )
     )
 
@@ -152,9 +145,9 @@ def evaluate(st: RunStats, settings: Settings, rows: list[dict[str, Any]], metri
     out.append(
         Criterion(
             "metrics_fresh",
-            f"Metrics updated at least every {gap_limit:g} s",
             ok,
             f"{st.metrics_refreshes} refreshes; longest gap {st.metrics_max_gap_s:.2f} s (wall time)",
+            title=f"Metrics updated at least every {gap_limit:g} s",
         )
     )
 
@@ -176,9 +169,9 @@ def evaluate(st: RunStats, settings: Settings, rows: list[dict[str, Any]], metri
     out.append(
         Criterion(
             "symbols_fresh",
-            f"Every symbol fresh (market-time gap ≤ {limit_s:g} s)",
             ok,
             "; ".join(parts) + (f"; STALE: {', '.join(stale)}" if stale else ""),
+            title=f"Every symbol fresh (market-time gap ≤ {limit_s:g} s)",
         )
     )
 
@@ -194,7 +187,7 @@ def evaluate(st: RunStats, settings: Settings, rows: list[dict[str, Any]], metri
             f"{st.counter_backend_end}; decisions continued: {'yes' if ok else 'NO'}; "
             + "; ".join(st.counter_events[-5:])
         )
-    out.append(Criterion("counter_backend", "Counter backend stable or fallen back cleanly", ok, ev))
+    out.append(Criterion("counter_backend", ok, ev, title="Counter backend stable or fallen back cleanly"))
     return out
 
 

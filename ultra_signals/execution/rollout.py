@@ -33,9 +33,15 @@ STAGES = (
 
 @dataclass(frozen=True, slots=True)
 class Criterion:
+    """One check of a verdict, with the evidence it rests on: the shadow report's criteria and the rollout gate's.
+
+    ``title`` is the human heading the shadow report prints (the gate's criteria go by ``name``).
+    """
+
     name: str
     passed: bool
     evidence: str
+    title: str = ""
 
 
 @dataclass(frozen=True, slots=True)

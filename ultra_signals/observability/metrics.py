@@ -53,7 +53,6 @@ class Metrics:
         self.counter_backend = Gauge(
             "sniper_counter_backend", "1 for the active counter backend", ["backend"], registry=r
         )
-        self.events = Counter("market_events", "Market events processed, by type", ["type"], registry=r)
         self.market_time = Gauge("market_time_seconds", "Market clock (event time) of the runner", registry=r)
         self.run_info = Gauge(
             "run_info", "Run identity; value 1", ["run_id", "mode", "source", "simulated"], registry=r
