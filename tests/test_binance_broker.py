@@ -25,6 +25,7 @@ from ultra_signals.execution.executor import TradingExecutor, make_executor
 from ultra_signals.execution.store import ExecStore
 from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.metrics import Metrics
+from ultra_signals.transport.messages import plain_text
 
 pytestmark = pytest.mark.timeout(60)
 KEY, SECRET = "fake-api-key-0123", "fake-api-secret-4567"
@@ -182,7 +183,7 @@ def test_rejects_count_toward_the_order_error_breaker(tmp_path: Path) -> None:
             await e.broker.drain()
         assert [t.status for t in e.trades.values()] == ["cancelled", "cancelled"]
         assert e.blocking_reason() == "trading_halted"
-        assert any("order_errors" in x.text for x in n.notices)
+        assert any("order_errors" in plain_text(x.payload) for x in n.notices)
         assert ex.open_orders() == [] and ex.positions == {}
 
     # Two errors 10 minutes apart in market time: inside a one-hour window.
@@ -210,7 +211,10 @@ def test_reconciliation_halts_on_a_position_opened_outside(tmp_path: Path) -> No
         (found,) = e.reconciliations
         assert [x.kind for x in found] == ["unknown_position"] and found[0].symbol == "ETHUSDT"
         assert load_state(j).state is TradingState.HALTED and e.blocking_reason() == "trading_halted"
-        assert any(x.kind == "breaker" and "reconcile" in x.text and "ETHUSDT" in x.text for x in n.notices)
+        assert any(
+            x.kind == "breaker" and "reconcile" in plain_text(x.payload) and "ETHUSDT" in plain_text(x.payload)
+            for x in n.notices
+        )
         assert ex.position("ETHUSDT") == Decimal("0.5")  # never adopted, never closed behind the operator's back
         e.on_signal(decision(0))
         await e.broker.drain()

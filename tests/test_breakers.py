@@ -25,6 +25,7 @@ from ultra_signals.execution.executor import TradingExecutor, make_executor
 from ultra_signals.execution.store import ExecStore
 from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.metrics import Metrics
+from ultra_signals.transport.messages import plain_text
 from ultra_signals.transport.notifier import ConsoleNotifier
 
 T0 = 1_767_571_200_000  # 2026-01-05 00:00 UTC
@@ -131,7 +132,11 @@ def test_losing_streak_halts_alerts_survives_restart_and_resume_clears(tmp_path:
     assert ex.blocking_reason() == "trading_halted"
     assert load_state(journal).state is TradingState.HALTED
     (notice,) = notifier.notices
-    assert notice.kind == "breaker" and "consecutive_losses" in notice.text and "CANARY" in notice.text
+    assert (
+        notice.kind == "breaker"
+        and "consecutive_losses" in plain_text(notice.payload)
+        and "CANARY" in plain_text(notice.payload)
+    )
     assert metrics.registry.get_sample_value("trading_state") == 2
     assert metrics.registry.get_sample_value("breaker_trips_total", {"breaker": "consecutive_losses"}) == 1
     # HALTED blocks the next signal even if a caller forgot to ask first.
@@ -234,7 +239,7 @@ def test_shadow_breakers_are_what_if_and_never_halt(tmp_path: Path) -> None:
     lose_one(ex, "shadow-run", 0)
     lose_one(ex, "shadow-run", 3)
     assert ex.blocking_reason() is None and load_state(journal).state is TradingState.ACTIVE
-    assert [n.text for n in notifier.notices] == [
+    assert [plain_text(n.payload) for n in notifier.notices] == [
         "SHADOW | what-if BREAKER consecutive_losses would trip | 1 losing trades in a row"
     ]
     trips = ExecStore(journal.engine).events(kind="trip")

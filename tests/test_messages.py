@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from tests.factories import T0, candidate
 from ultra_signals.core.decision import Decision
-from ultra_signals.transport.messages import (
+from ultra_signals.core.notices import (
     BreakerTrip,
     CounterEvent,
     DailySummary,
+    Notice,
     PlainText,
     RunStarted,
     RunStopped,
     SignalCard,
-    plain_text,
-    signal_card,
 )
-from ultra_signals.transport.notifier import Notice
+from ultra_signals.transport.messages import plain_text, signal_card
 
 
 def test_run_start_and_stop() -> None:
@@ -71,5 +70,6 @@ def test_signal_card_and_plain_text() -> None:
     d = Decision("r1", candidate(open_time=T0), True, None)
     n = Notice.signal(d, "shadow", simulated=True)
     assert n.kind == "signal" and n.chat_key == d.id and n.payload == SignalCard(d, "shadow", True)
-    assert n.text == signal_card(d, "shadow", True) and n.text.endswith("| sniper:allowed | SIMULATED")
-    assert Notice.plain("info", "hello").text == "hello" and Notice(PlainText("x", "y")).kind == "x"
+    text = plain_text(n.payload)
+    assert text == signal_card(d, "shadow", True) and text.endswith("| sniper:allowed | SIMULATED")
+    assert plain_text(Notice.plain("info", "hello").payload) == "hello" and Notice(PlainText("x", "y")).kind == "x"

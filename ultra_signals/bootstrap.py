@@ -22,8 +22,7 @@ from ultra_signals.journal.writer import Journal, JournalError
 from ultra_signals.live.runner import RunNamespace, Runner, RunStats, new_run_id
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.base import MarketSource, SourceError, SourceInfo
-from ultra_signals.transport.messages import CounterEvent
-from ultra_signals.transport.notifier import Notice, Notifier
+from ultra_signals.core.notices import CounterEvent, Notice, Notifier
 
 if TYPE_CHECKING:
     from rich.console import Console

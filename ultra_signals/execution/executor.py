@@ -20,6 +20,7 @@ from ultra_signals.core.config import Settings
 from ultra_signals.core.decision import Decision, Side
 from ultra_signals.core.events import BookTicker, MarketEvent, event_time
 from ultra_signals.core.instruments import SymbolFilters, parse_exchange_info
+from ultra_signals.core.notices import BreakerTrip, Notice, Notifier
 from ultra_signals.execution.base import Executor
 from ultra_signals.execution.breakers import (
     BLOCK_REASON,
@@ -49,8 +50,6 @@ from ultra_signals.execution.store import ExecStore
 from ultra_signals.execution.symbol_filters import load_exchange_info_file
 from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.metrics import Metrics
-from ultra_signals.transport.messages import BreakerTrip
-from ultra_signals.transport.notifier import Notice, Notifier
 
 __all__ = ["Executor", "NullExecutor", "RunnerHealth", "TradingExecutor", "make_executor"]
 

@@ -26,14 +26,13 @@ from ultra_signals.core.clock import EventClock
 from ultra_signals.core.config import Settings, redacted_dict
 from ultra_signals.core.decision import Decision
 from ultra_signals.core.events import Kline, MarketEvent, event_time
+from ultra_signals.core.notices import DailySummary, Notice, Notifier, RunStarted, RunStopped
 from ultra_signals.engine.pipeline import SignalEngine
 from ultra_signals.execution.base import Executor
 from ultra_signals.execution.breakers import RunnerHealth
 from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.base import MarketSource
-from ultra_signals.transport.messages import CounterEvent, DailySummary, RunStarted, RunStopped
-from ultra_signals.transport.notifier import Notice, Notifier
 
 BACKENDS = ("memory", "redis", "blocked")  # values of sniper_counter_backend{backend}
 

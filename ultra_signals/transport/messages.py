@@ -1,18 +1,27 @@
-"""What the announcements say: their typed payloads and the plain text every sink starts from.
+"""What the announcements say: the plain text every sink starts from, rendered from the typed notices.
 
-The runner and the executor publish facts (a decision, a breaker trip, a run's start or end, a day's tally),
-never pre-rendered text; each sink renders them its own way (the console prints :func:`plain_text` in colour,
-Telegram escapes it into HTML and folds blocked candidates into a digest from the typed decisions).  The plain
-texts below are the ones operators already read; keep them byte-stable (tests pin them).
+The runner and the executor publish facts (:mod:`ultra_signals.core.notices`: a decision, a breaker trip, a
+run's start or end, a day's tally), never pre-rendered text; each sink renders them its own way (the console
+prints :func:`plain_text` in colour, Telegram escapes it into HTML and folds blocked candidates into a digest
+from the typed decisions).  The plain texts below are the ones operators already read; keep them byte-stable
+(tests pin them).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass
 
 from ultra_signals.core.decision import Decision
+from ultra_signals.core.notices import (
+    BreakerTrip,
+    CounterEvent,
+    DailySummary,
+    Payload,
+    PlainText,
+    RunStarted,
+    RunStopped,
+    SignalCard,
+)
 
 MODE_PREFIX = {"shadow": "SHADOW", "canary": "CANARY", "live": "LIVE"}
 
@@ -42,92 +51,6 @@ def signal_card(decision: Decision, mode: str, simulated: bool = False) -> str:
     if simulated:
         parts.append("SIMULATED")
     return " | ".join(parts)
-
-
-# -- payloads ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SignalCard:
-    """One decision: kind ``signal`` when allowed, ``blocked`` otherwise (Telegram digests those)."""
-
-    decision: Decision
-    mode: str
-    simulated: bool = False
-
-    @property
-    def kind(self) -> str:
-        return "signal" if self.decision.allowed else "blocked"
-
-
-@dataclass(frozen=True, slots=True)
-class RunStarted:
-    mode: str
-    run_id: str
-    source: str
-    simulated: bool
-    symbols: tuple[str, ...]
-    counter_backend: str
-    on_failure: str
-    kind = "start"
-
-
-@dataclass(frozen=True, slots=True)
-class RunStopped:
-    mode: str
-    run_id: str
-    status: str  # completed | interrupted | failed
-    allowed: int
-    blocked: int
-    kind = "stop"
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerTrip:
-    """A circuit breaker tripped; ``state`` is the trading state it moved to, None for a shadow what-if trip."""
-
-    mode: str
-    breaker: str
-    detail: str
-    state: str | None
-    kind = "breaker"
-
-
-@dataclass(frozen=True, slots=True)
-class CounterEvent:
-    """The sniper counters' backend changed (``event``: start, fallback, recovered, ...); ``text`` says how."""
-
-    mode: str
-    event: str
-    text: str
-
-    @property
-    def kind(self) -> str:
-        return "start" if self.event == "start" else "fallback"
-
-
-@dataclass(frozen=True, slots=True)
-class DailySummary:
-    """One market day's tally (``final``: the run ended before the day did)."""
-
-    mode: str
-    date: str  # YYYY-MM-DD, UTC market time
-    final: bool
-    allowed_by_symbol: Mapping[str, int]
-    blocked_by_reason: Mapping[str, int]  # insertion order breaks ties between equal counts
-    simulated: bool = False
-    kind = "daily_summary"
-
-
-@dataclass(frozen=True, slots=True)
-class PlainText:
-    """Free text under a kind, for notices that carry nothing more structured."""
-
-    kind: str
-    text: str
-
-
-Payload = SignalCard | RunStarted | RunStopped | BreakerTrip | CounterEvent | DailySummary | PlainText
 
 
 def plain_text(p: Payload) -> str:

@@ -1,4 +1,4 @@
-"""Notifier interface and the console sink.
+"""The console sink (and the null one); the :class:`Notifier` interface and :class:`Notice` live in ``core.notices``.
 
 The decision loop only ever calls :meth:`Notifier.publish`, which enqueues and returns at once; delivery happens
 in a task of its own, so a slow terminal or a hanging Bot API never delays a decision.
@@ -8,52 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
-from typing import Protocol
 
 from rich.console import Console
 
-from ultra_signals.core.decision import Decision
-from ultra_signals.transport.messages import Payload, PlainText, SignalCard, plain_text
+from ultra_signals.core.notices import Notice, Notifier
+from ultra_signals.transport.messages import plain_text
 
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """A typed fact to announce; each sink renders ``payload`` itself (see :mod:`ultra_signals.transport.messages`)."""
-
-    payload: Payload
-    chat_key: str | None = None  # idempotency key (e.g. the decision id): the same key is never sent twice
-
-    @property
-    def kind(self) -> str:
-        """``signal``, ``blocked``, ``breaker``, ``fallback``, ``start``, ``stop``, ``daily_summary``, ..."""
-        return self.payload.kind
-
-    @property
-    def text(self) -> str:
-        """The shared plain text of the payload."""
-        return plain_text(self.payload)
-
-    @classmethod
-    def plain(cls, kind: str, text: str, chat_key: str | None = None) -> Notice:
-        return cls(PlainText(kind, text), chat_key)
-
-    @classmethod
-    def signal(cls, decision: Decision, mode: str, simulated: bool = False) -> Notice:
-        """A decision's card, keyed by the decision id."""
-        return cls(SignalCard(decision, mode, simulated), decision.id)
-
-
-class Notifier(Protocol):
-    def publish(self, notice: Notice) -> None:
-        """Enqueue; never blocks, never raises on delivery problems."""
-        ...
-
-    async def start(self) -> None: ...
-
-    async def aclose(self) -> None:
-        """Deliver what can be delivered, then stop."""
-        ...
+__all__ = ["ConsoleNotifier", "Notice", "Notifier", "NullNotifier"]
 
 
 class ConsoleNotifier:
@@ -89,7 +50,7 @@ class ConsoleNotifier:
 
     def _print(self, notice: Notice) -> None:
         style = {"signal": "bold green", "breaker": "bold red", "fallback": "yellow"}.get(notice.kind, "")
-        self.console.print(notice.text, style=style, markup=False, soft_wrap=True)
+        self.console.print(plain_text(notice.payload), style=style, markup=False, soft_wrap=True)
         self.sent += 1
 
     async def aclose(self) -> None:

@@ -26,8 +26,8 @@ from ultra_signals.control.model import (
     StopEntryResult,
 )
 from ultra_signals.core.decision import Decision
+from ultra_signals.core.notices import Notice
 from ultra_signals.transport.messages import MODE_PREFIX, fmt_price, plain_text
-from ultra_signals.transport.notifier import Notice
 
 MAX_MESSAGE = 4096
 #: Room kept in every part for the title, the bold prefix and the "(i/n)" tag.

@@ -25,8 +25,7 @@ from sqlalchemy import Engine
 from ultra_signals.core.backoff import exponential_delay
 from ultra_signals.core.config import ConfigError, Settings, TelegramEvents
 from ultra_signals.core.decision import Decision
-from ultra_signals.transport.messages import SignalCard
-from ultra_signals.transport.notifier import Notice
+from ultra_signals.core.notices import Notice, SignalCard
 from ultra_signals.transport.telegram.client import PermanentError, RetryAfter, TelegramClient, TransientError
 from ultra_signals.transport.telegram.format import digest_text, notice_parts, render
 from ultra_signals.transport.telegram.outbox import Outbox, OutboxRow
