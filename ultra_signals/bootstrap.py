@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 
 from ultra_signals.core.caps import Reservation, SniperCounters
 from ultra_signals.core.config import ConfigError, Settings
+from ultra_signals.core.notices import CounterEvent, Notice, Notifier
 from ultra_signals.journal.writer import Journal, JournalError
 from ultra_signals.live.runner import RunNamespace, Runner, RunStats, new_run_id
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.base import MarketSource, SourceError, SourceInfo
-from ultra_signals.core.notices import CounterEvent, Notice, Notifier
 
 if TYPE_CHECKING:
     from rich.console import Console
