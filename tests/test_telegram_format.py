@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from tests.fakes.telegram_server import HtmlError, parse_html
 from ultra_signals.control.model import SignalRow
 from ultra_signals.core.decision import Candidate, Decision, Side
-from ultra_signals.transport.messages import SignalCard, signal_card
-from ultra_signals.transport.notifier import Notice
+from ultra_signals.core.notices import Notice, SignalCard
+from ultra_signals.transport.messages import signal_card
 from ultra_signals.transport.telegram.format import (
     MAX_MESSAGE,
     digest_text,

@@ -34,7 +34,7 @@ from ultra_signals.journal.writer import Journal, make_engine
 from ultra_signals.live.runner import RunStats
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.factory import build_source
-from ultra_signals.transport.messages import fmt_price, signal_card
+from ultra_signals.transport.messages import fmt_price, plain_text, signal_card
 from ultra_signals.transport.notifier import Notice
 from ultra_signals.transport.telegram.client import TelegramClient
 from ultra_signals.transport.telegram.notifier import TelegramNotifier, make_telegram_notifier
@@ -355,7 +355,7 @@ def test_pending_messages_arrive_once_after_an_outage_and_a_restart(api: FakeBot
     api.accept()
     assert asyncio.run(second_process()) == 0
     for chat in (PRIVATE, GROUP):
-        assert [g.plain for g in api.delivered_to(chat)] == [x.text for x in notices]
+        assert [g.plain for g in api.delivered_to(chat)] == [plain_text(x.payload) for x in notices]
 
     async def third_process() -> None:  # yet another start finds nothing to send
         n = make_notifier(api, engine)
