@@ -371,3 +371,16 @@ def test_bad_profile_is_a_clear_error(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["pause", "--profile", "nope", "--journal-url", f"sqlite:///{tmp_path}/j.db"])
     assert res.exit_code == 2
     assert "profile 'nope'" in res.output
+
+
+def test_the_operator_layer_imports_no_adapter() -> None:
+    """control/ sits below its adapters (CLI, Telegram, HTTP) and the runner: importing one would be a cycle."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "ultra_signals"
+    found = {}
+    for f in sorted((root / "control").glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ultra_signals."):
+                found.setdefault(node.module.split(".")[1], []).append(f.name)
+    assert found and {"core", "journal", "execution"} >= set(found) - {"control"}, found
