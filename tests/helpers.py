@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from ultra_signals.core.caps import CapRule
+from ultra_signals.core.notices import Notice
 from ultra_signals.observability.metrics import Metrics
-from ultra_signals.transport.notifier import Notice
 
 
 class RecordingNotifier:

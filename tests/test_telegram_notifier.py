@@ -30,12 +30,12 @@ from tests.helpers import max_in_window, until
 from ultra_signals.bootstrap import build_runner
 from ultra_signals.core.config import ConfigError, Settings, TelegramEvents, load_settings
 from ultra_signals.core.decision import Candidate, Decision, Side
+from ultra_signals.core.notices import Notice
 from ultra_signals.journal.writer import Journal, make_engine
 from ultra_signals.live.runner import RunStats
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.factory import build_source
 from ultra_signals.transport.messages import fmt_price, plain_text, signal_card
-from ultra_signals.transport.notifier import Notice
 from ultra_signals.transport.telegram.client import TelegramClient
 from ultra_signals.transport.telegram.notifier import TelegramNotifier, make_telegram_notifier
 from ultra_signals.transport.telegram.outbox import FAILED, Outbox
@@ -370,7 +370,7 @@ def test_pending_messages_arrive_once_after_an_outage_and_a_restart(api: FakeBot
 CRASH_SCRIPT = """
 import asyncio, sys
 from ultra_signals.journal.writer import make_engine
-from ultra_signals.transport.notifier import Notice
+from ultra_signals.core.notices import Notice
 from ultra_signals.transport.telegram.client import TelegramClient
 from ultra_signals.transport.telegram.notifier import TelegramNotifier
 from ultra_signals.transport.telegram.outbox import Outbox
