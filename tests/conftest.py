@@ -30,7 +30,7 @@ def skip_or_fail_under_ci(msg: str, under_ci: str) -> NoReturn:
 
 def pg_unavailable() -> str | None:
     """Why the machine's PostgreSQL (``PG_URL``) cannot be used, or None when it answers."""
-    from ultra_signals.journal.writer import make_engine
+    from ultra_signals.journal.db import make_engine
 
     try:
         eng = make_engine(PG_URL)

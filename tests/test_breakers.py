@@ -22,7 +22,7 @@ from ultra_signals.execution.breakers import (
     resume_trading,
 )
 from ultra_signals.execution.executor import TradingExecutor, make_executor
-from ultra_signals.execution.store import ExecStore
+from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.transport.messages import plain_text

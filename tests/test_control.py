@@ -32,12 +32,12 @@ from ultra_signals.control import (
 from ultra_signals.core.decision import Decision
 from ultra_signals.execution.breakers import TradingState, halt_trading, load_state
 from ultra_signals.execution.brokers.base import KillReport
-from ultra_signals.execution.store import ExecStore
+from ultra_signals.journal.outbox import Outbox
+from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
 from ultra_signals.transport.messages import fmt_price
 from ultra_signals.transport.telegram.client import TelegramClient
 from ultra_signals.transport.telegram.notifier import TelegramNotifier
-from ultra_signals.transport.telegram.outbox import Outbox
 from ultra_signals.transport.telegram.pacing import PacingRules
 
 pytestmark = pytest.mark.timeout(120)

@@ -20,7 +20,7 @@ from sqlalchemy import func, inspect, select, text
 from tests.conftest import PG_URL, free_port, pg_unavailable, require_data
 from ultra_signals.apps.preflight import Check, check_caps, run_preflight
 from ultra_signals.core.config import Settings, load_settings
-from ultra_signals.journal.models import runs
+from ultra_signals.journal.schema import runs
 from ultra_signals.journal.writer import Journal, make_engine
 
 pytestmark = pytest.mark.timeout(60)

@@ -11,8 +11,8 @@ from ultra_signals.core.config import load_settings
 from ultra_signals.core.decision import Candidate, Decision, Side
 from ultra_signals.core.events import BookTicker, Trade
 from ultra_signals.execution.executor import TradingExecutor, make_executor
-from ultra_signals.execution.store import ExecStore
 from ultra_signals.execution.tca import aggregate, tca_rows, write_report
+from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
 from ultra_signals.transport.notifier import NullNotifier
 

@@ -13,6 +13,7 @@ from tests.helpers import until
 from ultra_signals.bootstrap import build_runner
 from ultra_signals.control import PAUSED_KEY, Control, JournalView
 from ultra_signals.core.config import Settings, load_settings
+from ultra_signals.journal.outbox import Outbox
 from ultra_signals.journal.writer import Journal
 from ultra_signals.live.runner import Runner
 from ultra_signals.live.view import RunnerView
@@ -21,7 +22,6 @@ from ultra_signals.sources.factory import build_source
 from ultra_signals.transport.telegram.client import TelegramClient
 from ultra_signals.transport.telegram.commands import OFFSET_KEY, Command, parse_command
 from ultra_signals.transport.telegram.notifier import TelegramNotifier, make_telegram_notifier
-from ultra_signals.transport.telegram.outbox import Outbox
 from ultra_signals.transport.telegram.pacing import PacingRules
 
 pytestmark = pytest.mark.timeout(90)

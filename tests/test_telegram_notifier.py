@@ -31,14 +31,16 @@ from ultra_signals.bootstrap import build_runner
 from ultra_signals.core.config import ConfigError, Settings, TelegramEvents, load_settings
 from ultra_signals.core.decision import Candidate, Decision, Side
 from ultra_signals.core.notices import Notice
-from ultra_signals.journal.writer import Journal, make_engine
+from ultra_signals.journal import migrate
+from ultra_signals.journal.db import make_engine
+from ultra_signals.journal.outbox import FAILED, Outbox
+from ultra_signals.journal.writer import Journal
 from ultra_signals.live.runner import RunStats
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.factory import build_source
 from ultra_signals.transport.messages import fmt_price, plain_text, signal_card
 from ultra_signals.transport.telegram.client import TelegramClient
 from ultra_signals.transport.telegram.notifier import TelegramNotifier, make_telegram_notifier
-from ultra_signals.transport.telegram.outbox import FAILED, Outbox
 from ultra_signals.transport.telegram.pacing import PacingRules
 
 pytestmark = pytest.mark.timeout(90)
@@ -61,7 +63,9 @@ def api() -> Iterator[FakeBotApi]:
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    eng = make_engine(f"sqlite:///{tmp_path}/journal.db")
+    url = f"sqlite:///{tmp_path}/journal.db"
+    eng = make_engine(url)
+    migrate.upgrade(eng, url)
     yield eng
     eng.dispose()
 
@@ -369,17 +373,17 @@ def test_pending_messages_arrive_once_after_an_outage_and_a_restart(api: FakeBot
 
 CRASH_SCRIPT = """
 import asyncio, sys
-from ultra_signals.journal.writer import make_engine
+from ultra_signals.journal.writer import Journal
 from ultra_signals.core.notices import Notice
 from ultra_signals.transport.telegram.client import TelegramClient
 from ultra_signals.transport.telegram.notifier import TelegramNotifier
-from ultra_signals.transport.telegram.outbox import Outbox
+from ultra_signals.journal.outbox import Outbox
 from ultra_signals.transport.telegram.pacing import PacingRules
 
 url, token, db = sys.argv[1:4]
 
 async def main():
-    n = TelegramNotifier(TelegramClient(url, token, timeout_s=60), Outbox(make_engine(db), "test:shadow"),
+    n = TelegramNotifier(TelegramClient(url, token, timeout_s=60), Outbox(Journal(db).engine, "test:shadow"),
                          chat_ids=["111"], mode="shadow", rules=PacingRules(per_chat_interval_s=0.02))
     await n.start()
     for i in range(6):

@@ -31,7 +31,7 @@ from ultra_signals.control import (
     Status,
 )
 from ultra_signals.core.config import ConfigError, Settings, load_settings
-from ultra_signals.journal.writer import Journal
+from ultra_signals.journal.writer import Journal, JournalError
 
 ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="Settings profile (default: shadow).")]
 SettingsOpt = Annotated[Path | None, typer.Option("--settings", help="Base settings file.")]
@@ -56,7 +56,11 @@ def _control(
     profile: str | None, settings_file: Path | None, secrets: Path | None, url: str | None, *, kill: bool = False
 ) -> Iterator[tuple[Control, Settings]]:
     s = _settings(profile, settings_file, secrets)
-    j = Journal(url or s.journal.url, batch_size=s.journal.batch_size)
+    try:
+        j = Journal(url or s.journal.url, batch_size=s.journal.batch_size)
+    except JournalError as e:  # unreachable, or written by a newer release: the message says which and why
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     flatten = None
     if kill:
         from ultra_signals.control.kill import exchange_flattener

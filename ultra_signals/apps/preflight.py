@@ -33,7 +33,7 @@ from sqlalchemy import Column, Engine, Integer, MetaData, Table, event, insert, 
 from sqlalchemy.engine import make_url
 
 from ultra_signals.core.config import Settings, redact_url
-from ultra_signals.journal.writer import make_engine
+from ultra_signals.journal.db import make_engine
 
 GIB = 1 << 30
 #: Free space below this on the journal's or the reports' filesystem fails the disk check.
@@ -207,7 +207,7 @@ def _explicit_sqlite_transactions(engine: Engine) -> None:
 
 def _probe_write(engine: Engine, backend: str) -> str | None:
     """One write inside a transaction that is always rolled back; what was written, or None if nothing could be."""
-    from ultra_signals.journal.models import runs
+    from ultra_signals.journal.schema import runs
 
     tag = f"preflight-{uuid.uuid4().hex[:12]}"
     with engine.connect() as conn:

@@ -38,7 +38,7 @@ from ultra_signals.execution.breakers import (
     save_state,
 )
 from ultra_signals.execution.brokers.base import KillReport
-from ultra_signals.execution.store import ExecStore
+from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
 
 #: Cancels every open order and closes every position on the exchange (built by :mod:`control.kill`).

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from ultra_signals.control import queries
 from ultra_signals.control.model import Caps, CapWindow, Position, RunInfo, SignalRow
 from ultra_signals.core.caps import DAY_MS, HOUR_MS
-from ultra_signals.execution.store import TRADE_OPEN_STATES, ExecStore
+from ultra_signals.journal import queries
+from ultra_signals.journal.trading import TRADE_OPEN_STATES, ExecStore
 from ultra_signals.journal.writer import Journal
 
 
@@ -113,7 +113,7 @@ class JournalView:
         run = self._run()
         if run is None:
             return None
-        now_ms = queries.latest_decision_ts(self.journal.engine, run["run_id"])
+        now_ms = queries.last_decision_ms(self.journal.engine, run["run_id"])
         return RunInfo(
             run_id=run["run_id"],
             mode=run["mode"],
@@ -133,14 +133,14 @@ class JournalView:
         run = self._run()
         if run is None:
             return None
-        now_ms = queries.latest_decision_ts(self.journal.engine, run["run_id"])
+        now_ms = queries.last_decision_ms(self.journal.engine, run["run_id"])
         if now_ms is None:
             return None
         caps = _sniper_caps(run["settings_json"])
         windows = tuple(
             CapWindow(
                 name,
-                queries.allowed_between(self.journal.engine, run["namespace"], now_ms - length, now_ms),
+                queries.allowed_count(self.journal.engine, run["namespace"], now_ms - length, now_ms),
                 caps[name],
             )
             for name, length in (("hour", HOUR_MS), ("day", DAY_MS))

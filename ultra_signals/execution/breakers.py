@@ -118,7 +118,7 @@ def resume_trading(journal: StateJournal, by: str = "operator") -> str:
     why = f"{rec.breaker}: {rec.detail}" if rec.breaker else (rec.detail or "no reason recorded")
     engine = getattr(journal, "engine", None)
     if engine is not None:  # the rollout gate looks for a resume after a trip
-        from ultra_signals.execution.store import ExecStore
+        from ultra_signals.journal.trading import ExecStore
 
         ExecStore(engine).event("resume", by, f"was {rec.state.value} ({why})")
     return f"trading resumed (ACTIVE); it was {rec.state.value} since {_when(rec)} ({why})"

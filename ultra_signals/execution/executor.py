@@ -46,8 +46,8 @@ from ultra_signals.execution.brokers.paper import PaperBroker
 from ultra_signals.execution.gateway import RiskGateway
 from ultra_signals.execution.reconcile import Discrepancy, Expected, reconcile
 from ultra_signals.execution.sizing import round_to, size_order
-from ultra_signals.execution.store import ExecStore
 from ultra_signals.execution.symbol_filters import load_exchange_info_file
+from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.metrics import Metrics
 

@@ -13,12 +13,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from ultra_signals.core.caps import DAY_MS, HOUR_MS
 from ultra_signals.counters.windows import max_window_count
-from ultra_signals.execution.store import ExecStore
-from ultra_signals.journal.models import decisions, runs
+from ultra_signals.journal import queries
+from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
 
 STAGES = (
@@ -197,13 +195,7 @@ def _execution_criteria(journal: Journal, run: dict[str, Any], s: dict[str, Any]
     # allowed signals never broke the caps in any sliding window.
     ns = str(run["namespace"])
     ns_runs = [r for r in stage_runs.values() if r["namespace"] == ns]
-    with journal.engine.connect() as c:
-        times = sorted(
-            int(t)
-            for (t,) in c.execute(
-                select(decisions.c.ts).where(decisions.c.namespace == ns, decisions.c.allowed.is_(True))
-            )
-        )
+    times = queries.allowed_times(journal.engine, ns)
     sn = s.get("sniper", {})
     cap_h, cap_d = int(sn.get("max_signals_per_hour", 0)), int(sn.get("daily_signal_cap", 0))
     worst_h = max((max_window_count(times, t, HOUR_MS) for t in times), default=0)
@@ -225,15 +217,12 @@ def _execution_criteria(journal: Journal, run: dict[str, Any], s: dict[str, Any]
 
 
 def _runs_of(journal: Journal, profile: str) -> dict[str, dict[str, Any]]:
-    with journal.engine.connect() as c:
-        rows = c.execute(select(runs).where(runs.c.profile == profile).order_by(runs.c.started_at)).mappings()
-        return {str(r["run_id"]): dict(r) for r in rows}
+    return {str(r["run_id"]): r for r in journal.runs(profile)}
 
 
 def status(journal: Journal) -> dict[str, Any]:
     """Current stage (the latest run's profile), its runs, and every gate verdict, oldest first."""
-    with journal.engine.connect() as c:
-        all_runs = [dict(r) for r in c.execute(select(runs).order_by(runs.c.started_at)).mappings()]
+    all_runs = journal.runs()
     gates = ExecStore(journal.engine).events(kind="gate")
     stage = str(all_runs[-1]["profile"]) if all_runs else None
     return {

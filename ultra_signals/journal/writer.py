@@ -1,4 +1,7 @@
-"""The journal: runs, every decision, and small persistent operator state (pause, trading state).
+"""The journal's writer: runs, every decision, and small persistent operator state (pause, trading state).
+
+Opening a :class:`Journal` upgrades its schema to the head (``journal/migrate.py``); the other stores on the same
+engine (``journal/trading.py``, ``journal/outbox.py``) and the read queries (``journal/queries.py``) rely on that.
 
 Allowed signals are committed the moment they are decided (they are what the caps are rebuilt from after a crash);
 blocked candidates are buffered and written in batches, because they are the bulk of the rows and the replay
@@ -11,38 +14,17 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, insert, select, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import insert, select, update
 
 from ultra_signals.core.caps import Reservation
 from ultra_signals.core.decision import Decision
-from ultra_signals.journal.models import decisions, metadata, runs, state
+from ultra_signals.journal import migrate
+from ultra_signals.journal.db import JournalError, make_engine, shown
+from ultra_signals.journal.schema import decisions, runs, state
 
-
-class JournalError(RuntimeError):
-    pass
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL and its folder created, so ``sqlite:///var/journal.db`` just works."""
-    u = make_url(url)
-    if u.get_backend_name() == "sqlite":
-        if u.database and u.database != ":memory:":
-            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+__all__ = ["Journal", "JournalError", "make_engine"]
 
 
 def _num(x: float) -> float | None:
@@ -58,9 +40,15 @@ class Journal:
         self.url = url
         try:
             self.engine = make_engine(url)
-            metadata.create_all(self.engine)
-        except Exception as e:  # an unwritable path or unreachable DB must say which journal
-            raise JournalError(f"journal {url}: {e}") from e
+        except Exception as e:  # an unwritable path must say which journal
+            raise JournalError(f"journal {shown(url)}: {e}") from e
+        try:
+            # Opening brings the schema to the code's head (see journal/migrate.py); a journal written by a newer
+            # release is refused here, before anything is written to it.
+            self.schema_from, self.schema = migrate.upgrade(self.engine, url)
+        except JournalError:
+            self.engine.dispose()
+            raise
         self.batch_size = batch_size
         self._pending: list[dict[str, Any]] = []
         self.rows_written = 0
@@ -113,6 +101,14 @@ class Journal:
         with self.engine.connect() as c:
             row = c.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
         return dict(row) if row else None
+
+    def runs(self, profile: str | None = None) -> list[dict[str, Any]]:
+        """Every run (of one profile, if given), oldest first."""
+        q = select(runs).order_by(runs.c.started_at)
+        if profile is not None:
+            q = q.where(runs.c.profile == profile)
+        with self.engine.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings()]
 
     def latest_run_id(self) -> str | None:
         with self.engine.connect() as c:

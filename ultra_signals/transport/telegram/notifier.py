@@ -26,9 +26,9 @@ from ultra_signals.core.backoff import exponential_delay
 from ultra_signals.core.config import ConfigError, Settings, TelegramEvents
 from ultra_signals.core.decision import Decision
 from ultra_signals.core.notices import Notice, SignalCard
+from ultra_signals.journal.outbox import Outbox, OutboxRow
 from ultra_signals.transport.telegram.client import PermanentError, RetryAfter, TelegramClient, TransientError
 from ultra_signals.transport.telegram.format import digest_text, notice_parts, render
-from ultra_signals.transport.telegram.outbox import Outbox, OutboxRow
 from ultra_signals.transport.telegram.pacing import Pacer, PacingRules
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Outbox on SQLite and PostgreSQL: order per chat, idempotency keys across instances, sender isolation."""
+"""The Telegram outbox store (journal/outbox.py) on SQLite and PostgreSQL: order per chat, idempotency keys across instances, sender isolation."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from tests.conftest import PG_URL, skip_or_fail_under_ci
+from ultra_signals.journal import migrate
+from ultra_signals.journal.outbox import FAILED, SENT, Outbox
 from ultra_signals.journal.writer import Journal, make_engine
-from ultra_signals.transport.telegram.outbox import FAILED, SENT, Outbox
 
 
 def _pg_engine(schema: str) -> Engine:
@@ -21,7 +22,9 @@ def _pg_engine(schema: str) -> Engine:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if request.param == "sqlite":
-        eng = make_engine(f"sqlite:///{tmp_path}/journal.db")
+        url = f"sqlite:///{tmp_path}/journal.db"
+        eng = make_engine(url)
+        migrate.upgrade(eng, url)
         yield eng
         eng.dispose()
         return
@@ -34,6 +37,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         admin.dispose()
         skip_or_fail_under_ci(f"no PostgreSQL answers at {PG_URL}", f"under CI it must answer ({e})")
     eng = _pg_engine(schema)
+    migrate.upgrade(eng, f"{PG_URL} (schema {schema})")
     yield eng
     eng.dispose()
     with admin.begin() as c:

@@ -7,7 +7,8 @@ retry, a replay over the same journal — cannot produce a second message, and a
 picked again, also not by the next process.
 
 Rows belong to a ``sender`` (the deployment: namespace and mode), so a shadow and a canary process sharing one
-journal file each deliver only their own messages.
+journal file each deliver only their own messages.  The table is :data:`.schema.telegram_outbox`; the store
+expects a journal at the schema's head (opening a :class:`~ultra_signals.journal.writer.Journal` upgrades it).
 """
 
 from __future__ import annotations
@@ -16,47 +17,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import (
-    Boolean,
-    Column,
-    Engine,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    func,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-metadata = MetaData()
-
-outbox = Table(
-    "telegram_outbox",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),  # delivery order within a chat
-    Column("sender", String(200), nullable=False),
-    Column("chat_id", String(64), nullable=False),
-    Column("chat_key", String(255)),  # idempotency key (decision id); None: no de-duplication
-    Column("part", Integer, nullable=False),  # index of this part of a split message
-    Column("kind", String(32), nullable=False),
-    Column("text", Text, nullable=False),  # HTML, ≤ 4096 characters
-    Column("silent", Boolean, nullable=False),
-    Column("status", String(16), nullable=False),  # pending | sent | failed
-    Column("attempts", Integer, nullable=False),
-    Column("created_at", Float, nullable=False),  # wall time, epoch seconds
-    Column("sent_at", Float),
-    Column("message_id", Integer),
-    Column("last_error", Text),
-    UniqueConstraint("chat_id", "chat_key", "part", name="uq_telegram_outbox_key"),
-    Index("ix_telegram_outbox_pending", "sender", "status", "chat_id", "id"),
-)
+from ultra_signals.journal.schema import telegram_outbox as outbox
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 
@@ -79,7 +43,6 @@ class Outbox:
     def __init__(self, engine: Engine, sender: str) -> None:
         self.engine = engine
         self.sender = sender
-        metadata.create_all(engine)
 
     def enqueue(self, chat_id: str, kind: str, parts: Sequence[str], chat_key: str | None, silent: bool) -> bool:
         """Add the parts of one message for one chat; False if ``(chat_id, chat_key)`` was enqueued before."""

@@ -1,8 +1,9 @@
-"""Execution journal: orders, fills, trades and trading events, in tables of our own on the journal's engine.
+"""Execution journal: orders, fills, trades and trading events (the ``exec_*`` tables of :mod:`.schema`).
 
-Own :class:`MetaData` so execution can evolve its tables without touching the decision journal.  Trades are
-what reconciliation compares the exchange with after a restart, and what the breakers' daily loss and loss
-streak are rebuilt from, so an open trade is committed the moment its entry fills.
+Trades are what reconciliation compares the exchange with after a restart, and what the breakers' daily loss and
+loss streak are rebuilt from, so an open trade is committed the moment its entry fills.  The store expects a
+journal already at the schema's head (:class:`~ultra_signals.journal.writer.Journal` upgrades it on open); it
+creates no table itself.
 """
 
 from __future__ import annotations
@@ -11,109 +12,9 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Engine,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import Engine, insert, select, update
 
-metadata = MetaData()
-
-exec_orders = Table(
-    "exec_orders",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", String(64), nullable=False),
-    Column("decision_id", String(200)),
-    Column("client_id", String(40)),
-    Column("symbol", String(32), nullable=False),
-    Column("kind", String(8)),  # entry | stop | tp | exit
-    Column("status", String(24), nullable=False),  # submitted | refused | NEW | FILLED | CANCELED | REJECTED ...
-    Column("reason", String(64)),
-    Column("detail", Text),
-    Column("ts", BigInteger),  # market time, epoch ms
-    Column("wall", Float, nullable=False),
-    Index("ix_exec_orders_run", "run_id", "ts"),
-)
-
-exec_fills = Table(
-    "exec_fills",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", String(64), nullable=False),
-    Column("decision_id", String(200)),
-    Column("client_id", String(40), nullable=False),
-    Column("trade_id", String(64), nullable=False),
-    Column("symbol", String(32), nullable=False),
-    Column("side", String(4), nullable=False),
-    Column("kind", String(8), nullable=False),
-    Column("qty", Float, nullable=False),
-    Column("price", Float, nullable=False),
-    Column("reference_price", Float, nullable=False),
-    Column("slippage_bps", Float, nullable=False),
-    Column("fee", Float, nullable=False),
-    Column("liquidity", String(8), nullable=False),
-    Column("order_qty", Float, nullable=False),
-    Column("order_ts", BigInteger, nullable=False),
-    Column("ts", BigInteger, nullable=False),
-    Column("simulated", Integer, nullable=False),  # 1: paper (what-if), 0: exchange fill
-    Index("ix_exec_fills_run", "run_id", "ts"),
-    Index("ux_exec_fills_trade", "client_id", "trade_id", unique=True),
-)
-
-exec_trades = Table(
-    "exec_trades",
-    metadata,
-    Column("decision_id", String(200), primary_key=True),
-    Column("run_id", String(64), nullable=False),
-    Column("namespace", String(128), nullable=False),
-    Column("broker", String(16), nullable=False),
-    Column("symbol", String(32), nullable=False),
-    Column("side", String(8), nullable=False),
-    Column("status", String(12), nullable=False),  # pending | open | closed | cancelled
-    Column("qty", Float, nullable=False),  # open quantity
-    Column("entry_qty", Float, nullable=False),
-    Column("entry_price", Float),
-    Column("exit_price", Float),
-    Column("exit_kind", String(8)),
-    Column("arrival_price", Float, nullable=False),
-    Column("stop", Float, nullable=False),
-    Column("take_profit", Float, nullable=False),
-    Column("stop_cid", String(40), nullable=False),
-    Column("tp_cid", String(40), nullable=False),
-    Column("fees", Float, nullable=False, default=0.0),
-    Column("funding", Float, nullable=False, default=0.0),
-    Column("gross_pnl", Float, nullable=False, default=0.0),
-    Column("pnl", Float),  # net: gross - fees + funding, set when closed
-    Column("opened_ts", BigInteger, nullable=False),  # decision time
-    Column("filled_ts", BigInteger),
-    Column("closed_ts", BigInteger),
-    Column("closed_wall", Float),  # wall time of the close: the loss streak restarts at an operator's resume
-    Index("ix_exec_trades_ns", "namespace", "status", "closed_ts"),
-)
-
-exec_events = Table(
-    "exec_events",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", String(64)),
-    Column("kind", String(24), nullable=False),  # trip | resume | kill | reconcile | gate | refused
-    Column("name", String(64), nullable=False),  # breaker name, gate stage, ...
-    Column("detail", Text, nullable=False),
-    Column("ts", BigInteger),  # market time where known
-    Column("wall", Float, nullable=False),
-    Index("ix_exec_events_run", "run_id", "id"),
-)
+from ultra_signals.journal.schema import exec_events, exec_fills, exec_orders, exec_trades
 
 TRADE_OPEN_STATES = ("pending", "open")
 
@@ -123,7 +24,6 @@ class ExecStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
 
     # -- orders and fills ------
     def order_event(self, run_id: str, symbol: str, status: str, **kw: Any) -> None:
