@@ -18,7 +18,7 @@ from ultra_signals.execution.breakers import describe_state
 from ultra_signals.execution.rollout import GateError, evaluate, status
 from ultra_signals.execution.tca import rich_table, tca_rows, write_report
 from ultra_signals.journal.trading import ExecStore
-from ultra_signals.journal.writer import Journal
+from ultra_signals.journal.writer import Journal, JournalError
 
 console = Console(highlight=False)
 ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="Settings profile (default: shadow).")]
@@ -35,7 +35,11 @@ def _settings(profile: str | None, secrets: Path | None) -> Settings:
 
 
 def _journal(settings: Settings, url: str | None) -> Journal:
-    return Journal(url or settings.journal.url, batch_size=settings.journal.batch_size)
+    try:
+        return Journal(url or settings.journal.url, batch_size=settings.journal.batch_size)
+    except JournalError as e:  # unreachable, or written by a newer release: the message says which and why
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
 
 
 def tca(

@@ -32,7 +32,7 @@ from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, MetaData, inspect, text
 
 from ultra_signals.journal.db import JournalError, shown
 from ultra_signals.journal.schema import metadata
@@ -75,10 +75,17 @@ def _known() -> set[str]:
     return {r.revision for r in script_directory().walk_revisions()}
 
 
-def _our_tables(conn: Connection) -> set[str]:
+def baseline_tables() -> MetaData:
+    """The 0.1.0 tables as the baseline revision freezes them (what 0.1.0's ``create_all`` calls made)."""
     baseline = script_directory().get_revision(BASELINE)
     assert baseline is not None and baseline.module is not None
-    names = set(baseline.module.tables().tables) | set(metadata.tables)
+    md = baseline.module.tables()
+    assert isinstance(md, MetaData)
+    return md
+
+
+def _our_tables(conn: Connection) -> set[str]:
+    names = set(baseline_tables().tables) | set(metadata.tables)
     return names & set(inspect(conn).get_table_names())
 
 
@@ -94,11 +101,9 @@ def _revision(conn: Connection) -> Revision:
 
 def _check_unversioned(conn: Connection, name: str) -> None:
     """An unversioned journal must have 0.1.0's columns in every 0.1.0 table it holds, or we will not adopt it."""
-    baseline = script_directory().get_revision(BASELINE)
-    assert baseline is not None and baseline.module is not None
     insp = inspect(conn)
     present = set(insp.get_table_names())
-    for table in baseline.module.tables().sorted_tables:
+    for table in baseline_tables().sorted_tables:
         if table.name not in present:
             continue
         have = {c["name"] for c in insp.get_columns(table.name)}
@@ -138,8 +143,9 @@ def _locked(engine: Engine) -> Iterator[Connection]:
 
 
 def _run(conn: Connection, target: str, down: bool) -> None:
-    script = script_directory()
-    cfg = script.config if hasattr(script, "config") else Config()
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    script = ScriptDirectory.from_config(cfg)
 
     def steps(rev: Any, _context: Any) -> Any:
         return script._downgrade_revs(target, rev) if down else script._upgrade_revs(target, rev)

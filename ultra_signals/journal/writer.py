@@ -20,7 +20,6 @@ from sqlalchemy import insert, select, update
 
 from ultra_signals.core.caps import Reservation
 from ultra_signals.core.decision import Decision
-from ultra_signals.journal import migrate
 from ultra_signals.journal.db import JournalError, make_engine, shown
 from ultra_signals.journal.schema import decisions, runs, state
 
@@ -45,6 +44,8 @@ class Journal:
         try:
             # Opening brings the schema to the code's head (see journal/migrate.py); a journal written by a newer
             # release is refused here, before anything is written to it.
+            from ultra_signals.journal import migrate  # Alembic is loaded only when a journal is opened
+
             self.schema_from, self.schema = migrate.upgrade(self.engine, url)
         except JournalError:
             self.engine.dispose()
