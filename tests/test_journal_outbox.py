@@ -11,8 +11,9 @@ from sqlalchemy import Engine, create_engine, text
 
 from tests.conftest import PG_URL, skip_or_fail_under_ci
 from ultra_signals.journal import migrate
+from ultra_signals.journal.db import make_engine
 from ultra_signals.journal.outbox import FAILED, SENT, Outbox
-from ultra_signals.journal.writer import Journal, make_engine
+from ultra_signals.journal.writer import Journal
 
 
 def _pg_engine(schema: str) -> Engine:

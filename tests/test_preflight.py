@@ -20,6 +20,7 @@ from sqlalchemy import func, inspect, select, text
 from tests.conftest import PG_URL, free_port, pg_unavailable, require_data
 from ultra_signals.apps.preflight import Check, check_caps, run_preflight
 from ultra_signals.core.config import Settings, load_settings
+from ultra_signals.journal import migrate
 from ultra_signals.journal.schema import runs
 from ultra_signals.journal.writer import Journal, make_engine
 
@@ -169,11 +170,27 @@ def test_journal_probe_leaves_no_row_and_no_table(tmp_path: Path) -> None:
 
     assert check.ok, check.detail
     assert "probe row written to runs, rolled back" in check.detail
+    assert f"schema {migrate.head()} (current)" in check.detail
     eng = make_engine(url)
     with eng.connect() as c:
         assert c.execute(select(runs.c.run_id)).scalars().all() == ["r1"]
     assert set(inspect(eng).get_table_names()) == before_tables
     eng.dispose()
+
+
+def test_journal_of_an_older_or_newer_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/j.db"
+    Journal(url).close()
+    eng = make_engine(url)
+    migrate.downgrade(eng, url, migrate.BASELINE)
+    check = by_name(run_preflight(settings(tmp_path, {"journal.url": url})))["journal"]
+    assert check.ok and f"the run upgrades it to {migrate.head()}" in check.detail, check.detail
+    assert migrate.current(eng).current == migrate.BASELINE  # preflight upgrades nothing
+    with eng.begin() as c:
+        c.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    eng.dispose()
+    check = by_name(run_preflight(settings(tmp_path, {"journal.url": url})))["journal"]
+    assert not check.ok and "9999 is newer than this release" in check.detail, check.detail
 
 
 def test_fresh_journal_probe_leaves_no_file(tmp_path: Path) -> None:

@@ -166,6 +166,9 @@ def check_journal(s: Settings) -> tuple[bool, str]:
         except OSError as e:
             return False, f"{shown}: cannot prepare the journal folder: {_err(e)}"
         try:
+            schema = _schema_note(engine)
+            if schema.startswith("refused"):
+                return False, f"{shown}: {schema}"
             if backend == "sqlite":
                 _explicit_sqlite_transactions(engine)
             how = _probe_write(engine, backend)
@@ -179,7 +182,7 @@ def check_journal(s: Settings) -> tuple[bool, str]:
                 "without committing it; create the schema once (start a run) and re-check"
             )
         fresh = " (new journal: its file was removed again)" if not existed else ""
-        return True, f"{shown}: {how}, rolled back{fresh}"
+        return True, f"{shown}: {how}, rolled back{fresh}; {schema}"
     finally:
         if db_file is not None and not existed:
             for suffix in ("", "-wal", "-shm", "-journal"):
@@ -188,6 +191,25 @@ def check_journal(s: Settings) -> tuple[bool, str]:
             for d in new_dirs:  # deepest first
                 with contextlib.suppress(OSError):
                     d.rmdir()
+
+
+def _schema_note(engine: Engine) -> str:
+    """The journal's schema revision as the run will find it (read only: the run itself does the upgrade)."""
+    from ultra_signals.journal import migrate
+
+    rev = migrate.current(engine)
+    if not rev.known:
+        return (
+            f"refused: schema revision {rev.current} is newer than this release (its newest is {rev.head});"
+            " a run would not start on it"
+        )
+    if rev.at_head:
+        return f"schema {rev.head} (current)"
+    if rev.unversioned:
+        return f"0.1.0 journal without a schema revision: the run adopts and upgrades it to {rev.head}"
+    if rev.current is None:
+        return f"no journal tables yet: the run creates them (schema {rev.head})"
+    return f"schema {rev.current}: the run upgrades it to {rev.head} at start"
 
 
 def _explicit_sqlite_transactions(engine: Engine) -> None:

@@ -22,6 +22,7 @@ transaction is rolled back as well.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,7 +60,9 @@ class Revision:
         return self.current == self.head
 
 
+@functools.cache
 def script_directory() -> ScriptDirectory:
+    """The shipped revisions (read once per process: they do not change under a running program)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return ScriptDirectory.from_config(cfg)
@@ -143,9 +146,9 @@ def _locked(engine: Engine) -> Iterator[Connection]:
 
 
 def _run(conn: Connection, target: str, down: bool) -> None:
+    script = script_directory()
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    script = ScriptDirectory.from_config(cfg)
 
     def steps(rev: Any, _context: Any) -> Any:
         return script._downgrade_revs(target, rev) if down else script._upgrade_revs(target, rev)
