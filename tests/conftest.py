@@ -42,6 +42,30 @@ def pg_unavailable() -> str | None:
     return None
 
 
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A journal URL on the machine's PostgreSQL in a schema of this test's own (``search_path``), dropped after.
+
+    Tests running in parallel (or several helpers' suites on one machine) then never see each other's tables.
+    """
+    from sqlalchemy import create_engine, text
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    try:
+        with admin.begin() as c:
+            c.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as e:
+        admin.dispose()
+        skip_or_fail_under_ci(f"no PostgreSQL answers at {PG_URL}", f"under CI it must answer ({e})")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as c:
+            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
 def require_data(*parts: str) -> Path:
     """Path into the shared data folder; skip (or fail under CI) if it is missing."""
     path = DATA_DIR.joinpath(*parts)

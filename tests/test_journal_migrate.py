@@ -13,8 +13,6 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, insert, inspect, select, text
 
-from tests.conftest import PG_URL, skip_or_fail_under_ci
 from ultra_signals.core.config import load_settings
 from ultra_signals.counters.factory import policy_from
 from ultra_signals.counters.windows import MemoryCounters
@@ -74,25 +71,6 @@ def sqlite_0_1_0(tmp_path: Path) -> str:
     path = tmp_path / "journal.db"
     shutil.copyfile(FIXTURE, path)
     return f"sqlite:///{path}"
-
-
-@pytest.fixture
-def pg_schema() -> Iterator[str]:
-    """A journal URL on the machine's PostgreSQL in a schema of its own, dropped afterwards."""
-    schema = f"jmig_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL)
-    try:
-        with admin.begin() as c:
-            c.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as e:
-        admin.dispose()
-        skip_or_fail_under_ci(f"no PostgreSQL answers at {PG_URL}", f"under CI it must answer ({e})")
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as c:
-            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def _pg_0_1_0(url: str) -> None:
