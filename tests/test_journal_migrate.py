@@ -29,7 +29,7 @@ from ultra_signals.execution.rollout import status as rollout_status
 from ultra_signals.journal import migrate
 from ultra_signals.journal.db import JournalError, make_engine
 from ultra_signals.journal.outbox import Outbox
-from ultra_signals.journal.schema import metadata
+from ultra_signals.journal.schema import SCHEMA_HEAD, metadata
 from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
 
@@ -201,14 +201,24 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("pg_schema"))
 
 
-def test_a_new_journal_is_made_by_the_migrations_and_equals_the_schema_module(empty_url: str) -> None:
-    """``schema.py`` and the revisions must agree: a change to one without the other fails here."""
-    Journal(empty_url).close()
+def test_schema_head_is_the_newest_revision() -> None:
+    assert migrate.head() == SCHEMA_HEAD
+
+
+@pytest.mark.parametrize("how", ["stamped", "migrated"])
+def test_a_new_journal_equals_the_schema_module(empty_url: str, how: str) -> None:
+    """``schema.py`` and the revisions must agree, however a new journal came to be: ``stamped`` is the start-up path
+    (create_all + stamp), ``migrated`` runs every revision.  A change to one without the other fails here."""
     eng = make_engine(empty_url)
     try:
+        if how == "stamped":
+            assert migrate.upgrade(eng, empty_url) == (None, SCHEMA_HEAD)
+        else:
+            assert migrate.upgrade(eng, empty_url, migrate.head()) == (None, SCHEMA_HEAD)
         assert migrate.current(eng).at_head
         with eng.connect() as c:
             diff = compare_metadata(MigrationContext.configure(c), metadata)
+            assert MigrationContext.configure(c).get_current_heads() == (SCHEMA_HEAD,)
         assert diff == []
         # down to base removes every journal table, and up again rebuilds them
         migrate.downgrade(eng, empty_url, "base")
@@ -217,6 +227,21 @@ def test_a_new_journal_is_made_by_the_migrations_and_equals_the_schema_module(em
         assert set(metadata.tables) <= set(inspect(eng).get_table_names())
     finally:
         eng.dispose()
+
+
+def test_stamped_and_migrated_sqlite_journals_have_the_same_ddl(tmp_path: Path) -> None:
+    """On SQLite the stored DDL itself can be compared: the two ways give the same tables and indexes."""
+    ddl = []
+    for name, target in (("stamped", "head"), ("migrated", SCHEMA_HEAD)):
+        url = f"sqlite:///{tmp_path}/{name}.db"
+        eng = make_engine(url)
+        migrate.upgrade(eng, url, target)
+        with eng.connect() as c:
+            rows = c.execute(text("SELECT type, name, tbl_name, sql FROM sqlite_master")).all()
+        eng.dispose()
+        ddl.append(sorted(tuple(r) for r in rows))
+    assert ddl[0] == ddl[1]
+    assert any(r[1] == "ix_exec_events_kind" for r in ddl[0])
 
 
 def test_a_journal_newer_than_the_code_is_refused_and_left_alone(journal_0_1_0: str) -> None:
