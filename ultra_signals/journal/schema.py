@@ -2,8 +2,8 @@
 
 SQLite by default, any SQLAlchemy URL works (PostgreSQL is tested).  This module is the schema at the migrations'
 head: a change here needs a new revision in ``migrations/versions`` (``tests/test_journal_migrate.py`` compares
-the two and fails when they disagree).  The journal is created and upgraded only by the migrations, never by
-``create_all``.
+the two and fails when they disagree) and :data:`SCHEMA_HEAD` names it.  A new journal is made from these tables
+and stamped at the head; every existing one is upgraded by the migrations only (``journal/migrate.py``).
 
 Core tables rather than ORM classes: the journal is written in batches on the hot path, and Core's executemany is
 several times cheaper than building ORM objects.
