@@ -49,15 +49,6 @@ def test_recent_allowed_newest_last_and_per_namespace(journal: Journal) -> None:
     assert queries.recent_allowed(journal.engine, "nobody", 10) == []
 
 
-def test_outcomes_of_a_window_include_blocked_with_reason(journal: Journal) -> None:
-    a, _ = _fill(journal)
-    got = queries.outcomes(journal.engine, a, T0 + BAR, T0 + 3 * BAR + 1)  # [start, end): ts of bars 0, 1, 2
-    assert sorted(got, key=str) == sorted(
-        [("BTCUSDT", True, None), ("ETHUSDT", True, None), ("BTCUSDT", False, "cooldown")], key=str
-    )
-    assert queries.outcomes(journal.engine, a, T0 + BAR, T0 + BAR) == []
-
-
 def test_allowed_times_and_sliding_counts(journal: Journal) -> None:
     a, b = _fill(journal)
     assert queries.allowed_times(journal.engine, a) == [T0 + BAR, T0 + 2 * BAR, T0 + 13 * BAR]

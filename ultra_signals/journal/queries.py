@@ -1,4 +1,4 @@
-"""Read queries over the decisions the rest of the code needs: operator views, the daily summary, the rollout gate.
+"""Read queries over the decisions the rest of the code needs: the operator views (control/) and the rollout gate.
 
 They live here so that no module outside ``journal/`` writes SQL: a schema change touches this room and its
 migrations only.  Every function takes the journal's :class:`~sqlalchemy.Engine` (``Journal.engine``), reads in
@@ -36,17 +36,6 @@ def recent_allowed(engine: Engine, namespace: str, n: int) -> list[dict[str, Any
             for ts, sym, side, entry, stop, targets in c.execute(q)
         ]
     return rows[::-1]
-
-
-def outcomes(engine: Engine, namespace: str, start_ms: int, end_ms: int) -> list[tuple[str, bool, str | None]]:
-    """(symbol, allowed, reason) of every decision of a namespace with event time in ``[start_ms, end_ms)``."""
-    q = select(decisions.c.symbol, decisions.c.allowed, decisions.c.reason).where(
-        decisions.c.namespace == namespace,
-        decisions.c.ts >= start_ms,
-        decisions.c.ts < end_ms,
-    )
-    with engine.connect() as c:
-        return [(str(sym), bool(ok), None if reason is None else str(reason)) for sym, ok, reason in c.execute(q)]
 
 
 def allowed_times(engine: Engine, namespace: str) -> list[int]:
