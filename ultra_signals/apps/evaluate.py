@@ -1,0 +1,582 @@
+"""``ultra-signals evaluate``: does the pipeline choose well?  Labels every candidate of a replay and compares.
+
+One replay of the real engine (the same code as live, memory counters, no executor) gives every candidate with
+its verdict.  Each candidate is labelled by :mod:`ultra_signals.research.outcomes` with the exits the executor
+would place.  Then, walk-forward (``--train-days`` then ``--test-days``, rolling), a quality model
+(:mod:`ultra_signals.research.quality`) is fitted only on candidates whose outcome was known before the test
+window, scores the test window's candidates, and the selection policies (:mod:`ultra_signals.research.selection`)
+are replayed over the run.  Reported for the walk-forward test windows, and separately for the final test (the
+last ``--final-frac`` of the run, never used while developing a configuration): all candidates, the allowed ones,
+each block reason, random selections at the same rate (many seeded draws), and the ranked variants, each with
+count, mean R and its bootstrap interval, win rate, profit factor and the max drawdown of the sequence.
+
+Every run appends its configuration to a ledger (``--ledger``) so the report says how many configurations were
+evaluated on this data before this one, and how many times its final test has been looked at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ultra_signals.core.config import Settings
+from ultra_signals.core.decision import Side
+from ultra_signals.core.events import Kline
+from ultra_signals.core.timeframes import tf_ms
+from ultra_signals.counters.factory import policy_from
+from ultra_signals.counters.windows import MemoryCounters
+from ultra_signals.engine.pipeline import SignalEngine
+from ultra_signals.research import quality as q
+from ultra_signals.research.outcomes import Bars, Costs, Outcome, label
+from ultra_signals.research.selection import DAY_MS, HOUR_MS, Policy, Row, Verdict, select
+from ultra_signals.research.stats import lift, random_baseline, summarize
+from ultra_signals.sources.base import SourceError
+from ultra_signals.sources.replay import ReplaySource
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EvalConfig", "EvaluationError", "evaluate"]
+
+
+class EvaluationError(RuntimeError):
+    """A clear, user-facing reason the evaluation cannot run."""
+
+
+@dataclass(frozen=True, slots=True)
+class EvalConfig:
+    data: Path
+    symbols: tuple[str, ...] | None
+    horizon_ms: int = DAY_MS
+    train_days: float = 5.0
+    test_days: float = 2.0
+    final_frac: float = 0.2
+    jobs: int = 1
+    draws: int = 1000
+    seed: int = 7
+    out: Path = Path("reports/evaluate")
+    ledger: Path | None = None
+    funding_dir: Path | None = None
+    name: str = "evaluation"
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Cand:
+    key: str
+    ts: int
+    symbol: str
+    timeframe: str
+    bar_open_time: int
+    long: bool
+    reason: str | None
+    entry: float
+    stop: float
+    targets: tuple[float, ...]
+    x: list[float]
+    outcome: Outcome | None = None
+    quality: float = float("nan")
+    fold: int = -1  # -1: in no test window (training only); 0..: walk-forward fold; FINAL: the final test
+
+
+FINAL = 10_000
+
+
+# -- 1. the engine over the replay -----------------------------------------------------------------------------
+
+
+def collect(settings: Settings, cfg: EvalConfig) -> tuple[list[Cand], dict[str, Bars], str, int, int, list[str]]:
+    """Every candidate of one replay with its engine verdict, and each symbol's bars of the finest timeframe."""
+    try:
+        src = ReplaySource(
+            cfg.data,
+            list(cfg.symbols) if cfg.symbols else None,
+            settings.runtime.timeframes,
+            None,
+            None,
+            settings.runtime.warmup_bars,
+        )
+    except SourceError as e:
+        raise EvaluationError(str(e)) from None
+    info = src.info
+    label_tf = info.timeframes[0]
+    eng = SignalEngine(settings, MemoryCounters(policy_from(settings.sniper)), "evaluate")
+    eng.decide_from_ms = src.run_start_ms
+    cands: list[Cand] = []
+    rows: dict[str, list[tuple[int, float, float, float, float]]] = defaultdict(list)
+    for ev in src.iter_events():
+        if isinstance(ev, Kline) and ev.timeframe == label_tf and ev.closed:
+            rows[ev.symbol].append((ev.open_time, ev.open, ev.high, ev.low, ev.close))
+        d = eng.on_event(ev)
+        if d is None:
+            continue
+        c = d.candidate
+        long = c.side is Side.LONG
+        cands.append(
+            Cand(
+                c.key,
+                c.ts,
+                c.symbol,
+                c.timeframe,
+                c.bar_open_time,
+                long,
+                d.reason,
+                c.entry,
+                c.stop,
+                c.targets,
+                q.feature_row(long, c.score, c.confidence, c.components, c.features),
+            )
+        )
+    bars = {s: Bars.from_rows(r) for s, r in rows.items()}
+    return cands, bars, label_tf, src.run_start_ms, src.run_end_ms, list(info.notices)
+
+
+# -- 2. labels ---------------------------------------------------------------------------------------------------
+
+
+def read_funding(folder: Path | None, symbol: str) -> list[tuple[int, float]]:
+    """``<SYMBOL>-*funding.csv`` (``funding_time`` epoch ms, ``funding_rate``) from ``folder``, if any."""
+    if folder is None or not folder.is_dir():
+        return []
+    out: list[tuple[int, float]] = []
+    for path in sorted(folder.glob(f"{symbol}-*funding.csv")) + sorted(folder.glob(f"{symbol}-funding.csv")):
+        with path.open() as fh:
+            header = fh.readline().strip().split(",")
+            if header[:2] != ["funding_time", "funding_rate"]:
+                raise EvaluationError(f"{path}:1: expected the header funding_time,funding_rate, got {header}")
+            for n, line in enumerate(fh, start=2):
+                parts = line.strip().split(",")
+                if not parts or parts == [""]:
+                    continue
+                try:
+                    out.append((int(parts[0]), float(parts[1])))
+                except (ValueError, IndexError):
+                    raise EvaluationError(f"{path}:{n}: not an epoch-ms time and a rate: {line.strip()!r}") from None
+    return sorted(set(out))
+
+
+def _notional(settings: Settings, entry: float, stop: float) -> float:
+    """The executor's sizing (risk, leverage and notional limits, no rounding) as a notional, for the impact."""
+    ex = settings.execution
+    dist = abs(entry - stop)
+    if dist <= 0 or entry <= 0:
+        return 0.0
+    eq = ex.paper_equity_usdt
+    qty = min(eq * ex.risk_fraction / dist, eq * ex.max_leverage / entry, ex.max_notional_usdt / entry)
+    return qty * entry
+
+
+def _label_symbol(
+    args: tuple[list[Cand], Bars, list[tuple[int, float]], tuple[float, float, float], list[float], int, int],
+) -> list[Outcome]:
+    cands, bars, funding, (fee, half, impact), notionals, tp_index, horizon_ms = args
+    return [
+        label(
+            long=c.long,
+            entry_ref=c.entry,
+            stop=c.stop,
+            targets=c.targets,
+            take_profit_target=tp_index,
+            decision_ts=c.ts,
+            horizon_ms=horizon_ms,
+            bars=bars,
+            costs=Costs(fee, half, impact, n),
+            funding=funding,
+        )
+        for c, n in zip(cands, notionals, strict=True)
+    ]
+
+
+def label_all(settings: Settings, cfg: EvalConfig, cands: list[Cand], bars: Mapping[str, Bars]) -> None:
+    ex = settings.execution
+    by_symbol: dict[str, list[Cand]] = defaultdict(list)
+    for c in cands:
+        by_symbol[c.symbol].append(c)
+    costs = (ex.fee_taker_bps, ex.slippage_half_spread_bps, ex.slippage_impact_bps_per_10k_usdt)
+    tasks = []
+    for sym in sorted(by_symbol):
+        group = by_symbol[sym]
+        notionals = [_notional(settings, c.entry, c.stop) for c in group]
+        funding = read_funding(cfg.funding_dir, sym) or read_funding(cfg.data, sym)
+        tasks.append((group, bars[sym], funding, costs, notionals, ex.take_profit_target, cfg.horizon_ms))
+    results = _map(_label_symbol, tasks, cfg.jobs)
+    for (group, *_), outs in zip(tasks, results, strict=True):
+        for c, o in zip(group, outs, strict=True):
+            c.outcome = o
+
+
+def _map(fn: Any, tasks: Sequence[Any], jobs: int) -> list[Any]:
+    """``map`` over a process pool when ``jobs > 1`` (order kept, so the result does not depend on ``jobs``)."""
+    if jobs <= 1 or len(tasks) <= 1:
+        return [fn(t) for t in tasks]
+    with multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks))) as pool:
+        return pool.map(fn, tasks)
+
+
+# -- 3. walk-forward folds and the quality model ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    index: int
+    train_from: int
+    test_from: int
+    test_to: int  # exclusive
+
+
+def make_folds(run_start: int, run_end: int, cfg: EvalConfig) -> tuple[list[Fold], Fold]:
+    """Rolling walk-forward windows over the first (1 − final_frac) of the run, and the final test window."""
+    train = int(cfg.train_days * DAY_MS)
+    test = int(cfg.test_days * DAY_MS)
+    final_from = run_start + int((run_end - run_start) * (1.0 - cfg.final_frac))
+    folds: list[Fold] = []
+    t = run_start + train
+    while t < final_from:
+        folds.append(Fold(len(folds), t - train, t, min(t + test, final_from)))
+        t += test
+    return folds, Fold(FINAL, final_from - train, final_from, run_end + 1)
+
+
+def _training_set(cands: Sequence[Cand], fold: Fold, bar_ms: int) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates of the training window whose outcome was fully known before the test window opened."""
+    xs, ys = [], []
+    for c in cands:
+        o = c.outcome
+        if o is None or not o.labelled or not (fold.train_from <= c.ts < fold.test_from):
+            continue
+        if o.exit_ts + bar_ms > fold.test_from:  # purge: its exit bar had not closed by then
+            continue
+        xs.append(c.x)
+        ys.append(1.0 if o.exit_kind == "target" else 0.0)
+    return np.asarray(xs, dtype=np.float64).reshape(-1, len(q.FEATURES)), np.asarray(ys, dtype=np.float64)
+
+
+def _fit_fold(args: tuple[Sequence[Cand], Fold, int]) -> q.QualityModel:
+    cands, fold, bar_ms = args
+    x, y = _training_set(cands, fold, bar_ms)
+    return q.fit(x, y)
+
+
+def score_folds(cands: list[Cand], folds: Sequence[Fold], bar_ms: int, jobs: int) -> dict[int, q.QualityModel]:
+    """Fit one model per fold (on the past only) and give each test-window candidate its quality."""
+    models = _map(_fit_fold, [(cands, f, bar_ms) for f in folds], jobs)
+    out: dict[int, q.QualityModel] = {}
+    for f, m in zip(folds, models, strict=True):
+        out[f.index] = m
+        idx = [i for i, c in enumerate(cands) if f.test_from <= c.ts < f.test_to]
+        if not idx:
+            continue
+        p = m.predict(np.asarray([cands[i].x for i in idx], dtype=np.float64))
+        for i, pi in zip(idx, p, strict=True):
+            cands[i].quality = float(pi)
+            cands[i].fold = f.index
+    return out
+
+
+# -- 4. selection variants and the report's figures --------------------------------------------------------------
+
+
+def variants(settings: Settings) -> dict[str, Policy]:
+    """The selection policies compared (each one counts as a configuration tried)."""
+    caps = policy_from(settings.sniper)
+    cd = settings.sniper.cooldown_bars
+    return {
+        "first_come": Policy(caps, cd, "first_come"),
+        "ranked": Policy(caps, cd, "ranked"),
+        "ranked_same_dir": Policy(caps, cd, "ranked", same_direction=(3, 6 * HOUR_MS)),
+    }
+
+
+def _labelled(c: Cand) -> bool:
+    return c.outcome is not None and c.outcome.labelled
+
+
+def _r(cands: Sequence[Cand]) -> np.ndarray:
+    return np.asarray([c.outcome.r for c in cands if c.outcome is not None and c.outcome.labelled], dtype=np.float64)
+
+
+def region_report(
+    cands: Sequence[Cand], verdicts: Mapping[str, Sequence[Verdict]], in_region: Sequence[bool], cfg: EvalConfig
+) -> dict[str, Any]:
+    """Every group's figures over one region (the walk-forward test windows, or the final test)."""
+    idx = [i for i, inside in enumerate(in_region) if inside and _labelled(cands[i])]
+    sel = [cands[i] for i in idx]
+    d, s = cfg.draws, cfg.seed
+    groups: dict[str, Any] = {"all candidates": summarize(_r(sel), draws=d, seed=s).as_dict()}
+    reached = [cands[i] for i in idx if cands[i].reason in (None, "cooldown", "hourly_cap", "daily_cap")]
+    groups["reached the budget step"] = summarize(_r(reached), draws=d, seed=s).as_dict()
+    for name, vs in verdicts.items():
+        groups[f"allowed: {name}"] = summarize(
+            _r([cands[i] for i in idx if vs[i].reason is None]), draws=d, seed=s
+        ).as_dict()
+    reasons = Counter(cands[i].reason for i in idx if cands[i].reason is not None)
+    for reason, _n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        groups[f"blocked: {reason}"] = summarize(_r([c for c in sel if c.reason == reason]), draws=d, seed=s).as_dict()
+    for name, vs in verdicts.items():
+        if name == "first_come":
+            continue
+        for reason in ("below_budget_threshold", "same_direction_cap"):
+            g = [cands[i] for i in idx if vs[i].reason == reason]
+            if g:
+                groups[f"{name} blocked: {reason}"] = summarize(_r(g), draws=d, seed=s).as_dict()
+    fc = _r([cands[i] for i in idx if verdicts["first_come"][i].reason is None])
+    pool_all = _r(sel)
+    pool_budget = _r(reached)
+    baselines = {
+        "random from all candidates": random_baseline(
+            pool_all, fc.size, float(fc.mean()) if fc.size else math.nan, draws=d, seed=s
+        ).as_dict(),
+        "random from those that reached the budget step": random_baseline(
+            pool_budget, fc.size, float(fc.mean()) if fc.size else math.nan, draws=d, seed=s + 1
+        ).as_dict(),
+    }
+    lifts = {}
+    for name, vs in verdicts.items():
+        if name == "first_come":
+            continue
+        a = _r([cands[i] for i in idx if vs[i].reason is None])
+        diff, ci = lift(a, fc, draws=d, seed=s)
+        lifts[f"{name} − first_come"] = {"mean_r_diff": diff, "ci": ci, "n": [int(a.size), int(fc.size)]}
+    diff, ci = lift(fc, pool_all, draws=d, seed=s)
+    lifts["first_come − all candidates"] = {"mean_r_diff": diff, "ci": ci, "n": [int(fc.size), int(pool_all.size)]}
+    scored = [c for c in sel if c.quality == c.quality]
+    qual: dict[str, Any] = {}
+    if scored:
+        p = np.asarray([c.quality for c in scored])
+        y = np.asarray([1.0 if c.outcome and c.outcome.exit_kind == "target" else 0.0 for c in scored])
+        qual = {
+            "n": len(scored),
+            "brier": q.brier(p, y),
+            "brier_base_rate": q.brier(np.full_like(p, float(y.mean())), y),
+            "calibration": q.calibration(p, y),
+        }
+    kinds = Counter(c.outcome.exit_kind for c in sel if c.outcome is not None)
+    return {"groups": groups, "random": baselines, "lift": lifts, "quality": qual, "exit_kinds": dict(kinds)}
+
+
+def _ledger(cfg: EvalConfig, config_hash: str, dataset: str, viewed_final: bool) -> dict[str, int]:
+    if cfg.ledger is None:
+        return {"configurations_before": 0, "final_test_views": 1}
+    entries = []
+    if cfg.ledger.exists():
+        entries = [json.loads(line) for line in cfg.ledger.read_text().splitlines() if line.strip()]
+    same = [e for e in entries if e.get("dataset") == dataset]
+    before = len({e["config"] for e in same} - {config_hash})
+    views = sum(1 for e in same if e.get("viewed_final")) + (1 if viewed_final else 0)
+    cfg.ledger.parent.mkdir(parents=True, exist_ok=True)
+    with cfg.ledger.open("a") as fh:
+        fh.write(json.dumps({"dataset": dataset, "config": config_hash, "viewed_final": viewed_final}) + "\n")
+    return {"configurations_before": before, "final_test_views": views}
+
+
+def evaluate(settings: Settings, cfg: EvalConfig) -> dict[str, Any]:
+    """Run the whole evaluation and write ``<out>/<name>.{md,json,png}``; returns the JSON document."""
+    if cfg.horizon_ms <= 0 or cfg.train_days <= 0 or cfg.test_days <= 0 or not 0.0 < cfg.final_frac < 1.0:
+        raise EvaluationError("horizon, --train-days and --test-days must be > 0 and --final-frac in (0, 1)")
+    cands, bars, label_tf, run_start, run_end, notices = collect(settings, cfg)
+    if not cands:
+        raise EvaluationError("the replay produced no candidate: nothing to evaluate")
+    bar_ms = tf_ms(label_tf)
+    label_all(settings, cfg, cands, bars)
+    folds, final = make_folds(run_start, run_end, cfg)
+    if not folds:
+        raise EvaluationError(
+            f"no walk-forward fold fits: the run spans {(run_end - run_start) / DAY_MS:.2f} days, "
+            f"--train-days {cfg.train_days} leaves nothing before the final {cfg.final_frac:.0%}"
+        )
+    models = score_folds(cands, [*folds, final], bar_ms, cfg.jobs)
+    rows = [Row(c.key, c.ts, c.symbol, c.timeframe, c.bar_open_time, c.long, c.reason, c.quality) for c in cands]
+    pols = variants(settings)
+    verdicts = {name: select(rows, pol, settings.sniper.daily_signal_cap) for name, pol in pols.items()}
+    mismatch = [c.key for c, v in zip(cands, verdicts["first_come"], strict=True) if v.reason != c.reason]
+    if mismatch:
+        raise EvaluationError(f"replaying first_come did not reproduce the engine's verdicts ({len(mismatch)} differ)")
+    wf = [c.fold not in (-1, FINAL) for c in cands]
+    fin = [c.fold == FINAL for c in cands]
+    dataset = f"{cfg.data.resolve()}|{','.join(sorted(bars))}"
+    cfg_doc = {
+        "timeframes": settings.runtime.timeframes,
+        "signal_timeframes": settings.runtime.signal_timeframes,
+        "horizon_ms": cfg.horizon_ms,
+        "train_days": cfg.train_days,
+        "test_days": cfg.test_days,
+        "final_frac": cfg.final_frac,
+        "overrides": {k: str(v) for k, v in sorted(cfg.overrides.items())},
+        "variants": sorted(pols),
+        "take_profit_target": settings.execution.take_profit_target,
+    }
+    config_hash = hashlib.sha256(json.dumps(cfg_doc, sort_keys=True).encode()).hexdigest()[:12]
+    ledger = _ledger(cfg, config_hash, dataset, viewed_final=True)
+    doc: dict[str, Any] = {
+        "name": cfg.name,
+        "data": str(cfg.data),
+        "symbols": sorted(bars),
+        "label_timeframe": label_tf,
+        "run": [_iso(run_start), _iso(run_end)],
+        "walk_forward": [
+            {"fold": f.index, "train_from": _iso(f.train_from), "test": [_iso(f.test_from), _iso(f.test_to)]}
+            for f in folds
+        ],
+        "final_test": [_iso(final.test_from), _iso(final.test_to)],
+        "config": cfg_doc,
+        "config_hash": config_hash,
+        "configurations_tried": {
+            "selection_variants_in_this_run": len(pols),
+            "earlier_configurations_on_this_data": ledger["configurations_before"],
+            "final_test_views_including_this_one": ledger["final_test_views"],
+        },
+        "candidates": len(cands),
+        "engine_verdicts": dict(Counter(c.reason or "allowed" for c in cands)),
+        "notices": notices,
+        "walk_forward_test": region_report(cands, verdicts, wf, cfg),
+        "final": region_report(cands, verdicts, fin, cfg),
+        "final_model": models[FINAL].as_dict(),
+    }
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / f"{cfg.name}.json").write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+    (cfg.out / f"{cfg.name}.md").write_text(markdown(doc))
+    plot(cands, verdicts, wf, cfg.out / f"{cfg.name}.png", cfg)
+    return doc
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)
+    raise TypeError(type(o).__name__)
+
+
+# -- 5. outputs --------------------------------------------------------------------------------------------------
+
+
+def _f(x: Any, nd: int = 3) -> str:
+    if isinstance(x, float):
+        return "—" if math.isnan(x) else ("∞" if math.isinf(x) else f"{x:+.{nd}f}")
+    return str(x)
+
+
+def _table(region: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "| group | count | mean R | 95 % CI | win rate | profit factor | total R | max DD (R) |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for name, g in region["groups"].items():
+        ci = g["mean_ci"]
+        wr = "—" if g["win_rate"] != g["win_rate"] else f"{g['win_rate']:.0%}"
+        pf = g["profit_factor"]
+        pfs = "—" if pf != pf else "∞" if math.isinf(pf) else f"{pf:.2f}"
+        lines.append(
+            f"| {name} | {g['count']} | {_f(g['mean_r'])} | [{_f(ci[0])}, {_f(ci[1])}] | {wr} | {pfs} | "
+            f"{g['total_r']:+.1f} | {g['max_drawdown_r']:.1f} |"
+        )
+    lines.append("")
+    lines.append(
+        "| random baseline (same count as first_come allowed) | k | mean R of draws | 95 % of draws | P(random ≥ allowed) |"
+    )
+    lines.append("|---|---:|---:|---|---:|")
+    for name, b in region["random"].items():
+        iv = b["interval"]
+        lines.append(
+            f"| {name} ({b['draws']} draws) | {b['k']} | {_f(b['mean_r'])} | [{_f(iv[0])}, {_f(iv[1])}] | {_f(b['p_at_least'], 2)} |"
+        )
+    lines.append("")
+    lines.append("| lift | mean R difference | 95 % CI | n |")
+    lines.append("|---|---:|---|---|")
+    for name, lf in region["lift"].items():
+        lines.append(
+            f"| {name} | {_f(lf['mean_r_diff'])} | [{_f(lf['ci'][0])}, {_f(lf['ci'][1])}] | {lf['n'][0]} vs {lf['n'][1]} |"
+        )
+    qd = region.get("quality") or {}
+    if qd:
+        lines.append("")
+        lines.append(
+            f"Quality model on these candidates: Brier {qd['brier']:.4f} vs {qd['brier_base_rate']:.4f} for the "
+            f"base rate (lower is better; n={qd['n']}). Calibration (predicted → realised take-profit rate): "
+            + ", ".join(f"{b['p_mean']:.2f}→{b['hit_rate']:.2f} (n={b['n']})" for b in qd["calibration"])
+        )
+    lines.append("")
+    lines.append("Exits: " + ", ".join(f"{k} {v}" for k, v in sorted(region["exit_kinds"].items())))
+    return lines
+
+
+def markdown(doc: Mapping[str, Any]) -> str:
+    ct = doc["configurations_tried"]
+    out = [
+        f"# Evaluation: {doc['name']}",
+        "",
+        f"Data `{doc['data']}`, symbols {', '.join(doc['symbols'])}; run {doc['run'][0]} → {doc['run'][1]} UTC; "
+        f"labels on {doc['label_timeframe']} bars; {doc['candidates']} candidates.",
+        f"Configuration `{doc['config_hash']}`: {json.dumps(doc['config'], sort_keys=True)}",
+        f"Configurations tried: {ct['selection_variants_in_this_run']} selection variants in this run, "
+        f"{ct['earlier_configurations_on_this_data']} other configurations evaluated earlier on this data; "
+        f"final test looked at {ct['final_test_views_including_this_one']} time(s) including this one.",
+        "",
+        "Engine verdicts: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(doc["engine_verdicts"].items(), key=lambda kv: -kv[1])),
+        "",
+        f"## Walk-forward test windows ({len(doc['walk_forward'])} folds)",
+        "",
+        *_table(doc["walk_forward_test"]),
+        "",
+        f"## Final test ({doc['final_test'][0]} → {doc['final_test'][1]}), reported separately",
+        "",
+        *_table(doc["final"]),
+        "",
+    ]
+    return "\n".join(out)
+
+
+def plot(
+    cands: Sequence[Cand],
+    verdicts: Mapping[str, Sequence[Verdict]],
+    region: Sequence[bool],
+    path: Path,
+    cfg: EvalConfig,
+) -> None:
+    """Cumulative R over event time: first_come and ranked allowed, a random band at first_come's rate, all (scaled)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    idx = [i for i, inside in enumerate(region) if inside and _labelled(cands[i])]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    if idx:
+        t = np.asarray([cands[i].ts for i in idx], dtype="datetime64[ms]")
+        r = np.asarray([cands[i].outcome.r for i in idx])  # type: ignore[union-attr]
+        for name, vs in verdicts.items():
+            m = np.asarray([vs[i].reason is None for i in idx])
+            ax.step(t, np.cumsum(np.where(m, r, 0.0)), where="post", label=f"allowed: {name} ({int(m.sum())})")
+        k = int(sum(1 for i in idx if verdicts["first_come"][i].reason is None))
+        if 0 < k <= len(idx):
+            rng = np.random.default_rng(cfg.seed)
+            paths = np.empty((200, len(idx)))
+            for j in range(200):
+                m = np.zeros(len(idx))
+                m[rng.choice(len(idx), size=k, replace=False)] = 1.0
+                paths[j] = np.cumsum(m * r)
+            lo, mid, hi = np.quantile(paths, [0.025, 0.5, 0.975], axis=0)
+            ax.fill_between(t, lo, hi, step="post", alpha=0.2, color="grey", label="random at the same rate (95 %)")
+            ax.step(t, mid, where="post", color="grey", lw=0.8)
+            ax.step(t, np.cumsum(r) * k / len(idx), where="post", color="black", ls=":", label="all candidates × rate")
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_ylabel("cumulative R")
+    ax.set_title(f"{cfg.name}: walk-forward test windows")
+    ax.legend(loc="best", fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
