@@ -374,6 +374,88 @@ def sim_export(
     console.print(f"SIMULATED candles: {days} days × {len(settings.runtime.symbols)} symbols → {out}")
 
 
+@app.command()
+def evaluate(
+    data: Annotated[str, typer.Option(help="Folder of <SYMBOL>-<timeframe>.csv candle files.")],
+    symbols: Annotated[str | None, typer.Option(help="Comma-separated (default: every symbol in the folder).")] = None,
+    timeframes: Annotated[str | None, typer.Option(help="Comma-separated timeframes (default from settings).")] = None,
+    horizon: Annotated[
+        str, typer.Option(help="How long a trade may run before it is marked to close (30m, 24h, 30d).")
+    ] = "24h",
+    train_days: Annotated[float, typer.Option(help="Walk-forward training window (days).")] = 5.0,
+    test_days: Annotated[float, typer.Option(help="Walk-forward test window and step (days).")] = 2.0,
+    final_frac: Annotated[float, typer.Option(help="Last share of the run kept as the final test.")] = 0.2,
+    jobs: Annotated[int, typer.Option(help="Processes for labelling (per symbol) and fitting (per fold).")] = 1,
+    draws: Annotated[int, typer.Option(help="Bootstrap and random-selection draws.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 7,
+    out: Annotated[str, typer.Option(help="Folder for <name>.md, .json and .png.")] = "reports/evaluate",
+    name: Annotated[str, typer.Option(help="Base name of the output files.")] = "evaluation",
+    ledger: Annotated[
+        str, typer.Option(help="Ledger of evaluated configurations (counts configurations tried per dataset).")
+    ] = "reports/evaluate/ledger.jsonl",
+    funding_dir: Annotated[str | None, typer.Option(help="Folder of <SYMBOL>-*funding.csv files.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Settings override KEY=VALUE (VALUE may be JSON); repeatable.")
+    ] = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Label every candidate of a replay with its outcome and compare allowed, blocked, random and ranked."""
+    from ultra_signals.apps.evaluate import EvalConfig, EvaluationError
+    from ultra_signals.apps.evaluate import evaluate as run_evaluation
+    from ultra_signals.core.timeframes import sort_timeframes, tf_ms
+
+    overrides: dict[str, Any] = {"execution.broker": "none", "runtime.source": "replay"}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = value
+    if timeframes:
+        overrides["runtime.timeframes"] = timeframes
+        tfs = [t.strip() for t in timeframes.split(",") if t.strip()]
+        if tfs and "runtime.primary_timeframe" not in overrides:
+            base = _settings(profile, None, {})
+            if base.runtime.primary_timeframe not in tfs:
+                overrides["runtime.primary_timeframe"] = sort_timeframes(tfs)[0]
+    try:
+        horizon_ms = tf_ms(horizon)
+    except ValueError as e:
+        _fail(f"--horizon: {e}")
+        raise
+    settings = _settings(profile, None, overrides)
+    cfg = EvalConfig(
+        data=Path(data),
+        symbols=tuple(s.strip() for s in symbols.split(",") if s.strip()) if symbols else None,
+        horizon_ms=horizon_ms,
+        train_days=train_days,
+        test_days=test_days,
+        final_frac=final_frac,
+        jobs=jobs,
+        draws=draws,
+        seed=seed,
+        out=Path(out),
+        ledger=Path(ledger) if ledger else None,
+        funding_dir=Path(funding_dir) if funding_dir else None,
+        name=name,
+        overrides=overrides,
+    )
+    try:
+        doc = run_evaluation(settings, cfg)
+    except EvaluationError as e:
+        _fail(str(e))
+        raise
+    wf = doc["walk_forward_test"]["groups"]
+    for label in ("all candidates", "allowed: first_come", "allowed: ranked"):
+        g = wf[label]
+        console.print(
+            f"{label:>22}: n={g['count']:<6} mean R {g['mean_r']:+.3f}  CI [{g['mean_ci'][0]:+.3f}, {g['mean_ci'][1]:+.3f}]"
+        )
+    console.print(f"wrote {Path(out) / name}.md, .json, .png")
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def monitor(ctx: typer.Context) -> None:
     """Live table of a running shadow's /metrics (same as scripts/monitor_shadow.py; --help there)."""
