@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import require_data
 from ultra_signals.apps.report import max_in_sliding_window
 from ultra_signals.bootstrap import build_runner
@@ -116,10 +118,19 @@ def test_restart_mid_day_keeps_the_daily_count(tmp_path: Path) -> None:
     assert "daily_cap" in {r["reason"] for r in rows2}
 
 
-def test_two_replay_speeds_decide_identically(tmp_path: Path) -> None:
-    s = settings()
+RANKED: dict[str, Any] = {
+    "sniper.selection": "ranked",
+    "sniper.budget_min_history": 5,
+    "sniper.max_same_direction": 2,
+    "sniper.quality": {"weights": {"momentum_s": 1.0, "volatility_s": -1.0, "adx": 2.0}},
+}
+
+
+@pytest.mark.parametrize("over", [{}, RANKED], ids=["first_come", "ranked"])
+def test_two_replay_speeds_decide_identically(tmp_path: Path, over: dict[str, Any]) -> None:
+    s = settings(**over)
     start, end = DAY0, DAY0 + 6 * HOUR_MS
-    run(
+    _, rows_fast = run(
         s,
         f"sqlite:///{tmp_path}/a.db",
         ["ETHBTC", "XMRBTC"],
@@ -128,7 +139,7 @@ def test_two_replay_speeds_decide_identically(tmp_path: Path) -> None:
         decisions_out=tmp_path / "fast.jsonl",
         run_id="same",
     )
-    run(
+    _, rows_paced = run(
         s,
         f"sqlite:///{tmp_path}/b.db",
         ["ETHBTC", "XMRBTC"],
@@ -140,6 +151,11 @@ def test_two_replay_speeds_decide_identically(tmp_path: Path) -> None:
     )
     fast = (tmp_path / "fast.jsonl").read_text()
     assert fast and fast == (tmp_path / "paced.jsonl").read_text()
+    # The journal too, with ranked's quality and the threshold each candidate was measured against.
+    keep = ("decision_id", "reason", "features_json")
+    assert [[r[k] for k in keep] for r in rows_fast] == [[r[k] for k in keep] for r in rows_paced]
+    if over:
+        assert "below_budget_threshold" in {r["reason"] for r in rows_fast}
 
 
 def test_pause_blocks_new_signals_with_its_reason(tmp_path: Path) -> None:

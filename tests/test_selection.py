@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from ultra_signals.core.caps import CapPolicy
 from ultra_signals.counters.windows import max_window_count
-from ultra_signals.research.selection import DAY_MS, HOUR_MS, OnlineThreshold, Policy, Row, select
+from ultra_signals.research.selection import DAY_MS, HOUR_MS, Policy, Row, select
 
 M = 60_000
 SYMS = ["AAA", "BBB", "CCC"]
@@ -87,16 +87,6 @@ def test_deterministic_and_prefix_stable(raw: list[tuple[int, str, bool, float, 
     full = select(rows, pol, 6)
     assert select(rows, pol, 6) == full
     assert select(rows[:cut], pol, 6) == full[:cut]
-
-
-def test_threshold_targets_the_budget() -> None:
-    """60 candidates a day with qualities 0..59 and a budget of 6 (no reserve): the top tenth passes."""
-    thr = OnlineThreshold(window_ms=DAY_MS, target_per_day=6.0, min_history=10)
-    for i in range(60):
-        thr.observe("5m", i * 24 * M, float(i % 60))
-    t = thr.threshold("5m", 60 * 24 * M - 1)
-    assert 53.0 <= t <= 54.0
-    assert thr.threshold("1h", 0) == float("-inf")  # another timeframe has its own (empty) history
 
 
 def test_first_come_matches_the_sniper_rules() -> None:

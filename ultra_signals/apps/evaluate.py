@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from ultra_signals.core.caps import policy_from
 from ultra_signals.core.config import Settings
 from ultra_signals.core.decision import Side
 from ultra_signals.core.events import Kline
 from ultra_signals.core.timeframes import tf_ms
-from ultra_signals.counters.factory import policy_from
 from ultra_signals.counters.windows import MemoryCounters
 from ultra_signals.engine.pipeline import SignalEngine
 from ultra_signals.research import quality as q

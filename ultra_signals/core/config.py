@@ -213,6 +213,45 @@ class FilterSettings(_Section):
         return self
 
 
+#: Inputs of the candidate-quality model, in column order (``s`` = +1 long, −1 short); see docs/evaluation.md.
+QUALITY_FEATURES = (
+    "trend_s",
+    "momentum_s",
+    "volatility_s",
+    "volume_s",
+    "abs_score",
+    "confidence",
+    "adx",
+    "atr_pct",
+    "htf_trend_s",
+    "volume_z",
+)
+
+
+class QualityWeights(_Section):
+    """A fitted quality model: ``p = σ(intercept + Σ weights[f] · (x_f − mean[f]) / scale[f])``.
+
+    ``ultra-signals evaluate`` prints the last fold's model in this shape (``final_model``).  The default (all
+    empty) gives every candidate the same quality, so ranked selection then admits as first-come does.
+    """
+
+    intercept: float = 0.0
+    weights: dict[str, float] = Field(default_factory=dict)
+    mean: dict[str, float] = Field(default_factory=dict)
+    scale: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _names(self) -> QualityWeights:
+        for part in ("weights", "mean", "scale"):
+            unknown = sorted(set(getattr(self, part)) - set(QUALITY_FEATURES))
+            if unknown:
+                raise ValueError(f"{part}: unknown feature(s) {unknown}; known: {list(QUALITY_FEATURES)}")
+        bad = sorted(k for k, v in self.scale.items() if not v > 0)
+        if bad:
+            raise ValueError(f"scale must be > 0 for {bad}")
+        return self
+
+
 class SniperSettings(_Section):
     enabled: bool = True
     mtf_confirm: bool = True
@@ -222,6 +261,21 @@ class SniperSettings(_Section):
     per_symbol_max_per_hour: int | None = Field(default=None, ge=1)
     per_symbol_daily_cap: int | None = Field(default=None, ge=1)
     cooldown_bars: int = Field(default=10, ge=0)
+    #: How cap slots are spent.  first_come: the first candidates to pass everything take them.  ranked: a
+    #: candidate takes a slot only if its quality clears an online threshold sized so that the expected count per
+    #: day is ``daily_signal_cap × (1 − budget_reserve)`` (refused ``below_budget_threshold``).  Measured in
+    #: docs/evaluation.md: ranked did not beat first_come on the shared data, so first_come is the default.
+    selection: Literal["first_come", "ranked"] = "first_come"
+    budget_reserve: float = Field(default=0.25, ge=0.0, lt=1.0)
+    #: Trailing window (market time) of candidate qualities the ranked threshold is computed from.
+    budget_window_hours: float = Field(default=72.0, gt=0.0)
+    #: Fewer candidates than this in the window: no threshold yet (first-come).
+    budget_min_history: int = Field(default=20, ge=1)
+    quality: QualityWeights = Field(default_factory=QualityWeights)
+    #: At most this many allowed signals of one direction within ``same_direction_window_min`` (correlated
+    #: longs on alts moving together are one bet); None: no bound.  Refused ``same_direction_cap``.
+    max_same_direction: int | None = Field(default=None, ge=1)
+    same_direction_window_min: float = Field(default=360.0, gt=0.0)
 
     @field_validator("mtf_map")
     @classmethod

@@ -32,10 +32,12 @@ REASONS = (
     "near_funding",
     "mtf_required",
     "cooldown",
+    "below_budget_threshold",
+    "same_direction_cap",
     "hourly_cap",
     "daily_cap",
 )
-SNIPER_REASONS = ("mtf_required", "cooldown", "hourly_cap", "daily_cap")
+SNIPER_REASONS = ("mtf_required", "cooldown", "below_budget_threshold", "same_direction_cap", "hourly_cap", "daily_cap")
 
 
 @dataclass(slots=True)

@@ -1,17 +1,25 @@
-"""Sniper mode, the last gate: multi-timeframe confirmation, per-symbol cooldown, then the shared caps.
+"""Sniper mode, the last gate: multi-timeframe confirmation, per-symbol cooldown, the budget, then the shared caps.
 
 Order matters: MTF and cooldown are local, free checks; the cap check-and-reserve is the only step that spends
 something (a slot shared with every runner), so it runs last and only for a candidate that passed everything.
+Between them, with ``sniper.selection: ranked``, a candidate must clear the budget's quality threshold
+(``below_budget_threshold``), and with ``sniper.max_same_direction`` the same-direction bound
+(``same_direction_cap``); see :mod:`ultra_signals.engine.budget`.  Ranked candidates carry ``quality`` (and
+``budget_threshold`` when there was one) in their features, which the journal keeps: a restarted runner rebuilds
+the threshold's history from there (:meth:`Sniper.restore_budget`), as the counters are rebuilt from the
+allowed signals.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ultra_signals.core.caps import CapResult, Reservation, SniperCounters
 from ultra_signals.core.config import SniperSettings
 from ultra_signals.core.decision import Candidate, Side
 from ultra_signals.core.timeframes import tf_ms
+from ultra_signals.engine.budget import OnlineThreshold, SameDirectionBound, feature_row, quality
 from ultra_signals.engine.risk_filters import FilterContext
 from ultra_signals.features.store import Features
 
@@ -76,6 +84,29 @@ class Sniper:
         self.mtf = MtfConfirmFilter(dict(settings.mtf_map))
         self.cooldown = CooldownFilter(settings.cooldown_bars)
         self.last_cap: CapResult | None = None
+        self.ranked = settings.selection == "ranked"
+        self.budget = OnlineThreshold(
+            int(settings.budget_window_hours * 3_600_000),
+            settings.daily_signal_cap * (1.0 - settings.budget_reserve),
+            settings.budget_min_history,
+        )
+        self.same_direction = (
+            SameDirectionBound(settings.max_same_direction, int(settings.same_direction_window_min * 60_000))
+            if settings.max_same_direction is not None
+            else None
+        )
+
+    def restore_budget(self, history: Iterable[tuple[int, str, bool, bool, float | None]]) -> None:
+        """Rebuild the budget's state from journaled candidates ``(ts, timeframe, long, allowed, quality)``.
+
+        Rows in decision order; ``quality`` is None for a candidate that never reached the budget step.
+        Only the last window of each matters (older ones are trimmed on the next decision).
+        """
+        for ts, tf, long, allowed, q in history:
+            if self.ranked and q is not None:
+                self.budget.observe(tf, ts, q)
+            if allowed and self.same_direction is not None:
+                self.same_direction.record(long, ts)
 
     def check(self, ctx: FilterContext) -> str | None:
         """The sniper's verdict; on a pass, the cap slot has been reserved."""
@@ -89,9 +120,23 @@ class Sniper:
         if reason:
             return reason
         c = ctx.candidate
+        long = c.side is Side.LONG
+        if self.ranked:
+            q = quality(self.settings.quality, feature_row(long, c.score, c.confidence, c.components, c.features))
+            threshold = self.budget.threshold(c.timeframe, c.ts)
+            self.budget.observe(c.timeframe, c.ts, q)
+            c.features["quality"] = q
+            if threshold is not None:
+                c.features["budget_threshold"] = threshold
+                if q < threshold:
+                    return "below_budget_threshold"
+        if self.same_direction is not None and self.same_direction.full(long, c.ts):
+            return "same_direction_cap"
         res = self.counters.check_and_reserve(Reservation(f"{self.run_id}:{c.key}", c.symbol, c.ts))
         self.last_cap = res
         if not res.allowed:
             return res.reason or "daily_cap"
         self.cooldown.record(c)
+        if self.same_direction is not None:
+            self.same_direction.record(long, c.ts)
         return None

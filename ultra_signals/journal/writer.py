@@ -171,6 +171,23 @@ class Journal:
             for did, sym, ts in c.execute(q.order_by(decisions.c.ts)):
                 yield Reservation(id=str(did), symbol=str(sym), ts_ms=int(ts))
 
+    def budget_history(
+        self, namespace: str, since_ms: int | None = None
+    ) -> Iterator[tuple[int, str, bool, bool, float | None]]:
+        """``(ts, timeframe, long, allowed, quality)`` of a namespace's candidates in decision order: what ranked
+        selection's threshold and the same-direction bound are rebuilt from at start (quality None: the candidate
+        never reached the budget step, or the run was not ranked)."""
+        self.flush()
+        q = select(
+            decisions.c.ts, decisions.c.timeframe, decisions.c.side, decisions.c.allowed, decisions.c.features_json
+        ).where(decisions.c.namespace == namespace)
+        if since_ms is not None:
+            q = q.where(decisions.c.ts >= since_ms)
+        with self.engine.connect() as c:
+            for ts, tf, side, allowed, feats in c.execute(q.order_by(decisions.c.ts, decisions.c.id)):
+                value = json.loads(feats).get("quality") if feats else None
+                yield int(ts), str(tf), side == "LONG", bool(allowed), None if value is None else float(value)
+
     # -- operator state (pause, trading state) --------------------------------------------------------------
     def get_state(self, key: str, default: str | None = None) -> str | None:
         with self.engine.connect() as c:

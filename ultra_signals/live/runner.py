@@ -28,6 +28,7 @@ from ultra_signals.core.decision import Decision
 from ultra_signals.core.events import Kline, MarketEvent, event_time
 from ultra_signals.core.notices import DailySummary, Notice, Notifier, RunStarted, RunStopped
 from ultra_signals.engine.pipeline import SignalEngine
+from ultra_signals.engine.risk_filters import SNIPER_REASONS
 from ultra_signals.execution.base import Executor
 from ultra_signals.execution.breakers import RunnerHealth
 from ultra_signals.journal.writer import Journal
@@ -163,6 +164,9 @@ class Runner:
             sym, tf, open_time = r.id.split(":")[-3:]
             if tf in self.engine.signal_tfs:
                 self.engine.sniper.cooldown.record_key(sym, int(open_time))
+        sn = settings.sniper
+        if sn.selection == "ranked" or sn.max_same_direction is not None:  # so does the budget's state
+            self.engine.sniper.restore_budget(journal.budget_history(self.journal_ns))
         self.speed = speed
         self.serve_metrics = serve_metrics
         self.on_progress = on_progress
@@ -327,7 +331,7 @@ class Runner:
             st.blocked[reason] += 1
             st.blocked_by_symbol[c.symbol] += 1
             m.blocked.labels(reason=reason).inc()
-            if reason in ("mtf_required", "cooldown", "hourly_cap", "daily_cap"):
+            if reason in SNIPER_REASONS:
                 m.sniper_rejections.labels(reason=reason).inc()
         if d.counts:
             for window, count in d.counts.items():

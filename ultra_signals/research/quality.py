@@ -15,54 +15,18 @@ on purpose: with a few hundred labelled candidates per fold anything cleverer fi
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from ultra_signals.engine.budget import QUALITY_FEATURES as FEATURES
+from ultra_signals.engine.budget import feature_row
+
 F64 = npt.NDArray[np.float64]
 
-#: Feature names, in column order.  ``s`` is +1 for a long and −1 for a short: signed features say "with the side".
-FEATURES = (
-    "trend_s",  # trend component × s
-    "momentum_s",  # momentum component × s
-    "volatility_s",  # Bollinger position × s
-    "volume_s",  # VWAP/volume flow × s
-    "abs_score",  # |weighted score|
-    "confidence",  # the heuristic confidence (kept: if it carries information the model says so)
-    "adx",  # trend strength / 100
-    "atr_pct",  # ATR as % of price
-    "htf_trend_s",  # higher-timeframe trend × s
-    "volume_z",  # volume z-score, clipped to [-4, 4]
-)
-
-
-def feature_row(
-    side_long: bool,
-    score: float,
-    confidence: float,
-    components: Mapping[str, float],
-    features: Mapping[str, float],
-) -> list[float]:
-    """The model's inputs for one candidate, from what the candidate carries at decision time."""
-    s = 1.0 if side_long else -1.0
-    close = features.get("close", 0.0)
-    atr = features.get("atr", 0.0)
-    vz = features.get("volume_z", 0.0)
-    row = [
-        s * components.get("trend", 0.0),
-        s * components.get("momentum", 0.0),
-        s * components.get("volatility", 0.0),
-        s * components.get("volume", 0.0),
-        abs(score),
-        confidence,
-        features.get("adx", 0.0) / 100.0,
-        atr / close * 100.0 if close > 0 else 0.0,
-        s * features.get("htf_trend", 0.0),
-        max(-4.0, min(4.0, vz)) if math.isfinite(vz) else 0.0,
-    ]
-    return [x if math.isfinite(x) else 0.0 for x in row]
+__all__ = ["FEATURES", "QualityModel", "brier", "calibration", "feature_row", "fit"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,18 +16,16 @@ ever holds more than the caps.  Deterministic: the state is a function of the ca
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 from ultra_signals.core.caps import CapPolicy, Reservation
 from ultra_signals.core.timeframes import tf_ms
 from ultra_signals.counters.windows import MemoryCounters
+from ultra_signals.engine.budget import DAY_MS, HOUR_MS, OnlineThreshold, SameDirectionBound
 
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
+__all__ = ["DAY_MS", "HOUR_MS", "RECOMPUTED", "Policy", "Row", "Verdict", "select"]
+
 #: Verdicts the replay recomputes; every other reason (risk filters, MTF) is the engine's and kept.
 RECOMPUTED = frozenset({None, "cooldown", "hourly_cap", "daily_cap"})
 
@@ -52,38 +50,6 @@ class Verdict:
     threshold: float | None  # the budget threshold the candidate was measured against (ranked only)
 
 
-class OnlineThreshold:
-    """Per-timeframe quality threshold from the trailing ``window_ms`` of candidates (event time)."""
-
-    def __init__(self, window_ms: int, target_per_day: float, min_history: int) -> None:
-        self.window_ms = window_ms
-        self.target_per_day = target_per_day
-        self.min_history = min_history
-        self._hist: dict[str, deque[tuple[int, float]]] = {}
-        self._first: dict[str, int] = {}
-
-    def threshold(self, timeframe: str, ts: int) -> float:
-        h = self._hist.get(timeframe)
-        if h is None:
-            return float("-inf")
-        while h and h[0][0] <= ts - self.window_ms:
-            h.popleft()
-        if len(h) < self.min_history:
-            return float("-inf")
-        span = max(min(self.window_ms, ts - self._first[timeframe]), HOUR_MS)
-        rate = len(h) / (span / DAY_MS)
-        if rate <= self.target_per_day:
-            return float("-inf")
-        q = 1.0 - self.target_per_day / rate
-        return float(np.quantile(np.fromiter((v for _, v in h), dtype=np.float64), q, method="inverted_cdf"))
-
-    def observe(self, timeframe: str, ts: int, quality: float) -> None:
-        if quality != quality:  # nan: nothing known about it
-            return
-        self._hist.setdefault(timeframe, deque()).append((ts, quality))
-        self._first.setdefault(timeframe, ts)
-
-
 @dataclass(frozen=True, slots=True)
 class Policy:
     caps: CapPolicy
@@ -101,7 +67,7 @@ def select(rows: Sequence[Row], policy: Policy, daily_cap: int) -> list[Verdict]
     counters = MemoryCounters(policy.caps)
     last_allowed: dict[str, int] = {}
     thr = OnlineThreshold(policy.window_ms, daily_cap * (1.0 - policy.reserve), policy.min_history)
-    recent: deque[tuple[int, bool]] = deque()
+    same = SameDirectionBound(*policy.same_direction) if policy.same_direction is not None else None
     out: list[Verdict] = []
     for r in rows:
         if r.engine_reason not in RECOMPUTED:
@@ -117,19 +83,14 @@ def select(rows: Sequence[Row], policy: Policy, daily_cap: int) -> list[Verdict]
             continue
         used: float | None = None
         if policy.mode == "ranked":
-            t = thr.threshold(r.timeframe, r.ts)
+            used = thr.threshold(r.timeframe, r.ts)
             thr.observe(r.timeframe, r.ts, r.quality)
-            used = t if t != float("-inf") else None
             if used is not None and r.quality == r.quality and r.quality < used:
                 out.append(Verdict("below_budget_threshold", used))
                 continue
-        if policy.same_direction is not None:
-            n, ms = policy.same_direction
-            while recent and recent[0][0] <= r.ts - ms:
-                recent.popleft()
-            if sum(1 for _, lg in recent if lg == r.long) >= n:
-                out.append(Verdict("same_direction_cap", used))
-                continue
+        if same is not None and same.full(r.long, r.ts):
+            out.append(Verdict("same_direction_cap", used))
+            continue
         res = counters.check_and_reserve(Reservation(r.key, r.symbol, r.ts))
         if not res.allowed:
             out.append(Verdict(res.reason or "daily_cap", used))
@@ -137,6 +98,7 @@ def select(rows: Sequence[Row], policy: Policy, daily_cap: int) -> list[Verdict]
         prev = last_allowed.get(r.symbol)
         if prev is None or r.bar_open_time > prev:
             last_allowed[r.symbol] = r.bar_open_time
-        recent.append((r.ts, r.long))
+        if same is not None:
+            same.record(r.long, r.ts)
         out.append(Verdict(None, used))
     return out
