@@ -287,13 +287,22 @@ def score_folds(cands: list[Cand], folds: Sequence[Fold], bar_ms: int, jobs: int
 
 
 def variants(settings: Settings) -> dict[str, Policy]:
-    """The selection policies compared (each one counts as a configuration tried)."""
-    caps = policy_from(settings.sniper)
-    cd = settings.sniper.cooldown_bars
+    """The selection policies compared (each one counts as a configuration tried).
+
+    Ranked uses the settings' ``budget_reserve``, ``budget_window_hours`` and ``budget_min_history``; the
+    same-direction variant uses ``max_same_direction`` per ``same_direction_window_min`` (3 per 6 h when unset).
+    Quality comes from each fold's fitted model, not from ``sniper.quality``: the evaluation measures whether a
+    model fitted on the past ranks the future well.
+    """
+    sn = settings.sniper
+    caps = policy_from(sn)
+    cd = sn.cooldown_bars
+    window = int(sn.budget_window_hours * HOUR_MS)
+    same = (sn.max_same_direction or 3, int(sn.same_direction_window_min * 60_000))
     return {
         "first_come": Policy(caps, cd, "first_come"),
-        "ranked": Policy(caps, cd, "ranked"),
-        "ranked_same_dir": Policy(caps, cd, "ranked", same_direction=(3, 6 * HOUR_MS)),
+        "ranked": Policy(caps, cd, "ranked", sn.budget_reserve, window, sn.budget_min_history),
+        "ranked_same_dir": Policy(caps, cd, "ranked", sn.budget_reserve, window, sn.budget_min_history, same),
     }
 
 
@@ -383,7 +392,9 @@ def evaluate(settings: Settings, cfg: EvalConfig) -> dict[str, Any]:
     """Run the whole evaluation and write ``<out>/<name>.{md,json,png}``; returns the JSON document."""
     if cfg.horizon_ms <= 0 or cfg.train_days <= 0 or cfg.test_days <= 0 or not 0.0 < cfg.final_frac < 1.0:
         raise EvaluationError("horizon, --train-days and --test-days must be > 0 and --final-frac in (0, 1)")
-    cands, bars, label_tf, run_start, run_end, notices = collect(settings, cfg)
+    # The engine runs first-come (the replayed policies add the budget steps); its verdicts are the reference.
+    sniper = settings.sniper.model_copy(update={"selection": "first_come", "max_same_direction": None})
+    cands, bars, label_tf, run_start, run_end, notices = collect(settings.model_copy(update={"sniper": sniper}), cfg)
     if not cands:
         raise EvaluationError("the replay produced no candidate: nothing to evaluate")
     bar_ms = tf_ms(label_tf)
