@@ -233,3 +233,36 @@ def test_duration_ends_the_run_that_long_after_its_default_start() -> None:
         by_end.run_end_ms,
         len(by_end),
     )
+
+
+def test_funding_files_become_funding_events(tmp_path: Path) -> None:
+    """The recorded XRPUSDT funding rates replay as markPrice-style events: next funding time and its rate."""
+    from ultra_signals.core.events import Funding
+
+    shutil.copy(require_data("klines", "XRPUSDT-5m.csv"), tmp_path / "XRPUSDT-5m.csv")
+    funding = tmp_path / "funding"
+    funding.mkdir()
+    shutil.copy(require_data("funding", "XRPUSDT-8h-funding.csv"), funding / "XRPUSDT-8h-funding.csv")
+    plain = ReplaySource(tmp_path, ["XRPUSDT"], ["5m", "1h"], warmup_bars=10)
+    src = ReplaySource(tmp_path, ["XRPUSDT"], ["5m", "1h"], warmup_bars=10, funding_dir=funding)
+    evs = list(src.iter_events())
+    fund = [e for e in evs if isinstance(e, Funding)]
+    rows = [line.split(",") for line in (funding / "XRPUSDT-8h-funding.csv").read_text().splitlines()[1:]]
+    rates = {int(t): float(r) for t, r in rows}
+    times = sorted(rates)
+    assert fund, "the funding file overlaps the candles: events expected"
+    for f in fund:
+        i = times.index(f.ts)
+        assert f.next_funding_time == times[i + 1] and f.funding_rate == rates[times[i + 1]]
+        assert f.mark_price > 0
+    # Inserted in event time, the bars unchanged and in their order.
+    assert [event_time(e) for e in evs] == sorted(event_time(e) for e in evs)
+    assert [e for e in evs if isinstance(e, Kline)] == list(plain.iter_events())
+    assert any("funding: 91 rates for XRPUSDT" in n for n in src.info.notices)
+
+
+def test_bad_funding_row_names_file_and_line(tmp_path: Path) -> None:
+    shutil.copy(require_data("klines", "XRPUSDT-5m.csv"), tmp_path / "XRPUSDT-5m.csv")
+    (tmp_path / "XRPUSDT-funding.csv").write_text("funding_time,funding_rate\n1637193600017,0.0001\n163722,x\n")
+    with pytest.raises(SourceError, match=r"XRPUSDT-funding.csv:3: expected an epoch-ms time and a rate"):
+        ReplaySource(tmp_path, ["XRPUSDT"], ["5m"], warmup_bars=10)

@@ -97,6 +97,35 @@ def test_near_funding() -> None:
     assert f.check(ctx(market=near)) == "near_funding"
 
 
+def test_missing_data_is_refused_or_not_evaluated_as_configured() -> None:
+    """Never seen: refused by default, passed and noted with ``not_evaluated``; seen but stale: always refused."""
+    for flt in (MaxSpreadFilter(5.0, 60_000, "not_evaluated"), MinDepthFilter(50_000.0, 60_000, "not_evaluated")):
+        c = ctx()
+        assert flt.check(c) is None and c.not_evaluated == [flt.name]
+    assert MinDepthFilter(50_000.0, 60_000).check(ctx()) == "min_depth"
+    stale = MarketState(book={"BTCUSDT": BookTicker("BTCUSDT", NOW - 61_000, 60_000.0, 1.0, 60_006.0, 1.0)})
+    c = ctx(market=stale)
+    assert MaxSpreadFilter(5.0, 60_000, "not_evaluated").check(c) == "max_spread" and c.not_evaluated == []
+    c = ctx()
+    assert NearFundingFilter(600_000).check(c) is None and c.not_evaluated == ["near_funding"]
+
+
+def test_unavailable_data_setting_reaches_the_filters() -> None:
+    from ultra_signals.core.config import load_settings
+
+    s = load_settings(
+        overrides={
+            "filters.max_spread_bps": 5.0,
+            "filters.min_depth_usdt": 1e4,
+            "filters.unavailable_data": "not_evaluated",
+        },
+        environ={},
+    )
+    c = ctx()
+    assert first_refusal(standard_filters(s), c) is None
+    assert c.not_evaluated == ["max_spread", "min_depth"]
+
+
 def test_flag_filter_reports_its_reason() -> None:
     assert FlagFilter("paused", lambda: None).check(ctx()) is None
     assert FlagFilter("paused", lambda: "paused").check(ctx()) == "paused"

@@ -227,3 +227,44 @@ def test_runner_reports_health_to_the_executor_breakers(tmp_path: Path) -> None:
     journal.close()
     assert stats.crash is None
     assert metrics.registry.get_sample_value("breaker_trips_total", {"breaker": "latency_p95"}) == 1.0
+
+
+def test_replayed_funding_and_filters_without_book_data(tmp_path: Path) -> None:
+    """Funding files make near_funding work on a replay; spread without a book is "not evaluated", and counted."""
+    import shutil
+
+    from ultra_signals.apps.report import write_report
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(require_data("klines", "XRPUSDT-5m.csv"), data / "XRPUSDT-5m.csv")
+    s = settings(
+        **{
+            "filters.max_spread_bps": 5.0,
+            "filters.unavailable_data": "not_evaluated",
+            "filters.funding_blackout_min": 60.0,
+            "replay.funding_dir": str(require_data("funding")),
+            "report.dir": str(tmp_path / "report"),
+        }
+    )
+    src = ReplaySource(
+        data, ["XRPUSDT"], s.runtime.timeframes, None, None, s.runtime.warmup_bars, funding_dir=s.replay.funding_dir
+    )
+    journal = Journal(f"sqlite:///{tmp_path}/j.db")
+    runner = build_runner(
+        s, source=src, journal=journal, notifier=NullNotifier(), metrics=Metrics(), executor=False, serve_metrics=False
+    )
+    st = asyncio.run(runner.run())
+    assert st.crash is None and not st.errors
+    rep = write_report(st, s, journal, Metrics())
+    journal.close()
+    assert st.blocked["near_funding"] > 0
+    reached = sum(st.candidates.values()) - sum(
+        v
+        for k, v in st.blocked.items()
+        if k in ("warmup", "stale_data", "volatility_band", "trend_strength", "min_confidence")
+    )
+    assert st.not_evaluated["max_spread"] == reached > 0
+    assert rep.data["not_evaluated_by_filter"] == {"max_spread": reached}
+    md = next(p for p in rep.paths if p.suffix == ".md").read_text()
+    assert f"max_spread on {reached} candidates" in md

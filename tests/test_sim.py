@@ -164,6 +164,21 @@ def test_trades_rebuild_their_bar_and_trade_at_the_touch(run_events: tuple[SimSo
     assert 0.3 < float(np.median(spreads)) < 10.0  # a few bps
 
 
+def test_depth_once_a_minute_from_the_touch(run_events: tuple[SimSource, list[MarketEvent]]) -> None:
+    """Spread and depth filters have data on the simulator: one depth summary per symbol and minute of the run."""
+    from ultra_signals.core.events import BookDepth
+
+    _, evs = run_events
+    depth = [e for e in evs if isinstance(e, BookDepth)]
+    minutes = {(e.symbol, e.ts - e.ts % M) for e in evs if isinstance(e, Trade)}
+    assert minutes and {(d.symbol, d.ts - d.ts % M) for d in depth} == minutes and len(depth) == len(minutes)
+    book = {(e.symbol, e.ts): e for e in evs if isinstance(e, BookTicker)}
+    for d in depth:
+        b = book[(d.symbol, d.ts)]
+        assert d.bid_depth_usdt == pytest.approx(20 * b.bid_qty * b.bid) and d.ask_depth_usdt > 0
+        assert -1.0 <= d.imbalance <= 1.0
+
+
 def test_funding_every_8h_on_the_utc_clock() -> None:
     src = sim(duration=24 * 60, warmup=0, tfs=["1h"], ticks_per_bar=0)
     funding = [e for e in src.iter_events() if isinstance(e, Funding)]

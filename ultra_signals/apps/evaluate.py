@@ -105,6 +105,7 @@ def collect(settings: Settings, cfg: EvalConfig) -> tuple[list[Cand], dict[str, 
             None,
             None,
             settings.runtime.warmup_bars,
+            funding_dir=cfg.funding_dir,
         )
     except SourceError as e:
         raise EvaluationError(str(e)) from None

@@ -224,6 +224,7 @@ def write_report(st: RunStats, settings: Settings, journal: Journal, metrics: Me
         "allowed_by_side": dict(st.allowed_side),
         "blocked_by_reason": dict(st.blocked),
         "blocked_by_symbol": blocked_by_symbol,
+        "not_evaluated_by_filter": dict(st.not_evaluated),
         "latency_ms": lat,
         "peak_rss_mb": st.peak_rss_mb,
         "cpu_seconds": st.cpu_seconds,
@@ -287,6 +288,8 @@ def _markdown(st: RunStats, data: dict[str, Any], criteria: list[Criterion], ver
         f"by side ({', '.join(f'{k} {v}' for k, v in sorted(st.allowed_side.items())) or 'none'})",
         f"- Blocked: {sum(st.blocked.values())} by reason ({', '.join(f'{k} {v}' for k, v in st.blocked.most_common()) or 'none'}); "
         f"by symbol ({', '.join(f'{k} {v}' for k, v in sorted(st.blocked_by_symbol.items())) or 'none'})",
+        f"- Not evaluated (the source sent no data the filter needs; it let the candidate pass): "
+        f"{', '.join(f'{k} on {v} candidates' for k, v in sorted(st.not_evaluated.items())) or 'none'}",
         "",
         "## Measured",
         f"- Tick-to-decision latency over {lat['n']:,} decision points: p50 {lat['p50']:.3f} ms, p95 {lat['p95']:.3f} ms, "

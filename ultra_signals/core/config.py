@@ -154,6 +154,8 @@ class SimSettings(_Section):
 
 class ReplaySettings(_Section):
     data_dir: str | None = None
+    #: Folder of ``<SYMBOL>[-*]-funding.csv`` files replayed as funding events (None: the candle folder).
+    funding_dir: str | None = None
 
 
 class FeatureSettings(_Section):
@@ -205,6 +207,12 @@ class FilterSettings(_Section):
     max_spread_bps: float | None = None
     min_depth_usdt: float | None = None
     funding_blackout_min: float | None = None
+    #: What ``max_spread_bps`` and ``min_depth_usdt`` do for a symbol whose source has sent no book ticker / depth
+    #: at all (a candle replay has none): ``refuse`` (the safe live default: unknown is refused) or
+    #: ``not_evaluated`` (the candidate passes that filter and the run report counts it as not evaluated).  Data
+    #: that was seen but is stale is always refused.  ``near_funding`` without funding data is always "not
+    #: evaluated" (it cannot refuse on a time it does not know) and counted the same way.
+    unavailable_data: Literal["refuse", "not_evaluated"] = "refuse"
 
     @model_validator(mode="after")
     def _band(self) -> FilterSettings:

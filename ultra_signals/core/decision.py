@@ -45,6 +45,7 @@ class Decision:
     reason: str | None
     latency_ms: float = 0.0  # wall time from the bar's arrival to this verdict
     counts: dict[str, int] = field(default_factory=dict)  # cap window counts seen by the sniper
+    not_evaluated: tuple[str, ...] = ()  # filters that passed it for want of data (filters.unavailable_data)
 
     @property
     def id(self) -> str:

@@ -98,4 +98,6 @@ class SignalEngine:
             if self.sniper.last_cap is not None:
                 counts = dict(self.sniper.last_cap.counts)
                 self.sniper.last_cap = None
-        return Decision(self.run_id, cand, reason is None, reason, counts=counts)
+        return Decision(
+            self.run_id, cand, reason is None, reason, counts=counts, not_evaluated=tuple(ctx.not_evaluated)
+        )

@@ -56,6 +56,7 @@ class FilterContext:
     store: FeatureStore
     market: MarketState
     now_ms: int  # market clock
+    not_evaluated: list[str] = field(default_factory=list)  # filters that lacked their data and let it pass
 
 
 class RiskFilter(Protocol):
@@ -129,14 +130,18 @@ class MinConfidenceFilter:
 
 @dataclass(slots=True)
 class MaxSpreadFilter:
-    """Needs a recent book ticker: without one the spread is unknown, and unknown is refused."""
+    """Needs a recent book ticker: a stale one is refused; none at all is refused or "not evaluated" (settings)."""
 
     max_bps: float
     max_age_ms: int
+    when_missing: str = "refuse"
     name: str = "max_spread"
 
     def check(self, ctx: FilterContext) -> str | None:
         b = ctx.market.book.get(ctx.candidate.symbol)
+        if b is None and self.when_missing == "not_evaluated":
+            ctx.not_evaluated.append(self.name)
+            return None
         if b is None or ctx.now_ms - b.ts > self.max_age_ms:
             return "max_spread"
         return None if b.spread_bps <= self.max_bps else "max_spread"
@@ -146,10 +151,14 @@ class MaxSpreadFilter:
 class MinDepthFilter:
     min_usdt: float
     max_age_ms: int
+    when_missing: str = "refuse"
     name: str = "min_depth"
 
     def check(self, ctx: FilterContext) -> str | None:
         d = ctx.market.depth.get(ctx.candidate.symbol)
+        if d is None and self.when_missing == "not_evaluated":
+            ctx.not_evaluated.append(self.name)
+            return None
         if d is None or ctx.now_ms - d.ts > self.max_age_ms:
             return "min_depth"
         return None if min(d.bid_depth_usdt, d.ask_depth_usdt) >= self.min_usdt else "min_depth"
@@ -165,6 +174,7 @@ class NearFundingFilter:
     def check(self, ctx: FilterContext) -> str | None:
         fd = ctx.market.funding.get(ctx.candidate.symbol)
         if fd is None:
+            ctx.not_evaluated.append(self.name)
             return None
         until = fd.next_funding_time - ctx.now_ms
         return "near_funding" if 0 <= until <= self.blackout_ms else None
@@ -182,9 +192,9 @@ def standard_filters(settings: Settings) -> list[RiskFilter]:
         MinConfidenceFilter(f.min_confidence),
     ]
     if f.max_spread_bps is not None:
-        out.append(MaxSpreadFilter(f.max_spread_bps, age_ms))
+        out.append(MaxSpreadFilter(f.max_spread_bps, age_ms, f.unavailable_data))
     if f.min_depth_usdt is not None:
-        out.append(MinDepthFilter(f.min_depth_usdt, age_ms))
+        out.append(MinDepthFilter(f.min_depth_usdt, age_ms, f.unavailable_data))
     if f.funding_blackout_min is not None:
         out.append(NearFundingFilter(int(f.funding_blackout_min * 60_000)))
     return out

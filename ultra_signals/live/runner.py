@@ -69,6 +69,7 @@ class RunStats:
     allowed_side: Tally[str] = field(default_factory=Tally)
     blocked: Tally[str] = field(default_factory=Tally)  # by reason
     blocked_by_symbol: Tally[str] = field(default_factory=Tally)
+    not_evaluated: Tally[str] = field(default_factory=Tally)  # by filter: passed for want of data
     latencies_ms: list[float] = field(default_factory=list)
     peak_rss_mb: float = 0.0
     cpu_seconds: float = 0.0
@@ -333,6 +334,8 @@ class Runner:
             m.blocked.labels(reason=reason).inc()
             if reason in SNIPER_REASONS:
                 m.sniper_rejections.labels(reason=reason).inc()
+        for name in d.not_evaluated:
+            st.not_evaluated[name] += 1
         if d.counts:
             for window, count in d.counts.items():
                 m.window_count.labels(window=window).set(count)

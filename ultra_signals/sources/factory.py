@@ -36,6 +36,7 @@ def build_source(
             end_ms=end_ms,
             warmup_bars=rt.warmup_bars,
             duration_ms=duration_minutes * 60_000 if duration_minutes is not None else None,
+            funding_dir=settings.replay.funding_dir,
         )
         missing = [tf for tf in rt.signal_timeframes if tf not in src.info.timeframes]
         if missing:

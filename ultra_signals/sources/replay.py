@@ -23,18 +23,27 @@ How a folder becomes a stream (each choice is reported in ``info.notices`` when 
 Everything is read, checked and ordered when the source is built (errors surface before the run starts),
 and :meth:`ReplaySource.events` iterates a precomputed list: the runner, not the source, is the bottleneck.
 A folder written by the simulator (it holds ``SIMULATED.txt``) replays labelled simulated.
+
+Funding: where ``funding_dir`` (default: the candle folder) holds ``<SYMBOL>-funding.csv`` or
+``<SYMBOL>-<anything>-funding.csv`` (``funding_time`` epoch ms, ``funding_rate``: the layout of the shared
+``funding/`` recordings), the replay emits a :class:`~ultra_signals.core.events.Funding` event at each recorded
+funding time carrying the *next* funding time and the rate charged then, as Binance's ``markPrice`` stream
+announces them; the mark price is the open of the first bar at or after it.  So ``near_funding`` and the
+paper broker's funding charges work on a replay.  Without a file there is no funding event (and no notice
+is needed: candle files of spot pairs have no funding).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from ultra_signals.core.events import Kline, MarketEvent
+from ultra_signals.core.events import Funding, Kline, MarketEvent, event_time
 from ultra_signals.core.timeframes import sort_timeframes, tf_ms
 from ultra_signals.features.aggregation import aggregate_arrays
 from ultra_signals.sources.base import SourceError, SourceInfo
@@ -58,6 +67,7 @@ class ReplaySource:
         end_ms: int | None = None,
         warmup_bars: int = 0,
         duration_ms: int | None = None,
+        funding_dir: str | Path | None = None,
     ) -> None:
         """``duration_ms`` (without ``end_ms``) ends the run that long after its start, wherever the start falls."""
         if warmup_bars < 0:
@@ -96,8 +106,15 @@ class ReplaySource:
                 f"empty run window: start {run_start} is not before the end {run_end}"
                 + (" of the data" if end_ms is None else " (end_ms)")
             )
-        self._events = self._merge(chosen, per_symbol, tfs, warm_from, run_start, run_end, notices)
-        if not self._events or self._events[-1].close_time < run_start:  # sorted: the last bar closes last
+        bars = self._merge(chosen, per_symbol, tfs, warm_from, run_start, run_end, notices)
+        funding = self._funding(Path(funding_dir) if funding_dir is not None else root, chosen, per_symbol, notices)
+        self._events: list[MarketEvent] = list(bars)
+        if funding and bars:
+            first, last = event_time(bars[0]), event_time(bars[-1])
+            funding = [f for f in funding if first <= f.ts <= last]
+            # Stable: at equal event time the bars (closing at that instant) come before the funding event.
+            self._events = sorted([*bars, *funding], key=event_time)
+        if not bars or bars[-1].close_time < run_start:  # sorted: the last bar closes last
             raise SourceError(f"no bars close inside the run window [{run_start}, {run_end}]")
         self._run_start = run_start
         self._run_end = run_end
@@ -172,6 +189,31 @@ class ReplaySource:
             out.extend(series.klines())  # base bars are only built when they are emitted
         if not out:
             raise SourceError(f"{symbol}: {', '.join(p.name for p in cs.paths)} holds no complete {'/'.join(tfs)} bar")
+        return out
+
+    @staticmethod
+    def _funding(folder: Path, chosen: list[str], per_symbol: list[list[Kline]], notices: list[str]) -> list[Funding]:
+        """Funding events from ``<SYMBOL>[-*]-funding.csv`` files (see the module doc)."""
+        if not folder.is_dir():
+            raise SourceError(f"funding folder {folder} does not exist or is not a folder")
+        out: list[Funding] = []
+        for s, bars in zip(chosen, per_symbol, strict=True):
+            paths = sorted({*folder.glob(f"{s}-funding.csv"), *folder.glob(f"{s}-*-funding.csv")})
+            if not paths:
+                continue
+            rates: dict[int, float] = {}
+            for path in paths:
+                rates.update(_read_funding(path))
+            times = sorted(rates)
+            finest = min((k.close_time - k.open_time for k in bars), default=0)
+            base = sorted((k.open_time, k.open) for k in bars if k.close_time - k.open_time == finest)
+            opens = np.fromiter((o for o, _ in base), np.int64, len(base))
+            for t, nxt in itertools.pairwise(times):
+                i = int(np.searchsorted(opens, t, side="left"))
+                if i >= len(base):
+                    break
+                out.append(Funding(s, t, base[i][1], rates[nxt], nxt))
+            notices.append(f"funding: {len(times)} rates for {s} from {', '.join(p.name for p in paths)}")
         return out
 
     @staticmethod
@@ -282,3 +324,25 @@ class ReplaySource:
 
     async def aclose(self) -> None:
         self._closed = True
+
+
+def _read_funding(path: Path) -> dict[int, float]:
+    """``funding_time,funding_rate`` rows; a bad row is an error naming the file and line."""
+    out: dict[int, float] = {}
+    with path.open() as fh:
+        header = fh.readline().strip().split(",")
+        if header[:2] != ["funding_time", "funding_rate"]:
+            raise SourceError(f"{path}:1: expected the header funding_time,funding_rate (got {','.join(header)})")
+        for n, line in enumerate(fh, start=2):
+            text = line.strip()
+            if not text:
+                continue
+            parts = text.split(",")
+            try:
+                t, r = int(parts[0]), float(parts[1])
+            except (ValueError, IndexError):
+                raise SourceError(f"{path}:{n}: expected an epoch-ms time and a rate, got {text!r}") from None
+            if not -1.0 < r < 1.0:
+                raise SourceError(f"{path}:{n}: funding rate {r} is not a plausible rate")
+            out[t] = r
+    return out

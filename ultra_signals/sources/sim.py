@@ -20,7 +20,8 @@ The model, per minute (all in log returns):
 1m bars are aggregated into every configured timeframe by the bar aggregation module (its batch form, bit
 for bit the same as :class:`~ultra_signals.features.aggregation.BarAggregator`), as the live feed's bars are.  Trades
 (``ticks_per_bar`` per minute, the first at the open, the last at the close, touching the high and the low)
-and a book ticker before each trade are produced inside the *run window* only: warm-up exists to warm bar
+and a book ticker before each trade (and, once a minute, a depth summary derived from the touch: ``_depth``) are
+produced inside the *run window* only: warm-up exists to warm bar
 indicators, and a day of ticks the runner must skip would only slow it.  Funding comes at 00:00, 08:00 and
 16:00 UTC, warm-up included.
 
@@ -45,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ultra_signals.core.config import SimSettings
-from ultra_signals.core.events import BookTicker, Funding, Kline, MarketEvent, Trade
+from ultra_signals.core.events import BookDepth, BookTicker, Funding, Kline, MarketEvent, Trade
 from ultra_signals.core.timeframes import sort_timeframes, tf_ms
 from ultra_signals.features.aggregation import aggregate_arrays, window_start
 from ultra_signals.sources.base import SourceError, SourceInfo
@@ -512,9 +513,30 @@ class _Ticks:
             for when, i, j in order:
                 sym = symbols[i]
                 evs.append(BookTicker(sym, when, tb[i][j], tbq[i][j], ta[i][j], taq[i][j]))
+                if j == 0:  # the minute's depth summary, with its first book ticker
+                    evs.append(_depth(sym, when, tb[i][j], tbq[i][j], ta[i][j], taq[i][j]))
                 evs.append(Trade(sym, when, tp[i][j], tq[i][j], ts_sold[i][j]))
             out.append(evs)
         return out
+
+
+#: Depth model: resting size within ``_DEPTH_BPS`` of the mid is this many times the touch's size, each side.
+_DEPTH_LEVELS = 20.0
+_DEPTH_BPS = 10.0
+
+
+def _depth(sym: str, ts: int, bid: float, bid_qty: float, ask: float, ask_qty: float) -> BookDepth:
+    """A :class:`BookDepth` summary derived from the touch (no draw of its own, so a seed's bars and ticks stay
+    the same): ``_DEPTH_LEVELS`` levels of the touch's size on each side within ``_DEPTH_BPS`` of the mid."""
+    total = bid_qty + ask_qty
+    return BookDepth(
+        sym,
+        ts,
+        _DEPTH_LEVELS * bid_qty * bid,
+        _DEPTH_LEVELS * ask_qty * ask,
+        (bid_qty - ask_qty) / total if total > 0 else 0.0,
+        _DEPTH_BPS,
+    )
 
 
 def export_candles(
