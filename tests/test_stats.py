@@ -33,3 +33,18 @@ def test_lift_interval_brackets_a_clear_difference() -> None:
     rng = np.random.default_rng(0)
     d, ci = lift(rng.normal(1.0, 0.1, 200), rng.normal(0.0, 0.1, 200), draws=500, seed=1)
     assert 0.9 < ci[0] < d < ci[1] < 1.1
+
+
+def test_paired_block_lift_is_zero_for_identical_selections_and_finds_a_real_one() -> None:
+    from ultra_signals.research.stats import paired_block_lift
+
+    rng = np.random.default_rng(2)
+    r = rng.normal(0.0, 1.0, 600)
+    days = np.repeat(np.arange(60), 10)
+    pick = rng.random(600) < 0.2
+    assert paired_block_lift(r, pick, pick, days, draws=300, seed=1) == (0.0, (0.0, 0.0))
+    good = pick.copy()
+    r2 = np.where(good, r + 1.0, r)
+    other = rng.random(600) < 0.2
+    d, ci = paired_block_lift(r2, good, other & ~good, days, draws=300, seed=1)
+    assert ci[0] > 0.3 and ci[0] < d < ci[1]

@@ -40,7 +40,7 @@ from ultra_signals.engine.pipeline import SignalEngine
 from ultra_signals.research import quality as q
 from ultra_signals.research.outcomes import Bars, Costs, Outcome, label
 from ultra_signals.research.selection import DAY_MS, HOUR_MS, Policy, Row, Verdict, select
-from ultra_signals.research.stats import lift, random_baseline, summarize
+from ultra_signals.research.stats import paired_block_lift, random_baseline, summarize
 from ultra_signals.sources.base import SourceError
 from ultra_signals.sources.replay import ReplaySource
 
@@ -351,13 +351,20 @@ def region_report(
         ).as_dict(),
     }
     lifts = {}
+    # Ranked vs first-come: both drawn from the same candidates, compared on the same block resamples.  Blocks
+    # are days when the period spans at least 10 of them, else hours (a short series has too few days).
+    rr = _r(sel)
+    span = (max(c.ts for c in sel) - min(c.ts for c in sel)) if sel else 0
+    block_ms = DAY_MS if span >= 10 * DAY_MS else HOUR_MS
+    days = np.asarray([c.ts // block_ms for c in sel], dtype=np.int64)
+    in_fc = np.asarray([verdicts["first_come"][i].reason is None for i in idx], dtype=bool)
     for name, vs in verdicts.items():
         if name == "first_come":
             continue
-        a = _r([cands[i] for i in idx if vs[i].reason is None])
-        diff, ci = lift(a, fc, draws=d, seed=s)
-        lifts[f"{name} − first_come"] = {"mean_r_diff": diff, "ci": ci, "n": [int(a.size), int(fc.size)]}
-    diff, ci = lift(fc, pool_all, draws=d, seed=s)
+        in_a = np.asarray([vs[i].reason is None for i in idx], dtype=bool)
+        diff, ci = paired_block_lift(rr, in_a, in_fc, days, draws=d, seed=s)
+        lifts[f"{name} − first_come"] = {"mean_r_diff": diff, "ci": ci, "n": [int(in_a.sum()), int(in_fc.sum())]}
+    diff, ci = paired_block_lift(rr, in_fc, np.ones(rr.size, dtype=bool), days, draws=d, seed=s)
     lifts["first_come − all candidates"] = {"mean_r_diff": diff, "ci": ci, "n": [int(fc.size), int(pool_all.size)]}
     scored = [c for c in sel if c.quality == c.quality]
     qual: dict[str, Any] = {}
@@ -371,7 +378,14 @@ def region_report(
             "calibration": q.calibration(p, y),
         }
     kinds = Counter(c.outcome.exit_kind for c in sel if c.outcome is not None)
-    return {"groups": groups, "random": baselines, "lift": lifts, "quality": qual, "exit_kinds": dict(kinds)}
+    return {
+        "groups": groups,
+        "random": baselines,
+        "lift": lifts,
+        "lift_block": "day" if block_ms == DAY_MS else "hour",
+        "quality": qual,
+        "exit_kinds": dict(kinds),
+    }
 
 
 def _ledger(cfg: EvalConfig, config_hash: str, dataset: str, viewed_final: bool) -> dict[str, int]:
@@ -505,7 +519,7 @@ def _table(region: Mapping[str, Any]) -> list[str]:
             f"| {name} ({b['draws']} draws) | {b['k']} | {_f(b['mean_r'])} | [{_f(iv[0])}, {_f(iv[1])}] | {_f(b['p_at_least'], 2)} |"
         )
     lines.append("")
-    lines.append("| lift | mean R difference | 95 % CI | n |")
+    lines.append(f"| lift (paired, {region['lift_block']}-block bootstrap) | mean R difference | 95 % CI | n |")
     lines.append("|---|---:|---|---|")
     for name, lf in region["lift"].items():
         lines.append(
