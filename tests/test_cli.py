@@ -207,3 +207,20 @@ def test_shadow_on_replayed_candles_runs_for_its_duration(tmp_path: Path) -> Non
     window = json.loads(rep.read_text())["market_window"]
     assert window["planned_end_ms"] - window["start_ms"] == 360 * 60_000
     assert window["start_ms"] < window["end_ms"] <= window["planned_end_ms"]
+
+
+def test_evaluate_command_writes_its_reports_and_refuses_bad_flags_clearly(tmp_path: Path) -> None:
+    data = tmp_path / "klines"
+    data.mkdir()
+    shutil.copy(require_data("klines", "XRPUSDT-5m.csv"), data / "XRPUSDT-5m.csv")
+    common = ("evaluate", "--data", str(data), "--timeframes", "5m,15m,1h", "--out", str(tmp_path / "ev"))
+    p = cli(tmp_path, *common, "--train-days", "1", "--test-days", "0.5", "--draws", "50", "--name", "x")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "allowed: first_come" in p.stdout and (tmp_path / "ev" / "x.png").exists()
+    assert (tmp_path / "reports" / "evaluate" / "ledger.jsonl").exists()  # configurations tried are counted
+    bad = cli(tmp_path, *common, "--horizon", "soon")
+    assert bad.returncode == 2 and "--horizon" in bad.stderr and "Traceback" not in bad.stderr
+    bad = cli(tmp_path, *common, "--set", "nokey")
+    assert bad.returncode == 2 and "expected KEY=VALUE" in bad.stderr
+    bad = cli(tmp_path, *common, "--train-days", "30")
+    assert bad.returncode == 2 and "no walk-forward fold" in bad.stderr

@@ -153,3 +153,37 @@ def test_bad_inputs_say_why(tmp_path: Path) -> None:
     (d / "XRPUSDT-funding.csv").write_text("funding_time,funding_rate\n123,abc\n")
     with pytest.raises(EvaluationError, match=r"XRPUSDT-funding.csv:2"):
         read_funding(d, "XRPUSDT")
+
+
+def test_a_finished_runs_journal_evaluates_like_its_replay(tmp_path: Path) -> None:
+    import asyncio
+
+    from ultra_signals.bootstrap import build_runner
+    from ultra_signals.journal.writer import Journal
+    from ultra_signals.observability.metrics import Metrics
+    from ultra_signals.sources.replay import ReplaySource
+    from ultra_signals.transport.notifier import NullNotifier
+
+    d = _xrp(tmp_path)
+    s = _settings()
+    url = f"sqlite:///{tmp_path}/j.db"
+    journal = Journal(url)
+    src = ReplaySource(d, ["XRPUSDT"], s.runtime.timeframes, None, None, s.runtime.warmup_bars)
+    runner = build_runner(
+        s, source=src, journal=journal, notifier=NullNotifier(), metrics=Metrics(), executor=False, serve_metrics=False
+    )
+    st = asyncio.run(runner.run())
+    journal.close()
+    assert st.crash is None
+    base = EvalConfig(d, ("XRPUSDT",), train_days=1, test_days=0.5, draws=100, out=tmp_path / "out", name="replay")
+    from_replay = evaluate(s, base)
+    from_journal = evaluate(s, replace(base, journal=url, name="journal"))
+    assert from_journal["candidates"] == from_replay["candidates"] > 100
+    assert from_journal["engine_verdicts"] == from_replay["engine_verdicts"]
+    for k in ("walk_forward_test", "final"):
+        assert json.dumps(from_journal[k], default=str) == json.dumps(from_replay[k], default=str)
+    with pytest.raises(EvaluationError, match="other sniper settings"):
+        other = load_settings(overrides={"runtime.timeframes": "5m,15m,1h", "sniper.daily_signal_cap": 9}, environ={})
+        evaluate(other, replace(base, journal=url))
+    with pytest.raises(EvaluationError, match="no run 'nope'"):
+        evaluate(s, replace(base, journal=url, run_id="nope"))

@@ -394,6 +394,10 @@ def evaluate(
         str, typer.Option(help="Ledger of evaluated configurations (counts configurations tried per dataset).")
     ] = "reports/evaluate/ledger.jsonl",
     funding_dir: Annotated[str | None, typer.Option(help="Folder of <SYMBOL>-*funding.csv files.")] = None,
+    journal: Annotated[
+        str | None, typer.Option(help="Evaluate a finished run from this journal (URL); --data gives the bars.")
+    ] = None,
+    run_id: Annotated[str | None, typer.Option(help="The run to evaluate (default: the journal's latest).")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Settings override KEY=VALUE (VALUE may be JSON); repeatable.")
     ] = None,
@@ -441,6 +445,8 @@ def evaluate(
         funding_dir=Path(funding_dir) if funding_dir else None,
         name=name,
         overrides=overrides,
+        journal=journal,
+        run_id=run_id,
     )
     try:
         doc = run_evaluation(settings, cfg)

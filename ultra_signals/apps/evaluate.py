@@ -69,6 +69,9 @@ class EvalConfig:
     funding_dir: Path | None = None
     name: str = "evaluation"
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    #: Evaluate a finished run from its journal (SQLAlchemy URL) instead of replaying; ``data`` gives the bars.
+    journal: str | None = None
+    run_id: str | None = None  # None: the journal's latest run
 
 
 @dataclass(slots=True)
@@ -140,6 +143,86 @@ def collect(settings: Settings, cfg: EvalConfig) -> tuple[list[Cand], dict[str, 
         )
     bars = {s: Bars.from_rows(r) for s, r in rows.items()}
     return cands, bars, label_tf, src.run_start_ms, src.run_end_ms, list(info.notices)
+
+
+def _clean(d: Mapping[str, Any]) -> dict[str, float]:
+    """A journaled components/features dict (NaN was stored as null) as floats (null → 0, as the model treats NaN)."""
+    return {k: float(v) if v is not None else 0.0 for k, v in d.items()}
+
+
+#: Settings a run's verdicts depend on: evaluating a journal with other values would compare other policies.
+_RUN_KEYS = (("sniper",), ("runtime", "timeframes"), ("runtime", "signal_timeframes"), ("filters",))
+
+
+def collect_journal(
+    settings: Settings, cfg: EvalConfig
+) -> tuple[list[Cand], dict[str, Bars], str, int, int, list[str]]:
+    """Every candidate of a finished run, from its journal; each symbol's bars from ``cfg.data``."""
+    from ultra_signals.journal.writer import Journal, JournalError
+
+    assert cfg.journal is not None
+    try:
+        journal = Journal(cfg.journal)
+    except JournalError as e:
+        raise EvaluationError(f"journal {cfg.journal}: {e}") from None
+    try:
+        run_id = cfg.run_id or journal.latest_run_id()
+        run = journal.run(run_id) if run_id else None
+        if run is None:
+            raise EvaluationError(f"journal: no run {cfg.run_id!r}" if cfg.run_id else "journal: it holds no run")
+        if run["status"] == "running" or run["market_start_ms"] is None:
+            raise EvaluationError(f"run {run_id} has not finished (status {run['status']}): evaluate a finished run")
+        used = json.loads(run["settings_json"])
+        mine = settings.model_dump(mode="json")
+        for path in _RUN_KEYS:
+            a: Any = used
+            b: Any = mine
+            for k in path:
+                a, b = (a or {}).get(k), (b or {}).get(k)
+            if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
+                raise EvaluationError(
+                    f"run {run_id} ran with other {'.'.join(path)} settings than these ({a} vs {b}): "
+                    "pass the run's settings (--profile/--set/--timeframes) so the replayed policies are the run's"
+                )
+        rows = journal.decisions(str(run_id))
+    finally:
+        journal.close()
+    if not rows:
+        raise EvaluationError(f"run {run_id} journaled no candidate: nothing to evaluate")
+    symbols = sorted({str(r["symbol"]) for r in rows})
+    try:
+        src = ReplaySource(cfg.data, symbols, settings.runtime.timeframes[:1], None, None, 0)
+    except SourceError as e:
+        raise EvaluationError(f"bars for labelling: {e}") from None
+    label_tf = src.info.timeframes[0]
+    bar_rows: dict[str, list[tuple[int, float, float, float, float]]] = defaultdict(list)
+    for ev in src.iter_events():
+        if isinstance(ev, Kline) and ev.closed:
+            bar_rows[ev.symbol].append((ev.open_time, ev.open, ev.high, ev.low, ev.close))
+    cands = []
+    for r in rows:
+        long = r["side"] == "LONG"
+        comps = _clean(json.loads(r["components_json"]))
+        feats = _clean(json.loads(r["features_json"]))
+        key = str(r["decision_id"])[len(str(run_id)) + 1 :]
+        cands.append(
+            Cand(
+                key,
+                int(r["ts"]),
+                str(r["symbol"]),
+                str(r["timeframe"]),
+                int(key.rsplit(":", 1)[1]),
+                long,
+                r["reason"],
+                float(r["entry"]),
+                float(r["stop"]),
+                tuple(float(t) for t in json.loads(r["targets_json"])),
+                q.feature_row(long, float(r["score"]), float(r["confidence"]), comps, feats),
+            )
+        )
+    notices = [f"candidates from run {run_id} in {cfg.journal}; bars from {cfg.data}", *src.info.notices]
+    bars = {sym: Bars.from_rows(b) for sym, b in bar_rows.items()}
+    return cands, bars, label_tf, int(run["market_start_ms"]), int(run["market_end_ms"]), notices
 
 
 # -- 2. labels ---------------------------------------------------------------------------------------------------
@@ -325,6 +408,8 @@ def region_report(
     groups: dict[str, Any] = {"all candidates": summarize(_r(sel), draws=d, seed=s).as_dict()}
     reached = [cands[i] for i in idx if cands[i].reason in (None, "cooldown", "hourly_cap", "daily_cap")]
     groups["reached the budget step"] = summarize(_r(reached), draws=d, seed=s).as_dict()
+    if any((cands[i].reason is None) != (verdicts["first_come"][i].reason is None) for i in idx):
+        groups["allowed: as journaled"] = summarize(_r([c for c in sel if c.reason is None]), draws=d, seed=s).as_dict()
     for name, vs in verdicts.items():
         groups[f"allowed: {name}"] = summarize(
             _r([cands[i] for i in idx if vs[i].reason is None]), draws=d, seed=s
@@ -409,7 +494,13 @@ def evaluate(settings: Settings, cfg: EvalConfig) -> dict[str, Any]:
         raise EvaluationError("horizon, --train-days and --test-days must be > 0 and --final-frac in (0, 1)")
     # The engine runs first-come (the replayed policies add the budget steps); its verdicts are the reference.
     sniper = settings.sniper.model_copy(update={"selection": "first_come", "max_same_direction": None})
-    cands, bars, label_tf, run_start, run_end, notices = collect(settings.model_copy(update={"sniper": sniper}), cfg)
+    if cfg.journal is not None:
+        if settings.sniper.selection != "first_come" or settings.sniper.max_same_direction is not None:
+            raise EvaluationError("evaluating a journal needs a first_come run without max_same_direction")
+        cands, bars, label_tf, run_start, run_end, notices = collect_journal(settings, cfg)
+    else:
+        reference = settings.model_copy(update={"sniper": sniper})
+        cands, bars, label_tf, run_start, run_end, notices = collect(reference, cfg)
     if not cands:
         raise EvaluationError("the replay produced no candidate: nothing to evaluate")
     bar_ms = tf_ms(label_tf)
@@ -425,8 +516,14 @@ def evaluate(settings: Settings, cfg: EvalConfig) -> dict[str, Any]:
     pols = variants(settings)
     verdicts = {name: select(rows, pol, settings.sniper.daily_signal_cap) for name, pol in pols.items()}
     mismatch = [c.key for c, v in zip(cands, verdicts["first_come"], strict=True) if v.reason != c.reason]
-    if mismatch:
+    if mismatch and cfg.journal is None:
         raise EvaluationError(f"replaying first_come did not reproduce the engine's verdicts ({len(mismatch)} differ)")
+    if mismatch:  # a journaled run may have started from restored counters, a pause, another runner's slots
+        notices.append(
+            f"replaying first_come differs from the journal's verdicts for {len(mismatch)} candidates "
+            "(state restored at start or shared with other runners); the groups use the journal's verdicts, "
+            "the policy comparisons the replay"
+        )
     wf = [c.fold not in (-1, FINAL) for c in cands]
     fin = [c.fold == FINAL for c in cands]
     dataset = f"{cfg.data.resolve()}|{','.join(sorted(bars))}"
@@ -446,6 +543,7 @@ def evaluate(settings: Settings, cfg: EvalConfig) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "name": cfg.name,
         "data": str(cfg.data),
+        "journal": cfg.journal,
         "symbols": sorted(bars),
         "label_timeframe": label_tf,
         "run": [_iso(run_start), _iso(run_end)],
