@@ -16,8 +16,10 @@ from typing import NoReturn
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("ULTRA_SIGNALS_TEST_DATA", REPO.parent / "shared" / "data"))
-REDIS_URL = os.environ.get("ULTRA_SIGNALS_TEST_REDIS", "redis://127.0.0.1:6379/0")
+# Variables of the test suite use the TEST_ULTRA_SIGNALS_ prefix: ULTRA_SIGNALS_* belongs to the application,
+# whose strict settings check refuses any name there that is not a setting.
+DATA_DIR = Path(os.environ.get("TEST_ULTRA_SIGNALS_DATA", REPO.parent / "shared" / "data"))
+REDIS_URL = os.environ.get("TEST_ULTRA_SIGNALS_REDIS", "redis://127.0.0.1:6379/0")
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ultra_signals.core.config import PROFILES, ConfigError, load_settings, redacted_dict
+from ultra_signals.core.config import STAGES, ConfigError, load_settings, redacted_dict
 
 
 def _tree(tmp_path: Path, base: str, profile: str = "runtime:\n  mode: shadow\n") -> Path:
@@ -26,7 +26,7 @@ def test_seed_values() -> None:
     assert s.runtime.source == "sim" and s.redis.enabled is False and s.notifier.sink == "console"
 
 
-@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("profile", STAGES)
 def test_every_profile_loads(profile: str) -> None:
     s = load_settings(profile, environ={})
     assert s.profile == profile

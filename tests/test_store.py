@@ -205,15 +205,20 @@ def test_bad_bars_raise_and_change_nothing() -> None:
         store.update(dataclasses.replace(nxt, timeframe="3m"))
 
 
-def test_invalid_settings_name_the_key() -> None:
-    with pytest.raises(ValueError, match=r"features\.macd_fast \(26\) must be below features\.macd_slow"):
-        FeatureStore(FeatureSettings(macd_fast=26, macd_slow=12), ["5m"])
-    # Settings refuse these at load time; the store still defends itself against unvalidated settings objects.
+def test_invalid_settings_are_refused_by_the_model_with_the_store_agreeing() -> None:
+    # One place holds the limits (FeatureSettings); the store trusts a validated settings object.
+    with pytest.raises(ValueError, match=r"macd_fast \(26\) must be below macd_slow \(12\)"):
+        FeatureSettings(macd_fast=26, macd_slow=12)
     with pytest.raises(ValueError, match="greater than or equal to 2"):
         FeatureSettings(rsi_period=1)
-    with pytest.raises(ValueError, match=r"features\.rsi_period must be an integer >= 2"):
-        FeatureStore(FeatureSettings.model_construct(rsi_period=1), ["5m"])
-    with pytest.raises(ValueError, match=r"features\.bb_std"):
-        FeatureStore(FeatureSettings.model_construct(bb_std=-2.0), ["5m"])
+    with pytest.raises(ValueError, match="greater than or equal to 2"):
+        FeatureSettings(macd_signal=1)
+    with pytest.raises(ValueError, match="greater than 0"):
+        FeatureSettings(bb_std=0.0)
+    with pytest.raises(ValueError, match="finite number"):
+        FeatureSettings(bb_std=float("inf"))
+    # Every value the model accepts at its bounds builds a store (no second, contradicting check downstream).
+    edge = FeatureSettings(ema_fast=2, ema_mid=2, ema_slow=2, rsi_period=2, macd_fast=2, macd_slow=3, macd_signal=2)
+    assert FeatureStore(edge, ["5m"]).latest("BTCUSDT", "5m") is None
     with pytest.raises(ValueError, match="unknown timeframe"):
         FeatureStore(FeatureSettings(), ["5x"])

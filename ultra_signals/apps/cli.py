@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -39,7 +40,8 @@ SecretsOpt = Annotated[str | None, typer.Option("--secrets-file", help="KEY=VALU
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {msg}", markup=True)
+    # soft_wrap: the error stays one line whatever the terminal width (log scrapers and tests read it whole).
+    err.print(f"[bold red]error:[/] {escape(msg)}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -4,15 +4,25 @@ Why this shape: operators diff profiles, so profiles hold only what differs; sec
 committed file) so the YAML layers refuse them; and every error names the file (or env variable), the dotted
 key and the reason, because a trader at 3 a.m. should not have to read a pydantic traceback.
 
-Env overrides use pydantic-settings' nested delimiter: ``ULTRA_SIGNALS_SNIPER__DAILY_SIGNAL_CAP=4``.
+Env overrides name a setting with ``__`` between levels: ``ULTRA_SIGNALS_SNIPER__DAILY_SIGNAL_CAP=4``.
+
+The loader is a pure function of its inputs (files and the ``env`` mapping it is given): it reads no global
+state besides the files, and changes none (no ``os.environ`` edits), so tests and several runners in one
+process can load different settings side by side.  Every input it refuses gets one line naming the file and
+line, or the environment variable, the dotted key and why -- never a traceback, never a hang: YAML aliases,
+nesting beyond a few levels, duplicate keys, binary or UTF-16 files, non-finite or absurd numbers and
+timeframes Binance does not offer are all refused.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -25,20 +35,17 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    DotEnvSettingsSource,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
 
-from ultra_signals.core.timeframes import sort_timeframes, tf_ms
+from ultra_signals.core.redaction import redact, url_has_credentials, url_password
+from ultra_signals.core.redaction import redact_url as redact_url
+from ultra_signals.core.timeframes import check_exchange_timeframe, sort_timeframes, tf_ms
 
 ENV_PREFIX = "ULTRA_SIGNALS_"
 #: Env variables with our prefix that steer loading itself rather than name a setting.
 CONTROL_ENV = {"ULTRA_SIGNALS_PROFILE", "ULTRA_SIGNALS_SETTINGS", "ULTRA_SIGNALS_SECRETS_FILE"}
-PROFILES = ("shadow", "canary", "production-phase1", "production-phase2", "production-phase3", "production-phase4")
+#: The shipped profiles in rollout order (shadow, then canary, then the production phases).  The one list of
+#: them: ``execution/rollout.py`` gates each step from one to the next, tests load each one.
+STAGES = ("shadow", "canary", "production-phase1", "production-phase2", "production-phase3", "production-phase4")
 
 
 class ConfigError(ValueError):
@@ -46,7 +53,12 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # allow_inf_nan=False: ``.inf`` / ``.nan`` in YAML and ``nan`` in env are refused by every float field.
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+
+class _Raw:
+    """Marks a list field whose env value is split by its own validator (JSON list or comma-separated)."""
 
 
 def _split_list(v: Any) -> Any:
@@ -54,12 +66,22 @@ def _split_list(v: Any) -> Any:
     if isinstance(v, str):
         s = v.strip()
         if s.startswith("["):
-            return yaml.safe_load(s)
+            try:
+                return json.loads(s)
+            except (ValueError, RecursionError):
+                raise ValueError('not a valid JSON list (write A,B or ["A","B"])') from None
         return [p.strip() for p in s.split(",") if p.strip()]
     return v
 
 
-StrList = Annotated[list[str], NoDecode]
+StrList = Annotated[list[str], _Raw()]
+FloatList = Annotated[list[float], _Raw()]
+#: Upper bounds: a setting far outside what any deployment uses is a typo (1e29 for a cap), refused at load.
+MAX_CAP = 10_000
+MAX_PERIOD = 5_000
+MAX_S = 7 * 86_400.0  # a week, for any duration in seconds
+MAX_USDT = 1e12
+MAX_BPS = 10_000.0
 
 
 class RuntimeSettings(_Section):
@@ -115,15 +137,17 @@ class RuntimeSettings(_Section):
     @field_validator("timeframes")
     @classmethod
     def _tfs(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one timeframe is required")
         for tf in v:
-            tf_ms(tf)
+            check_exchange_timeframe(tf)
         return sort_timeframes(v)
 
     @model_validator(mode="after")
     def _primary(self) -> RuntimeSettings:
         if self.universe == "list" and not self.symbols:
             raise ValueError("at least one symbol is required (or symbols: all)")
-        tf_ms(self.primary_timeframe)
+        check_exchange_timeframe(self.primary_timeframe)
         if self.primary_timeframe not in self.timeframes:
             raise ValueError(f"primary_timeframe {self.primary_timeframe!r} is not in timeframes {self.timeframes}")
         if not self.signal_timeframes:
@@ -135,11 +159,11 @@ class RuntimeSettings(_Section):
 
 
 class SimSettings(_Section):
-    seed: int = 42
+    seed: int = Field(default=42, ge=0, le=2**63 - 1)
     #: Market-time start of the run window (ISO 8601, UTC).  Fixed so a seed reproduces a run exactly.
     start: str = "2026-01-05T00:00:00Z"
     #: Starting prices; a symbol not listed starts at 100.
-    start_prices: dict[str, float] = Field(
+    start_prices: dict[str, Annotated[float, Field(gt=0.0, le=1e9)]] = Field(
         default_factory=lambda: {"BTCUSDT": 60000.0, "ETHUSDT": 3000.0, "SOLUSDT": 150.0}
     )
     #: Pairwise return correlation with the first symbol (the market factor).
@@ -151,6 +175,15 @@ class SimSettings(_Section):
     #: Trades and book tickers per 1m bar (0 disables them; klines only).
     ticks_per_bar: int = Field(default=4, ge=0, le=100)
 
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v: str) -> str:
+        try:
+            datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("not an ISO 8601 time such as 2026-01-05T00:00:00Z") from None
+        return v
+
 
 class ReplaySettings(_Section):
     data_dir: str | None = None
@@ -161,52 +194,61 @@ class ReplaySettings(_Section):
 class FeatureSettings(_Section):
     #: Bars kept per symbol × timeframe (bounded memory whatever the run length).
     buffer_bars: int = Field(default=500, ge=50, le=100_000)
-    ema_fast: int = Field(default=20, ge=2)
-    ema_mid: int = Field(default=50, ge=2)
-    ema_slow: int = Field(default=200, ge=2)
-    rsi_period: int = Field(default=14, ge=2)
-    macd_fast: int = Field(default=12, ge=2)
-    macd_slow: int = Field(default=26, ge=2)
-    macd_signal: int = Field(default=9, ge=2)
-    atr_period: int = Field(default=14, ge=2)
-    adx_period: int = Field(default=14, ge=2)
-    bb_period: int = Field(default=20, ge=2)
-    bb_std: float = Field(default=2.0, gt=0.0)
-    vwap_band_std: float = Field(default=2.0, gt=0.0)
-    volume_z_period: int = Field(default=20, ge=2)
+    ema_fast: int = Field(default=20, ge=2, le=MAX_PERIOD)
+    ema_mid: int = Field(default=50, ge=2, le=MAX_PERIOD)
+    ema_slow: int = Field(default=200, ge=2, le=MAX_PERIOD)
+    rsi_period: int = Field(default=14, ge=2, le=MAX_PERIOD)
+    macd_fast: int = Field(default=12, ge=2, le=MAX_PERIOD)
+    macd_slow: int = Field(default=26, ge=2, le=MAX_PERIOD)
+    macd_signal: int = Field(default=9, ge=2, le=MAX_PERIOD)
+    atr_period: int = Field(default=14, ge=2, le=MAX_PERIOD)
+    adx_period: int = Field(default=14, ge=2, le=MAX_PERIOD)
+    bb_period: int = Field(default=20, ge=2, le=MAX_PERIOD)
+    bb_std: float = Field(default=2.0, gt=0.0, le=10.0)
+    vwap_band_std: float = Field(default=2.0, gt=0.0, le=10.0)
+    volume_z_period: int = Field(default=20, ge=2, le=MAX_PERIOD)
+
+    @model_validator(mode="after")
+    def _macd(self) -> FeatureSettings:
+        if self.macd_fast >= self.macd_slow:
+            raise ValueError(f"macd_fast ({self.macd_fast}) must be below macd_slow ({self.macd_slow})")
+        return self
 
 
 class ScoringSettings(_Section):
-    weight_trend: float = Field(default=0.35, ge=0.0)
-    weight_momentum: float = Field(default=0.30, ge=0.0)
-    weight_volatility: float = Field(default=0.15, ge=0.0)
-    weight_volume: float = Field(default=0.20, ge=0.0)
+    weight_trend: float = Field(default=0.35, ge=0.0, le=100.0)
+    weight_momentum: float = Field(default=0.30, ge=0.0, le=100.0)
+    weight_volatility: float = Field(default=0.15, ge=0.0, le=100.0)
+    weight_volume: float = Field(default=0.20, ge=0.0, le=100.0)
     #: |score| at or above which a side is proposed (a candidate).
     entry_threshold: float = Field(default=0.30, gt=0.0, le=1.0)
-    stop_atr_mult: float = Field(default=1.5, gt=0.0)
-    target_r: list[float] = Field(default_factory=lambda: [1.0, 2.0, 3.0])
+    stop_atr_mult: float = Field(default=1.5, gt=0.0, le=100.0)
+    #: Targets in R multiples of the stop distance; env: ``1,2,3`` or ``[1,2,3]``.
+    target_r: FloatList = Field(default_factory=lambda: [1.0, 2.0, 3.0], max_length=10)
+
+    _split = field_validator("target_r", mode="before")(_split_list)
 
     @model_validator(mode="after")
     def _weights(self) -> ScoringSettings:
         if self.weight_trend + self.weight_momentum + self.weight_volatility + self.weight_volume <= 0:
             raise ValueError("scoring weights must not all be zero")
-        if not self.target_r or any(r <= 0 for r in self.target_r):
-            raise ValueError("target_r needs at least one positive R multiple")
+        if not self.target_r or any(not 0 < r <= 100 for r in self.target_r):
+            raise ValueError("target_r needs at least one R multiple, each in (0, 100]")
         return self
 
 
 class FilterSettings(_Section):
     #: Latest bar of the signal timeframe may lag the market clock by at most this many seconds.
-    max_data_age_s: float = Field(default=120.0, gt=0.0)
+    max_data_age_s: float = Field(default=120.0, gt=0.0, le=MAX_S)
     #: ATR as a percentage of price must lie in [min_atr_pct, max_atr_pct].
-    min_atr_pct: float = Field(default=0.03, ge=0.0)
-    max_atr_pct: float = Field(default=3.0, gt=0.0)
+    min_atr_pct: float = Field(default=0.03, ge=0.0, le=100.0)
+    max_atr_pct: float = Field(default=3.0, gt=0.0, le=100.0)
     min_adx: float = Field(default=18.0, ge=0.0, le=100.0)
     min_confidence: float = Field(default=0.50, ge=0.0, le=1.0)
     #: Extra filters fed by live microstructure (issue: Binance market data); None disables each.
-    max_spread_bps: float | None = None
-    min_depth_usdt: float | None = None
-    funding_blackout_min: float | None = None
+    max_spread_bps: float | None = Field(default=None, gt=0.0, le=MAX_BPS)
+    min_depth_usdt: float | None = Field(default=None, ge=0.0, le=MAX_USDT)
+    funding_blackout_min: float | None = Field(default=None, ge=0.0, le=480.0)
     #: What ``max_spread_bps`` and ``min_depth_usdt`` do for a symbol whose source has sent no book ticker / depth
     #: at all (a candle replay has none): ``refuse`` (the safe live default: unknown is refused) or
     #: ``not_evaluated`` (the candidate passes that filter and the run report counts it as not evaluated).  Data
@@ -264,11 +306,11 @@ class SniperSettings(_Section):
     enabled: bool = True
     mtf_confirm: bool = True
     mtf_map: dict[str, str] = Field(default_factory=lambda: {"1m": "5m", "5m": "15m", "15m": "1h", "1h": "4h"})
-    max_signals_per_hour: int = Field(default=2, ge=1)
-    daily_signal_cap: int = Field(default=6, ge=1)
-    per_symbol_max_per_hour: int | None = Field(default=None, ge=1)
-    per_symbol_daily_cap: int | None = Field(default=None, ge=1)
-    cooldown_bars: int = Field(default=10, ge=0)
+    max_signals_per_hour: int = Field(default=2, ge=1, le=MAX_CAP)
+    daily_signal_cap: int = Field(default=6, ge=1, le=MAX_CAP)
+    per_symbol_max_per_hour: int | None = Field(default=None, ge=1, le=MAX_CAP)
+    per_symbol_daily_cap: int | None = Field(default=None, ge=1, le=MAX_CAP)
+    cooldown_bars: int = Field(default=10, ge=0, le=MAX_CAP)
     #: How cap slots are spent.  first_come: the first candidates to pass everything take them.  ranked: a
     #: candidate takes a slot only if its quality clears an online threshold sized so that the expected count per
     #: day is ``daily_signal_cap × (1 − budget_reserve)`` (refused ``below_budget_threshold``).  Measured in
@@ -276,19 +318,21 @@ class SniperSettings(_Section):
     selection: Literal["first_come", "ranked"] = "first_come"
     budget_reserve: float = Field(default=0.25, ge=0.0, lt=1.0)
     #: Trailing window (market time) of candidate qualities the ranked threshold is computed from.
-    budget_window_hours: float = Field(default=72.0, gt=0.0)
+    budget_window_hours: float = Field(default=72.0, gt=0.0, le=MAX_S / 3600.0)
     #: Fewer candidates than this in the window: no threshold yet (first-come).
-    budget_min_history: int = Field(default=20, ge=1)
+    budget_min_history: int = Field(default=20, ge=1, le=100_000)
     quality: QualityWeights = Field(default_factory=QualityWeights)
     #: At most this many allowed signals of one direction within ``same_direction_window_min`` (correlated
     #: longs on alts moving together are one bet); None: no bound.  Refused ``same_direction_cap``.
-    max_same_direction: int | None = Field(default=None, ge=1)
-    same_direction_window_min: float = Field(default=360.0, gt=0.0)
+    max_same_direction: int | None = Field(default=None, ge=1, le=MAX_CAP)
+    same_direction_window_min: float = Field(default=360.0, gt=0.0, le=MAX_S / 60.0)
 
     @field_validator("mtf_map")
     @classmethod
     def _map(cls, v: dict[str, str]) -> dict[str, str]:
         for lo, hi in v.items():
+            check_exchange_timeframe(lo)
+            check_exchange_timeframe(hi)
             if tf_ms(hi) <= tf_ms(lo):
                 raise ValueError(f"mtf_map {lo}->{hi}: the confirming timeframe must be higher")
         return v
@@ -307,14 +351,14 @@ class RedisSettings(_Section):
     url: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=6379, ge=1, le=65535)
-    db: int = Field(default=0, ge=0)
+    db: int = Field(default=0, ge=0, le=MAX_CAP)
     username: str | None = None
     password: SecretStr | None = None
     tls: bool = False
-    timeout_ms: float = Field(default=50.0, gt=0.0)
-    namespace: str = "default"
+    timeout_ms: float = Field(default=50.0, gt=0.0, le=60_000.0)
+    namespace: str = Field(default="default", min_length=1, max_length=200)
     on_failure: Literal["memory", "block"] = "memory"
-    health_check_interval_s: float = Field(default=1.0, gt=0.0)
+    health_check_interval_s: float = Field(default=1.0, gt=0.0, le=3_600.0)
     #: CA bundle for TLS to a Redis with a private CA (None: the system store).
     tls_ca_file: str | None = None
     #: Redis Sentinel: ``["host:port", …]``. When set, the counters follow the master Sentinel names
@@ -390,22 +434,22 @@ class TelegramSettings(_Section):
     allowed_chat_ids: StrList = Field(default_factory=list)
     events: TelegramEvents = Field(default_factory=TelegramEvents)
     #: Wall seconds between digests of blocked candidates (when ``events.blocked`` is not off).
-    digest_interval_s: float = Field(default=3600.0, gt=0.0)
+    digest_interval_s: float = Field(default=3600.0, gt=0.0, le=MAX_S)
     #: Bot API limits: at most one message per chat per this many seconds, per group chat (negative id) per
     #: minute, and overall per second.
-    per_chat_interval_s: float = Field(default=1.0, ge=0.0)
-    group_per_minute: int = Field(default=20, ge=1)
-    global_per_second: int = Field(default=30, ge=1)
+    per_chat_interval_s: float = Field(default=1.0, ge=0.0, le=3_600.0)
+    group_per_minute: int = Field(default=20, ge=1, le=MAX_CAP)
+    global_per_second: int = Field(default=30, ge=1, le=MAX_CAP)
     #: One sendMessage may take this long before it counts as a network error and is retried.
-    send_timeout_s: float = Field(default=10.0, gt=0.0)
+    send_timeout_s: float = Field(default=10.0, gt=0.0, le=600.0)
     #: Retry backoff for network errors and 5xx: doubles from the first value up to the second.
-    backoff_initial_s: float = Field(default=1.0, gt=0.0)
-    backoff_max_s: float = Field(default=60.0, gt=0.0)
+    backoff_initial_s: float = Field(default=1.0, gt=0.0, le=3_600.0)
+    backoff_max_s: float = Field(default=60.0, gt=0.0, le=86_400.0)
     #: Operator commands by long polling (getUpdates); the server holds each poll this long.
     commands: bool = True
     poll_timeout_s: int = Field(default=25, ge=0, le=50)
     #: At shutdown, wait this long for the outbox to drain; what is left is sent after the next start.
-    drain_timeout_s: float = Field(default=5.0, ge=0.0)
+    drain_timeout_s: float = Field(default=5.0, ge=0.0, le=600.0)
 
     _split = field_validator("chat_ids", "allowed_chat_ids", mode="before")(_split_list)
 
@@ -432,12 +476,12 @@ class BinanceSettings(_Section):
     ws_routing: Literal["split", "legacy"] = "split"
     max_streams_per_connection: int = Field(default=200, ge=1, le=1024)
     #: A connection that delivers no message for this long is dead (a stall keeps TCP and pings alive).
-    silence_timeout_s: float = Field(default=15.0, gt=0.0)
-    reconnect_backoff_base_s: float = Field(default=1.0, gt=0.0)
-    reconnect_backoff_max_s: float = Field(default=60.0, gt=0.0)
+    silence_timeout_s: float = Field(default=15.0, gt=0.0, le=3_600.0)
+    reconnect_backoff_base_s: float = Field(default=1.0, gt=0.0, le=3_600.0)
+    reconnect_backoff_max_s: float = Field(default=60.0, gt=0.0, le=3_600.0)
     #: Reconnect on purpose before Binance's 24 h connection limit (new connection first, then close the old).
     planned_reconnect_h: float = Field(default=23.5, gt=0.0, lt=24.0)
-    open_timeout_s: float = Field(default=10.0, gt=0.0)
+    open_timeout_s: float = Field(default=10.0, gt=0.0, le=600.0)
     #: aggTrade (default) or raw trade stream for trade flow.
     trade_stream: Literal["aggTrade", "trade"] = "aggTrade"
     depth_speed: Literal["100ms", "250ms", "500ms", "0ms"] = "100ms"
@@ -445,25 +489,25 @@ class BinanceSettings(_Section):
     #: Order book summary: top-N levels for imbalance, depth within x bps of the mid, emitted at most this often.
     depth_levels: int = Field(default=10, ge=1, le=1000)
     depth_within_bps: float = Field(default=10.0, gt=0.0, le=10_000.0)
-    book_summary_interval_ms: int = Field(default=1000, ge=0)
+    book_summary_interval_ms: int = Field(default=1000, ge=0, le=3_600_000)
     #: How long to wait for every timeframe closing at the same instant before emitting (then REST fills in).
-    close_grace_s: float = Field(default=3.0, gt=0.0)
-    rest_timeout_s: float = Field(default=10.0, gt=0.0)
+    close_grace_s: float = Field(default=3.0, gt=0.0, le=600.0)
+    rest_timeout_s: float = Field(default=10.0, gt=0.0, le=600.0)
     rest_max_retries: int = Field(default=5, ge=0, le=20)
     #: Pause REST calls when Binance reports this much request weight used in the current minute.
-    rest_weight_soft_limit: int = Field(default=1800, ge=1)
+    rest_weight_soft_limit: int = Field(default=1800, ge=1, le=100_000)
     #: Longest Retry-After (429/418) the source will wait out; longer is a clear error.
-    rest_max_retry_after_s: float = Field(default=120.0, gt=0.0)
+    rest_max_retry_after_s: float = Field(default=120.0, gt=0.0, le=86_400.0)
 
 
 class ThrottleSettings(_Section):
     """Risk gateway limits in front of the broker; a refusal is journaled and counted with its reason."""
 
     #: Entry requests (each with its two brackets) per trailing minute of market time.
-    max_orders_per_minute: int = Field(default=6, ge=1)
-    max_notional_per_order: float = Field(default=5_000.0, gt=0.0)
-    max_notional_per_symbol: float = Field(default=5_000.0, gt=0.0)
-    max_open_positions: int = Field(default=3, ge=1)
+    max_orders_per_minute: int = Field(default=6, ge=1, le=MAX_CAP)
+    max_notional_per_order: float = Field(default=5_000.0, gt=0.0, le=MAX_USDT)
+    max_notional_per_symbol: float = Field(default=5_000.0, gt=0.0, le=MAX_USDT)
+    max_open_positions: int = Field(default=3, ge=1, le=MAX_CAP)
 
 
 class BreakerSettings(_Section):
@@ -472,11 +516,11 @@ class BreakerSettings(_Section):
     action: Literal["reducing", "halted"] = "halted"
     #: Realized loss since the start of the UTC day, as a percentage of that day's starting equity.
     daily_loss_pct: float = Field(default=3.0, gt=0.0, le=100.0)
-    consecutive_losses: int = Field(default=4, ge=1)
-    order_errors_n: int = Field(default=5, ge=1)
-    order_errors_window_s: float = Field(default=300.0, gt=0.0)
-    max_data_staleness_s: float = Field(default=120.0, gt=0.0)
-    max_latency_p95_ms: float = Field(default=1_000.0, gt=0.0)
+    consecutive_losses: int = Field(default=4, ge=1, le=MAX_CAP)
+    order_errors_n: int = Field(default=5, ge=1, le=MAX_CAP)
+    order_errors_window_s: float = Field(default=300.0, gt=0.0, le=MAX_S)
+    max_data_staleness_s: float = Field(default=120.0, gt=0.0, le=MAX_S)
+    max_latency_p95_ms: float = Field(default=1_000.0, gt=0.0, le=600_000.0)
     #: Trip when the shared counter backend is lost while the sniper's Redis policy is ``block``.
     counter_lost_under_block: bool = True
 
@@ -488,31 +532,32 @@ class ExecutionSettings(_Section):
     #: Fraction of equity risked per trade: quantity = equity × risk_fraction / stop distance.
     risk_fraction: float = Field(default=0.005, gt=0.0, le=0.05)
     max_leverage: float = Field(default=5.0, gt=0.0, le=125.0)
-    max_notional_usdt: float = Field(default=5_000.0, gt=0.0)
+    max_notional_usdt: float = Field(default=5_000.0, gt=0.0, le=MAX_USDT)
     #: Equity the paper broker starts from (USDT); the binance broker sizes against the account balance.
-    paper_equity_usdt: float = Field(default=10_000.0, gt=0.0)
+    paper_equity_usdt: float = Field(default=10_000.0, gt=0.0, le=MAX_USDT)
     #: Which of the candidate's targets (1-based) the take-profit bracket uses; clamped to the last one.
-    take_profit_target: int = Field(default=1, ge=1)
-    fee_taker_bps: float = Field(default=5.0, ge=0.0)
-    fee_maker_bps: float = Field(default=2.0, ge=-10.0)
+    take_profit_target: int = Field(default=1, ge=1, le=10)
+    fee_taker_bps: float = Field(default=5.0, ge=0.0, le=1_000.0)
+    fee_maker_bps: float = Field(default=2.0, ge=-10.0, le=1_000.0)
     #: Paper slippage: half the spread (this value when no book ticker was seen) plus a linear size impact.
-    slippage_half_spread_bps: float = Field(default=1.0, ge=0.0)
-    slippage_impact_bps_per_10k_usdt: float = Field(default=0.5, ge=0.0)
+    slippage_half_spread_bps: float = Field(default=1.0, ge=0.0, le=MAX_BPS)
+    slippage_impact_bps_per_10k_usdt: float = Field(default=0.5, ge=0.0, le=MAX_BPS)
     #: Paper: delay (market time) between a decision and the earliest price that may fill it.
-    latency_ms: float = Field(default=50.0, ge=0.0)
+    latency_ms: float = Field(default=50.0, ge=0.0, le=600_000.0)
     entry_type: Literal["market", "limit_post_only"] = "market"
     #: A post-only entry not filled within this many seconds is cancelled (then sent at market if fallback).
-    limit_timeout_s: float = Field(default=30.0, gt=0.0)
+    limit_timeout_s: float = Field(default=30.0, gt=0.0, le=MAX_S)
     market_fallback: bool = True
     #: Maker-first routing: entries go post-only at the touch whatever ``entry_type`` says.
     maker_first: bool = False
     #: Rollout gate: every fill's |slippage| must stay within this many bps.
-    slippage_tolerance_bps: float = Field(default=10.0, gt=0.0)
+    slippage_tolerance_bps: float = Field(default=10.0, gt=0.0, le=MAX_BPS)
     #: Rollout gate: a stage run must span at least this many minutes of market time.
-    min_run_minutes: float = Field(default=60.0, ge=0.0)
+    min_run_minutes: float = Field(default=60.0, ge=0.0, le=525_600.0)
     recv_window_ms: int = Field(default=5_000, ge=1, le=60_000)
-    request_timeout_s: float = Field(default=5.0, gt=0.0)
-    listen_key_keepalive_s: float = Field(default=1_800.0, gt=0.0)
+    request_timeout_s: float = Field(default=5.0, gt=0.0, le=600.0)
+    #: A listen key expires 60 minutes after its last keepalive, so this must stay below an hour.
+    listen_key_keepalive_s: float = Field(default=1_800.0, gt=0.0, lt=3_600.0)
     #: A saved exchangeInfo answer (JSON or a recording) for paper sizing without network; None: the binance
     #: broker fetches it, the paper broker on simulated/replayed data rounds to 1e-8 only.
     exchange_info_file: str | None = None
@@ -524,20 +569,22 @@ class ReportSettings(_Section):
     dir: str = "reports"
     charts: bool = True
     #: Shadow criterion thresholds.
-    max_latency_p95_ms: float = 500.0
-    max_metrics_gap_s: float = 30.0
+    max_latency_p95_ms: float = Field(default=500.0, gt=0.0, le=600_000.0)
+    max_metrics_gap_s: float = Field(default=30.0, gt=0.0, le=MAX_S)
 
 
-class Settings(BaseSettings):
+class LogSettings(_Section):
+    """Logging of the process (``observability/logging.py``); ``-v`` on the command line wins over ``level``."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: ``auto``: rich on a terminal, plain lines otherwise; ``json``: one JSON object per line (log shippers).
+    format: Literal["auto", "rich", "text", "json"] = "auto"
+
+
+class Settings(BaseModel):
     """The whole effective configuration.  Build it with :func:`load_settings`, not directly."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        extra="forbid",
-        case_sensitive=False,
-        validate_default=True,
-    )
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
     profile: str = "shadow"
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
@@ -555,44 +602,51 @@ class Settings(BaseSettings):
     binance: BinanceSettings = Field(default_factory=BinanceSettings)
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Highest priority first: explicit init values (CLI flags), env, the secrets file, then the YAML layers
-        # (which the loader passes in as init values of lower priority via _YamlLayers).
-        layers = _LOADING.get("layers", {})
-        secrets_file = _LOADING.get("secrets_file")
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if secrets_file:
-            sources.append(DotEnvSettingsSource(settings_cls, env_file=secrets_file))
-        sources.append(_YamlLayers(settings_cls, layers))
-        return tuple(sources)
+    @model_validator(mode="after")
+    def _mtf_reachable(self) -> Settings:
+        """A signal timeframe whose confirming timeframe is not fed would block every candidate (mtf_required).
 
+        Refused at load rather than added as a context timeframe: adding one changes what the source feeds and how
+        much warm-up history it needs, and an operator should see that choice in the settings.  Map entries for
+        timeframes that produce no signals are not checked (the default map covers 1m to 1h for any primary).
+        """
+        sn, rt = self.sniper, self.runtime
+        if not (sn.enabled and sn.mtf_confirm):
+            return self
+        for tf in rt.signal_timeframes:
+            htf = sn.mtf_map.get(tf)
+            if htf is None:
+                raise ValueError(
+                    f"sniper.mtf_map has no confirming timeframe for signal timeframe {tf} "
+                    f"(runtime.signal_timeframes): every candidate would be blocked as mtf_required; "
+                    f"add {tf} to sniper.mtf_map or set sniper.mtf_confirm to false"
+                )
+            if htf not in rt.timeframes:
+                raise ValueError(
+                    f"sniper.mtf_map confirms signal timeframe {tf} on {htf}, which is not in runtime.timeframes "
+                    f"{rt.timeframes}: every candidate would be blocked as mtf_required; add {htf} to "
+                    f"runtime.timeframes or map {tf} to one of them"
+                )
+        return self
 
-# Loading state handed to settings_customise_sources (pydantic-settings calls it as a classmethod).
-_LOADING: dict[str, Any] = {}
 
 #: Dotted keys whose values are secrets: refused in YAML, redacted wherever settings are shown.
 SECRET_KEYS = {"redis.password", "telegram.bot_token", "binance.api_key", "binance.api_secret"}
+#: Refuse settings files larger than this: no real settings file comes near it, a wrong path might.
+MAX_SETTINGS_BYTES = 1_000_000
+#: Settings nest three levels (section, key, map entry); anything much deeper is not a settings file.
+MAX_YAML_DEPTH = 16
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class _YamlLayers(PydanticBaseSettingsSource):
-    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
-        super().__init__(settings_cls)
-        self._data = data
+class _Layer:
+    """One source of settings: its nested data and, per dotted key, where the value came from."""
 
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return self._data.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self._data)
+    def __init__(self, data: dict[str, Any], origin: dict[str, str]) -> None:
+        self.data = data
+        self.origin = origin
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -616,23 +670,205 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+# -- YAML, strictly ----------------------------------------------------------------------------------------
+class _Refused(Exception):
+    def __init__(self, line: int | None, why: str) -> None:
+        super().__init__(why)
+        self.line = line
+        self.why = why
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases (the "billion laughs" expansion), deep nesting and duplicate keys."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            ev = self.peek_event()  # type: ignore[no-untyped-call]
+            raise _Refused(ev.start_mark.line + 1, "YAML aliases (*name) are not allowed in settings files")
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                ev = self.peek_event()  # type: ignore[no-untyped-call]
+                raise _Refused(ev.start_mark.line + 1, f"nested deeper than {MAX_YAML_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _Refused(line, "a key must be a plain name, not a list or mapping")
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise _Refused(line, f"duplicate key {key!r} (first at line {seen[key]}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _key_lines(node: yaml.Node | None, prefix: str = "", out: dict[str, int] | None = None) -> dict[str, int]:
+    """Line of every dotted key in a composed YAML document, so errors can say ``file:line``."""
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode):
+                dotted = f"{prefix}{k.value}"
+                out[dotted] = k.start_mark.line + 1
+                _key_lines(v, dotted + ".", out)
+    return out
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    half = len(raw) // 2
+    utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff")) or (
+        half > 0 and max(raw[0::2].count(0), raw[1::2].count(0)) >= half * 0.9
+    )
+    if utf16:
+        raise ConfigError(f"{path}: looks like UTF-16 text; save the settings file as UTF-8")
+    if b"\x00" in raw:
+        raise ConfigError(f"{path}: binary data (NUL bytes), not a YAML settings file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {e.start}); save the settings file as UTF-8") from None
+
+
+def _read_yaml(path: Path) -> _Layer:
+    """One YAML layer, refused with ``file:line: why`` for anything a settings file should not hold."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_SETTINGS_BYTES:
+            raise ConfigError(f"{path}: {size:,} bytes; a settings file is at most {MAX_SETTINGS_BYTES:,}")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    text = _decode(path, raw)
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        lines = _key_lines(node)
+        data = loader.construct_document(node) if node is not None else None
+    except _Refused as e:
+        raise ConfigError(f"{path}:{e.line}: {e.why}") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    finally:
+        loader.dispose()
     if data is None:
-        return {}
+        return _Layer({}, {})
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    for key, value in _flatten(data).items():
+    flat = _flatten(data)
+    for key, value in flat.items():
+        at = f"{path}:{lines.get(key, '?')}"
         if key in SECRET_KEYS and value not in (None, ""):
             raise ConfigError(
-                f"{path}: {key}: secrets may only come from the environment or a secrets file, never from YAML"
+                f"{at}: {key}: secrets may only come from the environment or a secrets file, never from YAML"
             )
-    return data
+        if isinstance(value, str) and url_has_credentials(value):
+            raise ConfigError(
+                f"{at}: {key}: a URL with credentials is a secret; set it in the environment "
+                f"(ULTRA_SIGNALS_{key.upper().replace('.', '__')}) or a secrets file, never in YAML"
+            )
+    origin = {k: f"{path}:{lines[k]}" if k in lines else str(path) for k in flat}
+    return _Layer(data, origin)
 
 
+# -- environment and secrets file --------------------------------------------------------------------------
+def _field_for(name: str) -> tuple[list[str], FieldInfo]:
+    """The dotted path and field of an ``ULTRA_SIGNALS_*`` name; ConfigError if it names no setting."""
+    parts = name.upper()[len(ENV_PREFIX) :].lower().split("__")
+    model: type[BaseModel] | None = Settings
+    info: FieldInfo | None = None
+    for i, part in enumerate(parts):
+        fields = model.model_fields if model is not None else {}
+        if part not in fields:
+            raise ConfigError(f"environment variable {name}: unknown setting {'.'.join(parts[: i + 1])!r}")
+        info = fields[part]
+        ann = info.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    if model is not None or info is None:
+        raise ConfigError(f"environment variable {name}: {'.'.join(parts)!r} is a section; name one of its keys")
+    return parts, info
+
+
+def _env_value(name: str, raw: str, info: FieldInfo) -> Any:
+    """The value as the model should see it: mappings are JSON; lists split by their own validators."""
+    if any(isinstance(m, _Raw) for m in info.metadata):
+        return raw
+    ann = info.annotation
+    origins = {get_origin(a) for a in (ann, *get_args(ann))}
+    if dict in origins or list in origins:
+        try:
+            value = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise ConfigError(
+                f'environment variable {name}: not valid JSON (a mapping is written {{"5m": "15m"}})'
+            ) from None
+        if not isinstance(value, (dict, list)):
+            raise ConfigError(f'environment variable {name}: expected a JSON mapping such as {{"5m": "15m"}}')
+        return value
+    return raw
+
+
+def _env_layer(items: Mapping[str, str], label: str) -> _Layer:
+    data: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for name, raw in items.items():
+        up = name.upper()
+        if not up.startswith(ENV_PREFIX) or up in CONTROL_ENV:
+            continue
+        parts, info = _field_for(name)
+        node = data
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value = _env_value(name, raw, info)
+        dotted = ".".join(parts)
+        where = f"{label} {up}" if label else up
+        origin[dotted] = where
+        if isinstance(value, dict):
+            for k in _flatten(value, dotted + "."):
+                origin[k] = where
+    return _Layer(data, origin)
+
+
+def _read_secrets_file(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines (``export`` and quotes allowed, ``#`` comments); names without our prefix are ignored."""
+    try:
+        text = _decode(path, path.read_bytes()[: MAX_SETTINGS_BYTES + 1])
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    out: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        if s.startswith("export "):
+            s = s[len("export ") :].lstrip()
+        name, eq, value = s.partition("=")
+        name = name.strip()
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(f"{path}:{n}: expected NAME=value (the value is not shown: it may be a secret)")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if name.upper() in out:
+            raise ConfigError(f"{path}:{n}: {name} is set twice; keep one")
+        out[name.upper()] = value
+    return out
+
+
+# -- loading -----------------------------------------------------------------------------------------------
 def project_root() -> Path:
     """Folder holding ``settings.yaml`` and ``profiles/``: the working directory, else the source checkout."""
     cwd = Path.cwd()
@@ -647,107 +883,151 @@ def load_settings(
     settings_file: str | Path | None = None,
     secrets_file: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Merge base, profile, secrets file and env into a validated :class:`Settings`.
 
+    ``env`` is the environment to read (``os.environ`` when None); nothing outside it and the files is read, and
+    nothing is changed.  ``environ`` is the former name of ``env``, kept for callers not yet renamed.
     ``overrides`` are dotted keys from CLI flags (``{"runtime.symbols": [...]}``) and win over everything.
+    Raises :class:`ConfigError` with one line per problem.
     """
-    env = os.environ if environ is None else environ
+    if env is None:
+        env = environ if environ is not None else os.environ
     base_path = Path(settings_file or env.get("ULTRA_SIGNALS_SETTINGS") or project_root() / "settings.yaml")
     profile = profile or env.get("ULTRA_SIGNALS_PROFILE") or "shadow"
+    if not _PROFILE_NAME.match(profile):
+        raise ConfigError(f"profile {profile!r}: a profile is a file name in profiles/, such as canary")
     prof_path = base_path.parent / "profiles" / f"{profile}.yaml"
-    if not base_path.exists():
+    if not base_path.is_file():
         raise ConfigError(f"{base_path}: settings file not found")
-    if not prof_path.exists():
+    if not prof_path.is_file():
         known = sorted(p.stem for p in prof_path.parent.glob("*.yaml"))
         raise ConfigError(f"profile {profile!r}: {prof_path} not found (known profiles: {', '.join(known)})")
-    base = _read_yaml(base_path)
-    prof = _read_yaml(prof_path)
-    layers = _deep_merge(_deep_merge(base, prof), {"profile": profile})
     sec = secrets_file or env.get("ULTRA_SIGNALS_SECRETS_FILE")
-    if sec and not Path(sec).exists():
+    if sec and not Path(sec).is_file():
         raise ConfigError(f"{sec}: secrets file not found")
-    _check_env_names(env)
+    layers = [_read_yaml(base_path), _read_yaml(prof_path)]
+    if sec:
+        layers.append(_env_layer(_read_secrets_file(Path(sec)), f"secrets file {sec}:"))
+    layers.append(_env_layer(env, "environment variable"))
     init: dict[str, Any] = {}
+    init_origin: dict[str, str] = {}
     for dotted, value in (overrides or {}).items():
         node = init
         *parents, leaf = dotted.split(".")
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = value
-    _LOADING.update(layers=layers, secrets_file=str(sec) if sec else None)
-    saved_env = None
-    if environ is not None:  # tests pass an explicit environment: make pydantic-settings read that one
-        saved_env = dict(os.environ)
-        for k in [k for k in os.environ if k.upper().startswith(ENV_PREFIX)]:
-            del os.environ[k]
-        os.environ.update({k: v for k, v in environ.items() if k.upper().startswith(ENV_PREFIX)})
+        init_origin[dotted] = "command line"
+    layers.append(_Layer(init, init_origin))
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for layer in layers:  # lowest priority first
+        merged = _deep_merge(merged, layer.data)
+        origin.update(layer.origin)
+    merged["profile"] = profile
     try:
-        # pydantic-settings deep-merges the sources, so a flag on one key leaves the section's other keys to env/YAML.
-        return Settings(**init)
+        return Settings.model_validate(merged)
     except ValidationError as e:
-        raise ConfigError(_explain(e, base_path, prof_path, sec, env, init)) from None
-    finally:
-        _LOADING.clear()
-        if saved_env is not None:
-            os.environ.clear()
-            os.environ.update(saved_env)
+        raise ConfigError(_explain(e, origin, _secret_values_raw(merged))) from None
+    except RecursionError:
+        raise ConfigError("invalid configuration: nested too deeply") from None
 
 
-def _check_env_names(env: Mapping[str, str]) -> None:
-    """An env variable with our prefix that names no setting is a typo that would silently do nothing."""
-    for name in env:
-        up = name.upper()
-        if not up.startswith(ENV_PREFIX) or up in CONTROL_ENV:
+def _secret_values_raw(merged: Mapping[str, Any]) -> set[str]:
+    """Secret strings in unvalidated input, so an error message never echoes one."""
+    out: set[str] = set()
+    for key, value in _flatten(merged).items():
+        if not isinstance(value, str):
             continue
-        parts = up[len(ENV_PREFIX) :].lower().split("__")
-        model: type[BaseModel] | None = Settings
-        for part in parts:
-            fields = model.model_fields if model is not None else {}
-            if part not in fields:
-                raise ConfigError(f"environment variable {name}: unknown setting {'.'.join(parts)!r}")
-            ann = fields[part].annotation
-            model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if key in SECRET_KEYS:
+            out.add(value)
+        pw = url_password(value) if "://" in value else None
+        if pw:
+            out.add(pw)
+    return out
 
 
-def _explain(
-    err: ValidationError,
-    base: Path,
-    prof: Path,
-    secrets: str | Path | None,
-    env: Mapping[str, str],
-    init: Mapping[str, Any],
-) -> str:
-    base_keys = _flatten(_read_yaml(base))
-    prof_keys = _flatten(_read_yaml(prof))
-    init_keys = _flatten(init)
+def _explain(err: ValidationError, origin: Mapping[str, str], secrets: set[str]) -> str:
+    """One line: ``where: key: why (got value)`` per problem, where = file:line, env variable or command line."""
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
-        env_name = ENV_PREFIX + key.upper().replace(".", "__")
-        if key in init_keys:
-            where = "command line"
-        elif any(n.upper() == env_name for n in env):
-            where = f"environment variable {env_name}"
-        elif key in prof_keys or any(k.startswith(key + ".") for k in prof_keys):
-            where = str(prof)
-        elif key in base_keys or any(k.startswith(key + ".") for k in base_keys):
-            where = str(base)
-        elif secrets:
-            where = str(secrets)
-        else:
-            where = str(base)
-        reason = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        shown = "<redacted>" if key in SECRET_KEYS else repr(e.get("input"))
-        suffix = "" if e["type"] == "extra_forbidden" else f" (got {shown})"
-        lines.append(f"{where}: {key}: {reason}{suffix}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+        reason = "unknown key" if e["type"] == "extra_forbidden" else _reason(e["msg"])
+        where = _where(key, reason, origin)
+        value = e.get("input")
+        suffix = ""
+        # Only a single value is echoed, never a section's input (which would carry its other keys, secrets too).
+        if e["type"] != "extra_forbidden" and (value is None or isinstance(value, (str, int, float, bool))):
+            if any(key == s or key.startswith(s + ".") for s in SECRET_KEYS):
+                suffix = " (value not shown: it is a secret)"
+            else:
+                shown = redact(repr(value), secrets)
+                suffix = f" (got {shown[:80]}{'…' if len(shown) > 80 else ''})"
+        lines.append(f"{where}: {key}: {reason}{suffix}" if key else f"{where}: {reason}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def _reason(msg: str) -> str:
+    msg = " ".join(msg.split())
+    return msg[len("Value error, ") :] if msg.startswith("Value error, ") else msg
+
+
+def _where(key: str, reason: str, origin: Mapping[str, str]) -> str:
+    """Which file (and line), env variable or flag set the key at fault, highest-priority source first."""
+    k = key
+    while k:
+        if k in origin:
+            return origin[k]
+        k = k.rpartition(".")[0]
+    # A section-wide rule (backoff_initial_s > backoff_max_s): the sources of the keys the message names.
+    min_parts = 2 if not key else 1
+    found: list[str] = []
+    for dotted, where in origin.items():
+        if key and not dotted.startswith(key + "."):
+            continue
+        rel = dotted[len(key) + 1 :] if key else dotted
+        parts = rel.split(".")
+        for n in range(min_parts, len(parts) + 1):
+            name = ".".join(parts[:n])
+            if re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", reason):
+                if where not in found:
+                    found.append(where)
+                break
+    if not found:
+        return "defaults"
+    return " and ".join(found)
+
+
+def secret_values(settings: Settings) -> set[str]:
+    """Every secret value the settings hold (tokens, keys, passwords, passwords inside URLs), for redaction."""
+    out: set[str] = set()
+    for s in (
+        settings.redis.password,
+        settings.telegram.bot_token,
+        settings.binance.api_key,
+        settings.binance.api_secret,
+    ):
+        if s is not None and s.get_secret_value():
+            out.add(s.get_secret_value())
+    for url in (settings.redis.url, settings.journal.url):
+        pw = url_password(url) if url else None
+        if pw:
+            out.add(pw)
+    return out
 
 
 def redacted_dict(settings: Settings) -> dict[str, Any]:
-    """Effective settings as plain data with every secret shown as ``***`` (or null when unset)."""
+    """Effective settings as plain data with every secret shown as ``***`` (or null when unset).
+
+    Every string is also passed through :func:`redact`, so a URL with credentials (``journal.url``,
+    ``redis.url``) never leaves here with its password -- ``config show``, the report and ``runs.settings_json``
+    all print this.
+    """
     data = settings.model_dump(mode="python")
+    secrets = secret_values(settings)
 
     def walk(node: Any, prefix: str) -> Any:
         if isinstance(node, dict):
@@ -757,19 +1037,9 @@ def redacted_dict(settings: Settings) -> dict[str, Any]:
             return None if node is None else "***"
         if isinstance(node, SecretStr):
             return "***"
+        if isinstance(node, str):
+            return redact(node, secrets)
         return node
 
     out: dict[str, Any] = walk(data, "")
-    if out.get("redis", {}).get("url"):
-        out["redis"]["url"] = redact_url(out["redis"]["url"])
     return out
-
-
-def redact_url(url: str) -> str:
-    """Hide a password embedded in a URL (``redis://:pw@host``)."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0] if ":" in creds else creds
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://***@{host}"

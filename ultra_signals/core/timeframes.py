@@ -15,6 +15,18 @@ def tf_ms(tf: str) -> int:
     return int(tf[:-1]) * _UNIT_MS[tf[-1]]
 
 
+#: The kline intervals Binance offers (USD-M futures), except the calendar month "1M".  Settings accept only these:
+#: ``7m`` parses as a length but no exchange feed has it, so a typo must not silently become a context timeframe.
+EXCHANGE_TIMEFRAMES = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w")
+
+
+def check_exchange_timeframe(tf: str) -> str:
+    """``tf`` if it is one of :data:`EXCHANGE_TIMEFRAMES`; ``ValueError`` naming the valid ones otherwise."""
+    if tf not in EXCHANGE_TIMEFRAMES:
+        raise ValueError(f"unknown timeframe {tf!r} (Binance intervals: {', '.join(EXCHANGE_TIMEFRAMES)})")
+    return tf
+
+
 def sort_timeframes(tfs: list[str]) -> list[str]:
     """Finest first, duplicates removed."""
     return sorted(set(tfs), key=tf_ms)

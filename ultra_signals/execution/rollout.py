@@ -14,19 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from ultra_signals.core.caps import DAY_MS, HOUR_MS
+from ultra_signals.core.config import STAGES as STAGES  # the profiles in rollout order: one list, in core
 from ultra_signals.counters.windows import max_window_count
 from ultra_signals.journal import queries
 from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
-
-STAGES = (
-    "shadow",
-    "canary",
-    "production-phase1",
-    "production-phase2",
-    "production-phase3",
-    "production-phase4",
-)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ CONTRACT (scoring, filters and the runner rely on it):
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -70,28 +69,6 @@ def warmup_bars_needed(settings: FeatureSettings) -> int:
     return IndicatorSet(settings).warmup
 
 
-def _validate(settings: FeatureSettings) -> None:
-    """Name the ``features.*`` key at fault: the settings model accepts any int, the indicators do not."""
-    for key in ("ema_fast", "ema_mid", "ema_slow", "rsi_period", "macd_fast", "macd_slow", "atr_period"):
-        _period(settings, key, 2)
-    for key in ("adx_period", "bb_period", "volume_z_period"):
-        _period(settings, key, 2)
-    _period(settings, "macd_signal", 1)
-    if settings.macd_fast >= settings.macd_slow:
-        fast, slow = settings.macd_fast, settings.macd_slow
-        raise ValueError(f"features.macd_fast ({fast}) must be below features.macd_slow ({slow})")
-    for key in ("bb_std", "vwap_band_std"):
-        v = getattr(settings, key)
-        if not (v >= 0.0 and math.isfinite(v)):
-            raise ValueError(f"features.{key} must be a finite number >= 0 (got {v!r})")
-
-
-def _period(settings: FeatureSettings, key: str, minimum: int) -> None:
-    v = getattr(settings, key)
-    if not isinstance(v, int) or v < minimum:
-        raise ValueError(f"features.{key} must be an integer >= {minimum} (got {v!r})")
-
-
 class IndicatorSet:
     """Every indicator of one symbol × timeframe, fed together so they all see the same bars."""
 
@@ -110,7 +87,8 @@ class IndicatorSet:
     )
 
     def __init__(self, s: FeatureSettings) -> None:
-        _validate(s)
+        # No second validation here: FeatureSettings (core/config.py) bounds every period and the MACD order, and
+        # is the one place those limits live.
         self.ema_fast = Ema(s.ema_fast)
         self.ema_mid = Ema(s.ema_mid)
         self.ema_slow = Ema(s.ema_slow)
@@ -162,7 +140,6 @@ class FeatureStore:
     __slots__ = ("_series", "settings", "timeframes", "warmup")
 
     def __init__(self, settings: FeatureSettings, timeframes: list[str]) -> None:
-        _validate(settings)
         for tf in timeframes:
             tf_ms(tf)
         self.settings = settings
