@@ -55,7 +55,6 @@ BINANCE_HEADER = (
 #: Open times above this are microseconds (as ms it would be the year 5138).
 _MICROS_ABOVE = 10**14
 _INF = math.inf
-_NINF = -math.inf
 
 _NAME = re.compile(r"^(?P<symbol>[A-Z0-9]+)-(?P<tf>[^-]+)(?P<date>-\d{4}-\d{2}(?:-\d{2})?)?\.csv$")
 
@@ -270,8 +269,8 @@ def _parse(reader: _Rows, p: Path, timeframe: str, after_ms: int) -> list[tuple[
             if ot % 1000:
                 raise SourceError(f"{p}:{reader.line_num}: open_time {ot} looks like microseconds but is not whole ms")
             ot //= 1000
-        # NaN fails every comparison, so this also rejects "nan"; the bounds reject "inf".
-        if not (_NINF < lo <= o <= h < _INF and lo <= c <= h and 0.0 <= v < _INF):
+        # NaN fails every comparison, so this also rejects "nan"; the bounds reject "inf" and prices <= 0.
+        if not (0.0 < lo <= o <= h < _INF and lo <= c <= h and 0.0 <= v < _INF):
             raise SourceError(f"{p}:{reader.line_num}: {_ohlcv_problem(o, h, lo, c, v)}")
         if ot <= last:
             raise SourceError(f"{p}:{reader.line_num}: {_order_problem(ot, last)}")
@@ -316,6 +315,8 @@ def _ohlcv_problem(o: float, h: float, lo: float, c: float, v: float) -> str:
         return "NaN in open/high/low/close/volume"
     if any(math.isinf(x) for x in (o, h, lo, c, v)):
         return "infinite value in open/high/low/close/volume"
+    if min(o, h, lo, c) <= 0:
+        return f"price <= 0 (open {o!r}, high {h!r}, low {lo!r}, close {c!r})"
     if h < lo:
         return f"high {h!r} < low {lo!r}"
     if v < 0:
