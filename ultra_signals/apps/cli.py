@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import sys
 from datetime import UTC, datetime
@@ -23,10 +24,14 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 from rich.text import Text
 
-from ultra_signals.core.config import ConfigError, Settings, load_settings, redacted_dict
+from ultra_signals.core.config import ConfigError, Settings, load_settings, redacted_dict, secret_values
+from ultra_signals.journal.writer import JournalError
 from ultra_signals.live.runner import RunStats
-from ultra_signals.observability.metrics import Metrics
+from ultra_signals.observability.logging import apply_settings, configure_logging, json_logging, scrub
+from ultra_signals.observability.metrics import Metrics, MetricsServeError
+from ultra_signals.sources.base import SourceError
 
+log = logging.getLogger(__name__)
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the effective configuration.")
 sim_app = typer.Typer(no_args_is_help=True, help="The built-in market simulator.")
@@ -39,10 +44,41 @@ ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="Profile
 SecretsOpt = Annotated[str | None, typer.Option("--secrets-file", help="KEY=VALUE file with secrets.")]
 
 
+LogFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--log-format",
+        help="auto (rich on a terminal, plain lines otherwise) | rich | text | json (one object per line).",
+    ),
+]
+
+
+@app.callback()
+def _global_options(
+    log_format: LogFormatOpt = None,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="-v: debug logs; -vv: libraries too.")
+    ] = 0,
+) -> None:
+    """Configure logging once, before any command runs (``log.*`` settings refine it after loading)."""
+    if log_format is not None and log_format not in ("auto", "rich", "text", "json"):
+        _fail(f"--log-format: {log_format!r} is not one of auto, rich, text, json")
+    configure_logging(fmt=log_format, verbose=verbose)  # type: ignore[arg-type]
+
+
 def _fail(msg: str, code: int = 2) -> None:
-    # soft_wrap: the error stays one line whatever the terminal width (log scrapers and tests read it whole).
-    err.print(f"[bold red]error:[/] {escape(msg)}", markup=True, soft_wrap=True)
+    show_error(msg)
     raise typer.Exit(code)
+
+
+def show_error(msg: str) -> None:
+    """One line on stderr (a log record when logs are JSON lines), with any secret that slipped in hidden."""
+    msg = " ".join(scrub(msg).split())
+    if json_logging():
+        log.error(msg)
+    else:
+        # soft_wrap: the error stays one line whatever the terminal width (log scrapers and tests read it whole).
+        err.print(f"[bold red]error:[/] {escape(msg)}", markup=True, soft_wrap=True)
 
 
 def _parse_time(value: str | None, name: str) -> int | None:
@@ -63,10 +99,12 @@ def _parse_time(value: str | None, name: str) -> int | None:
 
 def _settings(profile: str | None, secrets_file: str | None, overrides: dict[str, Any]) -> Settings:
     try:
-        return load_settings(profile, secrets_file=secrets_file, overrides=overrides)
+        settings = load_settings(profile, secrets_file=secrets_file, overrides=overrides)
     except ConfigError as e:
         _fail(str(e))
         raise
+    apply_settings(settings.log.level, settings.log.format, secret_values(settings))
+    return settings
 
 
 def _run(
@@ -484,8 +522,23 @@ def _register_layers() -> None:
 _register_layers()
 
 
+#: Errors an operator can fix (bad settings, a busy port, an unreadable journal or candle file): one line, exit 2.
+OPERATOR_ERRORS: tuple[type[Exception], ...] = (ConfigError, MetricsServeError, JournalError, SourceError)
+
+
 def main() -> None:
-    app()
+    """Entry point: an operator error that reached the top is one line and exit code 2, never a traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        app(standalone_mode=True)
+    except OPERATOR_ERRORS as e:
+        show_error(str(e))
+        sys.exit(2)
+    except SQLAlchemyError as e:  # the journal database went away or refused a statement
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        show_error(f"journal database error: {type(e).__name__}: {first}")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ import httpx
 from sqlalchemy import Column, Engine, Integer, MetaData, Table, event, insert, inspect
 from sqlalchemy.engine import make_url
 
-from ultra_signals.core.config import Settings, redact_url
+from ultra_signals.core.config import Settings, secret_values
+from ultra_signals.core.redaction import redact
 from ultra_signals.journal.db import make_engine
 
 GIB = 1 << 30
@@ -484,21 +485,8 @@ def _err(e: BaseException) -> str:
 
 
 def _secret_values(s: Settings) -> list[str]:
-    values = [
-        v.get_secret_value()
-        for v in (s.redis.password, s.telegram.bot_token, s.binance.api_key, s.binance.api_secret)
-        if v is not None
-    ]
-    for url in (s.redis.url, s.journal.url):
-        if url and "@" in url:
-            full = redact_url(url)
-            if full != url:  # the part redact_url hid is the password
-                creds = url.split("://", 1)[1].rsplit("@", 1)[0]
-                values.append(creds.split(":", 1)[1] if ":" in creds else creds)
-    return [v for v in values if len(v) >= 3]
+    return sorted(secret_values(s))
 
 
 def _scrub(detail: str, secrets: list[str]) -> str:
-    for v in sorted(secrets, key=len, reverse=True):
-        detail = detail.replace(v, "***")
-    return detail
+    return redact(detail, secrets)

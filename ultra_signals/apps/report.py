@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ultra_signals.core.caps import DAY_MS, HOUR_MS
 from ultra_signals.core.config import Settings
+from ultra_signals.core.redaction import redact_url
 from ultra_signals.core.timeframes import tf_ms
 from ultra_signals.execution.rollout import Criterion
 from ultra_signals.journal.writer import Journal
@@ -241,7 +242,7 @@ def write_report(st: RunStats, settings: Settings, journal: Journal, metrics: Me
         "feed": {"max_gap_s": st.max_feed_gap_s, "final_age_s": st.final_feed_age_s},
         "criteria": [asdict(c) for c in criteria],
         "executor": st.executor_summary,
-        "journal": st.journal_url,
+        "journal": redact_url(st.journal_url),
         "namespace": st.namespace,
     }
     md_path = out_dir / f"shadow_results_{st.run_id}.md"
@@ -277,7 +278,7 @@ def _markdown(st: RunStats, data: dict[str, Any], criteria: list[Criterion], ver
         f"- Market window: {_iso(st.market_start_ms)} → {_iso(st.market_end_ms)}"
         + (f" (planned end {_iso(st.planned_end_ms)})" if st.planned_end_ms else ""),
         f"- Wall time {st.wall_seconds:.2f} s; {st.input_bars:,} input bars incl. warm-up ({data['input_bars_per_s']:,.0f}/s); {st.run_bars:,} closed bars in the run window; events {dict(st.events)}",
-        f"- Journal: {st.journal_url} (namespace {st.namespace})",
+        f"- Journal: {redact_url(st.journal_url)} (namespace {st.namespace})",
     ]
     lines += [f"- Notice: {n}" for n in st.notices]
     lines += [

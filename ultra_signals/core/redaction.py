@@ -26,6 +26,9 @@ _SECRET_PARAM = re.compile(
     re.IGNORECASE,
 )
 
+# A Telegram Bot API token in a request path: /bot123456:AA.../sendMessage (":" may be percent-encoded).
+_BOT_PATH = re.compile(r"/bot\d+(?::|%3A)[A-Za-z0-9_\-]+", re.IGNORECASE)
+
 
 def url_has_credentials(url: str) -> bool:
     """True when ``url`` carries a password (``scheme://user:pw@host``) or a bare token (``scheme://tok@host``)."""
@@ -65,6 +68,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     values (under 4 characters) are ignored: masking every "a" would make text unreadable without protecting much.
     """
     out = redact_url(text)
+    out = _BOT_PATH.sub("/bot" + MASK, out)
     out = _SECRET_PARAM.sub(lambda m: m.group("key") + MASK, out)
     for s in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
         out = out.replace(s, MASK)

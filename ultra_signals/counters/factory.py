@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 
 from ultra_signals.core.caps import Reservation, SniperCounters, policy_from
 from ultra_signals.core.config import Settings
+from ultra_signals.core.redaction import url_password
 from ultra_signals.counters.failover import FailoverCounters
 from ultra_signals.counters.redis_backend import RedisCounters, connect, describe_target
 from ultra_signals.counters.windows import MemoryCounters
@@ -39,7 +40,8 @@ def make_counters(
         if on_event is not None:
             on_event("start", "counter backend: memory (redis.enabled is false: caps are per process)")
         return memory
-    secret = rs.password.get_secret_value() if rs.password is not None else None
+    # The password may be redis.password or inside redis.url: either is scrubbed from the backend's errors.
+    secret = rs.password.get_secret_value() if rs.password is not None else (url_password(rs.url) if rs.url else None)
     primary = RedisCounters(
         connect(rs),
         policy,

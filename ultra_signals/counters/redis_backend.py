@@ -22,7 +22,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ultra_signals.core.caps import CapPolicy, CapResult, CapRule, CounterBackendError, Reservation
-from ultra_signals.core.config import RedisSettings, redact_url
+from ultra_signals.core.config import RedisSettings
+from ultra_signals.core.redaction import redact, redact_url
 
 SCRIPT = files("ultra_signals.counters").joinpath("reserve.lua").read_text(encoding="utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode("utf-8")).hexdigest()
@@ -308,9 +309,7 @@ class RedisCounters:
             raise CounterBackendError(f"redis reserve at {self.where}: unexpected reply {reply!r:.200}: {e}") from None
 
     def _error(self, op: str, e: Exception) -> CounterBackendError:
-        text = str(e)
-        if self._secret:
-            text = text.replace(self._secret, "***")
+        text = redact(str(e), [self._secret] if self._secret else [])
         if "ULTRA_SIGNALS_FOREIGN" in text:
             text = text.split("ULTRA_SIGNALS_FOREIGN", 1)[1].split(" script:", 1)[0].strip()
             return CounterBackendError(f"redis {op} at {self.where}: {text}; refusing to use these keys")

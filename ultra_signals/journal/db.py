@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from ultra_signals.core.redaction import redact_url
+
 
 class JournalError(RuntimeError):
     """The journal cannot be opened or upgraded; the message names the journal (password hidden) and why."""
@@ -16,9 +18,10 @@ class JournalError(RuntimeError):
 def shown(url: str) -> str:
     """``url`` with any password replaced by ``***``: safe for messages and logs."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        make_url(url)
     except Exception:  # not even a URL: show nothing of it that could be a secret
         return "<unparsable journal URL>"
+    return redact_url(url)  # the one redaction helper (core/redaction.py)
 
 
 def make_engine(url: str) -> Engine:

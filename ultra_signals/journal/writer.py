@@ -20,6 +20,7 @@ from sqlalchemy import insert, select, update
 
 from ultra_signals.core.caps import Reservation
 from ultra_signals.core.decision import Decision
+from ultra_signals.core.redaction import redact
 from ultra_signals.journal.db import JournalError, make_engine, shown
 from ultra_signals.journal.schema import decisions, runs, state
 
@@ -40,7 +41,9 @@ class Journal:
         try:
             self.engine = make_engine(url)
         except Exception as e:  # an unwritable path must say which journal
-            raise JournalError(f"journal {shown(url)}: {e}") from e
+            # Redacted, and not chained: the driver's exception may carry the URL with its password.
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise JournalError(f"journal {shown(url)}: {redact(first)}") from None
         try:
             # Opening brings the schema to the code's head (see journal/migrate.py); a journal written by a newer
             # release is refused here, before anything is written to it.

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import resource
 import time
-import traceback
 import uuid
 from collections import Counter as Tally
 from collections.abc import Callable, Sequence
@@ -35,6 +35,7 @@ from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.base import MarketSource
 
+log = logging.getLogger(__name__)
 BACKENDS = ("memory", "redis", "blocked")  # values of sniper_counter_backend{backend}
 
 
@@ -240,7 +241,7 @@ class Runner:
             st.crash = f"{type(e).__name__}: {e}"
             st.errors["crash"] += 1
             self.metrics.errors.labels(kind="crash").inc()
-            traceback.print_exc()
+            log.exception("run %s failed: the source stopped with %s", self.run_id, st.crash)
         finally:
             refresher.cancel()
             await asyncio.gather(refresher, return_exceptions=True)
@@ -295,8 +296,8 @@ class Runner:
                 kind = type(e).__name__
                 st.errors[kind] += 1
                 self.metrics.errors.labels(kind=kind).inc()
-                if st.errors[kind] <= 3:
-                    traceback.print_exc()
+                if st.errors[kind] <= 3:  # the first few with their traceback; all of them are counted
+                    log.exception("error on %s (%s, %s); the run goes on", type(ev).__name__, ev.symbol, kind)
             if n & 255 == 0:
                 self._maybe_refresh()
                 await asyncio.sleep(0)  # let the notifier, metrics and executor tasks run
@@ -426,7 +427,7 @@ class Runner:
             except Exception as e:
                 st.errors["journal_state"] += 1
                 m.errors.labels(kind="journal_state").inc()
-                print(f"journal state read failed: {e}")
+                log.warning("journal state read failed (pause flag unchanged): %s", e)
         if self.on_progress is not None:
             self.on_progress(st, market_now)
 
@@ -449,7 +450,7 @@ class Runner:
                 await self.executor.aclose()
             except Exception as e:
                 st.errors["executor"] += 1
-                print(f"executor shutdown failed: {e}")
+                log.error("executor shutdown failed: %s", e, exc_info=True)
         if self._day is not None:
             self._roll_day(self._day * 86_400_000, final=True)
         allowed = sum(st.allowed.values())

@@ -7,6 +7,7 @@ registry (tests run several in one process).
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Iterable
 from wsgiref.simple_server import WSGIServer
@@ -23,6 +24,10 @@ from prometheus_client import (
 
 LATENCY_BUCKETS_MS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 OP_BUCKETS_MS = (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 25, 50, 100, 250)
+
+
+class MetricsServeError(OSError):
+    """The exporter could not bind (the port is taken, or the host is not an address of this machine)."""
 
 
 class Metrics:
@@ -107,7 +112,14 @@ class Metrics:
     # -- exporter -------------------------------------------------------------------------------------------
     def serve(self, host: str, port: int) -> int:
         """Start the exporter; returns the bound port (``port=0`` picks a free one, for tests)."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        try:
+            server, thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as e:
+            why = "already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+            raise MetricsServeError(
+                f"metrics.port {port}: cannot serve /metrics on {host}:{port}: {why} "
+                "(set metrics.port, ULTRA_SIGNALS_METRICS__PORT or --metrics-port; 0 picks a free port)"
+            ) from None
         self._server, self._thread = server, thread
         return int(server.server_port)
 

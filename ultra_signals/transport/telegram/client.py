@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-REDACTED = "<redacted>"
+from ultra_signals.core.redaction import MASK, RedactingFilter, redact
+
+REDACTED = MASK
 
 
 class TelegramError(Exception):
@@ -41,31 +43,9 @@ class PermanentError(TelegramError):
         self.status = status
 
 
-class _TokenFilter(logging.Filter):
-    """Scrubs known tokens from records of the logger it is attached to (httpx logs full request URLs)."""
-
-    def __init__(self) -> None:
-        super().__init__("ultra_signals.telegram.redact")
-        self.tokens: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self.tokens:
-            return True
-        msg = record.getMessage()
-        scrubbed = _scrub(msg, self.tokens)
-        if scrubbed != msg:
-            record.msg, record.args = scrubbed, None
-        return True
-
-
-def _scrub(text: str, tokens: set[str]) -> str:
-    for tok in tokens:
-        if tok:
-            text = text.replace(tok, REDACTED).replace(tok.replace(":", "%3A"), REDACTED)
-    return text
-
-
-_FILTER = _TokenFilter()
+# httpx logs every request URL (which holds the token); records of the "httpx" logger are scrubbed even when a
+# handler other than ours (a test's caplog, an embedding application) writes them.
+_FILTER = RedactingFilter()
 logging.getLogger("httpx").addFilter(_FILTER)
 
 
@@ -76,14 +56,14 @@ class TelegramClient:
         self._token = token.get_secret_value() if isinstance(token, SecretStr) else token
         if not self._token:
             raise ValueError("telegram.bot_token is empty")
-        _FILTER.tokens.add(self._token)
+        _FILTER.add([self._token])
         self.api_url = api_url.rstrip("/")
         self.timeout_s = timeout_s
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s))
 
     def redact(self, text: str) -> str:
         """``text`` with the token replaced; use on anything that might be printed."""
-        return _scrub(text, {self._token})
+        return redact(text, [self._token])
 
     def method_url(self, method: str) -> str:
         """The real request URL (contains the token: never print it; print :meth:`redact` of it)."""
@@ -96,6 +76,9 @@ class TelegramClient:
             resp = await self._http.post(self.method_url(method), json=payload, timeout=timeout)
         except httpx.TransportError as e:  # connect refused, timeouts, broken connections
             raise TransientError(self.redact(f"{method}: network error: {type(e).__name__}: {e}")) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as e:  # too many redirects, undecodable body, a bad api_url
+            # ``from None``: the original exception holds the request, whose URL holds the token.
+            raise PermanentError(self.redact(f"{method}: {type(e).__name__}: {e}"), 0) from None
         return self._result(method, resp)
 
     def _result(self, method: str, resp: httpx.Response) -> Any:
