@@ -620,12 +620,14 @@ class Settings(BaseModel):
             if htf is None:
                 raise ValueError(
                     f"sniper.mtf_map has no confirming timeframe for signal timeframe {tf} "
-                    f"(runtime.signal_timeframes): every candidate would be blocked as mtf_required; "
+                    f"(runtime.signal_timeframes, by default runtime.primary_timeframe): every candidate would be "
+                    f"blocked as mtf_required; "
                     f"add {tf} to sniper.mtf_map or set sniper.mtf_confirm to false"
                 )
             if htf not in rt.timeframes:
                 raise ValueError(
-                    f"sniper.mtf_map confirms signal timeframe {tf} on {htf}, which is not in runtime.timeframes "
+                    f"sniper.mtf_map confirms signal timeframe {tf} (runtime.signal_timeframes, by default "
+                    f"runtime.primary_timeframe) on {htf}, which is not in runtime.timeframes "
                     f"{rt.timeframes}: every candidate would be blocked as mtf_required; add {htf} to "
                     f"runtime.timeframes or map {tf} to one of them"
                 )
@@ -998,7 +1000,15 @@ def _where(key: str, reason: str, origin: Mapping[str, str]) -> str:
                 break
     if not found:
         return "defaults"
-    return " and ".join(found)
+    return " and ".join(sorted(found, key=_rank))
+
+
+def _rank(where: str) -> int:
+    """Highest-priority source first: the flag or variable an operator just set is what they look for."""
+    for i, prefix in enumerate(("command line", "environment variable", "secrets file")):
+        if where.startswith(prefix):
+            return i
+    return 3
 
 
 def secret_values(settings: Settings) -> set[str]:
