@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -192,13 +191,12 @@ HOSTILE_YAML = [
 ]
 
 
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize(("text", "why"), HOSTILE_YAML, ids=[w[:40] for _, w in HOSTILE_YAML])
 def test_hostile_settings_file_is_one_line_naming_file_line_and_why(tmp_path: Path, text: str, why: str) -> None:
     path = _tree(tmp_path, text)
-    t0 = time.monotonic()
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(ConfigError) as e:  # the timeout mark bounds it: the alias file alone hung > 60 s before
         load_settings(settings_file=path, env={})
-    assert time.monotonic() - t0 < 5, "refusing a file must not take long"  # generous: a hang is minutes
     msg = str(e.value)
     assert "\n" not in msg and str(path) in msg and why in msg, msg
     assert "hunter2" not in msg

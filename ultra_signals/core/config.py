@@ -143,11 +143,22 @@ class RuntimeSettings(_Section):
             check_exchange_timeframe(tf)
         return sort_timeframes(v)
 
+    @field_validator("primary_timeframe")
+    @classmethod
+    def _primary_tf(cls, v: str) -> str:
+        return check_exchange_timeframe(v)
+
+    @field_validator("signal_timeframes")
+    @classmethod
+    def _signal_tfs(cls, v: list[str]) -> list[str]:
+        for tf in v:
+            check_exchange_timeframe(tf)
+        return v
+
     @model_validator(mode="after")
     def _primary(self) -> RuntimeSettings:
         if self.universe == "list" and not self.symbols:
             raise ValueError("at least one symbol is required (or symbols: all)")
-        check_exchange_timeframe(self.primary_timeframe)
         if self.primary_timeframe not in self.timeframes:
             raise ValueError(f"primary_timeframe {self.primary_timeframe!r} is not in timeframes {self.timeframes}")
         if not self.signal_timeframes:
@@ -751,7 +762,11 @@ def _read_yaml(path: Path) -> _Layer:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     text = _decode(path, raw)
-    loader = _StrictLoader(text)
+    try:
+        loader = _StrictLoader(text)  # the reader already refuses control characters here
+    except yaml.reader.ReaderError as e:
+        line = text[: e.position].count("\n") + 1
+        raise ConfigError(f"{path}:{line}: character {e.character:#06x} is not allowed in YAML") from None
     try:
         node = loader.get_single_node()
         lines = _key_lines(node)
@@ -762,6 +777,9 @@ def _read_yaml(path: Path) -> _Layer:
         mark = e.problem_mark or e.context_mark
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ConfigError(f"{where}: not valid YAML: {e.problem or e.context}") from None
+    except yaml.reader.ReaderError as e:
+        line = text[: e.position].count("\n") + 1
+        raise ConfigError(f"{path}:{line}: character {e.character:#06x} is not allowed in YAML") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     finally:
@@ -898,18 +916,21 @@ def load_settings(
     if env is None:
         env = environ if environ is not None else os.environ
     base_path = Path(settings_file or env.get("ULTRA_SIGNALS_SETTINGS") or project_root() / "settings.yaml")
+    by = "" if profile or not env.get("ULTRA_SIGNALS_PROFILE") else "environment variable ULTRA_SIGNALS_PROFILE: "
     profile = profile or env.get("ULTRA_SIGNALS_PROFILE") or "shadow"
     if not _PROFILE_NAME.match(profile):
-        raise ConfigError(f"profile {profile!r}: a profile is a file name in profiles/, such as canary")
+        raise ConfigError(f"{by}profile {profile!r}: a profile is a file name in profiles/, such as canary")
     prof_path = base_path.parent / "profiles" / f"{profile}.yaml"
     if not base_path.is_file():
-        raise ConfigError(f"{base_path}: settings file not found")
+        by_base = "" if settings_file else "environment variable ULTRA_SIGNALS_SETTINGS: "
+        raise ConfigError(f"{by_base if env.get('ULTRA_SIGNALS_SETTINGS') else ''}{base_path}: settings file not found")
     if not prof_path.is_file():
         known = sorted(p.stem for p in prof_path.parent.glob("*.yaml"))
-        raise ConfigError(f"profile {profile!r}: {prof_path} not found (known profiles: {', '.join(known)})")
+        raise ConfigError(f"{by}profile {profile!r}: {prof_path} not found (known profiles: {', '.join(known)})")
     sec = secrets_file or env.get("ULTRA_SIGNALS_SECRETS_FILE")
     if sec and not Path(sec).is_file():
-        raise ConfigError(f"{sec}: secrets file not found")
+        by_sec = "" if secrets_file else "environment variable ULTRA_SIGNALS_SECRETS_FILE: "
+        raise ConfigError(f"{by_sec}{sec}: secrets file not found")
     layers = [_read_yaml(base_path), _read_yaml(prof_path)]
     if sec:
         layers.append(_env_layer(_read_secrets_file(Path(sec)), f"secrets file {sec}:"))
