@@ -253,3 +253,42 @@ def test_missing_api_keys_are_a_clear_error(tmp_path: Path) -> None:
     )
     with pytest.raises(BrokerError, match=r"api_key and binance\.api_secret are required"):
         make_executor(s, None, Journal(s.journal.url), RecordingNotifier(), "r")
+
+
+def test_request_logging_never_prints_the_api_key_or_secret(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Debug logs of every library (-vv) as JSON lines, an order, a refused request and a timeout: no key, no secret."""
+    import logging
+
+    from ultra_signals.core.config import secret_values
+    from ultra_signals.observability import logging as obs
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    obs.configure_logging(fmt="json", verbose=2)
+
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        obs.add_secrets(secret_values(settings_for(ex, tmp_path)))
+        b = e.broker
+        assert isinstance(b, BinanceBroker)
+        ex.fail_next("GET", "/fapi/v2/account", code=-1022)
+        with pytest.raises(BrokerError) as refused:
+            await b.account_equity()
+        logging.getLogger("ultra_signals.tests").error("broker refused: %s", refused.value, exc_info=True)
+        ex.delay_next("GET", "/fapi/v2/account", seconds=2.0)
+        with pytest.raises(httpx.TimeoutException) as slow:
+            await b.account_equity()
+        logging.getLogger("ultra_signals.tests").error("broker timed out: %r", slow.value, exc_info=True)
+        e.on_signal(decision(0))
+        await e.broker.drain()
+        await until_or_fail(lambda: bool(ex.orders_with_cid(client_order_id(decision(0).id, OrderKind.ENTRY))))
+
+    try:
+        run_scenario(tmp_path, scenario)
+    finally:
+        if obs._State.handler is not None:
+            root.removeHandler(obs._State.handler)
+        obs._State.handler, obs._State.fmt, obs._State.fmt_given, obs._State.verbose = None, "auto", False, 0
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+    err = capsys.readouterr().err
+    assert '"logger": "httpx"' in err and "/fapi/v1/order" in err  # the requests were logged ...
+    assert KEY not in err and SECRET not in err  # ... without the key or the secret
