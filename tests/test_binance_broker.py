@@ -285,10 +285,9 @@ def test_request_logging_never_prints_the_api_key_or_secret(tmp_path: Path, caps
     try:
         run_scenario(tmp_path, scenario)
     finally:
-        if obs._State.handler is not None:
-            root.removeHandler(obs._State.handler)
-        obs._State.handler, obs._State.fmt, obs._State.fmt_given, obs._State.verbose = None, "auto", False, 0
-        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+        obs.unconfigure()
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
     err = capsys.readouterr().err
     assert '"logger": "httpx"' in err and "/fapi/v1/order" in err  # the requests were logged ...
     assert KEY not in err and SECRET not in err  # ... without the key or the secret

@@ -52,6 +52,8 @@ def _settings(srv: FakeBinance, **over: Any) -> Settings:
         "runtime.timeframes": ["5m"],
         "runtime.primary_timeframe": "5m",
         "runtime.warmup_bars": 50,
+        # A source test feeds one timeframe: no higher one to confirm on (settings refuse mtf_confirm then).
+        "sniper.mtf_confirm": False,
         "binance.rest_url": srv.rest_url,
         "binance.ws_url": srv.ws_url,
         "binance.silence_timeout_s": 30.0,

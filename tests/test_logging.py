@@ -14,14 +14,11 @@ from ultra_signals.observability import logging as obs
 @pytest.fixture(autouse=True)
 def _restore() -> Iterator[None]:
     root = logging.getLogger()
-    before = (list(root.handlers), root.level, logging.getLogger("ultra_signals").level)
+    handlers, level = list(root.handlers), root.level
     yield
-    if obs._State.handler is not None:
-        root.removeHandler(obs._State.handler)
-    obs._State.handler, obs._State.fmt, obs._State.fmt_given, obs._State.verbose = None, "auto", False, 0
-    root.handlers[:] = before[0]
-    root.setLevel(before[1])
-    logging.getLogger("ultra_signals").setLevel(before[2])
+    obs.unconfigure()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_json_lines_one_object_per_record_with_secrets_scrubbed(capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,7 +68,7 @@ def test_settings_format_applies_unless_the_command_line_chose(capsys: pytest.Ca
     obs.configure_logging()
     obs.apply_settings("INFO", "json", [])
     assert obs.json_logging()
-    obs._State.handler, obs._State.fmt_given = None, False
+    obs.unconfigure()
     obs.configure_logging(fmt="text")
     obs.apply_settings("INFO", "json", [])
     assert not obs.json_logging()

@@ -86,6 +86,17 @@ def configure_logging(
     return handler
 
 
+def unconfigure() -> None:
+    """Undo :func:`configure_logging`: remove our handler, give the levels back (tests; an embedding process)."""
+    if _State.handler is not None:
+        logging.getLogger().removeHandler(_State.handler)
+    _State.handler, _State.fmt, _State.fmt_given, _State.verbose = None, "auto", False, 0
+    _State.redactor = RedactingFilter()
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in ("ultra_signals", *NOISY):
+        logging.getLogger(name).setLevel(logging.NOTSET)
+
+
 def apply_settings(level: str, fmt: LogFormat, secrets: Iterable[str]) -> None:
     """After the settings are loaded: their level and format unless the command line chose, and their secrets."""
     _State.redactor.add(secrets)
