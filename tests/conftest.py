@@ -77,6 +77,15 @@ def require_data(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _logging_unconfigured() -> Iterator[None]:
+    """A command run in-process (typer's CliRunner) configures logging for the process: undo it after each test."""
+    yield
+    from ultra_signals.observability.logging import unconfigure
+
+    unconfigure()
+
+
 @pytest.fixture
 def data_dir() -> Path:
     return require_data()

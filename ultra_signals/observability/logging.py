@@ -88,8 +88,9 @@ def configure_logging(
 
 def unconfigure() -> None:
     """Undo :func:`configure_logging`: remove our handler, give the levels back (tests; an embedding process)."""
-    if _State.handler is not None:
-        logging.getLogger().removeHandler(_State.handler)
+    if _State.handler is None:
+        return
+    logging.getLogger().removeHandler(_State.handler)
     _State.handler, _State.fmt, _State.fmt_given, _State.verbose = None, "auto", False, 0
     _State.redactor = RedactingFilter()
     logging.getLogger().setLevel(logging.WARNING)
