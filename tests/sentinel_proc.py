@@ -119,7 +119,18 @@ class SentinelGroup:
         server = self.primary if port == self.primary.port else self.replica
         server.extra = ("--dir", str(self.folder))
         server.start()
-        self._wait(lambda: self._link_up(server), 20, f"the restarted server on {port} to rejoin as a replica")
+        self.wait_replica_linked()
+
+    def wait_replica_linked(self, timeout_s: float = 45) -> None:
+        """Until the server that is not the master replicates from it again. Sentinel converts a former master
+        only after it has seen it report the wrong role for a while (about ten seconds at the default INFO period)."""
+
+        def linked() -> bool:
+            master = self.master_port()
+            others = [s for s in (self.primary, self.replica) if s.port != master and s.proc is not None]
+            return bool(others) and all(self._link_up(s) for s in others)
+
+        self._wait(linked, timeout_s, "the former master to rejoin as a replica")
 
     def wait_new_master(self, old_port: int, timeout_s: float = 20) -> int:
         self._wait(lambda: self.master_port() not in (None, old_port), timeout_s, "a new master after the kill")
