@@ -146,7 +146,9 @@ class FailoverCounters:
     # -- while Redis is away ---------------------------------------------------------------------------
     def _decide_locally(self, res: Reservation) -> CapResult:
         if self._local.holds(res.id):
-            return CapResult(True, None, self._local.window_counts(res.ts_ms), duplicate=True)
+            return CapResult(
+                True, None, self._local.window_counts(res.ts_ms), duplicate=True, owner=self._local.owner_of(res.id)
+            )
         if self.on_failure == "block":
             return CapResult(False, self.policy.rules[0].reason, self._local.window_counts(res.ts_ms))
         result = self._local.check_and_reserve(res)

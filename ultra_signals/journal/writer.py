@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
-from ultra_signals.core.caps import Reservation
+from ultra_signals.core.caps import Reservation, reservation_id_of
 from ultra_signals.core.decision import Decision
 from ultra_signals.journal.db import JournalError, make_engine, shown
 from ultra_signals.journal.schema import decisions, runs, state
@@ -131,7 +131,7 @@ class Journal:
                 "score": c.score,
                 "confidence": c.confidence,
                 "allowed": d.allowed,
-                "reason": d.reason,
+                "reason": d.journal_reason,
                 "entry": c.entry,
                 "stop": c.stop,
                 "targets_json": json.dumps(list(c.targets)),
@@ -161,15 +161,19 @@ class Journal:
             return [dict(r) for r in res.mappings()]
 
     def allowed_reservations(self, namespace: str, since_ms: int | None = None) -> Iterator[Reservation]:
-        """Allowed signals of a namespace: what the memory counters are rebuilt from at start."""
-        q = select(decisions.c.decision_id, decisions.c.symbol, decisions.c.ts).where(
+        """Allowed signals of a namespace: what the memory counters are rebuilt from at start.
+
+        Ids are the run-independent reservation keys (whatever run wrote the row), owners the run ids.
+        """
+        q = select(decisions.c.decision_id, decisions.c.symbol, decisions.c.ts, decisions.c.run_id).where(
             decisions.c.namespace == namespace, decisions.c.allowed.is_(True)
         )
         if since_ms is not None:
             q = q.where(decisions.c.ts >= since_ms)
         with self.engine.connect() as c:
-            for did, sym, ts in c.execute(q.order_by(decisions.c.ts)):
-                yield Reservation(id=str(did), symbol=str(sym), ts_ms=int(ts))
+            for did, sym, ts, run_id in c.execute(q.order_by(decisions.c.ts)):
+                # The journal row id is run-scoped; the counters hold the run-independent key (owner = run).
+                yield Reservation(id=reservation_id_of(str(did)), symbol=str(sym), ts_ms=int(ts), owner=str(run_id))
 
     def budget_history(
         self, namespace: str, since_ms: int | None = None

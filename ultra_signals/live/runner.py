@@ -42,6 +42,14 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
+def _exchange_clock(source: MarketSource) -> Callable[[], int]:
+    """The live source's view of the exchange's clock (wall clock + measured server offset), else the wall clock."""
+    now = getattr(source, "exchange_now_ms", None)
+    if callable(now):
+        return lambda: int(now())
+    return lambda: int(time.time() * 1000)
+
+
 @dataclass
 class RunStats:
     """Everything the report needs, measured during the run."""
@@ -160,6 +168,7 @@ class Runner:
             self.clock,
             paused=lambda: self._paused,
             halted_reason=(executor.blocking_reason if executor is not None else lambda: None),
+            wall_now_ms=None if info.historical else _exchange_clock(source),
         )
         for r in restored:  # cooldowns survive a restart too
             sym, tf, open_time = r.id.split(":")[-3:]

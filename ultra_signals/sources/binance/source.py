@@ -241,6 +241,10 @@ class BinanceSource:
         """The exchange's clock as best we know it: ours plus the offset measured at start."""
         return self._clock.now_ms() + self.server_offset_ms
 
+    def exchange_now_ms(self) -> int:
+        """The exchange's clock, for the engine's wall-clock freshness check (stale REST backfill after a drop)."""
+        return self._now()
+
     async def _check_exchange(self) -> None:
         t0 = self._clock.now_ms()
         try:
