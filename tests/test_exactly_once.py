@@ -76,9 +76,7 @@ def test_two_runners_on_the_same_symbols_reserve_journal_and_announce_each_bar_o
     for i in range(2):
         with sqlite3.connect(tmp_path / f"journal{i}.db") as c:
             runs += [r for (r,) in c.execute("select run_id from runs")]
-            rows += c.execute(
-                "select run_id, symbol, timeframe, ts, allowed, reason from decisions"
-            ).fetchall()
+            rows += c.execute("select run_id, symbol, timeframe, ts, allowed, reason from decisions").fetchall()
     assert len(runs) == 2
     allowed = Counter((sym, tf, ts) for _run, sym, tf, ts, ok, _reason in rows if ok)
     taken = [(run, reason) for run, _s, _t, _ts, ok, reason in rows if not ok and (reason or "").startswith("taken")]
@@ -92,7 +90,9 @@ def test_two_runners_on_the_same_symbols_reserve_journal_and_announce_each_bar_o
         assert winner in runs and winner != run
     # Every bar decided by one runner was decided by the other too: allowed once, taken once.
     allowed_keys = set(allowed)
-    taken_keys = Counter((s, t, ts) for _r, s, t, ts, ok, reason in rows if not ok and (reason or "").startswith("taken"))
+    taken_keys = Counter(
+        (s, t, ts) for _r, s, t, ts, ok, reason in rows if not ok and (reason or "").startswith("taken")
+    )
     assert set(taken_keys) <= allowed_keys
     # One card per allowed bar in the union.
     assert len(cards) == sum(allowed.values())

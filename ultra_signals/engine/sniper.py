@@ -23,7 +23,6 @@ from ultra_signals.engine.budget import OnlineThreshold, SameDirectionBound, fea
 from ultra_signals.engine.risk_filters import FilterContext
 from ultra_signals.features.store import Features
 
-
 #: Reason code of a bar another runner of the same namespace already won (exactly once across runners).
 TAKEN = "taken"
 
