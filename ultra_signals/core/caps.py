@@ -96,7 +96,15 @@ def reservation_id_of(decision_id: str) -> str:
 
 
 class CounterBackendError(RuntimeError):
-    """The backend could not answer (timeout, connection, foreign data under our keys)."""
+    """The backend could not answer (timeout, connection, foreign data under our keys).
+
+    ``timeout`` marks a call that got no answer in time: under CPU load that is often a slow answer rather
+    than a dead Redis, so the failover waits for more evidence before leaving Redis.
+    """
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
 
 
 class SniperCounters(Protocol):

@@ -315,6 +315,9 @@ class RedisSettings(_Section):
     namespace: str = "default"
     on_failure: Literal["memory", "block"] = "memory"
     health_check_interval_s: float = Field(default=1.0, gt=0.0)
+    #: Leave Redis only on evidence: this many consecutive failed calls (or one failed health check).  A single
+    #: slow answer under CPU load is counted (``sniper_counter_slow_answers_total``), not a failover.
+    failover_after_failures: int = Field(default=3, ge=1, le=1000)
     #: CA bundle for TLS to a Redis with a private CA (None: the system store).
     tls_ca_file: str | None = None
     #: Redis Sentinel: ``["host:port", …]``. When set, the counters follow the master Sentinel names

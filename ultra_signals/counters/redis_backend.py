@@ -328,7 +328,9 @@ class RedisCounters:
             return CounterBackendError(
                 f"redis {op} at {self.where}: a key under {self.prefix} holds a foreign value ({text})"
             )
-        return CounterBackendError(f"redis {op} at {self.where}: {type(e).__name__}: {text}")
+        return CounterBackendError(
+            f"redis {op} at {self.where}: {type(e).__name__}: {text}", timeout=isinstance(e, redis.TimeoutError)
+        )
 
 
 def _text(x: Any) -> str:

@@ -64,6 +64,12 @@ class Metrics:
         # -- counters backend (Redis) --
         self.redis_errors = Counter("redis_errors", "Redis call errors and timeouts", ["op"], registry=r)
         self.failovers = Counter("sniper_failovers", "Switches from Redis to the memory counters", registry=r)
+        self.counter_slow = Counter(
+            "sniper_counter_slow_answers",
+            "Redis counter calls that timed out or failed once without (yet) causing a failover",
+            ["op"],
+            registry=r,
+        )
         self.counter_op_ms = Histogram(
             "sniper_counter_op_ms", "Check-and-reserve time (ms)", buckets=OP_BUCKETS_MS, registry=r
         )
