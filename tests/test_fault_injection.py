@@ -11,15 +11,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.redis_proc import RedisProc, private_redis
-from ultra_signals.core.caps import CapPolicy, Reservation, reservation_id
-from ultra_signals.core.config import RedisSettings
+from ultra_signals.core.caps import CapPolicy, Reservation, policy_from, reservation_id
+from ultra_signals.core.config import RedisSettings, load_settings
 from ultra_signals.counters.failover import FailoverCounters
 from ultra_signals.counters.redis_backend import RedisCounters, connect
+from ultra_signals.counters.windows import MemoryCounters
 from ultra_signals.observability.metrics import Metrics
 
 pytestmark = pytest.mark.timeout(120)
@@ -130,3 +134,70 @@ def test_two_runners_race_for_the_same_bars_and_one_wins_each(server: RedisProc)
     finally:
         a.close()
         b.close()
+
+
+# -- item 1: stale signals after a reconnect -------------------------------------------------------------------
+def test_bars_backfilled_after_a_long_drop_update_features_but_are_never_allowed(tmp_path: Path) -> None:
+    from tests.fakes.binance_server import FakeBinance, ManualClock
+    from tests.test_binance_source import _info, _settings, _xrp_rows
+    from ultra_signals.bootstrap import build_runner
+    from ultra_signals.journal.writer import Journal
+    from ultra_signals.sources.binance.source import BinanceSource
+    from ultra_signals.transport.notifier import NullNotifier
+
+    rows = _xrp_rows()
+    clock = ManualClock(rows[300][0] + 60_000)
+    journal = Journal(f"sqlite:///{tmp_path}/j.db")
+
+    async def go() -> tuple[list[dict[str, Any]], int | None]:
+        async with FakeBinance(clock.now_ms, exchange_info=_info(), klines={("XRPUSDT", "5m"): rows}) as srv:
+            s = _settings(
+                srv,
+                **{
+                    "scoring.entry_threshold": 0.01,  # every warm bar proposes: decisions to look at
+                    "sniper.enabled": False,
+                    "filters.min_adx": 0.0,
+                    "filters.min_confidence": 0.0,
+                    "filters.min_atr_pct": 0.0,
+                    "filters.max_atr_pct": 100.0,
+                    "runtime.warmup_bars": 200,
+                    "execution.broker": "none",
+                    "metrics.enabled": False,
+                },
+            )
+            src = BinanceSource(s, Metrics(), clock=clock)
+            runner = build_runner(
+                s, source=src, journal=journal, notifier=NullNotifier(), executor=False, serve_metrics=False
+            )
+            task = asyncio.create_task(runner.run())
+            await srv.wait_connections(2)
+            assert srv.drop() == 2
+            clock.now = rows[360][0] + 1_000  # a 5 h drop: bars 300..359 are fetched over REST on reconnect
+            deadline = asyncio.get_running_loop().time() + 30
+            while runner.stats.market_end_ms is None or runner.stats.market_end_ms < rows[360][0]:
+                assert asyncio.get_running_loop().time() < deadline, "backfill never arrived"
+                await asyncio.sleep(0.05)
+            latest = runner.engine.store.latest("XRPUSDT", "5m")
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return journal.decisions(runner.run_id), latest.open_time if latest else None
+
+    rows_out, latest_open = asyncio.run(asyncio.wait_for(go(), 60))
+    journal.close()
+    assert latest_open == rows[359][0]  # the features did move through every backfilled bar
+    old = [r for r in rows_out if clock.now - r["ts"] > 120_000]
+    assert len(old) >= 10, "the scenario produced too few candidates on old bars to show anything"
+    assert all(not r["allowed"] and r["reason"] == "stale_data" for r in old)
+
+
+def test_replay_never_looks_at_the_wall_clock() -> None:
+    from ultra_signals.engine.pipeline import SignalEngine
+    from ultra_signals.live.runner import _exchange_clock
+
+    class Live:
+        def exchange_now_ms(self) -> int:
+            return 42
+
+    assert _exchange_clock(Live())() == 42  # type: ignore[arg-type]
+    s = load_settings(environ={})
+    assert SignalEngine(s, MemoryCounters(policy_from(s.sniper)), "r").wall_now_ms is None
