@@ -32,6 +32,7 @@ from ultra_signals.engine.risk_filters import SNIPER_REASONS
 from ultra_signals.execution.base import Executor
 from ultra_signals.execution.breakers import RunnerHealth
 from ultra_signals.journal.writer import Journal
+from ultra_signals.observability.latency import LatencyHistogram
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.base import MarketSource
 
@@ -48,6 +49,24 @@ def _exchange_clock(source: MarketSource) -> Callable[[], int]:
     if callable(now):
         return lambda: int(now())
     return lambda: int(time.time() * 1000)
+
+
+#: Chart points kept per symbol (a week of 1m bars is 10,080): bounded whatever the run length.
+PRICE_POINTS = 4_000
+
+
+def add_price(st: RunStats, sym: str, ts: int, close: float) -> None:
+    """Append a close to the symbol's chart series, thinning it 2:1 (and doubling the step) when full."""
+    stride = st.price_stride.get(sym, 1)
+    series = st.prices.setdefault(sym, [])
+    n = st.price_seen.get(sym, 0)
+    st.price_seen[sym] = n + 1
+    if n % stride:
+        return
+    series.append((ts, close))
+    if len(series) >= PRICE_POINTS:
+        del series[1::2]
+        st.price_stride[sym] = stride * 2
 
 
 @dataclass
@@ -78,7 +97,8 @@ class RunStats:
     blocked: Tally[str] = field(default_factory=Tally)  # by reason
     blocked_by_symbol: Tally[str] = field(default_factory=Tally)
     not_evaluated: Tally[str] = field(default_factory=Tally)  # by filter: passed for want of data
-    latencies_ms: list[float] = field(default_factory=list)
+    # Bounded (log-bucket histogram, percentiles to 1 %): a list of every sample grew ~36 KB per symbol-day.
+    latencies_ms: LatencyHistogram = field(default_factory=LatencyHistogram)
     peak_rss_mb: float = 0.0
     cpu_seconds: float = 0.0
     errors: Tally[str] = field(default_factory=Tally)
@@ -91,7 +111,11 @@ class RunStats:
     metrics_max_gap_s: float = 0.0
     max_feed_gap_s: dict[str, float] = field(default_factory=dict)  # largest market-time gap between events
     final_feed_age_s: dict[str, float] = field(default_factory=dict)
-    prices: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # primary-tf closes in the run window
+    # Primary-tf closes in the run window, for the charts: at most PRICE_POINTS per symbol (thinned 2:1 when
+    # full, so a chart always spans the whole run at a coarser step).
+    prices: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    price_stride: dict[str, int] = field(default_factory=dict)  # keep every n-th close
+    price_seen: dict[str, int] = field(default_factory=dict)
     executor_summary: dict[str, Any] = field(default_factory=dict)
     metrics_port: int | None = None
     journal_url: str = ""
@@ -298,8 +322,9 @@ class Runner:
                     self._handle(decision, t0)
                 elif in_run and isinstance(ev, Kline) and ev.timeframe in engine.signal_tfs:
                     # A decision point that produced no candidate still counts as tick-to-decision latency.
-                    st.latencies_ms.append((perf() - t0) * 1000.0)
-                    self.metrics.latency.observe(st.latencies_ms[-1])
+                    ms = (perf() - t0) * 1000.0
+                    st.latencies_ms.append(ms)
+                    self.metrics.latency.observe(ms)
             except Exception as e:  # a bad event or a bug on one bar must not stop the run
                 kind = type(e).__name__
                 st.errors[kind] += 1
@@ -324,7 +349,7 @@ class Runner:
         if isinstance(ev, Kline):
             st.run_bars += 1
             if ev.timeframe == primary:
-                st.prices.setdefault(sym, []).append((ts, ev.close))
+                add_price(st, sym, ts, ev.close)
 
     def _handle(self, d: Decision, t0: float) -> None:
         st = self.stats
@@ -415,7 +440,7 @@ class Runner:
         m.market_time.set(market_now / 1000.0)
         m.last_update.set(time.time())
         if self.executor is not None and self._last_ts:
-            recent = st.latencies_ms[-500:]
+            recent = st.latencies_ms.recent()
             p95 = sorted(recent)[int(0.95 * (len(recent) - 1))] if recent else 0.0
             self.executor.on_health(
                 RunnerHealth(

@@ -142,7 +142,7 @@ class BinanceSource:
         self.symbol_filters: dict[str, SymbolFilters] = {}
         #: Taker flow and CVD per bar of the finest timeframe.
         self.flow = FlowTracker(self._tfs[0])
-        self.books = {s: OrderBook(s) for s in self._symbols}
+        self.books = {s: OrderBook(s, max_levels=max(b.depth_snapshot_limit, b.depth_levels)) for s in self._symbols}
         self.stats = SourceStats()
         self.server_offset_ms = 0
         self._last_open: dict[tuple[str, str], int] = {}
