@@ -201,3 +201,92 @@ def test_replay_never_looks_at_the_wall_clock() -> None:
     assert _exchange_clock(Live())() == 42  # type: ignore[arg-type]
     s = load_settings(environ={})
     assert SignalEngine(s, MemoryCounters(policy_from(s.sniper)), "r").wall_now_ms is None
+
+
+# -- item 5: crash hygiene after SIGKILL -------------------------------------------------------------------------
+def test_sigkill_leaves_a_crashed_run_flushed_candidates_and_a_protected_decisions_file(tmp_path: Path) -> None:
+    import json
+    import os
+    import shutil
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    shutil.copy(REPO / "settings.yaml", tmp_path / "settings.yaml")
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ULTRA_SIGNALS_")}
+    env.update({"PYTHONPATH": str(REPO), "COLUMNS": "200"})
+    db = tmp_path / "var" / "journal.db"
+    out = tmp_path / "d.jsonl"
+    base = [sys.executable, "-m", "ultra_signals", "shadow", "--metrics-port", "0", "--no-report"]
+
+    def rows(q: str) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(db) as c:
+            return c.execute(q).fetchall()
+
+    # A long run, paced (10 simulated minutes a second), killed in the middle.
+    proc = subprocess.Popen(
+        [*base, "--duration", "600", "--speed", "600", "--decisions-out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        blocked = 0
+        while time.monotonic() < deadline:  # blocked rows arrive by time, far below the 500-row batch
+            if db.exists():
+                try:
+                    blocked = rows("select count(*) from decisions where allowed = 0")[0][0]
+                except sqlite3.OperationalError:
+                    blocked = 0
+            lines = out.read_text().splitlines() if out.exists() else []
+            if 0 < blocked < 500 and any('"allowed"' in x for x in lines):
+                break
+            time.sleep(0.1)
+        assert 0 < blocked < 500, f"blocked candidates never reached the journal before a batch filled ({blocked})"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    [(run_id, status)] = rows("select run_id, status from runs")
+    assert status == "running"  # nobody could say otherwise: the process died
+    # Every allowed line that reached the file is in the journal and vice versa (both written before announcing).
+    file_allowed = sorted(
+        (r["symbol"], r["ts"]) for r in map(json.loads, out.read_text().splitlines()) if r["decision"] == "allowed"
+    )
+    journal_allowed = sorted(rows("select symbol, ts from decisions where allowed = 1"))
+    assert file_allowed and set(file_allowed) <= set(journal_allowed)
+    last_ts = rows("select max(ts) from decisions")[0][0]
+
+    # The next start: refuses to overwrite the decisions file, then (with --force) marks the dead run crashed.
+    p = subprocess.run(
+        [*base, "--duration", "5", "--decisions-out", str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 2 and "already exists" in p.stdout + p.stderr and "--force" in p.stdout + p.stderr
+    assert "Traceback" not in p.stdout + p.stderr
+    assert (
+        sorted(
+            (r["symbol"], r["ts"]) for r in map(json.loads, out.read_text().splitlines()) if r["decision"] == "allowed"
+        )
+        == file_allowed
+    )
+    p = subprocess.run(
+        [*base, "--duration", "5", "--decisions-out", str(out), "--force"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    status, market_end, summary = rows(
+        f"select status, market_end_ms, summary_json from runs where run_id = '{run_id}'"
+    )[0]
+    assert status == "crashed" and market_end == last_ts
+    assert json.loads(summary)["last_decision_ts"] == last_ts
+    assert "marked crashed" in p.stdout

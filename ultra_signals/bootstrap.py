@@ -11,6 +11,7 @@ is built from the settings.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from ultra_signals.journal.writer import Journal, JournalError
 from ultra_signals.live.runner import RunNamespace, Runner, RunStats, new_run_id
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.base import MarketSource, SourceError, SourceInfo
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -114,6 +117,15 @@ def resolve_symbols(settings: Settings, metrics: Metrics) -> tuple[Settings, lis
     return settings.model_copy(update={"runtime": runtime}), resolved.notices
 
 
+def mark_crashed(journal: Journal) -> list[dict[str, object]]:
+    """Runs a SIGKILLed (or OOM-killed) process left ``running`` become ``crashed`` before a new run starts."""
+    try:
+        return journal.mark_crashed_runs()
+    except Exception as e:  # never block a start on this housekeeping; the operator sees why
+        log.warning("could not check the journal for crashed runs: %s", e)
+        return []
+
+
 def build_source(settings: Settings, metrics: Metrics, request: SourceRequest) -> MarketSource:
     from ultra_signals.sources import factory
 
@@ -174,6 +186,7 @@ def build_runner(
     run_id: str | None = None,
     namespace: str | None = None,
     decisions_out: str | Path | None = None,
+    overwrite: bool = False,
     speed: float | None = None,
     serve_metrics: bool = True,
     on_progress: Callable[[RunStats, int], None] | None = None,
@@ -186,12 +199,26 @@ def build_runner(
     """
     from ultra_signals.counters.factory import make_counters
 
+    if decisions_out is not None and Path(decisions_out).exists() and not overwrite:
+        raise BootstrapError(
+            f"--decisions-out {decisions_out} already exists (a previous run's decisions); "
+            "choose another file or pass --force to overwrite it"
+        )
     metrics = metrics or Metrics()
     journal = journal or open_journal(settings)
+    crashed = mark_crashed(journal)
     source = source or build_source(settings, metrics, source_request or SourceRequest())
     run_id = run_id or new_run_id()
     ns = run_namespace(settings, source.info, run_id, namespace)
     notifier = notifier or build_notifier(settings, metrics, journal, console)
+    for c in crashed:
+        notifier.publish(
+            Notice(
+                "fallback",
+                f"{MODE_PREFIX.get(settings.runtime.mode, '')} | run {c['run_id']} was left running by a process "
+                f"that is gone: marked crashed (last decision at {c['last_decision_ts']})",
+            )
+        )
     events = CounterEvents(notifier, settings.runtime.mode)
     restored: list[Reservation] = list(journal.allowed_reservations(ns.journal))
     if counters is None:

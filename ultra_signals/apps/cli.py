@@ -80,6 +80,7 @@ def _run(
     namespace: str | None,
     report: bool,
     hold_metrics: float,
+    force: bool = False,
 ) -> RunStats:
     from ultra_signals import bootstrap
 
@@ -132,6 +133,7 @@ def _run(
             metrics=metrics,
             namespace=namespace,
             decisions_out=decisions_out,
+            overwrite=force,
             speed=speed,
             on_progress=on_progress,
             console=console,
@@ -215,6 +217,7 @@ def shadow(
         float | None, typer.Option(help="N × real time for sim/replay (default: as fast as possible).")
     ] = None,
     decisions_out: Annotated[str | None, typer.Option(help="Write one JSON line per candidate here.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --decisions-out file.")] = False,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus exporter port (0 = any free).")] = None,
     journal: Annotated[str | None, typer.Option(help="Journal SQLAlchemy URL.")] = None,
     namespace: Annotated[str | None, typer.Option(help="Counter namespace shared with other runners.")] = None,
@@ -246,6 +249,7 @@ def shadow(
         end_ms=None,
         symbols_given=bool(symbols) or settings.runtime.source != "replay",
         decisions_out=decisions_out,
+        force=force,
         speed=speed,
         namespace=namespace,
         report=report,
@@ -264,6 +268,7 @@ def replay(
     profile: ProfileOpt = None,
     speed: Annotated[float | None, typer.Option(help="N × real time (default: as fast as possible).")] = None,
     decisions_out: Annotated[str | None, typer.Option(help="Write one JSON line per candidate here.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --decisions-out file.")] = False,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus exporter port (0 = any free).")] = None,
     journal: Annotated[str | None, typer.Option(help="Journal SQLAlchemy URL.")] = None,
     namespace: Annotated[str | None, typer.Option(help="Counter namespace shared with other runners.")] = None,
@@ -295,6 +300,7 @@ def replay(
         end_ms=_parse_time(to, "--to"),
         symbols_given=bool(symbols),
         decisions_out=decisions_out,
+        force=force,
         speed=speed,
         namespace=namespace,
         report=report,

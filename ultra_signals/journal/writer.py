@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from ultra_signals.core.caps import Reservation, reservation_id_of
 from ultra_signals.core.decision import Decision
@@ -24,6 +26,24 @@ from ultra_signals.journal.db import JournalError, make_engine, shown
 from ultra_signals.journal.schema import decisions, runs, state
 
 __all__ = ["Journal", "JournalError", "make_engine"]
+
+#: A running run's liveness is kept in the ``state`` table under this prefix (no schema change): host, pid and
+#: the wall time it was last seen alive.  A run whose process is gone is marked ``crashed`` at the next start.
+ALIVE_PREFIX = "alive:"
+#: A heartbeat older than this means the process is gone even if its pid exists (another host, pid reused).
+ALIVE_STALE_S = 120.0
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _num(x: float) -> float | None:
@@ -80,12 +100,67 @@ class Journal:
                     settings_json=json.dumps(settings, default=str),
                 )
             )
+        self.heartbeat(run_id)
+
+    def heartbeat(self, run_id: str) -> None:
+        """Record that this process still runs ``run_id`` (the runner calls it every few seconds)."""
+        alive = {"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}
+        self.set_state(f"{ALIVE_PREFIX}{run_id}", json.dumps(alive))
+
+    def mark_crashed_runs(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Runs left ``running`` by a process that is gone become ``crashed``, with their last decision time.
+
+        Gone: on this host its pid no longer exists, or its heartbeat is older than :data:`ALIVE_STALE_S`, or it
+        never wrote one (a runner always writes one at start).  Returns what was marked, for the operator.
+        """
+        now = time.time() if now is None else now
+        host = socket.gethostname()
+        marked: list[dict[str, Any]] = []
+        with self.engine.connect() as c:
+            running = [str(r) for (r,) in c.execute(select(runs.c.run_id).where(runs.c.status == "running"))]
+        for run_id in running:
+            raw = self.get_state(f"{ALIVE_PREFIX}{run_id}")
+            seen: float | None = None
+            try:
+                alive = json.loads(raw) if raw else None
+            except ValueError:
+                alive = None
+            if isinstance(alive, dict):
+                seen = float(alive.get("at", 0.0))
+                same_host = alive.get("host") == host
+                if now - seen <= ALIVE_STALE_S and not (same_host and not _pid_alive(int(alive.get("pid", 0)))):
+                    continue  # alive (or too recently seen to tell)
+            with self.engine.begin() as c:
+                last = c.execute(
+                    select(func.max(decisions.c.ts), func.count()).where(decisions.c.run_id == run_id)
+                ).first()
+                last_ts, n = (last[0], last[1]) if last else (None, 0)
+                summary = {
+                    "crash": "process gone while running (SIGKILL, power loss or OOM); marked at the next start",
+                    "last_decision_ts": last_ts,
+                    "decisions_journaled": n,
+                    "last_seen_alive": seen,
+                }
+                c.execute(
+                    update(runs)
+                    .where(runs.c.run_id == run_id, runs.c.status == "running")
+                    .values(
+                        status="crashed",
+                        ended_at=seen,
+                        market_end_ms=last_ts,
+                        summary_json=json.dumps(summary),
+                    )
+                )
+                c.execute(delete(state).where(state.c.key == f"{ALIVE_PREFIX}{run_id}"))
+            marked.append({"run_id": run_id, **summary})
+        return marked
 
     def end_run(
         self, run_id: str, status: str, summary: dict[str, Any], market_start_ms: int | None, market_end_ms: int | None
     ) -> None:
         self.flush()
         with self.engine.begin() as c:
+            c.execute(delete(state).where(state.c.key == f"{ALIVE_PREFIX}{run_id}"))
             c.execute(
                 update(runs)
                 .where(runs.c.run_id == run_id)
@@ -145,6 +220,7 @@ class Journal:
             self.flush()
 
     def flush(self) -> None:
+        """Write the buffered blocked candidates (the runner calls this at least once a second)."""
         if not self._pending:
             return
         rows, self._pending = self._pending, []

@@ -37,6 +37,8 @@ from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.base import MarketSource
 
 BACKENDS = ("memory", "redis", "blocked")  # values of sniper_counter_backend{backend}
+#: How often the journal hears that this run's process is alive (see Journal.mark_crashed_runs).
+HEARTBEAT_S = 5.0
 
 
 def new_run_id() -> str:
@@ -215,6 +217,7 @@ class Runner:
         self._day_blocked: Tally[str] = Tally()
         self._last_refresh = 0.0
         self._last_pause_poll = 0.0
+        self._last_heartbeat = time.monotonic()
         self._cpu0 = 0.0
 
     # -- the loop ----------------------------------------------------------------------------------------
@@ -379,6 +382,8 @@ class Runner:
         self.journal.record(d, self.journal_ns, st.simulated)
         if self._out is not None:
             self._out.write(json.dumps(d.as_record(), separators=(",", ":")) + "\n")
+            if d.allowed:
+                self._out.flush()  # an allowed signal is on disk before it is announced
         self._roll_day(c.ts)
         if d.allowed:
             self._day_allowed[c.symbol] += 1
@@ -453,6 +458,17 @@ class Runner:
             )
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         st.peak_rss_mb = max(st.peak_rss_mb, rss)
+        if self._out is not None:
+            self._out.flush()
+        try:
+            self.journal.flush()  # blocked candidates reach the journal at least once a second
+            if now - self._last_heartbeat >= HEARTBEAT_S:
+                self._last_heartbeat = now
+                self.journal.heartbeat(self.run_id)
+        except Exception as e:
+            st.errors["journal_flush"] += 1
+            m.errors.labels(kind="journal_flush").inc()
+            print(f"journal flush failed: {e}")
         if now - self._last_pause_poll >= 1.0:
             self._last_pause_poll = now
             try:
