@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ultra_signals.core.caps import Reservation, SniperCounters
-from ultra_signals.core.config import ConfigError, Settings
+from ultra_signals.core.config import ConfigError, Settings, redact_url
 from ultra_signals.core.notices import CounterEvent, Notice, Notifier
 from ultra_signals.journal.writer import Journal, JournalError
 from ultra_signals.live.runner import RunNamespace, Runner, RunStats, new_run_id
@@ -117,6 +117,31 @@ def resolve_symbols(settings: Settings, metrics: Metrics) -> tuple[Settings, lis
     return settings.model_copy(update={"runtime": runtime}), resolved.notices
 
 
+def halt_if_journal_lost(settings: Settings, journal: Journal) -> bool:
+    """Canary/production on a journal this start had to create: trading starts HALTED.
+
+    The journal holds the caps' windows and the trading state (a HALTED breaker survives restarts through it).
+    A journal that is missing — deleted, a wrong path, a new volume — would otherwise bring the runner back
+    ACTIVE with empty caps.  An operator restores a backup (``ultra-signals db restore``) or resumes on purpose
+    (``ultra-signals resume``).  Shadow mode places no orders and is left alone.
+    """
+    if not journal.created or settings.runtime.mode == "shadow":
+        return False
+    from ultra_signals.execution.breakers import halt_trading
+
+    halt_trading(
+        journal,
+        "journal_missing",
+        "the journal did not exist at start (caps windows and trading state lost?): restore a backup with "
+        "`ultra-signals db restore` or run `ultra-signals resume` to trade on an empty journal",
+        by="startup",
+    )
+    log.warning(
+        "journal %s was created at start in %s mode: trading HALTED", redact_url(journal.url), settings.runtime.mode
+    )
+    return True
+
+
 def mark_crashed(journal: Journal) -> list[dict[str, object]]:
     """Runs a SIGKILLed (or OOM-killed) process left ``running`` become ``crashed`` before a new run starts."""
     try:
@@ -207,15 +232,16 @@ def build_runner(
     metrics = metrics or Metrics()
     journal = journal or open_journal(settings)
     crashed = mark_crashed(journal)
+    halt_if_journal_lost(settings, journal)
     source = source or build_source(settings, metrics, source_request or SourceRequest())
     run_id = run_id or new_run_id()
     ns = run_namespace(settings, source.info, run_id, namespace)
     notifier = notifier or build_notifier(settings, metrics, journal, console)
     for c in crashed:
         notifier.publish(
-            Notice(
+            Notice.plain(
                 "fallback",
-                f"{MODE_PREFIX.get(settings.runtime.mode, '')} | run {c['run_id']} was left running by a process "
+                f"{settings.runtime.mode.upper()} | run {c['run_id']} was left running by a process "
                 f"that is gone: marked crashed (last decision at {c['last_decision_ts']})",
             )
         )

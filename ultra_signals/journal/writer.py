@@ -16,9 +16,11 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, inspect, insert, select, update
+from sqlalchemy.engine import make_url
 
 from ultra_signals.core.caps import Reservation, reservation_id_of
 from ultra_signals.core.decision import Decision
@@ -32,6 +34,14 @@ __all__ = ["Journal", "JournalError", "make_engine"]
 ALIVE_PREFIX = "alive:"
 #: A heartbeat older than this means the process is gone even if its pid exists (another host, pid reused).
 ALIVE_STALE_S = 120.0
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL (None for another database or in-memory SQLite)."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -62,6 +72,9 @@ class Journal:
         except Exception as e:  # an unwritable path must say which journal
             raise JournalError(f"journal {shown(url)}: {e}") from e
         try:
+            #: True when this open created the journal (no ``runs`` table before): a canary/live start on a
+            #: journal that had to be created begins HALTED (the caps' windows and trading state are gone).
+            self.created = not inspect(self.engine).has_table("runs")
             # Opening brings the schema to the code's head (see journal/migrate.py); a journal written by a newer
             # release is refused here, before anything is written to it.
             from ultra_signals.journal import migrate  # Alembic is loaded only when a journal is opened
@@ -70,6 +83,9 @@ class Journal:
         except JournalError:
             self.engine.dispose()
             raise
+        except Exception as e:  # an unreachable database must say which journal too
+            self.engine.dispose()
+            raise JournalError(f"journal {shown(url)}: {e}") from e
         self.batch_size = batch_size
         self._pending: list[dict[str, Any]] = []
         self.rows_written = 0
@@ -279,6 +295,53 @@ class Journal:
             n = c.execute(update(state).where(state.c.key == key).values(value=value, updated_at=time.time())).rowcount
             if not n:
                 c.execute(insert(state).values(key=key, value=value, updated_at=time.time()))
+
+    # -- backup and retention -------------------------------------------------------------------------------
+    def sqlite_path(self) -> Path | None:
+        """The database file of a SQLite journal (None for another database or in-memory SQLite)."""
+        return sqlite_path(self.url)
+
+    def backup(self, dest: Path) -> int:
+        """A consistent copy of a SQLite journal while runners keep writing (SQLite's online backup API).
+
+        Returns the bytes written.  PostgreSQL journals are backed up with ``pg_dump`` (docs/operations.md).
+        """
+        import sqlite3
+
+        src_path = self.sqlite_path()
+        if src_path is None:
+            raise JournalError(
+                f"journal {make_url(self.url).render_as_string(hide_password=True)} is not a SQLite file: "
+                "back it up with pg_dump (see docs/operations.md)"
+            )
+        self.flush()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True, timeout=30)
+        dst = sqlite3.connect(dest)
+        try:
+            src.backup(dst, pages=1024)  # in steps: writers are never locked out for long
+        finally:
+            dst.close()
+            src.close()
+        return dest.stat().st_size
+
+    def prune(self, keep_days: float, now_ms: int | None = None) -> dict[str, int]:
+        """Retention: delete decisions older than ``keep_days`` (event time) and runs ended before then.
+
+        At least 2 days are kept, whatever is asked: the caps' windows and cooldowns are rebuilt from the last
+        day of allowed decisions at every start.
+        """
+        if not math.isfinite(keep_days) or keep_days < 2:
+            raise JournalError(f"keep at least 2 days of journal (asked {keep_days}): the caps are rebuilt from it")
+        self.flush()
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        cutoff_ms = now_ms - int(keep_days * 86_400_000)
+        with self.engine.begin() as c:
+            n_dec = c.execute(delete(decisions).where(decisions.c.ts < cutoff_ms)).rowcount
+            n_runs = c.execute(
+                delete(runs).where(runs.c.status != "running", runs.c.ended_at < cutoff_ms / 1000.0)
+            ).rowcount
+        return {"decisions": int(n_dec or 0), "runs": int(n_runs or 0)}
 
     def close(self) -> None:
         self.flush()
