@@ -444,6 +444,7 @@ class Runner:
         m.set_backend(self.counters.backend, BACKENDS)
         m.market_time.set(market_now / 1000.0)
         m.last_update.set(time.time())
+        m.heartbeat.set(time.time())
         if self.executor is not None and self._last_ts:
             recent = st.latencies_ms.recent()
             p95 = sorted(recent)[int(0.95 * (len(recent) - 1))] if recent else 0.0

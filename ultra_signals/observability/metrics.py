@@ -58,6 +58,11 @@ class Metrics:
             "run_info", "Run identity; value 1", ["run_id", "mode", "source", "simulated"], registry=r
         )
         self.errors = Counter("runner_errors", "Errors caught by the runner, by kind", ["kind"], registry=r)
+        self.heartbeat = Gauge(
+            "runner_heartbeat_timestamp_seconds",
+            "Wall time the runner's loop last proved alive (every second); alerts route around Telegram on it",
+            registry=r,
+        )
         self.last_update = Gauge(
             "metrics_last_update_timestamp_seconds", "Wall time of the runner's latest metrics refresh", registry=r
         )
