@@ -24,14 +24,18 @@ def server() -> Iterator[RedisProc]:
     yield from private_redis()
 
 
-def lease(server: RedisProc, holder: str, log: list[tuple[str, int]] | None = None) -> ExecutorLease:
+def lease(
+    server: RedisProc, holder: str, log: list[tuple[str, int]] | None = None, *, sync_reconcile: bool = True
+) -> ExecutorLease:
+    """A lease whose reconcile is a synchronous callback (logged), or left to the caller (the runner's way)."""
+    events = log if log is not None else []
     return ExecutorLease(
         server.client(),
         namespace="ns",
         account="acct1",
         holder=holder,
         ttl_ms=TTL_MS,
-        on_acquired=(lambda tok: log.append((holder, tok))) if log is not None else None,
+        on_acquired=(lambda tok: events.append((holder, tok))) if sync_reconcile else None,
     )
 
 
@@ -139,3 +143,53 @@ def test_two_executors_on_one_account_only_the_lease_holder_places_orders(server
         journal.close()
     assert orders["run-a"][0] > 0 and not orders["run-a"][1]
     assert orders["run-b"] == (0, {"no_executor_lease": 1})
+
+
+def test_the_runner_reconciles_after_taking_the_lease_and_only_then_trades(server: RedisProc, tmp_path: object) -> None:
+    """The runner's hook: a standby's refresh loop takes a lapsed lease, awaits the executor's reconcile, and
+    only then does the executor's gate open."""
+    import asyncio
+    from pathlib import Path
+
+    from ultra_signals.bootstrap import build_runner
+    from ultra_signals.core.config import load_settings
+    from ultra_signals.execution.executor import NullExecutor
+    from ultra_signals.journal.writer import Journal
+    from ultra_signals.observability.metrics import Metrics
+    from ultra_signals.sources.sim import SimSource
+    from ultra_signals.transport.notifier import NullNotifier
+
+    assert isinstance(tmp_path, Path)
+
+    class Exe(NullExecutor):
+        reconciles = 0
+
+        async def reconcile(self) -> list[object]:
+            Exe.reconciles += 1
+            assert not standby.may_trade()  # the gate is still shut while reconciling
+            return []
+
+    holder = lease(server, "run-old")
+    assert holder.tick()
+    s = load_settings(overrides={"execution.broker": "none"}, environ={})
+    j = Journal(f"sqlite:///{tmp_path}/j.db")
+    runner = build_runner(
+        s,
+        source=SimSource(s.sim, ["BTCUSDT"], s.runtime.timeframes, 5, s.runtime.warmup_bars),
+        journal=j, notifier=NullNotifier(), metrics=Metrics(), executor=Exe(j), serve_metrics=False,
+    )  # fmt: skip
+    standby = lease(server, runner.run_id, sync_reconcile=False)
+    runner.lease = standby
+
+    async def go() -> None:
+        await runner._tick_lease(standby)
+        assert not standby.token and Exe.reconciles == 0  # the old holder still renews: stand by
+        holder.release()  # (or let it lapse: test_only_one_holder...)
+        await runner._tick_lease(standby)
+        assert standby.may_trade() and Exe.reconciles == 1
+        await runner._tick_lease(standby)
+        assert Exe.reconciles == 1  # once per acquisition
+
+    asyncio.run(go())
+    runner.counters.close()
+    j.close()

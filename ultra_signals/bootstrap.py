@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ultra_signals.execution.base import Executor
+    from ultra_signals.execution.lease import ExecutorLease
 
 
 class BootstrapError(RuntimeError):
@@ -198,6 +199,30 @@ def build_executor(
     return make_executor(settings, metrics, journal, notifier, run_id, namespace=namespace.base)
 
 
+def build_lease(settings: Settings, exe: Executor | None, run_id: str, ns: RunNamespace) -> ExecutorLease | None:
+    """A real account (binance broker) shared through Redis gets a lease: one executor trades it at a time.
+
+    The executor refuses entries (``no_executor_lease``) until the runner's refresh loop has taken the lease and
+    reconciled; paper brokers trade nobody's account and run without one.
+    """
+    if exe is None or not settings.redis.enabled or settings.execution.broker != "binance":
+        return None
+    if not hasattr(exe, "lease_gate"):
+        return None
+    from ultra_signals.counters.redis_backend import connect
+    from ultra_signals.execution.lease import ExecutorLease
+
+    lease = ExecutorLease(
+        connect(settings.redis),
+        namespace=ns.base,
+        account=f"binance{'-testnet' if settings.binance.testnet else ''}",
+        holder=run_id,
+        ttl_ms=int(settings.execution.lease_ttl_s * 1000),
+    )
+    exe.lease_gate = lease.blocking_reason
+    return lease
+
+
 def build_runner(
     settings: Settings,
     *,
@@ -258,6 +283,7 @@ def build_runner(
         exe = None
     else:
         exe = executor
+    lease = build_lease(settings, exe, run_id, ns)
     runner = Runner(
         settings,
         source,
@@ -274,6 +300,7 @@ def build_runner(
         speed=speed,
         serve_metrics=serve_metrics,
         on_progress=on_progress,
+        lease=lease,
     )
     attach = getattr(notifier, "attach_commands", None)
     if attach is not None:  # Telegram answers operator commands from this run, through the control layer

@@ -488,6 +488,9 @@ class ExecutionSettings(_Section):
     """Sizing, brokers, gateway throttles and circuit breakers (canary and production)."""
 
     broker: Literal["none", "paper", "binance"] = "paper"
+    #: One executor per account (binance broker with Redis on): the lease lapses this long after its holder stops
+    #: renewing, and a standby takes over (reconciling first).  See execution/lease.py.
+    lease_ttl_s: float = Field(default=10.0, ge=0.5, le=600.0)
     #: Fraction of equity risked per trade: quantity = equity × risk_fraction / stop distance.
     risk_fraction: float = Field(default=0.005, gt=0.0, le=0.05)
     max_leverage: float = Field(default=5.0, gt=0.0, le=125.0)

@@ -8,8 +8,8 @@ old holder that wakes up after a pause cannot pass for the current one: :meth:`E
 its token with Redis's before every order.
 
 A new holder must reconcile with the exchange before its first order (the previous holder may have left orders
-or positions): :meth:`ExecutorLease.tick` calls ``on_acquired(token)`` once per acquisition, and
-:meth:`may_trade` stays False until that callback has returned.
+or positions): :meth:`ExecutorLease.tick` calls ``on_acquired(token)`` once per acquisition (or, without a
+callback, the caller reconciles and calls :meth:`mark_reconciled`), and :meth:`may_trade` stays False until then.
 
 Redis unreachable means "not valid": an executor that cannot prove it holds the lease does not trade.
 """
@@ -124,11 +124,15 @@ class ExecutorLease:
             self.reconciled = False
             self.handovers += 1
             log.warning("executor lease %s: acquired by %s with fencing token %d", self.key, self.holder, token)
-        if not self.reconciled:
-            if self.on_acquired is not None:
-                self.on_acquired(token)  # reconcile with the exchange before the first order
+        if not self.reconciled and self.on_acquired is not None:
+            self.on_acquired(token)  # reconcile with the exchange before the first order
             self.reconciled = True
         return True
+
+    def mark_reconciled(self) -> None:
+        """For an asynchronous reconcile (the runner awaits the executor's): trading may start now."""
+        if self.token:
+            self.reconciled = True
 
     def valid(self) -> bool:
         """Whether we hold the lease *now* with our token (one Redis round trip): ask before every order."""

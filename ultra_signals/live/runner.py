@@ -31,6 +31,7 @@ from ultra_signals.engine.pipeline import SignalEngine
 from ultra_signals.engine.risk_filters import SNIPER_REASONS
 from ultra_signals.execution.base import Executor
 from ultra_signals.execution.breakers import RunnerHealth
+from ultra_signals.execution.lease import ExecutorLease
 from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.latency import LatencyHistogram
 from ultra_signals.observability.metrics import Metrics
@@ -157,8 +158,10 @@ class Runner:
         speed: float | None = None,
         serve_metrics: bool = True,
         on_progress: Callable[[RunStats, int], None] | None = None,
+        lease: ExecutorLease | None = None,
     ) -> None:
         self.settings = settings
+        self.lease = lease  # one executor per account: only while held (and reconciled) may it place orders
         self.source = source
         self.journal = journal
         self.notifier = notifier
@@ -250,6 +253,8 @@ class Runner:
         await self.notifier.start()
         if self.executor is not None:
             await self.executor.start()
+        if self.lease is not None:  # take (or stand by for) the account's lease before the first signal
+            await self._tick_lease(self.lease)
         self.notifier.publish(
             Notice(
                 RunStarted(
@@ -424,6 +429,21 @@ class Runner:
         while True:
             await asyncio.sleep(1.0)
             self._maybe_refresh(force=True)
+            if self.lease is not None:
+                await self._tick_lease(self.lease)
+
+    async def _tick_lease(self, lease: ExecutorLease) -> None:
+        """Renew (or take over) the account's lease; a new holder reconciles before its first order."""
+        held = await asyncio.to_thread(lease.tick)
+        if held and not lease.reconciled and self.executor is not None:
+            reconcile = getattr(self.executor, "reconcile", None)
+            try:
+                if reconcile is not None:
+                    await reconcile()
+                lease.mark_reconciled()
+            except Exception as e:  # stay unreconciled: no order until a reconcile succeeds
+                self.stats.errors["lease_reconcile"] += 1
+                print(f"executor lease: reconcile after takeover failed: {e}")
 
     def _maybe_refresh(self, force: bool = False) -> None:
         now = time.monotonic()
