@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from ultra_signals.execution.breakers import TradingState, halt_trading, load_st
 from ultra_signals.journal import migrate
 from ultra_signals.journal.writer import Journal, JournalError
 from ultra_signals.observability.metrics import Metrics
+from ultra_signals.sources.base import SourceInfo
 from ultra_signals.sources.sim import SimSource
 from ultra_signals.transport.notifier import NullNotifier
 
@@ -239,23 +241,36 @@ def test_a_backup_taken_during_a_run_restores_caps_and_trading_state(tmp_path: P
     j.close()
 
 
-def test_a_canary_start_on_a_missing_journal_is_halted_shadow_is_not(tmp_path: Path) -> None:
-    for profile, halted in (("canary", True), ("shadow", False)):
+class LiveSim(SimSource):
+    """The simulator presented as a live source (``historical`` false), as a Binance feed would be."""
+
+    @property
+    def info(self) -> SourceInfo:
+        return replace(super().info, historical=False)
+
+
+def test_a_live_canary_start_on_a_missing_journal_is_halted_shadow_and_drills_are_not(tmp_path: Path) -> None:
+    for name, profile, live, halted in (
+        ("canary-live", "canary", True, True),
+        ("canary-replay-drill", "canary", False, False),
+        ("shadow-live", "shadow", True, False),
+    ):
         s = load_settings(profile, overrides={"execution.broker": "none"}, environ={})
-        j = Journal(f"sqlite:///{tmp_path}/{profile}/journal.db")
+        j = Journal(f"sqlite:///{tmp_path}/{name}/journal.db")
         assert j.created
-        src = SimSource(s.sim, ["BTCUSDT"], s.runtime.timeframes, 5, s.runtime.warmup_bars)
+        cls = LiveSim if live else SimSource
+        src = cls(s.sim, ["BTCUSDT"], s.runtime.timeframes, 5, s.runtime.warmup_bars)
         r = build_runner(
             s, source=src, journal=j, notifier=NullNotifier(), metrics=Metrics(), executor=False, serve_metrics=False
         )
         rec = load_state(j)
-        assert (rec.state is TradingState.HALTED) is halted, profile
+        assert (rec.state is TradingState.HALTED) is halted, name
         if halted:
             assert rec.breaker == "journal_missing" and "db restore" in (rec.detail or "")
         r.counters.close()
         j.close()
     # Reopened, the journal exists: no new halt is added (the operator's resume would stick).
-    j = Journal(f"sqlite:///{tmp_path}/canary/journal.db")
+    j = Journal(f"sqlite:///{tmp_path}/canary-live/journal.db")
     assert not j.created
     j.close()
 

@@ -118,15 +118,16 @@ def resolve_symbols(settings: Settings, metrics: Metrics) -> tuple[Settings, lis
     return settings.model_copy(update={"runtime": runtime}), resolved.notices
 
 
-def halt_if_journal_lost(settings: Settings, journal: Journal) -> bool:
-    """Canary/production on a journal this start had to create: trading starts HALTED.
+def halt_if_journal_lost(settings: Settings, journal: Journal, historical: bool) -> bool:
+    """Canary/production on a LIVE source with a journal this start had to create: trading starts HALTED.
 
     The journal holds the caps' windows and the trading state (a HALTED breaker survives restarts through it).
     A journal that is missing — deleted, a wrong path, a new volume — would otherwise bring the runner back
     ACTIVE with empty caps.  An operator restores a backup (``ultra-signals db restore``) or resumes on purpose
-    (``ultra-signals resume``).  Shadow mode places no orders and is left alone.
+    (``ultra-signals resume``).  Shadow mode places no orders and is left alone, and so are drills on replayed or
+    simulated data (their fills are the paper broker's; a fresh journal is their normal start).
     """
-    if not journal.created or settings.runtime.mode == "shadow":
+    if not journal.created or settings.runtime.mode == "shadow" or historical:
         return False
     from ultra_signals.execution.breakers import halt_trading
 
@@ -209,6 +210,9 @@ def build_lease(settings: Settings, exe: Executor | None, run_id: str, ns: RunNa
         return None
     if not hasattr(exe, "lease_gate"):
         return None
+    broker = getattr(exe, "broker", None)
+    if getattr(broker, "name", None) != "binance":  # replayed/simulated data trade the paper broker: no account
+        return None
     from ultra_signals.counters.redis_backend import connect
     from ultra_signals.execution.lease import ExecutorLease
 
@@ -257,8 +261,8 @@ def build_runner(
     metrics = metrics or Metrics()
     journal = journal or open_journal(settings)
     crashed = mark_crashed(journal)
-    halt_if_journal_lost(settings, journal)
     source = source or build_source(settings, metrics, source_request or SourceRequest())
+    halt_if_journal_lost(settings, journal, source.info.historical)
     run_id = run_id or new_run_id()
     ns = run_namespace(settings, source.info, run_id, namespace)
     notifier = notifier or build_notifier(settings, metrics, journal, console)

@@ -521,6 +521,8 @@ class Runner:
             except Exception as e:
                 st.errors["executor"] += 1
                 print(f"executor shutdown failed: {e}")
+        if self.lease is not None:  # after the executor drained: the standby takes over at once, not after a TTL
+            await asyncio.to_thread(self.lease.release)
         if self._day is not None:
             self._roll_day(self._day * 86_400_000, final=True)
         allowed = sum(st.allowed.values())
