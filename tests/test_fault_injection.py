@@ -5,7 +5,8 @@
   slow answers are counted; paused for longer, the runner fails over (item 3),
 - stale signals after a reconnect: the fake Binance drops the stream, the source backfills old bars over REST,
   and none of them is allowed (item 1),
-- bounded memory under many events (item 4),
+- bounded memory under a week of events per symbol (item 4; the RSS figures come from bench/bench_memory.py,
+  the order book's pruning is in test_orderbook.py, the histogram's accuracy in test_latency.py),
 - crash hygiene after SIGKILL: the run is marked crashed, blocked candidates and --decisions-out survive (item 5).
 """
 
@@ -290,3 +291,21 @@ def test_sigkill_leaves_a_crashed_run_flushed_candidates_and_a_protected_decisio
     assert status == "crashed" and market_end == last_ts
     assert json.loads(summary)["last_decision_ts"] == last_ts
     assert "marked crashed" in p.stdout
+
+
+# -- item 4: bounded structures in a 24/7 process --------------------------------------------------------------
+def test_a_week_of_events_keeps_the_run_stats_bounded() -> None:
+    from ultra_signals.live.runner import PRICE_POINTS, RunStats, add_price
+
+    st = RunStats("r", "shadow", "shadow", "binance", False, ["BTCUSDT"], ["1m"])
+    minutes = 7 * 24 * 60
+    for i in range(minutes * 4):  # a week of 15 s samples: four times what 1m bars would give
+        st.latencies_ms.append(0.05 + (i % 1000) / 100.0)
+        add_price(st, "BTCUSDT", T0 + i * 15_000, 100.0 + i % 7)
+    series = st.prices["BTCUSDT"]
+    assert len(series) < PRICE_POINTS  # capped ...
+    assert series[0][0] == T0 and series[-1][0] > T0 + (minutes * 4 - 100) * 15_000  # ... and spans the whole week
+    assert [t for t, _ in series] == sorted(t for t, _ in series)
+    assert len(st.latencies_ms) == minutes * 4 and st.latencies_ms.buckets < 1_000
+    p = st.latencies_ms.percentiles()
+    assert p["max"] == 0.05 + 999 / 100.0 and 4.9 < p["p50"] < 5.2
