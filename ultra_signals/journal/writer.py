@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, inspect, insert, select, update
+from sqlalchemy import delete, func, insert, inspect, select, update
 from sqlalchemy.engine import make_url
 
 from ultra_signals.core.caps import Reservation, reservation_id_of
