@@ -25,4 +25,13 @@ if ! command -v promtool >/dev/null 2>&1; then
     echo "test services: promtool not found; Prometheus kit tests will skip (or fail under CI=true)" >&2
   fi
 fi
+if ! command -v amtool >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test services: installing Debian's prometheus-alertmanager package (amtool)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager) >/dev/null 2>&1 \
+      || echo "test services: could not install prometheus-alertmanager; its test will skip (or fail under CI=true)" >&2
+  else
+    echo "test services: amtool not found; the Alertmanager config test will skip (or fail under CI=true)" >&2
+  fi
+fi
 exit 0

@@ -3,16 +3,33 @@ operator commands say about a journal newer than the code: a clear error and exi
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import REPO
 from tests.test_journal_migrate import FIXTURE
 from ultra_signals.apps.cli import app
+from ultra_signals.bootstrap import build_runner
+from ultra_signals.core.caps import policy_from
+from ultra_signals.core.config import load_settings
+from ultra_signals.counters.windows import MemoryCounters
+from ultra_signals.execution.breakers import TradingState, halt_trading, load_state
 from ultra_signals.journal import migrate
+from ultra_signals.journal.writer import Journal, JournalError
+from ultra_signals.observability.metrics import Metrics
+from ultra_signals.sources.base import SourceInfo
+from ultra_signals.sources.sim import SimSource
+from ultra_signals.transport.notifier import NullNotifier
 
 cli = CliRunner()
 
@@ -144,3 +161,141 @@ def test_a_shadow_run_on_the_0_1_0_journal_upgrades_it_and_seeds_its_caps_from_i
     assert _count(path, "runs") == runs + 1
     assert _allowed_of_latest_run(path) == 0
     assert cli.invoke(app, ["db", "current", "--journal", url]).exit_code == 0
+
+
+# -- backup, restore, retention, and the halt on a lost journal (issue 12, item 8) ----------------------------
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ULTRA_SIGNALS_")}
+    env.update({"PYTHONPATH": str(REPO), "COLUMNS": "200"})
+    return env
+
+
+def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ultra_signals", *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=120
+    )
+
+
+def test_a_backup_taken_during_a_run_restores_caps_and_trading_state(tmp_path: Path) -> None:
+    shutil.copy(REPO / "settings.yaml", tmp_path / "settings.yaml")
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    db = tmp_path / "var" / "journal.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ultra_signals", "shadow", "--duration", "600", "--speed", "600",
+         "--namespace", "ops", "--metrics-port", "0", "--no-report"],
+        cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        allowed = 0
+        while allowed < 2:
+            assert time.monotonic() < deadline, "the run never allowed two signals"
+            time.sleep(0.2)
+            if db.exists():
+                try:
+                    with sqlite3.connect(db) as c:
+                        allowed = c.execute("select count(*) from decisions where allowed = 1").fetchone()[0]
+                except sqlite3.OperationalError:
+                    pass
+        j = Journal(f"sqlite:///{db}")
+        halt_trading(j, "daily_loss", "a breaker tripped before the backup")  # the trading state to keep
+        j.close()
+        p = _cli(tmp_path, "db", "backup", "--to", str(tmp_path / "b.db"))  # while the runner writes
+        assert p.returncode == 0, p.stderr
+        assert "backed up" in p.stdout
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    # Disaster: the journal is gone.  Restore the backup in its place.
+    shutil.rmtree(tmp_path / "var")
+    p = _cli(tmp_path, "db", "restore", "--from", str(tmp_path / "b.db"))
+    assert p.returncode == 0, p.stderr
+    p = _cli(tmp_path, "db", "restore", "--from", str(tmp_path / "b.db"))
+    assert p.returncode == 2 and "--force" in p.stderr  # never silently over a journal
+
+    j = Journal(f"sqlite:///{db}")
+    assert not j.created
+    with sqlite3.connect(tmp_path / "b.db") as c:
+        backed_up = c.execute("select count(*) from decisions where allowed = 1").fetchone()[0]
+    kept = list(j.allowed_reservations("ops:shadow"))
+    assert len(kept) == backed_up >= 2
+    s = load_settings("shadow", overrides={"execution.broker": "none"}, environ={})  # the same deployment
+    src = SimSource(s.sim, ["BTCUSDT"], s.runtime.timeframes, 5, s.runtime.warmup_bars)
+    runner = build_runner(
+        s, source=src, journal=j, notifier=NullNotifier(), metrics=Metrics(), executor=False,
+        serve_metrics=False, namespace="ops",
+    )  # fmt: skip
+    # The restart counts the restored signals in its windows (same as a fresh count of them) ...
+    ref = MemoryCounters(policy_from(s.sniper))
+    ref.seed(kept)
+    last = kept[-1].ts_ms
+    assert runner.counters.window_counts(last) == ref.window_counts(last)
+    assert sum(runner.counters.window_counts(last).values()) > 0
+    # ... and the trading state is still the breaker's HALTED, not a fresh ACTIVE.
+    rec = load_state(j)
+    assert rec.state is TradingState.HALTED and rec.breaker == "daily_loss"
+    runner.counters.close()
+    j.close()
+
+
+class LiveSim(SimSource):
+    """The simulator presented as a live source (``historical`` false), as a Binance feed would be."""
+
+    @property
+    def info(self) -> SourceInfo:
+        return replace(super().info, historical=False)
+
+
+def test_a_live_canary_start_on_a_missing_journal_is_halted_shadow_and_drills_are_not(tmp_path: Path) -> None:
+    for name, profile, live, halted in (
+        ("canary-live", "canary", True, True),
+        ("canary-replay-drill", "canary", False, False),
+        ("shadow-live", "shadow", True, False),
+    ):
+        s = load_settings(profile, overrides={"execution.broker": "none"}, environ={})
+        j = Journal(f"sqlite:///{tmp_path}/{name}/journal.db")
+        assert j.created
+        cls = LiveSim if live else SimSource
+        src = cls(s.sim, ["BTCUSDT"], s.runtime.timeframes, 5, s.runtime.warmup_bars)
+        r = build_runner(
+            s, source=src, journal=j, notifier=NullNotifier(), metrics=Metrics(), executor=False, serve_metrics=False
+        )
+        rec = load_state(j)
+        assert (rec.state is TradingState.HALTED) is halted, name
+        if halted:
+            assert rec.breaker == "journal_missing" and "db restore" in (rec.detail or "")
+        r.counters.close()
+        j.close()
+    # Reopened, the journal exists: no new halt is added (the operator's resume would stick).
+    j = Journal(f"sqlite:///{tmp_path}/canary-live/journal.db")
+    assert not j.created
+    j.close()
+
+
+def test_prune_keeps_at_least_two_days_and_deletes_older_rows(tmp_path: Path) -> None:
+    from tests.factories import candidate
+    from ultra_signals.core.decision import Decision
+
+    j = Journal(f"sqlite:///{tmp_path}/j.db")
+    j.start_run("r1", mode="shadow", profile="shadow", source="sim", simulated=True, namespace="n", settings={})
+    now = 1_767_571_200_000
+    for days_ago in (10, 5, 1, 0):
+        c = candidate(open_time=now - days_ago * 86_400_000)
+        j.record(Decision("r1", c, days_ago % 2 == 0, None if days_ago % 2 == 0 else "cooldown"), "n", True)
+    j.flush()
+    with pytest.raises(JournalError, match="at least 2 days"):
+        j.prune(1.0, now_ms=now)
+    assert j.prune(3.0, now_ms=now) == {"decisions": 2, "runs": 0}
+    assert len(j.decisions("r1")) == 2
+    j.close()
+    p = _cli(tmp_path, "db", "prune", "--keep-days", "1", "--journal-url", f"sqlite:///{tmp_path}/j.db")
+    assert p.returncode == 2 and "at least 2 days" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_backup_of_a_non_sqlite_journal_points_to_pg_dump(tmp_path: Path) -> None:
+    p = _cli(tmp_path, "db", "backup", "--journal-url", "postgresql+psycopg://u:hunter2@127.0.0.1:1/x")
+    assert p.returncode == 2 and "pg_dump" in p.stderr
+    assert "hunter2" not in p.stdout + p.stderr and "Traceback" not in p.stderr

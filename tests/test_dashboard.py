@@ -243,8 +243,8 @@ def test_every_dashboard_and_alert_metric_is_exported_by_a_running_shadow(shadow
 def test_compose_kit_mounts_files_that_exist() -> None:
     deploy = REPO / "deploy"
     compose = yaml.safe_load((deploy / "docker-compose.yml").read_text(encoding="utf-8"))
-    assert set(compose["services"]) == {"redis", "runner", "prometheus", "grafana"}
-    for name in ("prometheus", "grafana"):
+    assert set(compose["services"]) == {"redis", "runner", "prometheus", "grafana", "alertmanager"}
+    for name in ("prometheus", "grafana", "alertmanager"):
         for vol in compose["services"][name]["volumes"]:
             src = vol.split(":", 1)[0]
             if src.startswith((".", "/")):

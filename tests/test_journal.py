@@ -71,7 +71,17 @@ def test_restore_reservations_per_namespace(journal: Journal) -> None:
     journal.record(Decision(r2, candidate(symbol="ETHUSDT", open_time=T0), True, None), ns2, False)
     res = list(journal.allowed_reservations(ns))
     assert [(r.symbol, r.ts_ms) for r in res] == [("BTCUSDT", T0 + 300_000)]
-    assert res[0].id == f"{r1}:BTCUSDT:5m:{T0}"
+    # The run-independent reservation key (what every runner of the namespace reserves), owned by the run.
+    assert res[0].id == f"BTCUSDT:5m:{T0}"
+    assert res[0].owner == r1
+
+
+def test_taken_reason_names_the_winner(journal: Journal) -> None:
+    ns = f"t-{uuid.uuid4().hex[:8]}"
+    r1 = _start(journal, ns)
+    journal.record(Decision(r1, candidate(open_time=T0), False, "taken", taken_by="20261130T170000-abcdef"), ns, False)
+    (row,) = journal.decisions(r1)
+    assert row["reason"] == "taken:20261130T170000-abcdef"
 
 
 def test_run_lifecycle_and_state(journal: Journal) -> None:

@@ -21,6 +21,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, insert, inspect, select, text
 
+from ultra_signals.core.caps import reservation_id_of
 from ultra_signals.core.config import load_settings
 from ultra_signals.counters.factory import policy_from
 from ultra_signals.counters.windows import MemoryCounters
@@ -147,7 +148,9 @@ def test_the_app_reads_and_writes_an_upgraded_0_1_0_journal(journal_0_1_0: str) 
         # counters are rebuilt from the journal's allowed signals, as a runner does at start
         seed = list(j.allowed_reservations(NS))
         allowed = [r for r in _fixture_rows()["decisions"] if r[10]]  # column 10: allowed
-        assert sorted(r.id for r in seed) == sorted(str(r[1]) for r in allowed)
+        # 0.1.0's run-scoped ids read back as run-independent reservation keys, owned by the run (issue 12, item 2)
+        assert sorted(r.id for r in seed) == sorted(reservation_id_of(str(r[1])) for r in allowed)
+        assert sorted(r.owner for r in seed) == sorted(str(r[2]) for r in allowed)
         counters = MemoryCounters(policy_from(load_settings("shadow").sniper))
         counters.seed(seed)
         last = max(r.ts_ms for r in seed)

@@ -33,6 +33,18 @@ def independent_replay(snapshot: dict[str, Any], diffs: list[dict[str, Any]]) ->
     return {p: q for p, q in bids.items() if q > 0}, {p: q for p, q in asks.items() if q > 0}
 
 
+def assert_tracked(book: OrderBook, bids: dict[float, float], asks: dict[float, float], top: int = 20) -> None:
+    """The bounded book against the unbounded replay: every level it keeps is exact, none beyond the tracked
+    depth (plus the pruning slack) is kept, and the best ``top`` levels of each side (what depth features
+    read) are the replay's."""
+    limit = book.max_levels + book.max_levels // 4
+    assert len(book.bids) <= limit and len(book.asks) <= limit
+    assert all(bids.get(p) == q for p, q in book.bids.items())
+    assert all(asks.get(p) == q for p, q in book.asks.items())
+    assert sorted(book.bids, reverse=True)[:top] == sorted(bids, reverse=True)[:top]
+    assert sorted(book.asks)[:top] == sorted(asks)[:top]
+
+
 def _depth_2021() -> tuple[dict[str, list[str]], dict[str, str]]:
     msgs = read_recorded_2021(require_data("ws", "binance-futures-ws-20210722.txt"))
     snaps = read_rest_depth_2021(require_data("ws", "binance-futures-rest-depth-20210722.txt"))
@@ -64,7 +76,7 @@ def test_2021_book_equals_independent_replay(symbol: str, snapshot_after: int) -
     assert book.state is BookState.LIVE
     diffs = [json.loads(r)["data"] for r in raws]
     bids, asks = independent_replay(json.loads(snaps[symbol]), diffs)
-    assert book.bids == bids and book.asks == asks
+    assert_tracked(book, bids, asks)
     assert book.last_update_id == diffs[-1]["u"]
     best = book.best()
     assert best is not None and best[0] < best[1]  # a kept book is never crossed
@@ -81,7 +93,8 @@ def test_2024_book_equals_independent_replay(name: str) -> None:
     _run(book, raws, snapshot, before + 1)
     assert book.state is BookState.LIVE
     bids, asks = independent_replay(json.loads(snapshot), [json.loads(r)["data"] for r in raws])
-    assert book.bids == bids and book.asks == asks
+    assert len(bids) + len(asks) > 2 * book.max_levels  # the recording grows past the tracked depth...
+    assert_tracked(book, bids, asks)  # ...and the book stays bounded and exact where it counts
     s = book.summary(0, within_bps=10.0, levels=10)
     assert s is not None and s.bid_depth_usdt > 0 and s.ask_depth_usdt > 0 and -1 <= s.imbalance <= 1
 
@@ -176,3 +189,28 @@ def test_property_book_equals_replay_for_any_chained_stream(
         assert book.on_diff(dd) is not Outcome.RESYNC
     assert book.state is BookState.LIVE
     assert (book.bids, book.asks) == independent_replay(base, diffs)
+
+
+def test_levels_beyond_the_tracked_depth_are_dropped_and_the_top_is_exact() -> None:
+    """A long stream of diffs far from the touch must not grow the book past the tracked depth (issue 12)."""
+    book = OrderBook("BTCUSDT", max_levels=50)
+    snap = DepthSnapshot(
+        10, None, tuple((100.0 - i * 0.1, 1.0) for i in range(50)), tuple((100.1 + i * 0.1, 1.0) for i in range(50))
+    )
+    book.apply_snapshot(snap)
+    ref_bids = dict(snap.bids)
+    ref_asks = dict(snap.asks)
+    last = 10
+    for n in range(2_000):  # each diff adds a new level further away on both sides, and touches the top
+        far_bid, far_ask = 90.0 - n * 0.01, 110.0 + n * 0.01
+        top = (100.0, 1.0 + n)
+        d = DepthDiff("BTCUSDT", n, last + 1, last + 1, last, (top, (far_bid, 2.0)), ((far_ask, 2.0),))
+        assert book.on_diff(d) is Outcome.APPLIED
+        last += 1
+        ref_bids.update([top, (far_bid, 2.0)])
+        ref_asks[far_ask] = 2.0
+    assert len(book.bids) <= 50 + 50 // 4 and len(book.asks) <= 50 + 50 // 4
+    # What is kept is exactly the best levels of the unbounded reference book.
+    assert sorted(book.bids, reverse=True)[:50] == sorted(ref_bids, reverse=True)[:50]
+    assert sorted(book.asks)[:50] == sorted(ref_asks)[:50]
+    assert book.bids[100.0] == 2_000.0

@@ -55,7 +55,7 @@ def test_promtool_check_config(promtool: str) -> None:
 def test_promtool_check_rules(promtool: str) -> None:
     res = _run([promtool, "check", "rules", "alerts.yml"])
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "SUCCESS: 8 rules found" in res.stdout
+    assert "SUCCESS: 9 rules found" in res.stdout
 
 
 def test_promtool_rule_unit_tests(promtool: str) -> None:
@@ -65,6 +65,32 @@ def test_promtool_rule_unit_tests(promtool: str) -> None:
     tested = yaml.safe_load((PROM_DIR / "alerts_test.yml").read_text())["tests"]
     fired = {a["alertname"] for t in tested for a in t["alert_rule_test"] if a["exp_alerts"]}
     assert fired == {r["alert"] for r in rules}  # every alert is shown firing at least once
+
+
+def test_alertmanager_config_routes_the_runner_absent_page_by_webhook_and_email() -> None:
+    """The shipped Alertmanager example is valid to amtool and sends the page by a path that is not Telegram."""
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        skip_or_fail_under_ci(
+            "amtool not found: install Debian's prometheus-alertmanager package", "under CI it must be installed"
+        )
+    assert amtool is not None
+    cfg = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
+    res = subprocess.run([amtool, "check-config", str(cfg)], capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 0 and "SUCCESS" in res.stdout, res.stdout + res.stderr
+    # Which receiver gets the page (amtool's own routing, as Alertmanager will route it).
+    res = subprocess.run(
+        [amtool, "config", "routes", "test", "--config.file", str(cfg), "--verify.receivers=ops-page",
+         "severity=page", "alertname=UltraSignalsRunnerAbsentWithOpenPositions"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = yaml.safe_load(cfg.read_text())
+    page = next(r for r in doc["receivers"] if r["name"] == "ops-page")
+    assert page.get("webhook_configs") and page.get("email_configs")
+    assert "telegram" not in cfg.read_text().split("receivers:", 1)[1].lower()
+    prom = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
+    assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
 
 
 # -- a real server ------------------------------------------------------------------------------------------
@@ -185,7 +211,7 @@ def test_prometheus_scrapes_a_running_shadow_and_evaluates_the_alerts(
 
     groups = api.get("/api/v1/rules")["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    assert len(rules) == 8
+    assert len(rules) == 9
     for r in rules:
         assert r["health"] == "ok", (r["name"], r.get("lastError"))
         assert not r["lastEvaluation"].startswith("0001-"), r["name"]  # evaluated at least once

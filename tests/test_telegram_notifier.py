@@ -588,7 +588,7 @@ def test_runner_decides_the_same_while_the_bot_api_hangs(api: FakeBotApi, tmp_pa
     assert notifier.pending == 2 * announced  # every card and notice still waits in the outbox
     for name, st in (("healthy", healthy), ("hanging", hang)):
         print(
-            f"\nrunner with a {name} Bot API: tick-to-decision {_describe(st.latencies_ms)} "
+            f"\nrunner with a {name} Bot API: tick-to-decision {_describe(st.latencies_ms.recent())} "
             f"over {len(st.latencies_ms)} decisions; run wall time {st.wall_seconds:.2f} s"
         )
 

@@ -11,23 +11,27 @@ is built from the settings.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ultra_signals.core.caps import Reservation, SniperCounters
-from ultra_signals.core.config import ConfigError, Settings
+from ultra_signals.core.config import ConfigError, Settings, redact_url
 from ultra_signals.core.notices import CounterEvent, Notice, Notifier
 from ultra_signals.journal.writer import Journal, JournalError
 from ultra_signals.live.runner import RunNamespace, Runner, RunStats, new_run_id
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.base import MarketSource, SourceError, SourceInfo
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from rich.console import Console
 
     from ultra_signals.execution.base import Executor
+    from ultra_signals.execution.lease import ExecutorLease
 
 
 class BootstrapError(RuntimeError):
@@ -114,6 +118,41 @@ def resolve_symbols(settings: Settings, metrics: Metrics) -> tuple[Settings, lis
     return settings.model_copy(update={"runtime": runtime}), resolved.notices
 
 
+def halt_if_journal_lost(settings: Settings, journal: Journal, historical: bool) -> bool:
+    """Canary/production on a LIVE source with a journal this start had to create: trading starts HALTED.
+
+    The journal holds the caps' windows and the trading state (a HALTED breaker survives restarts through it).
+    A journal that is missing — deleted, a wrong path, a new volume — would otherwise bring the runner back
+    ACTIVE with empty caps.  An operator restores a backup (``ultra-signals db restore``) or resumes on purpose
+    (``ultra-signals resume``).  Shadow mode places no orders and is left alone, and so are drills on replayed or
+    simulated data (their fills are the paper broker's; a fresh journal is their normal start).
+    """
+    if not journal.created or settings.runtime.mode == "shadow" or historical:
+        return False
+    from ultra_signals.execution.breakers import halt_trading
+
+    halt_trading(
+        journal,
+        "journal_missing",
+        "the journal did not exist at start (caps windows and trading state lost?): restore a backup with "
+        "`ultra-signals db restore` or run `ultra-signals resume` to trade on an empty journal",
+        by="startup",
+    )
+    log.warning(
+        "journal %s was created at start in %s mode: trading HALTED", redact_url(journal.url), settings.runtime.mode
+    )
+    return True
+
+
+def mark_crashed(journal: Journal) -> list[dict[str, object]]:
+    """Runs a SIGKILLed (or OOM-killed) process left ``running`` become ``crashed`` before a new run starts."""
+    try:
+        return journal.mark_crashed_runs()
+    except Exception as e:  # never block a start on this housekeeping; the operator sees why
+        log.warning("could not check the journal for crashed runs: %s", e)
+        return []
+
+
 def build_source(settings: Settings, metrics: Metrics, request: SourceRequest) -> MarketSource:
     from ultra_signals.sources import factory
 
@@ -161,6 +200,33 @@ def build_executor(
     return make_executor(settings, metrics, journal, notifier, run_id, namespace=namespace.base)
 
 
+def build_lease(settings: Settings, exe: Executor | None, run_id: str, ns: RunNamespace) -> ExecutorLease | None:
+    """A real account (binance broker) shared through Redis gets a lease: one executor trades it at a time.
+
+    The executor refuses entries (``no_executor_lease``) until the runner's refresh loop has taken the lease and
+    reconciled; paper brokers trade nobody's account and run without one.
+    """
+    if exe is None or not settings.redis.enabled or settings.execution.broker != "binance":
+        return None
+    if not hasattr(exe, "lease_gate"):
+        return None
+    broker = getattr(exe, "broker", None)
+    if getattr(broker, "name", None) != "binance":  # replayed/simulated data trade the paper broker: no account
+        return None
+    from ultra_signals.counters.redis_backend import connect
+    from ultra_signals.execution.lease import ExecutorLease
+
+    lease = ExecutorLease(
+        connect(settings.redis),
+        namespace=ns.base,
+        account=f"binance{'-testnet' if settings.binance.testnet else ''}",
+        holder=run_id,
+        ttl_ms=int(settings.execution.lease_ttl_s * 1000),
+    )
+    exe.lease_gate = lease.blocking_reason
+    return lease
+
+
 def build_runner(
     settings: Settings,
     *,
@@ -174,6 +240,7 @@ def build_runner(
     run_id: str | None = None,
     namespace: str | None = None,
     decisions_out: str | Path | None = None,
+    overwrite: bool = False,
     speed: float | None = None,
     serve_metrics: bool = True,
     on_progress: Callable[[RunStats, int], None] | None = None,
@@ -186,12 +253,27 @@ def build_runner(
     """
     from ultra_signals.counters.factory import make_counters
 
+    if decisions_out is not None and Path(decisions_out).exists() and not overwrite:
+        raise BootstrapError(
+            f"--decisions-out {decisions_out} already exists (a previous run's decisions); "
+            "choose another file or pass --force to overwrite it"
+        )
     metrics = metrics or Metrics()
     journal = journal or open_journal(settings)
+    crashed = mark_crashed(journal)
     source = source or build_source(settings, metrics, source_request or SourceRequest())
+    halt_if_journal_lost(settings, journal, source.info.historical)
     run_id = run_id or new_run_id()
     ns = run_namespace(settings, source.info, run_id, namespace)
     notifier = notifier or build_notifier(settings, metrics, journal, console)
+    for c in crashed:
+        notifier.publish(
+            Notice.plain(
+                "fallback",
+                f"{settings.runtime.mode.upper()} | run {c['run_id']} was left running by a process "
+                f"that is gone: marked crashed (last decision at {c['last_decision_ts']})",
+            )
+        )
     events = CounterEvents(notifier, settings.runtime.mode)
     restored: list[Reservation] = list(journal.allowed_reservations(ns.journal))
     if counters is None:
@@ -205,6 +287,7 @@ def build_runner(
         exe = None
     else:
         exe = executor
+    lease = build_lease(settings, exe, run_id, ns)
     runner = Runner(
         settings,
         source,
@@ -221,6 +304,7 @@ def build_runner(
         speed=speed,
         serve_metrics=serve_metrics,
         on_progress=on_progress,
+        lease=lease,
     )
     attach = getattr(notifier, "attach_commands", None)
     if attach is not None:  # Telegram answers operator commands from this run, through the control layer

@@ -120,6 +120,7 @@ def _run(
     namespace: str | None,
     report: bool,
     hold_metrics: float,
+    force: bool = False,
 ) -> RunStats:
     from ultra_signals import bootstrap
 
@@ -172,6 +173,7 @@ def _run(
             metrics=metrics,
             namespace=namespace,
             decisions_out=decisions_out,
+            overwrite=force,
             speed=speed,
             on_progress=on_progress,
             console=console,
@@ -255,6 +257,7 @@ def shadow(
         float | None, typer.Option(help="N × real time for sim/replay (default: as fast as possible).")
     ] = None,
     decisions_out: Annotated[str | None, typer.Option(help="Write one JSON line per candidate here.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --decisions-out file.")] = False,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus exporter port (0 = any free).")] = None,
     journal: Annotated[str | None, typer.Option(help="Journal SQLAlchemy URL.")] = None,
     namespace: Annotated[str | None, typer.Option(help="Counter namespace shared with other runners.")] = None,
@@ -286,6 +289,7 @@ def shadow(
         end_ms=None,
         symbols_given=bool(symbols) or settings.runtime.source != "replay",
         decisions_out=decisions_out,
+        force=force,
         speed=speed,
         namespace=namespace,
         report=report,
@@ -304,6 +308,7 @@ def replay(
     profile: ProfileOpt = None,
     speed: Annotated[float | None, typer.Option(help="N × real time (default: as fast as possible).")] = None,
     decisions_out: Annotated[str | None, typer.Option(help="Write one JSON line per candidate here.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --decisions-out file.")] = False,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus exporter port (0 = any free).")] = None,
     journal: Annotated[str | None, typer.Option(help="Journal SQLAlchemy URL.")] = None,
     namespace: Annotated[str | None, typer.Option(help="Counter namespace shared with other runners.")] = None,
@@ -335,6 +340,7 @@ def replay(
         end_ms=_parse_time(to, "--to"),
         symbols_given=bool(symbols),
         decisions_out=decisions_out,
+        force=force,
         speed=speed,
         namespace=namespace,
         report=report,

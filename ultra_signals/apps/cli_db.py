@@ -1,18 +1,33 @@
-"""``ultra-signals db upgrade | current | downgrade``: the journal's schema revision, by hand.
+"""``ultra-signals db``: the journal's schema revision by hand (upgrade, current, downgrade), and the state a restart
+cannot lose (backup, restore, prune).
 
 Any process that opens the journal upgrades it to the head already (see docs/journal.md); these commands are for
 doing it ahead of a deployment, checking where a journal stands, and rolling back before installing an older
 release.  Imports stay inside the commands, so ``ultra-signals --help`` does not load Alembic.
+
+The journal also holds the caps' windows (allowed decisions), the trading state (HALTED survives a restart) and the
+pause flag: losing it means a restart comes back ACTIVE with empty caps.  ``backup`` copies a SQLite journal while
+runners write (SQLite's online backup API; ``pg_dump`` for PostgreSQL), ``restore`` puts a backup in place before a
+start, ``prune`` keeps it from growing forever.  A canary/live start on a journal that had to be created starts
+HALTED (bootstrap.halt_if_journal_lost).
 """
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-db_app = typer.Typer(no_args_is_help=True, help="The journal's schema: upgrade, show the revision, downgrade.")
+if TYPE_CHECKING:
+    from ultra_signals.journal.writer import Journal
+
+db_app = typer.Typer(
+    no_args_is_help=True,
+    help="The journal: schema upgrade/current/downgrade, backup, restore, retention (prune).",
+)
 
 ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="Settings profile (default: shadow).")]
 SecretsOpt = Annotated[Path | None, typer.Option("--secrets-file", help="Secrets file (KEY=value lines).")]
@@ -145,6 +160,113 @@ def downgrade(
     finally:
         engine.dispose()
     typer.echo(f"journal {shown(url)}: schema {before} → {after}")
+
+
+def _open(url: str) -> Journal:
+    from ultra_signals.journal.writer import Journal, JournalError
+
+    try:
+        return Journal(url)
+    except JournalError as e:
+        typer.echo(str(e).splitlines()[0], err=True)  # the URL in it is shown with its password hidden
+        raise typer.Exit(2) from None
+
+
+@db_app.command("backup")
+def backup(
+    to: Annotated[Path | None, typer.Option("--to", help="Backup file (default var/backups/journal-<UTC>.db).")] = None,
+    profile: ProfileOpt = None,
+    secrets_file: SecretsOpt = None,
+    journal_url: JournalOpt = None,
+) -> None:
+    """A consistent copy of the SQLite journal, safe while runners write (PostgreSQL: use pg_dump)."""
+    from ultra_signals.journal.db import JournalError, shown
+    from ultra_signals.journal.writer import sqlite_path
+
+    url = _url(profile, secrets_file, journal_url)
+    dest = to or Path("var/backups") / f"journal-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.db"
+    if dest.exists():
+        typer.echo(f"db backup: {dest} already exists; choose another --to", err=True)
+        raise typer.Exit(2)
+    if sqlite_path(url) is None:
+        typer.echo(
+            f"db backup: {shown(url)} is not a SQLite file journal; back PostgreSQL up with pg_dump "
+            "(docs/operations.md, 'Journal backups')",
+            err=True,
+        )
+        raise typer.Exit(2)
+    j = _open(url)
+    try:
+        size = j.backup(dest)
+    except (JournalError, sqlite3.Error, OSError) as e:
+        typer.echo(f"db backup: {e}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        j.close()
+    typer.echo(f"backed up {shown(url)} to {dest} ({size:,} bytes)")
+
+
+@db_app.command("restore")
+def restore(
+    from_: Annotated[Path, typer.Option("--from", help="A file written by `db backup`.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing journal file.")] = False,
+    profile: ProfileOpt = None,
+    secrets_file: SecretsOpt = None,
+    journal_url: JournalOpt = None,
+) -> None:
+    """Put a backup in place of the SQLite journal (stop the runners first)."""
+    from ultra_signals.journal.writer import sqlite_path
+
+    url = _url(profile, secrets_file, journal_url)
+    if not from_.is_file():
+        typer.echo(f"db restore: {from_} is not a file", err=True)
+        raise typer.Exit(2)
+    try:
+        src = sqlite3.connect(f"file:{from_}?mode=ro", uri=True)
+        src.execute("select count(*) from runs").fetchone()
+    except sqlite3.Error as e:
+        typer.echo(f"db restore: {from_} is not a journal backup ({e})", err=True)
+        raise typer.Exit(2) from None
+    path = sqlite_path(url)
+    if path is None:
+        src.close()
+        typer.echo("db restore: the journal is not a SQLite file; restore PostgreSQL with pg_restore/psql", err=True)
+        raise typer.Exit(2)
+    if path.exists() and not force:
+        src.close()
+        typer.echo(f"db restore: {path} exists; stop the runners and pass --force to replace it", err=True)
+        raise typer.Exit(2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for extra in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        extra.unlink(missing_ok=True)
+    dst = sqlite3.connect(path)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+    typer.echo(f"restored {from_} to {path}")
+
+
+@db_app.command("prune")
+def prune(
+    keep_days: Annotated[float, typer.Option("--keep-days", help="Keep this many days of decisions (≥ 2).")] = 90.0,
+    profile: ProfileOpt = None,
+    secrets_file: SecretsOpt = None,
+    journal_url: JournalOpt = None,
+) -> None:
+    """Retention: delete decisions older than --keep-days (event time) and the runs that ended before then."""
+    from ultra_signals.journal.db import JournalError
+
+    j = _open(_url(profile, secrets_file, journal_url))
+    try:
+        n = j.prune(keep_days)
+    except JournalError as e:
+        typer.echo(f"db prune: {e}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        j.close()
+    typer.echo(f"pruned {n['decisions']} decision(s) and {n['runs']} run(s) older than {keep_days:g} days")
 
 
 def register(app: typer.Typer) -> None:

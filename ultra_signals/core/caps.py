@@ -56,9 +56,18 @@ class CapPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    id: str  # unique per (run, symbol, bar time): a retry with the same id never counts twice
+    """One slot of the caps.
+
+    ``id`` is the run-independent decision key (``<symbol>:<timeframe>:<bar open ms>``, see
+    :func:`reservation_id`): every runner of a namespace asks for the same id for the same bar, so exactly one
+    of them wins it and the others learn who did (``owner``).  Older journals held ``<run id>:<key>``; they
+    are read back through :func:`reservation_id_of`.
+    """
+
+    id: str
     symbol: str
     ts_ms: int  # event time of the signal
+    owner: str = ""  # run id of the runner that won the slot ("" when unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +75,36 @@ class CapResult:
     allowed: bool
     reason: str | None  # "hourly_cap" | "daily_cap" | None
     counts: dict[str, int] = field(default_factory=dict)  # global trailing window counts at ts, after the call
-    duplicate: bool = False  # the id had been reserved already (a retry)
+    duplicate: bool = False  # the id had been reserved already (a retry, or another runner took it)
+    owner: str = ""  # with ``duplicate``: the run id that holds the slot ("" when unknown)
+
+
+def reservation_id(symbol: str, timeframe: str, bar_open_ms: int) -> str:
+    """The run-independent decision key of a bar; the counters' namespace scopes it to one deployment."""
+    return f"{symbol}:{timeframe}:{bar_open_ms}"
+
+
+def reservation_id_of(decision_id: str) -> str:
+    """The reservation id inside a journaled decision id (``[<run id>:]<symbol>:<timeframe>:<bar open ms>``).
+
+    Run ids and symbols hold no ':', so the key is the last three fields whatever the prefix.
+    """
+    parts = decision_id.split(":")
+    if len(parts) < 3:
+        raise ValueError(f"decision id {decision_id!r} is not [<run>:]<symbol>:<timeframe>:<bar open ms>")
+    return ":".join(parts[-3:])
 
 
 class CounterBackendError(RuntimeError):
-    """The backend could not answer (timeout, connection, foreign data under our keys)."""
+    """The backend could not answer (timeout, connection, foreign data under our keys).
+
+    ``timeout`` marks a call that got no answer in time: under CPU load that is often a slow answer rather
+    than a dead Redis, so the failover waits for more evidence before leaving Redis.
+    """
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
 
 
 class SniperCounters(Protocol):

@@ -370,6 +370,9 @@ class RedisSettings(_Section):
     namespace: str = Field(default="default", min_length=1, max_length=200)
     on_failure: Literal["memory", "block"] = "memory"
     health_check_interval_s: float = Field(default=1.0, gt=0.0, le=3_600.0)
+    #: Leave Redis only on evidence: this many consecutive failed calls (or one failed health check).  A single
+    #: slow answer under CPU load is counted (``sniper_counter_slow_answers_total``), not a failover.
+    failover_after_failures: int = Field(default=3, ge=1, le=1000)
     #: CA bundle for TLS to a Redis with a private CA (None: the system store).
     tls_ca_file: str | None = None
     #: Redis Sentinel: ``["host:port", …]``. When set, the counters follow the master Sentinel names
@@ -540,6 +543,9 @@ class ExecutionSettings(_Section):
     """Sizing, brokers, gateway throttles and circuit breakers (canary and production)."""
 
     broker: Literal["none", "paper", "binance"] = "paper"
+    #: One executor per account (binance broker with Redis on): the lease lapses this long after its holder stops
+    #: renewing, and a standby takes over (reconciling first).  See execution/lease.py.
+    lease_ttl_s: float = Field(default=10.0, ge=0.5, le=600.0)
     #: Fraction of equity risked per trade: quantity = equity × risk_fraction / stop distance.
     risk_fraction: float = Field(default=0.005, gt=0.0, le=0.05)
     max_leverage: float = Field(default=5.0, gt=0.0, le=125.0)

@@ -46,11 +46,32 @@ class Decision:
     latency_ms: float = 0.0  # wall time from the bar's arrival to this verdict
     counts: dict[str, int] = field(default_factory=dict)  # cap window counts seen by the sniper
     not_evaluated: tuple[str, ...] = ()  # filters that passed it for want of data (filters.unavailable_data)
+    taken_by: str | None = None  # reason "taken": the run id of the runner that won this bar
 
     @property
     def id(self) -> str:
-        """Unique per (run, symbol, bar time): the reservation id and the order's client id derive from it."""
+        """The journal row's id, unique per (run, symbol, bar time): ``<run id>:<key>``."""
         return f"{self.run_id}:{self.candidate.key}"
+
+    @property
+    def key(self) -> str:
+        """Run-independent per (symbol, timeframe, bar): the cap reservation id inside a namespace.
+
+        Every runner of a namespace derives the same key for the same bar, so exactly one wins the slot; the
+        order's client id is meant to derive from ``<namespace>:<key>`` (see :func:`order_key`).
+        """
+        return self.candidate.key
+
+    @property
+    def journal_reason(self) -> str | None:
+        """The reason as journaled: ``taken:<winner run id>`` names who took the bar (32 characters at most)."""
+        if self.reason == "taken" and self.taken_by:
+            return f"taken:{self.taken_by}"[:32]
+        return self.reason
+
+    def order_key(self, namespace: str) -> str:
+        """Run-independent decision id for orders: the same for every runner and every restart of a namespace."""
+        return f"{namespace}:{self.candidate.key}"
 
     def as_record(self) -> dict[str, Any]:
         """The ``--decisions-out`` JSONL shape."""

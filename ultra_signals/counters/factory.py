@@ -58,6 +58,7 @@ def make_counters(
         rs.on_failure,
         metrics,
         health_check_interval_s=rs.health_check_interval_s,
+        failover_after=rs.failover_after_failures,
         on_event=on_event,
         seed=seed,
     )

@@ -47,6 +47,7 @@ class FailoverCounters:
         metrics: Metrics,
         *,
         health_check_interval_s: float = 1.0,
+        failover_after: int = 3,
         on_event: EventCallback | None = None,
         seed: Iterable[Reservation] = (),
     ) -> None:
@@ -57,6 +58,11 @@ class FailoverCounters:
         self.on_failure = on_failure
         self.metrics = metrics
         self.interval_s = health_check_interval_s
+        if failover_after < 1:
+            raise ValueError(f"redis.failover_after_failures must be at least 1, not {failover_after}")
+        self.failover_after = failover_after
+        self._consecutive = 0  # failed calls in a row on the decision path (reset by any success)
+        self.slow_answers = 0
         self._on_event = on_event
         self._lock = threading.RLock()
         self._local = MemoryCounters(policy)
@@ -93,8 +99,9 @@ class FailoverCounters:
                     try:
                         result = self.primary.check_and_reserve(res)
                     except CounterBackendError as e:
-                        self._fail(str(e), op="reserve")
+                        self._suspect(e, op="reserve")
                     else:
+                        self._consecutive = 0
                         if result.allowed:
                             self._local.seed([res])
                         return result
@@ -106,9 +113,12 @@ class FailoverCounters:
         with self._lock:
             if self._on_redis:
                 try:
-                    return self.primary.window_counts(ts_ms, symbol)
+                    counts = self.primary.window_counts(ts_ms, symbol)
                 except CounterBackendError as e:
-                    self._fail(str(e), op="window_counts")
+                    self._suspect(e, op="window_counts")
+                else:
+                    self._consecutive = 0
+                    return counts
             return self._local.window_counts(ts_ms, symbol)
 
     def seed(self, reservations: Iterable[Reservation]) -> None:
@@ -146,7 +156,9 @@ class FailoverCounters:
     # -- while Redis is away ---------------------------------------------------------------------------
     def _decide_locally(self, res: Reservation) -> CapResult:
         if self._local.holds(res.id):
-            return CapResult(True, None, self._local.window_counts(res.ts_ms), duplicate=True)
+            return CapResult(
+                True, None, self._local.window_counts(res.ts_ms), duplicate=True, owner=self._local.owner_of(res.id)
+            )
         if self.on_failure == "block":
             return CapResult(False, self.policy.rules[0].reason, self._local.window_counts(res.ts_ms))
         result = self._local.check_and_reserve(res)
@@ -154,9 +166,29 @@ class FailoverCounters:
             self._outage_made += 1
         return result
 
+    def _suspect(self, e: CounterBackendError, op: str) -> None:
+        """A call failed.  A timeout is often just a slow answer under CPU load: count it, and fail over only
+        after ``failover_after`` in a row (or a failed health check).  Any other error (refused connection,
+        foreign data) is evidence at once.
+
+        This one call is still answered locally (memory) or refused (block) while Redis stays the backend.
+        """
+        reason = str(e)
+        self._consecutive += 1
+        if not e.timeout or self._consecutive >= self.failover_after:
+            if e.timeout:
+                reason = f"{reason}; {self._consecutive} consecutive timeouts"
+            self._fail(reason, op=op)
+            return
+        self.slow_answers += 1
+        self.metrics.redis_errors.labels(op=op).inc()
+        self.metrics.counter_slow.labels(op=op).inc()
+        log.info("counter backend: redis call %s failed once (%s); staying on redis", op, reason)
+
     def _fail(self, reason: str, op: str) -> None:
         """Count the error and, if Redis was active, switch away from it (the caller holds the lock)."""
         self.metrics.redis_errors.labels(op=op).inc()
+        self._consecutive = 0
         if not self._on_redis:
             return
         self._on_redis = False

@@ -122,6 +122,7 @@ class RedisCounters:
         self.prefix = f"{KEY_ROOT}:{{{namespace}:{profile}}}:sniper"
         self.key_global = f"{self.prefix}:all"
         self.key_meta = f"{self.prefix}:meta"
+        self.key_owners = f"{self.prefix}:owners"
         self.keep_ms = 2 * policy.horizon_ms
         # Wall-clock safety net only: windows run on event time; live, nothing older than `keep` can matter.
         self.ttl_ms = 2 * self.keep_ms
@@ -197,24 +198,28 @@ class RedisCounters:
             pipe.type(self.key_meta)
             pipe.zrange(self.key_global, 0, -1, withscores=True)
             pipe.hget(self.key_meta, "latest")
-            kind_all, kind_meta, members, latest = pipe.execute(raise_on_error=False)
+            pipe.type(self.key_owners)
+            pipe.hgetall(self.key_owners)
+            kind_all, kind_meta, members, latest, kind_owners, owners = pipe.execute(raise_on_error=False)
             self._expect_type("snapshot", self.key_global, kind_all, "zset")
             self._expect_type("snapshot", self.key_meta, kind_meta, "hash")
-            for x in (members, latest):
+            self._expect_type("snapshot", self.key_owners, kind_owners, "hash")
+            for x in (members, latest, owners):
                 if isinstance(x, Exception):
                     raise x
         except redis.RedisError as e:
             raise self._error("snapshot", e) from None
         out = []
+        who = {_text(k): _text(v) for k, v in owners.items()}
         for member, score in members:
-            text = member.decode("utf-8", "replace") if isinstance(member, bytes) else str(member)
+            text = _text(member)
             symbol, sep, rid = text.partition("|")
             if not sep or not symbol or not rid:
                 raise CounterBackendError(
                     f"redis snapshot at {self.where}: {self.key_global} holds member {text[:80]!r}, "
                     "expected '<symbol>|<id>' (a foreign value under our keys)"
                 )
-            out.append(Reservation(rid, symbol, int(score)))
+            out.append(Reservation(rid, symbol, int(score), owner=who.get(text, "")))
         try:
             latest_ms = int(latest) if latest is not None else 0
         except ValueError:
@@ -242,7 +247,7 @@ class RedisCounters:
         ts = int(res.ts_ms)
         if ts != res.ts_ms or "|" in res.symbol or not res.symbol:
             raise ValueError(f"reservation {res!r}: ts_ms must be whole milliseconds, symbol non-empty without '|'")
-        keys = [self.key_global, self.key_meta, self.key_symbol(res.symbol)]
+        keys = [self.key_global, self.key_meta, self.key_symbol(res.symbol), self.key_owners]
         args: list[str | int] = [
             mode,
             f"{res.symbol}|{res.id}",
@@ -251,6 +256,7 @@ class RedisCounters:
             self.ttl_ms,
             self.policy.horizon_ms,
             *self._rule_args,
+            res.owner,
         ]
         return keys, args
 
@@ -297,13 +303,17 @@ class RedisCounters:
 
     def _result(self, reply: Any) -> CapResult:
         try:
-            allowed, reason, duplicate, *counts = reply
-            text = reason.decode() if isinstance(reason, bytes) else str(reason)
+            allowed, reason, duplicate, *rest = reply
+            n = len(self.policy.rules)
+            counts, tail = rest[:n], rest[n:]
+            if len(counts) != n or len(tail) != 1:
+                raise ValueError(f"expected {n} counts and an owner")
             return CapResult(
                 allowed=int(allowed) == 1,
-                reason=text or None,
-                counts={r.window: int(n) for r, n in zip(self.policy.rules, counts, strict=True)},
+                reason=_text(reason) or None,
+                counts={r.window: int(x) for r, x in zip(self.policy.rules, counts, strict=True)},
                 duplicate=int(duplicate) == 1,
+                owner=_text(tail[0]),
             )
         except (ValueError, TypeError) as e:
             raise CounterBackendError(f"redis reserve at {self.where}: unexpected reply {reply!r:.200}: {e}") from None
@@ -317,7 +327,13 @@ class RedisCounters:
             return CounterBackendError(
                 f"redis {op} at {self.where}: a key under {self.prefix} holds a foreign value ({text})"
             )
-        return CounterBackendError(f"redis {op} at {self.where}: {type(e).__name__}: {text}")
+        return CounterBackendError(
+            f"redis {op} at {self.where}: {type(e).__name__}: {text}", timeout=isinstance(e, redis.TimeoutError)
+        )
+
+
+def _text(x: Any) -> str:
+    return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
 
 
 def _rules_args(rules: Sequence[CapRule]) -> list[str | int]:

@@ -7,10 +7,15 @@
 -- KEYS[1]  sorted set, the whole deployment: member "<symbol>|<id>", score = event time (ms)
 -- KEYS[2]  hash: latest = latest reserved event time, trimmed = points below it were removed
 -- KEYS[3]  sorted set, the symbol's own (same members)
+-- KEYS[4]  hash: member -> run id that won it (who "took" the bar, for the runners that lose it)
 -- ARGV     mode ("reserve" | "record"), member, ts, keep_ms, ttl_ms, horizon_ms,
 --          n_global, then (length_ms, cap, reason) per global rule,
---          n_symbol, then (length_ms, cap, reason) per symbol rule
--- Reply    { allowed 1|0, reason or "", duplicate 1|0, trailing count per global rule... }
+--          n_symbol, then (length_ms, cap, reason) per symbol rule,
+--          owner (run id, may be empty)
+-- Reply    { allowed 1|0, reason or "", duplicate 1|0, trailing count per global rule..., owner of the member }
+--
+-- The member's id is run-independent (symbol, timeframe, bar), so when several runners decide the same bar
+-- exactly one reservation is made; the others get duplicate=1 and the winner's run id.
 --
 -- "record" writes a reservation already decided elsewhere (the journal, or decisions made on local counts
 -- while Redis was away) without checking caps: the signal went out, so the windows must show it.
@@ -38,7 +43,7 @@ local function fmt(x)
   return string.format('%.0f', x)
 end
 
-local global, meta, sym = KEYS[1], KEYS[2], KEYS[3]
+local global, meta, sym, owners = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local mode, member = ARGV[1], ARGV[2]
 local ts = num(ARGV[3], 'ts')
 local keep = num(ARGV[4], 'keep_ms')
@@ -58,21 +63,24 @@ local function read_rules()
 end
 local grules = read_rules()
 local srules = read_rules()
+local owner = ARGV[pos] or ''
 
 expect_type(global, 'zset')
 expect_type(sym, 'zset')
 expect_type(meta, 'hash')
+expect_type(owners, 'hash')
 local m = redis.call('HMGET', meta, 'latest', 'trimmed')
 local latest = 0
 if m[1] then latest = num(m[1], meta .. ' field latest') end
 local trimmed = nil
 if m[2] then trimmed = num(m[2], meta .. ' field trimmed') end
 
-local function reply(allowed, reason, duplicate)
+local function reply(allowed, reason, duplicate, who)
   local out = { allowed, reason, duplicate }
   for k, r in ipairs(grules) do
     out[3 + k] = redis.call('ZCOUNT', global, '(' .. fmt(ts - r.len), fmt(ts))
   end
+  out[#out + 1] = who or ''
   return out
 end
 
@@ -102,7 +110,15 @@ local function refusal(key, rules)
 end
 
 if redis.call('ZSCORE', global, member) then
-  return reply(1, '', 1)
+  local held = redis.call('HGET', owners, member)
+  if not held then
+    held = ''
+    if owner ~= '' and mode == 'record' then
+      redis.call('HSET', owners, member, owner)  -- learn the owner of a point written before owners existed
+      held = owner
+    end
+  end
+  return reply(1, '', 1, held)
 end
 
 if mode == 'reserve' then
@@ -123,11 +139,18 @@ end
 
 redis.call('ZADD', global, fmt(ts), member)
 redis.call('ZADD', sym, fmt(ts), member)
+if owner ~= '' then
+  redis.call('HSET', owners, member, owner)
+end
 if ts > latest then
   -- Trim as the window slides, exactly when MemoryCounters does: keep `keep` ms behind the latest point.
   latest = ts
   redis.call('HSET', meta, 'latest', fmt(latest))
   local cutoff = latest - keep
+  local old = redis.call('ZRANGEBYSCORE', global, '-inf', '(' .. fmt(cutoff))
+  for i = 1, #old, 500 do
+    redis.call('HDEL', owners, unpack(old, i, math.min(i + 499, #old)))
+  end
   if redis.call('ZREMRANGEBYSCORE', global, '-inf', '(' .. fmt(cutoff)) > 0 then
     trimmed = cutoff
     redis.call('HSET', meta, 'trimmed', fmt(trimmed))
@@ -140,4 +163,5 @@ end
 redis.call('PEXPIRE', global, ttl)
 redis.call('PEXPIRE', sym, ttl)
 redis.call('PEXPIRE', meta, ttl)
-return reply(1, '', 0)
+redis.call('PEXPIRE', owners, ttl)
+return reply(1, '', 0, owner)

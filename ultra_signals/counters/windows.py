@@ -76,10 +76,16 @@ class MemoryCounters:
         """Whether this id is reserved already (a retry of it must not count again)."""
         return reservation_id in self._ids
 
+    def owner_of(self, reservation_id: str) -> str:
+        """Run id holding this reservation ("" when unknown or not held)."""
+        held = self._ids.get(reservation_id)
+        return held.owner if held is not None else ""
+
     # -- the atomic step ------------------------------------------------------------------------------------
     def check_and_reserve(self, res: Reservation) -> CapResult:
-        if res.id in self._ids:
-            return CapResult(True, None, self.window_counts(res.ts_ms), duplicate=True)
+        held = self._ids.get(res.id)
+        if held is not None:
+            return CapResult(True, None, self.window_counts(res.ts_ms), duplicate=True, owner=held.owner)
         if res.ts_ms - self.policy.horizon_ms < self._trimmed_before:
             return CapResult(False, self.policy.rules[-1].reason, self.window_counts(res.ts_ms))
         reason = refusal(self._global, res.ts_ms, self.policy.rules)
@@ -91,8 +97,11 @@ class MemoryCounters:
 
     def seed(self, reservations: Iterable[Reservation]) -> None:
         for r in reservations:
-            if r.id not in self._ids:
+            held = self._ids.get(r.id)
+            if held is None:
                 self._insert(r)
+            elif not held.owner and r.owner:  # learn the owner (Redis snapshot after a journal seed)
+                self._ids[r.id] = r
 
     def close(self) -> None:
         return None

@@ -22,7 +22,7 @@ from ultra_signals.engine.risk_filters import (
     standard_filters,
 )
 from ultra_signals.engine.scoring import levels, score
-from ultra_signals.engine.sniper import Sniper, htf_trend
+from ultra_signals.engine.sniper import TAKEN, Sniper, htf_trend
 from ultra_signals.features.store import FeatureStore
 
 
@@ -36,6 +36,7 @@ class SignalEngine:
         *,
         paused: Callable[[], bool] = lambda: False,
         halted_reason: Callable[[], str | None] = lambda: None,
+        wall_now_ms: Callable[[], int] | None = None,
     ) -> None:
         self.settings = settings
         self.run_id = run_id
@@ -50,6 +51,11 @@ class SignalEngine:
         ]
         self.sniper = Sniper(settings.sniper, counters, run_id)
         self.decide_from_ms = 0  # bars closing before this (close_time < it) are warm-up: features only
+        # Live only: the exchange's clock (wall clock corrected by the measured server offset).  The event clock
+        # moves with the bars, so after a reconnect a REST backfill of hours-old bars looks fresh to it; this one
+        # does not.  None for replay/sim, whose decisions must not depend on when they are replayed.
+        self.wall_now_ms = wall_now_ms
+        self.max_data_age_ms = int(settings.filters.max_data_age_s * 1000)
 
     def on_event(self, ev: MarketEvent) -> Decision | None:
         """Advance the clock, update state, and decide if ``ev`` closes a bar of a signal timeframe."""
@@ -90,14 +96,25 @@ class SignalEngine:
             components=sc.components(),
             features=feats,
         )
+        counts: dict[str, int] = {}
+        taken_by: str | None = None
+        if self.wall_now_ms is not None and self.wall_now_ms() - cand.ts > self.max_data_age_ms:
+            return Decision(self.run_id, cand, False, "stale_data")  # features updated above; no signal, no slot
         ctx = FilterContext(cand, f, self.store, self.market, self.clock.now_ms())
         reason = first_refusal(self.filters, ctx)
-        counts: dict[str, int] = {}
         if reason is None:
             reason = self.sniper.check(ctx)
             if self.sniper.last_cap is not None:
                 counts = dict(self.sniper.last_cap.counts)
                 self.sniper.last_cap = None
+            if reason == TAKEN:
+                taken_by = self.sniper.taken_by
         return Decision(
-            self.run_id, cand, reason is None, reason, counts=counts, not_evaluated=tuple(ctx.not_evaluated)
+            self.run_id,
+            cand,
+            reason is None,
+            reason,
+            counts=counts,
+            not_evaluated=tuple(ctx.not_evaluated),
+            taken_by=taken_by,
         )

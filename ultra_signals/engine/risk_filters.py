@@ -36,6 +36,7 @@ REASONS = (
     "same_direction_cap",
     "hourly_cap",
     "daily_cap",
+    "taken",  # another runner of the namespace won the bar (exactly once across runners)
 )
 SNIPER_REASONS = ("mtf_required", "cooldown", "below_budget_threshold", "same_direction_cap", "hourly_cap", "daily_cap")
 

@@ -15,13 +15,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ultra_signals.core.caps import CapResult, Reservation, SniperCounters
+from ultra_signals.core.caps import CapResult, Reservation, SniperCounters, reservation_id
 from ultra_signals.core.config import SniperSettings
 from ultra_signals.core.decision import Candidate, Side
 from ultra_signals.core.timeframes import tf_ms
 from ultra_signals.engine.budget import OnlineThreshold, SameDirectionBound, feature_row, quality
 from ultra_signals.engine.risk_filters import FilterContext
 from ultra_signals.features.store import Features
+
+#: Reason code of a bar another runner of the same namespace already won (exactly once across runners).
+TAKEN = "taken"
 
 
 def htf_trend(f: Features) -> int:
@@ -84,6 +87,7 @@ class Sniper:
         self.mtf = MtfConfirmFilter(dict(settings.mtf_map))
         self.cooldown = CooldownFilter(settings.cooldown_bars)
         self.last_cap: CapResult | None = None
+        self.taken_by: str | None = None  # with reason TAKEN: the run id that holds the bar
         self.ranked = settings.selection == "ranked"
         self.budget = OnlineThreshold(
             int(settings.budget_window_hours * 3_600_000),
@@ -132,10 +136,19 @@ class Sniper:
                     return "below_budget_threshold"
         if self.same_direction is not None and self.same_direction.full(long, c.ts):
             return "same_direction_cap"
-        res = self.counters.check_and_reserve(Reservation(f"{self.run_id}:{c.key}", c.symbol, c.ts))
+        self.taken_by = None
+        rid = reservation_id(c.symbol, c.timeframe, c.bar_open_time)
+        res = self.counters.check_and_reserve(Reservation(rid, c.symbol, c.ts, owner=self.run_id))
         self.last_cap = res
         if not res.allowed:
             return res.reason or "daily_cap"
+        if res.duplicate and res.owner != self.run_id:
+            # Another runner of the namespace (or an earlier run) holds this bar: it announces, we do not.
+            self.taken_by = res.owner or "unknown"
+            self.cooldown.record(c)  # the deployment signalled this bar: same cooldown and direction count
+            if self.same_direction is not None:
+                self.same_direction.record(long, c.ts)
+            return TAKEN
         self.cooldown.record(c)
         if self.same_direction is not None:
             self.same_direction.record(long, c.ts)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
@@ -116,6 +117,8 @@ class TradingExecutor:
         self.notifier = notifier
         self.metrics = metrics
         self.run_id = run_id
+        #: Optional hook: None when this executor may place orders, else a reason code (ExecutorLease.blocking_reason).
+        self.lease_gate: Callable[[], str | None] | None = None
         self.namespace = namespace or settings.redis.namespace
         self.simulated = simulated
         self.filters = filters
@@ -243,6 +246,10 @@ class TradingExecutor:
         self.now_ms = max(self.now_ms, ts)
         if self.state.state is not TradingState.ACTIVE:
             self._refuse(decision, BLOCK_REASON[self.state.state], f"trading is {self.state.state.value}")
+            return
+        lease_reason = self.lease_gate() if self.lease_gate is not None else None
+        if lease_reason is not None:  # another executor holds this account (execution/lease.py)
+            self._refuse(decision, lease_reason, "this executor does not hold the account's lease")
             return
         if c.symbol in self._by_symbol:
             self._refuse(decision, "position_open", f"{c.symbol} already has trade {self._by_symbol[c.symbol]}")

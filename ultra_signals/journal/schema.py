@@ -37,7 +37,7 @@ runs = Table(
     Column("run_id", String(64), primary_key=True),
     Column("started_at", Float, nullable=False),  # wall time, epoch seconds
     Column("ended_at", Float),
-    Column("status", String(16), nullable=False),  # running | completed | failed | interrupted
+    Column("status", String(16), nullable=False),  # running | completed | failed | interrupted | crashed
     Column("mode", String(16), nullable=False),
     Column("profile", String(64), nullable=False),
     Column("source", String(16), nullable=False),

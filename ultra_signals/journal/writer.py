@@ -12,19 +12,49 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, func, insert, inspect, select, update
+from sqlalchemy.engine import make_url
 
-from ultra_signals.core.caps import Reservation
+from ultra_signals.core.caps import Reservation, reservation_id_of
 from ultra_signals.core.decision import Decision
 from ultra_signals.core.redaction import redact
 from ultra_signals.journal.db import JournalError, make_engine, shown
 from ultra_signals.journal.schema import decisions, runs, state
 
 __all__ = ["Journal", "JournalError", "make_engine"]
+
+#: A running run's liveness is kept in the ``state`` table under this prefix (no schema change): host, pid and
+#: the wall time it was last seen alive.  A run whose process is gone is marked ``crashed`` at the next start.
+ALIVE_PREFIX = "alive:"
+#: A heartbeat older than this means the process is gone even if its pid exists (another host, pid reused).
+ALIVE_STALE_S = 120.0
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL (None for another database or in-memory SQLite)."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _num(x: float) -> float | None:
@@ -45,6 +75,9 @@ class Journal:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise JournalError(f"journal {shown(url)}: {redact(first)}") from None
         try:
+            #: True when this open created the journal (no ``runs`` table before): a canary/live start on a
+            #: journal that had to be created begins HALTED (the caps' windows and trading state are gone).
+            self.created = not inspect(self.engine).has_table("runs")
             # Opening brings the schema to the code's head (see journal/migrate.py); a journal written by a newer
             # release is refused here, before anything is written to it.
             from ultra_signals.journal import migrate  # Alembic is loaded only when a journal is opened
@@ -53,6 +86,9 @@ class Journal:
         except JournalError:
             self.engine.dispose()
             raise
+        except Exception as e:  # an unreachable database must say which journal too
+            self.engine.dispose()
+            raise JournalError(f"journal {shown(url)}: {e}") from e
         self.batch_size = batch_size
         self._pending: list[dict[str, Any]] = []
         self.rows_written = 0
@@ -83,12 +119,67 @@ class Journal:
                     settings_json=json.dumps(settings, default=str),
                 )
             )
+        self.heartbeat(run_id)
+
+    def heartbeat(self, run_id: str) -> None:
+        """Record that this process still runs ``run_id`` (the runner calls it every few seconds)."""
+        alive = {"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}
+        self.set_state(f"{ALIVE_PREFIX}{run_id}", json.dumps(alive))
+
+    def mark_crashed_runs(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Runs left ``running`` by a process that is gone become ``crashed``, with their last decision time.
+
+        Gone: on this host its pid no longer exists, or its heartbeat is older than :data:`ALIVE_STALE_S`, or it
+        never wrote one (a runner always writes one at start).  Returns what was marked, for the operator.
+        """
+        now = time.time() if now is None else now
+        host = socket.gethostname()
+        marked: list[dict[str, Any]] = []
+        with self.engine.connect() as c:
+            running = [str(r) for (r,) in c.execute(select(runs.c.run_id).where(runs.c.status == "running"))]
+        for run_id in running:
+            raw = self.get_state(f"{ALIVE_PREFIX}{run_id}")
+            seen: float | None = None
+            try:
+                alive = json.loads(raw) if raw else None
+            except ValueError:
+                alive = None
+            if isinstance(alive, dict):
+                seen = float(alive.get("at", 0.0))
+                same_host = alive.get("host") == host
+                if now - seen <= ALIVE_STALE_S and not (same_host and not _pid_alive(int(alive.get("pid", 0)))):
+                    continue  # alive (or too recently seen to tell)
+            with self.engine.begin() as c:
+                last = c.execute(
+                    select(func.max(decisions.c.ts), func.count()).where(decisions.c.run_id == run_id)
+                ).first()
+                last_ts, n = (last[0], last[1]) if last else (None, 0)
+                summary = {
+                    "crash": "process gone while running (SIGKILL, power loss or OOM); marked at the next start",
+                    "last_decision_ts": last_ts,
+                    "decisions_journaled": n,
+                    "last_seen_alive": seen,
+                }
+                c.execute(
+                    update(runs)
+                    .where(runs.c.run_id == run_id, runs.c.status == "running")
+                    .values(
+                        status="crashed",
+                        ended_at=seen,
+                        market_end_ms=last_ts,
+                        summary_json=json.dumps(summary),
+                    )
+                )
+                c.execute(delete(state).where(state.c.key == f"{ALIVE_PREFIX}{run_id}"))
+            marked.append({"run_id": run_id, **summary})
+        return marked
 
     def end_run(
         self, run_id: str, status: str, summary: dict[str, Any], market_start_ms: int | None, market_end_ms: int | None
     ) -> None:
         self.flush()
         with self.engine.begin() as c:
+            c.execute(delete(state).where(state.c.key == f"{ALIVE_PREFIX}{run_id}"))
             c.execute(
                 update(runs)
                 .where(runs.c.run_id == run_id)
@@ -134,7 +225,7 @@ class Journal:
                 "score": c.score,
                 "confidence": c.confidence,
                 "allowed": d.allowed,
-                "reason": d.reason,
+                "reason": d.journal_reason,
                 "entry": c.entry,
                 "stop": c.stop,
                 "targets_json": json.dumps(list(c.targets)),
@@ -148,6 +239,7 @@ class Journal:
             self.flush()
 
     def flush(self) -> None:
+        """Write the buffered blocked candidates (the runner calls this at least once a second)."""
         if not self._pending:
             return
         rows, self._pending = self._pending, []
@@ -164,15 +256,19 @@ class Journal:
             return [dict(r) for r in res.mappings()]
 
     def allowed_reservations(self, namespace: str, since_ms: int | None = None) -> Iterator[Reservation]:
-        """Allowed signals of a namespace: what the memory counters are rebuilt from at start."""
-        q = select(decisions.c.decision_id, decisions.c.symbol, decisions.c.ts).where(
+        """Allowed signals of a namespace: what the memory counters are rebuilt from at start.
+
+        Ids are the run-independent reservation keys (whatever run wrote the row), owners the run ids.
+        """
+        q = select(decisions.c.decision_id, decisions.c.symbol, decisions.c.ts, decisions.c.run_id).where(
             decisions.c.namespace == namespace, decisions.c.allowed.is_(True)
         )
         if since_ms is not None:
             q = q.where(decisions.c.ts >= since_ms)
         with self.engine.connect() as c:
-            for did, sym, ts in c.execute(q.order_by(decisions.c.ts)):
-                yield Reservation(id=str(did), symbol=str(sym), ts_ms=int(ts))
+            for did, sym, ts, run_id in c.execute(q.order_by(decisions.c.ts)):
+                # The journal row id is run-scoped; the counters hold the run-independent key (owner = run).
+                yield Reservation(id=reservation_id_of(str(did)), symbol=str(sym), ts_ms=int(ts), owner=str(run_id))
 
     def budget_history(
         self, namespace: str, since_ms: int | None = None
@@ -202,6 +298,53 @@ class Journal:
             n = c.execute(update(state).where(state.c.key == key).values(value=value, updated_at=time.time())).rowcount
             if not n:
                 c.execute(insert(state).values(key=key, value=value, updated_at=time.time()))
+
+    # -- backup and retention -------------------------------------------------------------------------------
+    def sqlite_path(self) -> Path | None:
+        """The database file of a SQLite journal (None for another database or in-memory SQLite)."""
+        return sqlite_path(self.url)
+
+    def backup(self, dest: Path) -> int:
+        """A consistent copy of a SQLite journal while runners keep writing (SQLite's online backup API).
+
+        Returns the bytes written.  PostgreSQL journals are backed up with ``pg_dump`` (docs/operations.md).
+        """
+        import sqlite3
+
+        src_path = self.sqlite_path()
+        if src_path is None:
+            raise JournalError(
+                f"journal {make_url(self.url).render_as_string(hide_password=True)} is not a SQLite file: "
+                "back it up with pg_dump (see docs/operations.md)"
+            )
+        self.flush()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True, timeout=30)
+        dst = sqlite3.connect(dest)
+        try:
+            src.backup(dst, pages=1024)  # in steps: writers are never locked out for long
+        finally:
+            dst.close()
+            src.close()
+        return dest.stat().st_size
+
+    def prune(self, keep_days: float, now_ms: int | None = None) -> dict[str, int]:
+        """Retention: delete decisions older than ``keep_days`` (event time) and runs ended before then.
+
+        At least 2 days are kept, whatever is asked: the caps' windows and cooldowns are rebuilt from the last
+        day of allowed decisions at every start.
+        """
+        if not math.isfinite(keep_days) or keep_days < 2:
+            raise JournalError(f"keep at least 2 days of journal (asked {keep_days}): the caps are rebuilt from it")
+        self.flush()
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        cutoff_ms = now_ms - int(keep_days * 86_400_000)
+        with self.engine.begin() as c:
+            n_dec = c.execute(delete(decisions).where(decisions.c.ts < cutoff_ms)).rowcount
+            n_runs = c.execute(
+                delete(runs).where(runs.c.status != "running", runs.c.ended_at < cutoff_ms / 1000.0)
+            ).rowcount
+        return {"decisions": int(n_dec or 0), "runs": int(n_runs or 0)}
 
     def close(self) -> None:
         self.flush()

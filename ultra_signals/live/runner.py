@@ -31,16 +31,46 @@ from ultra_signals.engine.pipeline import SignalEngine
 from ultra_signals.engine.risk_filters import SNIPER_REASONS
 from ultra_signals.execution.base import Executor
 from ultra_signals.execution.breakers import RunnerHealth
+from ultra_signals.execution.lease import ExecutorLease
 from ultra_signals.journal.writer import Journal
+from ultra_signals.observability.latency import LatencyHistogram
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.base import MarketSource
 
 log = logging.getLogger(__name__)
 BACKENDS = ("memory", "redis", "blocked")  # values of sniper_counter_backend{backend}
+#: How often the journal hears that this run's process is alive (see Journal.mark_crashed_runs).
+HEARTBEAT_S = 5.0
 
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def _exchange_clock(source: MarketSource) -> Callable[[], int]:
+    """The live source's view of the exchange's clock (wall clock + measured server offset), else the wall clock."""
+    now = getattr(source, "exchange_now_ms", None)
+    if callable(now):
+        return lambda: int(now())
+    return lambda: int(time.time() * 1000)
+
+
+#: Chart points kept per symbol (a week of 1m bars is 10,080): bounded whatever the run length.
+PRICE_POINTS = 4_000
+
+
+def add_price(st: RunStats, sym: str, ts: int, close: float) -> None:
+    """Append a close to the symbol's chart series, thinning it 2:1 (and doubling the step) when full."""
+    stride = st.price_stride.get(sym, 1)
+    series = st.prices.setdefault(sym, [])
+    n = st.price_seen.get(sym, 0)
+    st.price_seen[sym] = n + 1
+    if n % stride:
+        return
+    series.append((ts, close))
+    if len(series) >= PRICE_POINTS:
+        del series[1::2]
+        st.price_stride[sym] = stride * 2
 
 
 @dataclass
@@ -71,7 +101,8 @@ class RunStats:
     blocked: Tally[str] = field(default_factory=Tally)  # by reason
     blocked_by_symbol: Tally[str] = field(default_factory=Tally)
     not_evaluated: Tally[str] = field(default_factory=Tally)  # by filter: passed for want of data
-    latencies_ms: list[float] = field(default_factory=list)
+    # Bounded (log-bucket histogram, percentiles to 1 %): a list of every sample grew ~36 KB per symbol-day.
+    latencies_ms: LatencyHistogram = field(default_factory=LatencyHistogram)
     peak_rss_mb: float = 0.0
     cpu_seconds: float = 0.0
     errors: Tally[str] = field(default_factory=Tally)
@@ -84,7 +115,11 @@ class RunStats:
     metrics_max_gap_s: float = 0.0
     max_feed_gap_s: dict[str, float] = field(default_factory=dict)  # largest market-time gap between events
     final_feed_age_s: dict[str, float] = field(default_factory=dict)
-    prices: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # primary-tf closes in the run window
+    # Primary-tf closes in the run window, for the charts: at most PRICE_POINTS per symbol (thinned 2:1 when
+    # full, so a chart always spans the whole run at a coarser step).
+    prices: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    price_stride: dict[str, int] = field(default_factory=dict)  # keep every n-th close
+    price_seen: dict[str, int] = field(default_factory=dict)
     executor_summary: dict[str, Any] = field(default_factory=dict)
     metrics_port: int | None = None
     journal_url: str = ""
@@ -124,8 +159,10 @@ class Runner:
         speed: float | None = None,
         serve_metrics: bool = True,
         on_progress: Callable[[RunStats, int], None] | None = None,
+        lease: ExecutorLease | None = None,
     ) -> None:
         self.settings = settings
+        self.lease = lease  # one executor per account: only while held (and reconciled) may it place orders
         self.source = source
         self.journal = journal
         self.notifier = notifier
@@ -161,6 +198,7 @@ class Runner:
             self.clock,
             paused=lambda: self._paused,
             halted_reason=(executor.blocking_reason if executor is not None else lambda: None),
+            wall_now_ms=None if info.historical else _exchange_clock(source),
         )
         for r in restored:  # cooldowns survive a restart too
             sym, tf, open_time = r.id.split(":")[-3:]
@@ -183,6 +221,7 @@ class Runner:
         self._day_blocked: Tally[str] = Tally()
         self._last_refresh = 0.0
         self._last_pause_poll = 0.0
+        self._last_heartbeat = time.monotonic()
         self._cpu0 = 0.0
 
     # -- the loop ----------------------------------------------------------------------------------------
@@ -215,6 +254,8 @@ class Runner:
         await self.notifier.start()
         if self.executor is not None:
             await self.executor.start()
+        if self.lease is not None:  # take (or stand by for) the account's lease before the first signal
+            await self._tick_lease(self.lease)
         self.notifier.publish(
             Notice(
                 RunStarted(
@@ -290,8 +331,9 @@ class Runner:
                     self._handle(decision, t0)
                 elif in_run and isinstance(ev, Kline) and ev.timeframe in engine.signal_tfs:
                     # A decision point that produced no candidate still counts as tick-to-decision latency.
-                    st.latencies_ms.append((perf() - t0) * 1000.0)
-                    self.metrics.latency.observe(st.latencies_ms[-1])
+                    ms = (perf() - t0) * 1000.0
+                    st.latencies_ms.append(ms)
+                    self.metrics.latency.observe(ms)
             except Exception as e:  # a bad event or a bug on one bar must not stop the run
                 kind = type(e).__name__
                 st.errors[kind] += 1
@@ -316,7 +358,7 @@ class Runner:
         if isinstance(ev, Kline):
             st.run_bars += 1
             if ev.timeframe == primary:
-                st.prices.setdefault(sym, []).append((ts, ev.close))
+                add_price(st, sym, ts, ev.close)
 
     def _handle(self, d: Decision, t0: float) -> None:
         st = self.stats
@@ -346,6 +388,8 @@ class Runner:
         self.journal.record(d, self.journal_ns, st.simulated)
         if self._out is not None:
             self._out.write(json.dumps(d.as_record(), separators=(",", ":")) + "\n")
+            if d.allowed:
+                self._out.flush()  # an allowed signal is on disk before it is announced
         self._roll_day(c.ts)
         if d.allowed:
             self._day_allowed[c.symbol] += 1
@@ -386,6 +430,21 @@ class Runner:
         while True:
             await asyncio.sleep(1.0)
             self._maybe_refresh(force=True)
+            if self.lease is not None:
+                await self._tick_lease(self.lease)
+
+    async def _tick_lease(self, lease: ExecutorLease) -> None:
+        """Renew (or take over) the account's lease; a new holder reconciles before its first order."""
+        held = await asyncio.to_thread(lease.tick)
+        if held and not lease.reconciled and self.executor is not None:
+            reconcile = getattr(self.executor, "reconcile", None)
+            try:
+                if reconcile is not None:
+                    await reconcile()
+                lease.mark_reconciled()
+            except Exception as e:  # stay unreconciled: no order until a reconcile succeeds
+                self.stats.errors["lease_reconcile"] += 1
+                log.error("executor lease: reconcile after takeover failed: %s", e)
 
     def _maybe_refresh(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -406,8 +465,9 @@ class Runner:
         m.set_backend(self.counters.backend, BACKENDS)
         m.market_time.set(market_now / 1000.0)
         m.last_update.set(time.time())
+        m.heartbeat.set(time.time())
         if self.executor is not None and self._last_ts:
-            recent = st.latencies_ms[-500:]
+            recent = st.latencies_ms.recent()
             p95 = sorted(recent)[int(0.95 * (len(recent) - 1))] if recent else 0.0
             self.executor.on_health(
                 RunnerHealth(
@@ -420,6 +480,17 @@ class Runner:
             )
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         st.peak_rss_mb = max(st.peak_rss_mb, rss)
+        if self._out is not None:
+            self._out.flush()
+        try:
+            self.journal.flush()  # blocked candidates reach the journal at least once a second
+            if now - self._last_heartbeat >= HEARTBEAT_S:
+                self._last_heartbeat = now
+                self.journal.heartbeat(self.run_id)
+        except Exception as e:
+            st.errors["journal_flush"] += 1
+            m.errors.labels(kind="journal_flush").inc()
+            log.error("journal flush failed: %s", e)
         if now - self._last_pause_poll >= 1.0:
             self._last_pause_poll = now
             try:
@@ -451,6 +522,8 @@ class Runner:
             except Exception as e:
                 st.errors["executor"] += 1
                 log.error("executor shutdown failed: %s", e, exc_info=True)
+        if self.lease is not None:  # after the executor drained: the standby takes over at once, not after a TTL
+            await asyncio.to_thread(self.lease.release)
         if self._day is not None:
             self._roll_day(self._day * 86_400_000, final=True)
         allowed = sum(st.allowed.values())

@@ -63,12 +63,23 @@ class Metrics:
             "run_info", "Run identity; value 1", ["run_id", "mode", "source", "simulated"], registry=r
         )
         self.errors = Counter("runner_errors", "Errors caught by the runner, by kind", ["kind"], registry=r)
+        self.heartbeat = Gauge(
+            "runner_heartbeat_timestamp_seconds",
+            "Wall time the runner's loop last proved alive (every second); alerts route around Telegram on it",
+            registry=r,
+        )
         self.last_update = Gauge(
             "metrics_last_update_timestamp_seconds", "Wall time of the runner's latest metrics refresh", registry=r
         )
         # -- counters backend (Redis) --
         self.redis_errors = Counter("redis_errors", "Redis call errors and timeouts", ["op"], registry=r)
         self.failovers = Counter("sniper_failovers", "Switches from Redis to the memory counters", registry=r)
+        self.counter_slow = Counter(
+            "sniper_counter_slow_answers",
+            "Redis counter calls that timed out or failed once without (yet) causing a failover",
+            ["op"],
+            registry=r,
+        )
         self.counter_op_ms = Histogram(
             "sniper_counter_op_ms", "Check-and-reserve time (ms)", buckets=OP_BUCKETS_MS, registry=r
         )

@@ -35,10 +35,13 @@ class Outcome(Enum):
 
 
 class OrderBook:
-    __slots__ = ("_buffer", "asks", "bids", "last_update_id", "state", "symbol")
+    __slots__ = ("_buffer", "asks", "bids", "last_update_id", "max_levels", "state", "symbol")
 
-    def __init__(self, symbol: str, max_buffer: int = 5000) -> None:
+    def __init__(self, symbol: str, max_buffer: int = 5000, max_levels: int = 1000) -> None:
         self.symbol = symbol
+        # Levels kept per side (the snapshot's depth): the diff stream also moves levels far from the touch,
+        # and keeping every price ever seen grew the book without bound (4,973 levels in 6 minutes).
+        self.max_levels = max_levels
         self.bids: dict[float, float] = {}
         self.asks: dict[float, float] = {}
         self.last_update_id: int | None = None  # ``u`` of the last applied diff (or the snapshot's id)
@@ -109,6 +112,12 @@ class OrderBook:
                 else:
                     side[p] = q
         self.last_update_id = d.final_id
+        # Amortized: prune once a side holds a quarter more than the tracked depth.
+        limit = self.max_levels + max(self.max_levels // 4, 1)
+        if len(self.bids) > limit:
+            self.bids = dict(heapq.nlargest(self.max_levels, self.bids.items()))
+        if len(self.asks) > limit:
+            self.asks = dict(heapq.nsmallest(self.max_levels, self.asks.items()))
 
     # -- features ---------------------------------------------------------------------------------------
     def best(self) -> tuple[float, float] | None:

@@ -142,7 +142,7 @@ class BinanceSource:
         self.symbol_filters: dict[str, SymbolFilters] = {}
         #: Taker flow and CVD per bar of the finest timeframe.
         self.flow = FlowTracker(self._tfs[0])
-        self.books = {s: OrderBook(s) for s in self._symbols}
+        self.books = {s: OrderBook(s, max_levels=max(b.depth_snapshot_limit, b.depth_levels)) for s in self._symbols}
         self.stats = SourceStats()
         self.server_offset_ms = 0
         self._last_open: dict[tuple[str, str], int] = {}
@@ -240,6 +240,10 @@ class BinanceSource:
     def _now(self) -> int:
         """The exchange's clock as best we know it: ours plus the offset measured at start."""
         return self._clock.now_ms() + self.server_offset_ms
+
+    def exchange_now_ms(self) -> int:
+        """The exchange's clock, for the engine's wall-clock freshness check (stale REST backfill after a drop)."""
+        return self._now()
 
     async def _check_exchange(self) -> None:
         t0 = self._clock.now_ms()
