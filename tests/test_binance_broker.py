@@ -26,6 +26,8 @@ from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.transport.messages import plain_text
+from ultra_signals.venues.binance.client import BinanceFuturesClient
+from ultra_signals.venues.binance.endpoints import Endpoints
 
 pytestmark = pytest.mark.timeout(60)
 KEY, SECRET = "fake-api-key-0123", "fake-api-secret-4567"
@@ -106,16 +108,23 @@ def test_entry_is_sized_from_real_filters_with_both_brackets_and_oco(tmp_path: P
         entry = ex.orders_with_cid(client_order_id(d.id, OrderKind.ENTRY))
         assert len(entry) == 1 and entry[0].status == "FILLED"
         assert entry[0].qty == Decimal("0.015")  # canary max_notional 500 / 32000 = 0.015625 -> step 0.001
-        brackets = sorted((o.type, o.stop_price, o.qty, o.reduce_only, o.side) for o in ex.open_orders())
+        assert ex.open_orders() == []  # no conditional order on /fapi/v1/order: they are algo orders now
+        brackets = sorted(
+            (a.type, a.trigger, a.qty, a.reduce_only, a.side, a.working_type) for a in ex.open_algo_orders()
+        )
         assert brackets == [
-            ("STOP_MARKET", Decimal("31800"), Decimal("0.015"), True, "SELL"),
-            ("TAKE_PROFIT_MARKET", Decimal("32400"), Decimal("0.015"), True, "SELL"),
+            ("STOP_MARKET", Decimal("31800"), Decimal("0.015"), True, "SELL", "MARK_PRICE"),
+            ("TAKE_PROFIT_MARKET", Decimal("32400"), Decimal("0.015"), True, "SELL", "MARK_PRICE"),
         ]
+        assert {a.cid for a in ex.open_algo_orders()} == {
+            client_order_id(d.id, OrderKind.STOP),
+            client_order_id(d.id, OrderKind.TAKE_PROFIT),
+        }
         assert ex.position("BTCUSDT") == Decimal("0.015")
         await ex.set_price("BTCUSDT", "31790")  # the stop triggers
         await until_or_fail(lambda: e.trades[d.id].status == "closed")
         await e.broker.drain()
-        await until_or_fail(lambda: not ex.open_orders())  # the take-profit was cancelled (one cancels the other)
+        await until_or_fail(lambda: not ex.open_algo_orders())  # the take-profit was cancelled (no OCO on USDⓈ-M)
         assert ex.position("BTCUSDT") == 0
         t = ExecStore(j.engine).trade(d.id)
         assert t is not None and t["exit_kind"] == "stop" and t["pnl"] < 0
@@ -138,7 +147,7 @@ def test_timed_out_order_is_looked_up_not_sent_twice(tmp_path: Path) -> None:
         posts = [p["newClientOrderId"] for m, path, p in ex.requests if m == "POST" and path == "/fapi/v1/order"]
         assert posts[0] == cid and posts.count(cid) == 1  # sent once; the timeout was followed by a lookup
         assert any(m == "GET" and path == "/fapi/v1/order" for m, path, _ in ex.requests)  # it asked first
-        await until_or_fail(lambda: len(ex.open_orders()) == 2)  # and the brackets still went out
+        await until_or_fail(lambda: len(ex.open_algo_orders()) == 2)  # and the brackets still went out
         assert ex.position("BTCUSDT") == Decimal("0.015")
 
     run_scenario(tmp_path, scenario)
@@ -162,7 +171,9 @@ def test_binance_rules_the_fake_enforces_and_the_broker_survives(tmp_path: Path)
             await b._request("POST", "/fapi/v1/order", {**params, "price": "30000.005", "newClientOrderId": "t2"})
         assert tick.value.code == -4014
         bad = BinanceBroker(
-            rest_url=ex.rest_url, ws_url=ex.ws_url, api_key=SecretStr(KEY), api_secret=SecretStr("wrong")
+            BinanceFuturesClient(
+                Endpoints(ex.rest_url, ex.ws_url), api_key=SecretStr(KEY), api_secret=SecretStr("wrong")
+            )
         )
         with pytest.raises(BrokerError) as sig:
             await bad.account_equity()
@@ -195,13 +206,13 @@ def test_kill_switch_leaves_no_order_and_no_position(tmp_path: Path) -> None:
         d = decision(0)
         e.on_signal(d)
         await e.broker.drain()
-        await until_or_fail(lambda: len(ex.open_orders()) == 2)
+        await until_or_fail(lambda: len(ex.open_algo_orders()) == 2)
         await ex.set_price("ETHUSDT", "2000")
         ex.open_outside("ETHUSDT", "-0.500", "2000")  # and one the runner never knew about
         report = await e.broker.kill()
         assert report.clean, report
         assert sorted(report.flattened) == ["BTCUSDT", "ETHUSDT"] and report.cancelled_orders == 2
-        assert ex.open_orders() == [] and ex.positions == {}
+        assert ex.open_orders() == [] and ex.open_algo_orders() == [] and ex.positions == {}
 
     run_scenario(tmp_path, scenario)
 
@@ -229,8 +240,8 @@ def test_missing_bracket_found_after_a_user_stream_reconnect(tmp_path: Path) -> 
         d = decision(0)
         e.on_signal(d)
         await e.broker.drain()
-        await until_or_fail(lambda: len(ex.open_orders()) == 2 and e.trades[d.id].status == "open")
-        stop = next(o for o in ex.open_orders() if o.type == "STOP_MARKET")
+        await until_or_fail(lambda: len(ex.open_algo_orders()) == 2 and e.trades[d.id].status == "open")
+        stop = next(a for a in ex.open_algo_orders() if a.type == "STOP_MARKET")
         stop.status = "CANCELED"  # someone cancelled it in the app while the stream was down
         await ex.drop_streams()
         await until_or_fail(lambda: len(e.reconciliations) == 2, timeout=10)

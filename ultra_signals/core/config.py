@@ -513,6 +513,18 @@ class ExecutionSettings(_Section):
     recv_window_ms: int = Field(default=5_000, ge=1, le=60_000)
     request_timeout_s: float = Field(default=5.0, gt=0.0)
     listen_key_keepalive_s: float = Field(default=1_800.0, gt=0.0)
+    #: The server-time offset signed requests use is measured again this often (and on every -1021).
+    time_sync_interval_s: float = Field(default=900.0, gt=0.0)
+    #: Price that triggers the algo-order brackets: MARK_PRICE resists wicks of the last price (stops),
+    #: CONTRACT_PRICE follows the last trade (Binance's default).
+    stop_working_type: Literal["MARK_PRICE", "CONTRACT_PRICE"] = "MARK_PRICE"
+    take_profit_working_type: Literal["MARK_PRICE", "CONTRACT_PRICE"] = "MARK_PRICE"
+    #: Account set-up at start (canary/production): margin type per symbol, leverage = ceil(max_leverage).
+    margin_type: Literal["ISOLATED", "CROSSED"] = "ISOLATED"
+    #: Multi-Assets mode forbids ISOLATED: refuse to start, or fall back to CROSSED.
+    multi_assets_fallback: Literal["refuse", "crossed"] = "refuse"
+    #: Entry fill to both brackets acknowledged longer than this is an alert (naked position).
+    naked_window_alert_ms: float = Field(default=2_000.0, gt=0.0)
     #: A saved exchangeInfo answer (JSON or a recording) for paper sizing without network; None: the binance
     #: broker fetches it, the paper broker on simulated/replayed data rounds to 1e-8 only.
     exchange_info_file: str | None = None
