@@ -92,14 +92,13 @@ async def prepare_account(
             await client.signed("POST", "/fapi/v1/leverage", {"symbol": sym, "leverage": report.leverage})
         except VenueError as e:
             raise AccountSetupError(f"{sym}: cannot set leverage {report.leverage}x: {e}") from None
-    try:
-        risk = await client.signed("GET", "/fapi/v2/positionRisk")
-    except VenueError as e:
-        raise AccountSetupError(f"cannot read the settings back: {e}") from None
-    seen = {str(r["symbol"]): r for r in risk if isinstance(r, dict) and "symbol" in r}
     expected_margin = "isolated" if want == "ISOLATED" else "cross"
     for sym in symbols:
-        row = seen.get(sym)
+        try:
+            risk = await client.signed("GET", "/fapi/v2/positionRisk", {"symbol": sym})
+        except VenueError as e:
+            raise AccountSetupError(f"{sym}: cannot read the settings back: {e}") from None
+        row = next((r for r in risk if isinstance(r, dict) and r.get("symbol") == sym), None)
         if row is None:
             raise AccountSetupError(f"{sym}: not in positionRisk; cannot verify margin type and leverage")
         got_margin, got_lev = str(row.get("marginType", "")).lower(), int(float(row.get("leverage", 0)))
