@@ -74,7 +74,8 @@ def test_conditional_types_on_the_order_endpoint_are_4120(typ: str) -> None:
 
 def test_algo_order_lifecycle_and_its_user_data_on_private_only() -> None:
     async def t(r: Raw) -> None:
-        _, lk = await r.signed("POST", "/fapi/v1/order", {**BASE, "side": "BUY", "type": "MARKET"})
+        status, _ = await r.signed("POST", "/fapi/v1/order", {**BASE, "side": "BUY", "type": "MARKET"})
+        assert status == 200
         key = (await r.http.post("/fapi/v1/listenKey", headers={"X-MBX-APIKEY": KEY})).json()["listenKey"]
         async with (
             connect(f"{r.ex.ws_url}/ws/{key}") as unrouted,
