@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -14,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.conftest import require_data
-from tests.fakes.binance_futures_server import FakeFuturesExchange, load_recorded_exchange_info_text
+from tests.fakes.binance_futures_server import FakeAlgoOrder, FakeFuturesExchange, load_recorded_exchange_info_text
 from tests.helpers import RecordingNotifier, until_or_fail
 from ultra_signals.core.config import Settings, load_settings
 from ultra_signals.core.decision import Candidate, Decision, Side
@@ -132,6 +133,17 @@ def test_entry_is_sized_from_real_filters_with_both_brackets_and_oco(tmp_path: P
         assert kinds == ["entry", "stop"]
         # Every request that needed a signature carried a valid one (the fake refuses anything else).
         assert all("timestamp" in p for m, path, p in ex.requests if path == "/fapi/v1/order")
+        # Never a conditional type on /fapi/v1/order (-4120), never a user stream off the /private route.
+        assert not [p for m, path, p in ex.requests if path == "/fapi/v1/order" and "STOP" in p.get("type", "")]
+        assert ex.ws_paths and all(p.startswith("/private/ws/") for p in ex.ws_paths)
+        assert ex.unrouted_user_connections() == []
+        # The account was prepared before the first order: one-way checked, ISOLATED, leverage = the cap.
+        assert ex.margin_types == {"BTCUSDT": "ISOLATED"} and ex.leverages == {"BTCUSDT": 5}
+        first_order = next(i for i, (m, path, _) in enumerate(ex.requests) if path == "/fapi/v1/order")
+        setup = [
+            i for i, (m, path, _) in enumerate(ex.requests) if path in ("/fapi/v1/marginType", "/fapi/v1/leverage")
+        ]
+        assert setup and max(setup) < first_order
 
     run_scenario(tmp_path, scenario)
 
@@ -264,3 +276,226 @@ def test_missing_api_keys_are_a_clear_error(tmp_path: Path) -> None:
     )
     with pytest.raises(BrokerError, match=r"api_key and binance\.api_secret are required"):
         make_executor(s, None, Journal(s.journal.url), RecordingNotifier(), "r")
+
+
+def entered(ex: FakeFuturesExchange, e: TradingExecutor, d: Decision) -> Callable[[], bool]:
+    return lambda: len(ex.open_algo_orders()) == 2 and e.trades[d.id].status == "open"
+
+
+def test_a_bracket_rejected_at_trigger_is_an_incident_and_the_position_is_closed(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        d = decision(0)
+        e.on_signal(d)
+        await e.broker.drain()
+        await until_or_fail(entered(ex, e, d))
+        ex.reject_next_trigger()  # the matching engine refuses the stop's order: the position is unprotected
+        await ex.set_price("BTCUSDT", "31790")
+        await until_or_fail(lambda: ex.position("BTCUSDT") == 0)  # flattened by the executor's incident path
+        await e.broker.drain()
+        assert e.blocking_reason() == "trading_halted"
+        assert any("missing_bracket" in x.text and "algo REJECTED" in x.text for x in n.notices)
+        exits = ex.orders_with_cid(client_order_id(d.id, OrderKind.EXIT))
+        assert len(exits) == 1 and exits[0].status == "FILLED"
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_a_bracket_refused_at_placement_is_an_incident(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        ex.fail_next("POST", "/fapi/v1/algoOrder", code=-2019)
+        d = decision(0)
+        e.on_signal(d)
+        await e.broker.drain()
+        await until_or_fail(lambda: ex.position("BTCUSDT") == 0 and e.blocking_reason() == "trading_halted")
+        await e.broker.drain()
+        assert any("missing_bracket" in x.text for x in n.notices)
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_listen_key_expired_mid_trade_fills_still_arrive(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        b = e.broker
+        assert isinstance(b, BinanceBroker)
+        d = decision(0)
+        e.on_signal(d)
+        await b.drain()
+        await until_or_fail(entered(ex, e, d))
+        await ex.expire_listen_keys()
+        await until_or_fail(lambda: b.listen_keys_created == 2 and ex.stream_count() == 1, timeout=10)
+        await until_or_fail(lambda: len(e.reconciliations) == 2, timeout=10)  # reconciled after the reconnect
+        assert e.reconciliations[1] == []
+        await ex.set_price("BTCUSDT", "32410")  # the take-profit triggers on the new stream
+        await until_or_fail(lambda: e.trades[d.id].status == "closed")
+        assert e.trades[d.id].exit_kind == "tp"
+        assert all(p.startswith("/private/ws/") for p in ex.ws_paths) and len(ex.ws_paths) == 2
+
+    run_scenario(tmp_path, scenario, **{"binance.rest_timeout_s": 1.0})
+
+
+def test_a_clock_jump_costs_one_1021_then_the_order_goes_through(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        b = e.broker
+        assert isinstance(b, BinanceBroker)
+        syncs = b.client.time_syncs
+        ex.clock_offset_ms = -30_000  # our clock jumped 30 s ahead of the exchange's
+        d = decision(0)
+        e.on_signal(d)
+        await b.drain()
+        await until_or_fail(entered(ex, e, d))
+        assert b.client.time_syncs == syncs + 1 and len(ex.orders_with_cid(client_order_id(d.id, OrderKind.ENTRY))) == 1
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_429_on_the_order_path_waits_and_sends_once(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        b = e.broker
+        assert isinstance(b, BinanceBroker)
+        ex.http_next("POST", "/fapi/v1/order", 429, retry_after=1)
+        d = decision(0)
+        e.on_signal(d)
+        await b.drain(10)
+        await until_or_fail(entered(ex, e, d))
+        entry_posts = [p for m, path, p in ex.requests if m == "POST" and path == "/fapi/v1/order"]
+        assert len(entry_posts) == 2  # the refused one, then one after Retry-After: no burst
+        assert any(why == "429 Retry-After" for why, _ in b.client.waits)
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_a_timed_out_bracket_is_looked_up_not_placed_twice(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        ex.delay_next("POST", "/fapi/v1/algoOrder", seconds=1.0)
+        d = decision(0)
+        e.on_signal(d)
+        await e.broker.drain(10)
+        await until_or_fail(entered(ex, e, d))
+        stop = client_order_id(d.id, OrderKind.STOP)
+        assert len(ex.algo_with_cid(stop)) == 1
+        assert any(m == "GET" and path == "/fapi/v1/algoOrder" for m, path, _ in ex.requests)
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_an_unknown_cancel_outcome_is_resolved_by_a_query(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        b = e.broker
+        assert isinstance(b, BinanceBroker)
+        d = decision(0)
+        e.on_signal(d)
+        await b.drain()
+        await until_or_fail(entered(ex, e, d))
+        tp = client_order_id(d.id, OrderKind.TAKE_PROFIT)
+        ex.http_next("DELETE", "/fapi/v1/algoOrder", 503, after_work=True)  # cancelled, but the answer is a 503
+        found = await b.cancel_algo(tp)
+        assert found is not None and found["algoStatus"] == "CANCELED"
+        deletes = [p for m, path, p in ex.requests if m == "DELETE" and path == "/fapi/v1/algoOrder"]
+        assert len(deletes) == 1 and ("GET", "/fapi/v1/algoOrder") in [(m, path) for m, path, _ in ex.requests]
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_orphan_brackets_are_cancelled_at_start(tmp_path: Path) -> None:
+    orphan = client_order_id("gone-while-down", OrderKind.STOP)
+
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        b = e.broker
+        assert isinstance(b, BinanceBroker)
+        assert b.orphans_cancelled == [orphan] and ex.open_algo_orders() == []
+        assert e.reconciliations == [[]] and e.blocking_reason() is None
+
+    def leave_orphan(ex: FakeFuturesExchange) -> None:
+        ex.algo_orders[1] = FakeAlgoOrder(1, orphan, "BTCUSDT", "SELL", "STOP_MARKET", Decimal("0.015"),
+                                          Decimal("31000"), "MARK_PRICE", True, False)  # fmt: skip
+
+    run_scenario(tmp_path, scenario, before_start=leave_orphan)
+
+
+def test_the_naked_window_is_measured_and_alerted(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        b = e.broker
+        assert isinstance(b, BinanceBroker)
+        ex.delay_next("POST", "/fapi/v1/algoOrder", seconds=0.2)  # injected latency on the stop
+        d = decision(0)
+        e.on_signal(d)
+        await b.drain()
+        await until_or_fail(entered(ex, e, d))
+        assert len(b.naked_windows_ms) == 1 and b.naked_windows_ms[0] >= 200.0
+        events = [r for r in ExecStore(j.engine).events() if "naked_window" in str(r)]
+        assert events
+
+    run_scenario(tmp_path, scenario, **{"execution.naked_window_alert_ms": 100})
+
+
+def test_hedge_mode_is_refused_before_any_order(tmp_path: Path) -> None:
+    async def main() -> None:
+        ex = exchange()
+        await ex.start()
+        ex.dual_side = True
+        s = settings_for(ex, tmp_path)
+        journal = Journal(s.journal.url)
+        executor = make_executor(s, Metrics(), journal, RecordingNotifier(), "canary-run")
+        try:
+            with pytest.raises(BrokerError, match="Hedge Mode"):
+                await executor.start()
+        finally:
+            await executor.aclose()
+            journal.close()
+            await ex.stop()
+        assert ex.orders == {} and ex.algo_orders == {}
+
+    asyncio.run(main())
+
+
+def test_a_418_ban_stops_every_further_order(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        ex.http_next("POST", "/fapi/v1/order", 418, retry_after=600)
+        e.on_signal(decision(0))
+        await e.broker.drain()
+        before = len(ex.requests)
+        e.on_signal(decision(2))
+        await e.broker.drain()
+        assert not [r for r in ex.requests[before:] if r[1] == "/fapi/v1/order"]  # nothing reached the exchange
+        assert ex.orders == {}
+        assert e.blocking_reason() == "trading_halted"
+
+    run_scenario(tmp_path, scenario)
+
+
+class _Listener:
+    def __init__(self) -> None:
+        self.fills: list[Any] = []
+        self.updates: list[tuple[str, str, str | None]] = []
+
+    def on_fill(self, fill: Any) -> None:
+        self.fills.append(fill)
+
+    def on_order_update(self, cid: str, symbol: str, status: str, reason: str | None, ts: int) -> None:
+        self.updates.append((cid, status, reason))
+
+    def on_broker_error(self, kind: str, detail: str, ts: int | None) -> None:
+        self.updates.append((kind, "error", detail))
+
+    def on_funding(self, symbol: str, amount: float, ts: int) -> None: ...
+
+    def on_equity(self, equity: float) -> None: ...
+
+    def on_reconnect(self) -> None: ...
+
+
+def test_a_triggered_order_seen_before_its_algo_update_is_still_tied_to_the_bracket() -> None:
+    b = BinanceBroker(BinanceFuturesClient(Endpoints("http://127.0.0.1:9", "ws://127.0.0.1:9")))
+    lst = _Listener()
+    b.bind(lst)  # type: ignore[arg-type]
+    stop = client_order_id("d-1", OrderKind.STOP)
+    fill = {"e": "ORDER_TRADE_UPDATE", "T": 5, "o": {"s": "BTCUSDT", "c": "autoalgo_77", "S": "SELL", "o": "MARKET",
+            "q": "0.015", "x": "TRADE", "X": "FILLED", "i": 901, "l": "0.015", "L": "31790", "n": "0.1", "T": 5,
+            "t": 1, "m": False, "R": True, "sp": "31800"}}  # fmt: skip
+    b._on_stream(json.dumps(fill))
+    assert lst.fills == []  # not ours as far as we know yet: held, not dropped
+    algo = {"e": "ALGO_UPDATE", "T": 6, "E": 6, "o": {"caid": stop, "aid": 77, "s": "BTCUSDT", "X": "TRIGGERED",
+            "ai": "901", "tp": "31800"}}  # fmt: skip
+    b._on_stream(json.dumps(algo))
+    (f,) = lst.fills
+    assert f.client_id == stop and f.kind is OrderKind.STOP and f.reference_price == 31800.0
