@@ -235,6 +235,14 @@ class FakeFuturesExchange:
     leverages: dict[str, int] = field(default_factory=dict)
     #: The server's clock minus ours: a test moves it to simulate a local clock jump (-1021).
     clock_offset_ms: int = 0
+    #: ``GET /sapi/v1/account/apiRestrictions`` (https://developers.binance.com/docs/wallet/account/api-key-permission)
+    api_restrictions: dict[str, Any] = field(
+        default_factory=lambda: {
+            "ipRestrict": True, "createTime": 1698645219000, "enableReading": True, "enableWithdrawals": False,
+            "enableInternalTransfer": False, "enableMargin": False, "enableFutures": True,
+            "permitsUniversalTransfer": False, "enableVanillaOptions": False, "enableSpotAndMarginTrading": False,
+        }
+    )  # fmt: skip
     used_weight: int = 0
     order_count: int = 0
 
@@ -256,6 +264,7 @@ class FakeFuturesExchange:
     async def start(self) -> int:
         app = web.Application()
         app.router.add_route("*", "/fapi/{tail:.*}", self._rest)
+        app.router.add_route("*", "/sapi/{tail:.*}", self._rest)
         app.router.add_get("/private/ws/{key}", self._ws_private)
         app.router.add_get("/private/ws", self._ws_private)
         app.router.add_get("/{tail:.*}", self._ws_other)
@@ -506,6 +515,8 @@ class FakeFuturesExchange:
                     raise ApiError(-2011)
                 await self._set_status(o, "CANCELED")
                 return o.as_json()
+        if path == "/sapi/v1/account/apiRestrictions" and method == "GET":
+            return dict(self.api_restrictions)
         if path == "/fapi/v1/openOrders" and method == "GET":
             return [o.as_json() for o in self.open_orders(p.get("symbol"))]
         if path == "/fapi/v1/allOpenOrders" and method == "DELETE":
@@ -539,6 +550,7 @@ class FakeFuturesExchange:
         if path in ("/fapi/v2/account", "/fapi/v3/account") and method == "GET":
             bal = str(self.balance)
             return {
+                "canTrade": True,
                 "totalWalletBalance": bal,
                 "totalMarginBalance": bal,
                 "availableBalance": bal,

@@ -426,6 +426,9 @@ class BinanceSettings(_Section):
     #: Base URLs used instead of rest_url / ws_url when ``testnet`` is true (Binance futures demo trading).
     testnet_rest_url: str = "https://demo-fapi.binance.com"
     testnet_ws_url: str = "wss://demo-fstream.binance.com"
+    #: Binance's wallet API (``/sapi/v1/account/apiRestrictions``, the key's permissions) lives on the spot host;
+    #: it has no testnet twin, so preflight skips that probe on the testnet.
+    spot_rest_url: str = "https://api.binance.com"
     #: "split": streams go to ``/market`` (klines, trades, mark price) and ``/public`` (book ticker, depth),
     #: as Binance requires since it retired the single ``/stream`` endpoint (2026-04-23); "legacy": one
     #: ``/stream`` endpoint for everything (old deployments, local fakes).

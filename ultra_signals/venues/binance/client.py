@@ -32,7 +32,7 @@ import httpx
 from pydantic import SecretStr
 
 from ultra_signals.venues.binance.clock import ServerClock, wall_ms
-from ultra_signals.venues.binance.endpoints import Endpoints
+from ultra_signals.venues.binance.endpoints import Endpoints, endpoints_from_settings
 from ultra_signals.venues.binance.errors import (
     INVALID_TIMESTAMP,
     UNKNOWN_EXECUTION,
@@ -148,6 +148,15 @@ class BinanceFuturesClient:
         return offset
 
     # -- requests ------
+    async def send(self, method: str, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
+        """One unsigned request as it is (no retry, no wait): the raw answer, headers accounted.
+
+        For callers with their own retry policy (market data back-fill); transport errors propagate as httpx's.
+        """
+        r = await self._client().request(method, path, params=dict(params) if params else None)
+        self.limits.update(r.headers)
+        return r
+
     async def request(
         self, method: str, path: str, params: Mapping[str, Any] | None = None, *, signed: bool = False,
         keyed: bool = False, order: bool = False,
@@ -250,13 +259,7 @@ def _retry_after_s(headers: httpx.Headers) -> float | None:
 def client_from_settings(settings: Any, *, name: str, trading: bool) -> BinanceFuturesClient:
     """The client for one use (``trading``: with keys and the execution timeouts; else market data)."""
     b = settings.binance
-    endpoints = Endpoints.choose(
-        testnet=b.testnet,
-        rest_url=b.rest_url,
-        ws_url=b.ws_url,
-        testnet_rest_url=b.testnet_rest_url,
-        testnet_ws_url=b.testnet_ws_url,
-    )
+    endpoints = endpoints_from_settings(b)
     if trading:
         e = settings.execution
         return BinanceFuturesClient(

@@ -10,7 +10,7 @@ Public endpoint" — so a user stream on ``/ws/<listenKey>`` connects and then n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Route = Literal["public", "market", "private"]
 
@@ -39,3 +39,14 @@ class Endpoints:
 
     def label(self) -> str:
         return f"binance {'testnet' if self.testnet else 'mainnet'} (REST {self.rest}, ws {self.ws})"
+
+
+def endpoints_from_settings(binance: Any) -> Endpoints:
+    """The one place ``binance.testnet`` is read: mainnet or testnet URLs for every Binance user."""
+    return Endpoints.choose(
+        testnet=bool(binance.testnet),
+        rest_url=binance.rest_url,
+        ws_url=binance.ws_url,
+        testnet_rest_url=binance.testnet_rest_url,
+        testnet_ws_url=binance.testnet_ws_url,
+    )
