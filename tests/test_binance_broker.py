@@ -499,3 +499,58 @@ def test_a_triggered_order_seen_before_its_algo_update_is_still_tied_to_the_brac
     b._on_stream(json.dumps(algo))
     (f,) = lst.fills
     assert f.client_id == stop and f.kind is OrderKind.STOP and f.reference_price == 31800.0
+
+
+def test_maker_first_partial_fill_timeout_cancel_then_market_rest_and_brackets_for_the_total(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        await ex.set_price("BTCUSDT", "32010")  # the post-only buy at 32000 rests below the market
+        d = decision(0)
+        e.on_signal(d)
+        entry = client_order_id(d.id, OrderKind.ENTRY)
+        await until_or_fail(lambda: bool(ex.open_orders()))
+        (resting,) = ex.open_orders()
+        assert (resting.type, resting.tif, resting.price, resting.qty) == (
+            "LIMIT",
+            "GTX",
+            Decimal("32000"),
+            Decimal("0.015"),
+        )
+        await ex.fill_partially(entry, "0.005")  # a maker partial fill, then nothing until the timeout
+        await e.broker.drain(10)
+        assert ex.orders_with_cid(entry)[0].status == "CANCELED" and ex.orders_with_cid(entry)[0].executed == Decimal(
+            "0.005"
+        )
+        (fallback,) = ex.orders_with_cid(client_order_id(d.id, OrderKind.ENTRY, 1))
+        assert (fallback.type, fallback.qty, fallback.status) == ("MARKET", Decimal("0.010"), "FILLED")
+        assert ex.position("BTCUSDT") == Decimal("0.015")
+        assert sorted((a.type, a.qty) for a in ex.open_algo_orders()) == [
+            ("STOP_MARKET", Decimal("0.015")),
+            ("TAKE_PROFIT_MARKET", Decimal("0.015")),
+        ]  # brackets cover exactly what was filled, maker part and market part together
+        await until_or_fail(lambda: e.trades[d.id].status == "open")
+        fills = ExecStore(j.engine).fills("canary-run")
+        assert sorted((f["liquidity"], f["qty"]) for f in fills) == [("maker", 0.005), ("taker", 0.01)]
+
+    run_scenario(tmp_path, scenario, **{"execution.entry_type": "limit_post_only", "execution.limit_timeout_s": 0.3})
+
+
+def test_maker_first_without_fallback_brackets_only_the_partial_fill(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        await ex.set_price("BTCUSDT", "32010")
+        d = decision(0)
+        e.on_signal(d)
+        await until_or_fail(lambda: bool(ex.open_orders()))
+        await ex.fill_partially(client_order_id(d.id, OrderKind.ENTRY), "0.004")
+        await e.broker.drain(10)
+        assert ex.position("BTCUSDT") == Decimal("0.004")
+        assert sorted(a.qty for a in ex.open_algo_orders()) == [Decimal("0.004"), Decimal("0.004")]
+
+    run_scenario(
+        tmp_path,
+        scenario,
+        **{
+            "execution.entry_type": "limit_post_only",
+            "execution.limit_timeout_s": 0.3,
+            "execution.market_fallback": False,
+        },
+    )
