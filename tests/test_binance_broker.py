@@ -554,3 +554,19 @@ def test_maker_first_without_fallback_brackets_only_the_partial_fill(tmp_path: P
             "execution.market_fallback": False,
         },
     )
+
+
+def test_funding_fee_is_booked_on_the_trade_and_a_liquidation_is_an_incident(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        d = decision(0)
+        e.on_signal(d)
+        await e.broker.drain()
+        await until_or_fail(entered(ex, e, d))
+        await ex.pay_funding("BTCUSDT", "-0.12")
+        await until_or_fail(lambda: e.trades[d.id].funding == pytest.approx(-0.12))
+        assert ExecStore(j.engine).trade(d.id)["funding"] == pytest.approx(-0.12)  # type: ignore[index]
+        await ex.liquidate("BTCUSDT")
+        await until_or_fail(lambda: ex.position("BTCUSDT") == 0)
+        await until_or_fail(lambda: any("liquidation" in str(r) for r in ExecStore(j.engine).events()))
+
+    run_scenario(tmp_path, scenario)

@@ -340,6 +340,37 @@ class FakeFuturesExchange:
             if a.symbol == symbol and a.status == "NEW" and self._triggered(a):
                 await self._trigger(a)
 
+    async def pay_funding(self, symbol: str, amount: str) -> None:
+        """A funding fee (negative: paid) on an open position, pushed as ACCOUNT_UPDATE reason FUNDING_FEE.
+
+        Isolated positions come with their ``P`` entry, cross ones without (Binance's rule as we know it; not
+        re-read on a page today).
+        """
+        amt = Decimal(amount)
+        self.balance += amt
+        qty, entry = self.positions.get(symbol, (Decimal(0), Decimal(0)))
+        isolated = self.margin_types.get(symbol) == "ISOLATED"
+        position = [{"s": symbol, "pa": str(qty), "ep": str(entry), "cr": "0", "up": "0", "mt": "isolated",
+                     "iw": "0", "ps": "BOTH"}] if isolated else []  # fmt: skip
+        now = self.now_ms()
+        await self._push(
+            {
+                "e": "ACCOUNT_UPDATE", "E": now, "T": now,
+                "a": {"m": "FUNDING_FEE", "B": [{"a": "USDT", "wb": str(self.balance), "cw": str(self.balance),
+                                                  "bc": str(amt)}], "P": position},
+            }
+        )  # fmt: skip
+
+    async def liquidate(self, symbol: str) -> None:
+        """The exchange closes the whole position itself (``autoclose-`` client id, as liquidations carry)."""
+        qty, _ = self.positions[symbol]
+        o = FakeOrder(
+            next(self._ids), f"autoclose-{self.now_ms()}", symbol, "SELL" if qty > 0 else "BUY", "MARKET", abs(qty),
+            Decimal(0), True, "IOC", update_time=self.now_ms(),
+        )  # fmt: skip
+        self.orders[o.order_id] = o
+        await self._execute(o, self.prices[symbol], maker=False)
+
     async def fill_partially(self, cid: str, qty: str, price: str | None = None) -> None:
         """A resting limit order trades ``qty`` (as maker) without the price crossing it completely."""
         (o,) = [x for x in self.orders.values() if x.cid == cid and x.status in ("NEW", "PARTIALLY_FILLED")]

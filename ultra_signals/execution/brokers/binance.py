@@ -597,18 +597,41 @@ class BinanceBroker:
             elif kind == "ALGO_UPDATE":
                 self._on_algo(msg["o"], int(msg.get("E") or msg.get("T") or 0))
             elif kind == "ACCOUNT_UPDATE":
-                for b in msg["a"].get("B", []):
-                    if b.get("a") == "USDT" and self._listener is not None:
-                        self._listener.on_equity(float(b["wb"]))
-                for p in msg["a"].get("P", []):
-                    if p.get("ps", "BOTH") == "BOTH":
-                        self._positions[str(p["s"])] = Decimal(str(p["pa"]))
+                self._on_account(msg["a"], int(msg.get("T") or msg.get("E") or 0))
+            elif kind == "MARGIN_CALL":
+                syms = ", ".join(sorted({str(p.get("s")) for p in msg.get("p", [])}))
+                self._incident("margin_call", f"MARGIN_CALL on {syms or 'the account'}: {raw[:200]}")
             elif kind == "listenKeyExpired":
                 self._error("listen_key", "listenKeyExpired: re-creating the listen key")
                 return True
         except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError) as e:
             self._error("user_stream_message", f"{type(e).__name__}: {raw[:120]!r}")
         return False
+
+    def _on_account(self, a: dict[str, Any], ts: int) -> None:
+        """Balances, positions, and funding: ``m`` is the reason (ORDER, FUNDING_FEE, …).
+
+        A funding fee on an isolated position comes with that position in ``P``; on a cross position with no
+        ``P`` at all, so it is attributed to the only open position we know of, and journaled as unattributed
+        otherwise (never silently dropped).
+        """
+        for p in a.get("P", []):
+            if p.get("ps", "BOTH") == "BOTH":
+                self._positions[str(p["s"])] = Decimal(str(p["pa"]))
+        for b in a.get("B", []):
+            if b.get("a") != "USDT":
+                continue
+            if self._listener is not None:
+                self._listener.on_equity(float(b["wb"]))
+            if a.get("m") == "FUNDING_FEE":
+                change = float(b.get("bc") or 0.0)
+                syms = [str(p["s"]) for p in a.get("P", [])]
+                if not syms:
+                    syms = [s for s, q in self._positions.items() if q != 0]
+                if len(syms) == 1 and self._listener is not None:
+                    self._listener.on_funding(syms[0], change, ts)
+                else:
+                    self._error("funding_unattributed", f"funding fee {change} USDT for {syms or 'no known position'}")
 
     def _on_algo(self, a: dict[str, Any], ts: int) -> None:
         """An algo order changed: tie its actual order to our bracket; REJECTED/EXPIRED with a position is an incident."""
@@ -635,12 +658,17 @@ class BinanceBroker:
     def _on_order(self, o: dict[str, Any]) -> None:
         cid, symbol, status, execution = str(o["c"]), str(o["s"]), str(o["X"]), str(o["x"])
         order_id = str(o.get("i", ""))
+        exchange_close = cid.startswith("autoclose-") or cid.startswith("adl_autoclose")
+        if exchange_close and execution == "TRADE":
+            # Binance closed (part of) a position itself: liquidation (autoclose-) or auto-deleveraging.
+            what = "ADL" if cid.startswith("adl") else "liquidation"
+            self._incident(what, f"{symbol} {what} order {cid}: {o.get('S')} {o.get('l')} at {o.get('L')}")
         parsed = parse_client_id(cid)
         if parsed is None:
             mapped = self._actual.get(order_id)
             if mapped is not None:
                 cid, parsed = mapped, parse_client_id(mapped)
-            elif o.get("R") and o.get("o") == "MARKET" and order_id:
+            elif o.get("R") and o.get("o") == "MARKET" and order_id and not exchange_close:
                 # Perhaps the order a bracket triggered, its ALGO_UPDATE not seen yet: keep it for that event.
                 if len(self._pending) >= _MAX_PENDING:
                     self._pending.pop(next(iter(self._pending)))
