@@ -459,6 +459,9 @@ def test_a_418_ban_stops_every_further_order(tmp_path: Path) -> None:
         assert not [r for r in ex.requests[before:] if r[1] == "/fapi/v1/order"]  # nothing reached the exchange
         assert ex.orders == {}
         assert e.blocking_reason() == "trading_halted"
+        incidents = ExecStore(j.engine).events(kind="incident")
+        assert incidents and "ip_banned" in str(incidents[0])  # journaled as an incident
+        assert any("ip_banned" in x.text and "HALTED" in x.text.upper() for x in n.notices)
 
     run_scenario(tmp_path, scenario)
 
@@ -570,3 +573,71 @@ def test_funding_fee_is_booked_on_the_trade_and_a_liquidation_is_an_incident(tmp
         await until_or_fail(lambda: any("liquidation" in str(r) for r in ExecStore(j.engine).events()))
 
     run_scenario(tmp_path, scenario)
+
+
+def test_a_bracket_that_filled_while_the_runner_was_down_closes_its_trade_at_restart(tmp_path: Path) -> None:
+    async def main() -> None:
+        ex = exchange()
+        await ex.start()
+        await ex.set_price("BTCUSDT", "32000")
+        s = settings_for(ex, tmp_path)
+        d = decision(0)
+        journal = Journal(s.journal.url)
+        first = make_executor(s, Metrics(), journal, RecordingNotifier(), "canary-run")
+        assert isinstance(first, TradingExecutor)
+        await first.start()
+        first.on_signal(d)
+        await first.broker.drain()
+        await until_or_fail(entered(ex, first, d))
+        await first.aclose()  # the runner stops; its position and brackets stay on the exchange
+        await ex.set_price("BTCUSDT", "31790")  # the stop fills while nobody listens
+        assert ex.position("BTCUSDT") == 0
+        second = make_executor(s, Metrics(), journal, RecordingNotifier(), "canary-run-2")
+        assert isinstance(second, TradingExecutor)
+        try:
+            await second.start()
+            t = second.trades[d.id]
+            assert t.status == "closed" and t.exit_kind == "stop"
+            assert second.reconciliations == [[]] and second.blocking_reason() is None
+            assert ex.open_algo_orders() == []  # the take-profit left behind was cancelled as an orphan
+            b = second.broker
+            assert isinstance(b, BinanceBroker) and b.recovered_fills == 1
+        finally:
+            await second.aclose()
+            journal.close()
+            await ex.stop()
+
+    asyncio.run(main())
+
+
+def test_a_bracket_fill_during_a_stream_gap_is_recovered_at_reconnect(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        d = decision(0)
+        e.on_signal(d)
+        await e.broker.drain()
+        await until_or_fail(entered(ex, e, d))
+        await ex.drop_streams()
+        await ex.set_price("BTCUSDT", "32410")  # the take-profit fills while the stream is down
+        assert ex.position("BTCUSDT") == 0
+        await until_or_fail(lambda: e.trades[d.id].status == "closed", timeout=10)
+        assert e.trades[d.id].exit_kind == "tp"
+        await until_or_fail(lambda: len(e.reconciliations) == 2, timeout=10)
+        assert e.reconciliations[1] == [] and e.blocking_reason() is None
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_bracket_incident_action_halt_keeps_the_position_and_halts(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        d = decision(0)
+        e.on_signal(d)
+        await e.broker.drain()
+        await until_or_fail(entered(ex, e, d))
+        ex.reject_next_trigger()
+        await ex.set_price("BTCUSDT", "31790")
+        await until_or_fail(lambda: e.blocking_reason() == "trading_halted")
+        await e.broker.drain()
+        assert ex.position("BTCUSDT") == Decimal("0.015")
+        assert any("protect it by hand" in x.text for x in n.notices)
+
+    run_scenario(tmp_path, scenario, **{"execution.bracket_incident_action": "halt"})

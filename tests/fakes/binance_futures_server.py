@@ -43,7 +43,9 @@ It accepts only what Binance accepts today, written from Binance's current pages
 Not verified against a Binance page, and marked so where used: the error code for a duplicated ``clientAlgoId``
 (-4116 assumed, as for orders), the code for ISOLATED under Multi-Assets mode (-4168 assumed), the client id of the
 order a triggered algo order places (the fake gives it its own ``autoclose``-free id; clients must tie it back
-through ``ALGO_UPDATE.ai``), and the exact event order between ``ALGO_UPDATE`` and ``ORDER_TRADE_UPDATE``.
+through ``ALGO_UPDATE.ai``), the exact event order between ``ALGO_UPDATE`` and ``ORDER_TRADE_UPDATE``, the shape of
+``GET /fapi/v1/userTrades`` (fields as Binance has long documented them, not re-read today) and the FUNDING_FEE push
+(isolated: with its ``P``; cross: balance only).
 
 Prices move only when the test calls :meth:`set_price` (last price and, unless given apart, mark price).
 Faults on command: :meth:`fail_next` (an error answer), :meth:`http_next` (429/418/5xx, optionally after doing the
@@ -259,6 +261,7 @@ class FakeFuturesExchange:
         self.pushed: list[dict[str, Any]] = []
         self.ws_paths: list[str] = []  # every websocket path asked for, with its query string
         self._issued: set[str] = set()  # every listen key ever handed out
+        self.user_trades: list[dict[str, Any]] = []  # GET /fapi/v1/userTrades, fields as Binance answers
 
     # -- lifecycle ------
     async def start(self) -> int:
@@ -548,6 +551,13 @@ class FakeFuturesExchange:
                 return o.as_json()
         if path == "/sapi/v1/account/apiRestrictions" and method == "GET":
             return dict(self.api_restrictions)
+        if path == "/fapi/v1/userTrades" and method == "GET":
+            if "symbol" not in p:
+                raise ApiError(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+            return [
+                t for t in self.user_trades
+                if t["symbol"] == p["symbol"] and ("orderId" not in p or str(t["orderId"]) == p["orderId"])
+            ]  # fmt: skip
         if path == "/fapi/v1/openOrders" and method == "GET":
             return [o.as_json() for o in self.open_orders(p.get("symbol"))]
         if path == "/fapi/v1/allOpenOrders" and method == "DELETE":
@@ -829,8 +839,17 @@ class FakeFuturesExchange:
         if o.type == "MARKET":
             o.status = "FILLED"
         o.update_time = self.now_ms()
+        trade_id = next(self._trade_ids)
+        self.user_trades.append(
+            {
+                "buyer": o.side == "BUY", "commission": str(fee), "commissionAsset": "USDT", "id": trade_id,
+                "maker": maker, "orderId": o.order_id, "price": str(price), "qty": str(qty),
+                "quoteQty": str(qty * price), "realizedPnl": str(realized), "side": o.side, "positionSide": "BOTH",
+                "symbol": o.symbol, "time": o.update_time,
+            }
+        )  # fmt: skip
         await self._push_order(
-            o, "TRADE", {"l": str(qty), "L": str(price), "n": str(fee), "m": maker, "rp": str(realized)}
+            o, "TRADE", {"l": str(qty), "L": str(price), "n": str(fee), "m": maker, "rp": str(realized), "t": trade_id}
         )
         await self._push(
             {
@@ -926,7 +945,7 @@ class FakeFuturesExchange:
                     "N": "USDT",
                     "n": t.get("n", "0"),
                     "T": o.update_time,
-                    "t": next(self._trade_ids) if trade else 0,
+                    "t": t.get("t", 0),
                     "b": "0",
                     "a": "0",
                     "m": t.get("m", False),

@@ -526,6 +526,9 @@ class ExecutionSettings(_Section):
     margin_type: Literal["ISOLATED", "CROSSED"] = "ISOLATED"
     #: Multi-Assets mode forbids ISOLATED: refuse to start, or fall back to CROSSED.
     multi_assets_fallback: Literal["refuse", "crossed"] = "refuse"
+    #: A stop or take-profit rejected / expired while its position is open: close the position at market
+    #: ("flatten") or only halt and alert ("halt": the operator protects it by hand).  Both halt new entries.
+    bracket_incident_action: Literal["flatten", "halt"] = "flatten"
     #: Entry fill to both brackets acknowledged longer than this is an alert (naked position).
     naked_window_alert_ms: float = Field(default=2_000.0, gt=0.0)
     #: A saved exchangeInfo answer (JSON or a recording) for paper sizing without network; None: the binance

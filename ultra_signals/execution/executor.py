@@ -201,6 +201,9 @@ class TradingExecutor:
         if equity is not None:
             self.equity = self.equity_start = float(await equity())
         if self.broker.name != "paper":
+            recover = getattr(self.broker, "recover_missed_fills", None)
+            if recover is not None:  # brackets that filled while the runner was down close their trades first
+                await recover({t.decision_id: t.symbol for t in self.trades.values() if t.status == "open"})
             await self.reconcile()
 
     async def aclose(self) -> None:
@@ -526,11 +529,17 @@ class TradingExecutor:
                 self._by_symbol.pop(t.symbol, None)
                 self.store.update_trade(t.decision_id, status="cancelled")
         elif parsed[0] in (OrderKind.STOP, OrderKind.TAKE_PROFIT) and status == "REJECTED" and t.status == "open":
-            self._trip(
-                Trip("missing_bracket", f"{symbol} {kind} rejected ({reason}); closing the position", ts_ms),
-                force=True,
-            )
-            self.broker.close_position(symbol, t.side, Decimal(str(t.qty)), t.decision_id, ts_ms)
+            flatten = self.cfg.bracket_incident_action == "flatten"
+            then = "closing the position" if flatten else "position left open: protect it by hand"
+            self._trip(Trip("missing_bracket", f"{symbol} {kind} rejected ({reason}); {then}", ts_ms), force=True)
+            if flatten:
+                self.broker.close_position(symbol, t.side, Decimal(str(t.qty)), t.decision_id, ts_ms)
+
+    def on_incident(self, kind: str, detail: str, ts_ms: int | None) -> None:
+        """The venue says trading must stop now (IP ban, liquidation, margin call): journaled, HALTED, alerted."""
+        ts = ts_ms if ts_ms is not None else self.now_ms
+        self.store.event("incident", kind, detail, run_id=self.run_id, ts=ts)
+        self._trip(Trip(kind, detail, ts or None), force=True)
 
     def on_broker_error(self, kind: str, detail: str, ts_ms: int | None) -> None:
         ts = ts_ms if ts_ms is not None else self.now_ms

@@ -130,6 +130,8 @@ class BinanceBroker:
         self.listen_keys_created = 0
         self.orphans_cancelled: list[str] = []
         self.naked_windows_ms: list[float] = []  # entry fill -> both brackets acknowledged
+        self._watched: dict[str, str] = {}  # decision id -> symbol: brackets whose fills must never be missed
+        self.recovered_fills = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BinanceBroker:
@@ -365,6 +367,55 @@ class BinanceBroker:
         ]
         return VenueSnapshot(positions, views)
 
+    async def recover_missed_fills(self, trades: dict[str, str] | None = None) -> int:
+        """Fills of our brackets that happened while nobody listened (runner down, stream gap), replayed.
+
+        ``trades``: decision id -> symbol of the trades believed open (the executor's, at start); the ones this
+        broker placed are always watched.  For each stop / take-profit the algo order is queried; one that
+        triggered has an ``actualOrderId`` whose ``userTrades`` become fills, exactly as the stream would have
+        delivered them (same trade ids, so a fill seen twice counts once).  Runs before the reconciliation, so
+        a bracket that filled while we were away closes its trade instead of looking like a lost position.
+        """
+        self._watched.update(trades or {})
+        found = 0
+        for did, symbol in list(self._watched.items()):
+            for kind in BRACKET_TYPES:
+                cid = client_order_id(did, kind)
+                try:
+                    algo = await self.query_algo(cid)
+                    if algo is None or not algo.get("actualOrderId"):
+                        continue
+                    rows = await self._request(
+                        "GET", "/fapi/v1/userTrades", {"symbol": symbol, "orderId": algo["actualOrderId"]}
+                    )
+                except BrokerError as e:
+                    self._error("recover", f"{symbol} {cid}: {e}")
+                    continue
+                trigger = float(algo.get("triggerPrice") or 0.0)
+                order_ts = int(algo.get("triggerTime") or 0)
+                qty = float(algo.get("quantity") or 0.0)
+                for r in rows if isinstance(rows, list) else []:
+                    fill = Fill(
+                        client_id=cid,
+                        symbol=symbol,
+                        side=OrderSide(r["side"]),
+                        kind=kind,
+                        qty=float(r["qty"]),
+                        price=float(r["price"]),
+                        fee=float(r.get("commission") or 0.0),
+                        liquidity="maker" if r.get("maker") else "taker",
+                        ts_ms=int(r["time"]),
+                        order_qty=qty or float(r["qty"]),
+                        order_ts_ms=order_ts or int(r["time"]),
+                        reference_price=trigger,
+                        trade_id=str(r["id"]),
+                    )
+                    found += 1
+                    if self._listener is not None:
+                        self._listener.on_fill(fill)
+        self.recovered_fills += found
+        return found
+
     async def cleanup_orphan_brackets(self) -> list[str]:
         """Cancel our stop / take-profit algo orders on symbols with no position (closed while we were away).
 
@@ -450,6 +501,7 @@ class BinanceBroker:
     async def _enter(self, plan: EntryPlan) -> None:
         digest = plan.cid(OrderKind.STOP).split("_", 1)[1]
         self._plans[digest] = plan
+        self._watched[plan.decision_id] = plan.symbol
         cid = plan.cid(OrderKind.ENTRY)
         base = {"symbol": plan.symbol, "side": open_side(plan.side).value, "newOrderRespType": "RESULT"}
         self._refs[cid] = (plan.arrival_price, plan.ts_ms, OrderKind.ENTRY)
@@ -532,6 +584,7 @@ class BinanceBroker:
         for kind in (OrderKind.STOP, OrderKind.TAKE_PROFIT):
             await self.cancel_algo(client_order_id(decision_id, kind))
         cid = client_order_id(decision_id, OrderKind.EXIT)
+        self._watched.pop(decision_id, None)
         self._refs[cid] = (plan.arrival_price if plan else 0.0, ts_ms, OrderKind.EXIT)
         await self.place(
             {
@@ -559,7 +612,8 @@ class BinanceBroker:
                     self._ws = ws
                     self.stream_connects += 1
                     self._stream_up.set()
-                    if not first:
+                    if not first:  # a gap: fills we may have missed first, then orphans, then the reconciliation
+                        await self.recover_missed_fills()
                         await self.cleanup_orphan_brackets()
                         if self._listener is not None:
                             self._listener.on_reconnect()
@@ -650,7 +704,7 @@ class BinanceBroker:
         if status in ("REJECTED", "EXPIRED") and position != 0:
             # The position is unprotected: the executor treats a rejected bracket as an incident (alert, halt,
             # flatten).  EXPIRED is reported the same way, with Binance's status in the reason.
-            self._incident("bracket_" + status.lower(), f"{symbol} {cid} {status} with a position of {position}")
+            log.error("binance bracket %s %s %s with a position of %s", symbol, cid, status, position)
             self._status(cid, symbol, "REJECTED", f"algo {status}", ts)
             return
         self._status(cid, symbol, status, None, ts)
@@ -705,6 +759,7 @@ class BinanceBroker:
                 plan = self._plans.get(parsed[1])
                 if plan is not None:  # no OCO on USDⓈ-M: one bracket filled, cancel the other
                     self._queue.put_nowait(("cancel_algo", plan.cid(sibling)))
+                    self._watched.pop(plan.decision_id, None)
         if parsed is not None and parsed[0] in (OrderKind.STOP, OrderKind.TAKE_PROFIT):
             return  # a bracket's status is its algo order's (ALGO_UPDATE), not the triggered order's
         self._status(cid, symbol, status, o.get("r") if status == "REJECTED" else None, ts)
