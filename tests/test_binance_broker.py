@@ -422,8 +422,11 @@ def test_the_naked_window_is_measured_and_alerted(tmp_path: Path) -> None:
         await b.drain()
         await until_or_fail(entered(ex, e, d))
         assert len(b.naked_windows_ms) == 1 and b.naked_windows_ms[0] >= 200.0
-        events = [r for r in ExecStore(j.engine).events() if "naked_window" in str(r)]
-        assert events
+        assert ExecStore(j.engine).events(kind="naked_window")
+        assert any("NAKED POSITION" in x.text for x in n.notices)
+        assert e.metrics is not None
+        assert e.metrics.registry.get_sample_value("bracket_naked_window_ms_count") == 1
+        assert e.blocking_reason() is None  # an alert, not an order error: no breaker counts it
 
     run_scenario(tmp_path, scenario, **{"execution.naked_window_alert_ms": 100})
 

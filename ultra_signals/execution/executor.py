@@ -535,6 +535,15 @@ class TradingExecutor:
             if flatten:
                 self.broker.close_position(symbol, t.side, Decimal(str(t.qty)), t.decision_id, ts_ms)
 
+    def on_naked_window(self, symbol: str, ms: float) -> None:
+        """Entry filled, brackets acknowledged ``ms`` later: measured always, alerted above the threshold."""
+        if self.metrics is not None:
+            self.metrics.naked_window.observe(ms)
+        if ms > self.cfg.naked_window_alert_ms:
+            detail = f"{symbol}: no stop for {ms:.0f} ms after the entry fill (alert above {self.cfg.naked_window_alert_ms:.0f} ms)"
+            self.store.event("naked_window", symbol, detail, run_id=self.run_id, ts=self.now_ms)
+            self.notifier.publish(Notice("breaker", f"{self.prefix} | NAKED POSITION | {detail}"))
+
     def on_incident(self, kind: str, detail: str, ts_ms: int | None) -> None:
         """The venue says trading must stop now (IP ban, liquidation, margin call): journaled, HALTED, alerted."""
         ts = ts_ms if ts_ms is not None else self.now_ms

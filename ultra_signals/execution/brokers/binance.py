@@ -576,8 +576,11 @@ class BinanceBroker:
         if acked == 2:
             naked = (time.monotonic() - started) * 1000.0
             self.naked_windows_ms.append(naked)
-            if naked > self.naked_window_alert_ms:
-                self._error("naked_window", f"{plan.symbol}: brackets acknowledged {naked:.0f} ms after the fill")
+            report = getattr(self._listener, "on_naked_window", None)
+            if report is not None:  # the executor: a metric, and an alert above the threshold
+                report(plan.symbol, naked)
+            elif naked > self.naked_window_alert_ms:
+                log.warning("binance %s: brackets acknowledged %.0f ms after the fill", plan.symbol, naked)
 
     async def _close(self, symbol: str, side: Side, qty: Decimal, decision_id: str, ts_ms: int) -> None:
         plan = self._plans.get(client_order_id(decision_id, OrderKind.STOP).split("_", 1)[1])
