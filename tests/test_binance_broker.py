@@ -644,3 +644,20 @@ def test_bracket_incident_action_halt_keeps_the_position_and_halts(tmp_path: Pat
         assert any("protect it by hand" in x.text for x in n.notices)
 
     run_scenario(tmp_path, scenario, **{"execution.bracket_incident_action": "halt"})
+
+
+def test_a_listen_key_gone_without_notice_is_recreated_after_keepalive_answers_1125(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        b = e.broker
+        assert isinstance(b, BinanceBroker)
+        await until_or_fail(lambda: ex.stream_count() == 1)
+        ex.listen_keys.clear()  # Binance dropped the key; no listenKeyExpired reached us
+        await until_or_fail(lambda: b.listen_keys_created == 2 and ex.stream_count() == 1, timeout=10)
+        assert len(ex.ws_paths) == 2 and all(p.startswith("/private/ws/") for p in ex.ws_paths)
+        assert ExecStore(j.engine).events(kind="order_error")  # the -1125 was journaled, not swallowed
+        d = decision(0)
+        e.on_signal(d)
+        await b.drain()
+        await until_or_fail(entered(ex, e, d))  # and fills keep arriving on the new key
+
+    run_scenario(tmp_path, scenario, **{"execution.listen_key_keepalive_s": 0.2})
