@@ -132,6 +132,7 @@ class BinanceBroker:
         self.naked_windows_ms: list[float] = []  # entry fill -> both brackets acknowledged
         self._watched: dict[str, str] = {}  # decision id -> symbol: brackets whose fills must never be missed
         self.recovered_fills = 0
+        self._ban_reported: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BinanceBroker:
@@ -164,7 +165,9 @@ class BinanceBroker:
                 return await self.client.signed(method, path, params, order=order)
             return await self.client.keyed(method, path, params)
         except IpBanned as e:
-            self._incident("ip_banned", str(e))
+            if e.until_ms != self._ban_reported:  # one incident per ban, not one per refused call
+                self._ban_reported = e.until_ms
+                self._incident("ip_banned", str(e))
             raise BrokerError(str(e), e.code) from None
         except UnknownOutcome as e:
             raise OutcomeUnknown(str(e), e.code) from None
