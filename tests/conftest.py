@@ -16,8 +16,10 @@ from typing import NoReturn
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("ULTRA_SIGNALS_TEST_DATA", REPO.parent / "shared" / "data"))
-REDIS_URL = os.environ.get("ULTRA_SIGNALS_TEST_REDIS", "redis://127.0.0.1:6379/0")
+# Taken out of the environment once read: every ULTRA_SIGNALS_* variable is a setting to the program, and the CLI
+# tests (in-process and subprocess) would refuse these two as unknown settings.
+DATA_DIR = Path(os.environ.pop("ULTRA_SIGNALS_TEST_DATA", None) or REPO.parent / "shared" / "data")
+REDIS_URL = os.environ.pop("ULTRA_SIGNALS_TEST_REDIS", None) or "redis://127.0.0.1:6379/0"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 

@@ -49,8 +49,7 @@ def test_kill_cancels_algo_brackets_and_orders_and_flattens(
         1, "stop-by-hand", "BTCUSDT", "SELL", "STOP_MARKET", Decimal("0.015"), Decimal("31000"), "MARK_PRICE",
         True, False,
     )  # fmt: skip
-    env: dict[str, str | None] = {
-        "ULTRA_SIGNALS_TEST_DATA": None,  # the tests' own variable is not a setting
+    env = {
         "ULTRA_SIGNALS_BINANCE__API_KEY": KEY,
         "ULTRA_SIGNALS_BINANCE__API_SECRET": SECRET,
         "ULTRA_SIGNALS_BINANCE__REST_URL": ex.rest_url,
@@ -63,3 +62,59 @@ def test_kill_cancels_algo_brackets_and_orders_and_flattens(
     assert ("DELETE", "/fapi/v1/algoOpenOrders") in [(m, p) for m, p, _ in ex.requests]
     assert "HALTED" in r.output.upper()
     assert KEY not in r.output and SECRET not in r.output
+
+
+def test_tca_and_the_rollout_gate_read_the_fills_of_an_algo_bracket_trade(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live trade through the broker (entry at market, stop as an algo order triggered by the fake's price path),
+    then ``tca --run`` and ``rollout gate`` on its journal: tca reports both real (not simulated) fills, the gate
+    judges the entry fill's slippage."""
+    from tests.helpers import RecordingNotifier, until_or_fail
+    from tests.test_binance_broker import decision, entered, exchange, settings_for
+    from ultra_signals.execution.executor import TradingExecutor, make_executor
+    from ultra_signals.journal.writer import Journal
+    from ultra_signals.observability.metrics import Metrics
+
+    async def trade() -> str:
+        ex = exchange()
+        await ex.start()
+        await ex.set_price("BTCUSDT", "32000")
+        s = settings_for(ex, tmp_path)
+        journal = Journal(s.journal.url)
+        # What the runner does around a run (it is not started here: no market data source in this test).
+        journal.start_run("canary-run", mode="canary", profile="canary", source="binance", simulated=False,
+                          namespace="venue-test", settings={})  # fmt: skip
+        e = make_executor(s, Metrics(), journal, RecordingNotifier(), "canary-run")
+        assert isinstance(e, TradingExecutor)
+        try:
+            await e.start()
+            d = decision(0)
+            e.on_signal(d)
+            await e.broker.drain()
+            await until_or_fail(entered(ex, e, d))
+            await ex.set_price("BTCUSDT", "31790")
+            await until_or_fail(lambda: e.trades[d.id].status == "closed")
+            journal.end_run("canary-run", "completed", e.summary(), d.candidate.ts, d.candidate.ts + 3_600_000)
+        finally:
+            await e.aclose()
+            journal.close()
+            await ex.stop()
+        return s.journal.url
+
+    url = asyncio.run(trade())
+    monkeypatch.chdir(tmp_path)
+    cli = CliRunner()
+    tca = cli.invoke(app, ["tca", "--run", "canary-run", "--profile", "canary", "--journal-url", url])
+    assert tca.exit_code == 0, tca.output
+    md = (tmp_path / "reports" / "tca_canary-run.md").read_text()
+    assert "SIMULATED" not in md and "stop" in md and "entry" in md
+    gate = cli.invoke(app, ["rollout", "gate", "--run", "canary-run", "--profile", "canary", "--journal-url", url])
+    assert gate.exit_code in (0, 1), gate.output
+    assert "rollout gate" in gate.output and ("NO-GO" in gate.output) == (gate.exit_code == 1)
+    from ultra_signals.execution.rollout import evaluate
+
+    journal = Journal(url)
+    fills = {c.name: c for c in evaluate(journal, "canary-run", tmp_path / "reports").criteria}["fills_within_slippage"]
+    journal.close()
+    assert fills.passed and fills.evidence.startswith("1 entry fills") and "SIMULATED" not in fills.evidence
