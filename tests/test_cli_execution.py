@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +16,8 @@ from typer.testing import CliRunner
 from tests.conftest import require_data
 from tests.fakes.binance_futures_server import FakeAlgoOrder, FakeFuturesExchange, load_recorded_exchange_info_text
 from ultra_signals.apps.cli import app
+from ultra_signals.execution.breakers import TradingState, halt_trading, load_state
+from ultra_signals.journal.writer import Journal
 
 pytestmark = pytest.mark.timeout(60)
 KEY, SECRET = "cli-kill-key-SECRET", "cli-kill-secret-SECRET"
@@ -118,3 +121,81 @@ def test_tca_and_the_rollout_gate_read_the_fills_of_an_algo_bracket_trade(
     fills = {c.name: c for c in evaluate(journal, "canary-run", tmp_path / "reports").criteria}["fills_within_slippage"]
     journal.close()
     assert fills.passed and fills.evidence.startswith("1 entry fills") and "SIMULATED" not in fills.evidence
+
+
+def synthetic_klines(close: float, n: int = 60, tf_ms: int = 300_000) -> list[list[Any]]:
+    """Closed 5m bars ending now around ``close``, each 100 USDT high to low: ATR(14) = 100 (test data, not market)."""
+    now = int(time.time() * 1000)
+    last_open = now - now % tf_ms - tf_ms
+    rows = []
+    for i in range(n):
+        t = last_open - (n - 1 - i) * tf_ms
+        rows.append(
+            [t, str(close), str(close + 50), str(close - 50), str(close), "10", t + tf_ms - 1, "0", 1, "0", "0", "0"]
+        )
+    return rows
+
+
+def live_env(ex: FakeFuturesExchange) -> dict[str, str]:
+    return {
+        "ULTRA_SIGNALS_BINANCE__API_KEY": KEY,
+        "ULTRA_SIGNALS_BINANCE__API_SECRET": SECRET,
+        "ULTRA_SIGNALS_BINANCE__REST_URL": ex.rest_url,
+        "ULTRA_SIGNALS_BINANCE__WS_URL": ex.ws_url,
+        "ULTRA_SIGNALS_REDIS__ENABLED": "false",
+    }
+
+
+def test_force_enter_then_force_exit_on_the_strict_fake(
+    tmp_path: Path, fake: tuple[FakeFuturesExchange, asyncio.AbstractEventLoop]
+) -> None:
+    ex, loop = fake
+    on(loop, ex.set_price("BTCUSDT", "32000"))
+    ex.klines[("BTCUSDT", "5m")] = synthetic_klines(32000.0)
+    url = f"sqlite:///{tmp_path}/journal.db"
+    cli = CliRunner()
+    common = ["--profile", "canary", "--journal-url", url]
+    r = cli.invoke(app, ["force-enter", "BTCUSDT", "--side", "long", "--yes", *common], env=live_env(ex))
+    assert r.exit_code == 0, r.output
+    assert "open" in r.output and ex.position("BTCUSDT") == Decimal("0.015")
+    stops = sorted((a.type, a.trigger, a.qty) for a in ex.open_algo_orders())
+    assert stops == [
+        ("STOP_MARKET", Decimal("31850"), Decimal("0.015")),
+        ("TAKE_PROFIT_MARKET", Decimal("32150"), Decimal("0.015")),
+    ]
+    r2 = cli.invoke(app, ["force-exit", "BTCUSDT", "--yes", *common], env=live_env(ex))
+    assert r2.exit_code == 0, r2.output
+    assert "closed" in r2.output and ex.position("BTCUSDT") == 0 and ex.open_algo_orders() == []
+
+
+def test_force_enter_min_size_and_the_halt_rule(
+    tmp_path: Path, fake: tuple[FakeFuturesExchange, asyncio.AbstractEventLoop]
+) -> None:
+    ex, loop = fake
+    on(loop, ex.set_price("BTCUSDT", "32000"))
+    ex.klines[("BTCUSDT", "5m")] = synthetic_klines(32000.0)
+    url = f"sqlite:///{tmp_path}/journal.db"
+    journal = Journal(url)
+    halt_trading(journal, "drill", "halted for the test")
+    journal.close()
+    cli = CliRunner()
+    args = [
+        "force-enter",
+        "BTCUSDT",
+        "--side",
+        "short",
+        "--min-size",
+        "--yes",
+        "--profile",
+        "canary",
+        "--journal-url",
+        url,
+    ]
+    refused = cli.invoke(app, args, env=live_env(ex))
+    assert refused.exit_code == 1 and "HALTED" in refused.output.upper() and ex.orders == {}
+    r = cli.invoke(app, [*args, "--force"], env=live_env(ex))
+    assert r.exit_code == 0, r.output
+    assert ex.position("BTCUSDT") == Decimal("-0.001")  # the smallest size the recorded filters allow
+    journal = Journal(url)
+    assert load_state(journal).state is TradingState.HALTED  # --force did not resume trading
+    journal.close()

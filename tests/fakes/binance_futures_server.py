@@ -262,6 +262,7 @@ class FakeFuturesExchange:
         self.ws_paths: list[str] = []  # every websocket path asked for, with its query string
         self._issued: set[str] = set()  # every listen key ever handed out
         self.user_trades: list[dict[str, Any]] = []  # GET /fapi/v1/userTrades, fields as Binance answers
+        self.klines: dict[tuple[str, str], list[list[Any]]] = {}  # (symbol, interval) -> REST kline rows
 
     # -- lifecycle ------
     async def start(self) -> int:
@@ -451,6 +452,10 @@ class FakeFuturesExchange:
                 result = {"serverTime": self.now_ms()}
             elif path == "/fapi/v1/ping":
                 result = {}
+            elif path == "/fapi/v1/klines":
+                rows = self.klines.get((params.get("symbol", ""), params.get("interval", "")), [])
+                lo, hi = int(params.get("startTime", 0)), int(params.get("endTime", 2**62))
+                result = [r for r in rows if lo <= r[0] <= hi][: int(params.get("limit", 500))]
             elif path == "/fapi/v1/listenKey":
                 self._check_key(request)
                 result = self._listen_key(method)
