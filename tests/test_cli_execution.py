@@ -199,3 +199,29 @@ def test_force_enter_min_size_and_the_halt_rule(
     journal = Journal(url)
     assert load_state(journal).state is TradingState.HALTED  # --force did not resume trading
     journal.close()
+
+
+def test_the_daily_ledger_matches_the_exchange_income_and_names_what_differs(
+    tmp_path: Path, fake: tuple[FakeFuturesExchange, asyncio.AbstractEventLoop], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ex, loop = fake
+    monkeypatch.chdir(tmp_path)
+    on(loop, ex.set_price("BTCUSDT", "32000"))
+    ex.klines[("BTCUSDT", "5m")] = synthetic_klines(32000.0)
+    url = f"sqlite:///{tmp_path}/journal.db"
+    cli = CliRunner()
+    common = ["--profile", "canary", "--journal-url", url]
+    assert (
+        cli.invoke(app, ["force-enter", "BTCUSDT", "--side", "long", "--yes", *common], env=live_env(ex)).exit_code == 0
+    )
+    on(loop, ex.set_price("BTCUSDT", "32100"))
+    assert cli.invoke(app, ["force-exit", "BTCUSDT", "--yes", *common], env=live_env(ex)).exit_code == 0
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    r = cli.invoke(app, ["ledger", "--day", today, *common], env=live_env(ex))
+    assert r.exit_code == 0, r.output
+    assert "3 income items, clean" in r.output  # two commissions and the realised PnL of the exit
+    rows = (tmp_path / "reports" / f"ledger_{today}.csv").read_text().splitlines()
+    assert rows[0].startswith("time,symbol,type,amount") and sum("matched" in x for x in rows) == 2
+    ex._book_income("BTCUSDT", "COMMISSION", Decimal("-0.5"), int(time.time() * 1000), "999")  # a trade we never saw
+    bad = cli.invoke(app, ["ledger", "--day", today, *common], env=live_env(ex))
+    assert bad.exit_code == 1 and "trade 999: commission -0.5 on the exchange, no journaled fill" in bad.output

@@ -263,6 +263,8 @@ class FakeFuturesExchange:
         self._issued: set[str] = set()  # every listen key ever handed out
         self.user_trades: list[dict[str, Any]] = []  # GET /fapi/v1/userTrades, fields as Binance answers
         self.klines: dict[tuple[str, str], list[list[Any]]] = {}  # (symbol, interval) -> REST kline rows
+        self.income: list[dict[str, Any]] = []  # GET /fapi/v1/income rows (COMMISSION, REALIZED_PNL, FUNDING_FEE)
+        self._tran_ids = itertools.count(9_000_000_001)
 
     # -- lifecycle ------
     async def start(self) -> int:
@@ -352,6 +354,7 @@ class FakeFuturesExchange:
         """
         amt = Decimal(amount)
         self.balance += amt
+        self._book_income(symbol, "FUNDING_FEE", amt, self.now_ms(), "")
         qty, entry = self.positions.get(symbol, (Decimal(0), Decimal(0)))
         isolated = self.margin_types.get(symbol) == "ISOLATED"
         position = [{"s": symbol, "pa": str(qty), "ep": str(entry), "cr": "0", "up": "0", "mt": "isolated",
@@ -363,6 +366,13 @@ class FakeFuturesExchange:
                 "a": {"m": "FUNDING_FEE", "B": [{"a": "USDT", "wb": str(self.balance), "cw": str(self.balance),
                                                   "bc": str(amt)}], "P": position},
             }
+        )  # fmt: skip
+
+    def _book_income(self, symbol: str, kind: str, amount: Decimal, ts: int, trade_id: str) -> None:
+        """One ``GET /fapi/v1/income`` row (fields as Binance documents them; not re-read on a page today)."""
+        self.income.append(
+            {"symbol": symbol, "incomeType": kind, "income": str(amount), "asset": "USDT", "info": "",
+             "time": ts, "tranId": next(self._tran_ids), "tradeId": trade_id}
         )  # fmt: skip
 
     async def liquidate(self, symbol: str) -> None:
@@ -556,6 +566,10 @@ class FakeFuturesExchange:
                 return o.as_json()
         if path == "/sapi/v1/account/apiRestrictions" and method == "GET":
             return dict(self.api_restrictions)
+        if path == "/fapi/v1/income" and method == "GET":
+            lo, hi = int(p.get("startTime", 0)), int(p.get("endTime", 2**62))
+            rows = [r for r in self.income if lo <= r["time"] <= hi and p.get("symbol", r["symbol"]) == r["symbol"]]
+            return rows[: min(int(p.get("limit", 100)), 1000)]
         if path == "/fapi/v1/userTrades" and method == "GET":
             if "symbol" not in p:
                 raise ApiError(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
@@ -853,6 +867,9 @@ class FakeFuturesExchange:
                 "symbol": o.symbol, "time": o.update_time,
             }
         )  # fmt: skip
+        self._book_income(o.symbol, "COMMISSION", -fee, o.update_time, str(trade_id))
+        if realized:
+            self._book_income(o.symbol, "REALIZED_PNL", realized, o.update_time, str(trade_id))
         await self._push_order(
             o, "TRADE", {"l": str(qty), "L": str(price), "n": str(fee), "m": maker, "rp": str(realized), "t": trade_id}
         )

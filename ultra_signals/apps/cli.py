@@ -472,12 +472,19 @@ def monitor(ctx: typer.Context) -> None:
 
 def _register_layers() -> None:
     """Commands contributed by the operator (Telegram) and execution layers, and the journal's ``db`` commands."""
-    from ultra_signals.apps import cli_db, cli_execution, cli_force, cli_operator
+    from ultra_signals.apps import cli_db, cli_execution, cli_force, cli_ledger, cli_operator
 
     cli_operator.register(app)
     cli_execution.register(app)
     cli_db.register(app)
     cli_force.register(app)
+    cli_ledger.register(app)
+
+    cli_operator.register(app)
+    cli_execution.register(app)
+    cli_db.register(app)
+    cli_force.register(app)
+    cli_ledger.register(app)
 
 
 _register_layers()
