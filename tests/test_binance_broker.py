@@ -661,3 +661,20 @@ def test_a_listen_key_gone_without_notice_is_recreated_after_keepalive_answers_1
         await until_or_fail(entered(ex, e, d))  # and fills keep arriving on the new key
 
     run_scenario(tmp_path, scenario, **{"execution.listen_key_keepalive_s": 0.2})
+
+
+def test_a_held_fill_no_algo_update_claims_is_handed_on_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ultra_signals.execution.brokers.binance as mod
+
+    b = BinanceBroker(BinanceFuturesClient(Endpoints("http://127.0.0.1:9", "ws://127.0.0.1:9")))
+    lst = _Listener()
+    b.bind(lst)  # type: ignore[arg-type]
+    fill = {"e": "ORDER_TRADE_UPDATE", "T": 5, "o": {"s": "BTCUSDT", "c": "web_by_hand", "S": "SELL", "o": "MARKET",
+            "q": "0.015", "x": "TRADE", "X": "FILLED", "i": 902, "l": "0.015", "L": "31790", "n": "0.1", "T": 5,
+            "t": 2, "m": False, "R": True}}  # fmt: skip
+    b._on_stream(json.dumps(fill))
+    assert lst.fills == []
+    monkeypatch.setattr(mod, "_PENDING_S", 0.0)
+    b._on_stream(json.dumps({"e": "ACCOUNT_UPDATE", "T": 6, "a": {"m": "ORDER", "B": [], "P": []}}))
+    (f,) = lst.fills
+    assert f.client_id == "web_by_hand" and f.kind is OrderKind.EXIT  # not ours: the executor will say so

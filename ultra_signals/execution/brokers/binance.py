@@ -75,6 +75,7 @@ WorkingType = Literal["MARK_PRICE", "CONTRACT_PRICE"]
 BRACKET_TYPES = {OrderKind.STOP: "STOP_MARKET", OrderKind.TAKE_PROFIT: "TAKE_PROFIT_MARKET"}
 OPEN_ALGO = ("NEW",)
 _MAX_PENDING = 200  # fills of not-yet-identified orders kept while their ALGO_UPDATE is awaited
+_PENDING_S = 5.0  # ... for at most this long
 
 
 class OutcomeUnknown(BrokerError):
@@ -123,7 +124,8 @@ class BinanceBroker:
         self._plans: dict[str, EntryPlan] = {}  # decision digest -> plan (brackets, sibling cancel)
         self._filled: dict[str, asyncio.Event] = {}  # entry client id -> set when it fills
         self._actual: dict[str, str] = {}  # order id placed by a triggered algo order -> our clientAlgoId
-        self._pending: dict[str, list[dict[str, Any]]] = {}  # order id -> its ORDER_TRADE_UPDATEs, awaiting ALGO_UPDATE
+        # order id -> (first seen, its ORDER_TRADE_UPDATEs) awaiting the ALGO_UPDATE that names it
+        self._pending: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._positions: dict[str, Decimal] = {}  # symbol -> signed position, from ACCOUNT_UPDATE
         self.stream_connects = 0
         self.stream_urls: list[str] = []
@@ -647,8 +649,18 @@ class BinanceBroker:
                     with contextlib.suppress(Exception):
                         await self._ws.close()
 
+    def _release_stale_pending(self) -> None:
+        """Held fills no ALGO_UPDATE claimed within ``_PENDING_S`` are not a bracket's: hand them on as they are
+        (an order placed by hand, say), so the executor sees a fill it did not place instead of nothing."""
+        now = time.monotonic()
+        for oid in [k for k, (t0, _) in self._pending.items() if now - t0 > _PENDING_S]:
+            for o in self._pending.pop(oid)[1]:
+                self._on_order(o, hold=False)
+
     def _on_stream(self, raw: str) -> bool:
         """Handle one user-stream message; True when the stream must be re-opened."""
+        if self._pending:
+            self._release_stale_pending()
         try:
             msg = json.loads(raw)
             kind = msg.get("e")
@@ -702,7 +714,7 @@ class BinanceBroker:
             self._actual[actual] = cid
             ref, _, kind = self._refs.get(cid, (float(a.get("tp") or 0), ts, parsed[0]))
             self._refs[cid] = (float(a.get("tp") or ref), ts, kind)
-            for o in self._pending.pop(actual, []):
+            for o in self._pending.pop(actual, (0.0, []))[1]:
                 self._on_order(o)
         if parsed is None:
             return
@@ -715,7 +727,7 @@ class BinanceBroker:
             return
         self._status(cid, symbol, status, None, ts)
 
-    def _on_order(self, o: dict[str, Any]) -> None:
+    def _on_order(self, o: dict[str, Any], hold: bool = True) -> None:
         cid, symbol, status, execution = str(o["c"]), str(o["s"]), str(o["X"]), str(o["x"])
         order_id = str(o.get("i", ""))
         exchange_close = cid.startswith("autoclose-") or cid.startswith("adl_autoclose")
@@ -728,11 +740,11 @@ class BinanceBroker:
             mapped = self._actual.get(order_id)
             if mapped is not None:
                 cid, parsed = mapped, parse_client_id(mapped)
-            elif o.get("R") and o.get("o") == "MARKET" and order_id and not exchange_close:
+            elif hold and o.get("R") and o.get("o") == "MARKET" and order_id and not exchange_close:
                 # Perhaps the order a bracket triggered, its ALGO_UPDATE not seen yet: keep it for that event.
                 if len(self._pending) >= _MAX_PENDING:
                     self._pending.pop(next(iter(self._pending)))
-                self._pending.setdefault(order_id, []).append(o)
+                self._pending.setdefault(order_id, (time.monotonic(), []))[1].append(o)
                 return
         ts = int(o["T"])
         if execution == "TRADE" and float(o["l"]) > 0:
