@@ -225,3 +225,22 @@ def test_the_daily_ledger_matches_the_exchange_income_and_names_what_differs(
     ex._book_income("BTCUSDT", "COMMISSION", Decimal("-0.5"), int(time.time() * 1000), "999")  # a trade we never saw
     bad = cli.invoke(app, ["ledger", "--day", today, *common], env=live_env(ex))
     assert bad.exit_code == 1 and "trade 999: commission -0.5 on the exchange, no journaled fill" in bad.output
+
+
+def test_shadow_canary_refuses_a_hedge_mode_account_with_a_clear_error(
+    tmp_path: Path, fake: tuple[FakeFuturesExchange, asyncio.AbstractEventLoop], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ex, loop = fake
+    monkeypatch.chdir(tmp_path)
+    on(loop, ex.set_price("BTCUSDT", "32000"))
+    ex.dual_side = True
+    url = f"sqlite:///{tmp_path}/journal.db"
+    args = ["shadow", "--profile", "canary", "--source", "binance", "--duration", "1", "--journal", url]
+    r = CliRunner().invoke(app, [*args, "--metrics-port", "0"], env=live_env(ex))
+    assert r.exit_code == 2, r.output
+    assert "Hedge Mode" in r.output and "recorded as failed" in r.output and "Traceback" not in r.output
+    assert ex.orders == {} and ex.algo_orders == {} and ex.margin_types == {}
+    journal = Journal(url)
+    (run,) = [journal.run(rid) for rid in [journal.latest_run_id()] if rid]
+    journal.close()
+    assert run is not None and run["status"] == "failed"

@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ultra_signals.core.config import ConfigError, Settings, load_settings, redacted_dict
+from ultra_signals.execution.brokers.base import BrokerError
 from ultra_signals.live.runner import RunStats
 from ultra_signals.observability.metrics import Metrics
 
@@ -160,6 +161,9 @@ def _run(
             stats = asyncio.run(main())
         except KeyboardInterrupt:
             stats = runner.stats
+        except BrokerError as e:  # account set-up or keys refused before any order: no traceback, exit 2
+            _fail(f"{e} (run {runner.run_id} recorded as failed)")
+            raise
     if stats.metrics_port:
         console.print(f"metrics were served on http://{settings.metrics.host}:{stats.metrics_port}/metrics")
     paths: list[str] = []
