@@ -604,7 +604,7 @@ def test_a_bracket_that_filled_while_the_runner_was_down_closes_its_trade_at_res
             assert second.reconciliations == [[]] and second.blocking_reason() is None
             assert ex.open_algo_orders() == []  # the take-profit left behind was cancelled as an orphan
             b = second.broker
-            assert isinstance(b, BinanceBroker) and b.recovered_fills == 1
+            assert isinstance(b, BinanceBroker) and b.recovered_fills == 2  # the entry (already journaled) and the stop
         finally:
             await second.aclose()
             journal.close()
@@ -678,3 +678,22 @@ def test_a_held_fill_no_algo_update_claims_is_handed_on_as_it_is(monkeypatch: py
     b._on_stream(json.dumps({"e": "ACCOUNT_UPDATE", "T": 6, "a": {"m": "ORDER", "B": [], "P": []}}))
     (f,) = lst.fills
     assert f.client_id == "web_by_hand" and f.kind is OrderKind.EXIT  # not ours: the executor will say so
+
+
+def test_an_entry_filled_during_a_stream_gap_opens_its_trade_at_reconnect(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        b = e.broker
+        assert isinstance(b, BinanceBroker)
+        await until_or_fail(lambda: ex.stream_count() == 1)
+        await ex.drop_streams()
+        d = decision(0)
+        e.on_signal(d)  # the entry fills while the user stream is down: its ORDER_TRADE_UPDATE is lost
+        await b.drain()
+        assert ex.position("BTCUSDT") == Decimal("0.015")
+        await until_or_fail(lambda: e.trades[d.id].status == "open", timeout=10)
+        await until_or_fail(lambda: len(e.reconciliations) == 2, timeout=10)
+        assert e.reconciliations[1] == [] and e.blocking_reason() is None
+        kinds = [f["kind"] for f in ExecStore(j.engine).fills("canary-run")]
+        assert kinds == ["entry"]  # recovered once, never twice
+
+    run_scenario(tmp_path, scenario)

@@ -373,32 +373,46 @@ class BinanceBroker:
         return VenueSnapshot(positions, views)
 
     async def recover_missed_fills(self, trades: dict[str, str] | None = None) -> int:
-        """Fills of our brackets that happened while nobody listened (runner down, stream gap), replayed.
+        """Fills that happened while nobody listened (runner down, stream gap), re-read and handed on.
 
         ``trades``: decision id -> symbol of the trades believed open (the executor's, at start); the ones this
-        broker placed are always watched.  For each stop / take-profit the algo order is queried; one that
-        triggered has an ``actualOrderId`` whose ``userTrades`` become fills, exactly as the stream would have
-        delivered them (same trade ids, so a fill seen twice counts once).  Runs before the reconciliation, so
-        a bracket that filled while we were away closes its trade instead of looking like a lost position.
+        broker placed are always watched.  Per decision: the entry orders and the exit order are queried by
+        client id; the stop and take-profit algo orders by ``clientAlgoId``, and one that triggered names its
+        ``actualOrderId``.  Each order that executed has its ``userTrades`` turned into fills exactly as the
+        stream would have delivered them (same trade ids: a fill seen twice counts once downstream).  Runs
+        before the reconciliation, so a bracket that filled while we were away closes its trade instead of
+        looking like a lost position, and an entry filled during a gap opens its trade.
         """
         self._watched.update(trades or {})
         found = 0
         for did, symbol in list(self._watched.items()):
-            for kind in BRACKET_TYPES:
-                cid = client_order_id(did, kind)
+            plan = self._plans.get(client_order_id(did, OrderKind.STOP).split("_", 1)[1])
+            sources: list[tuple[str, OrderKind, bool]] = [
+                (client_order_id(did, OrderKind.ENTRY), OrderKind.ENTRY, False),
+                (client_order_id(did, OrderKind.ENTRY, 1), OrderKind.ENTRY, False),
+                (client_order_id(did, OrderKind.EXIT), OrderKind.EXIT, False),
+                (client_order_id(did, OrderKind.STOP), OrderKind.STOP, True),
+                (client_order_id(did, OrderKind.TAKE_PROFIT), OrderKind.TAKE_PROFIT, True),
+            ]
+            for cid, kind, algo in sources:
                 try:
-                    algo = await self.query_algo(cid)
-                    if algo is None or not algo.get("actualOrderId"):
-                        continue
-                    rows = await self._request(
-                        "GET", "/fapi/v1/userTrades", {"symbol": symbol, "orderId": algo["actualOrderId"]}
-                    )
+                    if algo:
+                        a = await self.query_algo(cid)
+                        if a is None or not a.get("actualOrderId"):
+                            continue
+                        order_id, ref = str(a["actualOrderId"]), float(a.get("triggerPrice") or 0.0)
+                        order_ts, order_qty = int(a.get("triggerTime") or 0), float(a.get("quantity") or 0.0)
+                    else:
+                        o = await self.query_order(symbol, cid)
+                        if o is None or float(o.get("executedQty") or 0.0) <= 0:
+                            continue
+                        order_id, order_qty = str(o["orderId"]), float(o.get("origQty") or 0.0)
+                        ref = plan.arrival_price if plan and kind is OrderKind.ENTRY else float(o.get("avgPrice") or 0)
+                        order_ts = plan.ts_ms if plan and kind is OrderKind.ENTRY else int(o.get("updateTime") or 0)
+                    rows = await self._request("GET", "/fapi/v1/userTrades", {"symbol": symbol, "orderId": order_id})
                 except BrokerError as e:
                     self._error("recover", f"{symbol} {cid}: {e}")
                     continue
-                trigger = float(algo.get("triggerPrice") or 0.0)
-                order_ts = int(algo.get("triggerTime") or 0)
-                qty = float(algo.get("quantity") or 0.0)
                 for r in rows if isinstance(rows, list) else []:
                     fill = Fill(
                         client_id=cid,
@@ -410,9 +424,9 @@ class BinanceBroker:
                         fee=float(r.get("commission") or 0.0),
                         liquidity="maker" if r.get("maker") else "taker",
                         ts_ms=int(r["time"]),
-                        order_qty=qty or float(r["qty"]),
+                        order_qty=order_qty or float(r["qty"]),
                         order_ts_ms=order_ts or int(r["time"]),
-                        reference_price=trigger,
+                        reference_price=ref,
                         trade_id=str(r["id"]),
                     )
                     found += 1
