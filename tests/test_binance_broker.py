@@ -697,3 +697,18 @@ def test_an_entry_filled_during_a_stream_gap_opens_its_trade_at_reconnect(tmp_pa
         assert kinds == ["entry"]  # recovered once, never twice
 
     run_scenario(tmp_path, scenario)
+
+
+def test_an_entry_whose_stop_is_too_close_to_liquidation_is_refused(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        assert e.leverage_brackets["BTCUSDT"][0].mmr == 0.004  # read from the exchange at start
+        d = decision(0)  # stop 200 below 32000: 0.6% away, liquidation at 50x is ~1.6% away
+        e.on_signal(d)
+        await e.broker.drain()
+        assert ex.orders == {} and d.id not in e.trades
+        refused = [o for o in ExecStore(j.engine).orders("canary-run") if o["status"] == "refused"]
+        assert refused and refused[0]["reason"] == "liquidation_buffer"
+
+    run_scenario(
+        tmp_path, scenario, **{"execution.max_leverage": 50, "execution.throttles.max_notional_per_order": 500}
+    )

@@ -237,6 +237,15 @@ class FakeFuturesExchange:
     leverages: dict[str, int] = field(default_factory=dict)
     #: The server's clock minus ours: a test moves it to simulate a local clock jump (-1021).
     clock_offset_ms: int = 0
+    #: ``GET /fapi/v1/leverageBracket`` rows (the same for every symbol here); test data shaped as Binance answers,
+    #: not a copy of today's BTCUSDT tiers.
+    leverage_brackets: list[dict[str, Any]] = field(
+        default_factory=lambda: [
+            {"bracket": 1, "initialLeverage": 125, "notionalCap": 50000, "notionalFloor": 0, "maintMarginRatio": 0.004, "cum": 0.0},
+            {"bracket": 2, "initialLeverage": 100, "notionalCap": 250000, "notionalFloor": 50000, "maintMarginRatio": 0.005, "cum": 50.0},
+            {"bracket": 3, "initialLeverage": 50, "notionalCap": 3000000, "notionalFloor": 250000, "maintMarginRatio": 0.01, "cum": 1300.0},
+        ]
+    )  # fmt: skip
     #: ``GET /sapi/v1/account/apiRestrictions`` (https://developers.binance.com/docs/wallet/account/api-key-permission)
     api_restrictions: dict[str, Any] = field(
         default_factory=lambda: {
@@ -566,6 +575,9 @@ class FakeFuturesExchange:
                 return o.as_json()
         if path == "/sapi/v1/account/apiRestrictions" and method == "GET":
             return dict(self.api_restrictions)
+        if path == "/fapi/v1/leverageBracket" and method == "GET":
+            syms = [p["symbol"]] if "symbol" in p else sorted(self.filters)
+            return [{"symbol": sym, "brackets": [dict(b) for b in self.leverage_brackets]} for sym in syms]
         if path == "/fapi/v1/income" and method == "GET":
             lo, hi = int(p.get("startTime", 0)), int(p.get("endTime", 2**62))
             rows = [r for r in self.income if lo <= r["time"] <= hi and p.get("symbol", r["symbol"]) == r["symbol"]]

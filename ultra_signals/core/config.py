@@ -529,6 +529,9 @@ class ExecutionSettings(_Section):
     #: A stop or take-profit rejected / expired while its position is open: close the position at market
     #: ("flatten") or only halt and alert ("halt": the operator protects it by hand).  Both halt new entries.
     bracket_incident_action: Literal["flatten", "halt"] = "flatten"
+    #: The stop must sit at least this fraction of the entry price inside the liquidation price (computed from
+    #: Binance's leverage brackets at leverage ceil(max_leverage)); closer is refused.
+    min_liquidation_buffer: float = Field(default=0.01, ge=0.0, lt=1.0)
     #: Entry fill to both brackets acknowledged longer than this is an alert (naked position).
     naked_window_alert_ms: float = Field(default=2_000.0, gt=0.0)
     #: A saved exchangeInfo answer (JSON or a recording) for paper sizing without network; None: the binance

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from ultra_signals.execution.brokers.base import (
 )
 from ultra_signals.execution.brokers.paper import PaperBroker
 from ultra_signals.execution.gateway import RiskGateway
+from ultra_signals.execution.liquidation import Bracket, check_liquidation
 from ultra_signals.execution.reconcile import Discrepancy, Expected, reconcile
 from ultra_signals.execution.sizing import round_to, size_order
 from ultra_signals.execution.symbol_filters import load_exchange_info_file
@@ -136,6 +138,7 @@ class TradingExecutor:
         self._books: dict[str, BookTicker] = {}
         self.tally = _RunTally()
         self.state = load_state(journal)
+        self.leverage_brackets: dict[str, list[Bracket]] = {}  # symbol -> Binance's maintenance brackets
         self._state_read = time.monotonic()
         self._seeded_day = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -197,6 +200,9 @@ class TradingExecutor:
                     self.filters = parse_exchange_info(await fetch())
                     self.filters_source = "exchange"
         await self.broker.start()
+        fetch_brackets = getattr(self.broker, "leverage_brackets", None)
+        if fetch_brackets is not None:
+            self.leverage_brackets = await fetch_brackets()
         equity = getattr(self.broker, "account_equity", None)
         if equity is not None:
             self.equity = self.equity_start = float(await equity())
@@ -275,6 +281,16 @@ class TradingExecutor:
         if not sizing.ok:
             self._refuse(decision, sizing.reason or "sizing", sizing.detail)
             return
+        brackets = self.leverage_brackets.get(c.symbol)
+        if brackets:  # the venue told us its maintenance margins: the stop must fire well before liquidation
+            ok, why, detail = check_liquidation(
+                long=c.side is Side.LONG, entry=float(sizing.entry), stop=float(sizing.stop), qty=float(sizing.qty),
+                leverage=float(math.ceil(self.cfg.max_leverage)), brackets=brackets,
+                min_buffer=self.cfg.min_liquidation_buffer,
+            )  # fmt: skip
+            if not ok:
+                self._refuse(decision, why, detail)
+                return
         open_notional = {
             self.trades[d].symbol: self.trades[d].qty * (self.trades[d].entry_price or self.trades[d].arrival)
             for d in self._by_symbol.values()

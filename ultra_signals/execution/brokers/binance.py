@@ -57,6 +57,7 @@ from ultra_signals.execution.brokers.base import (
     open_side,
     parse_client_id,
 )
+from ultra_signals.execution.liquidation import Bracket, parse_brackets
 from ultra_signals.venues.binance.account import AccountReport, AccountSetupError, prepare_account
 from ultra_signals.venues.binance.client import BinanceFuturesClient, client_from_settings
 from ultra_signals.venues.binance.errors import (
@@ -188,6 +189,13 @@ class BinanceBroker:
     async def account_equity(self) -> float:
         acct = await self._request("GET", "/fapi/v2/account")
         return float(acct["totalWalletBalance"])
+
+    async def leverage_brackets(self) -> dict[str, list[Bracket]]:
+        """``GET /fapi/v1/leverageBracket`` for the symbols this run trades (maintenance margins by notional)."""
+        out: dict[str, list[Bracket]] = {}
+        for sym in self.setup_symbols:
+            out.update(parse_brackets(await self._request("GET", "/fapi/v1/leverageBracket", {"symbol": sym})))
+        return out
 
     async def query_order(self, symbol: str, cid: str) -> dict[str, Any] | None:
         try:
