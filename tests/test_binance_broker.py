@@ -23,7 +23,7 @@ from ultra_signals.execution.breakers import TradingState, load_state
 from ultra_signals.execution.brokers.base import BrokerError, OrderKind, client_order_id
 from ultra_signals.execution.brokers.binance import BinanceBroker
 from ultra_signals.execution.executor import TradingExecutor, make_executor
-from ultra_signals.journal.trading import ExecStore
+from ultra_signals.execution.store import ExecStore
 from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.transport.messages import plain_text
@@ -293,7 +293,9 @@ def test_a_bracket_rejected_at_trigger_is_an_incident_and_the_position_is_closed
         await until_or_fail(lambda: ex.position("BTCUSDT") == 0)  # flattened by the executor's incident path
         await e.broker.drain()
         assert e.blocking_reason() == "trading_halted"
-        assert any("missing_bracket" in x.text and "algo REJECTED" in x.text for x in n.notices)
+        assert any(
+            "missing_bracket" in plain_text(x.payload) and "algo REJECTED" in plain_text(x.payload) for x in n.notices
+        )
         exits = ex.orders_with_cid(client_order_id(d.id, OrderKind.EXIT))
         assert len(exits) == 1 and exits[0].status == "FILLED"
 
@@ -308,7 +310,7 @@ def test_a_bracket_refused_at_placement_is_an_incident(tmp_path: Path) -> None:
         await e.broker.drain()
         await until_or_fail(lambda: ex.position("BTCUSDT") == 0 and e.blocking_reason() == "trading_halted")
         await e.broker.drain()
-        assert any("missing_bracket" in x.text for x in n.notices)
+        assert any("missing_bracket" in plain_text(x.payload) for x in n.notices)
 
     run_scenario(tmp_path, scenario)
 
@@ -423,7 +425,7 @@ def test_the_naked_window_is_measured_and_alerted(tmp_path: Path) -> None:
         await until_or_fail(entered(ex, e, d))
         assert len(b.naked_windows_ms) == 1 and b.naked_windows_ms[0] >= 200.0
         assert ExecStore(j.engine).events(kind="naked_window")
-        assert any("NAKED POSITION" in x.text for x in n.notices)
+        assert any("NAKED POSITION" in plain_text(x.payload) for x in n.notices)
         assert e.metrics is not None
         assert e.metrics.registry.get_sample_value("bracket_naked_window_ms_count") == 1
         assert e.blocking_reason() is None  # an alert, not an order error: no breaker counts it
@@ -464,7 +466,9 @@ def test_a_418_ban_stops_every_further_order(tmp_path: Path) -> None:
         assert e.blocking_reason() == "trading_halted"
         incidents = ExecStore(j.engine).events(kind="incident")
         assert incidents and "ip_banned" in str(incidents[0])  # journaled as an incident
-        assert any("ip_banned" in x.text and "HALTED" in x.text.upper() for x in n.notices)
+        assert any(
+            "ip_banned" in plain_text(x.payload) and "HALTED" in plain_text(x.payload).upper() for x in n.notices
+        )
 
     run_scenario(tmp_path, scenario)
 
@@ -641,7 +645,7 @@ def test_bracket_incident_action_halt_keeps_the_position_and_halts(tmp_path: Pat
         await until_or_fail(lambda: e.blocking_reason() == "trading_halted")
         await e.broker.drain()
         assert ex.position("BTCUSDT") == Decimal("0.015")
-        assert any("protect it by hand" in x.text for x in n.notices)
+        assert any("protect it by hand" in plain_text(x.payload) for x in n.notices)
 
     run_scenario(tmp_path, scenario, **{"execution.bracket_incident_action": "halt"})
 

@@ -558,7 +558,9 @@ class TradingExecutor:
         if ms > self.cfg.naked_window_alert_ms:
             detail = f"{symbol}: no stop for {ms:.0f} ms after the entry fill (alert above {self.cfg.naked_window_alert_ms:.0f} ms)"
             self.store.event("naked_window", symbol, detail, run_id=self.run_id, ts=self.now_ms)
-            self.notifier.publish(Notice("breaker", f"{self.prefix} | NAKED POSITION | {detail}"))
+            self.notifier.publish(
+                Notice.plain("breaker", f"{self.settings.runtime.mode.upper()} | NAKED POSITION | {detail}")
+            )
 
     def on_incident(self, kind: str, detail: str, ts_ms: int | None) -> None:
         """The venue says trading must stop now (IP ban, liquidation, margin call): journaled, HALTED, alerted."""
