@@ -23,7 +23,7 @@ from ultra_signals.execution.breakers import TradingState, load_state
 from ultra_signals.execution.brokers.base import BrokerError, OrderKind, client_order_id
 from ultra_signals.execution.brokers.binance import BinanceBroker
 from ultra_signals.execution.executor import TradingExecutor, make_executor
-from ultra_signals.execution.store import ExecStore
+from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.transport.messages import plain_text

@@ -17,7 +17,7 @@ import typer
 from ultra_signals.apps.cli_execution import JournalOpt, ProfileOpt, SecretsOpt, _journal, _settings, console
 from ultra_signals.core.config import Settings
 from ultra_signals.execution.ledger import reconcile_ledger, write_csv
-from ultra_signals.execution.store import ExecStore
+from ultra_signals.journal.trading import ExecStore
 from ultra_signals.venues.binance.client import client_from_settings
 from ultra_signals.venues.binance.errors import VenueError
 
