@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -14,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.conftest import require_data
-from tests.fakes.binance_futures_server import FakeFuturesExchange, load_recorded_exchange_info_text
+from tests.fakes.binance_futures_server import FakeAlgoOrder, FakeFuturesExchange, load_recorded_exchange_info_text
 from tests.helpers import RecordingNotifier, until_or_fail
 from ultra_signals.core.config import Settings, load_settings
 from ultra_signals.core.decision import Candidate, Decision, Side
@@ -26,6 +27,8 @@ from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.transport.messages import plain_text
+from ultra_signals.venues.binance.client import BinanceFuturesClient
+from ultra_signals.venues.binance.endpoints import Endpoints
 
 pytestmark = pytest.mark.timeout(60)
 KEY, SECRET = "fake-api-key-0123", "fake-api-secret-4567"
@@ -106,16 +109,23 @@ def test_entry_is_sized_from_real_filters_with_both_brackets_and_oco(tmp_path: P
         entry = ex.orders_with_cid(client_order_id(d.id, OrderKind.ENTRY))
         assert len(entry) == 1 and entry[0].status == "FILLED"
         assert entry[0].qty == Decimal("0.015")  # canary max_notional 500 / 32000 = 0.015625 -> step 0.001
-        brackets = sorted((o.type, o.stop_price, o.qty, o.reduce_only, o.side) for o in ex.open_orders())
+        assert ex.open_orders() == []  # no conditional order on /fapi/v1/order: they are algo orders now
+        brackets = sorted(
+            (a.type, a.trigger, a.qty, a.reduce_only, a.side, a.working_type) for a in ex.open_algo_orders()
+        )
         assert brackets == [
-            ("STOP_MARKET", Decimal("31800"), Decimal("0.015"), True, "SELL"),
-            ("TAKE_PROFIT_MARKET", Decimal("32400"), Decimal("0.015"), True, "SELL"),
+            ("STOP_MARKET", Decimal("31800"), Decimal("0.015"), True, "SELL", "MARK_PRICE"),
+            ("TAKE_PROFIT_MARKET", Decimal("32400"), Decimal("0.015"), True, "SELL", "MARK_PRICE"),
         ]
+        assert {a.cid for a in ex.open_algo_orders()} == {
+            client_order_id(d.id, OrderKind.STOP),
+            client_order_id(d.id, OrderKind.TAKE_PROFIT),
+        }
         assert ex.position("BTCUSDT") == Decimal("0.015")
         await ex.set_price("BTCUSDT", "31790")  # the stop triggers
         await until_or_fail(lambda: e.trades[d.id].status == "closed")
         await e.broker.drain()
-        await until_or_fail(lambda: not ex.open_orders())  # the take-profit was cancelled (one cancels the other)
+        await until_or_fail(lambda: not ex.open_algo_orders())  # the take-profit was cancelled (no OCO on USDⓈ-M)
         assert ex.position("BTCUSDT") == 0
         t = ExecStore(j.engine).trade(d.id)
         assert t is not None and t["exit_kind"] == "stop" and t["pnl"] < 0
@@ -123,6 +133,17 @@ def test_entry_is_sized_from_real_filters_with_both_brackets_and_oco(tmp_path: P
         assert kinds == ["entry", "stop"]
         # Every request that needed a signature carried a valid one (the fake refuses anything else).
         assert all("timestamp" in p for m, path, p in ex.requests if path == "/fapi/v1/order")
+        # Never a conditional type on /fapi/v1/order (-4120), never a user stream off the /private route.
+        assert not [p for m, path, p in ex.requests if path == "/fapi/v1/order" and "STOP" in p.get("type", "")]
+        assert ex.ws_paths and all(p.startswith("/private/ws/") for p in ex.ws_paths)
+        assert ex.unrouted_user_connections() == []
+        # The account was prepared before the first order: one-way checked, ISOLATED, leverage = the cap.
+        assert ex.margin_types == {"BTCUSDT": "ISOLATED"} and ex.leverages == {"BTCUSDT": 5}
+        first_order = next(i for i, (m, path, _) in enumerate(ex.requests) if path == "/fapi/v1/order")
+        setup = [
+            i for i, (m, path, _) in enumerate(ex.requests) if path in ("/fapi/v1/marginType", "/fapi/v1/leverage")
+        ]
+        assert setup and max(setup) < first_order
 
     run_scenario(tmp_path, scenario)
 
@@ -138,7 +159,7 @@ def test_timed_out_order_is_looked_up_not_sent_twice(tmp_path: Path) -> None:
         posts = [p["newClientOrderId"] for m, path, p in ex.requests if m == "POST" and path == "/fapi/v1/order"]
         assert posts[0] == cid and posts.count(cid) == 1  # sent once; the timeout was followed by a lookup
         assert any(m == "GET" and path == "/fapi/v1/order" for m, path, _ in ex.requests)  # it asked first
-        await until_or_fail(lambda: len(ex.open_orders()) == 2)  # and the brackets still went out
+        await until_or_fail(lambda: len(ex.open_algo_orders()) == 2)  # and the brackets still went out
         assert ex.position("BTCUSDT") == Decimal("0.015")
 
     run_scenario(tmp_path, scenario)
@@ -162,7 +183,9 @@ def test_binance_rules_the_fake_enforces_and_the_broker_survives(tmp_path: Path)
             await b._request("POST", "/fapi/v1/order", {**params, "price": "30000.005", "newClientOrderId": "t2"})
         assert tick.value.code == -4014
         bad = BinanceBroker(
-            rest_url=ex.rest_url, ws_url=ex.ws_url, api_key=SecretStr(KEY), api_secret=SecretStr("wrong")
+            BinanceFuturesClient(
+                Endpoints(ex.rest_url, ex.ws_url), api_key=SecretStr(KEY), api_secret=SecretStr("wrong")
+            )
         )
         with pytest.raises(BrokerError) as sig:
             await bad.account_equity()
@@ -195,13 +218,13 @@ def test_kill_switch_leaves_no_order_and_no_position(tmp_path: Path) -> None:
         d = decision(0)
         e.on_signal(d)
         await e.broker.drain()
-        await until_or_fail(lambda: len(ex.open_orders()) == 2)
+        await until_or_fail(lambda: len(ex.open_algo_orders()) == 2)
         await ex.set_price("ETHUSDT", "2000")
         ex.open_outside("ETHUSDT", "-0.500", "2000")  # and one the runner never knew about
         report = await e.broker.kill()
         assert report.clean, report
         assert sorted(report.flattened) == ["BTCUSDT", "ETHUSDT"] and report.cancelled_orders == 2
-        assert ex.open_orders() == [] and ex.positions == {}
+        assert ex.open_orders() == [] and ex.open_algo_orders() == [] and ex.positions == {}
 
     run_scenario(tmp_path, scenario)
 
@@ -229,8 +252,8 @@ def test_missing_bracket_found_after_a_user_stream_reconnect(tmp_path: Path) -> 
         d = decision(0)
         e.on_signal(d)
         await e.broker.drain()
-        await until_or_fail(lambda: len(ex.open_orders()) == 2 and e.trades[d.id].status == "open")
-        stop = next(o for o in ex.open_orders() if o.type == "STOP_MARKET")
+        await until_or_fail(lambda: len(ex.open_algo_orders()) == 2 and e.trades[d.id].status == "open")
+        stop = next(a for a in ex.open_algo_orders() if a.type == "STOP_MARKET")
         stop.status = "CANCELED"  # someone cancelled it in the app while the stream was down
         await ex.drop_streams()
         await until_or_fail(lambda: len(e.reconciliations) == 2, timeout=10)
@@ -255,39 +278,441 @@ def test_missing_api_keys_are_a_clear_error(tmp_path: Path) -> None:
         make_executor(s, None, Journal(s.journal.url), RecordingNotifier(), "r")
 
 
-def test_request_logging_never_prints_the_api_key_or_secret(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Debug logs of every library (-vv) as JSON lines, an order, a refused request and a timeout: no key, no secret."""
-    import logging
+def entered(ex: FakeFuturesExchange, e: TradingExecutor, d: Decision) -> Callable[[], bool]:
+    return lambda: len(ex.open_algo_orders()) == 2 and e.trades[d.id].status == "open"
 
-    from ultra_signals.core.config import secret_values
-    from ultra_signals.observability import logging as obs
 
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    obs.configure_logging(fmt="json", verbose=2)
-
+def test_a_bracket_rejected_at_trigger_is_an_incident_and_the_position_is_closed(tmp_path: Path) -> None:
     async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
-        obs.add_secrets(secret_values(settings_for(ex, tmp_path)))
+        d = decision(0)
+        e.on_signal(d)
+        await e.broker.drain()
+        await until_or_fail(entered(ex, e, d))
+        ex.reject_next_trigger()  # the matching engine refuses the stop's order: the position is unprotected
+        await ex.set_price("BTCUSDT", "31790")
+        await until_or_fail(lambda: ex.position("BTCUSDT") == 0)  # flattened by the executor's incident path
+        await e.broker.drain()
+        assert e.blocking_reason() == "trading_halted"
+        assert any(
+            "missing_bracket" in plain_text(x.payload) and "algo REJECTED" in plain_text(x.payload) for x in n.notices
+        )
+        exits = ex.orders_with_cid(client_order_id(d.id, OrderKind.EXIT))
+        assert len(exits) == 1 and exits[0].status == "FILLED"
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_a_bracket_refused_at_placement_is_an_incident(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        ex.fail_next("POST", "/fapi/v1/algoOrder", code=-2019)
+        d = decision(0)
+        e.on_signal(d)
+        await e.broker.drain()
+        await until_or_fail(lambda: ex.position("BTCUSDT") == 0 and e.blocking_reason() == "trading_halted")
+        await e.broker.drain()
+        assert any("missing_bracket" in plain_text(x.payload) for x in n.notices)
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_listen_key_expired_mid_trade_fills_still_arrive(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
         b = e.broker
         assert isinstance(b, BinanceBroker)
-        ex.fail_next("GET", "/fapi/v2/account", code=-1022)
-        with pytest.raises(BrokerError) as refused:
-            await b.account_equity()
-        logging.getLogger("ultra_signals.tests").error("broker refused: %s", refused.value, exc_info=True)
-        ex.delay_next("GET", "/fapi/v2/account", seconds=2.0)
-        with pytest.raises(httpx.TimeoutException) as slow:
-            await b.account_equity()
-        logging.getLogger("ultra_signals.tests").error("broker timed out: %r", slow.value, exc_info=True)
+        d = decision(0)
+        e.on_signal(d)
+        await b.drain()
+        await until_or_fail(entered(ex, e, d))
+        await ex.expire_listen_keys()
+        await until_or_fail(lambda: b.listen_keys_created == 2 and ex.stream_count() == 1, timeout=10)
+        await until_or_fail(lambda: len(e.reconciliations) == 2, timeout=10)  # reconciled after the reconnect
+        assert e.reconciliations[1] == []
+        await ex.set_price("BTCUSDT", "32410")  # the take-profit triggers on the new stream
+        await until_or_fail(lambda: e.trades[d.id].status == "closed")
+        assert e.trades[d.id].exit_kind == "tp"
+        assert all(p.startswith("/private/ws/") for p in ex.ws_paths) and len(ex.ws_paths) == 2
+
+    run_scenario(tmp_path, scenario, **{"binance.rest_timeout_s": 1.0})
+
+
+def test_a_clock_jump_costs_one_1021_then_the_order_goes_through(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        b = e.broker
+        assert isinstance(b, BinanceBroker)
+        syncs = b.client.time_syncs
+        ex.clock_offset_ms = -30_000  # our clock jumped 30 s ahead of the exchange's
+        d = decision(0)
+        e.on_signal(d)
+        await b.drain()
+        await until_or_fail(entered(ex, e, d))
+        assert b.client.time_syncs == syncs + 1 and len(ex.orders_with_cid(client_order_id(d.id, OrderKind.ENTRY))) == 1
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_429_on_the_order_path_waits_and_sends_once(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        b = e.broker
+        assert isinstance(b, BinanceBroker)
+        ex.http_next("POST", "/fapi/v1/order", 429, retry_after=1)
+        d = decision(0)
+        e.on_signal(d)
+        await b.drain(10)
+        await until_or_fail(entered(ex, e, d))
+        entry_posts = [p for m, path, p in ex.requests if m == "POST" and path == "/fapi/v1/order"]
+        assert len(entry_posts) == 2  # the refused one, then one after Retry-After: no burst
+        assert any(why == "429 Retry-After" for why, _ in b.client.waits)
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_a_timed_out_bracket_is_looked_up_not_placed_twice(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        ex.delay_next("POST", "/fapi/v1/algoOrder", seconds=1.0)
+        d = decision(0)
+        e.on_signal(d)
+        await e.broker.drain(10)
+        await until_or_fail(entered(ex, e, d))
+        stop = client_order_id(d.id, OrderKind.STOP)
+        assert len(ex.algo_with_cid(stop)) == 1
+        assert any(m == "GET" and path == "/fapi/v1/algoOrder" for m, path, _ in ex.requests)
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_an_unknown_cancel_outcome_is_resolved_by_a_query(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        b = e.broker
+        assert isinstance(b, BinanceBroker)
+        d = decision(0)
+        e.on_signal(d)
+        await b.drain()
+        await until_or_fail(entered(ex, e, d))
+        tp = client_order_id(d.id, OrderKind.TAKE_PROFIT)
+        ex.http_next("DELETE", "/fapi/v1/algoOrder", 503, after_work=True)  # cancelled, but the answer is a 503
+        found = await b.cancel_algo(tp)
+        assert found is not None and found["algoStatus"] == "CANCELED"
+        deletes = [p for m, path, p in ex.requests if m == "DELETE" and path == "/fapi/v1/algoOrder"]
+        assert len(deletes) == 1 and ("GET", "/fapi/v1/algoOrder") in [(m, path) for m, path, _ in ex.requests]
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_orphan_brackets_are_cancelled_at_start(tmp_path: Path) -> None:
+    orphan = client_order_id("gone-while-down", OrderKind.STOP)
+
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        b = e.broker
+        assert isinstance(b, BinanceBroker)
+        assert b.orphans_cancelled == [orphan] and ex.open_algo_orders() == []
+        assert e.reconciliations == [[]] and e.blocking_reason() is None
+
+    def leave_orphan(ex: FakeFuturesExchange) -> None:
+        ex.algo_orders[1] = FakeAlgoOrder(1, orphan, "BTCUSDT", "SELL", "STOP_MARKET", Decimal("0.015"),
+                                          Decimal("31000"), "MARK_PRICE", True, False)  # fmt: skip
+
+    run_scenario(tmp_path, scenario, before_start=leave_orphan)
+
+
+def test_the_naked_window_is_measured_and_alerted(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        b = e.broker
+        assert isinstance(b, BinanceBroker)
+        ex.delay_next("POST", "/fapi/v1/algoOrder", seconds=0.2)  # injected latency on the stop
+        d = decision(0)
+        e.on_signal(d)
+        await b.drain()
+        await until_or_fail(entered(ex, e, d))
+        assert len(b.naked_windows_ms) == 1 and b.naked_windows_ms[0] >= 200.0
+        assert ExecStore(j.engine).events(kind="naked_window")
+        assert any("NAKED POSITION" in plain_text(x.payload) for x in n.notices)
+        assert e.metrics is not None
+        assert e.metrics.registry.get_sample_value("bracket_naked_window_ms_count") == 1
+        assert e.blocking_reason() is None  # an alert, not an order error: no breaker counts it
+
+    run_scenario(tmp_path, scenario, **{"execution.naked_window_alert_ms": 100})
+
+
+def test_hedge_mode_is_refused_before_any_order(tmp_path: Path) -> None:
+    async def main() -> None:
+        ex = exchange()
+        await ex.start()
+        ex.dual_side = True
+        s = settings_for(ex, tmp_path)
+        journal = Journal(s.journal.url)
+        executor = make_executor(s, Metrics(), journal, RecordingNotifier(), "canary-run")
+        try:
+            with pytest.raises(BrokerError, match="Hedge Mode"):
+                await executor.start()
+        finally:
+            await executor.aclose()
+            journal.close()
+            await ex.stop()
+        assert ex.orders == {} and ex.algo_orders == {}
+
+    asyncio.run(main())
+
+
+def test_a_418_ban_stops_every_further_order(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        ex.http_next("POST", "/fapi/v1/order", 418, retry_after=600)
         e.on_signal(decision(0))
         await e.broker.drain()
-        await until_or_fail(lambda: bool(ex.orders_with_cid(client_order_id(decision(0).id, OrderKind.ENTRY))))
+        before = len(ex.requests)
+        e.on_signal(decision(2))
+        await e.broker.drain()
+        assert not [r for r in ex.requests[before:] if r[1] == "/fapi/v1/order"]  # nothing reached the exchange
+        assert ex.orders == {}
+        assert e.blocking_reason() == "trading_halted"
+        incidents = ExecStore(j.engine).events(kind="incident")
+        assert incidents and "ip_banned" in str(incidents[0])  # journaled as an incident
+        assert any(
+            "ip_banned" in plain_text(x.payload) and "HALTED" in plain_text(x.payload).upper() for x in n.notices
+        )
 
-    try:
-        run_scenario(tmp_path, scenario)
-    finally:
-        obs.unconfigure()
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
-    err = capsys.readouterr().err
-    assert '"logger": "httpx"' in err and "/fapi/v1/order" in err  # the requests were logged ...
-    assert KEY not in err and SECRET not in err  # ... without the key or the secret
+    run_scenario(tmp_path, scenario)
+
+
+class _Listener:
+    def __init__(self) -> None:
+        self.fills: list[Any] = []
+        self.updates: list[tuple[str, str, str | None]] = []
+
+    def on_fill(self, fill: Any) -> None:
+        self.fills.append(fill)
+
+    def on_order_update(self, cid: str, symbol: str, status: str, reason: str | None, ts: int) -> None:
+        self.updates.append((cid, status, reason))
+
+    def on_broker_error(self, kind: str, detail: str, ts: int | None) -> None:
+        self.updates.append((kind, "error", detail))
+
+    def on_funding(self, symbol: str, amount: float, ts: int) -> None: ...
+
+    def on_equity(self, equity: float) -> None: ...
+
+    def on_reconnect(self) -> None: ...
+
+
+def test_a_triggered_order_seen_before_its_algo_update_is_still_tied_to_the_bracket() -> None:
+    b = BinanceBroker(BinanceFuturesClient(Endpoints("http://127.0.0.1:9", "ws://127.0.0.1:9")))
+    lst = _Listener()
+    b.bind(lst)  # type: ignore[arg-type]
+    stop = client_order_id("d-1", OrderKind.STOP)
+    fill = {"e": "ORDER_TRADE_UPDATE", "T": 5, "o": {"s": "BTCUSDT", "c": "autoalgo_77", "S": "SELL", "o": "MARKET",
+            "q": "0.015", "x": "TRADE", "X": "FILLED", "i": 901, "l": "0.015", "L": "31790", "n": "0.1", "T": 5,
+            "t": 1, "m": False, "R": True, "sp": "31800"}}  # fmt: skip
+    b._on_stream(json.dumps(fill))
+    assert lst.fills == []  # not ours as far as we know yet: held, not dropped
+    algo = {"e": "ALGO_UPDATE", "T": 6, "E": 6, "o": {"caid": stop, "aid": 77, "s": "BTCUSDT", "X": "TRIGGERED",
+            "ai": "901", "tp": "31800"}}  # fmt: skip
+    b._on_stream(json.dumps(algo))
+    (f,) = lst.fills
+    assert f.client_id == stop and f.kind is OrderKind.STOP and f.reference_price == 31800.0
+
+
+def test_maker_first_partial_fill_timeout_cancel_then_market_rest_and_brackets_for_the_total(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        await ex.set_price("BTCUSDT", "32010")  # the post-only buy at 32000 rests below the market
+        d = decision(0)
+        e.on_signal(d)
+        entry = client_order_id(d.id, OrderKind.ENTRY)
+        await until_or_fail(lambda: bool(ex.open_orders()))
+        (resting,) = ex.open_orders()
+        assert (resting.type, resting.tif, resting.price, resting.qty) == (
+            "LIMIT",
+            "GTX",
+            Decimal("32000"),
+            Decimal("0.015"),
+        )
+        await ex.fill_partially(entry, "0.005")  # a maker partial fill, then nothing until the timeout
+        await e.broker.drain(10)
+        assert ex.orders_with_cid(entry)[0].status == "CANCELED" and ex.orders_with_cid(entry)[0].executed == Decimal(
+            "0.005"
+        )
+        (fallback,) = ex.orders_with_cid(client_order_id(d.id, OrderKind.ENTRY, 1))
+        assert (fallback.type, fallback.qty, fallback.status) == ("MARKET", Decimal("0.010"), "FILLED")
+        assert ex.position("BTCUSDT") == Decimal("0.015")
+        assert sorted((a.type, a.qty) for a in ex.open_algo_orders()) == [
+            ("STOP_MARKET", Decimal("0.015")),
+            ("TAKE_PROFIT_MARKET", Decimal("0.015")),
+        ]  # brackets cover exactly what was filled, maker part and market part together
+        await until_or_fail(lambda: e.trades[d.id].status == "open")
+        fills = ExecStore(j.engine).fills("canary-run")
+        assert sorted((f["liquidity"], f["qty"]) for f in fills) == [("maker", 0.005), ("taker", 0.01)]
+
+    run_scenario(tmp_path, scenario, **{"execution.entry_type": "limit_post_only", "execution.limit_timeout_s": 0.3})
+
+
+def test_maker_first_without_fallback_brackets_only_the_partial_fill(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        await ex.set_price("BTCUSDT", "32010")
+        d = decision(0)
+        e.on_signal(d)
+        await until_or_fail(lambda: bool(ex.open_orders()))
+        await ex.fill_partially(client_order_id(d.id, OrderKind.ENTRY), "0.004")
+        await e.broker.drain(10)
+        assert ex.position("BTCUSDT") == Decimal("0.004")
+        assert sorted(a.qty for a in ex.open_algo_orders()) == [Decimal("0.004"), Decimal("0.004")]
+
+    run_scenario(
+        tmp_path,
+        scenario,
+        **{
+            "execution.entry_type": "limit_post_only",
+            "execution.limit_timeout_s": 0.3,
+            "execution.market_fallback": False,
+        },
+    )
+
+
+def test_funding_fee_is_booked_on_the_trade_and_a_liquidation_is_an_incident(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        d = decision(0)
+        e.on_signal(d)
+        await e.broker.drain()
+        await until_or_fail(entered(ex, e, d))
+        await ex.pay_funding("BTCUSDT", "-0.12")
+        await until_or_fail(lambda: e.trades[d.id].funding == pytest.approx(-0.12))
+        assert ExecStore(j.engine).trade(d.id)["funding"] == pytest.approx(-0.12)  # type: ignore[index]
+        await ex.liquidate("BTCUSDT")
+        await until_or_fail(lambda: ex.position("BTCUSDT") == 0)
+        await until_or_fail(lambda: any("liquidation" in str(r) for r in ExecStore(j.engine).events()))
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_a_bracket_that_filled_while_the_runner_was_down_closes_its_trade_at_restart(tmp_path: Path) -> None:
+    async def main() -> None:
+        ex = exchange()
+        await ex.start()
+        await ex.set_price("BTCUSDT", "32000")
+        s = settings_for(ex, tmp_path)
+        d = decision(0)
+        journal = Journal(s.journal.url)
+        first = make_executor(s, Metrics(), journal, RecordingNotifier(), "canary-run")
+        assert isinstance(first, TradingExecutor)
+        await first.start()
+        first.on_signal(d)
+        await first.broker.drain()
+        await until_or_fail(entered(ex, first, d))
+        await first.aclose()  # the runner stops; its position and brackets stay on the exchange
+        await ex.set_price("BTCUSDT", "31790")  # the stop fills while nobody listens
+        assert ex.position("BTCUSDT") == 0
+        second = make_executor(s, Metrics(), journal, RecordingNotifier(), "canary-run-2")
+        assert isinstance(second, TradingExecutor)
+        try:
+            await second.start()
+            t = second.trades[d.id]
+            assert t.status == "closed" and t.exit_kind == "stop"
+            assert second.reconciliations == [[]] and second.blocking_reason() is None
+            assert ex.open_algo_orders() == []  # the take-profit left behind was cancelled as an orphan
+            b = second.broker
+            assert isinstance(b, BinanceBroker) and b.recovered_fills == 2  # the entry (already journaled) and the stop
+        finally:
+            await second.aclose()
+            journal.close()
+            await ex.stop()
+
+    asyncio.run(main())
+
+
+def test_a_bracket_fill_during_a_stream_gap_is_recovered_at_reconnect(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        d = decision(0)
+        e.on_signal(d)
+        await e.broker.drain()
+        await until_or_fail(entered(ex, e, d))
+        await ex.drop_streams()
+        await ex.set_price("BTCUSDT", "32410")  # the take-profit fills while the stream is down
+        assert ex.position("BTCUSDT") == 0
+        await until_or_fail(lambda: e.trades[d.id].status == "closed", timeout=10)
+        assert e.trades[d.id].exit_kind == "tp"
+        await until_or_fail(lambda: len(e.reconciliations) == 2, timeout=10)
+        assert e.reconciliations[1] == [] and e.blocking_reason() is None
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_bracket_incident_action_halt_keeps_the_position_and_halts(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        d = decision(0)
+        e.on_signal(d)
+        await e.broker.drain()
+        await until_or_fail(entered(ex, e, d))
+        ex.reject_next_trigger()
+        await ex.set_price("BTCUSDT", "31790")
+        await until_or_fail(lambda: e.blocking_reason() == "trading_halted")
+        await e.broker.drain()
+        assert ex.position("BTCUSDT") == Decimal("0.015")
+        assert any("protect it by hand" in plain_text(x.payload) for x in n.notices)
+
+    run_scenario(tmp_path, scenario, **{"execution.bracket_incident_action": "halt"})
+
+
+def test_a_listen_key_gone_without_notice_is_recreated_after_keepalive_answers_1125(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        b = e.broker
+        assert isinstance(b, BinanceBroker)
+        await until_or_fail(lambda: ex.stream_count() == 1)
+        ex.listen_keys.clear()  # Binance dropped the key; no listenKeyExpired reached us
+        await until_or_fail(lambda: b.listen_keys_created == 2 and ex.stream_count() == 1, timeout=10)
+        assert len(ex.ws_paths) == 2 and all(p.startswith("/private/ws/") for p in ex.ws_paths)
+        assert ExecStore(j.engine).events(kind="order_error")  # the -1125 was journaled, not swallowed
+        d = decision(0)
+        e.on_signal(d)
+        await b.drain()
+        await until_or_fail(entered(ex, e, d))  # and fills keep arriving on the new key
+
+    run_scenario(tmp_path, scenario, **{"execution.listen_key_keepalive_s": 0.2})
+
+
+def test_a_held_fill_no_algo_update_claims_is_handed_on_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ultra_signals.execution.brokers.binance as mod
+
+    b = BinanceBroker(BinanceFuturesClient(Endpoints("http://127.0.0.1:9", "ws://127.0.0.1:9")))
+    lst = _Listener()
+    b.bind(lst)  # type: ignore[arg-type]
+    fill = {"e": "ORDER_TRADE_UPDATE", "T": 5, "o": {"s": "BTCUSDT", "c": "web_by_hand", "S": "SELL", "o": "MARKET",
+            "q": "0.015", "x": "TRADE", "X": "FILLED", "i": 902, "l": "0.015", "L": "31790", "n": "0.1", "T": 5,
+            "t": 2, "m": False, "R": True}}  # fmt: skip
+    b._on_stream(json.dumps(fill))
+    assert lst.fills == []
+    monkeypatch.setattr(mod, "_PENDING_S", 0.0)
+    b._on_stream(json.dumps({"e": "ACCOUNT_UPDATE", "T": 6, "a": {"m": "ORDER", "B": [], "P": []}}))
+    (f,) = lst.fills
+    assert f.client_id == "web_by_hand" and f.kind is OrderKind.EXIT  # not ours: the executor will say so
+
+
+def test_an_entry_filled_during_a_stream_gap_opens_its_trade_at_reconnect(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        b = e.broker
+        assert isinstance(b, BinanceBroker)
+        await until_or_fail(lambda: ex.stream_count() == 1)
+        await ex.drop_streams()
+        d = decision(0)
+        e.on_signal(d)  # the entry fills while the user stream is down: its ORDER_TRADE_UPDATE is lost
+        await b.drain()
+        assert ex.position("BTCUSDT") == Decimal("0.015")
+        await until_or_fail(lambda: e.trades[d.id].status == "open", timeout=10)
+        await until_or_fail(lambda: len(e.reconciliations) == 2, timeout=10)
+        assert e.reconciliations[1] == [] and e.blocking_reason() is None
+        kinds = [f["kind"] for f in ExecStore(j.engine).fills("canary-run")]
+        assert kinds == ["entry"]  # recovered once, never twice
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_an_entry_whose_stop_is_too_close_to_liquidation_is_refused(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        assert e.leverage_brackets["BTCUSDT"][0].mmr == 0.004  # read from the exchange at start
+        d = decision(0)  # stop 200 below 32000: 0.6% away, liquidation at 50x is ~1.6% away
+        e.on_signal(d)
+        await e.broker.drain()
+        assert ex.orders == {} and d.id not in e.trades
+        refused = [o for o in ExecStore(j.engine).orders("canary-run") if o["status"] == "refused"]
+        assert refused and refused[0]["reason"] == "liquidation_buffer"
+
+    run_scenario(
+        tmp_path, scenario, **{"execution.max_leverage": 50, "execution.throttles.max_notional_per_order": 500}
+    )

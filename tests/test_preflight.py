@@ -124,6 +124,7 @@ def test_default_settings_pass_every_check(tmp_path: Path) -> None:
         "market source",
         "notifier",
         "secrets",
+        "binance account",
         "disk space",
     ]
     failed = [c for c in checks if not c.ok]
@@ -132,6 +133,7 @@ def test_default_settings_pass_every_check(tmp_path: Path) -> None:
     assert "memory counters" in got["counter backend"].detail
     assert "SIMULATED" in got["market source"].detail
     assert "GiB free" in got["disk space"].detail
+    assert got["binance account"].detail == "not needed (mode shadow, broker paper)"
     # nothing left behind: neither the journal file nor its folder, nor a reports folder
     assert not (tmp_path / "var").exists()
     assert not (tmp_path / "reports").exists()
@@ -429,3 +431,65 @@ def test_probe_table_in_an_existing_sqlite_file_is_rolled_back(tmp_path: Path) -
     with sqlite3.connect(db) as conn:
         names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     assert names == ["other"]
+
+
+# -- binance account: the keys proven against the strict fake ----------------------------------------------------
+@pytest.fixture
+def futures_fake() -> Iterator[Any]:
+    """The strict USDⓈ-M fake on its own event loop thread (preflight is synchronous)."""
+    import asyncio
+
+    from tests.fakes.binance_futures_server import FakeFuturesExchange, load_recorded_exchange_info_text
+
+    path = require_data("ws", "binance-futures-exchangeinfo-20210722.txt")
+    ex = FakeFuturesExchange(load_recorded_exchange_info_text(str(path)), API_KEY, API_SECRET)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(ex.start(), loop).result(10)
+    yield ex
+    asyncio.run_coroutine_threadsafe(ex.stop(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+def account_check(tmp_path: Path, ex: Any, secret: str = API_SECRET, **over: Any) -> Check:
+    env = {"ULTRA_SIGNALS_BINANCE__API_KEY": API_KEY, "ULTRA_SIGNALS_BINANCE__API_SECRET": secret}
+    o = {"binance.rest_url": ex.rest_url, "binance.spot_rest_url": ex.rest_url, "redis.enabled": False, **over}
+    checks = run_preflight(settings(tmp_path, o, profile="canary", environ=env))
+    for c in checks:
+        assert API_KEY not in c.detail and API_SECRET not in c.detail
+    return by_name(checks)["binance account"]
+
+
+def test_binance_keys_are_proven_read_only(tmp_path: Path, futures_fake: Any) -> None:
+    got = account_check(tmp_path, futures_fake)
+    assert got.ok and got.detail.startswith("keys accepted; clock offset"), got.detail
+    assert "one-way, single-asset" in got.detail and "available 10000.00 USDT" in got.detail
+    assert futures_fake.orders == {} and futures_fake.algo_orders == {}  # nothing placed, nothing changed
+    assert {m for m, _, _ in futures_fake.requests} == {"GET"}
+    assert ("GET", "/sapi/v1/account/apiRestrictions") in [(m, p) for m, p, _ in futures_fake.requests]
+
+
+def test_a_key_that_can_withdraw_is_refused(tmp_path: Path, futures_fake: Any) -> None:
+    futures_fake.api_restrictions["enableWithdrawals"] = True
+    got = account_check(tmp_path, futures_fake)
+    assert not got.ok and "can WITHDRAW" in got.detail
+
+
+def test_a_key_without_ip_restriction_is_a_warning(tmp_path: Path, futures_fake: Any) -> None:
+    futures_fake.api_restrictions["ipRestrict"] = False
+    got = account_check(tmp_path, futures_fake)
+    assert got.ok and got.detail.startswith("warning:") and "no IP restriction" in got.detail
+
+
+def test_wrong_secret_hedge_mode_and_thin_balance_fail_clearly(tmp_path: Path, futures_fake: Any) -> None:
+    bad = account_check(tmp_path, futures_fake, secret="not-the-secret")
+    assert not bad.ok and "-1022" in bad.detail and "wrong key or secret" in bad.detail
+    futures_fake.dual_side = True
+    assert "Hedge Mode" in account_check(tmp_path, futures_fake).detail
+    futures_fake.dual_side = False
+    futures_fake.balance = type(futures_fake.balance)("50")
+    thin = account_check(tmp_path, futures_fake)
+    assert not thin.ok and "available balance 50.00 USDT < 100.00 USDT" in thin.detail

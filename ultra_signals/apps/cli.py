@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ultra_signals.core.config import ConfigError, Settings, load_settings, redacted_dict, secret_values
+from ultra_signals.execution.brokers.base import BrokerError
 from ultra_signals.journal.writer import JournalError
 from ultra_signals.live.runner import RunStats
 from ultra_signals.observability.logging import apply_settings, configure_logging, json_logging, scrub
@@ -202,6 +203,9 @@ def _run(
             stats = asyncio.run(main())
         except KeyboardInterrupt:
             stats = runner.stats
+        except BrokerError as e:  # account set-up or keys refused before any order: no traceback, exit 2
+            _fail(f"{e} (run {runner.run_id} recorded as failed)")
+            raise
     if stats.metrics_port:
         console.print(f"metrics were served on http://{settings.metrics.host}:{stats.metrics_port}/metrics")
     paths: list[str] = []
@@ -518,11 +522,19 @@ def monitor(ctx: typer.Context) -> None:
 
 def _register_layers() -> None:
     """Commands contributed by the operator (Telegram) and execution layers, and the journal's ``db`` commands."""
-    from ultra_signals.apps import cli_db, cli_execution, cli_operator
+    from ultra_signals.apps import cli_db, cli_execution, cli_force, cli_ledger, cli_operator
 
     cli_operator.register(app)
     cli_execution.register(app)
     cli_db.register(app)
+    cli_force.register(app)
+    cli_ledger.register(app)
+
+    cli_operator.register(app)
+    cli_execution.register(app)
+    cli_db.register(app)
+    cli_force.register(app)
+    cli_ledger.register(app)
 
 
 _register_layers()

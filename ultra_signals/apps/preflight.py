@@ -35,6 +35,7 @@ from sqlalchemy.engine import make_url
 from ultra_signals.core.config import Settings, secret_values
 from ultra_signals.core.redaction import redact
 from ultra_signals.journal.db import make_engine
+from ultra_signals.venues.binance.endpoints import endpoints_from_settings
 
 GIB = 1 << 30
 #: Free space below this on the journal's or the reports' filesystem fails the disk check.
@@ -66,6 +67,7 @@ def run_preflight(settings: Settings, *, min_free_bytes: int = MIN_FREE_BYTES) -
         ("market source", check_market_source),
         ("notifier", check_notifier),
         ("secrets", check_secrets),
+        ("binance account", check_binance_account),
         ("disk space", lambda s: check_disk_space(s, min_free_bytes)),
     ]
     secrets = _secret_values(settings)
@@ -369,8 +371,7 @@ def _check_replay(s: Settings) -> tuple[bool, str]:
 
 def _check_binance(s: Settings) -> tuple[bool, str]:
     """Public ping plus server time: an exchange we cannot reach or a skewed clock both stop signed orders."""
-    b = s.binance
-    base = (b.testnet_rest_url if b.testnet else b.rest_url).rstrip("/")
+    base = endpoints_from_settings(s.binance).rest
     try:
         with httpx.Client(timeout=HTTP_TIMEOUT_S) as http:
             t0 = time.perf_counter()
@@ -392,6 +393,94 @@ def _check_binance(s: Settings) -> tuple[bool, str]:
     if abs(skew_ms) >= window:
         return False, f"{detail}; local clock off by {skew_ms:+.0f} ms (recv_window {window} ms): sync the clock"
     return True, f"{detail}; clock skew {skew_ms:+.0f} ms"
+
+
+def check_binance_account(s: Settings) -> tuple[bool, str]:
+    """Prove the keys work, read-only: one signed account call, the key's permissions, the account's modes.
+
+    Never places an order, never changes a setting (the runner's start does that), never takes a cap slot.
+    A key that may withdraw is refused (a leaked trading key must not be able to empty the account); one without
+    an IP restriction is a warning.  The permission probe (``GET /sapi/v1/account/apiRestrictions``,
+    https://developers.binance.com/docs/wallet/account/api-key-permission) lives on the spot host, which has no
+    testnet: skipped there, and said so.
+    """
+    if s.runtime.mode not in ("canary", "live") or s.execution.broker != "binance":
+        return True, f"not needed (mode {s.runtime.mode}, broker {s.execution.broker})"
+    b = s.binance
+    if b.api_key is None or b.api_secret is None:
+        return False, "binance.api_key / binance.api_secret not set: see the secrets check"
+    return asyncio.run(_probe_account(s))
+
+
+async def _probe_account(s: Settings) -> tuple[bool, str]:
+    from ultra_signals.venues.binance.account import read_position_mode
+    from ultra_signals.venues.binance.client import BinanceFuturesClient, client_from_settings
+    from ultra_signals.venues.binance.endpoints import Endpoints
+    from ultra_signals.venues.binance.errors import VenueError
+
+    b, e = s.binance, s.execution
+    client = client_from_settings(s, name="preflight", trading=True)
+    client.timeout_s = HTTP_TIMEOUT_S
+    warnings: list[str] = []
+    try:
+        try:
+            offset = await client.sync_time()
+            if abs(offset) >= e.recv_window_ms:
+                return False, f"clock off by {offset:+d} ms, beyond recv_window {e.recv_window_ms} ms: sync the clock"
+            acct = await client.signed("GET", "/fapi/v2/account")
+        except VenueError as err:
+            hint = " (wrong key or secret, or this IP is not allowed)" if err.code in (-2015, -1022, -2014) else ""
+            return False, f"signed account call refused: {err}{hint}"
+        if acct.get("canTrade") is False:
+            return False, "the futures account cannot trade (canTrade=false)"
+        available = float(acct.get("availableBalance", 0.0))
+        need = e.max_notional_usdt / max(e.max_leverage, 1.0)
+        if available < need:
+            return False, (
+                f"available balance {available:.2f} USDT < {need:.2f} USDT, the margin of one position at the"
+                f" profile's cap ({e.max_notional_usdt:g} USDT at {e.max_leverage:g}x)"
+            )
+        try:
+            hedge, multi = await read_position_mode(client)
+        except VenueError as err:
+            return False, f"cannot read the position mode: {err}"
+        if hedge:
+            return (
+                False,
+                "the account is in Hedge Mode; ultra-signals trades One-way Mode only (Preferences > Position Mode)",
+            )
+        if multi and e.margin_type == "ISOLATED":
+            if e.multi_assets_fallback != "crossed":
+                return False, "Multi-Assets mode forbids ISOLATED: turn it off or set execution.margin_type: CROSSED"
+            warnings.append("Multi-Assets mode: the run will use CROSSED margin")
+        if b.testnet:
+            warnings.append("key permissions not checked: the wallet API has no testnet")
+        else:
+            spot = BinanceFuturesClient(
+                Endpoints(b.spot_rest_url.rstrip("/"), ""), api_key=b.api_key, api_secret=b.api_secret,
+                recv_window_ms=e.recv_window_ms, timeout_s=HTTP_TIMEOUT_S, name="preflight-wallet",
+            )  # fmt: skip
+            spot.clock.offset_ms, spot.clock.measured_at_ms = client.clock.offset_ms, client.clock.measured_at_ms
+            try:
+                perms = await spot.signed("GET", "/sapi/v1/account/apiRestrictions")
+            except VenueError as err:
+                return False, f"cannot read the key's permissions (/sapi/v1/account/apiRestrictions): {err}"
+            finally:
+                await spot.aclose()
+            if perms.get("enableWithdrawals"):
+                return False, "this API key can WITHDRAW: create a key without withdrawals for the runner"
+            if not perms.get("enableFutures"):
+                return False, "this API key has no futures permission (enableFutures=false)"
+            if not perms.get("ipRestrict"):
+                warnings.append("the key has no IP restriction: restrict it to this host's IP")
+        mode = "multi-assets" if multi else "single-asset"
+        detail = (
+            f"keys accepted; clock offset {offset:+d} ms; one-way, {mode}; available {available:.2f} USDT"
+            f" (one position at the cap needs {need:.2f})"
+        )
+        return True, ("warning: " + "; ".join(warnings) + "; " + detail) if warnings else detail
+    finally:
+        await client.aclose()
 
 
 # -- notifier -----------------------------------------------------------------------------------------------

@@ -484,6 +484,9 @@ class BinanceSettings(_Section):
     #: Base URLs used instead of rest_url / ws_url when ``testnet`` is true (Binance futures demo trading).
     testnet_rest_url: str = "https://demo-fapi.binance.com"
     testnet_ws_url: str = "wss://demo-fstream.binance.com"
+    #: Binance's wallet API (``/sapi/v1/account/apiRestrictions``, the key's permissions) lives on the spot host;
+    #: it has no testnet twin, so preflight skips that probe on the testnet.
+    spot_rest_url: str = "https://api.binance.com"
     #: "split": streams go to ``/market`` (klines, trades, mark price) and ``/public`` (book ticker, depth),
     #: as Binance requires since it retired the single ``/stream`` endpoint (2026-04-23); "legacy": one
     #: ``/stream`` endpoint for everything (old deployments, local fakes).
@@ -575,6 +578,24 @@ class ExecutionSettings(_Section):
     request_timeout_s: float = Field(default=5.0, gt=0.0, le=600.0)
     #: A listen key expires 60 minutes after its last keepalive, so this must stay below an hour.
     listen_key_keepalive_s: float = Field(default=1_800.0, gt=0.0, lt=3_600.0)
+    #: The server-time offset signed requests use is measured again this often (and on every -1021).
+    time_sync_interval_s: float = Field(default=900.0, gt=0.0, le=86_400.0)
+    #: Price that triggers the algo-order brackets: MARK_PRICE resists wicks of the last price (stops),
+    #: CONTRACT_PRICE follows the last trade (Binance's default).
+    stop_working_type: Literal["MARK_PRICE", "CONTRACT_PRICE"] = "MARK_PRICE"
+    take_profit_working_type: Literal["MARK_PRICE", "CONTRACT_PRICE"] = "MARK_PRICE"
+    #: Account set-up at start (canary/production): margin type per symbol, leverage = ceil(max_leverage).
+    margin_type: Literal["ISOLATED", "CROSSED"] = "ISOLATED"
+    #: Multi-Assets mode forbids ISOLATED: refuse to start, or fall back to CROSSED.
+    multi_assets_fallback: Literal["refuse", "crossed"] = "refuse"
+    #: A stop or take-profit rejected / expired while its position is open: close the position at market
+    #: ("flatten") or only halt and alert ("halt": the operator protects it by hand).  Both halt new entries.
+    bracket_incident_action: Literal["flatten", "halt"] = "flatten"
+    #: The stop must sit at least this fraction of the entry price inside the liquidation price (computed from
+    #: Binance's leverage brackets at leverage ceil(max_leverage)); closer is refused.
+    min_liquidation_buffer: float = Field(default=0.01, ge=0.0, lt=1.0)
+    #: Entry fill to both brackets acknowledged longer than this is an alert (naked position).
+    naked_window_alert_ms: float = Field(default=2_000.0, gt=0.0, le=600_000.0)
     #: A saved exchangeInfo answer (JSON or a recording) for paper sizing without network; None: the binance
     #: broker fetches it, the paper broker on simulated/replayed data rounds to 1e-8 only.
     exchange_info_file: str | None = None

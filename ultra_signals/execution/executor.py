@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from ultra_signals.execution.brokers.base import (
 )
 from ultra_signals.execution.brokers.paper import PaperBroker
 from ultra_signals.execution.gateway import RiskGateway
+from ultra_signals.execution.liquidation import Bracket, check_liquidation
 from ultra_signals.execution.reconcile import Discrepancy, Expected, reconcile
 from ultra_signals.execution.sizing import round_to, size_order
 from ultra_signals.execution.symbol_filters import load_exchange_info_file
@@ -139,6 +141,7 @@ class TradingExecutor:
         self._books: dict[str, BookTicker] = {}
         self.tally = _RunTally()
         self.state = load_state(journal)
+        self.leverage_brackets: dict[str, list[Bracket]] = {}  # symbol -> Binance's maintenance brackets
         self._state_read = time.monotonic()
         self._seeded_day = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -200,10 +203,16 @@ class TradingExecutor:
                     self.filters = parse_exchange_info(await fetch())
                     self.filters_source = "exchange"
         await self.broker.start()
+        fetch_brackets = getattr(self.broker, "leverage_brackets", None)
+        if fetch_brackets is not None:
+            self.leverage_brackets = await fetch_brackets()
         equity = getattr(self.broker, "account_equity", None)
         if equity is not None:
             self.equity = self.equity_start = float(await equity())
         if self.broker.name != "paper":
+            recover = getattr(self.broker, "recover_missed_fills", None)
+            if recover is not None:  # brackets that filled while the runner was down close their trades first
+                await recover({t.decision_id: t.symbol for t in self.trades.values() if t.status == "open"})
             await self.reconcile()
 
     async def aclose(self) -> None:
@@ -279,6 +288,16 @@ class TradingExecutor:
         if not sizing.ok:
             self._refuse(decision, sizing.reason or "sizing", sizing.detail)
             return
+        brackets = self.leverage_brackets.get(c.symbol)
+        if brackets:  # the venue told us its maintenance margins: the stop must fire well before liquidation
+            ok, why, detail = check_liquidation(
+                long=c.side is Side.LONG, entry=float(sizing.entry), stop=float(sizing.stop), qty=float(sizing.qty),
+                leverage=float(math.ceil(self.cfg.max_leverage)), brackets=brackets,
+                min_buffer=self.cfg.min_liquidation_buffer,
+            )  # fmt: skip
+            if not ok:
+                self._refuse(decision, why, detail)
+                return
         open_notional = {
             self.trades[d].symbol: self.trades[d].qty * (self.trades[d].entry_price or self.trades[d].arrival)
             for d in self._by_symbol.values()
@@ -533,11 +552,28 @@ class TradingExecutor:
                 self._by_symbol.pop(t.symbol, None)
                 self.store.update_trade(t.decision_id, status="cancelled")
         elif parsed[0] in (OrderKind.STOP, OrderKind.TAKE_PROFIT) and status == "REJECTED" and t.status == "open":
-            self._trip(
-                Trip("missing_bracket", f"{symbol} {kind} rejected ({reason}); closing the position", ts_ms),
-                force=True,
+            flatten = self.cfg.bracket_incident_action == "flatten"
+            then = "closing the position" if flatten else "position left open: protect it by hand"
+            self._trip(Trip("missing_bracket", f"{symbol} {kind} rejected ({reason}); {then}", ts_ms), force=True)
+            if flatten:
+                self.broker.close_position(symbol, t.side, Decimal(str(t.qty)), t.decision_id, ts_ms)
+
+    def on_naked_window(self, symbol: str, ms: float) -> None:
+        """Entry filled, brackets acknowledged ``ms`` later: measured always, alerted above the threshold."""
+        if self.metrics is not None:
+            self.metrics.naked_window.observe(ms)
+        if ms > self.cfg.naked_window_alert_ms:
+            detail = f"{symbol}: no stop for {ms:.0f} ms after the entry fill (alert above {self.cfg.naked_window_alert_ms:.0f} ms)"
+            self.store.event("naked_window", symbol, detail, run_id=self.run_id, ts=self.now_ms)
+            self.notifier.publish(
+                Notice.plain("breaker", f"{self.settings.runtime.mode.upper()} | NAKED POSITION | {detail}")
             )
-            self.broker.close_position(symbol, t.side, Decimal(str(t.qty)), t.decision_id, ts_ms)
+
+    def on_incident(self, kind: str, detail: str, ts_ms: int | None) -> None:
+        """The venue says trading must stop now (IP ban, liquidation, margin call): journaled, HALTED, alerted."""
+        ts = ts_ms if ts_ms is not None else self.now_ms
+        self.store.event("incident", kind, detail, run_id=self.run_id, ts=ts)
+        self._trip(Trip(kind, detail, ts or None), force=True)
 
     def on_broker_error(self, kind: str, detail: str, ts_ms: int | None) -> None:
         ts = ts_ms if ts_ms is not None else self.now_ms

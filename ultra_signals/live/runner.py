@@ -31,6 +31,7 @@ from ultra_signals.engine.pipeline import SignalEngine
 from ultra_signals.engine.risk_filters import SNIPER_REASONS
 from ultra_signals.execution.base import Executor
 from ultra_signals.execution.breakers import RunnerHealth
+from ultra_signals.execution.brokers.base import BrokerError
 from ultra_signals.execution.lease import ExecutorLease
 from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.latency import LatencyHistogram
@@ -253,7 +254,12 @@ class Runner:
             self._out = self.decisions_out.open("w", encoding="utf-8")
         await self.notifier.start()
         if self.executor is not None:
-            await self.executor.start()
+            try:
+                await self.executor.start()
+            except BrokerError as e:  # the exchange or the account refused: nothing traded; a clear message
+                self.stats.crash = f"trading refused at start: {e}"
+                await self._finish("failed")
+                raise
         if self.lease is not None:  # take (or stand by for) the account's lease before the first signal
             await self._tick_lease(self.lease)
         self.notifier.publish(

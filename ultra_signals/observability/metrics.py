@@ -113,6 +113,12 @@ class Metrics:
             buckets=(-50, -20, -10, -5, -2, 0, 2, 5, 10, 20, 50, 100),
             registry=r,
         )
+        self.naked_window = Histogram(
+            "bracket_naked_window_ms",
+            "Entry fill to both algo brackets acknowledged by the exchange (ms): time the position had no stop",
+            buckets=(10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000),
+            registry=r,
+        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 

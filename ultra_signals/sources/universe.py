@@ -41,10 +41,11 @@ def _volumes(tickers: Any) -> dict[str, float]:
 async def fetch_universe(settings: Settings, metrics: Metrics) -> Resolved:
     """Every USDⓈ-M perpetual the rules keep, from the exchange (Binance source only)."""
     from ultra_signals.sources.binance.rest import BinanceRest, RestError
+    from ultra_signals.venues.binance.endpoints import endpoints_from_settings
 
     b = settings.binance
     rt = settings.runtime
-    url = b.testnet_rest_url if b.testnet else b.rest_url
+    url = endpoints_from_settings(b).rest
     rest = BinanceRest(url, metrics, timeout_s=b.rest_timeout_s, max_retries=b.rest_max_retries)
     try:
         info = await rest.exchange_info()

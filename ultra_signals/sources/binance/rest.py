@@ -28,11 +28,12 @@ from ultra_signals.sources.binance.parse import (
     parse_depth_snapshot,
     parse_rest_kline,
 )
+from ultra_signals.venues.binance.client import BinanceFuturesClient
+from ultra_signals.venues.binance.endpoints import Endpoints
 
 log = logging.getLogger(__name__)
 
 KLINES_MAX_LIMIT = 1500
-WEIGHT_HEADER = "x-mbx-used-weight-1m"
 
 
 class RestError(RuntimeError):
@@ -67,7 +68,9 @@ class BinanceRest:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._m = metrics
-        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
+        # The one venue client (its own connection pool: market data never queues behind orders); this class
+        # keeps the back-fill's retry policy and metrics on top of it.
+        self._venue = BinanceFuturesClient(Endpoints(self.base_url, ""), timeout_s=timeout_s, name="binance-market")
         self._max_retries = max_retries
         self._backoff = (backoff_base_s, backoff_max_s)
         self._soft = weight_soft_limit
@@ -78,7 +81,7 @@ class BinanceRest:
         self.used_weight: int | None = None
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._venue.aclose()
 
     async def get(self, endpoint: str, params: dict[str, Any] | None = None) -> Any:
         """GET ``endpoint`` with retries; the decoded JSON, or :class:`RestError`."""
@@ -91,16 +94,15 @@ class BinanceRest:
                     self.used_weight = None
                     await self._sleep(pause)
             try:
-                r = await self._client.get(endpoint, params=params)
+                r = await self._venue.send("GET", endpoint, params)
             except httpx.HTTPError as e:
                 self._m.rest_requests.labels(endpoint=endpoint, status="error").inc()
                 last = f"{type(e).__name__}: {e}"
                 await self._sleep(backoff_delay(attempt, *self._backoff, self._rng))
                 continue
             self._m.rest_requests.labels(endpoint=endpoint, status=str(r.status_code)).inc()
-            used = r.headers.get(WEIGHT_HEADER)
-            if used is not None and used.isdigit():
-                self.used_weight = int(used)
+            if "1m" in self._venue.limits.weight:  # X-MBX-USED-WEIGHT-1M, read by the venue client
+                self.used_weight = self._venue.limits.weight.pop("1m")
             if r.status_code in (418, 429):
                 wait = max(_retry_after(r, 0.0), backoff_delay(attempt, *self._backoff, self._rng))
                 what = "IP banned (418)" if r.status_code == 418 else "rate limited (429)"

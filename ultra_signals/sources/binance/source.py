@@ -50,6 +50,7 @@ from ultra_signals.sources.binance.rest import (
     RestError,
 )
 from ultra_signals.sources.binance.ws import StreamPool, WsMessage, WsOptions, WsStatus, build_urls
+from ultra_signals.venues.binance.endpoints import endpoints_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,8 @@ class BinanceSource:
         self._symbols = list(rt.symbols)
         self._tfs = list(rt.timeframes)  # finest first
         self._warmup = rt.warmup_bars
-        self.rest_url, self.ws_url = (b.testnet_rest_url, b.testnet_ws_url) if b.testnet else (b.rest_url, b.ws_url)
+        ends = endpoints_from_settings(b)
+        self.rest_url, self.ws_url = ends.rest, ends.ws
         # The market time at which the live run starts: fixed here so the runner can read it before the
         # first event.  Bars that close before it are warm-up; every bar closing after it is decided on,
         # whether it arrived by REST (during warm-up) or by websocket.

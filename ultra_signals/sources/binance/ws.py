@@ -27,13 +27,14 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from ultra_signals.core.backoff import backoff_delay
 from ultra_signals.observability.metrics import Metrics
+from ultra_signals.venues.binance.endpoints import Endpoints, Route
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,9 @@ def build_urls(
         route: str = stream_class(s) if routing == "split" else "stream"
         groups.setdefault(route, []).append(s)
     out = []
+    ends = Endpoints("", base)
     for route, ss in groups.items():
-        prefix = f"{base}/{route}/stream" if routing == "split" else f"{base}/stream"
+        prefix = f"{ends.route(cast(Route, route))}/stream" if routing == "split" else f"{base}/stream"
         for i in range(0, len(ss), max_per_conn):
             chunk = ss[i : i + max_per_conn]
             out.append((f"{route}-{i // max_per_conn}", f"{prefix}?streams={'/'.join(chunk)}", chunk))

@@ -1,0 +1,247 @@
+"""``ultra-signals force-enter SYMBOL --side long|short`` and ``force-exit SYMBOL``: an operator's drill of the order path.
+
+Before a canary, an operator wants to see one real entry go in with both brackets, and come out again, on the
+account and the settings the runner will use.  These commands do exactly what a signal would do from the
+executor on: the entry is sized by the profile's rules (stop ``scoring.stop_atr_mult`` × ATR of the primary
+timeframe's closed bars, take-profit at the configured R target, as the pipeline computes them), passes the risk
+gateway and the breakers, is journaled like any trade, and gets its stop and take-profit as algo orders.  Its
+decision id carries ``manual`` (run id ``manual-<ms>``) and it takes no signal cap slot (the sniper is not asked).
+``--min-size`` sizes to the smallest quantity the symbol's filters allow.  Both ask for confirmation unless
+``--yes`` and refuse while trading is HALTED unless ``--force``.
+
+``force-exit`` closes the journaled trade on SYMBOL (its brackets cancelled, a reduce-only market order) and
+waits for the exit fill; a position the journal does not know is refused (use ``kill``, or close it by hand).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ultra_signals.apps.cli_execution import JournalOpt, ProfileOpt, SecretsOpt, _journal, console
+from ultra_signals.core.config import ConfigError, Settings, load_settings
+from ultra_signals.core.decision import Candidate, Decision, Side
+from ultra_signals.core.instruments import parse_exchange_info
+from ultra_signals.core.timeframes import tf_ms
+from ultra_signals.engine.scoring import levels
+from ultra_signals.execution.breakers import TradingState, load_state
+from ultra_signals.execution.brokers.base import BrokerError
+from ultra_signals.features.indicators import Atr
+from ultra_signals.journal.writer import Journal
+from ultra_signals.observability.metrics import Metrics
+from ultra_signals.sources.binance.rest import BinanceRest, RestError
+from ultra_signals.transport.notifier import ConsoleNotifier
+from ultra_signals.venues.binance.endpoints import endpoints_from_settings
+
+WAIT_S = 30.0
+
+
+def _live_settings(profile: str | None, secrets: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    try:
+        s = load_settings(profile, secrets_file=secrets, overrides=overrides or {})
+    except ConfigError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+    if s.runtime.mode not in ("canary", "live") or s.execution.broker != "binance":
+        typer.echo(
+            f"force-enter/force-exit trade on Binance: profile {s.profile} is mode {s.runtime.mode} with broker"
+            f" {s.execution.broker} (use -p canary or a production profile)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return s
+
+
+def _refuse_if_halted(j: Journal, force: bool) -> None:
+    st = load_state(j)
+    if st.state is not TradingState.ACTIVE and not force:
+        typer.echo(f"trading is {st.state.value} ({st.breaker}: {st.detail}); resume first, or --force", err=True)
+        raise typer.Exit(1)
+
+
+async def _market(s: Settings, symbol: str) -> tuple[float, float, dict[str, Any]]:
+    """Last closed price and ATR of the primary timeframe, and the exchange's filters (public REST)."""
+    b = s.binance
+    rest = BinanceRest(endpoints_from_settings(b).rest, Metrics(), timeout_s=b.rest_timeout_s, max_retries=2)
+    try:
+        info = await rest.exchange_info()
+        tf = s.runtime.primary_timeframe
+        period = s.features.atr_period
+        now = int(time.time() * 1000)
+        bars = await rest.closed_klines(symbol, tf, now - (period * 3 + 2) * tf_ms(tf), now)
+    finally:
+        await rest.aclose()
+    atr = Atr(period)
+    for k in bars:
+        atr.update(k.high, k.low, k.close)
+    if not bars or not atr.ready or not math.isfinite(atr.value) or atr.value <= 0:
+        raise RestError(f"{symbol} {tf}: not enough closed bars for ATR({period}) ({len(bars)} bars)")
+    return bars[-1].close, atr.value, info
+
+
+def force_enter(
+    symbol: Annotated[str, typer.Argument(help="e.g. BTCUSDT")],
+    side: Annotated[str, typer.Option("--side", help="long or short")],
+    min_size: Annotated[bool, typer.Option("--min-size", help="Smallest size the symbol's filters allow.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Even while trading is HALTED.")] = False,
+    profile: ProfileOpt = None,
+    secrets_file: SecretsOpt = None,
+    journal_url: JournalOpt = None,
+) -> None:
+    """Place one entry on SYMBOL sized by the profile, with both brackets, journaled as a manual trade."""
+    if side not in ("long", "short"):
+        typer.echo("--side must be long or short", err=True)
+        raise typer.Exit(2)
+    symbol = symbol.upper()
+    s = _live_settings(profile, secrets_file)
+    j = _journal(s, journal_url)
+    try:
+        _refuse_if_halted(j, force)
+        try:
+            price, atr, info = asyncio.run(_market(s, symbol))
+        except RestError as e:
+            typer.echo(f"force-enter: {e}", err=True)
+            raise typer.Exit(1) from None
+        f = parse_exchange_info(info).get(symbol)
+        if f is None:
+            typer.echo(
+                f"force-enter: {symbol} is not a USDⓈ-M symbol on {endpoints_from_settings(s.binance).rest}", err=True
+            )
+            raise typer.Exit(2)
+        if min_size:
+            step, min_qty = f.market_step_size, f.market_min_qty
+            qty = max(min_qty, Decimal(math.ceil(float(f.min_notional) / price / float(step))) * step)
+            cap = float(qty) * price + price * float(step) * 0.5
+            s = _live_settings(profile, secrets_file, {"execution.max_notional_usdt": cap})
+        the_side = Side.LONG if side == "long" else Side.SHORT
+        stop, targets = levels(the_side, price, atr, s.scoring)
+        where = "TESTNET" if s.binance.testnet else endpoints_from_settings(s.binance).rest
+        if not yes and not typer.confirm(
+            f"Place a {side.upper()} market entry on {symbol} at ~{price:g} (stop {stop:g}, ATR {atr:g}) on {where}?",
+            default=False,
+        ):
+            typer.echo("aborted: nothing was placed")
+            raise typer.Exit(1)
+        code = asyncio.run(_enter(s, j, symbol, the_side, price, stop, targets, force))
+    finally:
+        j.close()
+    raise typer.Exit(code)
+
+
+async def _enter(
+    s: Settings, j: Journal, symbol: str, side: Side, price: float, stop: float, targets: tuple[float, ...], force: bool
+) -> int:
+    from ultra_signals.execution.breakers import StateRecord
+    from ultra_signals.execution.executor import TradingExecutor, make_executor
+
+    now = int(time.time() * 1000)
+    run_id = f"manual-{now}"
+    tf = s.runtime.primary_timeframe
+    cand = Candidate(symbol=symbol, timeframe=tf, bar_open_time=now - now % tf_ms(tf), ts=now, side=side, score=0.0,
+                     confidence=0.0, entry=price, stop=stop, targets=targets)  # fmt: skip
+    decision = Decision(run_id, cand, True, None)
+    j.start_run(run_id, mode=s.runtime.mode, profile=s.profile, source="manual", simulated=False,
+                namespace=s.redis.namespace, settings={"command": "force-enter"})  # fmt: skip
+    notifier = ConsoleNotifier(console)
+    e = make_executor(s, Metrics(), j, notifier, run_id)
+    assert isinstance(e, TradingExecutor)
+    status = "failed"
+    try:
+        try:
+            await e.start()
+        except BrokerError as err:
+            console.print(f"force-enter refused: {err}")
+            return 1
+        if force and e.state.state is not TradingState.ACTIVE:  # this command only; the journal keeps HALTED
+            e.state = StateRecord(TradingState.ACTIVE, "force", "force-enter --force", now, time.time(), "operator")
+            e._state_read = time.monotonic() + 3600.0  # do not re-read the journal's HALTED for this one entry
+        e.on_signal(decision)
+        await e.broker.drain(WAIT_S)
+        t = e.trades.get(decision.id)
+        deadline = time.monotonic() + WAIT_S
+        while t is not None and t.status == "pending" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if t is None:
+            console.print("force-enter refused by the risk gateway or the breakers (see the journal's refusals)")
+            return 1
+        status = t.status
+        console.print(
+            f"force-enter {symbol} {side.value}: trade {decision.id} {t.status}, qty {t.qty} @ {t.entry_price}"
+        )
+        return 0 if t.status == "open" else 1
+    finally:
+        await e.aclose()
+        j.end_run(run_id, "completed" if status == "open" else status, e.summary(), now, int(time.time() * 1000))
+
+
+def force_exit(
+    symbol: Annotated[str, typer.Argument(help="e.g. BTCUSDT")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Even while trading is HALTED.")] = False,
+    profile: ProfileOpt = None,
+    secrets_file: SecretsOpt = None,
+    journal_url: JournalOpt = None,
+) -> None:
+    """Close the journaled position on SYMBOL and its brackets (reduce-only market), and wait for the fill."""
+    symbol = symbol.upper()
+    s = _live_settings(profile, secrets_file)
+    j = _journal(s, journal_url)
+    try:
+        _refuse_if_halted(j, force)
+        if not yes and not typer.confirm(
+            f"Close the position on {symbol} at market and cancel its brackets?", default=False
+        ):
+            typer.echo("aborted: nothing was changed")
+            raise typer.Exit(1)
+        code = asyncio.run(_exit(s, j, symbol))
+    finally:
+        j.close()
+    raise typer.Exit(code)
+
+
+async def _exit(s: Settings, j: Journal, symbol: str) -> int:
+    from ultra_signals.execution.executor import TradingExecutor, make_executor
+
+    now = int(time.time() * 1000)
+    run_id = f"manual-exit-{now}"
+    j.start_run(run_id, mode=s.runtime.mode, profile=s.profile, source="manual", simulated=False,
+                namespace=s.redis.namespace, settings={"command": "force-exit"})  # fmt: skip
+    e = make_executor(s, Metrics(), j, ConsoleNotifier(console), run_id)
+    assert isinstance(e, TradingExecutor)
+    result = "failed"
+    try:
+        try:
+            await e.start()
+        except BrokerError as err:
+            console.print(f"force-exit refused: {err}")
+            return 1
+        open_ = [t for t in e.trades.values() if t.symbol == symbol and t.status == "open"]
+        if not open_:
+            console.print(
+                f"force-exit: no journaled open trade on {symbol} (a position we did not open: kill, or by hand)"
+            )
+            return 1
+        t = open_[0]
+        e.broker.close_position(symbol, t.side, Decimal(str(t.qty)), t.decision_id, now)
+        await e.broker.drain(WAIT_S)
+        deadline = time.monotonic() + WAIT_S
+        while t.status == "open" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        result = t.status
+        console.print(f"force-exit {symbol}: trade {t.decision_id} {t.status}, pnl {t.pnl}")
+        return 0 if t.status == "closed" else 1
+    finally:
+        await e.aclose()
+        j.end_run(run_id, "completed" if result == "closed" else result, e.summary(), now, int(time.time() * 1000))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("force-enter")(force_enter)
+    app.command("force-exit")(force_exit)

@@ -1,0 +1,277 @@
+"""The Binance USDⓈ-M REST client every part of the program uses (market data, broker, preflight).
+
+One instance per use: market data and trading keep separate connections (a burst of kline back-fill must not
+queue behind, or in front of, an order).  What the client guarantees:
+
+* **Signing** with a server-time offset (:class:`ServerClock`), measured before the first signed call, refreshed
+  every ``time_refresh_s`` and on -1021, after which the refused request is sent once more (a -1021 request was
+  refused, so re-sending it cannot duplicate anything).
+* **Rate limits**: weight and order counts read from every answer's headers; requests wait *before* a soft limit.
+  A 429 makes every request of this client wait out ``Retry-After`` (one shared "not before" instant: no burst
+  when it lifts), then the refused request is sent again (429 means not executed).  A ``Retry-After`` longer
+  than ``max_retry_after_s`` is a clear error instead of a silent hang.
+* **418** (IP banned) raises :class:`IpBanned` and every further call fails fast until the ban ends: the caller
+  halts trading.
+* **5xx, -1001/-1006/-1007, timeouts, resets**: reads (GET) are retried with backoff; writes raise
+  :class:`UnknownOutcome` — Binance says the execution status is UNKNOWN — and the caller queries by client id
+  before anything is sent again.
+* **Secrets**: the key is attached per request (never stored on the shared httpx client's headers, never in
+  ``repr``) and errors name method, path and Binance's answer only; see :class:`VenueError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from pydantic import SecretStr
+
+from ultra_signals.venues.binance.clock import ServerClock, wall_ms
+from ultra_signals.venues.binance.endpoints import Endpoints, endpoints_from_settings
+from ultra_signals.venues.binance.errors import (
+    INVALID_TIMESTAMP,
+    UNKNOWN_EXECUTION,
+    IpBanned,
+    RateLimited,
+    UnknownOutcome,
+    VenueError,
+)
+from ultra_signals.venues.binance.limits import RateState
+from ultra_signals.venues.binance.signing import signed_query
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class BinanceFuturesClient:
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        *,
+        api_key: SecretStr | None = None,
+        api_secret: SecretStr | None = None,
+        recv_window_ms: int = 5_000,
+        timeout_s: float = 5.0,
+        time_refresh_s: float = 900.0,
+        max_retry_after_s: float = 120.0,
+        read_retries: int = 3,
+        name: str = "binance",
+        sleep: Sleep = asyncio.sleep,
+        now_local_ms: Callable[[], int] = wall_ms,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.endpoints = endpoints
+        self.name = name
+        self._key = api_key
+        self._secret = api_secret
+        self.recv_window_ms = recv_window_ms
+        self.timeout_s = timeout_s
+        self.max_retry_after_s = max_retry_after_s
+        self.read_retries = read_retries
+        self.clock = ServerClock(refresh_s=time_refresh_s, now_local_ms=now_local_ms)
+        self.limits = RateState()
+        self._sleep = sleep
+        self._now_local = now_local_ms
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None
+        self._not_before_ms = 0  # 429: nobody sends before this instant
+        self.banned_until_ms: int | None = None
+        self.waits: list[tuple[str, float]] = []  # (why, seconds) for every deliberate pause: tests and metrics
+        self.time_syncs = 0
+
+    def __repr__(self) -> str:  # the key must never be printable, even by accident
+        return f"BinanceFuturesClient({self.name}, {self.endpoints.rest}, key={'set' if self._key else 'none'})"
+
+    # -- plumbing ------
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                base_url=self.endpoints.rest, timeout=self.timeout_s, transport=self._transport
+            )
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    @property
+    def has_keys(self) -> bool:
+        return bool(self._key and self._key.get_secret_value() and self._secret and self._secret.get_secret_value())
+
+    def _auth_headers(self) -> dict[str, str]:
+        if self._key is None:
+            raise VenueError(f"{self.name}: binance.api_key is not set")
+        return {"X-MBX-APIKEY": self._key.get_secret_value()}
+
+    async def _wait(self, why: str, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        self.waits.append((why, seconds))
+        log.warning("%s: waiting %.2f s (%s)", self.name, seconds, why)
+        await self._sleep(seconds)
+
+    async def _gate(self, *, order: bool) -> None:
+        now = self._now_local()
+        if self.banned_until_ms is not None:
+            if now < self.banned_until_ms:
+                raise IpBanned(
+                    f"{self.name}: IP banned by Binance (HTTP 418) for {(self.banned_until_ms - now) / 1000:.0f} s more;"
+                    " trading is halted",
+                    self.banned_until_ms,
+                )
+            self.banned_until_ms = None
+        if self._not_before_ms > now:
+            await self._wait("429 Retry-After", (self._not_before_ms - now) / 1000.0)
+        pause = self.limits.pause_ms(self._now_local(), order=order)
+        if pause:
+            await self._wait("near the order-count limit" if order else "near the request-weight limit", pause / 1000.0)
+            self.limits.orders.clear() if order else self.limits.weight.clear()
+
+    # -- time ------
+    async def sync_time(self) -> int:
+        """Measure ``server - local`` (ms) with ``GET /fapi/v1/time``; returns the offset."""
+        sent = self._now_local()
+        data = await self.request("GET", "/fapi/v1/time")
+        received = self._now_local()
+        if not isinstance(data, dict) or not isinstance(data.get("serverTime"), int):
+            raise VenueError(f"{self.name}: GET /fapi/v1/time answered without serverTime")
+        self.time_syncs += 1
+        offset = self.clock.record(int(data["serverTime"]), sent, received)
+        log.info("%s: server time offset %+d ms", self.name, offset)
+        return offset
+
+    # -- requests ------
+    async def send(self, method: str, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
+        """One unsigned request as it is (no retry, no wait): the raw answer, headers accounted.
+
+        For callers with their own retry policy (market data back-fill); transport errors propagate as httpx's.
+        """
+        r = await self._client().request(method, path, params=dict(params) if params else None)
+        self.limits.update(r.headers)
+        return r
+
+    async def request(
+        self, method: str, path: str, params: Mapping[str, Any] | None = None, *, signed: bool = False,
+        keyed: bool = False, order: bool = False,
+    ) -> Any:  # fmt: skip
+        """One logical call: signed (keys + timestamp + signature), keyed (API key only: listenKey) or public.
+
+        ``order``: the call places an order (counts toward the order limits).  Writes (anything but GET) are
+        never retried after an unknown outcome; see the module docstring.
+        """
+        write = method != "GET"
+        attempts = 0
+        resynced = False
+        while True:
+            attempts += 1
+            await self._gate(order=order)
+            if signed:
+                if self._secret is None:
+                    raise VenueError(f"{self.name}: binance.api_secret is not set")
+                if self.clock.stale():
+                    await self.sync_time()
+                query = signed_query(params or {}, self._secret, self.clock.now_ms(), self.recv_window_ms)
+            else:
+                query = urlencode(params or {})
+            headers = self._auth_headers() if (signed or keyed) else None
+            url = f"{path}?{query}" if query else path
+            try:
+                r = await self._client().request(method, url, headers=headers)
+            except httpx.TransportError as e:  # timeout, reset, refused: did it arrive?
+                if write:
+                    raise UnknownOutcome(f"{method} {path}: {type(e).__name__}: outcome unknown") from None
+                if attempts > self.read_retries:
+                    raise VenueError(f"{method} {path}: {type(e).__name__} after {attempts} attempts") from None
+                await self._wait("transport error", min(0.2 * 2**attempts, 5.0))
+                continue
+            self.limits.update(r.headers)
+            data = _json(r)
+            code = data.get("code") if isinstance(data, dict) else None
+            msg = data.get("msg") if isinstance(data, dict) else r.text[:200]
+            if r.status_code < 400 and not (isinstance(code, int) and code < 0):
+                return data
+            where = f"{method} {path}: HTTP {r.status_code} {code} {msg}"
+            if r.status_code == 429:
+                retry = _retry_after_s(r.headers)
+                if retry is None:  # the order-count 429 comes without Retry-After: the next 10 s window
+                    retry = self.limits.pause_ms(self._now_local(), order=True) / 1000.0 or 10.0
+                if retry > self.max_retry_after_s:
+                    raise RateLimited(
+                        f"{where}; Retry-After {retry:.0f} s exceeds {self.max_retry_after_s:.0f} s", code, 429
+                    )
+                self._not_before_ms = self._now_local() + int(retry * 1000)
+                if attempts > self.read_retries:
+                    raise RateLimited(f"{where}; still limited after {attempts} attempts", code, 429)
+                continue  # 429 = refused, not executed: safe to send again once the wait is over
+            if r.status_code == 418:
+                retry = _retry_after_s(r.headers) or 120.0
+                self.banned_until_ms = self._now_local() + int(retry * 1000)
+                raise IpBanned(f"{where}; IP banned for {retry:.0f} s: trading is halted", self.banned_until_ms)
+            if r.status_code >= 500 or code in UNKNOWN_EXECUTION:
+                if write:
+                    raise UnknownOutcome(f"{where}: execution status unknown", code, r.status_code)
+                if attempts > self.read_retries:
+                    raise VenueError(f"{where} after {attempts} attempts", code, r.status_code)
+                await self._wait("server error", min(0.2 * 2**attempts, 5.0))
+                continue
+            if code == INVALID_TIMESTAMP and signed and not resynced:
+                resynced = True  # the clock jumped: measure again, send once more (a -1021 was not executed)
+                await self.sync_time()
+                continue
+            raise VenueError(where, code if isinstance(code, int) else None, r.status_code)
+
+    async def public(self, method: str, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        return await self.request(method, path, params)
+
+    async def signed(
+        self, method: str, path: str, params: Mapping[str, Any] | None = None, *, order: bool = False
+    ) -> Any:
+        return await self.request(method, path, params, signed=True, order=order)
+
+    async def keyed(self, method: str, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        return await self.request(method, path, params, keyed=True)
+
+
+def _json(r: httpx.Response) -> Any:
+    try:
+        return r.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _retry_after_s(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def client_from_settings(settings: Any, *, name: str, trading: bool) -> BinanceFuturesClient:
+    """The client for one use (``trading``: with keys and the execution timeouts; else market data)."""
+    b = settings.binance
+    endpoints = endpoints_from_settings(b)
+    if trading:
+        e = settings.execution
+        return BinanceFuturesClient(
+            endpoints,
+            api_key=b.api_key,
+            api_secret=b.api_secret,
+            recv_window_ms=e.recv_window_ms,
+            timeout_s=e.request_timeout_s,
+            time_refresh_s=e.time_sync_interval_s,
+            max_retry_after_s=b.rest_max_retry_after_s,
+            name=name,
+        )
+    return BinanceFuturesClient(
+        endpoints, timeout_s=b.rest_timeout_s, max_retry_after_s=b.rest_max_retry_after_s, name=name
+    )
