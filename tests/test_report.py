@@ -35,12 +35,13 @@ def test_latency_percentiles() -> None:
     assert latency_percentiles([])["n"] == 0
 
 
-def _replay_run(tmp_path: Path, **over: object) -> tuple[RunStats, Journal, Metrics]:
+def _replay_run(tmp_path: Path, serve: bool = True, **over: object) -> tuple[RunStats, Journal, Metrics]:
     s = load_settings(
         overrides={
             "runtime.timeframes": "5m,15m,1h",
             "execution.broker": "none",
             "report.dir": str(tmp_path / "reports"),
+            "metrics.port": 0,
             **over,
         },
         environ={},
@@ -56,9 +57,12 @@ def _replay_run(tmp_path: Path, **over: object) -> tuple[RunStats, Journal, Metr
     journal = Journal(f"sqlite:///{tmp_path}/j.db")
     metrics = Metrics()
     runner = build_runner(
-        s, source=src, journal=journal, notifier=NullNotifier(), metrics=metrics, executor=False, serve_metrics=False
+        s, source=src, journal=journal, notifier=NullNotifier(), metrics=metrics, executor=False, serve_metrics=serve
     )
-    return asyncio.run(runner.run()), journal, metrics
+    try:
+        return asyncio.run(runner.run()), journal, metrics
+    finally:
+        metrics.stop()
 
 
 def test_report_from_a_real_replay(tmp_path: Path) -> None:
@@ -88,7 +92,7 @@ def test_criteria_fail_when_not_exercised_or_broken(tmp_path: Path) -> None:
     assert not crit["mtf_blocked"].passed and "DISABLED" in crit["mtf_blocked"].evidence
     stats.crash = "RuntimeError: feed died"
     stats.errors = Counter({"crash": 1})
-    stats.metrics_max_gap_s = 45.0
+    stats.scrape_max_gap_s = 45.0
     stats.max_feed_gap_s["ETHBTC"] = 10_000.0
     crit = {c.name: c for c in evaluate(stats, s, rows, metrics)}
     assert not crit["no_crash"].passed and "feed died" in crit["no_crash"].evidence
@@ -104,4 +108,111 @@ def test_caps_criterion_fails_when_no_cap_was_reached(tmp_path: Path) -> None:
     s = load_settings(overrides={"sniper.max_signals_per_hour": 50, "sniper.daily_signal_cap": 500}, environ={})
     crit = {c.name: c for c in evaluate(stats, s, journal.decisions(stats.run_id), metrics)}
     assert not crit["caps_enforced"].passed and "not exercised" in crit["caps_enforced"].evidence
+    journal.close()
+
+
+def test_redis_enabled_but_never_reached_is_no_go(tmp_path: Path) -> None:
+    """Issue 10: Redis on a dead port used to pass as "stable on memory"; now FAIL, and the verdict NO-GO."""
+    from tests.conftest import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    over = {"redis.enabled": True, "redis.url": dead}
+    stats, journal, metrics = _replay_run(tmp_path, **over)
+    s = load_settings(overrides={**over, "report.dir": str(tmp_path / "reports")}, environ={})
+    res = write_report(stats, s, journal, metrics)
+    crit = {c.name: c for c in res.criteria}
+    assert not crit["counter_backend"].passed
+    assert "Redis enabled but never reached" in crit["counter_backend"].evidence
+    assert res.verdict == "NO-GO"
+    journal.close()
+
+
+def test_redis_off_is_memory_only_and_not_exercised_for_canary(tmp_path: Path) -> None:
+    stats, journal, metrics = _replay_run(tmp_path)
+    s = load_settings(environ={})
+    rows = journal.decisions(stats.run_id)
+    crit = {c.name: c for c in evaluate(stats, s, rows, metrics)}
+    assert "memory only, not shared across runners" in crit["counter_backend"].evidence
+    stats.profile = "canary"
+    crit = {c.name: c for c in evaluate(stats, s, rows, metrics)}
+    assert not crit["counter_backend"].passed and "not exercised" in crit["counter_backend"].evidence
+    journal.close()
+
+
+def test_metrics_never_served_is_no_go(tmp_path: Path) -> None:
+    """Issue 10: with the exporter off, the runner's internal refresh loop used to pass as "metrics fresh"."""
+    stats, journal, metrics = _replay_run(tmp_path, **{"metrics.enabled": False})
+    s = load_settings(overrides={"metrics.enabled": False, "report.dir": str(tmp_path / "reports")}, environ={})
+    res = write_report(stats, s, journal, metrics)
+    crit = {c.name: c for c in res.criteria}
+    assert stats.metrics_refreshes > 0 and stats.scrapes_served == 0
+    assert not crit["metrics_fresh"].passed and "no scrape was served" in crit["metrics_fresh"].evidence
+    assert "exporter's registry" in crit["caps_enforced"].evidence  # not claimed as "exported"
+    assert res.verdict == "NO-GO"
+    journal.close()
+
+
+def test_served_scrapes_are_counted_with_their_values(tmp_path: Path) -> None:
+    """The exporter counts every /metrics it served; the runner's own self-scrapes (start, end) say so."""
+    import urllib.request
+
+    stats, journal, metrics = _replay_run(tmp_path)
+    assert stats.scrapes_self >= 2 and stats.scrapes_served == stats.scrapes_self + stats.scrapes_external
+    assert any(k.startswith("sniper_window_count{window=day}") for k in stats.scrape_values)
+    s = load_settings(environ={})
+    crit = {c.name: c for c in evaluate(stats, s, journal.decisions(stats.run_id), metrics)}
+    assert crit["metrics_fresh"].passed and "self-scrapes over HTTP" in crit["metrics_fresh"].evidence
+    # An external scrape is told apart from a self-scrape.
+    port = metrics.serve("127.0.0.1", 0)
+    before = metrics.scrapes.external
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        assert b"sniper_window_count" in r.read()
+    assert metrics.scrapes.external == before + 1
+    metrics.stop()
+    journal.close()
+
+
+def test_no_crash_claims_only_the_wall_time_the_run_lasted(tmp_path: Path) -> None:
+    stats, journal, metrics = _replay_run(tmp_path)
+    s = load_settings(environ={})
+    crit = {c.name: c for c in evaluate(stats, s, journal.decisions(stats.run_id), metrics)}
+    nc = crit["no_crash"]
+    assert stats.wall_seconds < 7200 < stats.market_seconds
+    assert "120+ minutes of wall time" not in nc.title and "NOT 120+ minutes of wall time" in nc.evidence
+    assert "wall time" in nc.evidence and "market time" in nc.evidence
+    journal.close()
+
+
+def test_a_symbol_without_data_fails_with_a_readable_reason(tmp_path: Path) -> None:
+    stats, journal, metrics = _replay_run(tmp_path)
+    stats.symbols.append("NODATA")
+    stats.final_feed_age_s["NODATA"] = float("inf")
+    s = load_settings(environ={})
+    crit = {c.name: c for c in evaluate(stats, s, journal.decisions(stats.run_id), metrics)}
+    ev = crit["symbols_fresh"].evidence
+    assert not crit["symbols_fresh"].passed and "NODATA: no data received in the run" in ev
+    assert "inf" not in ev
+    journal.close()
+
+
+def test_markdown_has_no_python_reprs(tmp_path: Path) -> None:
+    import re
+
+    stats, journal, metrics = _replay_run(tmp_path)
+    s = load_settings(overrides={"report.dir": str(tmp_path / "reports"), "report.charts": False}, environ={})
+    md = write_report(stats, s, journal, metrics).paths[0].read_text()
+    assert not re.search(r"\{'|\bNone\b|\bTrue\b|\bFalse\b|\d\.\d{7,}", md), md
+    assert "wall time" in md and "market time" in md and "Release: ultra-signals" in md
+    journal.close()
+
+
+def test_each_global_window_must_be_exercised_on_its_own(tmp_path: Path) -> None:
+    """Hourly refusals do not count as the daily window's enforcement."""
+    over = {"sniper.max_signals_per_hour": 2, "sniper.daily_signal_cap": 500}
+    stats, journal, metrics = _replay_run(tmp_path, **over)
+    s = load_settings(overrides=over, environ={})
+    c = {c.name: c for c in evaluate(stats, s, journal.decisions(stats.run_id), metrics)}["caps_enforced"]
+    assert not c.passed
+    assert "hour (cap 2): busiest 2 (journal); enforced" in c.evidence
+    assert "day (cap 500)" in c.evidence and "not exercised" in c.evidence.split("day (cap 500)")[1]
     journal.close()

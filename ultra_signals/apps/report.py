@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ultra_signals.core.caps import DAY_MS, HOUR_MS
+from ultra_signals.core.caps import policy_from
 from ultra_signals.core.config import Settings
 from ultra_signals.core.redaction import redact_url
 from ultra_signals.core.timeframes import tf_ms
@@ -26,6 +26,11 @@ from ultra_signals.journal.writer import Journal
 from ultra_signals.live.runner import RunStats
 from ultra_signals.observability.latency import LatencyHistogram
 from ultra_signals.observability.metrics import Metrics
+
+
+def _crit(name: str, title: str, passed: bool, evidence: str) -> Criterion:
+    """A shadow criterion: the rollout gate's :class:`Criterion` with the report's heading."""
+    return Criterion(name, passed, evidence, title=title)
 
 
 @dataclass(slots=True)
@@ -80,33 +85,164 @@ def _total(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **
     return sum(v for lab, v in samples.get(name, []) if all(lab.get(k) == x for k, x in labels.items()))
 
 
+def fmt_duration(seconds: float) -> str:
+    """``3 s``, ``12.5 min``, ``26.0 h``: a duration a reader takes in at a glance."""
+    if seconds < 120:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _window_name(rule_window: str, per_symbol: bool) -> str:
+    return f"per-symbol {rule_window}" if per_symbol else rule_window
+
+
+def _caps_criterion(st: RunStats, settings: Settings, rows: list[dict[str, Any]], visible: bool) -> Criterion:
+    """Per window: never exceeded (journal) AND enforcement observed (a candidate refused by that window at its cap).
+
+    A refusal counts for a window only when the journal shows that window full at the refused candidate's time
+    (same window arithmetic as the counters), so an hourly refusal never passes for the daily window, and a
+    per-symbol refusal never for a global one.  Both global windows must be exercised for a PASS; per-symbol
+    windows, when configured, must never be exceeded and say whether they were exercised.
+    """
+    from ultra_signals.counters.windows import max_window_count
+
+    sn = settings.sniper
+    policy = policy_from(sn)
+    allowed = sorted(int(r["ts"]) for r in rows if r["allowed"])
+    by_sym: dict[str, list[int]] = {}
+    for r in rows:
+        if r["allowed"]:
+            by_sym.setdefault(str(r["symbol"]), []).append(int(r["ts"]))
+    for v in by_sym.values():
+        v.sort()
+    refused = [r for r in rows if not r["allowed"]]
+    parts: list[str] = []
+    ok = sn.enabled and visible
+    for per_symbol, rules in ((False, policy.rules), (True, policy.symbol_rules)):
+        for rule in rules:
+            name = _window_name(rule.window, per_symbol)
+            if per_symbol:
+                worst = max((max_in_sliding_window(ts, rule.length_ms) for ts in by_sym.values()), default=0)
+            else:
+                worst = max_in_sliding_window(allowed, rule.length_ms)
+            enforced = 0
+            for r in refused:
+                if r.get("reason") != rule.reason:
+                    continue
+                times = by_sym.get(str(r["symbol"]), []) if per_symbol else allowed
+                if max_window_count(times, int(r["ts"]), rule.length_ms) >= rule.cap:
+                    enforced += 1
+            exceeded = worst > rule.cap
+            if exceeded:
+                verdict = f"EXCEEDED ({worst} > {rule.cap})"
+                ok = False
+            elif enforced:
+                verdict = f"enforced: {enforced} candidates refused at the cap"
+            else:
+                verdict = "not exercised: no candidate was refused by this window"
+                if not per_symbol:
+                    ok = False
+            parts.append(f"{name} (cap {rule.cap}): busiest {worst} (journal); {verdict}")
+    ev = "; ".join(parts) + f"; sniper_window_count in the exporter's registry: {'yes' if visible else 'NO'}"
+    if not sn.enabled:
+        ev += "; sniper mode is DISABLED"
+    # What this run's length can show: the daily window needs more than cap/hourly-cap hours of demand.
+    hours_needed = sn.daily_signal_cap / sn.max_signals_per_hour
+    span_h = st.market_seconds / 3600.0
+    if span_h < hours_needed:
+        ev += (
+            f"; this run covered {fmt_duration(st.market_seconds)} of market time: at {sn.max_signals_per_hour}/hour "
+            f"it can allow at most {sn.max_signals_per_hour * max(1, math.ceil(span_h))} signals, so the daily cap "
+            f"({sn.daily_signal_cap}) cannot be reached — run ≥ {math.ceil(hours_needed)} h of market time "
+            f"(make shadow covers one market day) to exercise it"
+        )
+    return _crit("caps_enforced", "Caps enforced per window and visible in metrics", ok, ev)
+
+
+def _counter_criterion(
+    st: RunStats, settings: Settings, samples: dict[str, list[tuple[dict[str, str], float]]]
+) -> Criterion:
+    failovers = _total(samples, "sniper_failovers_total")
+    redis_errors = _total(samples, "redis_errors_total")
+    title = "Counter backend stable or fallen back cleanly"
+    shared_needed = st.profile != "shadow" or st.mode != "shadow"
+    if not st.redis_enabled:
+        ev = "memory only, not shared across runners (redis.enabled is false)"
+        if shared_needed:
+            return _crit(
+                "counter_backend",
+                title,
+                False,
+                ev + f"; not exercised: the {st.profile} stage needs caps shared through Redis",
+            )
+        return _crit("counter_backend", title, st.crash is None, ev)
+    answered = st.counter_backend_start == "redis" or any(e.startswith("recovered") for e in st.counter_events)
+    if not answered:
+        return _crit(
+            "counter_backend",
+            title,
+            False,
+            f"Redis enabled but never reached: {redis_errors:g} Redis errors, backend {st.counter_backend_start} → "
+            f"{st.counter_backend_end}; caps were per process, not shared"
+            + (f"; {st.counter_events[0]}" if st.counter_events else ""),
+        )
+    if failovers == 0 and st.counter_backend_start == st.counter_backend_end:
+        return _crit(
+            "counter_backend",
+            title,
+            st.crash is None,
+            f"Redis answered and stayed the backend (0 failovers, {redis_errors:g} Redis errors)",
+        )
+    recovered = [e for e in st.counter_events if e.startswith("recovered")]
+    ok = st.crash is None
+    ev = (
+        f"Redis answered; {failovers:g} failovers, {redis_errors:g} Redis errors; backend {st.counter_backend_start} → "
+        f"{st.counter_backend_end}; decisions continued: {'yes' if ok else 'NO'}; "
+        + (f"reconciled after recovery: {recovered[-1]}" if recovered else "no recovery (reconcile) seen")
+    )
+    return _crit("counter_backend", title, ok, ev)
+
+
+def _metrics_criterion(st: RunStats, settings: Settings) -> Criterion:
+    gap_limit = settings.report.max_metrics_gap_s
+    title = f"Metrics served at least every {gap_limit:g} s"
+    if not st.metrics_enabled or not st.metrics_port:
+        return _crit(
+            "metrics_fresh", title, False, "exporter not running in this run (metrics.enabled is false, or serving was turned off): no scrape "
+            "was served"
+        )
+    if st.scrapes_served == 0:
+        why = f" (self-scrape errors: {'; '.join(st.self_scrape_errors[:2])})" if st.self_scrape_errors else ""
+        return _crit("metrics_fresh", title, False, f"no /metrics request was served during the run{why}")
+    ok = st.scrape_max_gap_s <= gap_limit
+    who = f"{st.scrapes_self} the runner's own self-scrapes over HTTP, {st.scrapes_external} external"
+    vals = ", ".join(f"{k} {_num(v)}" for k, v in sorted(st.scrape_values.items()) if "window" in k)
+    return _crit(
+        "metrics_fresh",
+        title,
+        ok,
+        f"{st.scrapes_served} /metrics scrapes served ({who}); longest wall-clock gap without a scrape "
+        f"{st.scrape_max_gap_s:.2f} s" + (f"; the last scrape saw {vals}" if vals else ""),
+    )
+
+
+def _num(v: float) -> str:
+    """A number for humans: integers without a decimal point, others with at most 4 significant digits."""
+    if not math.isfinite(v):
+        return "n/a"
+    return f"{v:.0f}" if float(v).is_integer() else f"{v:.4g}"
+
+
 def evaluate(st: RunStats, settings: Settings, rows: list[dict[str, Any]], metrics: Metrics) -> list[Criterion]:
     samples = _metric_samples(metrics)
     sn = settings.sniper
     out: list[Criterion] = []
 
-    # 1. caps enforced (journal) and visible in metrics
-    allowed_ts = [int(r["ts"]) for r in rows if r["allowed"]]
-    h, d = max_in_sliding_window(allowed_ts, HOUR_MS), max_in_sliding_window(allowed_ts, DAY_MS)
+    # 1. caps enforced (journal), per window, and visible in metrics
     visible = {lab.get("window") for lab, _ in samples.get("sniper_window_count", [])} >= {"hour", "day"}
-    cap_blocks = int(
-        _total(samples, "signals_blocked_total", reason="hourly_cap")
-        + _total(samples, "signals_blocked_total", reason="daily_cap")
-    )
-    exercised = cap_blocks > 0
-    ok = h <= sn.max_signals_per_hour and d <= sn.daily_signal_cap and visible and sn.enabled and exercised
-    out.append(
-        Criterion(
-            "caps_enforced",
-            ok,
-            f"journal: max {h} allowed in any sliding hour (cap {sn.max_signals_per_hour}), {d} in any sliding day "
-            f"(cap {sn.daily_signal_cap}); {cap_blocks} cap rejections counted in signals_blocked_total; "
-            f"sniper_window_count exported: {'yes' if visible else 'NO'}"
-            + ("" if sn.enabled else "; sniper mode is DISABLED")
-            + ("" if exercised else "; not exercised: demand never reached a cap in this run"),
-            title="Caps enforced and visible in metrics",
-        )
-    )
+    out.append(_caps_criterion(st, settings, rows, visible))
 
     # 2. MTF disagreements blocked
     mtf_blocks = st.blocked.get("mtf_required", 0)
@@ -121,78 +257,69 @@ def evaluate(st: RunStats, settings: Settings, rows: list[dict[str, Any]], metri
         ev += "; MTF confirmation is DISABLED"
     elif mtf_blocks == 0:
         ev += "; not exercised: no disagreement occurred in this run"
-    out.append(Criterion("mtf_blocked", ok, ev, title="MTF disagreements blocked"))
+    out.append(_crit("mtf_blocked", "MTF disagreements blocked", ok, ev))
 
-    # 3. no crash
+    # 3. no crash, over the wall time the run actually lasted (market time said separately)
     n_err = sum(st.errors.values())
     ok = st.crash is None and n_err == 0 and st.run_bars > 0 and st.status == "completed"
     ev = f"run {st.status}" if st.crash is None else f"CRASH: {st.crash}"
-    ev += f"; {n_err} errors caught" + (f" ({dict(st.errors)})" if n_err else "")
+    ev += f"; {n_err} errors caught" + (f" ({', '.join(f'{k} {v}' for k, v in st.errors.items())})" if n_err else "")
     ev += f"; {st.run_bars:,} bars processed in the run window"
-    out.append(Criterion("no_crash", ok, ev, title="No crash over the run"))
+    ev += f"; wall time {fmt_duration(st.wall_seconds)}, market time {fmt_duration(st.market_seconds)}"
+    if st.wall_seconds >= 120 * 60:
+        ev += "; ran 120+ minutes of wall time"
+    elif st.market_seconds >= 120 * 60:
+        ev += "; NOT 120+ minutes of wall time: the 120+ minutes were market time"
+    title = f"No crash over {fmt_duration(st.wall_seconds)} of wall time"
+    out.append(_crit("no_crash", title, ok, ev))
 
     # 4. latency
     p = latency_percentiles(st.latencies_ms)
     limit = settings.report.max_latency_p95_ms
     ok = p["n"] > 0 and p["p95"] < limit
     out.append(
-        Criterion(
+        _crit(
             "latency_p95",
+            f"Tick-to-decision p95 < {limit:g} ms",
             bool(ok),
-            f"p95 {p['p95']:.3f} ms over {p['n']:,} decisions (p50 {p['p50']:.3f}, p99 {p['p99']:.3f}, max {p['max']:.3f})",
-            title=f"Tick-to-decision p95 < {limit:g} ms",
+            f"p95 {p['p95']:.3f} ms over {p['n']:,} decisions (p50 {p['p50']:.3f}, p99 {p['p99']:.3f}, "
+            f"max {p['max']:.3f}); measured from when the source received (live) or produced (sim/replay) the "
+            f"message; event loop blocked at most {st.loop_lag_max_s * 1000:.1f} ms"
+            if p["n"]
+            else "no decision point in the run: not exercised",
         )
     )
 
-    # 5. metrics refresh
-    gap_limit = settings.report.max_metrics_gap_s
-    ok = st.metrics_refreshes > 0 and st.metrics_max_gap_s <= gap_limit
-    out.append(
-        Criterion(
-            "metrics_fresh",
-            ok,
-            f"{st.metrics_refreshes} refreshes; longest gap {st.metrics_max_gap_s:.2f} s (wall time)",
-            title=f"Metrics updated at least every {gap_limit:g} s",
-        )
-    )
+    # 5. metrics actually served
+    out.append(_metrics_criterion(st, settings))
 
     # 6. every symbol fresh
     finest_s = tf_ms(st.timeframes[0]) / 1000 if st.timeframes else 60.0
     limit_s = max(settings.filters.max_data_age_s, 2 * finest_s)
-    stale = []
+    stale: list[str] = []
     parts = []
     for sym in st.symbols:
-        gap = st.max_feed_gap_s.get(sym, math.inf)
+        gap = st.max_feed_gap_s.get(sym, 0.0)
         final = st.final_feed_age_s.get(sym, math.inf)
-        worst = max(gap if sym in st.max_feed_gap_s else 0.0, final)
-        if sym not in st.max_feed_gap_s and final == math.inf:
-            worst = math.inf
-        parts.append(f"{sym} max gap {gap:g} s, final age {final:g} s")
-        if worst > limit_s:
+        if not math.isfinite(final):
+            parts.append(f"{sym}: no data received in the run")
+            stale.append(sym)
+            continue
+        parts.append(f"{sym} max gap {_num(gap)} s, final age {_num(final)} s")
+        if max(gap, final) > limit_s:
             stale.append(sym)
     ok = not stale and bool(st.symbols)
     out.append(
-        Criterion(
+        _crit(
             "symbols_fresh",
+            f"Every symbol fresh (market-time gap ≤ {limit_s:g} s)",
             ok,
-            "; ".join(parts) + (f"; STALE: {', '.join(stale)}" if stale else ""),
-            title=f"Every symbol fresh (market-time gap ≤ {limit_s:g} s)",
+            ("; ".join(parts) or "no symbols") + (f"; STALE: {', '.join(stale)}" if stale else ""),
         )
     )
 
     # 7. counter backend
-    failovers = _total(samples, "sniper_failovers_total")
-    redis_errors = _total(samples, "redis_errors_total")
-    if failovers == 0 and st.counter_backend_start == st.counter_backend_end:
-        ok, ev = True, f"stable on {st.counter_backend_end} (0 failovers, {redis_errors:g} Redis errors)"
-    else:
-        ok = st.crash is None
-        ev = (
-            f"{failovers:g} failovers, {redis_errors:g} Redis errors; backend {st.counter_backend_start} → "
-            f"{st.counter_backend_end}; decisions continued: {'yes' if ok else 'NO'}; "
-            + "; ".join(st.counter_events[-5:])
-        )
-    out.append(Criterion("counter_backend", ok, ev, title="Counter backend stable or fallen back cleanly"))
+    out.append(_counter_criterion(st, settings, samples))
     return out
 
 
@@ -221,6 +348,8 @@ def write_report(st: RunStats, settings: Settings, journal: Journal, metrics: Me
             "planned_end_ms": st.planned_end_ms,
         },
         "wall_seconds": st.wall_seconds,
+        "market_seconds": st.market_seconds,
+        "release": st.release,
         "input_bars": st.input_bars,
         "input_bars_per_s": st.input_bars / st.wall_seconds,
         "events": dict(st.events),
@@ -242,7 +371,17 @@ def write_report(st: RunStats, settings: Settings, journal: Journal, metrics: Me
             "end": st.counter_backend_end,
             "events": st.counter_events,
         },
-        "metrics": {"refreshes": st.metrics_refreshes, "max_gap_s": st.metrics_max_gap_s, "port": st.metrics_port},
+        "metrics": {
+            "enabled": st.metrics_enabled,
+            "port": st.metrics_port,
+            "scrapes_served": st.scrapes_served,
+            "scrapes_self": st.scrapes_self,
+            "scrapes_external": st.scrapes_external,
+            "scrape_max_gap_s": st.scrape_max_gap_s,
+            "last_scrape_values": st.scrape_values,
+            "internal_refreshes": st.metrics_refreshes,
+        },
+        "event_loop_lag_max_s": st.loop_lag_max_s,
         "feed": {"max_gap_s": st.max_feed_gap_s, "final_age_s": st.final_feed_age_s},
         "criteria": [asdict(c) for c in criteria],
         "executor": st.executor_summary,
@@ -263,46 +402,79 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
+def _tally(d: dict[str, Any] | Any) -> str:
+    """``BookTicker 1,440, Kline 960`` rather than a Python dict."""
+    items = sorted(dict(d).items(), key=lambda kv: (-kv[1], kv[0])) if d else []
+    return ", ".join(f"{k} {_cell(v)}" for k, v in items) or "none"
+
+
+def _cell(v: Any) -> str:
+    """One value for the markdown: no ``None``/``True``, no 15-digit floats."""
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return _num(v) if abs(v) >= 1e-4 or v == 0 else f"{v:.3g}"
+    return str(v)
+
+
+def promotion_note(st: RunStats) -> str | None:
+    """Why a GO of this run cannot promote a stage (simulated or historical data), or None for a live run."""
+    if st.simulated:
+        return "SIMULATED data (built-in market simulator): a GO validates the software path, not a market edge — not eligible for promotion"
+    if st.source in ("replay", "sim"):
+        return f"historical data ({st.source}): a GO validates the software path on past candles — not eligible for promotion"
+    return None
+
+
 def _markdown(st: RunStats, data: dict[str, Any], criteria: list[Criterion], verdict: str, charts: list[Path]) -> str:
     lat = data["latency_ms"]
     label = "SIMULATED (built-in market simulator)" if st.simulated else st.source
+    note = promotion_note(st)
+    rel = st.release or {}
     lines = [
         f"# Shadow results — run {st.run_id}",
         "",
-        f"**Verdict: {verdict}**"
-        + (
-            "  \n**Source: SIMULATED** — a GO here validates the software path, not a market edge."
-            if st.simulated
-            else ""
-        ),
+        f"**Verdict: {verdict}**" + (f"  \n**{note}.**" if note else ""),
         "",
         "## Run",
         f"- Status: {st.status}",
+        f"- Release: ultra-signals {rel.get('version') or '?'}"
+        + (f", git commit {rel['git_commit']}" if rel.get("git_commit") else " (not run from a git checkout)"),
         f"- Source: {label}; mode {st.mode}; profile {st.profile}; symbols {', '.join(st.symbols)}; timeframes {', '.join(st.timeframes)}",
         f"- Market window: {_iso(st.market_start_ms)} → {_iso(st.market_end_ms)}"
         + (f" (planned end {_iso(st.planned_end_ms)})" if st.planned_end_ms else ""),
-        f"- Wall time {st.wall_seconds:.2f} s; {st.input_bars:,} input bars incl. warm-up ({data['input_bars_per_s']:,.0f}/s); {st.run_bars:,} closed bars in the run window; events {dict(st.events)}",
+        f"- Durations: wall time {fmt_duration(st.wall_seconds)}; market time {fmt_duration(st.market_seconds)}",
+        f"- {st.input_bars:,} input bars incl. warm-up ({data['input_bars_per_s']:,.0f}/s); {st.run_bars:,} closed bars in "
+        f"the run window; events {_tally(st.events)}",
         f"- Journal: {redact_url(st.journal_url)} (namespace {st.namespace})",
     ]
     lines += [f"- Notice: {n}" for n in st.notices]
     lines += [
         "",
         "## Decisions",
-        f"- Candidates: {sum(st.candidates.values())} ({', '.join(f'{k} {v}' for k, v in sorted(st.candidates.items())) or 'none'})",
-        f"- Allowed: {sum(st.allowed.values())} by symbol ({', '.join(f'{k} {v}' for k, v in sorted(st.allowed.items())) or 'none'}); "
-        f"by side ({', '.join(f'{k} {v}' for k, v in sorted(st.allowed_side.items())) or 'none'})",
-        f"- Blocked: {sum(st.blocked.values())} by reason ({', '.join(f'{k} {v}' for k, v in st.blocked.most_common()) or 'none'}); "
-        f"by symbol ({', '.join(f'{k} {v}' for k, v in sorted(st.blocked_by_symbol.items())) or 'none'})",
+        f"- Candidates: {sum(st.candidates.values())} ({_tally(st.candidates)})",
+        f"- Allowed: {sum(st.allowed.values())} by symbol ({_tally(st.allowed)}); by side ({_tally(st.allowed_side)})",
+        f"- Blocked: {sum(st.blocked.values())} by reason ({_tally(st.blocked)}); by symbol ({_tally(st.blocked_by_symbol)})",
         f"- Not evaluated (the source sent no data the filter needs; it let the candidate pass): "
         f"{', '.join(f'{k} on {v} candidates' for k, v in sorted(st.not_evaluated.items())) or 'none'}",
         "",
         "## Measured",
-        f"- Tick-to-decision latency over {lat['n']:,} decision points: p50 {lat['p50']:.3f} ms, p95 {lat['p95']:.3f} ms, "
-        f"p99 {lat['p99']:.3f} ms, max {lat['max']:.3f} ms",
+        f"- Tick-to-decision latency (from the source's receipt of the message, queue included) over {lat['n']:,} "
+        f"decision points: p50 {_cell(lat['p50'])} ms, p95 {_cell(lat['p95'])} ms, p99 {_cell(lat['p99'])} ms, "
+        f"max {_cell(lat['max'])} ms",
+        f"- Event loop blocked at most {st.loop_lag_max_s * 1000:.1f} ms (heartbeat lateness)",
         f"- Peak memory (max RSS) {st.peak_rss_mb:.1f} MB; CPU {st.cpu_seconds:.2f} s ({data['cpu_percent_avg']:.0f}% of one core on average)",
-        f"- Errors: {dict(st.errors) or 'none'}; crash: {st.crash or 'none'}",
-        f"- Counter backend: {st.counter_backend_start} → {st.counter_backend_end}; events: {st.counter_events or 'none'}",
-        f"- Metrics refreshes: {st.metrics_refreshes}, longest gap {st.metrics_max_gap_s:.2f} s",
+        f"- Errors: {_tally(st.errors)}; crash: {st.crash or 'none'}",
+        f"- Counter backend: {st.counter_backend_start} → {st.counter_backend_end}; events: "
+        + ("; ".join(st.counter_events) or "none"),
+        f"- Metrics: {st.scrapes_served} /metrics scrapes served ({st.scrapes_self} self-scrapes over HTTP, "
+        f"{st.scrapes_external} external), longest gap {st.scrape_max_gap_s:.2f} s"
+        if st.metrics_port
+        else "- Metrics: exporter not running",
         "",
         "## Shadow criteria",
         "",
@@ -311,7 +483,10 @@ def _markdown(st: RunStats, data: dict[str, Any], criteria: list[Criterion], ver
     ]
     for i, c in enumerate(criteria, 1):
         lines.append(f"| {i} | {c.title} | {'PASS' if c.passed else 'FAIL'} | {c.evidence.replace('|', '/')} |")
-    lines += ["", f"**{verdict}**: {sum(c.passed for c in criteria)}/{len(criteria)} criteria passed.", ""]
+    lines += ["", f"**{verdict}**: {sum(c.passed for c in criteria)}/{len(criteria)} criteria passed."]
+    if note and verdict == "GO":
+        lines.append(f"{note}.")
+    lines.append("")
     ex = st.executor_summary
     if ex:
         lines += _what_if(ex)
@@ -324,7 +499,7 @@ def _what_if(ex: dict[str, Any]) -> list[str]:
     """The executor's per-signal what-if results (paper fills on this run's own market data)."""
     lines = [f"## What-if ({ex.get('broker', 'broker')})", ""]
     head = {k: v for k, v in ex.items() if not isinstance(v, dict | list)}
-    lines.append("- " + "; ".join(f"{k} {v}" for k, v in head.items()))
+    lines.append("- " + "; ".join(f"{k.replace('_', ' ')} {_cell(v)}" for k, v in head.items()))
     per = ex.get("per_decision") or {}
     if per:
         lines += [
@@ -339,7 +514,7 @@ def _what_if(ex: dict[str, Any]) -> list[str]:
             ]
             lines.append(
                 f"| {did.rsplit(':', 2)[-2]} bar {_iso(int(did.rsplit(':', 1)[-1]))} | "
-                + " | ".join(f"{c:.6g}" if isinstance(c, float) else str(c) for c in cells)
+                + " | ".join(_cell(c) for c in cells)
                 + " |"
             )
     return [*lines, ""]

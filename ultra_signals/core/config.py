@@ -366,7 +366,10 @@ class RedisSettings(_Section):
     username: str | None = None
     password: SecretStr | None = None
     tls: bool = False
-    timeout_ms: float = Field(default=50.0, gt=0.0, le=60_000.0)
+    #: Socket timeout of every Redis call.  Bounded: a Redis call on the decision path can hold a decision this
+    #: long (the periodic refresh makes none); 5 s is an outage, not a slow call (the Sentinel fail-over replays
+    #: need that much while a new primary is elected).
+    timeout_ms: float = Field(default=50.0, gt=0.0, le=5_000.0)
     namespace: str = Field(default="default", min_length=1, max_length=200)
     on_failure: Literal["memory", "block"] = "memory"
     health_check_interval_s: float = Field(default=1.0, gt=0.0, le=3_600.0)
@@ -415,6 +418,10 @@ class MetricsSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535)
+    #: The runner scrapes its own exporter over HTTP this often (wall seconds; 0: never), at start and at the end:
+    #: evidence that the exporter serves even when no Prometheus is scraping.  The report says which scrapes were
+    #: the runner's own and which came from outside.
+    self_scrape_s: float = Field(default=10.0, ge=0.0, le=3_600.0)
 
 
 class NotifierSettings(_Section):
@@ -603,6 +610,32 @@ class ExecutionSettings(_Section):
     breakers: BreakerSettings = Field(default_factory=BreakerSettings)
 
 
+def _default_min_wall_hours() -> dict[str, float]:
+    return {
+        "shadow": 2.0,
+        "canary": 24.0,
+        "production-phase1": 24.0,
+        "production-phase2": 72.0,
+        "production-phase3": 72.0,
+        "production-phase4": 72.0,
+    }
+
+
+class RolloutSettings(_Section):
+    """What ``rollout gate`` needs before it lets a stage be promoted (see docs/rollout.md)."""
+
+    #: Wall-clock hours a run of each stage must last, with a live (Binance) source, to be promotable.
+    min_wall_hours: dict[str, float] = Field(default_factory=_default_min_wall_hours)
+    #: Canary and up: real exchange fills (entries) a stage needs; paper fills never count.
+    min_fills: int = Field(default=5, ge=1)
+    #: Promotion to production: closed trades the expectancy rests on, and its bootstrap lower bound (R).
+    min_signals: int = Field(default=30, ge=1)
+    min_expectancy_r: float = 0.0
+    #: Bootstrap of the expectancy: resamples and two-sided confidence level.
+    bootstrap_samples: int = Field(default=2_000, ge=100, le=100_000)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+
+
 class ReportSettings(_Section):
     dir: str = "reports"
     charts: bool = True
@@ -641,6 +674,7 @@ class Settings(BaseModel):
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
 
     @model_validator(mode="after")
     def _mtf_reachable(self) -> Settings:

@@ -35,7 +35,8 @@ from ultra_signals.execution.brokers.base import BrokerError
 from ultra_signals.execution.lease import ExecutorLease
 from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.latency import LatencyHistogram
-from ultra_signals.observability.metrics import Metrics
+from ultra_signals.observability.metrics import SELF_SCRAPE_AGENT, Metrics
+from ultra_signals.observability.release import release
 from ultra_signals.sources.base import MarketSource
 
 log = logging.getLogger(__name__)
@@ -112,8 +113,18 @@ class RunStats:
     counter_backend_start: str = ""
     counter_backend_end: str = ""
     counter_events: list[str] = field(default_factory=list)
-    metrics_refreshes: int = 0
+    metrics_refreshes: int = 0  # the runner's own refresh loop (keeps gauges fresh; not a scrape)
     metrics_max_gap_s: float = 0.0
+    metrics_enabled: bool = True
+    scrapes_served: int = 0  # /metrics requests the exporter answered during the run
+    scrapes_self: int = 0  # of which the runner's own self-scrapes over HTTP
+    scrapes_external: int = 0
+    scrape_max_gap_s: float = 0.0  # longest wall-clock stretch of the run without a served scrape
+    scrape_values: dict[str, float] = field(default_factory=dict)  # what the last served scrape showed
+    self_scrape_errors: list[str] = field(default_factory=list)
+    loop_lag_max_s: float = 0.0  # longest the event loop was blocked (heartbeat lateness)
+    redis_enabled: bool = False
+    release: dict[str, str | None] = field(default_factory=dict)
     max_feed_gap_s: dict[str, float] = field(default_factory=dict)  # largest market-time gap between events
     final_feed_age_s: dict[str, float] = field(default_factory=dict)
     # Primary-tf closes in the run window, for the charts: at most PRICE_POINTS per symbol (thinned 2:1 when
@@ -129,6 +140,13 @@ class RunStats:
     @property
     def wall_seconds(self) -> float:
         return max(self.wall_end - self.wall_start, 1e-9)
+
+    @property
+    def market_seconds(self) -> float:
+        """Market time the run covered (first run-window event to the last), as opposed to wall time."""
+        if self.market_start_ms is None or self.market_end_ms is None:
+            return 0.0
+        return max(0.0, (self.market_end_ms - self.market_start_ms) / 1000.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +207,9 @@ class Runner:
             journal_url=journal.url,
             decisions_out=str(self.decisions_out) if self.decisions_out else None,
             counter_events=counter_events if counter_events is not None else [],
+            metrics_enabled=serve_metrics and settings.metrics.enabled,
+            redis_enabled=settings.redis.enabled,
+            release=release(),
         )
         self.clock = EventClock()
         self._paused = is_paused(journal)
@@ -247,7 +268,8 @@ class Runner:
             source=st.source,
             simulated=st.simulated,
             namespace=self.journal_ns,
-            settings=redacted_dict(self.settings),
+            # The release rides in the settings JSON (key "release") until the journal has a column for it.
+            settings={**redacted_dict(self.settings), "release": st.release},
         )
         if self.decisions_out:
             self.decisions_out.parent.mkdir(parents=True, exist_ok=True)
@@ -276,6 +298,12 @@ class Runner:
             )
         )
         refresher = asyncio.create_task(self._refresh_loop(), name="metrics-refresh")
+        heartbeat = asyncio.create_task(self._heartbeat_loop(), name="event-loop-heartbeat")
+        scraper: asyncio.Task[None] | None = None
+        if st.metrics_port:
+            await self._self_scrape()
+            if self.settings.metrics.self_scrape_s > 0:
+                scraper = asyncio.create_task(self._self_scrape_loop(), name="metrics-self-scrape")
         status = "completed"
         try:
             await self._consume()
@@ -290,8 +318,12 @@ class Runner:
             self.metrics.errors.labels(kind="crash").inc()
             log.exception("run %s failed: the source stopped with %s", self.run_id, st.crash)
         finally:
-            refresher.cancel()
-            await asyncio.gather(refresher, return_exceptions=True)
+            tasks = [t for t in (refresher, heartbeat, scraper) if t is not None]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if st.metrics_port:
+                await self._self_scrape()
             await self._finish(status)
         return st
 
@@ -431,6 +463,48 @@ class Runner:
         self._day_blocked.clear()
 
     # -- periodic work -----------------------------------------------------------------------------------
+    async def _heartbeat_loop(self, interval_s: float = 0.25) -> None:
+        """Event-loop lag: how late a task that asked to wake after ``interval_s`` actually woke.
+
+        Anything that blocks the loop (a slow synchronous call, a long batch of events without a yield) shows
+        here, whatever the latency histograms say.
+        """
+        m = self.metrics
+        st = self.stats
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(interval_s)
+            lag = max(0.0, time.monotonic() - t0 - interval_s)
+            m.loop_lag.observe(lag)
+            m.loop_lag_last.set(lag)
+            m.loop_heartbeat.set(time.time())
+            st.loop_lag_max_s = max(st.loop_lag_max_s, lag)
+
+    async def _self_scrape_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.metrics.self_scrape_s)
+            await self._self_scrape()
+
+    async def _self_scrape(self) -> None:
+        """GET our own ``/metrics`` over HTTP, as Prometheus would (the exporter counts it as a self-scrape)."""
+        import urllib.request
+
+        host = self.settings.metrics.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+        url = f"http://{host}:{self.stats.metrics_port}/metrics"
+
+        def get() -> None:
+            req = urllib.request.Request(url, headers={"User-Agent": SELF_SCRAPE_AGENT})
+            with urllib.request.urlopen(req, timeout=2.0) as r:
+                r.read()
+
+        try:
+            await asyncio.to_thread(get)
+        except Exception as e:  # a failed self-scrape is evidence too: the report counts only served ones
+            errs = self.stats.self_scrape_errors
+            if len(errs) < 20:
+                errs.append(f"{type(e).__name__}: {e}")
+
     async def _refresh_loop(self) -> None:
         """Keeps metrics fresh while no events arrive (a silent live feed), and polls the pause flag."""
         while True:
@@ -515,6 +589,10 @@ class Runner:
         st.cpu_seconds = time.process_time() - self._cpu0
         st.peak_rss_mb = max(st.peak_rss_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
         st.counter_backend_end = self.counters.backend
+        sc = self.metrics.scrapes
+        st.scrapes_served, st.scrapes_self, st.scrapes_external = sc.count, sc.self_scrapes, sc.external
+        st.scrape_max_gap_s = sc.max_gap_s(st.wall_start, st.wall_end) if sc.count else st.wall_seconds
+        st.scrape_values = sc.last_values()
         end_ref = st.market_end_ms or 0
         for sym in st.symbols:
             last = self._last_ts.get(sym)
