@@ -1,12 +1,13 @@
 # The two set-up commands (see README):
-#   make shadow   — install into .venv and run a 120-minute shadow on the embedded default (sim, memory counters,
-#                   SQLite journal, console notifier); DURATION=… and ARGS=… pass through.
+#   make shadow   — install into .venv and run a one-market-day (1440-minute) shadow on the embedded default
+#                   (sim, memory counters, SQLite journal, console notifier), long enough to exercise both the
+#                   hourly and the daily cap; DURATION=… and ARGS=… pass through.
 #   make test     — install into .venv (with dev tools), make sure Redis answers (start one if not), check style and
 #                   types (ruff, mypy), run the whole suite.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-DURATION ?= 120
+DURATION ?= 1440
 ARGS ?=
 
 .PHONY: install install-dev shadow test lint check bench services

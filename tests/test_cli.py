@@ -37,7 +37,9 @@ def test_shadow_on_the_embedded_default_produces_signals_journal_and_report(tmp_
     port = free_port()
     out = tmp_path / "decisions.jsonl"
     p = cli(tmp_path, "shadow", "--duration", "120", "--metrics-port", str(port), "--decisions-out", str(out))
-    assert p.returncode == 0, p.stderr[-3000:]
+    # The seed's 120 minutes cannot reach the daily cap: it says so up front, the verdict is NO-GO, exit status 1.
+    assert p.returncode == 1, p.stderr[-3000:]
+    assert "the daily cap (6) cannot be reached" in p.stdout and "exit status 1: NO-GO" in p.stdout
     assert "SIMULATED" in p.stdout
     cards = [line for line in p.stdout.splitlines() if line.startswith("SHADOW | ") and "sniper:allowed" in line]
     assert cards, p.stdout[-3000:]
@@ -47,7 +49,9 @@ def test_shadow_on_the_embedded_default_produces_signals_journal_and_report(tmp_
     reports = list((tmp_path / "reports").glob("shadow_results_*.json"))
     assert len(reports) == 1
     rep = json.loads(reports[0].read_text())
-    assert rep["simulated"] is True and rep["verdict"] in ("GO", "NO-GO")
+    assert rep["simulated"] is True and rep["verdict"] == "NO-GO"
+    caps = next(c for c in rep["criteria"] if c["name"] == "caps_enforced")
+    assert not caps["passed"] and "day (cap 6)" in caps["evidence"] and "not exercised" in caps["evidence"]
     assert [c["name"] for c in rep["criteria"]] == [
         "caps_enforced",
         "mtf_blocked",
@@ -187,7 +191,7 @@ def test_sigterm_ends_the_run_cleanly_with_journal_and_report(tmp_path: Path) ->
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err[-3000:]
+    assert proc.returncode == 1, err[-3000:]  # interrupted: exit status 1
     with sqlite3.connect(db) as c:
         [(status,)] = c.execute("select status from runs").fetchall()
     assert status == "interrupted"

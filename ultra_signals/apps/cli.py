@@ -2,6 +2,9 @@
 
 Every command loads settings the same way (base + profile + secrets file + env, then the flags given here), so
 what ``config show`` prints is what ``shadow`` runs with.
+
+Exit status of shadow, replay and rollout gate: 0 GO, 1 NO-GO or interrupted, 2 usage or configuration error,
+3 the run failed (crash).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import os
 import signal
 import sys
 from datetime import UTC, datetime
@@ -33,13 +38,37 @@ from ultra_signals.observability.metrics import Metrics, MetricsServeError
 from ultra_signals.sources.base import SourceError
 
 log = logging.getLogger(__name__)
+
+#: Exit status of ``shadow``, ``replay`` and ``rollout gate`` (README, ``--help``): scripts and CI gate on it.
+EXIT_GO, EXIT_NO_GO, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 3
+EXIT_HELP = "Exit status: 0 GO, 1 NO-GO or interrupted, 2 usage or configuration error, 3 the run failed (crash)."
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the effective configuration.")
 sim_app = typer.Typer(no_args_is_help=True, help="The built-in market simulator.")
 app.add_typer(config_app, name="config")
 app.add_typer(sim_app, name="sim")
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+
+
+def _width(stream: Any) -> int | None:
+    """Full-width tables when piped (rich would cut them at 80 columns); the terminal's width otherwise."""
+    isatty = getattr(stream, "isatty", None)
+    if os.environ.get("COLUMNS") or (callable(isatty) and isatty()):
+        return None
+    return 200
+
+
+console = Console(highlight=False, width=_width(sys.stdout))
+err = Console(stderr=True, highlight=False, width=_width(sys.stderr))
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from ultra_signals.observability.release import describe
+
+        typer.echo(describe())
+        raise typer.Exit(0)
+
 
 ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="Profile in profiles/ (default: shadow).")]
 SecretsOpt = Annotated[str | None, typer.Option("--secrets-file", help="KEY=VALUE file with secrets.")]
@@ -60,6 +89,10 @@ def _global_options(
     verbose: Annotated[
         int, typer.Option("--verbose", "-v", count=True, help="-v: debug logs; -vv: libraries too.")
     ] = 0,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the release and exit."),
+    ] = False,
 ) -> None:
     """Configure logging once, before any command runs (``log.*`` settings refine it after loading)."""
     if log_format is not None and log_format not in ("auto", "rich", "text", "json"):
@@ -122,7 +155,7 @@ def _run(
     report: bool,
     hold_metrics: float,
     force: bool = False,
-) -> RunStats:
+) -> tuple[RunStats, str | None]:
     from ultra_signals import bootstrap
 
     metrics = Metrics()
@@ -146,11 +179,23 @@ def _run(
         transient=True,
     )
     task: TaskID | None = None
+    plain = not console.is_terminal  # piped: a plain line every 5 % instead of a live bar
+    next_pct = 0
 
     def on_progress(st: RunStats, market_now: int) -> None:
-        nonlocal task
+        nonlocal task, next_pct
         start, end = source.run_start_ms, source.run_end_ms
         if end is None or market_now < start:
+            return
+        if plain:
+            pct = int(100 * min(market_now - start, end - start) / max(end - start, 1))
+            if pct >= next_pct:
+                next_pct = (pct // 5 + 1) * 5
+                console.print(
+                    f"progress {pct:3d}% market time | allowed {sum(st.allowed.values())} "
+                    f"blocked {sum(st.blocked.values())}",
+                    soft_wrap=True,
+                )
             return
         if task is None:
             task = progress.add_task("market time", total=max(end - start, 1), info="")
@@ -209,12 +254,17 @@ def _run(
     if stats.metrics_port:
         console.print(f"metrics were served on http://{settings.metrics.host}:{stats.metrics_port}/metrics")
     paths: list[str] = []
+    verdict: str | None = None
     if report:
-        from ultra_signals.apps.report import write_report
+        from ultra_signals.apps.report import promotion_note, write_report
 
         result = write_report(stats, settings, journal, metrics)
         paths = [str(p) for p in result.paths]
+        verdict = result.verdict
         _print_summary(stats, result.verdict, result.criteria)
+        note = promotion_note(stats)
+        if note and verdict == "GO":
+            console.print(f"[bold magenta]GO on {'simulation' if stats.simulated else stats.source}[/]: {note}")
     else:
         _print_summary(stats, None, [])
     for p in paths:
@@ -225,7 +275,36 @@ def _run(
             asyncio.run(asyncio.sleep(hold_metrics))
     metrics.stop()
     journal.close()
-    return stats
+    return stats, verdict
+
+
+def _exit_code(st: RunStats, verdict: str | None) -> int:
+    """0 GO (or completed without a report), 1 NO-GO or interrupted, 3 the run failed."""
+    if st.crash is not None or st.status == "failed":
+        return EXIT_CRASH
+    if st.status != "completed":
+        return EXIT_NO_GO
+    if verdict is not None and verdict != "GO":
+        return EXIT_NO_GO
+    return EXIT_GO
+
+
+def _run_and_exit(settings: Settings, **kw: Any) -> None:
+    try:
+        st, verdict = _run(settings, **kw)
+    except typer.Exit:
+        raise
+    except Exception as e:  # the run itself failed outside the runner's own guard: say so, exit 3
+        import traceback
+
+        traceback.print_exc()
+        err.print(f"[bold red]run failed:[/] {type(e).__name__}: {e}")
+        raise typer.Exit(EXIT_CRASH) from None
+    code = _exit_code(st, verdict)
+    if code:
+        what = {EXIT_NO_GO: "NO-GO" if st.status == "completed" else f"run {st.status}", EXIT_CRASH: "run failed"}
+        console.print(f"exit status {code}: {what[code]}")
+    raise typer.Exit(code)
 
 
 def _print_summary(st: RunStats, verdict: str | None, criteria: list[Any]) -> None:
@@ -252,7 +331,13 @@ def _print_summary(st: RunStats, verdict: str | None, criteria: list[Any]) -> No
 # -- commands ----------------------------------------------------------------------------------------------
 @app.command()
 def shadow(
-    duration: Annotated[int, typer.Option(help="Minutes of market time to run.")] = 120,
+    duration: Annotated[
+        int,
+        typer.Option(
+            help="Minutes of market time to run. 120 (the seed's) cannot reach the daily cap; "
+            "`make shadow` runs 1440 (one market day) so both cap windows are exercised."
+        ),
+    ] = 120,
     profile: ProfileOpt = None,
     source: Annotated[str | None, typer.Option(help="sim | replay | binance (default from settings).")] = None,
     symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols.")] = None,
@@ -270,7 +355,11 @@ def shadow(
     hold_metrics: Annotated[float, typer.Option(help="Keep /metrics up this many seconds after the run.")] = 0.0,
     secrets_file: SecretsOpt = None,
 ) -> None:
-    """A shadow run: signals only, no orders; ends with the shadow report and a GO / NO-GO verdict."""
+    """A shadow run: signals only, no orders; ends with the shadow report and a GO / NO-GO verdict.
+
+    Exit status: 0 GO, 1 NO-GO or interrupted, 2 usage or configuration error, 3 the run failed (crash).
+    A GO on the simulator or on replayed candles validates the software path only: not eligible for promotion.
+    """
     overrides: dict[str, Any] = {}
     if source:
         overrides["runtime.source"] = source
@@ -285,7 +374,8 @@ def shadow(
     settings = _settings(profile, secrets_file, overrides)
     if settings.runtime.mode != "shadow" and profile is None:
         _fail("shadow runs need a shadow-mode profile")
-    st = _run(
+    _duration_notice(settings, duration)
+    _run_and_exit(
         settings,
         duration=duration,
         data_dir=data,
@@ -299,7 +389,22 @@ def shadow(
         report=report,
         hold_metrics=hold_metrics,
     )
-    raise typer.Exit(1 if st.crash else 0)
+
+
+def _duration_notice(settings: Settings, minutes: int) -> None:
+    """Say plainly what a run this long can and cannot show about the caps."""
+    sn = settings.sniper
+    hours = minutes / 60.0
+    most = sn.max_signals_per_hour * max(1, math.ceil(hours))
+    if most < sn.daily_signal_cap:
+        console.print(
+            f"[yellow]notice:[/] {minutes} minutes of market time can allow at most about {most} signals at "
+            f"{sn.max_signals_per_hour}/hour, so the daily cap ({sn.daily_signal_cap}) cannot be reached and the "
+            f"caps criterion will say so (NO-GO). It can show the hourly cap, MTF blocking, latency and metrics. "
+            f"Run --duration {math.ceil(sn.daily_signal_cap / sn.max_signals_per_hour) * 60} or more "
+            f"(make shadow runs 1440) to exercise both windows.",
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -319,7 +424,10 @@ def replay(
     report: Annotated[bool, typer.Option(help="Write the run report.")] = True,
     secrets_file: SecretsOpt = None,
 ) -> None:
-    """The same pipeline over recorded candles, as fast as the machine allows (or --speed N)."""
+    """The same pipeline over recorded candles, as fast as the machine allows (or --speed N).
+
+    Exit status: 0 GO, 1 NO-GO or interrupted, 2 usage or configuration error, 3 the run failed (crash).
+    """
     overrides: dict[str, Any] = {"runtime.source": "replay"}
     if symbols:
         overrides["runtime.symbols"] = symbols
@@ -336,7 +444,7 @@ def replay(
     if journal:
         overrides["journal.url"] = journal
     settings = _settings(profile, secrets_file, overrides)
-    st = _run(
+    _run_and_exit(
         settings,
         duration=None,
         data_dir=data,
@@ -350,7 +458,6 @@ def replay(
         report=report,
         hold_metrics=0.0,
     )
-    raise typer.Exit(1 if st.crash else 0)
 
 
 @app.command()

@@ -71,25 +71,34 @@ def rollout_gate(
     profile: ProfileOpt = None,
     journal_url: JournalOpt = None,
 ) -> None:
-    """Evaluate a finished run against its stage's criteria; exit 0 on GO, 1 on NO-GO."""
+    """Evaluate a finished run against its stage's criteria.
+
+    Exit status: 0 GO and eligible for promotion, 1 NO-GO (or a GO that may not promote: simulated or historical
+    data, or a live run too short), 2 usage or configuration error (unknown run, run still running).
+    """
     s = _settings(profile, None)
     j = _journal(s, journal_url)
     try:
-        v = evaluate(j, run, s.report.dir)
+        v = evaluate(j, run, s.report.dir, s.rollout)
     except GateError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
     t = Table(title=f"rollout gate — {v.stage} run {run}")
     t.add_column("criterion")
+    t.add_column("kind")
     t.add_column("result")
     t.add_column("evidence")
     for c in v.criteria:
-        t.add_row(c.name, "[green]PASS[/]" if c.passed else "[red]FAIL[/]", c.evidence)
+        res = "[green]PASS[/]" if c.passed else ("[yellow]—[/]" if c.kind == "info" else "[red]FAIL[/]")
+        t.add_row(c.name, c.kind, res, c.evidence)
     console.print(t)
-    nxt = f" → next stage: {v.next_stage}" if v.go and v.next_stage else ""
-    console.print(f"[bold {'green' if v.go else 'red'}]{v.label}[/]{nxt}")
+    nxt = f" → next stage: {v.next_stage}" if v.promotable and v.next_stage else ""
+    color = "green" if v.promotable else ("magenta" if v.go else "red")
+    console.print(f"[bold {color}]{v.label}[/]{nxt}")
+    for c in v.blockers if v.go else []:
+        console.print(f"not promotable: {c.name}: {c.evidence}")
     j.close()
-    raise typer.Exit(0 if v.go else 1)
+    raise typer.Exit(0 if v.promotable else 1)
 
 
 @rollout_app.command("status")

@@ -210,8 +210,11 @@ def _metrics_criterion(st: RunStats, settings: Settings) -> Criterion:
     title = f"Metrics served at least every {gap_limit:g} s"
     if not st.metrics_enabled or not st.metrics_port:
         return _crit(
-            "metrics_fresh", title, False, "exporter not running in this run (metrics.enabled is false, or serving was turned off): no scrape "
-            "was served"
+            "metrics_fresh",
+            title,
+            False,
+            "exporter not running in this run (metrics.enabled is false, or serving was turned off): no scrape "
+            "was served",
         )
     if st.scrapes_served == 0:
         why = f" (self-scrape errors: {'; '.join(st.self_scrape_errors[:2])})" if st.self_scrape_errors else ""

@@ -15,7 +15,9 @@ from typing import Any
 
 from ultra_signals.core.caps import DAY_MS, HOUR_MS
 from ultra_signals.core.config import STAGES as STAGES  # the profiles in rollout order: one list, in core
+from ultra_signals.core.config import RolloutSettings
 from ultra_signals.counters.windows import max_window_count
+from ultra_signals.execution.edge import expectancy, trade_r
 from ultra_signals.journal import queries
 from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
@@ -26,12 +28,15 @@ class Criterion:
     """One check of a verdict, with the evidence it rests on: the shadow report's criteria and the rollout gate's.
 
     ``title`` is the human heading the shadow report prints (the gate's criteria go by ``name``).
+    ``kind``: "engineering" criteria decide GO / NO-GO; "promotion" ones decide whether a GO may promote the stage
+    (live data, long enough); "info" ones are shown and journaled but decide nothing (the edge in shadow).
     """
 
     name: str
     passed: bool
     evidence: str
     title: str = ""
+    kind: str = "engineering"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +48,27 @@ class Verdict:
 
     @property
     def go(self) -> bool:
-        return bool(self.criteria) and all(c.passed for c in self.criteria)
+        deciding = [c for c in self.criteria if c.kind == "engineering"]
+        return bool(deciding) and all(c.passed for c in deciding)
+
+    @property
+    def promotable(self) -> bool:
+        """GO and every promotion condition met: the only verdict that may move the stage on (exit status 0)."""
+        return self.go and all(c.passed for c in self.criteria if c.kind == "promotion")
+
+    @property
+    def blockers(self) -> list[Criterion]:
+        return [c for c in self.criteria if c.kind == "promotion" and not c.passed]
 
     @property
     def label(self) -> str:
-        return "GO" if self.go else "NO-GO"
+        if not self.go:
+            return "NO-GO"
+        if self.promotable:
+            return "GO"
+        names = {c.name for c in self.blockers}
+        what = "GO on simulation" if "live_source" in names else "GO"
+        return f"{what} — not eligible for promotion"
 
 
 def next_stage(stage: str) -> str | None:
@@ -84,7 +105,32 @@ def _shadow_criteria(run_id: str, report_dir: Path) -> list[Criterion]:
     return [Criterion(f"shadow:{c['name']}", bool(c["passed"]), str(c.get("evidence", ""))) for c in crit]
 
 
-def evaluate(journal: Journal, run_id: str, report_dir: str | Path = "reports") -> Verdict:
+def _wall_hours(run: dict[str, Any]) -> float:
+    start, end = run.get("started_at"), run.get("ended_at")
+    if start is None or end is None:
+        return 0.0
+    return max(0.0, (float(end) - float(start)) / 3600.0)
+
+
+def _is_live(run: dict[str, Any]) -> bool:
+    return str(run.get("source")) == "binance" and not bool(run.get("simulated"))
+
+
+def _stage_runs(journal: Journal, run: dict[str, Any]) -> list[dict[str, Any]]:
+    """This run and the earlier finished runs of its stage in its namespace (the stage's evidence so far)."""
+    profile, ns = str(run["profile"]), str(run["namespace"])
+    return [
+        r
+        for r in _runs_of(journal, profile).values()
+        if r["namespace"] == ns and float(r["started_at"]) <= float(run["started_at"]) and r["status"] != "running"
+    ]
+
+
+def evaluate(
+    journal: Journal, run_id: str, report_dir: str | Path = "reports", rollout: RolloutSettings | None = None
+) -> Verdict:
+    """The gate's verdict on a finished run (see the module doc); journaled as a ``gate`` event."""
+    ro = rollout or RolloutSettings()
     run = journal.run(run_id)
     if run is None:
         raise GateError(f"run {run_id!r} is not in the journal {journal.url}")
@@ -96,19 +142,83 @@ def evaluate(journal: Journal, run_id: str, report_dir: str | Path = "reports") 
         Criterion("run_completed", run["status"] == "completed", f"run status {run['status']!r}"),
         *_shadow_criteria(run_id, Path(report_dir)),
     ]
+    crit += _promotion_criteria(journal, run, ro)
     if stage != "shadow":
-        crit += _execution_criteria(journal, run, s)
+        crit += _execution_criteria(journal, run, s, ro)
+    crit.append(_edge_criterion(journal, run, ro))
     verdict = Verdict(run_id, stage, next_stage(stage), crit)
     ExecStore(journal.engine).event(
         "gate",
         stage,
-        {"verdict": verdict.label, "criteria": [asdict(c) for c in crit]},
+        {"verdict": verdict.label, "promotable": verdict.promotable, "criteria": [asdict(c) for c in crit]},
         run_id=run_id,
     )
     return verdict
 
 
-def _execution_criteria(journal: Journal, run: dict[str, Any], s: dict[str, Any]) -> list[Criterion]:
+def _promotion_criteria(journal: Journal, run: dict[str, Any], ro: RolloutSettings) -> list[Criterion]:
+    """Simulated or historical data never promotes; nor does a live run shorter than the stage's minimum."""
+    stage = str(run["profile"])
+    source = str(run.get("source"))
+    live = _is_live(run)
+    if live:
+        src_ev = f"live source ({source})"
+    elif bool(run.get("simulated")):
+        src_ev = f"SIMULATED data ({source}): validates the software path, not the market — never promotes"
+    else:
+        src_ev = f"historical data ({source}): a replay of the past — never promotes"
+    out = [Criterion("live_source", live, src_ev, kind="promotion")]
+    need = float(ro.min_wall_hours.get(stage, 0.0))
+    if stage == "shadow":
+        hours = _wall_hours(run)
+        ev = f"{hours:.2f} h of wall time in this run (need ≥ {need:g} h live)"
+    else:
+        runs_ = [r for r in _stage_runs(journal, run) if _is_live(r)]
+        hours = sum(_wall_hours(r) for r in runs_)
+        ev = f"{hours:.2f} h of wall time over {len(runs_)} live {stage} runs (need ≥ {need:g} h)"
+    out.append(Criterion("wall_duration", hours >= need, ev, kind="promotion" if stage == "shadow" else "engineering"))
+    return out
+
+
+def _edge_criterion(journal: Journal, run: dict[str, Any], ro: RolloutSettings) -> Criterion:
+    """Expectancy per signal in R with its bootstrap interval: what-if fills in shadow, real fills from canary on.
+
+    Deciding for stages whose next step is production (canary and up): the lower bound must clear
+    ``rollout.min_expectancy_r`` over at least ``rollout.min_signals`` trades, or the gate says "no demonstrated edge".
+    """
+    stage = str(run["profile"])
+    store = ExecStore(journal.engine)
+    if stage == "shadow":
+        trades = [t for t in store.trades(str(run["run_id"])) if t["status"] == "closed"]
+        what = "what-if (paper) fills of this run"
+    else:
+        trades = [
+            t
+            for r in _stage_runs(journal, run)
+            for t in store.trades(str(r["run_id"]))
+            if t["status"] == "closed" and t["broker"] != "paper"
+        ]
+        what = f"real exchange fills of the {stage} stage"
+    rs = [r for r in (trade_r(t) for t in trades) if r is not None]
+    e = expectancy(rs, ro.bootstrap_samples, ro.confidence)
+    ev = f"{e.describe()}; from {what}"
+    deciding = stage != "shadow"
+    if e.n < ro.min_signals:
+        ok = False
+        ev += f"; no demonstrated edge: {e.n} trades < {ro.min_signals} (rollout.min_signals)"
+    elif not e.low_r > ro.min_expectancy_r:
+        ok = False
+        ev += f"; no demonstrated edge: lower bound {e.low_r:+.3f} R ≤ {ro.min_expectancy_r:+g} R (rollout.min_expectancy_r)"
+    else:
+        ok = True
+    if not deciding:
+        ev += "; shown for information (decides from canary on)"
+    return Criterion("edge", ok, ev, kind="engineering" if deciding else "info")
+
+
+def _execution_criteria(
+    journal: Journal, run: dict[str, Any], s: dict[str, Any], ro: RolloutSettings
+) -> list[Criterion]:
     run_id = str(run["run_id"])
     ex = s.get("execution", {})
     store = ExecStore(journal.engine)
@@ -119,21 +229,27 @@ def _execution_criteria(journal: Journal, run: dict[str, Any], s: dict[str, Any]
     need = float(ex.get("min_run_minutes", 60.0))
     out.append(Criterion("run_length", span_min >= need, f"{span_min:.0f} min of market time (need ≥ {need:.0f})"))
 
-    # Fills within the slippage tolerance (entries, against the arrival price at the decision).
+    # Fills within the slippage tolerance: real exchange fills only (paper fills never count), at least
+    # rollout.min_fills entries over the stage, and slippage evidence on stop and target fills too.
     tol = float(ex.get("slippage_tolerance_bps", 10.0))
-    fills = store.fills(run_id)
-    entries = [f for f in fills if f["kind"] == "entry"]
-    worst = max((abs(f["slippage_bps"]) for f in entries), default=0.0)
-    sim = " (SIMULATED paper fills)" if any(f["simulated"] for f in fills) else ""
-    out.append(
-        Criterion(
-            "fills_within_slippage",
-            bool(entries) and worst <= tol,
-            f"{len(entries)} entry fills, worst |slippage| {worst:.2f} bps (tolerance {tol:g}){sim}"
-            if entries
-            else "no entry fills: nothing to judge",
-        )
+    fills = [f for r in _stage_runs(journal, run) for f in store.fills(str(r["run_id"]))]
+    real = [f for f in fills if not f["simulated"]]
+    paper = len(fills) - len(real)
+    by_kind: dict[str, list[float]] = {}
+    for f in real:
+        by_kind.setdefault(str(f["kind"]), []).append(abs(float(f["slippage_bps"])))
+    entries = by_kind.get("entry", [])
+    exits = by_kind.get("stop", []) + by_kind.get("tp", [])
+    worst = max((x for v in by_kind.values() for x in v), default=0.0)
+    parts = [f"{k} {len(v)} (worst |slippage| {max(v):.2f} bps)" for k, v in sorted(by_kind.items())]
+    ev = (
+        f"real fills over the stage: {', '.join(parts) or 'none'}; tolerance {tol:g} bps; need ≥ {ro.min_fills} entries"
     )
+    if paper:
+        ev += f"; {paper} SIMULATED paper fills never count"
+    if not exits:
+        ev += "; no stop or target fill: exit slippage not evidenced"
+    out.append(Criterion("fills_within_slippage", len(entries) >= ro.min_fills and bool(exits) and worst <= tol, ev))
 
     # Cards correct: every allowed signal (its card) led to an order with the card's side, stop and target,
     # or to a refusal with a journaled reason; none was silently dropped.
