@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -234,3 +235,39 @@ def test_run_shadow_script_is_the_shadow_command(tmp_path: Path, importable: boo
     norm_a = a.stdout.replace("run_shadow_test.py shadow", "PROG")
     norm_b = b.stdout.replace("python -m ultra_signals shadow", "PROG")
     assert norm_a.split() == norm_b.split()
+
+
+@pytest.mark.timeout(180)
+def test_the_seeds_two_terminal_workflow(tmp_path: Path) -> None:
+    """Issue 10: the seed's two commands, in two processes, monitor first: it finds the run, shows the table
+    for the whole run, then the verdict and the report path, and exits.  ``--speed 600`` (120 market minutes in
+    12 s) and ``--interval 1`` only make it short; the default pacing is real time."""
+    py, env = _script_env(True)
+    env["ULTRA_SIGNALS_METRICS__PORT"] = str(free_port())  # the "same default port" of both, away from 9108
+    mon = subprocess.Popen(
+        [*py, str(REPO / "scripts" / "monitor_shadow.py"), "--duration", "120", "--interval", "1"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1.5)  # the monitor is up and finds nothing yet
+        run = subprocess.run(
+            [*py, str(REPO / "scripts" / "run_shadow_test.py"), "--duration", "120", "--speed", "600"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150,
+        )  # fmt: skip
+        out, err = mon.communicate(timeout=30)
+    finally:
+        if mon.poll() is None:
+            mon.kill()
+            mon.wait(timeout=10)
+    assert run.returncode == 1, run.stderr[-2000:]  # 120 minutes cannot reach the daily cap: NO-GO
+    assert "progress" in run.stdout and "% market time" in run.stdout  # plain progress lines when piped
+    assert mon.returncode == 0, err[-2000:]
+    [md] = (tmp_path / "reports").glob("shadow_results_*.md")
+    run_id = md.stem.removeprefix("shadow_results_")
+    tables = out.count(f"{run_id} · SHADOW · source sim")
+    assert tables >= 5, out[-3000:]  # the live table, scrape after scrape, through the run
+    tail = out.strip().splitlines()[-3:]
+    assert tail[0] == f"run {run_id} completed: verdict NO-GO (exit status 1)", out[-3000:]
+    assert tail[1] == f"report: reports/shadow_results_{run_id}.md"
+    assert tail[2].startswith("monitor stopped:")
+    assert "…" not in out  # piped tables are not cut at 80 columns

@@ -155,7 +155,7 @@ def _run(
     report: bool,
     hold_metrics: float,
     force: bool = False,
-) -> tuple[RunStats, str | None]:
+) -> tuple[RunStats, str | None, list[str]]:
     from ultra_signals import bootstrap
 
     metrics = Metrics()
@@ -227,6 +227,15 @@ def _run(
     except bootstrap.BootstrapError as e:
         _fail(str(e))
         raise
+    from ultra_signals.apps import runfile
+
+    def on_started(st: RunStats) -> None:
+        url = f"http://{settings.metrics.host}:{st.metrics_port}/metrics" if st.metrics_port else None
+        end, start = source.run_end_ms, source.run_start_ms
+        planned = (end - start) / 1000.0 / speed if speed and end is not None else None
+        runfile.started(st.run_id, url, planned)
+
+    runner.on_started = on_started
 
     async def main() -> RunStats:
         # SIGTERM (a service manager or `docker stop`) ends the run like Ctrl-C does: the journal is flushed, the run
@@ -275,7 +284,7 @@ def _run(
             asyncio.run(asyncio.sleep(hold_metrics))
     metrics.stop()
     journal.close()
-    return stats, verdict
+    return stats, verdict, paths
 
 
 def _exit_code(st: RunStats, verdict: str | None) -> int:
@@ -290,8 +299,10 @@ def _exit_code(st: RunStats, verdict: str | None) -> int:
 
 
 def _run_and_exit(settings: Settings, **kw: Any) -> None:
+    from ultra_signals.apps import runfile
+
     try:
-        st, verdict = _run(settings, **kw)
+        st, verdict, paths = _run(settings, **kw)
     except typer.Exit:
         raise
     except Exception as e:  # the run itself failed outside the runner's own guard: say so, exit 3
@@ -301,6 +312,7 @@ def _run_and_exit(settings: Settings, **kw: Any) -> None:
         err.print(f"[bold red]run failed:[/] {type(e).__name__}: {e}")
         raise typer.Exit(EXIT_CRASH) from None
     code = _exit_code(st, verdict)
+    runfile.ended(st.run_id, st.status, verdict, code, paths)
     if code:
         what = {EXIT_NO_GO: "NO-GO" if st.status == "completed" else f"run {st.status}", EXIT_CRASH: "run failed"}
         console.print(f"exit status {code}: {what[code]}")

@@ -8,7 +8,10 @@ histogram buckets the way Prometheus' ``histogram_quantile`` does, so they are b
 not exact sample percentiles (the shadow report has those).
 
 The loop is bounded by wall time (``duration`` minutes) and keeps retrying when no run is listening; the exit
-code says whether at least one scrape succeeded.
+code says whether at least one scrape succeeded.  Without ``--url`` it finds the run through the run file
+``var/run/current.json`` that ``shadow``/``replay`` write (so it may be started before or after the run, and
+follows a run on any port); when that file says the run ended, the monitor shows the verdict and the report path
+and exits instead of retrying.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -301,6 +305,29 @@ def render(
 
 
 # -- the loop -------------------------------------------------------------------------------------------------
+def _run_of_interest(path: Path | None, since: float) -> dict[str, Any] | None:
+    """The run file's run if it is running now (its process alive) or ended after the monitor started."""
+    if path is None:
+        return None
+    from ultra_signals.apps import runfile
+
+    info = runfile.read(path)
+    if info is None:
+        return None
+    if info.get("status") == "running":
+        return info if runfile.pid_alive(info.get("pid")) else None
+    return info if float(info.get("ended_at") or 0.0) >= since - 1.0 else None
+
+
+def final_lines(info: dict[str, Any]) -> list[str]:
+    """What the monitor prints when the run it watched has ended."""
+    verdict = info.get("verdict") or "no verdict (run made without a report)"
+    lines = [f"run {info.get('run_id')} {info.get('status')}: verdict {verdict} (exit status {info.get('exit_code')})"]
+    reports = [r for r in info.get("reports") or [] if str(r).endswith(".md")]
+    lines += [f"report: {r}" for r in reports]
+    return lines
+
+
 def run_monitor(
     url: str,
     duration_minutes: float,
@@ -310,17 +337,25 @@ def run_monitor(
     timeout_s: float = SCRAPE_TIMEOUT_S,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    run_file: Path | None = None,
+    follow_run_file: bool = False,
 ) -> int:
-    """Scrape every ``interval_s`` until ``duration_minutes`` of wall time have passed; 0 if any scrape worked."""
+    """Scrape every ``interval_s`` until ``duration_minutes`` of wall time have passed; 0 if any scrape worked.
+
+    With ``run_file``, also stop as soon as it says the watched run ended (printing its verdict and report), and
+    with ``follow_run_file`` take the run's metrics URL from it.
+    """
     if interval_s <= 0:
         raise ValueError("interval must be positive")
     console = console or Console()
     deadline = clock() + max(0.0, duration_minutes) * 60.0
+    since = time.time()
     timeout = min(timeout_s, interval_s)
     succeeded = 0
     attempts = 0
     prev: Snapshot | None = None
     last_error: str | None = None
+    final: dict[str, Any] | None = None
     live = Live(console=console, auto_refresh=False) if console.is_terminal else None
 
     def show(what: RenderableType) -> None:
@@ -334,6 +369,14 @@ def run_monitor(
             live.start()
         with httpx.Client() as client:
             while True:
+                info = _run_of_interest(run_file, since)
+                if info is not None:
+                    if follow_run_file and info.get("metrics_url") and info["metrics_url"] != url:
+                        url = str(info["metrics_url"])
+                        console.print(f"found run {info.get('run_id')} in {run_file}: watching {url}")
+                    if info.get("status") != "running":
+                        final = info
+                        break
                 attempts += 1
                 try:
                     snap = scrape(url, timeout, client)
@@ -362,6 +405,14 @@ def run_monitor(
     finally:
         if live is not None:
             live.stop()
+    if final is None and run_file is not None:
+        final = _run_of_interest(run_file, since)
+        final = final if final is not None and final.get("status") != "running" else None
+    if final is not None:
+        if prev is not None and live is not None:  # keep the last table on screen above the verdict
+            console.print(render(prev, None, url=url, scrape_no=succeeded, wall_now=time.time()))
+        for line in final_lines(final):
+            console.print(line, soft_wrap=True)
     console.print(f"monitor stopped: {succeeded} of {attempts} scrapes succeeded")
     return 0 if succeeded else 1
 
@@ -390,17 +441,33 @@ def main(
     ] = None,
     profile: Annotated[str | None, typer.Option("--profile", "-p", help="Profile whose metrics port to use.")] = None,
 ) -> None:
-    """Live table of a running ultra-signals process, from its Prometheus /metrics."""
-    console = Console(highlight=False)
+    """Live table of a running ultra-signals process, from its Prometheus /metrics.
+
+    Without --url the run is found through var/run/current.json (written by shadow/replay started from the same
+    folder), else metrics.host/port from settings; start it before or after the run.  It exits when the run ends,
+    showing the verdict and the report path.
+    """
+    import os
+    import sys
+
+    from ultra_signals.apps import runfile
+
+    width = None if os.environ.get("COLUMNS") or sys.stdout.isatty() else 200
+    console = Console(highlight=False, width=width)
     if interval <= 0:
         console.print("[red]error:[/] --interval must be positive")
         raise typer.Exit(2)
+    follow = url is None
     if url is None:
         url, notice = default_url(profile)
+        info = runfile.read()
+        if info is not None and info.get("status") == "running" and runfile.pid_alive(info.get("pid")):
+            url, notice = str(info.get("metrics_url") or url), None
         if notice:
             console.print(f"[yellow]notice:[/] {notice}")
     console.print(f"watching {url} every {interval:g} s for {duration:g} min (Ctrl-C to stop)")
-    raise typer.Exit(run_monitor(url, duration, interval, console))
+    code = run_monitor(url, duration, interval, console, run_file=runfile.RUN_FILE, follow_run_file=follow)
+    raise typer.Exit(code)
 
 
 def cli(argv: Sequence[str] | None = None, prog_name: str = "monitor_shadow.py") -> None:

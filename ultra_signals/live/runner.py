@@ -232,6 +232,8 @@ class Runner:
         self.speed = speed
         self.serve_metrics = serve_metrics
         self.on_progress = on_progress
+        #: Called once the exporter is up (the CLI writes the run file a monitor finds the run by).
+        self.on_started: Callable[[RunStats], None] | None = None
         self.finest_tf = info.timeframes[0] if info.timeframes else rt.timeframes[0]
         self._last_ts: dict[str, int] = {}
         self._out: IO[str] | None = None
@@ -299,6 +301,8 @@ class Runner:
         )
         refresher = asyncio.create_task(self._refresh_loop(), name="metrics-refresh")
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="event-loop-heartbeat")
+        if self.on_started is not None:
+            self.on_started(st)
         scraper: asyncio.Task[None] | None = None
         if st.metrics_port:
             await self._self_scrape()
