@@ -157,7 +157,7 @@ def test_shadow_with_the_telegram_sink_delivers_one_card_per_allowed_signal(tmp_
                 "ULTRA_SIGNALS_TELEGRAM__ALLOWED_CHAT_IDS": "4242",
             },
         )  # fmt: skip
-        assert p.returncode == 0, p.stderr[-3000:]
+        assert p.returncode == 1, p.stderr[-3000:]  # NO-GO: 120 minutes cannot reach the daily cap
         allowed = [json.loads(x) for x in out.read_text().splitlines() if '"allowed"' in x]
         cards = [d.plain for d in api.delivered_to("4242") if "sniper:allowed" in d.plain]
     assert allowed and len(cards) == len(allowed)
@@ -206,7 +206,7 @@ def test_shadow_on_replayed_candles_runs_for_its_duration(tmp_path: Path) -> Non
         tmp_path, "shadow", "--source", "replay", "--data", str(require_data("klines")), "--symbols", "ETHBTC",
         "--duration", "360", "--metrics-port", "0",
     )  # fmt: skip
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.returncode == 1 and "exit status 1: NO-GO" in p.stdout, p.stderr[-3000:]  # no cap reached: NO-GO
     [rep] = (tmp_path / "reports").glob("shadow_results_*.json")
     window = json.loads(rep.read_text())["market_window"]
     assert window["planned_end_ms"] - window["start_ms"] == 360 * 60_000

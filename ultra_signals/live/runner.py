@@ -345,8 +345,14 @@ class Runner:
         perf = time.perf_counter
         n = 0
         wall0 = 0.0
+        historical = src.info.historical
+        bar_close = self.metrics.bar_close_to_decision
+        server_offset = getattr(src, "server_offset_ms", 0)
         async for ev in src.events():
-            t0 = perf()
+            # Tick-to-decision starts when the source received the message (socket read; sim/replay: when the
+            # source produced it), so time spent queued behind a slow runner is in the figure.
+            recv = getattr(src, "received_at", None)
+            t0 = perf() - (max(0.0, time.time() - recv) if recv is not None else 0.0)
             n += 1
             ts = event_time(ev)
             if end is not None and ts > end:
@@ -362,7 +368,7 @@ class Runner:
                 ahead = (ts - start) / 1000.0 / self.speed - (time.monotonic() - wall0)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
-                    t0 = perf()
+                    t0 = perf()  # paced: the simulator "produces" the bar now
             try:
                 decision = engine.on_event(ev)
                 if executor is not None:
@@ -371,6 +377,10 @@ class Runner:
                     self._track(ev, ts, primary, finest)
                 if decision is not None:
                     self._handle(decision, t0)
+                if not historical and in_run and isinstance(ev, Kline) and ev.timeframe in engine.signal_tfs:
+                    # Live: the exchange's bar close (its clock, offset-corrected) to our decision.
+                    server_now = time.time() * 1000.0 + server_offset
+                    bar_close.observe(max(0.0, server_now - (ev.close_time + 1)))
                 elif in_run and isinstance(ev, Kline) and ev.timeframe in engine.signal_tfs:
                     # A decision point that produced no candidate still counts as tick-to-decision latency.
                     ms = (perf() - t0) * 1000.0

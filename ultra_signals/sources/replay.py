@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
@@ -119,6 +120,8 @@ class ReplaySource:
         self._run_start = run_start
         self._run_end = run_end
         self._closed = False
+        #: Wall time (s) this source produced the event last yielded: the start of tick-to-decision.
+        self.received_at: float | None = None
         self._info = SourceInfo(
             name="replay",
             simulated=simulated,
@@ -320,6 +323,7 @@ class ReplaySource:
                 return
             await asyncio.sleep(0)
             for ev in events[lo : lo + _BATCH]:
+                self.received_at = time.time()  # "received" = produced by this source (see the runner's latency)
                 yield ev
 
     async def aclose(self) -> None:

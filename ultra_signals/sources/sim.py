@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -291,6 +292,8 @@ class SimSource:
         # History begins warmup_bars whole coarsest windows before the window holding the start.
         self.history_start = window_start(self._start, coarsest) - warmup_bars * coarsest
         self._closed = False
+        #: Wall time (s) this source produced the event last yielded: the start of tick-to-decision.
+        self.received_at: float | None = None
         self._info = SourceInfo(
             name="sim",
             simulated=True,
@@ -326,6 +329,7 @@ class SimSource:
                 return
             await asyncio.sleep(0)  # let the runner's other tasks (metrics, health) breathe between chunks
             for ev in batch:
+                self.received_at = time.time()  # "received" = produced by this source (see the runner's latency)
                 yield ev
 
     async def aclose(self) -> None:

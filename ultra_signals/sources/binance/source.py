@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -147,6 +148,10 @@ class BinanceSource:
         self.books = {s: OrderBook(s, max_levels=max(b.depth_snapshot_limit, b.depth_levels)) for s in self._symbols}
         self.stats = SourceStats()
         self.server_offset_ms = 0
+        #: Wall time (s) the socket read the message behind the event last yielded (REST and warm-up bars: when the
+        #: source produced them).  The runner reads it right after each event: tick-to-decision includes the queue.
+        self.received_at: float | None = None
+        self._recv_at: dict[tuple[str, str, int], float] = {}  # closed bars waiting in a close group
         self._last_open: dict[tuple[str, str], int] = {}
         self._last_trade: dict[str, int] = {}
         self._last_ticker: dict[str, int] = {}
@@ -201,11 +206,13 @@ class BinanceSource:
         self._pool.start()  # connect first: everything from now on is buffered while warm-up loads
         for k in await self._warmup_bars():
             self.stats.warmup_bars += 1
+            self.received_at = time.time()
             yield k
         idle = 0.0
         while not self._closed:
             if self._run_end is not None and self._now() >= self._run_end + int(b.close_grace_s * 1000):
                 for ev in await self._flush(list(self._groups.values()), []):
+                    self._stamp(ev, None)
                     yield ev
                 return
             timeout = 1.0
@@ -223,10 +230,13 @@ class BinanceSource:
                     idle = 0.0
             else:
                 idle = 0.0
+                recv = item.recv_ms / 1000.0 if isinstance(item, WsMessage) else None
                 for ev in await self._handle(item):
+                    self._stamp(ev, recv)
                     yield ev
             if self._groups:
                 for ev in await self._flush_due(asyncio.get_running_loop().time()):
+                    self._stamp(ev, None)
                     yield ev
 
     async def aclose(self) -> None:
@@ -237,6 +247,12 @@ class BinanceSource:
             t.cancel()
         await asyncio.gather(*self._snap_tasks.values(), return_exceptions=True)
         await self._rest.aclose()
+
+    def _stamp(self, ev: MarketEvent, recv: float | None) -> None:
+        """Set :attr:`received_at` for ``ev``: its own message's socket read when it waited in a close group."""
+        if isinstance(ev, Kline):
+            recv = self._recv_at.pop(ev.key, recv)
+        self.received_at = recv if recv is not None else time.time()
 
     # -- start ------------------------------------------------------------------------------------------
     def _now(self) -> int:
@@ -318,6 +334,10 @@ class BinanceSource:
             return []
         if isinstance(msg, Kline):
             self._m.ws_messages.labels(stream="kline").inc()
+            if msg.closed:
+                if len(self._recv_at) > 10_000:  # duplicates never emitted: keep the map bounded
+                    self._recv_at.clear()
+                self._recv_at.setdefault(msg.key, item.recv_ms / 1000.0)
             return await self._on_kline(msg)
         if isinstance(msg, TradeMsg):
             self._m.ws_messages.labels(stream=self._b.trade_stream).inc()
