@@ -268,3 +268,96 @@ def test_replayed_funding_and_filters_without_book_data(tmp_path: Path) -> None:
     assert rep.data["not_evaluated_by_filter"] == {"max_spread": reached}
     md = next(p for p in rep.paths if p.suffix == ".md").read_text()
     assert f"max_spread on {reached} candidates" in md
+
+
+def test_tick_to_decision_counts_the_backlog_on_the_live_source(tmp_path: Path) -> None:
+    """Issue 10: latency started when the runner took the event, so a runner 13 s behind still read
+    sub-millisecond.  Now it starts at the socket read: the fake exchange sends 40 closed bars at once, the
+    runner (slowed to >= 20 ms a bar) takes them one by one, and each waits behind the previous ones.
+
+    The asserts are lower bounds that follow from the sleep alone (bar k cannot be decided before k x 20 ms
+    after the burst was read), not timings of the machine.
+    """
+    import threading
+    import time
+
+    from tests.fakes.binance_server import FakeBinance, ManualClock, csv_kline_rows, ws_kline
+    from ultra_signals.core.events import Kline
+    from ultra_signals.execution.symbol_filters import load_exchange_info_file
+    from ultra_signals.sources.binance.source import BinanceSource
+
+    rows = csv_kline_rows(require_data("klines", "XRPUSDT-5m.csv"), "5m")
+    info = load_exchange_info_file(require_data("ws", "binance-futures-exchangeinfo-20210722.txt"))
+    clock = ManualClock(rows[300][0] + 60_000)
+    n, slow_s = 40, 0.02
+
+    # The fake exchange runs on its own thread and event loop, as the real one runs elsewhere: it keeps
+    # sending while the runner is busy.
+    fake = FakeBinance(clock.now_ms, exchange_info=info, klines={("XRPUSDT", "5m"): rows})
+    floop = asyncio.new_event_loop()
+    thread = threading.Thread(target=floop.run_forever, name="fake-binance", daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(fake.start(), floop).result(10)
+
+    async def burst() -> None:
+        for r in rows[300 : 300 + n]:
+            await fake.send(ws_kline("XRPUSDT", "5m", r))
+
+    async def go() -> tuple[RunStats, Metrics, list[float]]:
+        s = load_settings(
+            environ={},
+            overrides={
+                "runtime.source": "binance", "runtime.symbols": ["XRPUSDT"], "runtime.timeframes": ["5m"],
+                "runtime.primary_timeframe": "5m", "runtime.warmup_bars": 210,
+                "binance.rest_url": fake.rest_url, "binance.ws_url": fake.ws_url, "binance.close_grace_s": 0.2,
+                "execution.broker": "none", "metrics.enabled": False,
+            },
+        )  # fmt: skip
+        m = Metrics()
+        src = BinanceSource(s, m, clock=clock, duration_minutes=5 * n)
+        journal = Journal(f"sqlite:///{tmp_path}/j.db")
+        runner = build_runner(s, source=src, journal=journal, notifier=NullNotifier(), metrics=m, executor=False)
+        engine = runner.engine
+        decide = engine.on_event
+        seen: list[float] = []
+
+        def slow(ev: Any) -> Any:  # a runner that cannot keep up: >= 20 ms per live bar
+            if isinstance(ev, Kline) and ev.close_time + 1 > src.run_start_ms:
+                time.sleep(slow_s)
+                seen.append(time.time())
+            return decide(ev)
+
+        engine.on_event = slow  # type: ignore[method-assign]
+        task = asyncio.create_task(runner.run())
+        for _ in range(1000):  # bounded: warm-up loaded and both connections up
+            if src.stats.warmup_bars >= 210 and len(fake.conns) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        # The market clock stays before the burst: REST cannot serve these bars, only the stream does.
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(burst(), floop))
+        for _ in range(3000):  # bounded: every bar of the burst decided
+            if len(seen) >= n:
+                break
+            await asyncio.sleep(0.01)
+        clock.now = rows[300 + n + 2][0]  # past the run's end: the source finishes
+        st = await asyncio.wait_for(task, 60)
+        journal.close()
+        return st, m, seen
+
+    try:
+        st, m, seen = asyncio.run(go())
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.stop(), floop).result(10)
+        floop.call_soon_threadsafe(floop.stop)
+        thread.join(10)
+        floop.close()
+    lat = st.latencies_ms[-n:]
+    assert len(seen) == n and len(lat) == n
+    # Bar k waited for the k bars before it (each >= 20 ms): the figure grows with the backlog.
+    for k, v in enumerate(lat):
+        assert v >= (k + 1) * slow_s * 1000 * 0.99, (k, v, lat)
+    assert lat[-1] >= n * slow_s * 1000 * 0.99
+    lag_count = [s.value for s in m.loop_lag.collect()[0].samples if s.name.endswith("_count")]
+    assert lag_count and lag_count[0] >= 1 and st.loop_lag_max_s > 0  # the heartbeat ran and saw it late
+    bar_close = [s.value for s in m.bar_close_to_decision.collect()[0].samples if s.name.endswith("_count")]
+    assert bar_close == [float(n)]  # live bar close -> decision observed for every live bar

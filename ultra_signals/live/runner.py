@@ -375,17 +375,18 @@ class Runner:
                     executor.on_market_event(ev)
                 if in_run:
                     self._track(ev, ts, primary, finest)
+                point = in_run and isinstance(ev, Kline) and ev.timeframe in engine.signal_tfs
                 if decision is not None:
                     self._handle(decision, t0)
-                if not historical and in_run and isinstance(ev, Kline) and ev.timeframe in engine.signal_tfs:
-                    # Live: the exchange's bar close (its clock, offset-corrected) to our decision.
-                    server_now = time.time() * 1000.0 + server_offset
-                    bar_close.observe(max(0.0, server_now - (ev.close_time + 1)))
-                elif in_run and isinstance(ev, Kline) and ev.timeframe in engine.signal_tfs:
+                elif point:
                     # A decision point that produced no candidate still counts as tick-to-decision latency.
                     ms = (perf() - t0) * 1000.0
                     st.latencies_ms.append(ms)
                     self.metrics.latency.observe(ms)
+                if point and not historical and isinstance(ev, Kline):
+                    # Live: the exchange's bar close (its clock, offset-corrected) to our decision.
+                    server_now = time.time() * 1000.0 + server_offset
+                    bar_close.observe(max(0.0, server_now - (ev.close_time + 1)))
             except Exception as e:  # a bad event or a bug on one bar must not stop the run
                 kind = type(e).__name__
                 st.errors[kind] += 1

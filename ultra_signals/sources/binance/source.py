@@ -230,7 +230,7 @@ class BinanceSource:
                     idle = 0.0
             else:
                 idle = 0.0
-                recv = item.recv_ms / 1000.0 if isinstance(item, WsMessage) else None
+                recv = (item.recv_s or item.recv_ms / 1000.0) if isinstance(item, WsMessage) else None
                 for ev in await self._handle(item):
                     self._stamp(ev, recv)
                     yield ev
@@ -337,7 +337,7 @@ class BinanceSource:
             if msg.closed:
                 if len(self._recv_at) > 10_000:  # duplicates never emitted: keep the map bounded
                     self._recv_at.clear()
-                self._recv_at.setdefault(msg.key, item.recv_ms / 1000.0)
+                self._recv_at.setdefault(msg.key, item.recv_s or item.recv_ms / 1000.0)
             return await self._on_kline(msg)
         if isinstance(msg, TradeMsg):
             self._m.ws_messages.labels(stream=self._b.trade_stream).inc()

@@ -25,12 +25,14 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 
 from ultra_signals.core.backoff import backoff_delay
 from ultra_signals.observability.metrics import Metrics
@@ -71,6 +73,34 @@ class WsMessage:
     conn: str
     raw: str | bytes
     recv_ms: int
+    #: Wall time (s) of the socket read that completed this message: the start of tick-to-decision.
+    recv_s: float = 0.0
+
+
+_DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+
+
+class StampedConnection(ClientConnection):
+    """A client connection that remembers when the socket read completing each data message happened.
+
+    ``recv()`` hands messages over later, whenever our reader task gets the event loop; under load that can be
+    long after the bytes arrived.  The stamps (one per data message, in ``recv()`` order) keep the true
+    arrival, so the time a message waits behind a busy runner counts in its tick-to-decision latency.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_at: deque[float] = deque()
+        self._read_now = time.time()
+
+    def data_received(self, data: bytes) -> None:
+        self._read_now = time.time()
+        super().data_received(data)
+
+    def process_event(self, event: Any) -> None:
+        if isinstance(event, Frame) and event.fin and event.opcode in _DATA_OPCODES:
+            self.read_at.append(self._read_now)
+        super().process_event(event)
 
 
 @dataclass(slots=True, frozen=True)
@@ -192,6 +222,7 @@ class StreamConnection:
                 max_size=self._o.max_size,
                 max_queue=1024,
                 proxy=None,
+                create_connection=StampedConnection,
             )
         except (OSError, TimeoutError, ConnectionClosed, ValueError) as e:
             log.warning("binance ws %s: connect failed: %s: %s", self.name, type(e).__name__, e)
@@ -234,7 +265,9 @@ class StreamConnection:
                     self._attempt = 0
                 if link.retiring:
                     return "closed"
-                await self._put(WsMessage(self.name, raw, time.time_ns() // 1_000_000))
+                stamps = getattr(ws, "read_at", None)
+                recv = stamps.popleft() if stamps else time.time()
+                await self._put(WsMessage(self.name, raw, int(recv * 1000), recv))
         except ConnectionClosed:
             return "closed" if link.retiring or self._closing else "dropped"
         except asyncio.CancelledError:
