@@ -248,3 +248,42 @@ def test_a_failing_event_callback_does_not_break_counting(server: RedisProc) -> 
         assert fc.backend == "memory"
     finally:
         fc.close()
+
+
+def test_the_refresh_path_never_calls_redis_nor_waits_past_the_timeout(server: RedisProc) -> None:
+    """Issue 10: a Redis call inside the runner's periodic refresh stalled the loop for 8 s.
+
+    The refresh reads ``cached_window_counts``: with Redis paused (SIGSTOP: every call would hang until the
+    timeout) it answers from the local mirror without a Redis call; with the lock held by someone else (the
+    health check reconciling) it answers the previous counts instead of waiting for the lock.
+    """
+    import threading
+
+    run = Run(server.url)
+    try:
+        assert_same([run.attempt(t) for t in steps(0, 3)])
+        errors_before = run.value("redis_errors_total", {"op": "window_counts"})
+        server.pause()
+        counts = run.counters.cached_window_counts(steps(0, 3)[-1])
+        assert counts == run.reference.window_counts(steps(0, 3)[-1])
+        assert run.value("redis_errors_total", {"op": "window_counts"}) == errors_before  # no Redis call made
+        server.resume()
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with run.counters._lock:
+                held.set()
+                release.wait(30)
+
+        t = threading.Thread(target=hold)
+        t.start()
+        held.wait(10)
+        try:
+            again = run.counters.cached_window_counts(steps(0, 3)[-1])
+            assert not release.is_set()  # answered while the lock was still held elsewhere
+            assert again == counts
+        finally:
+            release.set()
+            t.join(10)
+    finally:
+        run.counters.close()

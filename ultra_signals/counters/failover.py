@@ -69,6 +69,7 @@ class FailoverCounters:
         self._local.seed(seed)
         self._on_redis = True
         self._outage_made = 0  # reservations allowed locally during the current outage
+        self._last_cached: dict[str, int] = {}
         self._stop = threading.Event()
         start = self.describe()
         try:
@@ -120,6 +121,21 @@ class FailoverCounters:
                     self._consecutive = 0
                     return counts
             return self._local.window_counts(ts_ms, symbol)
+
+    def cached_window_counts(self, ts_ms: int) -> dict[str, int]:
+        """Window counts for gauges, without a Redis call: the local mirror (synced with Redis every health check).
+
+        The runner's periodic refresh runs on the event loop; a Redis call there would stall every decision
+        behind it.  This never calls Redis and waits for the lock at most ``redis.timeout_ms`` (the health check
+        may hold it while reconciling); past that it answers the previous counts.
+        """
+        if not self._lock.acquire(timeout=self._timeout_s()):
+            return dict(self._last_cached)
+        try:
+            self._last_cached = self._local.window_counts(ts_ms)
+        finally:
+            self._lock.release()
+        return dict(self._last_cached)
 
     def seed(self, reservations: Iterable[Reservation]) -> None:
         items = list(reservations)

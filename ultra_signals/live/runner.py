@@ -555,7 +555,9 @@ class Runner:
         ref = market_now if self.source.info.historical else int(time.time() * 1000)
         for sym, last in self._last_ts.items():
             m.feed_age.labels(symbol=sym).set(max(0.0, (ref - last) / 1000.0))
-        for window, count in self.counters.window_counts(market_now).items():
+        # Never a Redis call on the event loop here (see FailoverCounters.cached_window_counts).
+        counts = getattr(self.counters, "cached_window_counts", self.counters.window_counts)
+        for window, count in counts(market_now).items():
             m.window_count.labels(window=window).set(count)
         m.set_backend(self.counters.backend, BACKENDS)
         m.market_time.set(market_now / 1000.0)
