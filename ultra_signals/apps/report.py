@@ -235,7 +235,7 @@ def _num(v: float) -> str:
     """A number for humans: integers without a decimal point, others with at most 4 significant digits."""
     if not math.isfinite(v):
         return "n/a"
-    return f"{v:.0f}" if float(v).is_integer() else f"{v:.4g}"
+    return f"{v:.0f}" if float(v).is_integer() else f"{v:.6g}"
 
 
 def evaluate(st: RunStats, settings: Settings, rows: list[dict[str, Any]], metrics: Metrics) -> list[Criterion]:
@@ -391,6 +391,12 @@ def write_report(st: RunStats, settings: Settings, journal: Journal, metrics: Me
         "journal": redact_url(st.journal_url),
         "namespace": st.namespace,
     }
+    from ultra_signals.execution.edge import expectancy, trade_r
+    from ultra_signals.execution.store import ExecStore
+
+    closed = [t for t in ExecStore(journal.engine).trades(st.run_id) if t["status"] == "closed"]
+    rs = [r for r in (trade_r(t) for t in closed) if r is not None]
+    data["edge"] = expectancy(rs, settings.rollout.bootstrap_samples, settings.rollout.confidence).describe()
     md_path = out_dir / f"shadow_results_{st.run_id}.md"
     json_path = out_dir / f"shadow_results_{st.run_id}.json"
     json_path.write_text(json.dumps(data, indent=2, default=_json_default), encoding="utf-8")
@@ -493,6 +499,9 @@ def _markdown(st: RunStats, data: dict[str, Any], criteria: list[Criterion], ver
     ex = st.executor_summary
     if ex:
         lines += _what_if(ex)
+        edge = data.get("edge")
+        if edge:
+            lines += [f"- Edge (what-if fills, net of fees, slippage and funding): {edge}", ""]
     if charts:
         lines += ["## Charts", ""] + [f"![{p.stem}]({p.name})" for p in charts]
     return "\n".join(lines) + "\n"
@@ -528,6 +537,21 @@ def _num_date(ms: int) -> float:
     return ms / 86_400_000.0
 
 
+def _primary_bar_ms(st: RunStats) -> int:
+    """Length of the bars in ``st.prices`` (the primary timeframe, or the finest when unknown)."""
+    return (
+        tf_ms(st.primary_timeframe) if st.primary_timeframe else (tf_ms(st.timeframes[0]) if st.timeframes else 60_000)
+    )
+
+
+def _bar_open_ms(row: dict[str, Any], default_len_ms: int) -> int:
+    """The open time of the bar a decision names (the last part of its id), else its time less one bar."""
+    try:
+        return int(str(row["decision_id"]).rsplit(":", 1)[-1])
+    except (KeyError, ValueError):
+        return int(row["ts"]) - default_len_ms
+
+
 def _charts(st: RunStats, rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -535,30 +559,38 @@ def _charts(st: RunStats, rows: list[dict[str, Any]], out_dir: Path) -> list[Pat
     import matplotlib.pyplot as plt
 
     paths = []
+    primary_ms = tf_ms(st.timeframes[0]) if st.timeframes else 60_000
     for sym in st.symbols:
         series = st.prices.get(sym)
         if not series:
             continue
         fig, ax = plt.subplots(figsize=(11, 4.5), dpi=100)
-        xs = [_num_date(t) for t, _ in series]
-        ax.plot(xs, [p for _, p in series], color="#333333", linewidth=0.9, label=f"{sym} close")
+        # Prices are recorded at their close (event time = close + 1); the table names a signal by the open
+        # time of its bar.  Both are drawn at the bar's open time, so a marker sits on the bar it names.
+        bar_ms = _primary_bar_ms(st)
+        xs = [_num_date(t - bar_ms) for t, _ in series]
+        ax.plot(xs, [p for _, p in series], color="#333333", linewidth=0.9, label=f"{sym} close", zorder=1)
         for allowed in (False, True):
             for side, marker, color in (("LONG", "^", "#1a9850"), ("SHORT", "v", "#d73027")):
                 pts = [r for r in rows if r["symbol"] == sym and r["side"] == side and bool(r["allowed"]) is allowed]
                 if not pts:
                     continue
                 ax.scatter(
-                    [_num_date(r["ts"]) for r in pts],
+                    [_num_date(_bar_open_ms(r, primary_ms)) for r in pts],
                     [r["entry"] for r in pts],
                     marker=marker,
-                    color=color if allowed else "#999999",
-                    alpha=1.0 if allowed else 0.25,
-                    s=80 if allowed else 25,
+                    facecolors=color if allowed else "none",
+                    edgecolors=color,
+                    linewidths=1.0 if allowed else 1.2,
+                    alpha=1.0 if allowed else 0.8,
+                    s=90 if allowed else 40,
                     label=f"{side} {'allowed' if allowed else 'blocked'} ({len(pts)})",
                     zorder=3 if allowed else 2,
                 )
         title = f"{sym} — run {st.run_id}" + (" — SIMULATED" if st.simulated else "")
         ax.set_title(title)
+        ax.set_xlabel("bar open time (UTC)")
+        ax.set_ylabel(f"{sym} price (close; markers at the signal's entry)")
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.2)
         ax.xaxis_date()

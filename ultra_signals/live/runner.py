@@ -87,6 +87,7 @@ class RunStats:
     symbols: list[str]
     timeframes: list[str]
     notices: list[str] = field(default_factory=list)
+    primary_timeframe: str = ""
     namespace: str = ""
     market_start_ms: int | None = None
     market_end_ms: int | None = None  # last event time seen in the run window
@@ -210,6 +211,7 @@ class Runner:
             metrics_enabled=serve_metrics and settings.metrics.enabled,
             redis_enabled=settings.redis.enabled,
             release=release(),
+            primary_timeframe=rt.primary_timeframe,
         )
         self.clock = EventClock()
         self._paused = is_paused(journal)
