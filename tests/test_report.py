@@ -216,3 +216,18 @@ def test_each_global_window_must_be_exercised_on_its_own(tmp_path: Path) -> None
     assert "hour (cap 2): busiest 2 (journal); enforced" in c.evidence
     assert "day (cap 500)" in c.evidence and "not exercised" in c.evidence.split("day (cap 500)")[1]
     journal.close()
+
+
+def test_chart_marks_each_signal_at_the_bar_its_id_names(tmp_path: Path) -> None:
+    """The table names a signal by its bar's open time; the chart puts its marker there (prices too)."""
+    from ultra_signals.apps.report import _bar_open_ms, _primary_bar_ms
+    from ultra_signals.core.timeframes import tf_ms
+
+    stats, journal, _metrics = _replay_run(tmp_path)
+    rows = journal.decisions(stats.run_id)
+    assert rows
+    for r in rows:
+        tf = str(r["decision_id"]).split(":")[-2]
+        assert _bar_open_ms(r, 0) == int(r["ts"]) - tf_ms(tf)  # the decision is at close + 1 of that bar
+    assert _primary_bar_ms(stats) == tf_ms(stats.primary_timeframe)
+    journal.close()

@@ -430,6 +430,10 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+def _ms(v: float) -> str:
+    return f"{v:.3f} ms" if math.isfinite(v) else "n/a"
+
+
 def promotion_note(st: RunStats) -> str | None:
     """Why a GO of this run cannot promote a stage (simulated or historical data), or None for a live run."""
     if st.simulated:
@@ -473,8 +477,7 @@ def _markdown(st: RunStats, data: dict[str, Any], criteria: list[Criterion], ver
         "",
         "## Measured",
         f"- Tick-to-decision latency (from the source's receipt of the message, queue included) over {lat['n']:,} "
-        f"decision points: p50 {_cell(lat['p50'])} ms, p95 {_cell(lat['p95'])} ms, p99 {_cell(lat['p99'])} ms, "
-        f"max {_cell(lat['max'])} ms",
+        f"decision points: p50 {_ms(lat['p50'])}, p95 {_ms(lat['p95'])}, p99 {_ms(lat['p99'])}, max {_ms(lat['max'])}",
         f"- Event loop blocked at most {st.loop_lag_max_s * 1000:.1f} ms (heartbeat lateness)",
         f"- Peak memory (max RSS) {st.peak_rss_mb:.1f} MB; CPU {st.cpu_seconds:.2f} s ({data['cpu_percent_avg']:.0f}% of one core on average)",
         f"- Errors: {_tally(st.errors)}; crash: {st.crash or 'none'}",

@@ -66,8 +66,13 @@ class Verdict:
             return "NO-GO"
         if self.promotable:
             return "GO"
-        names = {c.name for c in self.blockers}
-        what = "GO on simulation" if "live_source" in names else "GO"
+        src = next((c for c in self.blockers if c.name == "live_source"), None)
+        if src is None:
+            what = "GO"
+        elif src.evidence.startswith("SIMULATED"):
+            what = "GO on simulation"
+        else:
+            what = "GO on historical data"
         return f"{what} — not eligible for promotion"
 
 
