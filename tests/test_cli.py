@@ -228,3 +228,45 @@ def test_evaluate_command_writes_its_reports_and_refuses_bad_flags_clearly(tmp_p
     assert bad.returncode == 2 and "expected KEY=VALUE" in bad.stderr
     bad = cli(tmp_path, *common, "--train-days", "30")
     assert bad.returncode == 2 and "no walk-forward fold" in bad.stderr
+
+
+def test_version_and_exit_status_help(tmp_path: Path) -> None:
+    from ultra_signals import __version__
+
+    p = cli(tmp_path, "--version")
+    assert p.returncode == 0 and p.stdout.startswith(f"ultra-signals {__version__}")
+    for args in (("shadow", "--help"), ("replay", "--help"), ("rollout", "gate", "--help")):
+        h = cli(tmp_path, *args)
+        assert h.returncode == 0 and "Exit status" in h.stdout, h.stdout
+    assert cli(tmp_path, "shadow", "--no-such-flag").returncode == 2  # usage error
+
+
+def test_a_run_that_fails_exits_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The source dies mid-run: the run is recorded as failed, the report says CRASH, exit status 3."""
+    from collections.abc import AsyncIterator
+
+    from typer.testing import CliRunner
+
+    from ultra_signals.apps.cli import app
+    from ultra_signals.core.events import MarketEvent
+    from ultra_signals.sources.sim import SimSource
+
+    real = SimSource.events
+
+    async def dying(self: SimSource) -> AsyncIterator[MarketEvent]:
+        n = 0
+        async for ev in real(self):
+            n += 1
+            if n > 20_000:
+                raise RuntimeError("feed died")
+            yield ev
+
+    monkeypatch.setattr(SimSource, "events", dying)
+    monkeypatch.chdir(tmp_path)
+    for k in [k for k in os.environ if k.startswith("ULTRA_SIGNALS_")]:
+        monkeypatch.delenv(k)
+    r = CliRunner().invoke(app, ["shadow", "--duration", "120", "--metrics-port", "0"])
+    assert r.exit_code == 3, r.output
+    [rep] = (tmp_path / "reports").glob("shadow_results_*.json")
+    data = json.loads(rep.read_text())
+    assert data["status"] == "failed" and "feed died" in data["crash"] and data["verdict"] == "NO-GO"
