@@ -327,3 +327,15 @@ def test_the_default_map_passes_although_1h_maps_to_4h() -> None:
     s = load_settings(env={})
     assert s.sniper.mtf_map["1h"] == "4h" and "4h" not in s.runtime.timeframes
     assert s.runtime.signal_timeframes == ["5m"]
+
+
+def test_redis_timeout_has_an_upper_bound() -> None:
+    """A Redis call can hold a decision for its whole timeout: minutes would be a stall, not a slow call."""
+    import pytest as _pytest
+
+    from ultra_signals.core.config import ConfigError as _ConfigError
+    from ultra_signals.core.config import load_settings as _load
+
+    assert _load(overrides={"redis.timeout_ms": 5000}, environ={}).redis.timeout_ms == 5000
+    with _pytest.raises(_ConfigError, match=r"redis\.timeout_ms"):
+        _load(overrides={"redis.timeout_ms": 60_000}, environ={})

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 from typer.testing import CliRunner
+from ultra_signals.execution.store import ExecStore
+from ultra_signals.journal.models import runs
 
 from ultra_signals.apps.cli import app
 from ultra_signals.core.config import RolloutSettings
 from ultra_signals.execution.edge import expectancy, trade_r
 from ultra_signals.execution.rollout import evaluate
-from ultra_signals.execution.store import ExecStore
-from ultra_signals.journal.models import runs
 from ultra_signals.journal.writer import Journal
 
 HOUR = 3600.0

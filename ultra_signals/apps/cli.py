@@ -446,7 +446,7 @@ def replay(
     if timeframes:
         overrides["runtime.timeframes"] = timeframes
         tfs = [t.strip() for t in timeframes.split(",") if t.strip()]
-        base = load_settings(profile, secrets_file=secrets_file) if tfs else None
+        base = _settings(profile, secrets_file, {}) if tfs else None
         if base is not None and base.runtime.primary_timeframe not in tfs:
             from ultra_signals.core.timeframes import sort_timeframes
 
