@@ -22,6 +22,8 @@ from ultra_signals.apps.cli import app
 from ultra_signals.core.config import RolloutSettings
 from ultra_signals.execution.edge import expectancy, trade_r
 from ultra_signals.execution.rollout import evaluate
+from ultra_signals.journal.schema import runs
+from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
 
 HOUR = 3600.0

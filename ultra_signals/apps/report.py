@@ -392,7 +392,7 @@ def write_report(st: RunStats, settings: Settings, journal: Journal, metrics: Me
         "namespace": st.namespace,
     }
     from ultra_signals.execution.edge import expectancy, trade_r
-    from ultra_signals.execution.store import ExecStore
+    from ultra_signals.journal.trading import ExecStore
 
     closed = [t for t in ExecStore(journal.engine).trades(st.run_id) if t["status"] == "closed"]
     rs = [r for r in (trade_r(t) for t in closed) if r is not None]
