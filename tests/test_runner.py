@@ -278,6 +278,7 @@ def test_tick_to_decision_counts_the_backlog_on_the_live_source(tmp_path: Path) 
     The asserts are lower bounds that follow from the sleep alone (bar k cannot be decided before k x 20 ms
     after the burst was read), not timings of the machine.
     """
+    import itertools
     import threading
     import time
 
@@ -353,10 +354,13 @@ def test_tick_to_decision_counts_the_backlog_on_the_live_source(tmp_path: Path) 
         floop.close()
     lat = st.latencies_ms[-n:]
     assert len(seen) == n and len(lat) == n
-    # Bar k waited for the k bars before it (each >= 20 ms): the figure grows with the backlog.
-    for k, v in enumerate(lat):
-        assert v >= (k + 1) * slow_s * 1000 * 0.99, (k, v, lat)
-    assert lat[-1] >= n * slow_s * 1000 * 0.99
+    # The burst reaches the socket in far less than 20 ms a bar, so the last bars waited behind (nearly) all the
+    # others, each >= 20 ms: the figure grows with the backlog.  (Measured from when the runner took the event,
+    # every bar would read ~20 ms.)  Bounds follow from the sleep, with half the burst as slack for how the
+    # bytes happen to be split between socket reads.
+    half = n // 2 * slow_s * 1000
+    assert lat[-1] >= half and lat[-1] >= lat[0] + half, lat
+    assert sum(b >= a for a, b in itertools.pairwise(lat)) >= n - 5, lat  # rising, bar after bar
     lag_count = [s.value for s in m.loop_lag.collect()[0].samples if s.name.endswith("_count")]
     assert lag_count and lag_count[0] >= 1 and st.loop_lag_max_s > 0  # the heartbeat ran and saw it late
     bar_close = [s.value for s in m.bar_close_to_decision.collect()[0].samples if s.name.endswith("_count")]
