@@ -15,8 +15,6 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 from typer.testing import CliRunner
-from ultra_signals.execution.store import ExecStore
-from ultra_signals.journal.models import runs
 
 from ultra_signals.apps.cli import app
 from ultra_signals.core.config import RolloutSettings
