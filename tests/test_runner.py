@@ -311,7 +311,7 @@ def test_tick_to_decision_counts_the_backlog_on_the_live_source(tmp_path: Path) 
                 "runtime.source": "binance", "runtime.symbols": ["XRPUSDT"], "runtime.timeframes": ["5m"],
                 "runtime.primary_timeframe": "5m", "runtime.warmup_bars": 210,
                 "binance.rest_url": fake.rest_url, "binance.ws_url": fake.ws_url, "binance.close_grace_s": 0.2,
-                "execution.broker": "none", "metrics.enabled": False,
+                "execution.broker": "none", "metrics.enabled": False, "sniper.mtf_confirm": False,
             },
         )  # fmt: skip
         m = Metrics()
