@@ -55,7 +55,7 @@ def test_promtool_check_config(promtool: str) -> None:
 def test_promtool_check_rules(promtool: str) -> None:
     res = _run([promtool, "check", "rules", "alerts.yml"])
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "SUCCESS: 9 rules found" in res.stdout
+    assert "SUCCESS: 10 rules found" in res.stdout
 
 
 def test_promtool_rule_unit_tests(promtool: str) -> None:
@@ -211,7 +211,7 @@ def test_prometheus_scrapes_a_running_shadow_and_evaluates_the_alerts(
 
     groups = api.get("/api/v1/rules")["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    assert len(rules) == 9
+    assert len(rules) == 10
     for r in rules:
         assert r["health"] == "ok", (r["name"], r.get("lastError"))
         assert not r["lastEvaluation"].startswith("0001-"), r["name"]  # evaluated at least once

@@ -304,6 +304,8 @@ def test_tick_to_decision_counts_the_backlog_on_the_live_source(tmp_path: Path) 
         for r in rows[300 : 300 + n]:
             await fake.send(ws_kline("XRPUSDT", "5m", r))
 
+    lats: list[float] = []
+
     async def go() -> tuple[RunStats, Metrics, list[float]]:
         s = load_settings(
             environ={},
@@ -329,6 +331,13 @@ def test_tick_to_decision_counts_the_backlog_on_the_live_source(tmp_path: Path) 
             return decide(ev)
 
         engine.on_event = slow  # type: ignore[method-assign]
+        observe = m.latency.observe
+
+        def record(ms: float, *a: Any, **kw: Any) -> None:  # every tick-to-decision figure, in order
+            lats.append(ms)
+            observe(ms, *a, **kw)
+
+        m.latency.observe = record  # type: ignore[method-assign]
         task = asyncio.create_task(runner.run())
         for _ in range(1000):  # bounded: warm-up loaded and both connections up
             if src.stats.warmup_bars >= 210 and len(fake.conns) >= 2:
@@ -352,7 +361,7 @@ def test_tick_to_decision_counts_the_backlog_on_the_live_source(tmp_path: Path) 
         floop.call_soon_threadsafe(floop.stop)
         thread.join(10)
         floop.close()
-    lat = st.latencies_ms[-n:]
+    lat = lats[-n:]
     assert len(seen) == n and len(lat) == n
     # The burst reaches the socket in far less than 20 ms a bar, so the last bars waited behind (nearly) all the
     # others, each >= 20 ms: the figure grows with the backlog.  (Measured from when the runner took the event,
