@@ -29,6 +29,7 @@ from ultra_signals.core.config import Settings
 from ultra_signals.core.decision import Side
 from ultra_signals.core.events import MarketEvent
 from ultra_signals.execution.brokers.base import (
+    BrokerCapabilities,
     BrokerError,
     BrokerListener,
     EntryPlan,
@@ -55,6 +56,14 @@ UNKNOWN_ORDER = -2011
 
 class BinanceBroker:
     name = "binance"
+    capabilities = BrokerCapabilities(
+        simulated_fills=False,
+        positions_outlive_run=True,
+        reports_equity=True,
+        provides_exchange_info=True,
+        external_kill=True,
+        needs_market_events=False,
+    )
 
     def __init__(
         self,

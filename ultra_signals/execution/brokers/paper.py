@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from ultra_signals.core.decision import Side
 from ultra_signals.core.events import BookTicker, Funding, Kline, MarketEvent, Trade
 from ultra_signals.execution.brokers.base import (
+    BrokerCapabilities,
+    BrokerError,
     BrokerListener,
     EntryPlan,
     Fill,
@@ -90,6 +93,14 @@ class _Quote:
 
 class PaperBroker:
     name = "paper"
+    capabilities = BrokerCapabilities(
+        simulated_fills=True,
+        positions_outlive_run=False,
+        reports_equity=False,
+        provides_exchange_info=False,
+        external_kill=False,
+        needs_market_events=True,
+    )
 
     def __init__(
         self,
@@ -156,6 +167,12 @@ class PaperBroker:
 
     async def start(self) -> None:
         return None
+
+    async def fetch_exchange_info(self) -> dict[str, Any]:
+        raise BrokerError("the paper broker has no exchangeInfo: set execution.exchange_info_file for real filters")
+
+    async def account_equity(self) -> float:
+        raise BrokerError("the paper broker has no account: the executor keeps the paper equity")
 
     async def snapshot(self) -> VenueSnapshot:
         positions = [
