@@ -240,7 +240,7 @@ def test_a_trip_is_persisted_at_once_and_repeated_trips_are_not_realerted(tmp_pa
     notifier = RecordingNotifier()
     store = ExecStore(journal.engine)
     risk = RiskEngine(
-        settings.execution, journal=journal, store=store, notifier=notifier, run_id="r", prefix="CANARY", enforce=True
+        settings.execution, journal=journal, store=store, notifier=notifier, run_id="r", mode="canary", enforce=True
     )
     assert risk.blocking_reason() is None and risk.entry_refusal() is None
     risk.trip(Trip("order_errors", "2 order errors within 300 s", T0))
@@ -274,7 +274,7 @@ def test_breaker_action_sets_the_target_state_but_reconcile_always_halts(
         store=ExecStore(journal.engine),
         notifier=RecordingNotifier(),
         run_id="r",
-        prefix="CANARY",
+        mode="canary",
         enforce=True,
     )
     risk.on_health(RunnerHealth(T0, 1.0, 999.0, "redis", "block"))
