@@ -705,7 +705,7 @@ def test_an_entry_filled_during_a_stream_gap_opens_its_trade_at_reconnect(tmp_pa
 
 def test_an_entry_whose_stop_is_too_close_to_liquidation_is_refused(tmp_path: Path) -> None:
     async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
-        assert e.leverage_brackets["BTCUSDT"][0].mmr == 0.004  # read from the exchange at start
+        assert e.router.leverage_brackets["BTCUSDT"][0].mmr == 0.004  # read from the exchange at start
         d = decision(0)  # stop 200 below 32000: 0.6% away, liquidation at 50x is ~1.6% away
         e.on_signal(d)
         await e.broker.drain()

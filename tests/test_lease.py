@@ -122,7 +122,7 @@ def test_two_executors_on_one_account_only_the_lease_holder_places_orders(server
     from pathlib import Path
 
     from tests.helpers import RecordingNotifier
-    from tests.test_breakers import canary_settings, decision
+    from tests.test_risk import canary_settings, decision
     from ultra_signals.execution.executor import TradingExecutor, make_executor
     from ultra_signals.journal.writer import Journal
 
@@ -139,7 +139,7 @@ def test_two_executors_on_one_account_only_the_lease_holder_places_orders(server
         ex.lease_gate = lz.blocking_reason
         ex.on_signal(decision(run, 0))
         snap = asyncio.run(ex.broker.snapshot())
-        orders[run] = (len(snap.open_orders) + len(snap.positions), dict(ex.tally.refused))
+        orders[run] = (len(snap.open_orders) + len(snap.positions), dict(ex.router.refused))
         journal.close()
     assert orders["run-a"][0] > 0 and not orders["run-a"][1]
     assert orders["run-b"] == (0, {"no_executor_lease": 1})

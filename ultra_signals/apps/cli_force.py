@@ -159,9 +159,12 @@ async def _enter(
         except BrokerError as err:
             console.print(f"force-enter refused: {err}")
             return 1
-        if force and e.state.state is not TradingState.ACTIVE:  # this command only; the journal keeps HALTED
-            e.state = StateRecord(TradingState.ACTIVE, "force", "force-enter --force", now, time.time(), "operator")
-            e._state_read = time.monotonic() + 3600.0  # do not re-read the journal's HALTED for this one entry
+        if force and e.risk.state.state is not TradingState.ACTIVE:  # this command only; the journal keeps HALTED
+            # The risk engine holds the state in memory and re-reads the journal only on a health tick, which this
+            # one-shot command never sends: the override lasts for this one entry.
+            e.risk.state = StateRecord(
+                TradingState.ACTIVE, "force", "force-enter --force", now, time.time(), "operator"
+            )
         e.on_signal(decision)
         await e.broker.drain(WAIT_S)
         t = e.trades.get(decision.id)

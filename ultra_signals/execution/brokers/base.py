@@ -12,10 +12,11 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from ultra_signals.core.decision import Side
 from ultra_signals.core.events import MarketEvent
+from ultra_signals.execution.liquidation import Bracket
 
 
 class OrderSide(StrEnum):
@@ -58,10 +59,6 @@ def parse_client_id(cid: str) -> tuple[OrderKind, str] | None:
     """``(kind, decision digest)`` of one of our ids, None for anyone else's order (manual, other bots)."""
     m = _CID_RE.match(cid)
     return (_CODE_KIND[m.group(1)], m.group(3)) if m else None
-
-
-def decision_digest(decision_id: str) -> str:
-    return hashlib.sha256(decision_id.encode()).hexdigest()[:30]
 
 
 def fmt_decimal(x: Decimal) -> str:
@@ -160,6 +157,33 @@ class KillReport:
         return not self.errors and self.remaining_orders == 0 and self.remaining_positions == 0
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerCapabilities:
+    """What a venue does by itself, so the executor asks the broker instead of checking its name.
+
+    Each flag answers one question the executor used to answer with ``broker.name == "paper"`` or a ``getattr``
+    probe; a new venue (a testnet, another exchange, a replay of real fills) declares its own answers.
+    """
+
+    #: Fills are simulated (what-if): journaled with ``simulated=1`` and reported as such.
+    simulated_fills: bool
+    #: Positions and orders live on the venue and outlive the process: open trades are recovered from the
+    #: journal at start and reconciled with the venue (at start and after reconnects); a run that ends leaves
+    #: them open.  False: they die with the run (marked ``open_at_end`` at close).
+    positions_outlive_run: bool
+    #: The venue reports the account's equity (:meth:`Broker.account_equity` at start, then ``on_equity``);
+    #: False: the executor books realized PnL into its own equity.
+    reports_equity: bool
+    #: The venue publishes its symbols' filters (:meth:`Broker.fetch_exchange_info`).
+    provides_exchange_info: bool
+    #: ``ultra-signals kill`` from another process reaches the venue; False: only the running executor holds
+    #: the positions, so it flattens them itself when it sees the kill switch's state.
+    external_kill: bool
+    #: Fills, brackets and funding are driven by the market events the executor forwards
+    #: (:meth:`Broker.on_market_event`); False: the venue fills on its own and the call is skipped.
+    needs_market_events: bool
+
+
 class BrokerError(RuntimeError):
     """A venue refused or could not be reached; ``code`` is the venue's error code when it gave one."""
 
@@ -191,7 +215,8 @@ class BrokerListener(Protocol):
 
 
 class Broker(Protocol):
-    name: str
+    name: str  # journaled with every trade (exec_trades.broker): which venue's books a row belongs to
+    capabilities: BrokerCapabilities
 
     def bind(self, listener: BrokerListener) -> None: ...
 
@@ -206,6 +231,22 @@ class Broker(Protocol):
     def on_market_event(self, ev: MarketEvent) -> None: ...
 
     async def start(self) -> None: ...
+
+    async def fetch_exchange_info(self) -> dict[str, Any]:
+        """The venue's exchangeInfo answer (only when ``capabilities.provides_exchange_info``)."""
+        ...
+
+    async def account_equity(self) -> float:
+        """The account's equity in USDT (only when ``capabilities.reports_equity``)."""
+        ...
+
+    async def leverage_brackets(self) -> dict[str, list[Bracket]]:
+        """The venue's maintenance-margin brackets per symbol (empty when it has none: no liquidation check)."""
+        ...
+
+    async def recover_missed_fills(self, trades: dict[str, str] | None = None) -> int:
+        """Fills that happened while the process was down (``decision_id → symbol`` of open trades); how many."""
+        ...
 
     async def snapshot(self) -> VenueSnapshot: ...
 

@@ -41,6 +41,7 @@ from ultra_signals.core.config import Settings
 from ultra_signals.core.decision import Side
 from ultra_signals.core.events import MarketEvent
 from ultra_signals.execution.brokers.base import (
+    BrokerCapabilities,
     BrokerError,
     BrokerListener,
     EntryPlan,
@@ -85,6 +86,14 @@ class OutcomeUnknown(BrokerError):
 
 class BinanceBroker:
     name = "binance"
+    capabilities = BrokerCapabilities(
+        simulated_fills=False,
+        positions_outlive_run=True,
+        reports_equity=True,
+        provides_exchange_info=True,
+        external_kill=True,
+        needs_market_events=False,
+    )
 
     def __init__(
         self,

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from ultra_signals.core.decision import Side
 from ultra_signals.core.events import BookTicker, Funding, Kline, MarketEvent, Trade
 from ultra_signals.execution.brokers.base import (
+    BrokerCapabilities,
+    BrokerError,
     BrokerListener,
     EntryPlan,
     Fill,
@@ -30,6 +33,7 @@ from ultra_signals.execution.brokers.base import (
     close_side,
     open_side,
 )
+from ultra_signals.execution.liquidation import Bracket
 
 
 @dataclass(slots=True, eq=False)  # identity: two identical-looking orders are still two orders
@@ -90,6 +94,14 @@ class _Quote:
 
 class PaperBroker:
     name = "paper"
+    capabilities = BrokerCapabilities(
+        simulated_fills=True,
+        positions_outlive_run=False,
+        reports_equity=False,
+        provides_exchange_info=False,
+        external_kill=False,
+        needs_market_events=True,
+    )
 
     def __init__(
         self,
@@ -156,6 +168,18 @@ class PaperBroker:
 
     async def start(self) -> None:
         return None
+
+    async def fetch_exchange_info(self) -> dict[str, Any]:
+        raise BrokerError("the paper broker has no exchangeInfo: set execution.exchange_info_file for real filters")
+
+    async def account_equity(self) -> float:
+        raise BrokerError("the paper broker has no account: the executor keeps the paper equity")
+
+    async def leverage_brackets(self) -> dict[str, list[Bracket]]:
+        return {}  # no venue margin rules: paper trades have no liquidation price
+
+    async def recover_missed_fills(self, trades: dict[str, str] | None = None) -> int:
+        return 0  # paper positions die with the run
 
     async def snapshot(self) -> VenueSnapshot:
         positions = [

@@ -1,0 +1,143 @@
+"""The order router: refusals in order with their reasons, the plan the broker gets, the broker's news back."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import RecordingNotifier
+from ultra_signals.core.config import Settings, load_settings
+from ultra_signals.core.decision import Candidate, Decision, Side
+from ultra_signals.core.events import BookTicker, Trade
+from ultra_signals.core.instruments import SymbolFilters
+from ultra_signals.execution.breakers import TradingState, load_state
+from ultra_signals.execution.brokers.base import OrderKind, client_order_id
+from ultra_signals.execution.brokers.paper import PaperBroker
+from ultra_signals.execution.executor import TradingExecutor
+from ultra_signals.journal.trading import ExecStore
+from ultra_signals.journal.writer import Journal
+
+T0 = 1_767_571_200_000
+MIN = 60_000
+
+
+def settings(tmp_path: Path, **over: Any) -> Settings:
+    return load_settings(
+        "canary",
+        overrides={
+            "runtime.source": "replay",
+            "journal.url": f"sqlite:///{tmp_path}/j.db",
+            "execution.latency_ms": 0,
+            **over,
+        },
+        environ={},
+    )
+
+
+def executor(s: Settings, filters: dict[str, SymbolFilters] | None = None) -> TradingExecutor:
+    c = s.execution
+    broker = PaperBroker(
+        fee_taker_bps=c.fee_taker_bps,
+        fee_maker_bps=c.fee_maker_bps,
+        half_spread_bps=c.slippage_half_spread_bps,
+        impact_bps_per_10k_usdt=c.slippage_impact_bps_per_10k_usdt,
+        latency_ms=c.latency_ms,
+    )
+    return TradingExecutor(
+        s, broker=broker, journal=Journal(s.journal.url), notifier=RecordingNotifier(), run_id="r", filters=filters
+    )
+
+
+def decision(n: int, symbol: str = "BTCUSDT", targets: tuple[float, ...] = (60_300.0,)) -> Decision:
+    c = Candidate(
+        symbol=symbol,
+        timeframe="5m",
+        bar_open_time=T0 + n * 5 * MIN,
+        ts=T0 + (n + 1) * 5 * MIN,
+        side=Side.LONG,
+        score=0.6,
+        confidence=0.8,
+        entry=60_000.0,
+        stop=59_700.0,
+        targets=targets,
+    )
+    return Decision("r", c, True, None)
+
+
+def btc_filters() -> dict[str, SymbolFilters]:
+    f = replace(SymbolFilters.unfiltered("BTCUSDT"), tick_size=Decimal("0.10"), step_size=Decimal("0.001"))
+    return {"BTCUSDT": replace(f, market_step_size=Decimal("0.001"))}
+
+
+def refusals(ex: TradingExecutor) -> list[str | None]:
+    return [o["reason"] for o in ExecStore(ex.journal.engine).orders("r") if o["status"] == "refused"]
+
+
+def test_refusals_name_their_reason(tmp_path: Path) -> None:
+    ex = executor(settings(tmp_path), filters=btc_filters())
+    ex.on_signal(decision(0, symbol="DOGEUSDT"))  # not in exchangeInfo
+    ex.on_signal(decision(1, targets=()))  # nothing to aim at
+    ex.on_signal(decision(2))  # goes out
+    ex.on_signal(decision(3))  # the symbol is taken
+    assert refusals(ex) == ["unknown_symbol", "no_target", "position_open"]
+    assert ex.summary()["refused"] == {"unknown_symbol": 1, "no_target": 1, "position_open": 1}
+    plan_row = ExecStore(ex.journal.engine).trade(decision(2).id)
+    assert plan_row is not None and plan_row["status"] == "pending"  # journaled before the broker saw it
+    ex.journal.close()
+
+
+def test_maker_first_rests_post_only_at_the_touch_rounded_to_the_tick(tmp_path: Path) -> None:
+    ex = executor(settings(tmp_path, **{"execution.maker_first": True}), filters=btc_filters())
+    d = decision(0)
+    ex.on_market_event(BookTicker("BTCUSDT", d.candidate.ts - 1, 59_990.07, 1.0, 59_990.2, 1.0))
+    ex.on_signal(d)
+    snap = asyncio.run(ex.broker.snapshot())
+    (order,) = snap.open_orders
+    assert (
+        order.order_type == "LIMIT"
+        and order.price == 59_990.0
+        and order.client_id == client_order_id(d.id, OrderKind.ENTRY)
+    )
+    ex.journal.close()
+
+
+def test_an_entry_that_dies_frees_the_symbol_unless_its_fallback_is_coming(tmp_path: Path) -> None:
+    ex = executor(settings(tmp_path))
+    d = decision(0)
+    ex.on_signal(d)
+    cid = client_order_id(d.id, OrderKind.ENTRY)
+    ex.on_order_update(cid, "BTCUSDT", "EXPIRED", "post_only_timeout", d.candidate.ts + 1)  # a market retry follows
+    assert ex.trades[d.id].status == "pending"
+    ex.on_order_update(cid, "BTCUSDT", "REJECTED", "margin", d.candidate.ts + 2)
+    assert ex.trades[d.id].status == "cancelled"
+    ex.on_signal(decision(3))  # the symbol is free again
+    assert refusals(ex) == []
+    ex.journal.close()
+
+
+def test_a_rejected_bracket_on_an_open_position_halts_and_closes_it(tmp_path: Path) -> None:
+    ex = executor(settings(tmp_path))
+    d = decision(0)
+    ex.on_signal(d)
+    ts = d.candidate.ts
+    ex.on_market_event(Trade("BTCUSDT", ts + 10, 60_000.0, 0.1, False))
+    assert ex.trades[d.id].status == "open"
+    ex.on_order_update(client_order_id(d.id, OrderKind.STOP), "BTCUSDT", "REJECTED", "-2021", ts + 20)
+    assert load_state(ex.journal).state is TradingState.HALTED and ex.blocking_reason() == "trading_halted"
+    ex.on_market_event(Trade("BTCUSDT", ts + 30, 60_010.0, 0.1, False))
+    assert ex.trades[d.id].status == "closed" and ex.trades[d.id].exit_kind == "exit"
+    ex.journal.close()
+
+
+def test_broker_errors_are_journaled_at_market_time_and_count_toward_the_breaker(tmp_path: Path) -> None:
+    ex = executor(settings(tmp_path))
+    ex.on_market_event(Trade("BTCUSDT", T0 + 5, 60_000.0, 0.1, False))
+    ex.on_broker_error("order", "HTTP 400 -2019", None)  # no venue time: the latest market time
+    ex.on_broker_error("order", "HTTP 400 -2019", T0 + 9)
+    events = ExecStore(ex.journal.engine).events(kind="order_error")
+    assert [e["ts"] for e in events] == [T0 + 5, T0 + 9]
+    assert ex.blocking_reason() == "trading_halted"  # canary: two errors within five minutes
+    ex.journal.close()

@@ -1,0 +1,287 @@
+"""The portfolio: trades, their fills, PnL, funding, equity and open exposure.
+
+One trade per allowed decision that reached the broker, keyed by decision id; its orders are found again from
+their client ids (the decision's digest is in every one).  Every change is written to the journal's trade row at
+once: the trade rows are what a restart recovers and reconciles, and what the breakers' daily loss and loss
+streak are rebuilt from.  Like NautilusTrader's ``Portfolio``, it only books what fills say happened; it never
+decides whether an order may go out (that is the risk engine) nor sends one (the router).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ultra_signals.core.decision import Side
+from ultra_signals.execution.brokers.base import Fill, OrderKind, parse_client_id
+from ultra_signals.journal.trading import ExecStore
+from ultra_signals.observability.metrics import Metrics
+
+__all__ = ["Closed", "FillResult", "Portfolio", "TradeRecord"]
+
+_QTY_EPS = 1e-12
+
+
+@dataclass(slots=True)
+class TradeRecord:
+    """One trade as the executor books it (mirrors its ``exec_trades`` row)."""
+
+    decision_id: str
+    symbol: str
+    side: Side
+    arrival: float
+    stop_cid: str
+    tp_cid: str
+    opened_ts: int
+    status: str = "pending"  # pending | open | closed | cancelled | open_at_end
+    qty: float = 0.0
+    entry_qty: float = 0.0
+    entry_price: float = 0.0
+    exit_qty: float = 0.0
+    exit_price: float = 0.0
+    exit_kind: str | None = None
+    fees: float = 0.0
+    funding: float = 0.0
+    gross: float = 0.0
+    pnl: float | None = None
+    closed_ts: int | None = None
+    fills: int = 0
+
+    @property
+    def sign(self) -> float:
+        return 1.0 if self.side is Side.LONG else -1.0
+
+    @property
+    def is_open(self) -> bool:
+        """Pending (entry sent) or open (entry filled): it holds the symbol."""
+        return self.status in ("pending", "open")
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """A trade that the fill closed: what the breakers need to hear."""
+
+    trade: TradeRecord
+    pnl: float
+    ts_ms: int
+    equity_before: float
+
+
+@dataclass(frozen=True, slots=True)
+class FillResult:
+    trade: TradeRecord | None  # None: a fill of an order we did not place
+    closed: Closed | None = None
+
+
+class Portfolio:
+    def __init__(
+        self,
+        *,
+        store: ExecStore,
+        run_id: str,
+        simulated: bool,
+        books_pnl_into_equity: bool,
+        equity: float,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.simulated = simulated
+        self.books_pnl_into_equity = books_pnl_into_equity
+        self.equity = equity
+        self.equity_start = equity
+        self.metrics = metrics
+        self.trades: dict[str, TradeRecord] = {}  # every trade of this run (and open ones from before) by decision id
+        self._by_symbol: dict[str, str] = {}  # symbol -> decision id of its open/pending trade
+        self._by_digest: dict[str, str] = {}  # client id digest -> decision id
+        self.realized = 0.0
+        self.fees = 0.0
+        self.funding = 0.0
+
+    # -- lookups ------
+    def remember(self, t: TradeRecord) -> None:
+        self.trades[t.decision_id] = t
+        if t.is_open:
+            self._by_symbol[t.symbol] = t.decision_id
+        parsed = parse_client_id(t.stop_cid)
+        if parsed is not None:
+            self._by_digest[parsed[1]] = t.decision_id
+
+    def holding(self, symbol: str) -> TradeRecord | None:
+        """The symbol's pending or open trade."""
+        did = self._by_symbol.get(symbol)
+        return self.trades.get(did) if did else None
+
+    def open_trades(self) -> Iterator[TradeRecord]:
+        """Pending and open trades, in the order they were opened."""
+        return (t for t in self.trades.values() if t.is_open)
+
+    def trade_for(self, client_id: str) -> TradeRecord | None:
+        parsed = parse_client_id(client_id)
+        if parsed is None:
+            return None
+        did = self._by_digest.get(parsed[1])
+        return self.trades.get(did) if did else None
+
+    def open_notional(self) -> dict[str, float]:
+        """Exposure per symbol (filled price, else the arrival price of a pending entry), for the gateway."""
+        return {
+            self.trades[d].symbol: self.trades[d].qty * (self.trades[d].entry_price or self.trades[d].arrival)
+            for d in self._by_symbol.values()
+        }
+
+    # -- changes ------
+    def open_trade(self, t: TradeRecord, row: dict[str, Any]) -> None:
+        """A new trade whose entry is about to be sent: journaled first, then held."""
+        self.store.open_trade(row)
+        self.remember(t)
+
+    def cancel(self, t: TradeRecord) -> None:
+        """The entry died unfilled: the symbol is free again."""
+        t.status = "cancelled"
+        self._by_symbol.pop(t.symbol, None)
+        self.store.update_trade(t.decision_id, status="cancelled")
+
+    def on_fill(self, fill: Fill) -> FillResult | None:
+        """Book one fill; None when it was already booked (a replayed stream event)."""
+        t = self.trade_for(fill.client_id)
+        inserted = self.store.fill(
+            {
+                "run_id": self.run_id,
+                "decision_id": t.decision_id if t else None,
+                "client_id": fill.client_id,
+                "trade_id": fill.trade_id or f"{fill.client_id}-{fill.ts_ms}-{fill.qty}",
+                "symbol": fill.symbol,
+                "side": fill.side.value,
+                "kind": fill.kind.value,
+                "qty": fill.qty,
+                "price": fill.price,
+                "reference_price": fill.reference_price,
+                "slippage_bps": fill.slippage_bps,
+                "fee": fill.fee,
+                "liquidity": fill.liquidity,
+                "order_qty": fill.order_qty,
+                "order_ts": fill.order_ts_ms,
+                "ts": fill.ts_ms,
+                "simulated": 1 if self.simulated else 0,
+            }
+        )
+        if not inserted:
+            return None
+        if self.metrics is not None:
+            self.metrics.fill_slippage.observe(fill.slippage_bps)
+        if t is None:
+            return FillResult(None)
+        t.fills += 1
+        t.fees += fill.fee
+        self.fees += fill.fee
+        if fill.kind is OrderKind.ENTRY:
+            t.entry_price = (t.entry_price * t.entry_qty + fill.price * fill.qty) / (t.entry_qty + fill.qty)
+            t.entry_qty += fill.qty
+            t.qty += fill.qty
+            t.status = "open"
+            self.store.update_trade(
+                t.decision_id,
+                status="open",
+                qty=t.qty,
+                entry_qty=t.entry_qty,
+                entry_price=t.entry_price,
+                fees=t.fees,
+                filled_ts=fill.ts_ms,
+            )
+            return FillResult(t)
+        closed = min(fill.qty, t.qty)
+        t.exit_price = (
+            (t.exit_price * t.exit_qty + fill.price * closed) / (t.exit_qty + closed) if closed else t.exit_price
+        )
+        t.exit_qty += closed
+        t.qty -= closed
+        t.gross += t.sign * (fill.price - t.entry_price) * closed
+        t.exit_kind = fill.kind.value
+        if t.qty <= _QTY_EPS * max(1.0, t.entry_qty):
+            return FillResult(t, self._close(t, fill.ts_ms))
+        self.store.update_trade(t.decision_id, qty=t.qty, fees=t.fees, gross_pnl=t.gross)
+        return FillResult(t)
+
+    def _close(self, t: TradeRecord, ts: int) -> Closed:
+        t.qty = 0.0
+        t.status = "closed"
+        t.closed_ts = ts
+        t.pnl = t.gross - t.fees + t.funding
+        self._by_symbol.pop(t.symbol, None)
+        self.store.update_trade(
+            t.decision_id,
+            status="closed",
+            qty=0.0,
+            exit_price=t.exit_price,
+            exit_kind=t.exit_kind,
+            fees=t.fees,
+            funding=t.funding,
+            gross_pnl=t.gross,
+            pnl=t.pnl,
+            closed_ts=ts,
+            closed_wall=time.time(),
+        )
+        equity_before = self.equity
+        if self.books_pnl_into_equity:
+            self.equity += t.pnl
+        self.realized += t.pnl
+        if self.metrics is not None:
+            self.metrics.pnl_realized.set(self.realized)
+        return Closed(t, t.pnl, ts, equity_before)
+
+    def on_funding(self, symbol: str, amount: float) -> None:
+        t = self.holding(symbol)
+        if t is None:
+            return
+        t.funding += amount
+        self.funding += amount
+        self.store.update_trade(t.decision_id, funding=t.funding)
+
+    def mark_open_at_end(self) -> None:
+        """The run ends and its positions die with it (a simulated venue): say so in the journal."""
+        for t in self.trades.values():
+            if t.is_open:
+                t.status = "open_at_end"
+                self.store.update_trade(t.decision_id, status="open_at_end")
+
+    def position_gauge(self, symbol: str) -> None:
+        if self.metrics is None:
+            return
+        t = self.holding(symbol)
+        self.metrics.position_notional.labels(symbol=symbol).set(t.qty * t.entry_price if t else 0.0)
+
+    # -- report ------
+    def per_decision(self) -> dict[str, dict[str, Any]]:
+        return {
+            t.decision_id: {
+                "symbol": t.symbol,
+                "side": t.side.value,
+                "status": t.status,
+                "qty": t.entry_qty,
+                "arrival": t.arrival,
+                "entry": t.entry_price or None,
+                "exit": t.exit_price or None,
+                "exit_kind": t.exit_kind,
+                "fees": round(t.fees, 6),
+                "funding": round(t.funding, 6),
+                "pnl": None if t.pnl is None else round(t.pnl, 6),
+            }
+            for t in self.trades.values()
+        }
+
+    def results(self) -> dict[str, Any]:
+        closed = [t for t in self.trades.values() if t.status == "closed"]
+        return {
+            "equity_start": self.equity_start,
+            "equity_end": self.equity,
+            "realized_pnl": round(self.realized, 6),
+            "fees": round(self.fees, 6),
+            "funding": round(self.funding, 6),
+            "trades": len(self.trades),
+            "closed": len(closed),
+            "wins": sum(1 for t in closed if (t.pnl or 0) > 0),
+            "losses": sum(1 for t in closed if (t.pnl or 0) < 0),
+        }
