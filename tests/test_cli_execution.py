@@ -115,7 +115,7 @@ def test_tca_and_the_rollout_gate_read_the_fills_of_an_algo_bracket_trade(
     gate = cli.invoke(app, ["rollout", "gate", "--run", "canary-run", "--profile", "canary", "--journal-url", url])
     assert gate.exit_code in (0, 1), gate.output
     assert "rollout gate" in gate.output and ("NO-GO" in gate.output) == (gate.exit_code == 1)
-    from ultra_signals.execution.rollout import evaluate
+    from ultra_signals.apps.rollout import evaluate
 
     journal = Journal(url)
     fills = {c.name: c for c in evaluate(journal, "canary-run", tmp_path / "reports").criteria}["fills_within_slippage"]

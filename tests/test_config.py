@@ -149,7 +149,7 @@ def test_environ_is_the_former_name_of_env() -> None:
 
 
 def test_profiles_on_disk_are_the_rollout_stages() -> None:
-    from ultra_signals.execution import rollout
+    from ultra_signals.apps import rollout
 
     assert rollout.STAGES is STAGES
     assert sorted(p.stem for p in (REPO / "profiles").glob("*.yaml")) == sorted(STAGES)

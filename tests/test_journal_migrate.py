@@ -21,12 +21,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, insert, inspect, select, text
 
+from ultra_signals.apps.rollout import status as rollout_status
 from ultra_signals.core.caps import reservation_id_of
 from ultra_signals.core.config import load_settings
 from ultra_signals.counters.factory import policy_from
 from ultra_signals.counters.windows import MemoryCounters
 from ultra_signals.execution.breakers import TradingState, load_state
-from ultra_signals.execution.rollout import status as rollout_status
 from ultra_signals.journal import migrate
 from ultra_signals.journal.db import JournalError, make_engine
 from ultra_signals.journal.outbox import Outbox

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from tests.conftest import require_data
 from ultra_signals.apps.cli import app
+from ultra_signals.apps.rollout import STAGES, evaluate, next_stage, previous_stage, status
 from ultra_signals.execution.breakers import TradingState, load_state, resume_trading
-from ultra_signals.execution.rollout import STAGES, evaluate, next_stage, previous_stage, status
 from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
 

@@ -17,9 +17,9 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 from ultra_signals.apps.cli import app
+from ultra_signals.apps.rollout import evaluate
 from ultra_signals.core.config import RolloutSettings
 from ultra_signals.execution.edge import expectancy, trade_r
-from ultra_signals.execution.rollout import evaluate
 from ultra_signals.journal.schema import runs
 from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal

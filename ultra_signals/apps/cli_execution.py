@@ -13,9 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ultra_signals.apps.rollout import GateError, evaluate, status
 from ultra_signals.core.config import ConfigError, Settings, load_settings, redact_url
 from ultra_signals.execution.breakers import describe_state
-from ultra_signals.execution.rollout import GateError, evaluate, status
 from ultra_signals.execution.tca import rich_table, tca_rows, write_report
 from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal, JournalError

@@ -17,11 +17,11 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ultra_signals.apps.rollout import Criterion
 from ultra_signals.core.caps import policy_from
 from ultra_signals.core.config import Settings
 from ultra_signals.core.redaction import redact_url
 from ultra_signals.core.timeframes import tf_ms
-from ultra_signals.execution.rollout import Criterion
 from ultra_signals.journal.writer import Journal
 from ultra_signals.live.runner import RunStats
 from ultra_signals.observability.latency import LatencyHistogram

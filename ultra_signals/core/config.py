@@ -44,7 +44,7 @@ ENV_PREFIX = "ULTRA_SIGNALS_"
 #: Env variables with our prefix that steer loading itself rather than name a setting.
 CONTROL_ENV = {"ULTRA_SIGNALS_PROFILE", "ULTRA_SIGNALS_SETTINGS", "ULTRA_SIGNALS_SECRETS_FILE"}
 #: The shipped profiles in rollout order (shadow, then canary, then the production phases).  The one list of
-#: them: ``execution/rollout.py`` gates each step from one to the next, tests load each one.
+#: them: ``apps/rollout.py`` gates each step from one to the next, tests load each one.
 STAGES = ("shadow", "canary", "production-phase1", "production-phase2", "production-phase3", "production-phase4")
 
 
