@@ -9,13 +9,15 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY ultra_signals ./ultra_signals
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 ULTRA_SIGNALS_METRICS__HOST=0.0.0.0
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin ultra
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+COPY requirements.lock /tmp/requirements.lock
+# The same exact versions as CI: the lock file constrains every dependency of the wheel.
+RUN pip install --no-cache-dir -c /tmp/requirements.lock /wheels/*.whl && rm -rf /wheels /tmp/requirements.lock
 WORKDIR /app
 COPY settings.yaml ./settings.yaml
 COPY profiles ./profiles

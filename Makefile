@@ -10,17 +10,26 @@ BIN := $(VENV)/bin
 DURATION ?= 1440
 ARGS ?=
 
-.PHONY: install install-dev shadow test lint check bench services
+.PHONY: install install-dev lock shadow test lint check bench services
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# Ranges live in pyproject.toml; the exact versions installed are the ones pinned in requirements.lock.
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e .
 
 install-dev: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+
+# Re-resolve the lock from pyproject.toml's ranges in a throwaway venv (newest versions the ranges allow).
+lock:
+	rm -rf .lock-venv && $(PY) -m venv .lock-venv && .lock-venv/bin/python -m pip install --quiet ".[dev]"
+	{ echo "# Exact versions for 'make install' / 'make test' (pip constraints: pip install -c requirements.lock -e .[dev])."; \
+	  echo "# pyproject.toml holds the ranges. Regenerate after changing them: make lock."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -iv '^ultra-signals'; } > requirements.lock
+	rm -rf .lock-venv
 
 shadow: install
 	$(BIN)/ultra-signals shadow --duration $(DURATION) $(ARGS)
