@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -83,6 +83,14 @@ def _call(fn: Callable[[], T]) -> T:
 
 def _json(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _rows(rows: Sequence[Any], as_json: bool, empty: str, line: Callable[[Any], str]) -> None:
+    """A list answer: JSON, a line per row, or what an empty list means."""
+    if as_json:
+        _json([asdict(r) for r in rows])
+    else:
+        typer.echo("\n".join(line(r) for r in rows) if rows else empty)
 
 
 # -- rendering --------------------------------------------------------------------------------------------------
@@ -172,12 +180,7 @@ def signals(
     """The last n allowed signals of the latest run's namespace."""
     with _control(profile, settings, secrets_file, journal_url) as (c, _):
         rows = _call(lambda: c.recent_signals(n))
-    if as_json:
-        _json([asdict(r) for r in rows])
-    elif not rows:
-        typer.echo("no allowed signals yet")
-    else:
-        typer.echo("\n".join(_signal_line(r) for r in rows))
+    _rows(rows, as_json, "no allowed signals yet", _signal_line)
 
 
 def positions(
@@ -190,12 +193,7 @@ def positions(
     """Open and pending trades of the latest run, with their stop and target."""
     with _control(profile, settings, secrets_file, journal_url) as (c, _):
         rows = _call(c.positions)
-    if as_json:
-        _json([asdict(p) for p in rows])
-    elif not rows:
-        typer.echo("no open positions")
-    else:
-        typer.echo("\n".join(_position_line(p) for p in rows))
+    _rows(rows, as_json, "no open positions", _position_line)
 
 
 def pause(
