@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "transport": {"core", "observability", "journal", "control"},
     "execution": {"core", "observability", "journal", "venues"},
     "control": {"core", "observability", "journal", "execution"},
-    "live": {"core", "observability", "engine", "journal", "sources", "execution", "transport", "control"},
+    "live": {"core", "observability", "engine", "counters", "journal", "sources", "execution", "transport", "control"},
     "web": {"core", "observability", "journal", "control"},
     # Offline evaluation: labels and selection replays with the live engine's own code (pure, no I/O).
     "research": {"core", "features", "engine", "counters"},

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from ultra_signals.counters.fleet import FleetBeacon
     from ultra_signals.execution.base import Executor
     from ultra_signals.execution.lease import ExecutorLease
 
@@ -200,6 +201,16 @@ def build_executor(
     return make_executor(settings, metrics, journal, notifier, run_id, namespace=namespace.base)
 
 
+def build_beacon(settings: Settings, ns: RunNamespace) -> FleetBeacon | None:
+    """With Redis on, every runner beats into the namespace's fleet hash (``ultra-signals status --fleet``)."""
+    if not settings.redis.enabled:
+        return None
+    from ultra_signals.counters.fleet import FleetBeacon
+    from ultra_signals.counters.redis_backend import connect
+
+    return FleetBeacon(connect(settings.redis), ns.base, settings.profile)
+
+
 def build_lease(settings: Settings, exe: Executor | None, run_id: str, ns: RunNamespace) -> ExecutorLease | None:
     """A real account (binance broker) shared through Redis gets a lease: one executor trades it at a time.
 
@@ -288,6 +299,7 @@ def build_runner(
     else:
         exe = executor
     lease = build_lease(settings, exe, run_id, ns)
+    beacon = build_beacon(settings, ns)
     runner = Runner(
         settings,
         source,
@@ -305,6 +317,7 @@ def build_runner(
         serve_metrics=serve_metrics,
         on_progress=on_progress,
         lease=lease,
+        beacon=beacon,
     )
     attach = getattr(notifier, "attach_commands", None)
     if attach is not None:  # Telegram answers operator commands from this run, through the control layer

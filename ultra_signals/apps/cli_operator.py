@@ -102,6 +102,45 @@ def _caps_lines(caps: Caps) -> list[str]:
     return lines
 
 
+def _fleet(s: Settings, namespace: str | None, as_json: bool) -> None:
+    import time
+
+    import redis
+
+    from ultra_signals.counters.fleet import read_fleet, state_of
+    from ultra_signals.counters.redis_backend import connect, describe_target
+
+    if not s.redis.enabled:
+        typer.echo(
+            "error: status --fleet reads the runners' heartbeats from Redis, and redis.enabled is false", err=True
+        )
+        raise typer.Exit(2)
+    ns = namespace or s.redis.namespace
+    client = connect(s.redis)
+    try:
+        beats = read_fleet(client, ns, s.profile)
+    except redis.RedisError as e:
+        typer.echo(f"error: redis at {describe_target(s.redis)}: {type(e).__name__}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        client.close()
+    now = time.time()
+    if as_json:
+        _json([{**asdict(b), "state": state_of(b, now), "beat_age_s": round(b.age_s(now), 1)} for b in beats])
+        return
+    if not beats:
+        typer.echo(f"no runner has reported in namespace {ns!r} (profile {s.profile})")
+        return
+    typer.echo(f"fleet of namespace {ns!r}, profile {s.profile}: {len(beats)} runner(s)")
+    for b in beats:
+        age = "-" if b.max_data_age_s is None else f"{b.max_data_age_s:.0f}s"
+        typer.echo(
+            f"shard {b.shard:>5}  {state_of(b, now):<11} beat {b.age_s(now):5.0f}s ago  {b.host}:{b.pid}  "
+            f"run {b.run_id}  symbols {len(b.symbols)}  data age {age}  backend {b.backend}  "
+            f"trading {b.trading_state}  window hour {b.window_hour} day {b.window_day}  allowed {b.allowed_run}"
+        )
+
+
 def status_lines(st: Status) -> list[str]:
     lines = [f"journal: {st.journal}", f"paused: {'yes' if st.paused else 'no'}", f"trading: {st.trading.line}"]
     lines += [f"breaker trip: {t.breaker} ({t.detail})" for t in st.trips]
@@ -143,8 +182,18 @@ def status(
     secrets_file: SecretsOpt = None,
     journal_url: JournalOpt = None,
     as_json: JsonOpt = False,
+    fleet: Annotated[bool, typer.Option("--fleet", help="Every runner of the namespace, from Redis.")] = False,
+    namespace: Annotated[
+        str | None, typer.Option(help="With --fleet: the namespace (default redis.namespace).")
+    ] = None,
 ) -> None:
-    """Show the latest run, whether new signals are paused, the trading state and breakers, and the cap windows."""
+    """Show the latest run, whether new signals are paused, the trading state and breakers, and the cap windows.
+
+    With ``--fleet``: every runner sharing the namespace's caps, from the heartbeats they keep in Redis.
+    """
+    if fleet:
+        _fleet(_settings(profile, settings, secrets_file), namespace, as_json)
+        return
     with _control(profile, settings, secrets_file, journal_url) as (c, _):
         st = _call(c.status)
     if as_json:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import resource
+import socket
 import time
 import uuid
 from collections import Counter as Tally
@@ -27,6 +29,7 @@ from ultra_signals.core.config import Settings, redacted_dict
 from ultra_signals.core.decision import Decision
 from ultra_signals.core.events import Kline, MarketEvent, event_time
 from ultra_signals.core.notices import DailySummary, Notice, Notifier, RunStarted, RunStopped
+from ultra_signals.counters.fleet import BEAT_INTERVAL_S, FleetBeacon, RunnerBeat
 from ultra_signals.engine.pipeline import SignalEngine
 from ultra_signals.engine.risk_filters import SNIPER_REASONS
 from ultra_signals.execution.base import Executor
@@ -40,6 +43,8 @@ from ultra_signals.observability.release import release
 from ultra_signals.sources.base import MarketSource
 
 log = logging.getLogger(__name__)
+#: The executor's blocking reason → the trading state the fleet view shows.
+TRADING_OF_REASON = {"": "ACTIVE", "trading_halted": "HALTED", "trading_reducing": "REDUCING"}
 BACKENDS = ("memory", "redis", "blocked")  # values of sniper_counter_backend{backend}
 #: How often the journal hears that this run's process is alive (see Journal.mark_crashed_runs).
 HEARTBEAT_S = 5.0
@@ -180,9 +185,12 @@ class Runner:
         serve_metrics: bool = True,
         on_progress: Callable[[RunStats, int], None] | None = None,
         lease: ExecutorLease | None = None,
+        beacon: FleetBeacon | None = None,
     ) -> None:
         self.settings = settings
         self.lease = lease  # one executor per account: only while held (and reconciled) may it place orders
+        self.beacon = beacon  # this runner's heartbeat in Redis for `status --fleet` (None without Redis)
+        self._last_beat = 0.0
         self.source = source
         self.journal = journal
         self.notifier = notifier
@@ -529,6 +537,37 @@ class Runner:
             self._maybe_refresh(force=True)
             if self.lease is not None:
                 await self._tick_lease(self.lease)
+            if self.beacon is not None and time.monotonic() - self._last_beat >= BEAT_INTERVAL_S:
+                self._last_beat = time.monotonic()
+                await self._send_beat(self.beacon, "running")
+
+    def _beat(self, status: str) -> RunnerBeat:
+        st = self.stats
+        market_now = self.clock.now_ms()
+        ref = market_now if self.source.info.historical else int(time.time() * 1000)
+        windows = getattr(self.counters, "cached_window_counts", self.counters.window_counts)(market_now)
+        reason = self.executor.blocking_reason() if self.executor is not None else None
+        trading = "-" if self.executor is None else TRADING_OF_REASON.get(reason or "", reason or "ACTIVE")
+        return RunnerBeat(
+            run_id=self.run_id,
+            shard=self.settings.runtime.shard or "-",
+            symbols=list(st.symbols),
+            backend=self.counters.backend,
+            trading_state=trading,
+            window_hour=int(windows.get("hour", 0)),
+            window_day=int(windows.get("day", 0)),
+            allowed_run=sum(st.allowed.values()),
+            max_data_age_s=max((ref - t) / 1000.0 for t in self._last_ts.values()) if self._last_ts else None,
+            status=status,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+
+    async def _send_beat(self, beacon: FleetBeacon, status: str) -> None:
+        """Off the event loop; a failed write is counted (``errors{kind="fleet_beat"}``), never raised."""
+        if not await asyncio.to_thread(beacon.beat, self._beat(status)):
+            self.stats.errors["fleet_beat"] += 1
+            self.metrics.errors.labels(kind="fleet_beat").inc()
 
     async def _tick_lease(self, lease: ExecutorLease) -> None:
         """Renew (or take over) the account's lease; a new holder reconciles before its first order."""
@@ -627,6 +666,9 @@ class Runner:
                 log.error("executor shutdown failed: %s", e, exc_info=True)
         if self.lease is not None:  # after the executor drained: the standby takes over at once, not after a TTL
             await asyncio.to_thread(self.lease.release)
+        if self.beacon is not None:  # the fleet view shows how this run ended, not a silent runner
+            await self._send_beat(self.beacon, status)
+            await asyncio.to_thread(self.beacon.close)
         if self._day is not None:
             self._roll_day(self._day * 86_400_000, final=True)
         allowed = sum(st.allowed.values())
