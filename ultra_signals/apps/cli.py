@@ -303,12 +303,12 @@ def _run_and_exit(settings: Settings, **kw: Any) -> None:
 
     try:
         st, verdict, paths = _run(settings, **kw)
-    except typer.Exit:
-        raise
+    except (typer.Exit, *OPERATOR_ERRORS):
+        raise  # an operator error (busy port, bad settings, journal refused…) is one line and exit 2, in main()
     except Exception as e:  # the run itself failed outside the runner's own guard: say so, exit 3
-        import traceback
+        import logging
 
-        traceback.print_exc()
+        logging.getLogger(__name__).error("run failed", exc_info=True)  # the traceback goes to the log, once
         err.print(f"[bold red]run failed:[/] {type(e).__name__}: {e}")
         raise typer.Exit(EXIT_CRASH) from None
     code = _exit_code(st, verdict)
