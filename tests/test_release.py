@@ -116,5 +116,7 @@ def test_the_wheel_installs_in_a_fresh_venv_and_rolls_back_a_newer_journal(tmp_p
     if (REPO / ".git").exists():  # the checkout's run names its commit
         assert str(releases_seen[0]["git_commit"]).startswith(commit.removesuffix("-dirty"))
     assert releases_seen[1] == {"version": __version__, "git_commit": None}  # the wheel knows no checkout
+    r = _run([exe, "status", "--journal-url", url], empty)
+    assert r.returncode == 0 and "REDUCING" in r.stdout, r.stdout + r.stderr  # the stop-entry outlived both restarts
     r = _run([exe, "resume", "--journal-url", url], empty)
-    assert r.returncode == 0 and "resumed" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "resumed" in r.stdout and "ACTIVE" in r.stdout, r.stdout + r.stderr
