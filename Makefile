@@ -4,13 +4,16 @@
 #                   hourly and the daily cap; DURATION=… and ARGS=… pass through.
 #   make test     — install into .venv (with dev tools), make sure Redis answers (start one if not), check style and
 #                   types (ruff, mypy), run the whole suite.
+#   make release  — build this commit's wheel into dist/releases/ (named by version) and record version + git commit
+#                   in dist/releases/RELEASES: what docs/rollout.md's rollback installs. Refuses a dirty tree (ALLOW_DIRTY=1
+#                   for a test build, recorded as <commit>-dirty) and a version already released from another commit.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DURATION ?= 1440
 ARGS ?=
 
-.PHONY: install install-dev lock shadow test lint check bench services
+.PHONY: install install-dev lock shadow test lint check bench services release
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -52,3 +55,23 @@ check:
 bench: install-dev services
 	$(BIN)/python bench/bench_pipeline.py
 	$(BIN)/python bench/bench_counters.py
+
+RELEASES ?= dist/releases
+
+release: $(BIN)/python
+	@set -e; \
+	ver=$$($(BIN)/python -c "import tomllib; print(tomllib.load(open('pyproject.toml', 'rb'))['project']['version'])"); \
+	commit=$$(git rev-parse HEAD 2>/dev/null || echo unknown); \
+	if [ -n "$$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then \
+	  if [ -z "$(ALLOW_DIRTY)" ]; then \
+	    echo "make release: the tree has uncommitted changes; commit them first (ALLOW_DIRTY=1 for a test build)" >&2; exit 2; \
+	  fi; commit="$$commit-dirty"; \
+	fi; \
+	whl="ultra_signals-$$ver-py3-none-any.whl"; mkdir -p "$(RELEASES)"; touch "$(RELEASES)/RELEASES"; \
+	if [ -f "$(RELEASES)/$$whl" ] && ! grep -q "^$$ver $$commit " "$(RELEASES)/RELEASES"; then \
+	  echo "make release: $(RELEASES)/$$whl was built from another commit; bump the version in pyproject.toml and ultra_signals/__init__.py" >&2; exit 2; \
+	fi; \
+	$(BIN)/python -m pip wheel --quiet --no-deps -w "$(RELEASES)" .; \
+	test -f "$(RELEASES)/$$whl" || { echo "make release: pip did not produce $$whl" >&2; exit 3; }; \
+	grep -q "^$$ver $$commit " "$(RELEASES)/RELEASES" || echo "$$ver $$commit $$whl $$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$(RELEASES)/RELEASES"; \
+	echo "released $$ver ($$commit): $(RELEASES)/$$whl"

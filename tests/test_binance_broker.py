@@ -433,6 +433,21 @@ def test_the_naked_window_is_measured_and_alerted(tmp_path: Path) -> None:
     run_scenario(tmp_path, scenario, **{"execution.naked_window_alert_ms": 100})
 
 
+def test_decision_to_ack_is_observed_from_the_user_stream(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        ex.http_next("POST", "/fapi/v1/order", 429, retry_after=1)  # the first try is refused: accepted ≥ 1 s later
+        d = decision(0)
+        e.on_signal(d)
+        await e.broker.drain(10)
+        await until_or_fail(entered(ex, e, d))
+        assert e.metrics is not None
+        r = e.metrics.registry
+        assert r.get_sample_value("latency_decision_to_ack_ms_count") == 1  # the entry's first ack, once
+        assert (r.get_sample_value("latency_decision_to_ack_ms_sum") or 0.0) >= 1000.0  # the wait is in it
+
+    run_scenario(tmp_path, scenario)
+
+
 def test_hedge_mode_is_refused_before_any_order(tmp_path: Path) -> None:
     async def main() -> None:
         ex = exchange()

@@ -8,17 +8,20 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import RecordingNotifier
 from ultra_signals.core.config import Settings, load_settings
 from ultra_signals.core.decision import Candidate, Decision, Side
 from ultra_signals.core.events import BookTicker, Trade
 from ultra_signals.core.instruments import SymbolFilters
 from ultra_signals.execution.breakers import TradingState, load_state
-from ultra_signals.execution.brokers.base import OrderKind, client_order_id
+from ultra_signals.execution.brokers.base import EntryPlan, OrderKind, client_order_id
 from ultra_signals.execution.brokers.paper import PaperBroker
 from ultra_signals.execution.executor import TradingExecutor
 from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
+from ultra_signals.observability.metrics import Metrics
 
 T0 = 1_767_571_200_000
 MIN = 60_000
@@ -37,7 +40,9 @@ def settings(tmp_path: Path, **over: Any) -> Settings:
     )
 
 
-def executor(s: Settings, filters: dict[str, SymbolFilters] | None = None) -> TradingExecutor:
+def executor(
+    s: Settings, filters: dict[str, SymbolFilters] | None = None, metrics: Metrics | None = None
+) -> TradingExecutor:
     c = s.execution
     broker = PaperBroker(
         fee_taker_bps=c.fee_taker_bps,
@@ -47,7 +52,13 @@ def executor(s: Settings, filters: dict[str, SymbolFilters] | None = None) -> Tr
         latency_ms=c.latency_ms,
     )
     return TradingExecutor(
-        s, broker=broker, journal=Journal(s.journal.url), notifier=RecordingNotifier(), run_id="r", filters=filters
+        s,
+        broker=broker,
+        journal=Journal(s.journal.url),
+        notifier=RecordingNotifier(),
+        run_id="r",
+        filters=filters,
+        metrics=metrics,
     )
 
 
@@ -140,4 +151,54 @@ def test_broker_errors_are_journaled_at_market_time_and_count_toward_the_breaker
     events = ExecStore(ex.journal.engine).events(kind="order_error")
     assert [e["ts"] for e in events] == [T0 + 5, T0 + 9]
     assert ex.blocking_reason() == "trading_halted"  # canary: two errors within five minutes
+    ex.journal.close()
+
+
+def ack_latency(m: Metrics) -> tuple[float, float]:
+    """(count, sum in ms) of ``latency_decision_to_ack_ms``."""
+    count = m.registry.get_sample_value("latency_decision_to_ack_ms_count")
+    total = m.registry.get_sample_value("latency_decision_to_ack_ms_sum")
+    assert count is not None and total is not None
+    return count, total
+
+
+def test_decision_to_ack_is_timed_on_the_wall_clock_from_the_decision_to_the_entry_ack(tmp_path: Path) -> None:
+    m = Metrics()
+    ex = executor(settings(tmp_path), metrics=m)
+    readings = iter([100.0, 100.25])  # decision reaches the router, then the paper broker's NEW comes back
+    ex.router.wall_clock = lambda: next(readings)
+    d = decision(0)
+    ex.on_signal(d)  # market entry: the paper broker acknowledges (NEW) inside submit
+    assert ack_latency(m) == (1.0, 250.0)
+    ts = d.candidate.ts
+    ex.on_market_event(Trade("BTCUSDT", ts + 10, 60_000.0, 0.1, False))  # fills: FILLED is not a second ack
+    assert ex.trades[d.id].status == "open"
+    assert ack_latency(m) == (1.0, 250.0)
+    ex.journal.close()
+
+
+def test_decision_to_ack_uses_the_real_monotonic_clock_by_default(tmp_path: Path) -> None:
+    m = Metrics()
+    ex = executor(settings(tmp_path), metrics=m)
+    ex.on_signal(decision(0))
+    count, total = ack_latency(m)
+    assert count == 1.0 and total >= 0.0
+    ex.journal.close()
+
+
+def test_a_refused_or_rejected_entry_is_not_an_ack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    m = Metrics()
+    ex = executor(settings(tmp_path), filters=btc_filters(), metrics=m)
+    ex.on_signal(decision(0, symbol="DOGEUSDT"))  # refused before the broker: nothing to time
+    assert ack_latency(m) == (0.0, 0.0)
+    sent: list[EntryPlan] = []
+    monkeypatch.setattr(ex.broker, "submit", sent.append)  # a venue that answers later, as Binance's stream does
+    d = decision(1)
+    ex.on_signal(d)
+    assert len(sent) == 1 and ack_latency(m) == (0.0, 0.0)  # sent, not yet acknowledged
+    cid = client_order_id(d.id, OrderKind.ENTRY)
+    ex.on_order_update(cid, "BTCUSDT", "REJECTED", "-2019", d.candidate.ts + 1)  # the first answer: a refusal
+    ex.on_order_update(cid, "BTCUSDT", "NEW", None, d.candidate.ts + 2)  # anything later is not the first ack
+    ex.on_order_update(client_order_id("x", OrderKind.ENTRY), "BTCUSDT", "NEW", None, d.candidate.ts + 3)
+    assert ack_latency(m) == (0.0, 0.0)
     ex.journal.close()

@@ -11,6 +11,7 @@ part NautilusTrader calls the execution engine: commands out to the venue client
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from collections.abc import Callable
 from decimal import ROUND_FLOOR, Decimal
@@ -29,6 +30,11 @@ from ultra_signals.journal.trading import ExecStore
 from ultra_signals.observability.metrics import Metrics
 
 __all__ = ["OrderRouter"]
+
+#: Order statuses that mean the venue accepted the entry (Binance ORDER_TRADE_UPDATE ``X``).
+_ACK_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED", "FILLED"})
+#: Entries waiting for their first ack, at most (oldest dropped unobserved beyond it).
+_MAX_AWAITING_ACK = 1024
 
 
 class OrderRouter:
@@ -63,6 +69,11 @@ class OrderRouter:
         self.lease_gate: Callable[[], str | None] | None = None
         #: The venue's maintenance-margin brackets per symbol (filled at start; empty: no liquidation check).
         self.leverage_brackets: dict[str, list[Bracket]] = {}
+        #: Wall-clock source for ``latency_decision_to_ack_ms`` (seconds, monotonic). A latency, not a window, so it
+        #: is the one wall-clock reading here; injectable so a test can pin it. Never journaled.
+        self.wall_clock: Callable[[], float] = time.monotonic
+        #: Entry client id -> wall-clock reading when its decision reached the router, until the first ack.
+        self._awaiting_ack: dict[str, float] = {}
 
     def on_market_event(self, ev: MarketEvent) -> None:
         ts = event_time(ev)
@@ -75,6 +86,7 @@ class OrderRouter:
 
     # -- decision → plan → broker ------
     def on_signal(self, decision: Decision) -> None:
+        decided_at = self.wall_clock()  # the decision reaches the executor now: decision → ack starts here
         c = decision.candidate
         ts = c.ts
         self.now_ms = max(self.now_ms, ts)
@@ -189,6 +201,10 @@ class OrderRouter:
             ts=ts,
         )
         self._count("submitted")
+        if self.metrics is not None:
+            if len(self._awaiting_ack) >= _MAX_AWAITING_ACK:  # a broker that never answers must not grow this
+                self._awaiting_ack.pop(next(iter(self._awaiting_ack)))
+            self._awaiting_ack[plan.cid(OrderKind.ENTRY)] = decided_at  # before submit: a paper ack is synchronous
         self.broker.submit(plan)
 
     def filters_for(self, symbol: str) -> SymbolFilters | None:
@@ -242,6 +258,7 @@ class OrderRouter:
             ts=ts_ms,
         )
         self._count(status.lower())
+        self._observe_ack(client_id, status)
         if t is None or parsed is None:
             return
         if parsed[0] is OrderKind.ENTRY and status in ("REJECTED", "EXPIRED", "CANCELED") and t.status == "pending":
@@ -254,6 +271,14 @@ class OrderRouter:
             self.risk.trip(Trip("missing_bracket", f"{symbol} {kind} rejected ({reason}); {then}", ts_ms), force=True)
             if flatten:
                 self.close(t, ts_ms)
+
+    def _observe_ack(self, client_id: str, status: str) -> None:
+        """The entry's first order update ends its wait; only an acceptance (NEW, or a fill for a market order that
+        fills at once) is an acknowledgement worth timing, a rejection or expiry just stops the clock unobserved."""
+        decided_at = self._awaiting_ack.pop(client_id, None)
+        if decided_at is None or self.metrics is None or status not in _ACK_STATUSES:
+            return
+        self.metrics.decision_to_ack.observe(max(0.0, (self.wall_clock() - decided_at) * 1000.0))
 
     def on_broker_error(self, kind: str, detail: str, ts_ms: int | None) -> None:
         ts = ts_ms if ts_ms is not None else self.now_ms
