@@ -20,7 +20,7 @@ from tests.helpers import RecordingNotifier, until_or_fail
 from ultra_signals.core.config import Settings, load_settings
 from ultra_signals.core.decision import Candidate, Decision, Side
 from ultra_signals.execution.breakers import TradingState, load_state
-from ultra_signals.execution.brokers.base import BrokerError, OrderKind, client_order_id
+from ultra_signals.execution.brokers.base import BrokerError, OrderKind, client_order_id, parse_client_id
 from ultra_signals.execution.brokers.binance import BinanceBroker
 from ultra_signals.execution.executor import TradingExecutor, make_executor
 from ultra_signals.journal.trading import ExecStore
@@ -106,7 +106,7 @@ def test_entry_is_sized_from_real_filters_with_both_brackets_and_oco(tmp_path: P
         e.on_signal(d)
         await e.broker.drain()
         await until_or_fail(lambda: e.trades[d.id].status == "open")
-        entry = ex.orders_with_cid(client_order_id(d.id, OrderKind.ENTRY))
+        entry = ex.orders_with_cid(client_order_id(d.order_key("default"), OrderKind.ENTRY))
         assert len(entry) == 1 and entry[0].status == "FILLED"
         assert entry[0].qty == Decimal("0.015")  # canary max_notional 500 / 32000 = 0.015625 -> step 0.001
         assert ex.open_orders() == []  # no conditional order on /fapi/v1/order: they are algo orders now
@@ -118,8 +118,8 @@ def test_entry_is_sized_from_real_filters_with_both_brackets_and_oco(tmp_path: P
             ("TAKE_PROFIT_MARKET", Decimal("32400"), Decimal("0.015"), True, "SELL", "MARK_PRICE"),
         ]
         assert {a.cid for a in ex.open_algo_orders()} == {
-            client_order_id(d.id, OrderKind.STOP),
-            client_order_id(d.id, OrderKind.TAKE_PROFIT),
+            client_order_id(d.order_key("default"), OrderKind.STOP),
+            client_order_id(d.order_key("default"), OrderKind.TAKE_PROFIT),
         }
         assert ex.position("BTCUSDT") == Decimal("0.015")
         await ex.set_price("BTCUSDT", "31790")  # the stop triggers
@@ -154,7 +154,7 @@ def test_timed_out_order_is_looked_up_not_sent_twice(tmp_path: Path) -> None:
         d = decision(0)
         e.on_signal(d)
         await e.broker.drain(10)
-        cid = client_order_id(d.id, OrderKind.ENTRY)
+        cid = client_order_id(d.order_key("default"), OrderKind.ENTRY)
         assert len(ex.orders_with_cid(cid)) == 1
         posts = [p["newClientOrderId"] for m, path, p in ex.requests if m == "POST" and path == "/fapi/v1/order"]
         assert posts[0] == cid and posts.count(cid) == 1  # sent once; the timeout was followed by a lookup
@@ -177,8 +177,12 @@ def test_binance_rules_the_fake_enforces_and_the_broker_survives(tmp_path: Path)
         with pytest.raises(BrokerError) as dup:
             await b._request("POST", "/fapi/v1/order", params)
         assert dup.value.code == -4116  # duplicated among open orders
-        again = await b.place(params)  # the idempotent path returns the existing order instead
-        assert again["clientOrderId"] == "manual-dup-test" and len(ex.orders_with_cid("manual-dup-test")) == 1
+        # Client ids are run-independent: an id already used before our first attempt is someone else's order
+        # (another runner, an earlier run), refused, never adopted; adopting is only for our own lost attempt
+        # (test_timed_out_order_is_looked_up_not_sent_twice).
+        with pytest.raises(BrokerError) as again:
+            await b.place(params)
+        assert again.value.code == -4116 and len(ex.orders_with_cid("manual-dup-test")) == 1
         with pytest.raises(BrokerError) as tick:
             await b._request("POST", "/fapi/v1/order", {**params, "price": "30000.005", "newClientOrderId": "t2"})
         assert tick.value.code == -4014
@@ -296,7 +300,7 @@ def test_a_bracket_rejected_at_trigger_is_an_incident_and_the_position_is_closed
         assert any(
             "missing_bracket" in plain_text(x.payload) and "algo REJECTED" in plain_text(x.payload) for x in n.notices
         )
-        exits = ex.orders_with_cid(client_order_id(d.id, OrderKind.EXIT))
+        exits = ex.orders_with_cid(client_order_id(d.order_key("default"), OrderKind.EXIT))
         assert len(exits) == 1 and exits[0].status == "FILLED"
 
     run_scenario(tmp_path, scenario)
@@ -345,7 +349,10 @@ def test_a_clock_jump_costs_one_1021_then_the_order_goes_through(tmp_path: Path)
         e.on_signal(d)
         await b.drain()
         await until_or_fail(entered(ex, e, d))
-        assert b.client.time_syncs == syncs + 1 and len(ex.orders_with_cid(client_order_id(d.id, OrderKind.ENTRY))) == 1
+        assert (
+            b.client.time_syncs == syncs + 1
+            and len(ex.orders_with_cid(client_order_id(d.order_key("default"), OrderKind.ENTRY))) == 1
+        )
 
     run_scenario(tmp_path, scenario)
 
@@ -373,7 +380,7 @@ def test_a_timed_out_bracket_is_looked_up_not_placed_twice(tmp_path: Path) -> No
         e.on_signal(d)
         await e.broker.drain(10)
         await until_or_fail(entered(ex, e, d))
-        stop = client_order_id(d.id, OrderKind.STOP)
+        stop = client_order_id(d.order_key("default"), OrderKind.STOP)
         assert len(ex.algo_with_cid(stop)) == 1
         assert any(m == "GET" and path == "/fapi/v1/algoOrder" for m, path, _ in ex.requests)
 
@@ -388,7 +395,7 @@ def test_an_unknown_cancel_outcome_is_resolved_by_a_query(tmp_path: Path) -> Non
         e.on_signal(d)
         await b.drain()
         await until_or_fail(entered(ex, e, d))
-        tp = client_order_id(d.id, OrderKind.TAKE_PROFIT)
+        tp = client_order_id(d.order_key("default"), OrderKind.TAKE_PROFIT)
         ex.http_next("DELETE", "/fapi/v1/algoOrder", 503, after_work=True)  # cancelled, but the answer is a 503
         found = await b.cancel_algo(tp)
         assert found is not None and found["algoStatus"] == "CANCELED"
@@ -531,7 +538,7 @@ def test_maker_first_partial_fill_timeout_cancel_then_market_rest_and_brackets_f
         await ex.set_price("BTCUSDT", "32010")  # the post-only buy at 32000 rests below the market
         d = decision(0)
         e.on_signal(d)
-        entry = client_order_id(d.id, OrderKind.ENTRY)
+        entry = client_order_id(d.order_key("default"), OrderKind.ENTRY)
         await until_or_fail(lambda: bool(ex.open_orders()))
         (resting,) = ex.open_orders()
         assert (resting.type, resting.tif, resting.price, resting.qty) == (
@@ -545,7 +552,7 @@ def test_maker_first_partial_fill_timeout_cancel_then_market_rest_and_brackets_f
         assert ex.orders_with_cid(entry)[0].status == "CANCELED" and ex.orders_with_cid(entry)[0].executed == Decimal(
             "0.005"
         )
-        (fallback,) = ex.orders_with_cid(client_order_id(d.id, OrderKind.ENTRY, 1))
+        (fallback,) = ex.orders_with_cid(client_order_id(d.order_key("default"), OrderKind.ENTRY, 1))
         assert (fallback.type, fallback.qty, fallback.status) == ("MARKET", Decimal("0.010"), "FILLED")
         assert ex.position("BTCUSDT") == Decimal("0.015")
         assert sorted((a.type, a.qty) for a in ex.open_algo_orders()) == [
@@ -565,7 +572,7 @@ def test_maker_first_without_fallback_brackets_only_the_partial_fill(tmp_path: P
         d = decision(0)
         e.on_signal(d)
         await until_or_fail(lambda: bool(ex.open_orders()))
-        await ex.fill_partially(client_order_id(d.id, OrderKind.ENTRY), "0.004")
+        await ex.fill_partially(client_order_id(d.order_key("default"), OrderKind.ENTRY), "0.004")
         await e.broker.drain(10)
         assert ex.position("BTCUSDT") == Decimal("0.004")
         assert sorted(a.qty for a in ex.open_algo_orders()) == [Decimal("0.004"), Decimal("0.004")]
@@ -731,3 +738,151 @@ def test_an_entry_whose_stop_is_too_close_to_liquidation_is_refused(tmp_path: Pa
     run_scenario(
         tmp_path, scenario, **{"execution.max_leverage": 50, "execution.throttles.max_notional_per_order": 500}
     )
+
+
+def run_pair(tmp_path: Path, scenario: Callable[..., Awaitable[None]], **over: Any) -> None:
+    """Two executors of one namespace (different run ids, one journal each) trading one fake account."""
+
+    async def main() -> None:
+        ex = exchange()
+        await ex.start()
+        await ex.set_price("BTCUSDT", "32000")
+        pair: list[tuple[TradingExecutor, Journal]] = []
+        try:
+            for run in ("run-a", "run-b"):
+                (tmp_path / run).mkdir()
+                s = settings_for(ex, tmp_path / run, **over)
+                journal = Journal(s.journal.url)
+                executor = make_executor(s, Metrics(), journal, RecordingNotifier(), run)
+                assert isinstance(executor, TradingExecutor) and executor.namespace == "default"
+                pair.append((executor, journal))
+                await executor.start()
+            await scenario(ex, *pair)
+        finally:
+            for executor, journal in pair:
+                await executor.aclose()
+                journal.close()
+            await ex.stop()
+
+    asyncio.run(main())
+
+
+def same_bar(run_id: str) -> Decision:
+    d = decision(0)
+    return Decision(run_id, d.candidate, True, None)
+
+
+def assert_refused_as_duplicate(e: TradingExecutor, j: Journal, d: Decision) -> None:
+    rows = [(o["status"], o["reason"]) for o in ExecStore(j.engine).orders(d.run_id) if o["decision_id"] == d.id]
+    assert rows[0] == ("submitted", None) and rows[-1] == ("REJECTED", "duplicate_client_id")
+    assert e.trades[d.id].status == "cancelled" and e.trades[d.id].qty == 0 and e.trades[d.id].fills == 0
+    assert ExecStore(j.engine).events(d.run_id, "order_error") == []  # the guard working, not an order error
+
+
+def test_a_restarted_runner_deciding_the_same_bar_again_is_refused_by_the_venue(tmp_path: Path) -> None:
+    """Run A traded the bar (entry filled, stopped out); run B (a restart, a new run id, same namespace and
+    journal) decides that bar again.  The entry's id is the namespace's bar key: B finds it on the venue and is
+    refused, although Binance itself would accept the id again once the first order is no longer open."""
+
+    async def main() -> None:
+        ex = exchange()
+        await ex.start()
+        await ex.set_price("BTCUSDT", "32000")
+        s = settings_for(ex, tmp_path)
+        journal = Journal(s.journal.url)
+        da, db = same_bar("run-a"), same_bar("run-b")
+        assert da.id != db.id and da.order_key("default") == db.order_key("default")
+        cid = client_order_id(da.order_key("default"), OrderKind.ENTRY)
+        ea = eb = None
+        try:
+            ea = make_executor(s, Metrics(), journal, RecordingNotifier(), "run-a")
+            assert isinstance(ea, TradingExecutor)
+            await ea.start()
+            ea.on_signal(da)
+            await ea.broker.drain()
+            await until_or_fail(lambda: ea.trades[da.id].status == "open" and len(ex.open_algo_orders()) == 2)
+            await ex.set_price("BTCUSDT", "31790")  # stopped out: the entry is FILLED, nothing is open
+            await until_or_fail(lambda: ea.trades[da.id].status == "closed")
+            await ea.broker.drain()
+            await until_or_fail(lambda: not ex.open_algo_orders())
+            await ea.aclose()
+            eb = make_executor(s, Metrics(), journal, RecordingNotifier(), "run-b")
+            assert isinstance(eb, TradingExecutor)
+            await eb.start()
+            eb.on_signal(db)
+            await eb.broker.drain()
+            await until_or_fail(lambda: eb.trades[db.id].status == "cancelled")
+            assert len(ex.orders_with_cid(cid)) == 1 and ex.position("BTCUSDT") == 0
+            posts = [p["newClientOrderId"] for m, path, p in ex.requests if m == "POST" and path == "/fapi/v1/order"]
+            assert posts.count(cid) == 1  # the second runner never sent it
+            assert_refused_as_duplicate(eb, journal, db)
+            assert eb.risk.state.state is TradingState.ACTIVE
+        finally:
+            for e in (ea, eb):
+                if e is not None:
+                    await e.aclose()
+            journal.close()
+            await ex.stop()
+
+    asyncio.run(main())
+
+
+def test_two_executors_racing_on_one_bar_the_venue_refuses_the_duplicated_id(tmp_path: Path) -> None:
+    """Two live executors of one namespace on one account decide the same bar (no lease in between): both ask
+    the venue before either has placed (B's lookup answers late), both send; Binance's -4116 on the duplicated
+    open order is B's refusal, journaled as such, never adopted as B's own order."""
+
+    async def scenario(ex: FakeFuturesExchange, a: tuple[TradingExecutor, Journal], b: tuple[TradingExecutor, Journal]) -> None:  # fmt: skip
+        (ea, _), (eb, jb) = a, b
+        await ex.set_price("BTCUSDT", "32010")  # the post-only buy at 32000 rests: an open order
+        da, db = same_bar("run-a"), same_bar("run-b")
+        cid = client_order_id(da.order_key("default"), OrderKind.ENTRY)
+        ex.delay_next("GET", "/fapi/v1/order", seconds=0.3)  # B's lookup: "unknown", answered late
+        eb.on_signal(db)
+        await until_or_fail(lambda: any(m == "GET" and path == "/fapi/v1/order" for m, path, _ in ex.requests))
+        ea.on_signal(da)
+        await until_or_fail(lambda: bool(ex.open_orders()))
+        await until_or_fail(lambda: eb.trades[db.id].status == "cancelled")
+        posts = [p["newClientOrderId"] for m, path, p in ex.requests if m == "POST" and path == "/fapi/v1/order"]
+        assert posts == [cid, cid]  # both sent; the venue kept one
+        assert len(ex.orders_with_cid(cid)) == 1 and ex.orders_with_cid(cid)[0].status == "NEW"
+        assert_refused_as_duplicate(eb, jb, db)
+        assert ea.trades[da.id].status == "pending"
+
+    run_pair(tmp_path, scenario, **{"execution.entry_type": "limit_post_only", "execution.limit_timeout_s": 30})
+
+
+def test_a_trade_opened_by_the_previous_release_is_still_recognised_after_the_upgrade(tmp_path: Path) -> None:
+    """Before the run-independent key, client ids hashed the run-scoped decision id.  A trade left open by that
+    release (its journal row and its brackets on the venue) is reconciled as ours and closed by its own stop."""
+    old_did = f"old-run:BTCUSDT:5m:{T0}"
+    stop, tp = client_order_id(old_did, OrderKind.STOP), client_order_id(old_did, OrderKind.TAKE_PROFIT)
+    assert stop != client_order_id(f"default:BTCUSDT:5m:{T0}", OrderKind.STOP)
+    assert parse_client_id(stop) == (OrderKind.STOP, stop.split("_", 1)[1])  # the old format parses as ours
+
+    def left_by_the_old_release(ex: FakeFuturesExchange) -> None:
+        ex.open_outside("BTCUSDT", "0.015", "32000")
+        ex.algo_orders[1] = FakeAlgoOrder(1, stop, "BTCUSDT", "SELL", "STOP_MARKET", Decimal("0.015"),
+                                          Decimal("31800"), "MARK_PRICE", True, False)  # fmt: skip
+        ex.algo_orders[2] = FakeAlgoOrder(2, tp, "BTCUSDT", "SELL", "TAKE_PROFIT_MARKET", Decimal("0.015"),
+                                          Decimal("32400"), "MARK_PRICE", True, False)  # fmt: skip
+        journal = Journal(settings_for(ex, tmp_path).journal.url)
+        ExecStore(journal.engine).open_trade(
+            {
+                "decision_id": old_did, "run_id": "old-run", "namespace": "default", "broker": "binance",
+                "symbol": "BTCUSDT", "side": "LONG", "status": "open", "qty": 0.015, "entry_qty": 0.015,
+                "entry_price": 32_000.0, "arrival_price": 32_000.0, "stop": 31_800.0, "take_profit": 32_400.0,
+                "stop_cid": stop, "tp_cid": tp, "fees": 0.2, "funding": 0.0, "gross_pnl": 0.0, "opened_ts": T0,
+            }
+        )  # fmt: skip
+        journal.close()
+
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        t = e.trades[old_did]
+        assert t.key == old_did  # the ids derive from the old decision id, not from the namespace's bar key
+        assert e.reconciliations == [[]] and e.blocking_reason() is None  # position and brackets are ours
+        await ex.set_price("BTCUSDT", "31790")  # its stop triggers
+        await until_or_fail(lambda: t.status == "closed")
+        assert t.exit_kind == "stop"
+
+    run_scenario(tmp_path, scenario, before_start=left_by_the_old_release)

@@ -275,6 +275,45 @@ def test_a_live_canary_start_on_a_missing_journal_is_halted_shadow_and_drills_ar
     j.close()
 
 
+def test_an_unreadable_journal_refuses_the_canary_start_and_moved_aside_it_starts_halted(tmp_path: Path) -> None:
+    """A journal that exists but is not SQLite (random bytes): exit 2 with one line naming the file and the way
+    out, no traceback, the file untouched.  Moved aside, the next canary start on a live source is HALTED."""
+    shutil.copy(REPO / "settings.yaml", tmp_path / "settings.yaml")
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    db = tmp_path / "var" / "journal.db"
+    db.parent.mkdir()
+    garbage = os.urandom(8192)
+    db.write_bytes(garbage)
+    env = {
+        **_env(),
+        "ULTRA_SIGNALS_BINANCE__REST_URL": "http://127.0.0.1:9",
+        "ULTRA_SIGNALS_BINANCE__WS_URL": "ws://127.0.0.1:9",
+    }
+    p = subprocess.run(
+        [sys.executable, "-m", "ultra_signals", "shadow", "-p", "canary", "--duration", "1", "--metrics-port", "0",
+         "--no-report"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 2 and "Traceback" not in p.stderr + p.stdout
+    lines = [line for line in p.stderr.splitlines() if "journal" in line]
+    assert len(lines) == 1 and "var/journal.db exists but cannot be read (file is not a database)" in lines[0]
+    assert "ultra-signals db restore --from BACKUP --force" in lines[0] and "move the file aside" in lines[0]
+    assert db.read_bytes() == garbage  # nothing written over the operator's file
+    with pytest.raises(JournalError, match="cannot be read"):
+        Journal(f"sqlite:///{db}")
+    db.rename(tmp_path / "var" / "journal.db.corrupt")
+    s = load_settings("canary", overrides={"execution.broker": "none"}, environ={})
+    j = Journal(f"sqlite:///{db}")
+    src = LiveSim(s.sim, ["BTCUSDT"], s.runtime.timeframes, 5, s.runtime.warmup_bars)
+    r = build_runner(
+        s, source=src, journal=j, notifier=NullNotifier(), metrics=Metrics(), executor=False, serve_metrics=False
+    )
+    rec = load_state(j)
+    assert rec.state is TradingState.HALTED and rec.breaker == "journal_missing"
+    r.counters.close()
+    j.close()
+
+
 def test_prune_keeps_at_least_two_days_and_deletes_older_rows(tmp_path: Path) -> None:
     from tests.factories import candidate
     from ultra_signals.core.decision import Decision

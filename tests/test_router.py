@@ -110,7 +110,7 @@ def test_maker_first_rests_post_only_at_the_touch_rounded_to_the_tick(tmp_path: 
     assert (
         order.order_type == "LIMIT"
         and order.price == 59_990.0
-        and order.client_id == client_order_id(d.id, OrderKind.ENTRY)
+        and order.client_id == client_order_id(d.order_key("default"), OrderKind.ENTRY)
     )
     ex.journal.close()
 
@@ -119,7 +119,7 @@ def test_an_entry_that_dies_frees_the_symbol_unless_its_fallback_is_coming(tmp_p
     ex = executor(settings(tmp_path))
     d = decision(0)
     ex.on_signal(d)
-    cid = client_order_id(d.id, OrderKind.ENTRY)
+    cid = client_order_id(d.order_key("default"), OrderKind.ENTRY)
     ex.on_order_update(cid, "BTCUSDT", "EXPIRED", "post_only_timeout", d.candidate.ts + 1)  # a market retry follows
     assert ex.trades[d.id].status == "pending"
     ex.on_order_update(cid, "BTCUSDT", "REJECTED", "margin", d.candidate.ts + 2)
@@ -136,7 +136,7 @@ def test_a_rejected_bracket_on_an_open_position_halts_and_closes_it(tmp_path: Pa
     ts = d.candidate.ts
     ex.on_market_event(Trade("BTCUSDT", ts + 10, 60_000.0, 0.1, False))
     assert ex.trades[d.id].status == "open"
-    ex.on_order_update(client_order_id(d.id, OrderKind.STOP), "BTCUSDT", "REJECTED", "-2021", ts + 20)
+    ex.on_order_update(client_order_id(d.order_key("default"), OrderKind.STOP), "BTCUSDT", "REJECTED", "-2021", ts + 20)
     assert load_state(ex.journal).state is TradingState.HALTED and ex.blocking_reason() == "trading_halted"
     ex.on_market_event(Trade("BTCUSDT", ts + 30, 60_010.0, 0.1, False))
     assert ex.trades[d.id].status == "closed" and ex.trades[d.id].exit_kind == "exit"

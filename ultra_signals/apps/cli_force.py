@@ -232,7 +232,7 @@ async def _exit(s: Settings, j: Journal, symbol: str) -> int:
             )
             return 1
         t = open_[0]
-        e.broker.close_position(symbol, t.side, Decimal(str(t.qty)), t.decision_id, now)
+        e.broker.close_position(symbol, t.side, Decimal(str(t.qty)), t.key, now)
         await e.broker.drain(WAIT_S)
         deadline = time.monotonic() + WAIT_S
         while t.status == "open" and time.monotonic() < deadline:

@@ -48,6 +48,12 @@ class TradeRecord:
     pnl: float | None = None
     closed_ts: int | None = None
     fills: int = 0
+    #: What its client ids derive from (``EntryPlan.key``); empty: the decision id (a trade of an old release).
+    order_key: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.order_key or self.decision_id
 
     @property
     def sign(self) -> float:
@@ -138,10 +144,18 @@ class Portfolio:
         self.store.open_trade(row)
         self.remember(t)
 
-    def cancel(self, t: TradeRecord) -> None:
-        """The entry died unfilled: the symbol is free again."""
+    def cancel(self, t: TradeRecord, *, not_ours: bool = False) -> None:
+        """The entry died unfilled: the symbol is free again.
+
+        ``not_ours``: the venue refused the entry as a duplicate, so the orders with these ids belong to another
+        runner; their fills (the account's stream reaches every runner) must not be booked on this trade.
+        """
         t.status = "cancelled"
         self._by_symbol.pop(t.symbol, None)
+        if not_ours:
+            parsed = parse_client_id(t.stop_cid)
+            if parsed is not None and self._by_digest.get(parsed[1]) == t.decision_id:
+                del self._by_digest[parsed[1]]
         self.store.update_trade(t.decision_id, status="cancelled")
 
     def on_fill(self, fill: Fill) -> FillResult | None:

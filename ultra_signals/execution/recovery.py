@@ -18,7 +18,7 @@ from ultra_signals.core.config import ExecutionSettings
 from ultra_signals.core.decision import Side
 from ultra_signals.core.instruments import parse_exchange_info
 from ultra_signals.execution.breakers import DAY_MS, StateRecord, TradingState, Trip
-from ultra_signals.execution.brokers.base import Broker
+from ultra_signals.execution.brokers.base import Broker, trade_order_key
 from ultra_signals.execution.portfolio import Portfolio, TradeRecord
 from ultra_signals.execution.reconcile import Discrepancy, Expected, reconcile
 from ultra_signals.execution.risk import RiskEngine
@@ -90,6 +90,7 @@ class Recovery:
                 fees=row["fees"],
                 funding=row["funding"],
                 gross=row["gross_pnl"],
+                order_key=trade_order_key(row["decision_id"], self.namespace, row["stop_cid"]),
             )
             self.portfolio.remember(t)
 
@@ -112,7 +113,7 @@ class Recovery:
             self.portfolio.equity = self.portfolio.equity_start = equity
         if caps.positions_outlive_run:
             # Brackets that filled while the runner was down close their trades before anything is compared.
-            open_trades = {t.decision_id: t.symbol for t in self.portfolio.open_trades() if t.status == "open"}
+            open_trades = {t.key: t.symbol for t in self.portfolio.open_trades() if t.status == "open"}
             await self.broker.recover_missed_fills(open_trades)
             await self.reconcile()
 

@@ -21,7 +21,7 @@ from ultra_signals.core.decision import Decision, Side
 from ultra_signals.core.events import BookTicker, MarketEvent, event_time
 from ultra_signals.core.instruments import SymbolFilters
 from ultra_signals.execution.breakers import Trip
-from ultra_signals.execution.brokers.base import Broker, EntryPlan, OrderKind, parse_client_id
+from ultra_signals.execution.brokers.base import DUPLICATE_REASON, Broker, EntryPlan, OrderKind, parse_client_id
 from ultra_signals.execution.liquidation import Bracket, check_liquidation
 from ultra_signals.execution.portfolio import Portfolio, TradeRecord
 from ultra_signals.execution.risk import RiskEngine
@@ -162,10 +162,12 @@ class OrderRouter:
             limit_price=limit_price,
             limit_timeout_ms=int(self.cfg.limit_timeout_s * 1000),
             market_fallback=self.cfg.market_fallback,
+            order_key=decision.order_key(self.namespace),  # run-independent: a second runner's entry is refused
         )
         trade = TradeRecord(
-            decision.id, c.symbol, c.side, c.entry, plan.cid(OrderKind.STOP), plan.cid(OrderKind.TAKE_PROFIT), ts
-        )
+            decision.id, c.symbol, c.side, c.entry, plan.cid(OrderKind.STOP), plan.cid(OrderKind.TAKE_PROFIT), ts,
+            order_key=plan.key,
+        )  # fmt: skip
         self.portfolio.open_trade(
             trade,
             {
@@ -234,7 +236,7 @@ class OrderRouter:
     # -- exits ------
     def close(self, t: TradeRecord, ts_ms: int) -> None:
         """Market reduce-only close of one trade's position (and its brackets)."""
-        self.broker.close_position(t.symbol, t.side, Decimal(str(t.qty)), t.decision_id, ts_ms)
+        self.broker.close_position(t.symbol, t.side, Decimal(str(t.qty)), t.key, ts_ms)
 
     def flatten(self) -> None:
         """Close every open position at market: the kill switch, for a venue only this process can reach."""
@@ -264,7 +266,7 @@ class OrderRouter:
         if parsed[0] is OrderKind.ENTRY and status in ("REJECTED", "EXPIRED", "CANCELED") and t.status == "pending":
             fallback_coming = status == "EXPIRED" and reason == "post_only_timeout" and self.cfg.market_fallback
             if not fallback_coming:
-                self.portfolio.cancel(t)
+                self.portfolio.cancel(t, not_ours=reason == DUPLICATE_REASON)
         elif parsed[0] in (OrderKind.STOP, OrderKind.TAKE_PROFIT) and status == "REJECTED" and t.status == "open":
             flatten = self.cfg.bracket_incident_action == "flatten"
             then = "closing the position" if flatten else "position left open: protect it by hand"

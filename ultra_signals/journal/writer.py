@@ -65,6 +65,28 @@ def _json(d: dict[str, float]) -> str:
     return json.dumps({k: _num(v) for k, v in d.items()}, separators=(",", ":"))
 
 
+_CORRUPT = ("file is not a database", "database disk image is malformed")
+
+
+def unreadable_sqlite(url: str, error: BaseException) -> str | None:
+    """One line for a SQLite journal that exists but cannot be read (random bytes, a truncated copy), else None.
+
+    The runner does not start on it, whatever the mode: it cannot even record a HALTED state there, and moving
+    the operator's file aside by itself would hide the loss.  The line says how to proceed; once the file is
+    restored or moved aside, a canary/production start on the new journal begins HALTED (docs/journal.md).
+    """
+    path = sqlite_path(url)
+    text = str(error)
+    why = next((c for c in _CORRUPT if c in text), None)
+    if path is None or why is None or not path.exists():
+        return None
+    return (
+        f"journal {path} exists but cannot be read ({why}): restore a backup with "
+        f"`ultra-signals db restore --from BACKUP --force`, or move the file aside (keep it for inspection) and "
+        f"start again: a canary/production start on a new journal begins HALTED"
+    )
+
+
 class Journal:
     def __init__(self, url: str, batch_size: int = 500) -> None:
         self.url = url
@@ -88,6 +110,9 @@ class Journal:
             raise
         except Exception as e:  # an unreachable database must say which journal too
             self.engine.dispose()
+            unreadable = unreadable_sqlite(url, e)
+            if unreadable is not None:
+                raise JournalError(unreadable) from None
             raise JournalError(f"journal {shown(url)}: {e}") from e
         self.batch_size = batch_size
         self._pending: list[dict[str, Any]] = []

@@ -42,17 +42,38 @@ def close_side(side: Side) -> OrderSide:
 _KIND_CODE = {OrderKind.ENTRY: "e", OrderKind.STOP: "s", OrderKind.TAKE_PROFIT: "t", OrderKind.EXIT: "x"}
 _CODE_KIND = {v: k for k, v in _KIND_CODE.items()}
 CLIENT_ID_PREFIX = "us"
+#: The reason of an entry REJECTED because its client id was already used: another runner of the namespace (or
+#: an earlier run) placed this bar's order.  The exactly-once guard working, not an order error.
+DUPLICATE_REASON = "duplicate_client_id"
 _CID_RE = re.compile(r"^us([estx])([0-9]?)_([0-9a-f]{30})$")
 
 
-def client_order_id(decision_id: str, kind: OrderKind, attempt: int = 0) -> str:
+def client_order_id(order_key: str, kind: OrderKind, attempt: int = 0) -> str:
     """Deterministic id (Binance: at most 36 of ``[.A-Z:/a-z0-9_-]``): a retry never places a second order.
 
+    ``order_key`` is the run-independent decision id (:meth:`Decision.order_key`, ``<namespace>:<symbol>:
+    <timeframe>:<bar open ms>``), so every runner and every restart of a namespace derives the same ids for the
+    same bar and the venue refuses the second entry.  Trades opened by releases before that hashed the
+    run-scoped decision id instead; the format is the same, :func:`trade_order_key` tells them apart.
     ``attempt`` distinguishes a deliberate second order of the same kind (the market fallback after a
     post-only entry timed out); retries of one request always reuse the same attempt number.
     """
-    digest = hashlib.sha256(decision_id.encode()).hexdigest()[:30]
+    digest = hashlib.sha256(order_key.encode()).hexdigest()[:30]
     return f"{CLIENT_ID_PREFIX}{_KIND_CODE[kind]}{attempt or ''}_{digest}"
+
+
+def trade_order_key(decision_id: str, namespace: str, stop_cid: str) -> str:
+    """The key a journaled trade's client ids derive from: ``<namespace>:<bar key>``, or for a trade opened by an
+    earlier release (ids hashed from the run-scoped decision id) the decision id itself.
+
+    The trade row's stop id says which: a restart must find the previous release's orders on the venue again.
+    """
+    parts = decision_id.split(":")
+    if len(parts) >= 3:
+        key = f"{namespace}:{':'.join(parts[-3:])}"
+        if client_order_id(key, OrderKind.STOP) == stop_cid:
+            return key
+    return decision_id
 
 
 def parse_client_id(cid: str) -> tuple[OrderKind, str] | None:
@@ -84,9 +105,15 @@ class EntryPlan:
     limit_price: Decimal | None = None  # post-only: the touch at the decision
     limit_timeout_ms: int = 30_000
     market_fallback: bool = True
+    #: What the client ids derive from: the run-independent ``Decision.order_key`` (empty: the decision id).
+    order_key: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.order_key or self.decision_id
 
     def cid(self, kind: OrderKind, attempt: int = 0) -> str:
-        return client_order_id(self.decision_id, kind, attempt)
+        return client_order_id(self.key, kind, attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,8 +251,9 @@ class Broker(Protocol):
         """Place the entry and, once it fills, its reduce-only stop and take-profit.  Returns at once."""
         ...
 
-    def close_position(self, symbol: str, side: Side, qty: Decimal, decision_id: str, ts_ms: int) -> None:
-        """Market reduce-only close of a position and cancel of its brackets.  Returns at once."""
+    def close_position(self, symbol: str, side: Side, qty: Decimal, order_key: str, ts_ms: int) -> None:
+        """Market reduce-only close of a position and cancel of its brackets (the trade's ``order_key``: the
+        ids are derived from it).  Returns at once."""
         ...
 
     def on_market_event(self, ev: MarketEvent) -> None: ...
@@ -245,7 +273,7 @@ class Broker(Protocol):
         ...
 
     async def recover_missed_fills(self, trades: dict[str, str] | None = None) -> int:
-        """Fills that happened while the process was down (``decision_id → symbol`` of open trades); how many."""
+        """Fills that happened while the process was down (``order_key → symbol`` of open trades); how many."""
         ...
 
     async def snapshot(self) -> VenueSnapshot: ...

@@ -41,6 +41,7 @@ from ultra_signals.core.config import Settings
 from ultra_signals.core.decision import Side
 from ultra_signals.core.events import MarketEvent
 from ultra_signals.execution.brokers.base import (
+    DUPLICATE_REASON,
     BrokerCapabilities,
     BrokerError,
     BrokerListener,
@@ -241,7 +242,10 @@ class BinanceBroker:
                 last = e
                 self._error("order_timeout", f"{params['symbol']} {what} {cid}: {e}")
             except BrokerError as e:
-                if e.code == DUPLICATE_CLIENT_ID:
+                # Duplicated id after an attempt whose outcome we never heard: that attempt landed, it is ours.
+                # On the first attempt the id was used before this request (another runner of the namespace, or
+                # an earlier run): the venue refusing it is the exactly-once guard, not ours to adopt.
+                if e.code == DUPLICATE_CLIENT_ID and last is not None:
                     existing = await lookup()
                     if existing is not None:
                         return dict(existing)
@@ -300,8 +304,8 @@ class BinanceBroker:
     def submit(self, plan: EntryPlan) -> None:
         self._queue.put_nowait(("submit", plan))
 
-    def close_position(self, symbol: str, side: Side, qty: Decimal, decision_id: str, ts_ms: int) -> None:
-        self._queue.put_nowait(("close", (symbol, side, qty, decision_id, ts_ms)))
+    def close_position(self, symbol: str, side: Side, qty: Decimal, order_key: str, ts_ms: int) -> None:
+        self._queue.put_nowait(("close", (symbol, side, qty, order_key, ts_ms)))
 
     def on_market_event(self, ev: MarketEvent) -> None:
         return None  # the exchange fills; market data is the runner's business
@@ -392,7 +396,7 @@ class BinanceBroker:
     async def recover_missed_fills(self, trades: dict[str, str] | None = None) -> int:
         """Fills that happened while nobody listened (runner down, stream gap), re-read and handed on.
 
-        ``trades``: decision id -> symbol of the trades believed open (the executor's, at start); the ones this
+        ``trades``: order key (what the ids derive from) -> symbol of the trades believed open (the executor's, at start); the ones this
         broker placed are always watched.  Per decision: the entry orders and the exit order are queried by
         client id; the stop and take-profit algo orders by ``clientAlgoId``, and one that triggered names its
         ``actualOrderId``.  Each order that executed has its ``userTrades`` turned into fills exactly as the
@@ -526,9 +530,14 @@ class BinanceBroker:
                 elif cmd == "cancel_algo":
                     await self.cancel_algo(arg)
             except BrokerError as e:
-                self._error("order", str(e))
-                if cmd == "submit":
-                    self._status(arg.cid(OrderKind.ENTRY), arg.symbol, "REJECTED", str(e)[:60])
+                if cmd == "submit" and e.code == DUPLICATE_CLIENT_ID:
+                    # Another runner (or an earlier run) already placed this bar's entry: refused, not an error.
+                    log.warning("binance %s: entry not placed: %s", arg.symbol, e)
+                    self._status(arg.cid(OrderKind.ENTRY), arg.symbol, "REJECTED", DUPLICATE_REASON)
+                else:
+                    self._error("order", str(e))
+                    if cmd == "submit":
+                        self._status(arg.cid(OrderKind.ENTRY), arg.symbol, "REJECTED", str(e)[:60])
             except Exception as e:  # a bug must not kill the order task
                 self._error("order_bug", f"{type(e).__name__}: {e}")
             finally:
@@ -537,8 +546,15 @@ class BinanceBroker:
     async def _enter(self, plan: EntryPlan) -> None:
         digest = plan.cid(OrderKind.STOP).split("_", 1)[1]
         self._plans[digest] = plan
-        self._watched[plan.decision_id] = plan.symbol
+        self._watched[plan.key] = plan.symbol
         cid = plan.cid(OrderKind.ENTRY)
+        # The id is run-independent, but Binance refuses a duplicate only among OPEN orders: a market entry
+        # another runner (or an earlier run) already filled would be accepted again.  Ask first (one GET).
+        if await self.query_order(plan.symbol, cid) is not None:
+            raise BrokerError(
+                f"{plan.symbol} entry {cid} already exists on the venue (another runner or an earlier run)",
+                DUPLICATE_CLIENT_ID,
+            )
         base = {"symbol": plan.symbol, "side": open_side(plan.side).value, "newOrderRespType": "RESULT"}
         self._refs[cid] = (plan.arrival_price, plan.ts_ms, OrderKind.ENTRY)
         if plan.entry_type == "limit_post_only" and plan.limit_price is not None:
@@ -618,12 +634,12 @@ class BinanceBroker:
             elif naked > self.naked_window_alert_ms:
                 log.warning("binance %s: brackets acknowledged %.0f ms after the fill", plan.symbol, naked)
 
-    async def _close(self, symbol: str, side: Side, qty: Decimal, decision_id: str, ts_ms: int) -> None:
-        plan = self._plans.get(client_order_id(decision_id, OrderKind.STOP).split("_", 1)[1])
+    async def _close(self, symbol: str, side: Side, qty: Decimal, order_key: str, ts_ms: int) -> None:
+        plan = self._plans.get(client_order_id(order_key, OrderKind.STOP).split("_", 1)[1])
         for kind in (OrderKind.STOP, OrderKind.TAKE_PROFIT):
-            await self.cancel_algo(client_order_id(decision_id, kind))
-        cid = client_order_id(decision_id, OrderKind.EXIT)
-        self._watched.pop(decision_id, None)
+            await self.cancel_algo(client_order_id(order_key, kind))
+        cid = client_order_id(order_key, OrderKind.EXIT)
+        self._watched.pop(order_key, None)
         self._refs[cid] = (plan.arrival_price if plan else 0.0, ts_ms, OrderKind.EXIT)
         await self.place(
             {
@@ -808,7 +824,7 @@ class BinanceBroker:
                 plan = self._plans.get(parsed[1])
                 if plan is not None:  # no OCO on USDⓈ-M: one bracket filled, cancel the other
                     self._queue.put_nowait(("cancel_algo", plan.cid(sibling)))
-                    self._watched.pop(plan.decision_id, None)
+                    self._watched.pop(plan.key, None)
         if parsed is not None and parsed[0] in (OrderKind.STOP, OrderKind.TAKE_PROFIT):
             return  # a bracket's status is its algo order's (ALGO_UPDATE), not the triggered order's
         self._status(cid, symbol, status, o.get("r") if status == "REJECTED" else None, ts)

@@ -39,7 +39,7 @@ from ultra_signals.execution.liquidation import Bracket
 @dataclass(slots=True, eq=False)  # identity: two identical-looking orders are still two orders
 class _Order:
     cid: str
-    decision_id: str
+    order_key: str  # what its client id derives from (EntryPlan.key)
     symbol: str
     side: OrderSide
     kind: OrderKind
@@ -55,7 +55,7 @@ class _Order:
 
 @dataclass(slots=True)
 class _Position:
-    decision_id: str
+    order_key: str
     side: Side
     qty: float
     entry_price: float
@@ -63,12 +63,12 @@ class _Position:
 
 
 def _exit_at_market(
-    symbol: str, pos: _Position, decision_id: str, live_from_ms: int, order_ts_ms: int, ref: float
+    symbol: str, pos: _Position, order_key: str, live_from_ms: int, order_ts_ms: int, ref: float
 ) -> _Order:
-    """The market order that flattens ``pos`` (a close request, or a kill), its exit id from ``decision_id``."""
+    """The market order that flattens ``pos`` (a close request, or a kill), its exit id from the trade's ``order_key``."""
     return _Order(
-        client_order_id(decision_id, OrderKind.EXIT),
-        decision_id,
+        client_order_id(order_key, OrderKind.EXIT),
+        order_key,
         symbol,
         close_side(pos.side),
         OrderKind.EXIT,
@@ -138,7 +138,7 @@ class PaperBroker:
         if plan.entry_type == "limit_post_only" and plan.limit_price is not None:
             order = _Order(
                 plan.cid(OrderKind.ENTRY),
-                plan.decision_id,
+                plan.key,
                 plan.symbol,
                 side,
                 OrderKind.ENTRY,
@@ -157,13 +157,13 @@ class PaperBroker:
         self._brackets_for[order.cid] = plan
         self._emit_status(order.cid, plan.symbol, "NEW", None, plan.ts_ms)
 
-    def close_position(self, symbol: str, side: Side, qty: Decimal, decision_id: str, ts_ms: int) -> None:
+    def close_position(self, symbol: str, side: Side, qty: Decimal, order_key: str, ts_ms: int) -> None:
         self._cancel_brackets(symbol, ts_ms)
         pos = self._positions.get(symbol)
         if pos is None:
             return
         ref = self._last_price.get(symbol, (pos.entry_price, ts_ms))[0]
-        order = _exit_at_market(symbol, pos, decision_id, ts_ms + self.latency_ms, ts_ms, ref)
+        order = _exit_at_market(symbol, pos, order_key, ts_ms + self.latency_ms, ts_ms, ref)
         self._orders.setdefault(symbol, []).append(order)
 
     async def start(self) -> None:
@@ -210,7 +210,7 @@ class PaperBroker:
                 self._emit_status(o.cid, symbol, "CANCELED", "kill", o.order_ts_ms)
         for symbol, pos in list(self._positions.items()):
             price, ts = self._last_price.get(symbol, (pos.entry_price, pos.opened_ms))
-            order = _exit_at_market(symbol, pos, pos.decision_id, ts, ts, price)
+            order = _exit_at_market(symbol, pos, pos.order_key, ts, ts, price)
             self._fill(order, self._impact(price, order), ts, maker=False)
             report.flattened.append(symbol)
         return report
@@ -311,7 +311,7 @@ class PaperBroker:
     def _market(self, cid: str, plan: EntryPlan, side: OrderSide, qty: float, ts: int, ref: float) -> _Order:
         return _Order(
             cid,
-            plan.decision_id,
+            plan.key,
             plan.symbol,
             side,
             OrderKind.ENTRY,
@@ -357,7 +357,7 @@ class PaperBroker:
         )
         if o.kind is OrderKind.ENTRY:
             plan = self._brackets_for.pop(o.cid)
-            self._positions[o.symbol] = _Position(o.decision_id, plan.side, o.qty, price, ts)
+            self._positions[o.symbol] = _Position(o.order_key, plan.side, o.qty, price, ts)
             # Brackets go live at once with the fill (bars: from the bar that filled, pessimistically).
             for kind, style, trig in (
                 (OrderKind.STOP, "stop", float(plan.stop)),
@@ -365,7 +365,7 @@ class PaperBroker:
             ):
                 br = _Order(
                     plan.cid(kind),
-                    o.decision_id,
+                    o.order_key,
                     o.symbol,
                     close_side(plan.side),
                     kind,
