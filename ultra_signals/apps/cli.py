@@ -303,7 +303,9 @@ def _run_and_exit(settings: Settings, **kw: Any) -> None:
 
     try:
         st, verdict, paths = _run(settings, **kw)
-    except (typer.Exit, *OPERATOR_ERRORS):
+    except typer.Exit:
+        raise
+    except OPERATOR_ERRORS:
         raise  # an operator error (busy port, bad settings, journal refused…) is one line and exit 2, in main()
     except Exception as e:  # the run itself failed outside the runner's own guard: say so, exit 3
         import logging
