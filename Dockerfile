@@ -3,8 +3,9 @@
 #   docker build -t ultra-signals:$(python -c "import tomllib;print(tomllib.load(open('pyproject.toml','rb'))['project']['version'])") .
 #   docker run --rm ultra-signals:<version> shadow --duration 120         # the embedded default, no network needed
 #
-# Settings: /app/settings.yaml and /app/profiles/ are the shipped defaults; mount your own over them, and give
-# secrets through the environment or ULTRA_SIGNALS_SECRETS_FILE (never bake them into an image).
+# Settings: the packaged defaults (inside the wheel, ultra_signals/defaults/) apply until you mount your own
+# /app/settings.yaml (and /app/profiles/; `ultra-signals init DIR` writes editable copies), and give secrets
+# through the environment or ULTRA_SIGNALS_SECRETS_FILE (never bake them into an image).
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -19,8 +20,6 @@ COPY requirements.lock /tmp/requirements.lock
 # The same exact versions as CI: the lock file constrains every dependency of the wheel.
 RUN pip install --no-cache-dir -c /tmp/requirements.lock /wheels/*.whl && rm -rf /wheels /tmp/requirements.lock
 WORKDIR /app
-COPY settings.yaml ./settings.yaml
-COPY profiles ./profiles
 RUN mkdir -p /app/var /app/reports && chown -R ultra:ultra /app/var /app/reports
 USER ultra
 EXPOSE 9108

@@ -16,6 +16,8 @@ from typing import NoReturn
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+#: The packaged default settings and profiles (``settings.yaml`` and ``profiles/``), shipped inside the wheel.
+DEFAULTS = REPO / "ultra_signals" / "defaults"
 # Variables of the test suite use the TEST_ULTRA_SIGNALS_ prefix: ULTRA_SIGNALS_* belongs to the application,
 # whose strict settings check refuses any name there that is not a setting.
 DATA_DIR = Path(os.environ.get("TEST_ULTRA_SIGNALS_DATA", REPO.parent / "shared" / "data"))

@@ -493,13 +493,13 @@ def test_shadow_run_against_the_fake_exchange(tmp_path: Any) -> None:
     import httpx
     import yaml
 
-    from tests.conftest import REPO
+    from tests.conftest import DEFAULTS, REPO
 
-    base = yaml.safe_load((REPO / "settings.yaml").read_text())
+    base = yaml.safe_load((DEFAULTS / "settings.yaml").read_text())
     base["runtime"].update(symbols=["XRPUSDT"], timeframes=["1m", "5m"], primary_timeframe="1m")
     settings_file = tmp_path / "settings.yaml"
     settings_file.write_text(yaml.safe_dump(base))
-    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    shutil.copytree(DEFAULTS / "profiles", tmp_path / "profiles")
     now = int(time.time() * 1000)
     rows1, rows5, _ = _live_dataset(now)
     by_open5 = {r[0]: r for r in rows5}

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port, require_data
+from tests.conftest import DEFAULTS, REPO, free_port, require_data
 
 
 def cli(
     tmp_path: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 240
 ) -> subprocess.CompletedProcess[str]:
     """Run the CLI from a scratch folder holding a copy of the settings, as a fresh checkout would."""
-    shutil.copy(REPO / "settings.yaml", tmp_path / "settings.yaml")
+    shutil.copy(DEFAULTS / "settings.yaml", tmp_path / "settings.yaml")
     if not (tmp_path / "profiles").exists():
-        shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+        shutil.copytree(DEFAULTS / "profiles", tmp_path / "profiles")
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ULTRA_SIGNALS_")}
     full_env.update({"PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})})
     return subprocess.run(
@@ -171,8 +171,8 @@ def test_sigterm_ends_the_run_cleanly_with_journal_and_report(tmp_path: Path) ->
     import sqlite3
     import time
 
-    shutil.copy(REPO / "settings.yaml", tmp_path / "settings.yaml")
-    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    shutil.copy(DEFAULTS / "settings.yaml", tmp_path / "settings.yaml")
+    shutil.copytree(DEFAULTS / "profiles", tmp_path / "profiles")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ULTRA_SIGNALS_")}
     env.update({"PYTHONPATH": str(REPO), "COLUMNS": "200"})
     # 120 market minutes at 60x take 2 minutes: long enough to be stopped in the middle.

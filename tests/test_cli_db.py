@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import REPO
+from tests.conftest import DEFAULTS, REPO
 from tests.test_journal_migrate import FIXTURE
 from ultra_signals.apps.cli import app
 from ultra_signals.bootstrap import build_runner
@@ -179,8 +179,8 @@ def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_backup_taken_during_a_run_restores_caps_and_trading_state(tmp_path: Path) -> None:
-    shutil.copy(REPO / "settings.yaml", tmp_path / "settings.yaml")
-    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    shutil.copy(DEFAULTS / "settings.yaml", tmp_path / "settings.yaml")
+    shutil.copytree(DEFAULTS / "profiles", tmp_path / "profiles")
     db = tmp_path / "var" / "journal.db"
     proc = subprocess.Popen(
         [sys.executable, "-m", "ultra_signals", "shadow", "--duration", "600", "--speed", "600",

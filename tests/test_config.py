@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import DEFAULTS
 from ultra_signals.core.config import STAGES, ConfigError, load_settings, redacted_dict
 
 
@@ -152,7 +152,7 @@ def test_profiles_on_disk_are_the_rollout_stages() -> None:
     from ultra_signals.apps import rollout
 
     assert rollout.STAGES is STAGES
-    assert sorted(p.stem for p in (REPO / "profiles").glob("*.yaml")) == sorted(STAGES)
+    assert sorted(p.stem for p in (DEFAULTS / "profiles").glob("*.yaml")) == sorted(STAGES)
 
 
 # -- hostile settings files: one line naming file:line and why ---------------------------------------------

@@ -215,10 +215,10 @@ def test_sigkill_leaves_a_crashed_run_flushed_candidates_and_a_protected_decisio
     import sys
     import time
 
-    from tests.conftest import REPO
+    from tests.conftest import DEFAULTS, REPO
 
-    shutil.copy(REPO / "settings.yaml", tmp_path / "settings.yaml")
-    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    shutil.copy(DEFAULTS / "settings.yaml", tmp_path / "settings.yaml")
+    shutil.copytree(DEFAULTS / "profiles", tmp_path / "profiles")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ULTRA_SIGNALS_")}
     env.update({"PYTHONPATH": str(REPO), "COLUMNS": "200"})
     db = tmp_path / "var" / "journal.db"

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from tests.conftest import REPO
+from tests.conftest import DEFAULTS, REPO
 from ultra_signals.core.config import ENV_PREFIX, ConfigError, Settings, load_settings
 from ultra_signals.sources.base import SourceError
 from ultra_signals.sources.candles_csv import read_candles
@@ -226,9 +226,9 @@ def test_unknown_variables_with_our_prefix_are_refused(suffix: str) -> None:
 # -- the command line, as an operator sees it --------------------------------------------------------------
 def _cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     if not (tmp_path / "settings.yaml").exists():
-        shutil.copy(REPO / "settings.yaml", tmp_path / "settings.yaml")
+        shutil.copy(DEFAULTS / "settings.yaml", tmp_path / "settings.yaml")
     if not (tmp_path / "profiles").exists():
-        shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+        shutil.copytree(DEFAULTS / "profiles", tmp_path / "profiles")
     full = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
     full.update({"PYTHONPATH": str(REPO), "COLUMNS": "80", **(env or {})})
     # The timeout bounds each case: a hang raises TimeoutExpired and fails the test.

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import MetaData, create_engine, select, text
 
-from tests.conftest import PG_URL, REPO, pg_unavailable, skip_or_fail_under_ci
+from tests.conftest import DEFAULTS, PG_URL, REPO, pg_unavailable, skip_or_fail_under_ci
 from tests.fakes.telegram_server import FakeBotApi
 from tests.redis_proc import RedisProc
 
@@ -75,8 +75,8 @@ def redis_with_password() -> Iterator[RedisProc]:
 def test_no_secret_in_any_output_log_report_decisions_or_journal_row(
     tmp_path: Path, pg_database: str, redis_with_password: RedisProc
 ) -> None:
-    shutil.copy(REPO / "settings.yaml", tmp_path / "settings.yaml")
-    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    shutil.copy(DEFAULTS / "settings.yaml", tmp_path / "settings.yaml")
+    shutil.copytree(DEFAULTS / "profiles", tmp_path / "profiles")
     journal_url = f"postgresql+psycopg://postgres:{PG_PW}@127.0.0.1:5432/{pg_database}"
     redis_url = f"redis://:{REDIS_PW}@127.0.0.1:{redis_with_password.port}/0"
     secrets_file = tmp_path / "secrets.env"

@@ -29,7 +29,16 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 from rich.text import Text
 
-from ultra_signals.core.config import ConfigError, Settings, load_settings, redacted_dict, secret_values
+from ultra_signals.core.config import (
+    DEFAULTS_DIR,
+    ConfigError,
+    Settings,
+    find_profile,
+    find_settings,
+    load_settings,
+    redacted_dict,
+    secret_values,
+)
 from ultra_signals.execution.brokers.base import BrokerError
 from ultra_signals.journal.writer import JournalError
 from ultra_signals.live.runner import RunStats
@@ -93,11 +102,28 @@ def _global_options(
         bool,
         typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the release and exit."),
     ] = False,
+    settings_file: Annotated[
+        str | None,
+        typer.Option(
+            "--settings",
+            help="Base settings file (else ULTRA_SIGNALS_SETTINGS, ./settings.yaml, the packaged defaults).",
+        ),
+    ] = None,
 ) -> None:
     """Configure logging once, before any command runs (``log.*`` settings refine it after loading)."""
     if log_format is not None and log_format not in ("auto", "rich", "text", "json"):
         _fail(f"--log-format: {log_format!r} is not one of auto, rich, text, json")
+    if settings_file is not None:
+        # The composition root hands the choice to every command (and any child process) through the loader's
+        # own control variable; ``config show`` still names the flag as the origin.
+        global _settings_origin
+        os.environ["ULTRA_SIGNALS_SETTINGS"] = settings_file
+        _settings_origin = "--settings"
     configure_logging(fmt=log_format, verbose=verbose)  # type: ignore[arg-type]
+
+
+#: Set when the global ``--settings`` flag chose the settings file (``config show`` names it).
+_settings_origin: str | None = None
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -513,13 +539,42 @@ def config_show(
     secrets_file: SecretsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
 ) -> None:
-    """The effective merged configuration, secrets redacted."""
+    """The effective merged configuration, secrets redacted, after where the settings and profile came from."""
     settings = _settings(profile, secrets_file, {})
     data = redacted_dict(settings)
+    path, origin = find_settings()
+    prof = find_profile(path, settings.profile)
+    origin = _settings_origin or origin
     if as_json:
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        doc = {"source": {"settings": str(path), "from": origin, "profile": str(prof)}, **data}
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
     else:
+        sys.stdout.write(f"# settings: {path} ({origin})\n# profile: {prof}\n")
         sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to write settings.yaml and profiles/ into.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite files that already exist.")] = False,
+) -> None:
+    """Write an editable copy of the packaged settings.yaml and profiles/ to start from."""
+    import shutil
+
+    targets = [(DEFAULTS_DIR / "settings.yaml", directory / "settings.yaml")]
+    targets += [(p, directory / "profiles" / p.name) for p in sorted((DEFAULTS_DIR / "profiles").glob("*.yaml"))]
+    existing = [str(dst) for _, dst in targets if dst.exists()]
+    if existing and not force:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        _fail(f"{existing[0]}{more} already exist; nothing written (--force overwrites)")
+    try:
+        (directory / "profiles").mkdir(parents=True, exist_ok=True)
+        for src, dst in targets:
+            shutil.copyfile(src, dst)
+    except OSError as e:
+        _fail(f"{directory}: cannot write the settings: {e.strerror or e}")
+    console.print(f"wrote {directory / 'settings.yaml'} and {len(targets) - 1} profiles in {directory / 'profiles'}")
+    console.print("edit them, then run ultra-signals from that folder (or point --settings at the file)")
 
 
 @sim_app.command("export")
@@ -644,12 +699,6 @@ def monitor(ctx: typer.Context) -> None:
 def _register_layers() -> None:
     """Commands contributed by the operator (Telegram) and execution layers, and the journal's ``db`` commands."""
     from ultra_signals.apps import cli_db, cli_execution, cli_force, cli_ledger, cli_operator
-
-    cli_operator.register(app)
-    cli_execution.register(app)
-    cli_db.register(app)
-    cli_force.register(app)
-    cli_ledger.register(app)
 
     cli_operator.register(app)
     cli_execution.register(app)

@@ -950,12 +950,42 @@ def _read_secrets_file(path: Path) -> dict[str, str]:
 
 
 # -- loading -----------------------------------------------------------------------------------------------
+#: The defaults shipped inside the package (``settings.yaml`` and ``profiles/``): found without a checkout, so a
+#: ``pip install`` runs from any directory.  The one copy of them; ``ultra-signals init`` writes an editable one.
+DEFAULTS_DIR = Path(__file__).resolve().parents[1] / "defaults"
+
+
 def project_root() -> Path:
-    """Folder holding ``settings.yaml`` and ``profiles/``: the working directory, else the source checkout."""
+    """Folder holding ``settings.yaml`` and ``profiles/``: the working directory, else the packaged defaults."""
     cwd = Path.cwd()
     if (cwd / "settings.yaml").exists():
         return cwd
-    return Path(__file__).resolve().parents[2]
+    return DEFAULTS_DIR
+
+
+def find_settings(settings_file: str | Path | None = None, env: Mapping[str, str] | None = None) -> tuple[Path, str]:
+    """The settings file to load and where that choice came from, in the documented lookup order.
+
+    ``--settings`` flag, then ``ULTRA_SIGNALS_SETTINGS``, then ``./settings.yaml`` in the working directory, then
+    the packaged defaults.  ``config show`` prints the second element so an operator sees which file won.
+    """
+    env = os.environ if env is None else env
+    if settings_file:
+        return Path(settings_file), "--settings"
+    if env.get("ULTRA_SIGNALS_SETTINGS"):
+        return Path(env["ULTRA_SIGNALS_SETTINGS"]), "environment variable ULTRA_SIGNALS_SETTINGS"
+    cwd = Path.cwd() / "settings.yaml"
+    if cwd.exists():
+        return cwd, "./settings.yaml in the working directory"
+    return DEFAULTS_DIR / "settings.yaml", "packaged defaults"
+
+
+def find_profile(base_path: Path, profile: str) -> Path:
+    """``profiles/<name>.yaml`` beside the settings file when there, else the packaged one (which may not exist)."""
+    beside = base_path.parent / "profiles" / f"{profile}.yaml"
+    if beside.is_file():
+        return beside
+    return DEFAULTS_DIR / "profiles" / f"{profile}.yaml"
 
 
 def load_settings(
@@ -972,21 +1002,23 @@ def load_settings(
     ``env`` is the environment to read (``os.environ`` when None); nothing outside it and the files is read, and
     nothing is changed.  ``environ`` is the former name of ``env``, kept for callers not yet renamed.
     ``overrides`` are dotted keys from CLI flags (``{"runtime.symbols": [...]}``) and win over everything.
+    The settings file is found by :func:`find_settings`, the profile by :func:`find_profile`.
     Raises :class:`ConfigError` with one line per problem.
     """
     if env is None:
         env = environ if environ is not None else os.environ
-    base_path = Path(settings_file or env.get("ULTRA_SIGNALS_SETTINGS") or project_root() / "settings.yaml")
+    base_path, _ = find_settings(settings_file, env)
     by = "" if profile or not env.get("ULTRA_SIGNALS_PROFILE") else "environment variable ULTRA_SIGNALS_PROFILE: "
     profile = profile or env.get("ULTRA_SIGNALS_PROFILE") or "shadow"
     if not _PROFILE_NAME.match(profile):
         raise ConfigError(f"{by}profile {profile!r}: a profile is a file name in profiles/, such as canary")
-    prof_path = base_path.parent / "profiles" / f"{profile}.yaml"
     if not base_path.is_file():
         by_base = "" if settings_file else "environment variable ULTRA_SIGNALS_SETTINGS: "
         raise ConfigError(f"{by_base if env.get('ULTRA_SIGNALS_SETTINGS') else ''}{base_path}: settings file not found")
+    prof_path = find_profile(base_path, profile)
     if not prof_path.is_file():
-        known = sorted(p.stem for p in prof_path.parent.glob("*.yaml"))
+        dirs = {base_path.parent / "profiles", DEFAULTS_DIR / "profiles"}
+        known = sorted({p.stem for d in dirs for p in d.glob("*.yaml")})
         raise ConfigError(f"{by}profile {profile!r}: {prof_path} not found (known profiles: {', '.join(known)})")
     sec = secrets_file or env.get("ULTRA_SIGNALS_SECRETS_FILE")
     if sec and not Path(sec).is_file():

@@ -1,0 +1,69 @@
+"""CPU seconds of everyday CLI calls (``--help``, ``status``, ``config show``), each as a fresh subprocess.
+
+Why CPU and not wall time: the machine is shared (2 cores, several jobs), so wall time measures the neighbours;
+the child's user+system CPU (``resource.getrusage(RUSAGE_CHILDREN)``) is what the command itself costs.  The target
+(issue 16) is under 0.3 s for ``--help`` and ``status``.  Never a test assert: figures go in docs/benchmarks.md.
+
+    .venv/bin/python bench/bench_cli.py [--runs 7] [--root DIR]
+
+``--root`` runs another checkout's code (e.g. an export of main) for before/after figures.  ``status`` reads a
+scratch SQLite journal (it answers whether a runner is up or not), created empty by the first call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.machine import describe
+
+COMMANDS: dict[str, list[str]] = {
+    "--help": ["--help"],
+    "status": ["status"],
+    "config show": ["config", "show"],
+}
+
+
+def cpu_of(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
+    """User+system CPU seconds of one child process run to completion."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({p.returncode}): {p.stderr.strip()[-500:]}")
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1], help="checkout to run")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ULTRA_SIGNALS_")}
+        env.update(
+            PYTHONPATH=str(args.root.resolve()),
+            ULTRA_SIGNALS_JOURNAL__URL=f"sqlite:///{cwd / 'journal.sqlite'}",
+            COLUMNS="120",
+        )
+        base = [sys.executable, "-m", "ultra_signals"]
+        cpu_of([*base, "status"], cwd, env)  # creates the journal; also warms the page cache and .pyc files
+        print(f"machine: {describe()}")
+        print(f"code: {args.root.resolve()}; {args.runs} runs each; CPU seconds (user+system) of the child")
+        print(f"{'command':<14} {'median':>7} {'min':>7} {'max':>7}")
+        for name, argv in COMMANDS.items():
+            xs = [cpu_of([*base, *argv], cwd, env) for _ in range(args.runs)]
+            print(f"{name:<14} {statistics.median(xs):7.3f} {min(xs):7.3f} {max(xs):7.3f}")
+
+
+if __name__ == "__main__":
+    main()
