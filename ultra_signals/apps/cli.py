@@ -9,7 +9,6 @@ Exit status of shadow, replay and rollout gate: 0 GO, 1 NO-GO or interrupted, 2 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -19,32 +18,24 @@ import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from ultra_signals.core.config import (
-    DEFAULTS_DIR,
-    ConfigError,
-    Settings,
-    find_profile,
-    find_settings,
-    load_settings,
-    redacted_dict,
-    secret_values,
-)
-from ultra_signals.execution.brokers.base import BrokerError
-from ultra_signals.journal.writer import JournalError
-from ultra_signals.live.runner import RunStats
 from ultra_signals.observability.logging import apply_settings, configure_logging, json_logging, scrub
-from ultra_signals.observability.metrics import Metrics, MetricsServeError
-from ultra_signals.sources.base import SourceError
+
+if TYPE_CHECKING:
+    # Everything heavier than typer and rich (pydantic, SQLAlchemy, numpy, websockets, httpx, the runner) is
+    # imported inside the command that needs it, so ``--help`` and ``status`` answer at once (bench/bench_cli.py).
+    from rich.progress import TaskID
+
+    from ultra_signals.core.config import Settings
+    from ultra_signals.live.runner import RunStats
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +149,8 @@ def _parse_time(value: str | None, name: str) -> int | None:
 
 
 def _settings(profile: str | None, secrets_file: str | None, overrides: dict[str, Any]) -> Settings:
+    from ultra_signals.core.config import ConfigError, load_settings, secret_values
+
     try:
         settings = load_settings(profile, secrets_file=secrets_file, overrides=overrides)
     except ConfigError as e:
@@ -182,7 +175,13 @@ def _run(
     hold_metrics: float,
     force: bool = False,
 ) -> tuple[RunStats, str | None, list[str]]:
+    import asyncio
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     from ultra_signals import bootstrap
+    from ultra_signals.execution.brokers.base import BrokerError
+    from ultra_signals.observability.metrics import Metrics
 
     metrics = Metrics()
     request = bootstrap.SourceRequest(duration, data_dir, start_ms, end_ms, symbols_given)
@@ -331,9 +330,9 @@ def _run_and_exit(settings: Settings, **kw: Any) -> None:
         st, verdict, paths = _run(settings, **kw)
     except typer.Exit:
         raise
-    except OPERATOR_ERRORS:
-        raise  # an operator error (busy port, bad settings, journal refused…) is one line and exit 2, in main()
     except Exception as e:  # the run itself failed outside the runner's own guard: say so, exit 3
+        if isinstance(e, _loaded(OPERATOR_ERRORS)):
+            raise  # an operator error (busy port, bad settings, journal refused…) is one line and exit 2, in main()
         import logging
 
         logging.getLogger(__name__).error("run failed", exc_info=True)  # the traceback goes to the log, once
@@ -507,6 +506,7 @@ def preflight(
 ) -> None:
     """Non-destructive go-live checks; exit code 0 only when every check passes.  Never takes a cap slot."""
     from ultra_signals.apps.preflight import run_preflight
+    from ultra_signals.core.config import ConfigError, load_settings
 
     try:
         settings = load_settings(profile, secrets_file=secrets_file)
@@ -540,6 +540,8 @@ def config_show(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
 ) -> None:
     """The effective merged configuration, secrets redacted, after where the settings and profile came from."""
+    from ultra_signals.core.config import find_profile, find_settings, redacted_dict
+
     settings = _settings(profile, secrets_file, {})
     data = redacted_dict(settings)
     path, origin = find_settings()
@@ -560,6 +562,8 @@ def init(
 ) -> None:
     """Write an editable copy of the packaged settings.yaml and profiles/ to start from."""
     import shutil
+
+    from ultra_signals.core.config import DEFAULTS_DIR
 
     targets = [(DEFAULTS_DIR / "settings.yaml", directory / "settings.yaml")]
     targets += [(p, directory / "profiles" / p.name) for p in sorted((DEFAULTS_DIR / "profiles").glob("*.yaml"))]
@@ -711,22 +715,39 @@ _register_layers()
 
 
 #: Errors an operator can fix (bad settings, a busy port, an unreadable journal or candle file): one line, exit 2.
-OPERATOR_ERRORS: tuple[type[Exception], ...] = (ConfigError, MetricsServeError, JournalError, SourceError)
+#: By module and name: an error of a module never imported cannot have been raised, so none is imported for this.
+OPERATOR_ERRORS: tuple[tuple[str, str], ...] = (
+    ("ultra_signals.core.config", "ConfigError"),
+    ("ultra_signals.observability.metrics", "MetricsServeError"),
+    ("ultra_signals.journal.writer", "JournalError"),
+    ("ultra_signals.sources.base", "SourceError"),
+)
+
+
+def _loaded(pairs: tuple[tuple[str, str], ...]) -> tuple[type[BaseException], ...]:
+    """The exception classes among ``pairs`` whose module is already imported."""
+    out: list[type[BaseException]] = []
+    for module, name in pairs:
+        mod = sys.modules.get(module)
+        if mod is not None:
+            out.append(getattr(mod, name))
+    return tuple(out)
 
 
 def main() -> None:
     """Entry point: an operator error that reached the top is one line and exit code 2, never a traceback."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     try:
         app(standalone_mode=True)
-    except OPERATOR_ERRORS as e:
-        show_error(str(e))
-        sys.exit(2)
-    except SQLAlchemyError as e:  # the journal database went away or refused a statement
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        show_error(f"journal database error: {type(e).__name__}: {first}")
-        sys.exit(2)
+    except Exception as e:
+        if isinstance(e, _loaded(OPERATOR_ERRORS)):
+            show_error(str(e))
+            sys.exit(2)
+        if isinstance(e, _loaded((("sqlalchemy.exc", "SQLAlchemyError"),))):
+            # the journal database went away or refused a statement
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            show_error(f"journal database error: {type(e).__name__}: {first}")
+            sys.exit(2)
+        raise
 
 
 if __name__ == "__main__":

@@ -7,18 +7,14 @@ These work from the journal alone, so they answer whether or not a runner is up.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from ultra_signals.apps.rollout import GateError, evaluate, status
-from ultra_signals.core.config import ConfigError, Settings, load_settings, redact_url
-from ultra_signals.execution.breakers import describe_state
-from ultra_signals.execution.tca import rich_table, tca_rows, write_report
-from ultra_signals.journal.trading import ExecStore
-from ultra_signals.journal.writer import Journal, JournalError
+if TYPE_CHECKING:  # imported where used: the CLI starts without SQLAlchemy, matplotlib or the journal
+    from ultra_signals.core.config import Settings
+    from ultra_signals.journal.writer import Journal
 
 console = Console(highlight=False)
 ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="Settings profile (default: shadow).")]
@@ -27,6 +23,8 @@ JournalOpt = Annotated[str | None, typer.Option("--journal-url", help="Journal D
 
 
 def _settings(profile: str | None, secrets: Path | None) -> Settings:
+    from ultra_signals.core.config import ConfigError, load_settings
+
     try:
         return load_settings(profile, secrets_file=secrets)
     except ConfigError as e:
@@ -35,6 +33,8 @@ def _settings(profile: str | None, secrets: Path | None) -> Settings:
 
 
 def _journal(settings: Settings, url: str | None) -> Journal:
+    from ultra_signals.journal.writer import Journal, JournalError
+
     try:
         return Journal(url or settings.journal.url, batch_size=settings.journal.batch_size)
     except JournalError as e:  # unreachable, or written by a newer release: the message says which and why
@@ -49,6 +49,10 @@ def tca(
     out: Annotated[str | None, typer.Option(help="Report folder (default: report.dir).")] = None,
 ) -> None:
     """Transaction cost analysis of a run: the table here, tca_<run>.md and a slippage chart on disk."""
+    from ultra_signals.core.config import redact_url
+    from ultra_signals.execution.tca import rich_table, tca_rows, write_report
+    from ultra_signals.journal.trading import ExecStore
+
     s = _settings(profile, None)
     j = _journal(s, journal_url)
     rows = tca_rows(ExecStore(j.engine).fills(run))
@@ -76,6 +80,10 @@ def rollout_gate(
     Exit status: 0 GO and eligible for promotion, 1 NO-GO (or a GO that may not promote: simulated or historical
     data, or a live run too short), 2 usage or configuration error (unknown run, run still running).
     """
+    from rich.table import Table
+
+    from ultra_signals.apps.rollout import GateError, evaluate
+
     s = _settings(profile, None)
     j = _journal(s, journal_url)
     try:
@@ -104,6 +112,11 @@ def rollout_gate(
 @rollout_app.command("status")
 def rollout_status(profile: ProfileOpt = None, journal_url: JournalOpt = None) -> None:
     """The current stage, its runs and every gate verdict, from the journal."""
+    from rich.table import Table
+
+    from ultra_signals.apps.rollout import status
+    from ultra_signals.execution.breakers import describe_state
+
     s = _settings(profile, None)
     j = _journal(s, journal_url)
     st = status(j)

@@ -20,29 +20,23 @@ import math
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ultra_signals.apps.cli_execution import JournalOpt, ProfileOpt, SecretsOpt, _journal, console
-from ultra_signals.core.config import ConfigError, Settings, load_settings
-from ultra_signals.core.decision import Candidate, Decision, Side
-from ultra_signals.core.instruments import parse_exchange_info
-from ultra_signals.core.timeframes import tf_ms
-from ultra_signals.engine.scoring import levels
-from ultra_signals.execution.breakers import TradingState, load_state
-from ultra_signals.execution.brokers.base import BrokerError
-from ultra_signals.features.indicators import Atr
-from ultra_signals.journal.writer import Journal
-from ultra_signals.observability.metrics import Metrics
-from ultra_signals.sources.binance.rest import BinanceRest, RestError
-from ultra_signals.transport.notifier import ConsoleNotifier
-from ultra_signals.venues.binance.endpoints import endpoints_from_settings
+
+if TYPE_CHECKING:  # the rest is imported where used: the CLI starts without the runner's libraries
+    from ultra_signals.core.config import Settings
+    from ultra_signals.core.decision import Side
+    from ultra_signals.journal.writer import Journal
 
 WAIT_S = 30.0
 
 
 def _live_settings(profile: str | None, secrets: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    from ultra_signals.core.config import ConfigError, load_settings
+
     try:
         s = load_settings(profile, secrets_file=secrets, overrides=overrides or {})
     except ConfigError as e:
@@ -59,6 +53,8 @@ def _live_settings(profile: str | None, secrets: Path | None, overrides: dict[st
 
 
 def _refuse_if_halted(j: Journal, force: bool) -> None:
+    from ultra_signals.execution.breakers import TradingState, load_state
+
     st = load_state(j)
     if st.state is not TradingState.ACTIVE and not force:
         typer.echo(f"trading is {st.state.value} ({st.breaker}: {st.detail}); resume first, or --force", err=True)
@@ -67,6 +63,12 @@ def _refuse_if_halted(j: Journal, force: bool) -> None:
 
 async def _market(s: Settings, symbol: str) -> tuple[float, float, dict[str, Any]]:
     """Last closed price and ATR of the primary timeframe, and the exchange's filters (public REST)."""
+    from ultra_signals.core.timeframes import tf_ms
+    from ultra_signals.features.indicators import Atr
+    from ultra_signals.observability.metrics import Metrics
+    from ultra_signals.sources.binance.rest import BinanceRest, RestError
+    from ultra_signals.venues.binance.endpoints import endpoints_from_settings
+
     b = s.binance
     rest = BinanceRest(endpoints_from_settings(b).rest, Metrics(), timeout_s=b.rest_timeout_s, max_retries=2)
     try:
@@ -96,6 +98,12 @@ def force_enter(
     journal_url: JournalOpt = None,
 ) -> None:
     """Place one entry on SYMBOL sized by the profile, with both brackets, journaled as a manual trade."""
+    from ultra_signals.core.decision import Side
+    from ultra_signals.core.instruments import parse_exchange_info
+    from ultra_signals.engine.scoring import levels
+    from ultra_signals.sources.binance.rest import RestError
+    from ultra_signals.venues.binance.endpoints import endpoints_from_settings
+
     if side not in ("long", "short"):
         typer.echo("--side must be long or short", err=True)
         raise typer.Exit(2)
@@ -138,8 +146,13 @@ def force_enter(
 async def _enter(
     s: Settings, j: Journal, symbol: str, side: Side, price: float, stop: float, targets: tuple[float, ...], force: bool
 ) -> int:
-    from ultra_signals.execution.breakers import StateRecord
+    from ultra_signals.core.decision import Candidate, Decision
+    from ultra_signals.core.timeframes import tf_ms
+    from ultra_signals.execution.breakers import StateRecord, TradingState
+    from ultra_signals.execution.brokers.base import BrokerError
     from ultra_signals.execution.executor import TradingExecutor, make_executor
+    from ultra_signals.observability.metrics import Metrics
+    from ultra_signals.transport.notifier import ConsoleNotifier
 
     now = int(time.time() * 1000)
     run_id = f"manual-{now}"
@@ -193,6 +206,7 @@ def force_exit(
     journal_url: JournalOpt = None,
 ) -> None:
     """Close the journaled position on SYMBOL and its brackets (reduce-only market), and wait for the fill."""
+
     symbol = symbol.upper()
     s = _live_settings(profile, secrets_file)
     j = _journal(s, journal_url)
@@ -210,7 +224,10 @@ def force_exit(
 
 
 async def _exit(s: Settings, j: Journal, symbol: str) -> int:
+    from ultra_signals.execution.brokers.base import BrokerError
     from ultra_signals.execution.executor import TradingExecutor, make_executor
+    from ultra_signals.observability.metrics import Metrics
+    from ultra_signals.transport.notifier import ConsoleNotifier
 
     now = int(time.time() * 1000)
     run_id = f"manual-exit-{now}"

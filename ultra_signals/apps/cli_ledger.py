@@ -10,22 +10,22 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ultra_signals.apps.cli_execution import JournalOpt, ProfileOpt, SecretsOpt, _journal, _settings, console
-from ultra_signals.core.config import Settings
-from ultra_signals.execution.ledger import reconcile_ledger, write_csv
-from ultra_signals.journal.trading import ExecStore
-from ultra_signals.venues.binance.client import client_from_settings
-from ultra_signals.venues.binance.errors import VenueError
+
+if TYPE_CHECKING:  # the rest is imported where used: the CLI starts without the venue client (httpx)
+    from ultra_signals.core.config import Settings
 
 PAGE = 1000
 
 
 async def fetch_income(s: Settings, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
     """Every income item in ``[start_ms, end_ms)``, page by page (bounded: each page moves time forward)."""
+    from ultra_signals.venues.binance.client import client_from_settings
+
     client = client_from_settings(s, name="ledger", trading=True)
     out: list[dict[str, Any]] = []
     try:
@@ -53,6 +53,10 @@ def ledger(
     journal_url: JournalOpt = None,
 ) -> None:
     """Reconcile one UTC day of fees, realised PnL and funding: exchange income history versus the journal."""
+    from ultra_signals.execution.ledger import reconcile_ledger, write_csv
+    from ultra_signals.journal.trading import ExecStore
+    from ultra_signals.venues.binance.errors import VenueError
+
     s = _settings(profile, secrets_file)
     try:
         d = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC) if day else None

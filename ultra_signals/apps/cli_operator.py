@@ -16,22 +16,13 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from ultra_signals.control import (
-    Caps,
-    ConfirmationRequired,
-    Control,
-    ControlError,
-    JournalView,
-    Position,
-    SignalRow,
-    Status,
-)
-from ultra_signals.core.config import ConfigError, Settings, load_settings
-from ultra_signals.journal.writer import Journal, JournalError
+if TYPE_CHECKING:  # imported where used: ``--help`` starts without the journal (SQLAlchemy) and control
+    from ultra_signals.control import Caps, Control, Position, SignalRow, Status
+    from ultra_signals.core.config import Settings
 
 ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="Settings profile (default: shadow).")]
 SettingsOpt = Annotated[Path | None, typer.Option("--settings", help="Base settings file.")]
@@ -44,6 +35,8 @@ T = TypeVar("T")
 
 
 def _settings(profile: str | None, settings_file: Path | None, secrets: Path | None) -> Settings:
+    from ultra_signals.core.config import ConfigError, load_settings
+
     try:
         return load_settings(profile, settings_file=settings_file, secrets_file=secrets)
     except ConfigError as e:
@@ -55,6 +48,9 @@ def _settings(profile: str | None, settings_file: Path | None, secrets: Path | N
 def _control(
     profile: str | None, settings_file: Path | None, secrets: Path | None, url: str | None, *, kill: bool = False
 ) -> Iterator[tuple[Control, Settings]]:
+    from ultra_signals.control import Control, JournalView
+    from ultra_signals.journal.writer import Journal, JournalError
+
     s = _settings(profile, settings_file, secrets)
     try:
         j = Journal(url or s.journal.url, batch_size=s.journal.batch_size)
@@ -74,6 +70,8 @@ def _control(
 
 def _call(fn: Callable[[], T]) -> T:
     """Run one action; a refusal is the operator's message on stderr and exit code 2, never a traceback."""
+    from ultra_signals.control import ControlError
+
     try:
         return fn()
     except ControlError as e:
@@ -291,6 +289,7 @@ def kill(
     journal_url: JournalOpt = None,
 ) -> None:
     """Kill switch: HALT trading, cancel every open order and flatten every position on the exchange."""
+    from ultra_signals.control import ConfirmationRequired
     from ultra_signals.control.kill import venue_label
 
     with _control(profile, settings, secrets_file, journal_url, kill=True) as (c, s):
