@@ -15,7 +15,6 @@ waits for the exit fill; a position the journal does not know is refused (use ``
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from decimal import Decimal
@@ -98,6 +97,8 @@ def force_enter(
     journal_url: JournalOpt = None,
 ) -> None:
     """Place one entry on SYMBOL sized by the profile, with both brackets, journaled as a manual trade."""
+    import asyncio
+
     from ultra_signals.core.decision import Side
     from ultra_signals.core.instruments import parse_exchange_info
     from ultra_signals.engine.scoring import levels
@@ -146,6 +147,8 @@ def force_enter(
 async def _enter(
     s: Settings, j: Journal, symbol: str, side: Side, price: float, stop: float, targets: tuple[float, ...], force: bool
 ) -> int:
+    import asyncio
+
     from ultra_signals.core.decision import Candidate, Decision
     from ultra_signals.core.timeframes import tf_ms
     from ultra_signals.execution.breakers import StateRecord, TradingState
@@ -206,6 +209,7 @@ def force_exit(
     journal_url: JournalOpt = None,
 ) -> None:
     """Close the journaled position on SYMBOL and its brackets (reduce-only market), and wait for the fill."""
+    import asyncio
 
     symbol = symbol.upper()
     s = _live_settings(profile, secrets_file)
@@ -224,6 +228,8 @@ def force_exit(
 
 
 async def _exit(s: Settings, j: Journal, symbol: str) -> int:
+    import asyncio
+
     from ultra_signals.execution.brokers.base import BrokerError
     from ultra_signals.execution.executor import TradingExecutor, make_executor
     from ultra_signals.observability.metrics import Metrics

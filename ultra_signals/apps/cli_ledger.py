@@ -7,7 +7,6 @@ income item and how it matched.  See :mod:`ultra_signals.execution.ledger` for t
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -53,6 +52,8 @@ def ledger(
     journal_url: JournalOpt = None,
 ) -> None:
     """Reconcile one UTC day of fees, realised PnL and funding: exchange income history versus the journal."""
+    import asyncio
+
     from ultra_signals.execution.ledger import reconcile_ledger, write_csv
     from ultra_signals.journal.trading import ExecStore
     from ultra_signals.venues.binance.errors import VenueError

@@ -9,7 +9,6 @@ holds for the next one.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -289,6 +288,8 @@ def kill(
     journal_url: JournalOpt = None,
 ) -> None:
     """Kill switch: HALT trading, cancel every open order and flatten every position on the exchange."""
+    import asyncio
+
     from ultra_signals.control import ConfirmationRequired
     from ultra_signals.control.kill import venue_label
 
