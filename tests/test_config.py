@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DEFAULTS
-from ultra_signals.core.config import STAGES, ConfigError, load_settings, redacted_dict
+from ultra_signals.core.config import (
+    DEFAULTS_DIR,
+    STAGES,
+    ConfigError,
+    find_profile,
+    find_settings,
+    load_settings,
+    redacted_dict,
+)
 
 
 def _tree(tmp_path: Path, base: str, profile: str = "runtime:\n  mode: shadow\n") -> Path:
@@ -339,3 +347,40 @@ def test_redis_timeout_has_an_upper_bound() -> None:
     assert _load(overrides={"redis.timeout_ms": 5000}, environ={}).redis.timeout_ms == 5000
     with _pytest.raises(_ConfigError, match=r"redis\.timeout_ms"):
         _load(overrides={"redis.timeout_ms": 60_000}, environ={})
+
+
+# -- where the settings come from (README "Configuration": flag, env, ./settings.yaml, packaged defaults) -----------
+
+
+def test_lookup_order_flag_then_env_then_working_directory_then_packaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flag, by_env, cwd = tmp_path / "flag.yaml", tmp_path / "env" / "s.yaml", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    env = {"ULTRA_SIGNALS_SETTINGS": str(by_env)}
+    assert find_settings(None, {}) == (DEFAULTS_DIR / "settings.yaml", "packaged defaults")
+    (cwd / "settings.yaml").write_text("sniper:\n  cooldown_bars: 2\n")
+    assert find_settings(None, {}) == (cwd / "settings.yaml", "./settings.yaml in the working directory")
+    assert find_settings(None, env) == (by_env, "environment variable ULTRA_SIGNALS_SETTINGS")
+    assert find_settings(flag, env) == (flag, "--settings")
+    # The working directory's file is what loads, with the packaged profile (there is no profiles/ beside it).
+    assert load_settings(env={}).sniper.cooldown_bars == 2
+
+
+def test_the_packaged_defaults_hold_every_stage_and_load_without_a_checkout_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no settings.yaml here: the packaged one is used
+    for stage in STAGES:
+        assert find_profile(DEFAULTS_DIR / "settings.yaml", stage) == DEFAULTS_DIR / "profiles" / f"{stage}.yaml"
+        assert load_settings(stage, env={}).profile == stage
+
+
+def test_a_profile_beside_the_settings_file_wins_over_the_packaged_one(tmp_path: Path) -> None:
+    path = _tree(tmp_path, "sniper:\n  cooldown_bars: 2\n", profile="sniper:\n  cooldown_bars: 5\n")
+    assert find_profile(path, "shadow") == tmp_path / "profiles" / "shadow.yaml"
+    assert load_settings(settings_file=path, env={}).sniper.cooldown_bars == 5
+    # canary is not beside it: the packaged canary profile applies over this base.
+    assert find_profile(path, "canary") == DEFAULTS_DIR / "profiles" / "canary.yaml"
+    assert load_settings("canary", settings_file=path, env={}).runtime.mode == "canary"

@@ -59,6 +59,32 @@ def test_help_lists_each_command_once() -> None:
         assert rows.count(name) == 1, (name, rows)
 
 
+def test_settings_flag_is_shown_by_config_show_and_init_overwrites_only_with_force(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ultra_signals", *args],
+            cwd=tmp_path,
+            env=_clean_env(PYTHONPATH=str(REPO), COLUMNS="200"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    target = tmp_path / "conf"
+    assert run("init", str(target)).returncode == 0
+    (target / "settings.yaml").write_text("sniper:\n  cooldown_bars: 7\n")
+    refused = run("init", str(target))
+    assert refused.returncode == 2 and "--force" in refused.stderr, refused.stderr
+    assert (target / "settings.yaml").read_text() == "sniper:\n  cooldown_bars: 7\n"  # nothing written
+    shown = run("--settings", str(target / "settings.yaml"), "config", "show", "-p", "canary")
+    assert shown.returncode == 0, shown.stderr
+    assert f"# settings: {target / 'settings.yaml'} (--settings)" in shown.stdout
+    assert f"# profile: {target / 'profiles' / 'canary.yaml'}" in shown.stdout
+    assert "cooldown_bars: 7" in shown.stdout
+    assert run("init", "--force", str(target)).returncode == 0
+    assert (target / "settings.yaml").read_bytes() == (DEFAULTS / "settings.yaml").read_bytes()
+
+
 @pytest.mark.slow
 def test_wheel_installs_in_a_fresh_venv_and_runs_from_an_empty_folder(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
