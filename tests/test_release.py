@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, skip_or_fail_under_ci
+from tests.conftest import DEFAULTS, REPO, skip_or_fail_under_ci
 from ultra_signals import __version__
 from ultra_signals.journal import migrate
 
@@ -29,7 +29,7 @@ TABLES = ("runs", "decisions", "control_state", "exec_events")
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ULTRA_SIGNALS_") and k != "PYTHONPATH"}
-    env.update({"COLUMNS": "200", "ULTRA_SIGNALS_SETTINGS": str(REPO / "settings.yaml"), **extra})
+    env.update({"COLUMNS": "200", "ULTRA_SIGNALS_SETTINGS": str(DEFAULTS / "settings.yaml"), **extra})
     return env
 
 
