@@ -278,8 +278,8 @@ def test_a_live_canary_start_on_a_missing_journal_is_halted_shadow_and_drills_ar
 def test_an_unreadable_journal_refuses_the_canary_start_and_moved_aside_it_starts_halted(tmp_path: Path) -> None:
     """A journal that exists but is not SQLite (random bytes): exit 2 with one line naming the file and the way
     out, no traceback, the file untouched.  Moved aside, the next canary start on a live source is HALTED."""
-    shutil.copy(REPO / "settings.yaml", tmp_path / "settings.yaml")
-    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    shutil.copy(DEFAULTS / "settings.yaml", tmp_path / "settings.yaml")
+    shutil.copytree(DEFAULTS / "profiles", tmp_path / "profiles")
     db = tmp_path / "var" / "journal.db"
     db.parent.mkdir()
     garbage = os.urandom(8192)
