@@ -257,3 +257,19 @@ def test_compose_kit_mounts_files_that_exist() -> None:
     ]
     assert runner_env["ULTRA_SIGNALS_METRICS__HOST"] == "0.0.0.0"  # reachable from the Prometheus container
     assert "ULTRA_SIGNALS_TELEGRAM__BOT_TOKEN" not in runner_env  # the token comes from the secrets file
+
+
+def test_scrape_values_read_a_gzip_body_and_never_raise() -> None:
+    """A scraper that accepts gzip gets a compressed body; the run's scrape evidence must read it (a run once
+    crashed at its end parsing the compressed bytes as text)."""
+    import gzip
+
+    from ultra_signals.observability.metrics import ScrapeLog
+
+    log = ScrapeLog()
+    log.record("Prometheus/2.42", gzip.compress(b"signals_allowed_total 3.0\n"))
+    assert log.last_values(["signals_allowed_total"]) == {"signals_allowed_total": 3.0}
+    log.record("Prometheus/2.42", b"\x1f\x8b not really gzip")
+    assert log.last_values(["signals_allowed_total"]) == {}
+    log.record("Prometheus/2.42", b"\xff\xfe garbage {")
+    assert log.last_values(["signals_allowed_total"]) == {}

@@ -73,12 +73,22 @@ class ScrapeLog:
         wanted = set(names)
         out: dict[str, float] = {}
         with self.lock:
-            text = self.last_body.decode("utf-8", "replace")
-        for fam in text_string_to_metric_families(text):
-            for smp in fam.samples:
-                if smp.name in wanted:
-                    labels = ",".join(f"{k}={v}" for k, v in sorted(smp.labels.items()))
-                    out[f"{smp.name}{{{labels}}}" if labels else smp.name] = float(smp.value)
+            body = self.last_body
+        if body[:2] == b"\x1f\x8b":  # a scraper that accepts gzip (Prometheus, httpx) got a compressed body
+            import gzip
+
+            try:
+                body = gzip.decompress(body)
+            except (OSError, EOFError):
+                return out
+        try:
+            for fam in text_string_to_metric_families(body.decode("utf-8", "replace")):
+                for smp in fam.samples:
+                    if smp.name in wanted:
+                        labels = ",".join(f"{k}={v}" for k, v in sorted(smp.labels.items()))
+                        out[f"{smp.name}{{{labels}}}" if labels else smp.name] = float(smp.value)
+        except ValueError:  # evidence for the report only: an unreadable body never fails the run
+            return {}
         return out
 
     def max_gap_s(self, start: float, end: float) -> float:
