@@ -62,7 +62,7 @@ class CliAdapter:
 
     def __call__(self, action: str, arg: str | None = None, *, confirm: bool = True) -> Answer:
         argv = {"stop_entry": ["stop-entry"], "signals": ["signals", "-n", arg or "5"]}.get(action, [action])
-        if action == "kill" and confirm:
+        if action in ("kill", "resume") and confirm:
             argv = [*argv, "--yes"]
         res = self.cli.invoke(app, [*argv, "--journal-url", self.url], input="n\n")
         return Answer(res.output, res.exit_code == 0)
@@ -80,7 +80,11 @@ class TelegramAdapter:
         self.journal = journal
 
     def __call__(self, action: str, arg: str | None = None, *, confirm: bool = True) -> Answer:
-        text = {"stop_entry": "/stopentry", "kill": "/kill confirm" if confirm else "/kill"}.get(action, f"/{action}")
+        text = {
+            "stop_entry": "/stopentry",
+            "kill": "/kill confirm" if confirm else "/kill",
+            "resume": "/resume confirm" if confirm else "/resume",
+        }.get(action, f"/{action}")
         if arg is not None:
             text += f" {arg}"
         before = len(self.api.delivered_to(OPERATOR))
@@ -383,4 +387,4 @@ def test_the_operator_layer_imports_no_adapter() -> None:
         for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ultra_signals."):
                 found.setdefault(node.module.split(".")[1], []).append(f.name)
-    assert found and {"core", "journal", "execution"} >= set(found) - {"control"}, found
+    assert found and {"core", "observability", "journal", "execution"} >= set(found) - {"control"}, found

@@ -227,6 +227,9 @@ def test_resume_from_telegram_clears_a_breaker_halt_but_a_stranger_cannot(api: F
     converse(api, journal, [(STRANGER, "/resume")])
     assert "HALTED" in describe_state(journal)
     converse(api, journal, [(OPERATOR, "/resume")])
+    assert "HALTED" in describe_state(journal)  # a breaker's halt asks first
+    converse(api, journal, [(OPERATOR, "/resume confirm")])
     assert "ACTIVE" in describe_state(journal)
-    [reply] = api.delivered_to(OPERATOR)
+    ask, reply = api.delivered_to(OPERATOR)
+    assert "daily_loss" in ask.plain and "/resume confirm" in ask.plain
     assert "trading resumed (ACTIVE)" in reply.plain and "daily_loss" in reply.plain

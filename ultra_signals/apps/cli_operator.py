@@ -61,19 +61,26 @@ def _control(
         from ultra_signals.control.kill import exchange_flattener
 
         flatten = exchange_flattener(s)
+    from ultra_signals.control.exits import exchange_balance
+
     try:
-        yield Control(j, JournalView(j), flatten=flatten), s
+        yield Control(j, JournalView(j), flatten=flatten, balance=exchange_balance(s), settings=s), s
     finally:
         j.close()
 
 
-def _call(fn: Callable[[], T]) -> T:
-    """Run one action; a refusal is the operator's message on stderr and exit code 2, never a traceback."""
-    from ultra_signals.control import ControlError
+def _call(fn: Callable[[], T], *, ask: bool = False) -> T:
+    """Run one action; a refusal is the operator's message on stderr and exit code 2, never a traceback.
+
+    ``ask``: a :class:`~ultra_signals.control.ConfirmationRequired` propagates (the caller prompts).
+    """
+    from ultra_signals.control import ConfirmationRequired, ControlError
 
     try:
         return fn()
     except ControlError as e:
+        if ask and isinstance(e, ConfirmationRequired):
+            raise
         typer.echo(e.message, err=True)
         raise typer.Exit(2) from None
 
@@ -256,15 +263,29 @@ def pause(
 
 
 def resume(
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation (a breaker's halt).")] = False,
     profile: ProfileOpt = None,
     settings: SettingsOpt = None,
     secrets_file: SecretsOpt = None,
     journal_url: JournalOpt = None,
 ) -> None:
-    """Allow new signals again, and clear a circuit-breaker halt or a stop-entry (back to ACTIVE)."""
+    """Allow new signals again, and clear a circuit-breaker halt or a stop-entry (back to ACTIVE).
+
+    A breaker's halt asks for confirmation (``--yes`` skips it) and is refused while its cause persists.
+    """
+    from ultra_signals.control import ConfirmationRequired
+
     with _control(profile, settings, secrets_file, journal_url) as (c, _):
-        r = _call(lambda: c.resume(BY))
+        try:
+            r = _call(lambda: c.resume(BY, confirm=yes), ask=True)
+        except ConfirmationRequired as e:
+            if not typer.confirm(f"{e.message}. Resume?", default=False):
+                typer.echo("aborted: nothing was changed")
+                raise typer.Exit(1) from None
+            r = _call(lambda: c.resume(BY, confirm=True))
     typer.echo(f"resumed: new signals are allowed ({r.journal}); {r.trading}")
+    if r.unchecked:
+        typer.echo(f"note: not checked from here: {r.unchecked}")
 
 
 def stop_entry(

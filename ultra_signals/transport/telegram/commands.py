@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ultra_signals.control import Control, ControlError, InvalidInput, parse_count
+from ultra_signals.control import ConfirmationRequired, Control, ControlError, InvalidInput, parse_count
 from ultra_signals.core.backoff import exponential_delay
 from ultra_signals.transport.telegram.client import RetryAfter, TelegramClient
 from ultra_signals.transport.telegram.format import (
@@ -158,7 +158,11 @@ class CommandHandler:
             case "pause":
                 return pause_text(c.pause(by))
             case "resume":
-                return resume_text(c.resume(by))
+                confirm = [a.lower() for a in cmd.args] == ["confirm"]
+                try:
+                    return resume_text(c.resume(by, confirm=confirm))
+                except ConfirmationRequired as e:
+                    return f"{e.message}. Send /resume confirm to do it."
             case "stopentry" | "stop_entry":
                 return stop_entry_text(c.stop_entry(by))
             case "kill":
