@@ -345,3 +345,12 @@ def test_the_running_runner_answers_health_balance_profit_and_positions(api: Fak
     positions = [g.plain for g in api.delivered_to(OPERATOR) if "open position" in g.plain.splitlines()[0]]
     assert len(positions) == 1  # "No open positions." or "n open position(s):" with their lines
     assert replies["ultra-signals"].splitlines()[1].startswith("git: ")
+
+
+def test_allowed_users_are_user_ids_not_names() -> None:
+    from ultra_signals.core.config import ConfigError
+
+    s = load_settings("canary", environ={"ULTRA_SIGNALS_TELEGRAM__ALLOWED_USERS": "123456789, 42"})
+    assert s.telegram.allowed_users == ["123456789", "42"]
+    with pytest.raises(ConfigError, match=r"telegram.allowed_users.*user ids.*'@boss'"):
+        load_settings("canary", environ={"ULTRA_SIGNALS_TELEGRAM__ALLOWED_USERS": "123,@boss"})

@@ -484,6 +484,15 @@ class TelegramSettings(_Section):
             raise ValueError("backoff_initial_s must not exceed backoff_max_s")
         return self
 
+    @field_validator("allowed_users", mode="after")
+    @classmethod
+    def _user_ids(cls, v: list[str]) -> list[str]:
+        """User ids are numbers (``message.from.id``); a @username would never match and lock everyone out."""
+        bad = [u for u in v if not u.isdigit()]
+        if bad:
+            raise ValueError(f"must be Telegram user ids (digits, message.from.id), got {bad[0][:40]!r}")
+        return v
+
 
 class BinanceSettings(_Section):
     rest_url: str = "https://fapi.binance.com"

@@ -187,6 +187,12 @@ class TelegramNotifier:
         if not self.allowed_chat_ids:
             log.info("telegram: no telegram.allowed_chat_ids, operator commands are off")
             return None
+        if self.mode in ("canary", "live") and not self.allowed_users:
+            log.warning(
+                "telegram: telegram.allowed_users is empty: in %s /resume, /stopentry, /forceexit and /kill are "
+                "refused (group membership is not authentication)",
+                self.mode,
+            )
         self.commands = CommandHandler(
             self.client,
             self.reply,
