@@ -668,3 +668,26 @@ def test_the_operator_layer_imports_no_adapter() -> None:
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ultra_signals."):
                 found.setdefault(node.module.split(".")[1], []).append(f.name)
     assert found and {"core", "observability", "journal", "execution"} >= set(found) - {"control"}, found
+
+
+def test_cli_pnl_and_health_as_json_are_the_typed_results(journal: Journal) -> None:
+    import json
+
+    seed_pnl(journal)
+    res = CliRunner().invoke(app, ["pnl", "--days", "2", "--journal-url", journal.url, "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.output)
+    assert rep["today"] == "2026-01-05" and rep["realized_total"] == pytest.approx(15.25)
+    assert [d["day"] for d in rep["days"]] == ["2026-01-04", "2026-01-05"] and rep["unrealized"] is None
+    res = CliRunner().invoke(app, ["health", "--journal-url", journal.url, "--json"])
+    assert res.exit_code == 0, res.output
+    h = json.loads(res.output)
+    assert h["state"] == "RUNNING" and h["live"] is False and h["run"]["run_id"] == "r1"
+
+
+def test_cli_resume_of_a_breaker_halt_asks_and_acts_on_yes(journal: Journal) -> None:
+    halt_trading(journal, "order_errors", "5 order errors within 60 s", by="breaker")
+    res = CliRunner().invoke(app, ["resume", "--journal-url", journal.url], input="y\n")
+    assert res.exit_code == 0, res.output
+    assert "order_errors" in res.output and "Resume?" in res.output and "trading resumed (ACTIVE)" in res.output
+    assert load_state(journal).state is TradingState.ACTIVE and load_state(journal).by == "cli"
