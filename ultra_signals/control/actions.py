@@ -129,11 +129,14 @@ def parse_count(text: str, default: int = 5) -> int:
 
 
 class Control:
-    """Pause, resume, stop-entry, kill, and the status, caps, signals and positions reads.
+    """Pause, resume, stop-entry, force-exit, kill, and the status, health, caps, signals, positions, PnL,
+    balance, config and version reads.
 
     ``flatten`` is how a kill reaches the exchange (None: the paper broker, whose positions live in the
-    runner, which flattens them itself when it reads the HALT).  ``by`` on every write names the operator
-    (``cli``, ``telegram:<user id>``) in the journal.
+    runner, which flattens them itself when it reads the HALT); ``close`` and ``balance`` reach the executor
+    that holds the positions (:mod:`ultra_signals.control.exits`; None where there is none: a refusal that
+    says where to ask); ``settings`` feeds show-config and the staleness limit.  ``by`` on every write names
+    the operator (``cli``, ``telegram:<user id>``, ``web:<who>``) in the journal.
     """
 
     def __init__(
