@@ -1,0 +1,136 @@
+"""The ranked threshold's history in Redis answers exactly what the in-process one answers, shared by runners.
+
+Real Redis (the machine's, a fresh namespace per test).  "Exactly": the same float, bit for bit, for every
+candidate of a random stream (in order, late, with duplicate keys and equal timestamps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ultra_signals.core.caps import DAY_MS, HOUR_MS, BudgetRule, CapPolicy, CounterBackendError, QualityPoint
+from ultra_signals.counters.redis_backend import RedisCounters
+from ultra_signals.counters.threshold_redis import RedisThreshold
+from ultra_signals.engine.budget import OnlineThreshold
+
+M = 60_000
+T0 = 1_700_000_000_000
+RULE = BudgetRule(window_ms=6 * HOUR_MS, target_per_day=8.0, min_history=4)
+POLICY = CapPolicy.from_limits(2, 6)
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url)
+    yield c
+    c.close()
+
+
+def shared(client: redis.Redis, namespace: str, rule: BudgetRule = RULE) -> RedisThreshold:
+    return RedisCounters(client, POLICY, namespace, "shadow").quality_threshold(rule)
+
+
+def memory(rule: BudgetRule = RULE) -> OnlineThreshold:
+    return OnlineThreshold(rule.window_ms, rule.target_per_day, rule.min_history)
+
+
+def test_same_thresholds_as_memory_on_an_ordered_stream(client: redis.Redis, namespace: str) -> None:
+    r, mem = shared(client, namespace), memory()
+    answered = []
+    for i in range(120):
+        p = QualityPoint(f"S{i % 3}:5m:{i}", "5m", T0 + i * 5 * M, ((i * 37) % 101) / 101)
+        got = r.threshold_and_observe(p)
+        assert got == mem.threshold_and_observe(p)
+        answered.append(got)
+    assert sum(a is not None for a in answered) > 50  # the budget was binding: thresholds were compared
+    assert r.threshold_and_observe(QualityPoint("x:1h:0", "1h", T0 + 600 * M, 0.5)) is None  # its own history
+
+
+def test_a_key_seen_again_gets_the_threshold_it_got_first(client: redis.Redis, namespace: str) -> None:
+    """Two runners deciding the same bar (a hot standby) measure it against the same number."""
+    a, b = shared(client, namespace), shared(client, namespace)
+    for i in range(30):
+        a.threshold_and_observe(QualityPoint(f"A:5m:{i}", "5m", T0 + i * M, i / 30))
+    p = QualityPoint("A:5m:99", "5m", T0 + 31 * M, 0.1)
+    first = a.threshold_and_observe(p)
+    assert first is not None
+    for i in range(30, 60):  # the window moves on
+        a.threshold_and_observe(QualityPoint(f"B:5m:{i}", "5m", T0 + (i + 2) * M, 1.0))
+    assert b.threshold_and_observe(p) == first
+    assert client.zcard(b.keys("5m")[0]) == 61  # counted once
+
+
+def test_seed_is_idempotent_and_sets_the_same_state(client: redis.Redis, namespace: str) -> None:
+    pts = [QualityPoint(f"S:5m:{i}", "5m", T0 + i * 5 * M, ((i * 13) % 17) / 17) for i in range(400)]
+    r, mem = shared(client, namespace), memory()
+    assert r.record(pts) > 0
+    assert r.record(pts) == 0  # a second runner seeding from the same journal adds nothing
+    mem.seed_points(pts)
+    later = QualityPoint("S:5m:x", "5m", T0 + 401 * 5 * M, 0.5)
+    assert r.threshold_and_observe(later) == mem.threshold_and_observe(later) is not None
+
+
+def test_foreign_value_under_the_keys_is_a_clear_error(client: redis.Redis, namespace: str) -> None:
+    r = shared(client, namespace)
+    client.set(r.keys("5m")[0], "hello")
+    with pytest.raises(CounterBackendError, match="foreign value"):
+        r.threshold_and_observe(QualityPoint("S:5m:1", "5m", T0, 0.5))
+
+
+# -- the property: Redis and memory agree on any stream ----------------------------------------------------
+
+steps = st.lists(
+    st.tuples(
+        st.integers(min_value=-90, max_value=240),  # minutes after the previous candidate (negative: late)
+        st.integers(min_value=0, max_value=40),  # key id (repeats: the same bar seen again)
+        st.sampled_from([0.1, 0.25, 0.5, 0.5, 0.75, 0.9, 1 / 3, 2 / 3]),
+        st.sampled_from(["5m", "15m"]),
+        st.booleans(),  # seed (journal) rather than observe
+    ),
+    min_size=1,
+    max_size=80,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=steps, min_history=st.integers(0, 6), target=st.sampled_from([1.0, 4.0, 8.0, 30.0]))
+def test_redis_answers_exactly_like_memory(
+    client: redis.Redis, namespace: str, steps: list[tuple[int, int, float, str, bool]], min_history: int, target: float
+) -> None:
+    rule = BudgetRule(window_ms=8 * HOUR_MS, target_per_day=target, min_history=min_history)
+    r = shared(client, f"{namespace}-{abs(hash((tuple(steps), min_history, target))) % 10**9}", rule)
+    mem = memory(rule)
+    ts = T0
+    for dm, k, q, tf, seed in steps:
+        ts += dm * M
+        p = QualityPoint(f"S:{tf}:{k}", tf, ts, q)
+        if seed:
+            r.seed_points([p])
+            mem.seed_points([p])
+        else:
+            assert r.threshold_and_observe(p) == mem.threshold_and_observe(p)
+    end = QualityPoint("S:5m:end", "5m", ts + 1, 0.5)
+    assert r.threshold_and_observe(end) == mem.threshold_and_observe(end)
+
+
+@given(n=st.integers(1, 400), target=st.floats(0.01, 500.0), span_h=st.integers(0, 200))
+def test_rank_is_numpys_inverted_cdf(n: int, target: float, span_h: int) -> None:
+    """The rank rule both backends share is numpy's quantile (inverted_cdf), which the threshold used before."""
+    import numpy as np
+
+    from ultra_signals.engine.budget import budget_rank
+
+    rule = BudgetRule(3 * DAY_MS, target, 0)
+    values = np.arange(n, dtype=np.float64)
+    k = budget_rank(n, span_h * HOUR_MS, rule)
+    span = max(min(rule.window_ms, span_h * HOUR_MS), HOUR_MS)
+    rate = n / (span / DAY_MS)
+    if rate <= target:
+        assert k is None
+    else:
+        assert k == np.quantile(values, 1.0 - target / rate, method="inverted_cdf")
