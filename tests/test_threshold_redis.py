@@ -6,6 +6,7 @@ candidate of a random stream (in order, late, with duplicate keys and equal time
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 
 import pytest
@@ -13,10 +14,25 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ultra_signals.core.caps import DAY_MS, HOUR_MS, BudgetRule, CapPolicy, CounterBackendError, QualityPoint
+from tests.factories import candidate, features
+from ultra_signals.apps.report import max_in_sliding_window
+from ultra_signals.core.caps import (
+    DAY_MS,
+    HOUR_MS,
+    BudgetRule,
+    CapPolicy,
+    CounterBackendError,
+    QualityPoint,
+    policy_from,
+)
+from ultra_signals.core.config import FeatureSettings, QualityWeights, SniperSettings
 from ultra_signals.counters.redis_backend import RedisCounters
 from ultra_signals.counters.threshold_redis import RedisThreshold
+from ultra_signals.counters.windows import MemoryCounters
 from ultra_signals.engine.budget import OnlineThreshold
+from ultra_signals.engine.risk_filters import FilterContext, MarketState
+from ultra_signals.engine.sniper import Sniper
+from ultra_signals.features.store import FeatureStore
 
 M = 60_000
 T0 = 1_700_000_000_000
@@ -134,3 +150,130 @@ def test_rank_is_numpys_inverted_cdf(n: int, target: float, span_h: int) -> None
         assert k is None
     else:
         assert k == np.quantile(values, 1.0 - target / rate, method="inverted_cdf")
+
+
+# -- the sniper with the shared history: two runners (shards) vs one runner seeing the union ------------------
+
+
+def sniper_settings(**kw: object) -> SniperSettings:
+    base: dict[str, object] = {
+        "mtf_confirm": False,
+        "cooldown_bars": 0,
+        "selection": "ranked",
+        "budget_min_history": 5,
+        "budget_window_hours": 12.0,
+        "max_signals_per_hour": 2,
+        "daily_signal_cap": 6,
+        # Quality rises with |score|: the test drives the ranking through the candidates' scores.
+        "quality": QualityWeights(weights={"abs_score": 4.0}, mean={"abs_score": 0.6}, scale={"abs_score": 0.2}),
+    }
+    base.update(kw)
+    return SniperSettings.model_validate(base)
+
+
+def decide(sn: Sniper, symbol: str, ts: int, score: float) -> tuple[str | None, float | None]:
+    c = candidate(symbol=symbol, open_time=ts - 5 * M, score=score)
+    reason = sn.check(FilterContext(c, features(), FeatureStore(FeatureSettings(), ["5m"]), MarketState(), c.ts))
+    return reason, c.features.get("budget_threshold")
+
+
+def allowed_ts(verdicts: list[tuple[int, str | None]]) -> list[int]:
+    return sorted(ts for ts, reason in verdicts if reason is None)
+
+
+stream = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=40),  # minutes after the previous candidate (0: the same bar close)
+        st.sampled_from(["AAA", "BBB", "CCC", "DDD"]),
+        st.floats(min_value=0.3, max_value=1.0),
+    ),
+    min_size=1,
+    max_size=120,
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cands=stream)
+def test_two_runners_take_the_thresholds_of_one_runner_over_the_union_and_never_exceed_the_caps(
+    client: redis.Redis, namespace: str, cands: list[tuple[int, str, float]]
+) -> None:
+    """Shard A holds AAA/BBB, shard B CCC/DDD, one Redis namespace; one memory runner sees every candidate.
+
+    Identical when the candidates reach Redis in the union's order (here: one after the other, as a replay
+    of the union decides them): the same threshold for every candidate, bit for bit, and the same verdicts.
+    """
+    run_union(client, f"{namespace}-{abs(hash(tuple(cands))) % 10**9}", cands)
+
+
+def test_two_runners_equal_the_union_on_a_long_stream_where_the_threshold_binds(
+    client: redis.Redis, namespace: str
+) -> None:
+    rng = random.Random(7)
+    cands = [(rng.randint(0, 40), rng.choice(["AAA", "BBB", "CCC", "DDD"]), rng.uniform(0.3, 1.0)) for _ in range(400)]
+    got = run_union(client, namespace, cands)
+    reasons = [r for _, r in got]
+    assert reasons.count("below_budget_threshold") > 100 and reasons.count(None) > 10
+
+
+def run_union(client: redis.Redis, ns: str, cands: list[tuple[int, str, float]]) -> list[tuple[int, str | None]]:
+    s = sniper_settings()
+    policy = policy_from(s)
+    shard = {
+        "A": Sniper(s, RedisCounters(client, policy, ns, "shadow"), "run-a"),
+        "B": Sniper(s, RedisCounters(client, policy, ns, "shadow"), "run-b"),
+    }
+    assert all(x.budget.backend == "redis" for x in shard.values())
+    union = Sniper(s, MemoryCounters(policy), "run-u")
+    ts = T0
+    got: list[tuple[int, str | None]] = []
+    for i, (dm, sym, score) in enumerate(cands):
+        ts += dm * M
+        sym_ts = ts + i  # distinct bars per symbol even at the same minute (a key is one bar)
+        runner = shard["A" if sym in ("AAA", "BBB") else "B"]
+        a = decide(runner, sym, sym_ts, score)
+        assert a == decide(union, sym, sym_ts, score)
+        got.append((sym_ts, a[0]))
+    times = allowed_ts(got)
+    assert max_in_sliding_window(times, HOUR_MS) <= 2 and max_in_sliding_window(times, DAY_MS) <= 6
+    return got
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cands=stream, lag=st.integers(min_value=1, max_value=30))
+def test_a_late_runner_keeps_the_caps_and_ends_on_the_same_history(
+    client: redis.Redis, namespace: str, cands: list[tuple[int, str, float]], lag: int
+) -> None:
+    """Order-dependent part: shard B decides ``lag`` candidates behind A.  Thresholds may then differ from the
+    union's (a candidate is measured only on what reached Redis before it), but the caps hold whatever the
+    order, and once both are done Redis holds exactly the union's history: what comes next is the same."""
+    ns = f"{namespace}-{abs(hash((tuple(cands), lag))) % 10**9}"
+    s = sniper_settings()
+    policy = policy_from(s)
+    a = Sniper(s, RedisCounters(client, policy, ns, "shadow"), "run-a")
+    b = Sniper(s, RedisCounters(client, policy, ns, "shadow"), "run-b")
+    union = Sniper(s, MemoryCounters(policy), "run-u")
+    ts = T0
+    items = []
+    for i, (dm, sym, score) in enumerate(cands):
+        ts += dm * M
+        items.append((sym, ts + i, score))
+    order = [(j, x) for j, x in enumerate(items) if x[0] in ("AAA", "BBB")]
+    late = [(j + lag, x) for j, x in enumerate(items) if x[0] not in ("AAA", "BBB")]
+    got = []
+    for _, (sym, t, score) in sorted(order + late, key=lambda p: p[0]):
+        got.append((t, decide(a if sym in ("AAA", "BBB") else b, sym, t, score)[0]))
+    for sym, t, score in items:
+        decide(union, sym, t, score)
+    times = allowed_ts(got)
+    assert max_in_sliding_window(times, HOUR_MS) <= 2 and max_in_sliding_window(times, DAY_MS) <= 6
+    nxt = ts + len(items) + 5 * M
+    assert decide(a, "AAA", nxt, 0.9)[1] == decide(union, "AAA", nxt, 0.9)[1]
+
+
+def test_first_come_never_touches_the_threshold_keys(client: redis.Redis, namespace: str) -> None:
+    s = sniper_settings(selection="first_come")
+    sn = Sniper(s, RedisCounters(client, policy_from(s), namespace, "shadow"), "run-a")
+    assert sn.budget.backend == "memory"
+    for i in range(20):
+        decide(sn, "AAA", T0 + i * 5 * M, 0.9)
+    assert not list(client.scan_iter(match=f"ultra_signals:{{{namespace}:shadow}}:sniper:budget:*"))
