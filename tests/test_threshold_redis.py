@@ -277,3 +277,19 @@ def test_first_come_never_touches_the_threshold_keys(client: redis.Redis, namesp
     for i in range(20):
         decide(sn, "AAA", T0 + i * 5 * M, 0.9)
     assert not list(client.scan_iter(match=f"ultra_signals:{{{namespace}:shadow}}:sniper:budget:*"))
+
+
+def test_a_very_late_call_is_measured_on_the_latest_window_in_bounded_time(client: redis.Redis, namespace: str) -> None:
+    """Past ``late_limit`` points of lag the script does not correct for the lag (that would scan the window):
+    the candidate is measured on the namespace's latest window.  Within it, the late answer is exact."""
+    r, mem = shared(client, namespace), memory()
+    for i in range(200):
+        p = QualityPoint(f"S:5m:{i}", "5m", T0 + i * 5 * M, ((i * 37) % 101) / 101)
+        assert r.threshold_and_observe(p) == mem.threshold_and_observe(p)
+    late = QualityPoint("L:5m:1", "5m", T0 + 150 * 5 * M + 1, 0.5)  # 50 candidates behind
+    assert r.threshold_and_observe(late) == mem.threshold_and_observe(late) is not None  # exact: 50 < 2000
+    r.late_limit = 10
+    latest = mem.threshold("5m", T0 + 199 * 5 * M)
+    later = QualityPoint("L:5m:2", "5m", T0 + 150 * 5 * M + 2, 0.5)
+    assert mem.threshold("5m", later.ts_ms) != latest  # the exact answer would differ ...
+    assert r.threshold_and_observe(later) == latest  # ... the bounded one is the latest window's

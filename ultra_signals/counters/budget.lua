@@ -12,7 +12,7 @@
 --          seq (points added so far)
 -- KEYS[6]  sorted set: member = decision key, score = seq (lets a runner's fallback mirror pull what is new)
 -- ARGV     mode ("observe" | "record" | "peek"), key, ts, quality, window_ms, target_per_day, min_history,
---          keep_ms, ttl_ms
+--          keep_ms, ttl_ms, late_limit (most points of lag a late call corrects for exactly)
 -- Reply    { "new" | "dup" | "old" (older than anything kept: not held), threshold as a string or "" for none }
 --
 -- "observe": threshold, then add.  A key already held answers the threshold it got first (two runners deciding
@@ -51,6 +51,7 @@ local target = num(ARGV[6], 'target_per_day')
 local min_history = num(ARGV[7], 'min_history')
 local keep = num(ARGV[8], 'keep_ms')
 local ttl = num(ARGV[9], 'ttl_ms')
+local late_limit = num(ARGV[10] or '2000', 'late_limit')
 if mode ~= 'observe' and mode ~= 'record' and mode ~= 'peek' then
   return redis.error_reply('unknown mode ' .. tostring(mode))
 end
@@ -106,6 +107,83 @@ local function rank(n)
   return k
 end
 
+-- Sorted numbers, and how many of them are <= x (binary search).
+local function sorted_values(members)
+  local out = {}
+  for i = 1, #members, 500 do
+    local part = redis.call('HMGET', vkey, unpack(members, i, math.min(i + 499, #members)))
+    for j = 1, #part do
+      out[#out + 1] = num(part[j], vkey .. ' value')
+    end
+  end
+  table.sort(out)
+  return out
+end
+
+local function count_le(arr, x)
+  local lo, hi = 1, #arr
+  while lo <= hi do
+    local mid = math.floor((lo + hi) / 2)
+    if arr[mid] <= x then lo = mid + 1 else hi = mid - 1 end
+  end
+  return lo - 1
+end
+
+-- Late (a runner behind the others, ts < qtop): the window (ts - window, ts] is the window set minus A (its
+-- points after ts) plus B (points before the set's cut, still in ts's window).  Both are as small as the lag,
+-- so the k-th value is found by rank queries on the set, corrected by A and B, never by sorting the window.
+-- More than `late_limit` points of lag: the window set as it stands (qtop's window) is used instead.
+local function late_threshold()
+  local a_lo = math.max(ts, qtop - window)
+  local b_hi = math.min(ts, qtop - window)
+  local amem = redis.call('ZRANGEBYSCORE', tkey, '(' .. fmt(a_lo), fmt(qtop), 'LIMIT', 0, late_limit + 1)
+  local bmem = {}
+  if b_hi > ts - window then
+    bmem = redis.call('ZRANGEBYSCORE', tkey, '(' .. fmt(ts - window), fmt(b_hi), 'LIMIT', 0, late_limit + 1)
+  end
+  local zc = redis.call('ZCARD', qkey)
+  if #amem + #bmem > late_limit then
+    local k = rank(zc)
+    if k == nil then return '' end
+    return redis.call('ZRANGE', qkey, k, k, 'WITHSCORES')[2]
+  end
+  local k = rank(zc - #amem + #bmem)
+  if k == nil then return '' end
+  local av, bv = sorted_values(amem), sorted_values(bmem)
+  local in_a = {}
+  for _, m in ipairs(amem) do in_a[m] = true end
+  local function count(x)
+    return redis.call('ZCOUNT', qkey, '-inf', string.format('%.17g', x)) - count_le(av, x) + count_le(bv, x)
+  end
+  local best = nil
+  for _, x in ipairs(bv) do
+    if (best == nil or x < best) and count(x) >= k + 1 then best = x end
+  end
+  -- The first position in the window set whose value has k+1 points at or below it, then past A's members.
+  local lo, hi, found = 0, zc - 1, nil
+  while lo <= hi do
+    local mid = math.floor((lo + hi) / 2)
+    local x = tonumber(redis.call('ZRANGE', qkey, mid, mid, 'WITHSCORES')[2])
+    if count(x) >= k + 1 then
+      found = mid
+      hi = mid - 1
+    else
+      lo = mid + 1
+    end
+  end
+  while found ~= nil and found < zc do
+    local e = redis.call('ZRANGE', qkey, found, found, 'WITHSCORES')
+    if not in_a[e[1]] then
+      local x = tonumber(e[2])
+      if best == nil or x < best then best = x end
+      break
+    end
+    found = found + 1
+  end
+  if best == nil then return '' end
+  return string.format('%.17g', best)
+end
+
 local function threshold()
   if first == nil then
     return ''
@@ -117,19 +195,7 @@ local function threshold()
     if k == nil then return '' end
     return redis.call('ZRANGE', qkey, k, k, 'WITHSCORES')[2]
   end
-  -- Late (a runner behind the others): the window from the time set, sorted here.
-  local members = redis.call('ZRANGEBYSCORE', tkey, '(' .. fmt(ts - window), fmt(ts))
-  local k = rank(#members)
-  if k == nil then return '' end
-  local vals = {}
-  for i = 1, #members, 500 do
-    local part = redis.call('HMGET', vkey, unpack(members, i, math.min(i + 499, #members)))
-    for j = 1, #part do
-      vals[#vals + 1] = num(part[j], vkey .. ' value')
-    end
-  end
-  table.sort(vals)
-  return string.format('%.17g', vals[k + 1])
+  return late_threshold()
 end
 
 local function add()

@@ -32,6 +32,8 @@ SCRIPT = files("ultra_signals.counters").joinpath("budget.lua").read_text(encodi
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode("utf-8")).hexdigest()
 #: Points written per pipelined round trip when seeding or reconciling.
 RECORD_BATCH = 500
+#: Default :attr:`RedisThreshold.late_limit`.
+LATE_LIMIT = 2000
 #: Points pulled per round trip by a fallback mirror.
 PULL_BATCH = 2000
 
@@ -51,6 +53,9 @@ class RedisThreshold:
         #: Points older than this behind the latest are dropped (OnlineThreshold keeps two windows too).
         self.keep_ms = 2 * rule.window_ms
         self.ttl_ms = max(2 * self.keep_ms, counters.ttl_ms)
+        #: A late call (a runner behind the namespace's latest candidate) is exact while at most this many points
+        #: lie between its window and the latest one; beyond, it is measured on the latest window (bounded time).
+        self.late_limit = LATE_LIMIT
 
     def keys(self, timeframe: str) -> list[str]:
         if not timeframe or any(c in timeframe for c in "{}| \t\r\n:"):
@@ -158,6 +163,7 @@ class RedisThreshold:
             self.rule.min_history,
             self.keep_ms,
             self.ttl_ms,
+            self.late_limit,
         ]
         return self.keys(p.timeframe), args
 
