@@ -108,9 +108,8 @@ class Recovery:
                 router.filters_source = "exchange"
         await self.broker.start()
         router.leverage_brackets = await self.broker.leverage_brackets()
-        if caps.reports_equity:
-            equity = float(await self.broker.account_equity())
-            self.portfolio.equity = self.portfolio.equity_start = equity
+        if caps.reports_equity:  # wallet, unrealized PnL and available balance: sizing starts from all three
+            self.portfolio.on_account(await self.broker.account_snapshot())
         if caps.positions_outlive_run:
             # Brackets that filled while the runner was down close their trades before anything is compared.
             open_trades = {t.key: t.symbol for t in self.portfolio.open_trades() if t.status == "open"}
@@ -118,7 +117,8 @@ class Recovery:
             await self.reconcile()
 
     def seed_day(self, ts: int) -> None:
-        """Once per run, at its first close: today's realized PnL from earlier runs, so a restart keeps the day's loss."""
+        """Once per run (its first close, or its first health report with a position open): today's realized PnL from
+        earlier runs, so a restart keeps the day's loss."""
         if self._seeded_day:
             return
         self._seeded_day = True

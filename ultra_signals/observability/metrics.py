@@ -199,6 +199,12 @@ class Metrics:
         # -- execution --
         self.orders = Counter("orders", "Orders, by status", ["status"], registry=r)
         self.trading_state = Gauge("trading_state", "0 ACTIVE, 1 REDUCING, 2 HALTED", registry=r)
+        self.entries_refused = Counter(
+            "entries_refused",
+            "Entries refused before the broker, by reason code (throttle_*, portfolio_*, daily_loss, sizing, ...)",
+            ["reason"],
+            registry=r,
+        )
         self.breaker_trips = Counter("breaker_trips", "Circuit breaker trips", ["breaker"], registry=r)
         self.position_notional = Gauge("position_notional", "Open position notional (USDT)", ["symbol"], registry=r)
         self.pnl_realized = Gauge("pnl_realized_usdt", "Realized PnL (USDT)", registry=r)

@@ -42,6 +42,7 @@ from ultra_signals.core.decision import Side
 from ultra_signals.core.events import MarketEvent
 from ultra_signals.execution.brokers.base import (
     DUPLICATE_REASON,
+    AccountSnapshot,
     BrokerCapabilities,
     BrokerError,
     BrokerListener,
@@ -199,6 +200,29 @@ class BinanceBroker:
     async def account_equity(self) -> float:
         acct = await self._request("GET", "/fapi/v2/account")
         return float(acct["totalWalletBalance"])
+
+    async def account_snapshot(self) -> AccountSnapshot:
+        """``GET /fapi/v2/account``: wallet, unrealized PnL, margin balance and available balance (USDT).
+
+        Fields as documented on "Account Information V2" (https://developers.binance.com/docs/derivatives/
+        usds-margined-futures/account/rest-api/Account-Information-V2): ``totalWalletBalance``,
+        ``totalUnrealizedProfit``, ``totalMarginBalance`` (wallet + unrealized), ``availableBalance``, and per
+        position ``unrealizedProfit``.  A missing total falls back to the wallet (never to more than it).
+        """
+        acct = await self._request("GET", "/fapi/v2/account")
+        try:
+            wallet = float(acct["totalWalletBalance"])
+            unrealized = float(acct.get("totalUnrealizedProfit") or 0.0)
+            margin = float(acct.get("totalMarginBalance") or wallet + unrealized)
+            available = float(acct["availableBalance"]) if "availableBalance" in acct else min(wallet, margin)
+            per_symbol = {
+                str(p["symbol"]): float(p.get("unrealizedProfit") or p.get("unRealizedProfit") or 0.0)
+                for p in acct.get("positions", [])
+                if isinstance(p, dict) and float(p.get("positionAmt") or 0.0) != 0
+            }
+        except (KeyError, TypeError, ValueError) as e:
+            raise BrokerError(f"GET /fapi/v2/account: unreadable answer ({type(e).__name__}: {e})") from None
+        return AccountSnapshot(wallet, unrealized, margin, available, per_symbol)
 
     async def leverage_brackets(self) -> dict[str, list[Bracket]]:
         """``GET /fapi/v1/leverageBracket`` for the symbols this run trades (maintenance margins by notional)."""
