@@ -938,3 +938,26 @@ def test_an_adl_order_from_the_user_stream_closes_its_trade_with_exit_kind_adl(t
         assert e.blocking_reason() == "trading_halted"
 
     run_scenario(tmp_path, scenario)
+
+
+def test_a_418_seen_by_the_market_data_client_halts_an_idle_broker(tmp_path: Path) -> None:
+    """Binance bans the IP: the market-data client's 418 halts trading even though the broker sent nothing."""
+
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        md = BinanceFuturesClient(Endpoints(ex.rest_url, ex.ws_url), name="binance-market", role="market_data")
+        try:
+            ex.http_next("GET", "/fapi/v1/klines", 418, retry_after=600)
+            r = await md.send("GET", "/fapi/v1/klines", {"symbol": "BTCUSDT", "interval": "5m"})
+            assert r.status_code == 418
+        finally:
+            await md.aclose()
+        assert e.blocking_reason() == "trading_halted"  # at once: no order had to fail first
+        (incident,) = ExecStore(j.engine).events(kind="incident")
+        assert incident["name"] == "ip_banned" and "binance-market" in incident["detail"]
+        assert any("ip_banned" in plain_text(x.payload) for x in n.notices)
+        before = len(ex.requests)
+        e.on_signal(decision(0))
+        await e.broker.drain()
+        assert not [x for x in ex.requests[before:] if x[1] == "/fapi/v1/order"] and ex.orders == {}
+
+    run_scenario(tmp_path, scenario)

@@ -292,7 +292,7 @@ def make_executor(
     if cfg.broker == "binance" and settings.runtime.mode != "shadow" and live_market:
         from ultra_signals.execution.brokers.binance import BinanceBroker
 
-        broker = BinanceBroker.from_settings(settings)
+        broker = BinanceBroker.from_settings(settings, metrics)
         simulated = False
     else:
         broker = PaperBroker(

@@ -187,6 +187,25 @@ class Metrics:
         )
         self.orderbook_resyncs = Counter("orderbook_resyncs", "Order book resyncs", ["symbol"], registry=r)
         self.rest_requests = Counter("rest_requests", "REST requests", ["endpoint", "status"], registry=r)
+        # -- Binance venue client (market data and trading: one IP, separate connections) --
+        self.venue_used_weight = Gauge(
+            "binance_used_weight",
+            "Request weight used in the window, from the latest X-MBX-USED-WEIGHT-* header (per IP; 2400/1m today)",
+            ["role", "window"],
+            registry=r,
+        )
+        self.venue_order_count = Gauge(
+            "binance_order_count",
+            "Orders placed in the window, from the latest X-MBX-ORDER-COUNT-* header (per account)",
+            ["role", "window"],
+            registry=r,
+        )
+        self.venue_rate_limited = Counter(
+            "binance_rate_limited",
+            "Binance answers 429 (rate limited) and 418 (IP banned), by client role",
+            ["role", "status"],
+            registry=r,
+        )
         # -- Telegram --
         self.telegram_messages = Counter("telegram_messages", "Telegram messages", ["kind", "status"], registry=r)
         self.telegram_pending = Gauge("telegram_outbox_pending", "Messages waiting in the outbox", registry=r)

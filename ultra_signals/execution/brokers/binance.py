@@ -31,6 +31,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -61,6 +62,7 @@ from ultra_signals.execution.brokers.base import (
     parse_client_id,
 )
 from ultra_signals.execution.liquidation import Bracket, parse_brackets
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.venues.binance.account import AccountReport, AccountSetupError, prepare_account
 from ultra_signals.venues.binance.client import BinanceFuturesClient, client_from_settings
 from ultra_signals.venues.binance.errors import (
@@ -147,9 +149,10 @@ class BinanceBroker:
         self._watched: dict[str, str] = {}  # decision id -> symbol: brackets whose fills must never be missed
         self.recovered_fills = 0
         self._ban_reported: int | None = None
+        self._unsubscribe_ban: Callable[[], None] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BinanceBroker:
+    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> BinanceBroker:
         b = settings.binance
         if b.api_key is None or b.api_secret is None:
             raise BrokerError(
@@ -158,7 +161,7 @@ class BinanceBroker:
             )
         e = settings.execution
         return cls(
-            client_from_settings(settings, name="binance-trading", trading=True),
+            client_from_settings(settings, name="binance-trading", trading=True, metrics=metrics),
             keepalive_s=e.listen_key_keepalive_s,
             stop_working_type=e.stop_working_type,
             take_profit_working_type=e.take_profit_working_type,
@@ -324,6 +327,14 @@ class BinanceBroker:
     # -- Broker interface ------
     def bind(self, listener: BrokerListener) -> None:
         self._listener = listener
+        if self._unsubscribe_ban is None:  # the IP's ban, whichever client of this process sees the 418
+            self._unsubscribe_ban = self.client.bans.subscribe(self._on_ban)
+
+    def _on_ban(self, until_ms: int, detail: str) -> None:
+        """A 418 seen by any client of this host (market data too): the IP is banned, trading halts now."""
+        if until_ms != self._ban_reported:  # one incident per ban, not one per refused call
+            self._ban_reported = until_ms
+            self._incident("ip_banned", detail)
 
     def submit(self, plan: EntryPlan) -> None:
         self._queue.put_nowait(("submit", plan))
@@ -363,6 +374,9 @@ class BinanceBroker:
         await asyncio.wait_for(self._queue.join(), timeout=timeout_s)
 
     async def aclose(self) -> None:
+        if self._unsubscribe_ban is not None:
+            self._unsubscribe_ban()
+            self._unsubscribe_ban = None
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
