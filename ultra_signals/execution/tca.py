@@ -324,7 +324,7 @@ def _trade_section(costs: Sequence[TradeCost]) -> list[str]:
                     f"{a['funding']:+.4f}",
                     f"{a['pnl']:+.4f}",
                 ]
-            )  # fmt: skip
+            )
         )
     lines += [
         "",
@@ -349,7 +349,7 @@ def _trade_section(costs: Sequence[TradeCost]) -> list[str]:
                     f"{c.funding:+.4f}",
                     pnl,
                 ]
-            )  # fmt: skip
+            )
         )
     return lines
 
