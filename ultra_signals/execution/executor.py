@@ -153,7 +153,7 @@ class TradingExecutor:
         """The runner's periodic report: pick up state written by other processes, then the health breakers."""
         self.refresh_state()
         self.risk.on_health(h)
-        if any(True for _ in self.portfolio.open_trades()):  # the daily loss counts what is still open
+        if self.portfolio.open_notional():  # the daily loss counts what is still open
             self.recovery.seed_day(h.ts_ms)
             self.risk.on_marks(self.portfolio.exposure(), h.ts_ms)
 
