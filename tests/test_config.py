@@ -394,6 +394,8 @@ def test_portfolio_limits_load_per_profile_and_a_bad_one_names_its_key(tmp_path:
     with pytest.raises(ConfigError) as e:
         load_settings(settings_file=path, environ={})
     msg = str(e.value)
-    assert "profiles/shadow.yaml" in msg and "execution.portfolio.max_margin_usage" in msg and "less than or equal" in msg
+    assert (
+        "profiles/shadow.yaml" in msg and "execution.portfolio.max_margin_usage" in msg and "less than or equal" in msg
+    )
     with pytest.raises(ConfigError, match="ULTRA_SIGNALS_EXECUTION__PORTFOLIO__MAX_SAME_DIRECTION_POSITIONS"):
         load_settings(environ={"ULTRA_SIGNALS_EXECUTION__PORTFOLIO__MAX_SAME_DIRECTION_POSITIONS": "0"})
