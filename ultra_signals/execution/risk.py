@@ -108,9 +108,9 @@ class RiskEngine:
         hears the open positions' unrealized PnL, so an entry is refused (``daily_loss``) the moment the day's
         loss including what is still open reaches the limit, not one health tick later."""
         if exposure is not None:
-            trips = self._unrealized(exposure, ts_ms)
-            if trips and self.enforce:
-                return GatewayVerdict(False, trips[0].breaker, trips[0].detail)
+            refused = self.loss_refusal(exposure, ts_ms)
+            if refused is not None:
+                return refused
         return self.gateway.check(
             symbol=symbol, notional=notional, ts_ms=ts_ms, open_notional=open_notional, long=long, exposure=exposure
         )
@@ -122,6 +122,14 @@ class RiskEngine:
     def on_trade_closed(self, pnl: float, ts_ms: int, equity_before: float) -> None:
         for trip in self.breakers.on_trade_closed(pnl, ts_ms, equity_before):
             self.trip(trip)
+
+    def loss_refusal(self, exposure: Exposure, ts_ms: int) -> GatewayVerdict | None:
+        """``daily_loss`` when the day's loss with the open positions' unrealized PnL trips the breaker now (the
+        trip moves the state in canary and production; in shadow it is what-if and nothing is refused)."""
+        trips = self._unrealized(exposure, ts_ms)
+        if trips and self.enforce:
+            return GatewayVerdict(False, trips[0].breaker, trips[0].detail)
+        return None
 
     def on_marks(self, exposure: Exposure, ts_ms: int) -> None:
         """The runner's periodic health report: the open positions' unrealized PnL for the daily-loss breaker."""

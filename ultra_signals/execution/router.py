@@ -114,6 +114,10 @@ class OrderRouter:
         tp = targets[min(self.cfg.take_profit_target, len(targets)) - 1]
         post_only = self.cfg.maker_first or self.cfg.entry_type == "limit_post_only"
         exposure = self.portfolio.exposure()  # equity with unrealized PnL, margin held, every open position
+        lost = self.risk.loss_refusal(exposure, ts)  # before sizing: a deep loss may leave nothing to size from
+        if lost is not None:
+            self._refuse(decision, lost.reason or "daily_loss", lost.detail)
+            return
         sizing = size_order(
             side=c.side,
             equity=exposure.equity,

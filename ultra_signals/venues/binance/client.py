@@ -153,7 +153,7 @@ class BinanceFuturesClient:
         self.bans.ban(
             until, f"{where}; IP banned for {retry_s:.0f} s (seen by {self.name})", f"{self.name}/{self.role}"
         )
-        return until
+        return max(until, self.bans.until_ms or until)  # a longer ban already known stays the one reported
 
     async def _gate(self, *, order: bool) -> None:
         now = self._now_local()
