@@ -912,6 +912,8 @@ def test_a_liquidation_closes_its_trade_with_exit_kind_liq_journaled_alerted_and
         assert e.blocking_reason() == "trading_halted"
         assert any("liquidation" in plain_text(x.payload) for x in n.notices)  # alerted
         assert not store.events(kind="trip") or all(t["name"] != "reconcile" for t in store.events(kind="trip"))
+        await e.broker.drain()
+        assert ex.open_algo_orders() == []  # the trade's stop and take-profit went with the position
 
     run_scenario(tmp_path, scenario)
 

@@ -567,6 +567,8 @@ class BinanceBroker:
                     await self._close(*arg)
                 elif cmd == "cancel_algo":
                     await self.cancel_algo(arg)
+                elif cmd == "orphans":
+                    await self.cleanup_orphan_brackets()
             except BrokerError as e:
                 if cmd == "submit" and e.code == DUPLICATE_CLIENT_ID:
                     # Another runner (or an earlier run) already placed this bar's entry: refused, not an error.
@@ -820,6 +822,8 @@ class BinanceBroker:
             # Binance closed (part of) a position itself: liquidation (autoclose-) or auto-deleveraging.
             what = "ADL" if cid.startswith("adl") else "liquidation"
             self._incident(what, f"{symbol} {what} order {cid}: {o.get('S')} {o.get('l')} at {o.get('L')}")
+            if status == "FILLED":  # the position is gone: its reduce-only brackets must not wait for a new one
+                self._queue.put_nowait(("orphans", symbol))
         parsed = parse_client_id(cid)
         if parsed is None:
             mapped = self._actual.get(order_id)
