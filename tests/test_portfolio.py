@@ -143,7 +143,8 @@ def test_the_account_snapshot_sets_the_wallet_and_the_margin_held_outside_our_tr
 
 
 @pytest.mark.parametrize(("cid", "kind", "what"), [("autoclose-1767571300000", "liq", "liquidation"),
-                                                   ("adl_autoclose", "adl", "ADL")])  # fmt: skip
+                                                   ("adl_autoclose", "adl", "ADL"),
+                                                   ("settlement_autoclose-BTCUSDT", "settle", "settlement")])  # fmt: skip
 def test_a_liquidation_or_adl_fill_closes_our_trade_and_is_journaled(
     tmp_path: Path, cid: str, kind: str, what: str
 ) -> None:

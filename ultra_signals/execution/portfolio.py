@@ -11,10 +11,10 @@ Binance's ``wb``).  What sizing and the limits use is :meth:`Portfolio.exposure`
 positions' unrealized PnL at the latest price the market data showed (the venue's own figure per symbol until
 one arrives), the initial margin they hold, and what is still available for a new position's margin.
 
-Exchange closes.  Binance liquidates with client ids ``autoclose-…`` and auto-deleverages with ``adl_autoclose``;
-such a fill is not one of our orders, but it closes our position: it is booked on the symbol's open trade, which
-closes with exit kind ``liq`` or ``adl`` (the journal's column holds 8 characters), and journaled as an
-``exchange_close`` event naming the trade.
+Exchange closes.  Binance liquidates with client ids ``autoclose-…``, auto-deleverages with ``adl_autoclose`` and
+settles a delisted contract with ``settlement_autoclose-…``; such a fill is not one of our orders, but it closes
+our position: it is booked on the symbol's open trade, which closes with exit kind ``liq``, ``adl`` or ``settle``
+(the journal's column holds 8 characters), and journaled as an ``exchange_close`` event naming the trade.
 """
 
 from __future__ import annotations
@@ -37,15 +37,19 @@ _QTY_EPS = 1e-12
 
 
 def exchange_close_kind(client_id: str) -> str | None:
-    """``liq`` / ``adl`` for an order Binance placed itself to close a position (liquidation, auto-deleveraging).
+    """``liq`` / ``adl`` / ``settle`` for an order Binance placed itself to close a position.
 
-    Binance's user-data documentation ("Event: Order Update"): liquidation orders carry client ids starting with
-    ``autoclose-``, ADL orders ``adl_autoclose``.
+    Binance USDⓈ-M user data, "Event: Order Update"
+    (https://developers.binance.com/docs/derivatives/usds-margined-futures/user-data-streams/Event-Order-Update):
+    client ids starting with ``autoclose-`` are liquidation orders, ``adl_autoclose`` auto-deleveraging, and
+    ``settlement_autoclose-`` the settlement of a delisted (or delivered) contract.
     """
     if client_id.startswith("adl_autoclose"):
         return "adl"
     if client_id.startswith("autoclose-"):
         return "liq"
+    if client_id.startswith("settlement_autoclose-"):
+        return "settle"
     return None
 
 
@@ -319,7 +323,7 @@ class Portfolio:
         t.gross += t.sign * (fill.price - t.entry_price) * closed
         t.exit_kind = closed_by or fill.kind.value
         if closed_by is not None:
-            what = "liquidation" if closed_by == "liq" else "auto-deleveraging (ADL)"
+            what = {"liq": "liquidation", "adl": "auto-deleveraging (ADL)"}.get(closed_by, "settlement (delisting)")
             self.store.event(
                 "exchange_close",
                 closed_by,

@@ -332,9 +332,11 @@ def _trade_section(costs: Sequence[TradeCost]) -> list[str]:
         "|---|---|---|---|---|---:|---:|---:|---:|",
     ]
     for c in costs:
-        exit_kind = {"liq": "liq (liquidated by Binance)", "adl": "adl (auto-deleveraged)"}.get(
-            c.exit_kind or "", c.exit_kind or ""
-        )
+        exit_kind = {
+            "liq": "liq (liquidated by Binance)",
+            "adl": "adl (auto-deleveraged)",
+            "settle": "settle (delisting)",
+        }.get(c.exit_kind or "", c.exit_kind or "")
         pnl = "" if c.pnl is None else f"{c.pnl:+.4f}"
         lines.append(
             _md_row(

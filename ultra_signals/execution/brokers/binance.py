@@ -817,10 +817,11 @@ class BinanceBroker:
     def _on_order(self, o: dict[str, Any], hold: bool = True) -> None:
         cid, symbol, status, execution = str(o["c"]), str(o["s"]), str(o["X"]), str(o["x"])
         order_id = str(o.get("i", ""))
-        exchange_close = cid.startswith("autoclose-") or cid.startswith("adl_autoclose")
+        exchange_close = cid.startswith(("autoclose-", "adl_autoclose", "settlement_autoclose-"))
         if exchange_close and execution == "TRADE":
-            # Binance closed (part of) a position itself: liquidation (autoclose-) or auto-deleveraging.
-            what = "ADL" if cid.startswith("adl") else "liquidation"
+            # Binance closed (part of) a position itself: liquidation (autoclose-), auto-deleveraging, or the
+            # settlement of a delisted contract ("Event: Order Update" of USDⓈ-M user data).
+            what = "ADL" if cid.startswith("adl") else "settlement" if cid.startswith("settlement") else "liquidation"
             self._incident(what, f"{symbol} {what} order {cid}: {o.get('S')} {o.get('l')} at {o.get('L')}")
             if status == "FILLED":  # the position is gone: its reduce-only brackets must not wait for a new one
                 self._queue.put_nowait(("orphans", symbol))
