@@ -963,3 +963,17 @@ def test_a_418_seen_by_the_market_data_client_halts_an_idle_broker(tmp_path: Pat
         assert not [x for x in ex.requests[before:] if x[1] == "/fapi/v1/order"] and ex.orders == {}
 
     run_scenario(tmp_path, scenario)
+
+
+def test_the_account_is_read_again_after_a_reconnect(tmp_path: Path) -> None:
+    """Wallet and available balance move while the stream is away (a deposit here): sizing must not keep the old."""
+
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        assert e.portfolio.equity == e.portfolio.equity_start == 10_000.0  # GET /fapi/v2/account at start
+        ex.balance = Decimal("12500")  # a transfer in: no ACCOUNT_UPDATE reached us
+        await ex.expire_listen_keys()
+        await until_or_fail(lambda: len(e.reconciliations) == 2, timeout=10)
+        assert e.portfolio.equity == 12_500.0 and e.portfolio.equity_start == 10_000.0  # the run still started at 10k
+        assert e.portfolio.exposure().equity == 12_500.0
+
+    run_scenario(tmp_path, scenario, **{"binance.rest_timeout_s": 1.0})

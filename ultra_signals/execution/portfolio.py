@@ -233,9 +233,12 @@ class Portfolio:
         book = exposure or self.exposure()
         return book.equity - book.margin_used
 
-    def on_account(self, snap: AccountSnapshot) -> None:
-        """The venue's account at start: wallet, its unrealized PnL per symbol, margin it holds beyond ours."""
-        self.equity = self.equity_start = snap.wallet_balance
+    def on_account(self, snap: AccountSnapshot, *, at_start: bool = True) -> None:
+        """The venue's account (at start, and again after each reconnect of its stream): wallet, its unrealized
+        PnL per symbol, margin it holds beyond ours."""
+        self.equity = snap.wallet_balance
+        if at_start:
+            self.equity_start = snap.wallet_balance
         self._venue_upnl = dict(snap.unrealized_by_symbol)
         own = sum(self.open_notional().values()) / self.leverage
         used_by_venue = snap.margin_balance - snap.available_balance

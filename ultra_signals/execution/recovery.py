@@ -18,7 +18,7 @@ from ultra_signals.core.config import ExecutionSettings
 from ultra_signals.core.decision import Side
 from ultra_signals.core.instruments import parse_exchange_info
 from ultra_signals.execution.breakers import DAY_MS, StateRecord, TradingState, Trip
-from ultra_signals.execution.brokers.base import Broker, trade_order_key
+from ultra_signals.execution.brokers.base import Broker, BrokerError, trade_order_key
 from ultra_signals.execution.portfolio import Portfolio, TradeRecord
 from ultra_signals.execution.reconcile import Discrepancy, Expected, reconcile
 from ultra_signals.execution.risk import RiskEngine
@@ -157,10 +157,19 @@ class Recovery:
         return found
 
     def on_reconnect(self) -> None:
-        """The venue's private stream came back: reconcile on a task of our own (the caller must not wait)."""
-        task = asyncio.get_running_loop().create_task(self.reconcile())
+        """The venue's private stream came back: read the account again (what changed while the stream was away:
+        deposits, hand-made positions' margin) and reconcile, on a task of our own (the caller must not wait)."""
+        task = asyncio.get_running_loop().create_task(self._after_reconnect())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _after_reconnect(self) -> list[Discrepancy]:
+        if self.broker.capabilities.reports_equity:
+            try:
+                self.portfolio.on_account(await self.broker.account_snapshot(), at_start=False)
+            except BrokerError as e:
+                self.router.on_broker_error("account", f"account snapshot after a reconnect failed: {e}", None)
+        return await self.reconcile()
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
