@@ -547,11 +547,33 @@ class ThrottleSettings(_Section):
     max_open_positions: int = Field(default=3, ge=1, le=MAX_CAP)
 
 
+class PortfolioLimitSettings(_Section):
+    """Limits across every symbol at once, checked by the risk gateway before each entry (forced ones too).
+
+    Each is measured with the entry included; the first it would break refuses the entry with its own reason
+    code (``portfolio_total_notional``, ``portfolio_margin_usage``, ``portfolio_same_direction``,
+    ``portfolio_same_direction_notional``), journaled and counted in ``risk_refusals_total``.  The defaults
+    equal what the default throttles allow (3 positions of 5000 USDT at 5x on 10000 USDT), so they only bind
+    when a profile tightens them.
+    """
+
+    #: Open notional over all symbols (filled price, or the arrival price while the entry is pending), USDT.
+    max_total_notional_usdt: float = Field(default=15_000.0, gt=0.0, le=MAX_USDT)
+    #: Initial margin of every open position (notional / ceil(max_leverage)) as a fraction of the equity
+    #: including unrealized PnL.  1.0 would commit the whole account.
+    max_margin_usage: float = Field(default=0.5, gt=0.0, le=1.0)
+    #: Open positions on the same side (all long, or all short) at once: correlated crypto moves together.
+    max_same_direction_positions: int = Field(default=3, ge=1, le=MAX_CAP)
+    #: Open notional on the same side at once, USDT.
+    max_same_direction_notional_usdt: float = Field(default=15_000.0, gt=0.0, le=MAX_USDT)
+
+
 class BreakerSettings(_Section):
     """Circuit breakers; a trip moves trading to ``action`` until an operator resumes."""
 
     action: Literal["reducing", "halted"] = "halted"
-    #: Realized loss since the start of the UTC day, as a percentage of that day's starting equity.
+    #: Loss since the start of the UTC day (realized, plus the unrealized PnL of the positions still open), as a
+    #: percentage of that day's starting equity.
     daily_loss_pct: float = Field(default=3.0, gt=0.0, le=100.0)
     consecutive_losses: int = Field(default=4, ge=1, le=MAX_CAP)
     order_errors_n: int = Field(default=5, ge=1, le=MAX_CAP)
@@ -620,6 +642,7 @@ class ExecutionSettings(_Section):
     #: broker fetches it, the paper broker on simulated/replayed data rounds to 1e-8 only.
     exchange_info_file: str | None = None
     throttles: ThrottleSettings = Field(default_factory=ThrottleSettings)
+    portfolio: PortfolioLimitSettings = Field(default_factory=PortfolioLimitSettings)
     breakers: BreakerSettings = Field(default_factory=BreakerSettings)
 
 
