@@ -137,7 +137,7 @@ def test_a_canary_end_to_end_through_the_cli_on_the_strict_fake(
             "ULTRA_SIGNALS_SETTINGS": str(settings),
             "ULTRA_SIGNALS_BINANCE__API_KEY": KEY,
             "ULTRA_SIGNALS_BINANCE__API_SECRET": SECRET,
-            "COLUMNS": "200",
+            "COLUMNS": "400",
         }
         on(loop, path.start())
 
@@ -174,7 +174,13 @@ def test_a_canary_end_to_end_through_the_cli_on_the_strict_fake(
         assert stop.status == "FINISHED" and stop.actual_order_id, stop
         assert ex.orders[int(stop.actual_order_id)].status == "FILLED"
         assert ex.position(SYMBOL) == 0 and ex.open_algo_orders() == [] and ex.open_orders() == []
-        assert any(e.get("e") == "ALGO_UPDATE" and e["o"]["X"] == "TRIGGERED" for e in ex.pushed)
+        # On /private, in order: the stop's ALGO_UPDATE TRIGGERED, the fill of the order it placed, the flat position.
+        pushed = ex.pushed
+        i = next(n for n, e in enumerate(pushed) if e["e"] == "ALGO_UPDATE" and e["o"]["X"] == "TRIGGERED")
+        assert pushed[i]["o"]["caid"] == stop.cid and pushed[i]["o"]["ai"] == stop.actual_order_id
+        j = next(n for n, e in enumerate(pushed) if n > i and e["e"] == "ORDER_TRADE_UPDATE" and e["o"]["x"] == "TRADE")
+        assert str(pushed[j]["o"]["i"]) == stop.actual_order_id and pushed[j]["o"]["X"] == "FILLED"
+        assert pushed[j + 1]["e"] == "ACCOUNT_UPDATE" and float(pushed[j + 1]["a"]["P"][0]["pa"]) == 0.0
         # Never -4120, and no refused order: the only error on the order path is the broker's deliberate lookup of
         # the entry's client id before the first send (-2013 "Order does not exist": nobody placed it before).
         assert not [e for e in ex.errors if e[2] == -4120], ex.errors
@@ -206,6 +212,20 @@ def test_a_canary_end_to_end_through_the_cli_on_the_strict_fake(
         assert trade["broker"] == "binance" and trade["symbol"] == SYMBOL
         assert sorted(f["kind"] for f in fills) == ["entry", "stop"], fills
         assert all(f["simulated"] == 0 for f in fills)
+        # What the journal holds is what the venue did, as the user stream told it: prices, quantities, fees, PnL.
+        venue = {
+            "entry": ex.orders_with_cid(entries[0]["newClientOrderId"])[-1],
+            "stop": ex.orders[int(stop.actual_order_id)],
+        }
+        for f in fills:
+            o = venue[f["kind"]]
+            commission = sum(float(t["commission"]) for t in ex.user_trades if t["orderId"] == o.order_id)
+            assert f["price"] == pytest.approx(float(o.avg_price)) and f["qty"] == pytest.approx(float(o.executed))
+            assert f["fee"] == pytest.approx(commission), (f, commission)
+        realized = sum(float(t["realizedPnl"]) for t in ex.user_trades)
+        assert trade["gross_pnl"] == pytest.approx(realized) and trade["exit_price"] == pytest.approx(
+            float(venue["stop"].avg_price)
+        )
 
         tca = cli(["tca", "--run", run_id, "-p", "canary"], env, tmp_path, 60)
         assert tca.returncode == 0, tca.stdout + tca.stderr
