@@ -23,7 +23,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,7 @@ TEST_KEYS: dict[str, Any] = {
     "sniper.mtf_confirm": False,
     # The take-profit three risk units away: the recorded stretch the path plays reaches the stop first.
     "execution.take_profit_target": 3,
-    # A test never shares Redis keys with another run on this machine.
+    # The machine's Redis, in a namespace of this test's own (the `namespace` fixture deletes its keys after).
     "redis.url": REDIS_URL,
     "metrics.port": 0,
     "notifier.sink": "console",
@@ -123,7 +122,7 @@ def cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float) -> subp
 
 
 def test_a_canary_end_to_end_through_the_cli_on_the_strict_fake(
-    tmp_path: Path, loop: asyncio.AbstractEventLoop
+    tmp_path: Path, loop: asyncio.AbstractEventLoop, namespace: str
 ) -> None:
     info = load_recorded_exchange_info_text(str(require_data("ws", "binance-futures-exchangeinfo-20210722.txt")))
     bars = read_bars(require_data("klines", f"{SYMBOL}-5m.csv"))
@@ -131,7 +130,7 @@ def test_a_canary_end_to_end_through_the_cli_on_the_strict_fake(
     on(loop, ex.start())
     path = PricePath(ex, SYMBOL, bars)
     try:
-        settings = write_settings(tmp_path, ex, f"canary-e2e-{uuid.uuid4().hex[:8]}")
+        settings = write_settings(tmp_path, ex, namespace)
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ULTRA_SIGNALS_")}
         env |= {
             "ULTRA_SIGNALS_SETTINGS": str(settings),
