@@ -28,7 +28,7 @@ from ultra_signals.observability.logging import apply_settings, configure_loggin
 if TYPE_CHECKING:
     # Everything heavier than typer (rich, yaml, pydantic, SQLAlchemy, numpy, websockets, httpx, the runner) is
     # imported inside the command that needs it, so ``--help`` and ``status`` answer at once (bench/bench_cli.py);
-    # tests/test_packaging.py checks which libraries each of them loads.
+    # tests/test_cli_startup.py checks which libraries each of them loads.
     from rich.progress import TaskID
 
     from ultra_signals.core.config import Settings
