@@ -4,10 +4,14 @@ Why CPU and not wall time: the machine is shared (2 cores, several jobs), so wal
 the child's user+system CPU (``resource.getrusage(RUSAGE_CHILDREN)``) is what the command itself costs.  The target
 (issue 16) is under 0.3 s for ``--help`` and ``status``.  Never a test assert: figures go in docs/benchmarks.md.
 
-    .venv/bin/python bench/bench_cli.py [--runs 7] [--root DIR]
+    .venv/bin/python bench/bench_cli.py [--runs 7] [--root DIR ...]
 
-``--root`` runs another checkout's code (e.g. an export of main) for before/after figures.  ``status`` reads a
-scratch SQLite journal (it answers whether a runner is up or not), created empty by the first call.
+``--root`` runs another checkout's code (e.g. an export of main) for before/after figures; give it several times
+(``--root /tmp/main --root .``) and the runs alternate between them, command by command, so both see the same
+neighbours.  ``status`` reads a scratch SQLite journal (it answers whether a runner is up or not), created empty by
+the first call.  Bytecode is cached as on an installed package (``pip`` compiles it): the children write and read
+their ``.pyc`` files under a scratch ``PYTHONPYCACHEPREFIX`` even when ``PYTHONDONTWRITEBYTECODE`` is set here,
+and the first call of each command warms that cache.
 """
 
 from __future__ import annotations
@@ -45,24 +49,36 @@ def cpu_of(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1], help="checkout to run")
+    ap.add_argument(
+        "--root", type=Path, action="append", help="checkout to run (repeat to alternate; default: this one)"
+    )
     args = ap.parse_args()
+    roots = [r.resolve() for r in (args.root or [Path(__file__).resolve().parents[1]])]
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ULTRA_SIGNALS_")}
-        env.update(
-            PYTHONPATH=str(args.root.resolve()),
-            ULTRA_SIGNALS_JOURNAL__URL=f"sqlite:///{cwd / 'journal.sqlite'}",
-            COLUMNS="120",
-        )
         base = [sys.executable, "-m", "ultra_signals"]
-        cpu_of([*base, "status"], cwd, env)  # creates the journal; also warms the page cache and .pyc files
+        drop = ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+        env0 = {k: v for k, v in os.environ.items() if not k.startswith("ULTRA_SIGNALS_") and k not in drop}
+        env0.update(ULTRA_SIGNALS_JOURNAL__URL=f"sqlite:///{cwd / 'journal.sqlite'}", COLUMNS="120")
+        envs: list[dict[str, str]] = []
+        for i, root in enumerate(roots):
+            env = {**env0, "PYTHONPATH": str(root), "PYTHONPYCACHEPREFIX": str(cwd / f"pyc{i}")}
+            envs.append(env)
+            for argv in COMMANDS.values():  # creates the journal; warms the page cache and the .pyc files
+                cpu_of([*base, *argv], cwd, env)
         print(f"machine: {describe()}")
-        print(f"code: {args.root.resolve()}; {args.runs} runs each; CPU seconds (user+system) of the child")
-        print(f"{'command':<14} {'median':>7} {'min':>7} {'max':>7}")
+        print(f"{args.runs} runs each, alternating between roots; CPU seconds (user+system) of the child")
+        xs: dict[tuple[int, str], list[float]] = {(i, n): [] for i in range(len(roots)) for n in COMMANDS}
         for name, argv in COMMANDS.items():
-            xs = [cpu_of([*base, *argv], cwd, env) for _ in range(args.runs)]
-            print(f"{name:<14} {statistics.median(xs):7.3f} {min(xs):7.3f} {max(xs):7.3f}")
+            for _ in range(args.runs):
+                for i, env in enumerate(envs):
+                    xs[i, name].append(cpu_of([*base, *argv], cwd, env))
+        for i, root in enumerate(roots):
+            print(f"\ncode: {root}")
+            print(f"{'command':<14} {'median':>7} {'min':>7} {'max':>7}")
+            for name in COMMANDS:
+                v = xs[i, name]
+                print(f"{name:<14} {statistics.median(v):7.3f} {min(v):7.3f} {max(v):7.3f}")
 
 
 if __name__ == "__main__":

@@ -21,17 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
+from ultra_signals.apps.console import lazy_console
 from ultra_signals.observability.logging import apply_settings, configure_logging, json_logging, scrub
 
 if TYPE_CHECKING:
-    # Everything heavier than typer and rich (pydantic, SQLAlchemy, numpy, websockets, httpx, the runner) is
-    # imported inside the command that needs it, so ``--help`` and ``status`` answer at once (bench/bench_cli.py).
+    # Everything heavier than typer (rich, yaml, pydantic, SQLAlchemy, numpy, websockets, httpx, the runner) is
+    # imported inside the command that needs it, so ``--help`` and ``status`` answer at once (bench/bench_cli.py);
+    # tests/test_cli_startup.py checks which libraries each of them loads.
     from rich.progress import TaskID
 
     from ultra_signals.core.config import Settings
@@ -50,16 +47,9 @@ app.add_typer(config_app, name="config")
 app.add_typer(sim_app, name="sim")
 
 
-def _width(stream: Any) -> int | None:
-    """Full-width tables when piped (rich would cut them at 80 columns); the terminal's width otherwise."""
-    isatty = getattr(stream, "isatty", None)
-    if os.environ.get("COLUMNS") or (callable(isatty) and isatty()):
-        return None
-    return 200
-
-
-console = Console(highlight=False, width=_width(sys.stdout))
-err = Console(stderr=True, highlight=False, width=_width(sys.stderr))
+#: rich consoles, made (and rich imported) when a command first prints through them (apps/console.py).
+console = lazy_console()
+err = lazy_console(stderr=True)
 
 
 def _version_callback(value: bool) -> None:
@@ -128,6 +118,8 @@ def show_error(msg: str) -> None:
     if json_logging():
         log.error(msg)
     else:
+        from rich.markup import escape
+
         # soft_wrap: the error stays one line whatever the terminal width (log scrapers and tests read it whole).
         err.print(f"[bold red]error:[/] {escape(msg)}", markup=True, soft_wrap=True)
 
@@ -347,6 +339,8 @@ def _run_and_exit(settings: Settings, **kw: Any) -> None:
 
 
 def _print_summary(st: RunStats, verdict: str | None, criteria: list[Any]) -> None:
+    from rich.table import Table
+
     from ultra_signals.apps.report import latency_percentiles
 
     p = latency_percentiles(st.latencies_ms)
@@ -505,6 +499,9 @@ def preflight(
     secrets_file: SecretsOpt = None,
 ) -> None:
     """Non-destructive go-live checks; exit code 0 only when every check passes.  Never takes a cap slot."""
+    from rich.table import Table
+    from rich.text import Text
+
     from ultra_signals.apps.preflight import run_preflight
     from ultra_signals.core.config import ConfigError, load_settings
 
@@ -540,6 +537,8 @@ def config_show(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
 ) -> None:
     """The effective merged configuration, secrets redacted, after where the settings and profile came from."""
+    import yaml
+
     from ultra_signals.core.config import find_profile, find_settings, redacted_dict
 
     settings = _settings(profile, secrets_file, {})

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
+
+from ultra_signals.apps.console import lazy_console
 
 if TYPE_CHECKING:  # imported where used: the CLI starts without SQLAlchemy, matplotlib or the journal
     from ultra_signals.core.config import Settings
     from ultra_signals.journal.writer import Journal
 
-console = Console(highlight=False)
+console = lazy_console(fit_pipe=False)  # made, and rich imported, at the first print
 ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="Settings profile (default: shadow).")]
 SecretsOpt = Annotated[Path | None, typer.Option("--secrets-file", help="Secrets file (KEY=value lines).")]
 JournalOpt = Annotated[str | None, typer.Option("--journal-url", help="Journal DB URL (default: journal.url).")]

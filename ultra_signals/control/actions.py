@@ -51,15 +51,15 @@ from ultra_signals.execution.breakers import (
     resume_trading,
     save_state,
 )
-from ultra_signals.execution.brokers.base import KillReport
 from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
 
 if TYPE_CHECKING:
     from ultra_signals.core.config import Settings
+    from ultra_signals.execution.brokers.base import KillReport
 
 #: Cancels every open order and closes every position on the exchange (built by :mod:`control.kill`).
-Flatten = Callable[[], Awaitable[KillReport]]
+Flatten = Callable[[], Awaitable["KillReport"]]
 #: Closes one symbol's position and its brackets and waits (bounded) for the exit fill (:mod:`control.exits`).
 Close = Callable[[str], Awaitable[ForceExitResult]]
 #: The account's equity where it is kept (:mod:`control.exits`).
@@ -399,6 +399,8 @@ class Control:
             )
         # First the halt: no runner may enter while the exchange is being flattened.
         halt_trading(self.journal, "kill_switch", f"operator kill switch ({by})", by="kill")
+        from ultra_signals.execution.brokers.base import KillReport  # the brokers load only for a kill
+
         report = KillReport()
         if self.flatten is not None:
             try:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from ultra_signals.control.actions import Balance, Close
 from ultra_signals.control.model import BalanceInfo, ControlError, ForceExitResult, NotAvailable
-from ultra_signals.execution.brokers.base import BrokerError
 
 if TYPE_CHECKING:
     from ultra_signals.core.config import Settings
@@ -82,6 +81,7 @@ def exchange_balance(settings: Settings) -> Balance | None:
 
     async def balance() -> BalanceInfo:
         from ultra_signals.control.kill import venue_label
+        from ultra_signals.execution.brokers.base import BrokerError
         from ultra_signals.execution.brokers.binance import BinanceBroker
 
         try:
