@@ -90,6 +90,15 @@ def test_current_of_a_missing_file_does_not_create_it(tmp_path: Path) -> None:
     assert not path.exists() and not path.parent.exists()
 
 
+def _stamp_newer_than_the_code(path: Path, url: str) -> None:
+    """Bring the journal to head, then stamp it with a revision this code does not know (9999): a newer release's."""
+    assert cli.invoke(app, ["db", "upgrade", "--journal", url]).exit_code == 0
+    con = sqlite3.connect(path)
+    con.execute("UPDATE alembic_version SET version_num = '9999'")
+    con.commit()
+    con.close()
+
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -104,11 +113,7 @@ def test_current_of_a_missing_file_does_not_create_it(tmp_path: Path) -> None:
 )
 def test_a_journal_newer_than_the_code_is_a_clear_error(journal: tuple[Path, str], command: list[str]) -> None:
     path, url = journal
-    assert cli.invoke(app, ["db", "upgrade", "--journal", url]).exit_code == 0
-    con = sqlite3.connect(path)
-    con.execute("UPDATE alembic_version SET version_num = '9999'")
-    con.commit()
-    con.close()
+    _stamp_newer_than_the_code(path, url)
     state = _count(path, "state")
     r = cli.invoke(app, [*command, url])
     assert r.exit_code == 2, r.output
@@ -120,11 +125,7 @@ def test_a_journal_newer_than_the_code_is_a_clear_error(journal: tuple[Path, str
 
 def test_shadow_on_a_journal_newer_than_the_code_refuses_to_start(journal: tuple[Path, str]) -> None:
     path, url = journal
-    assert cli.invoke(app, ["db", "upgrade", "--journal", url]).exit_code == 0
-    con = sqlite3.connect(path)
-    con.execute("UPDATE alembic_version SET version_num = '9999'")
-    con.commit()
-    con.close()
+    _stamp_newer_than_the_code(path, url)
     runs = _count(path, "runs")
     r = cli.invoke(app, ["shadow", "--duration", "5", "--journal", url, "--metrics-port", "0", "--no-report"])
     assert r.exit_code == 2 and "newer release" in r.output, r.output
