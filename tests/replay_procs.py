@@ -1,14 +1,13 @@
 """Several ``ultra-signals replay`` processes at once: the multi-runner tests' launcher.
 
 The tests that race real runners against one Redis (exactly once, caps over the union, Sentinel failover) all
-start the CLI the same way: a clean environment (none of the caller's ``ULTRA_SIGNALS_*``, the checkout on
-``PYTHONPATH``), one output file per process, a bounded wait, a kill for any process still running, and a failure
-that shows the tail of the output of a process that did not exit 0.  Kept here so a fix reaches all of them.
+start the CLI the same way: in the environment ``tests.helpers.cli_env`` builds, one output file per process, a
+bounded wait, a kill for any process still running, and a failure that shows the tail of the output of a process
+that did not exit 0.  Kept here so a fix reaches all of them.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,14 +15,6 @@ from types import TracebackType
 from typing import IO
 
 from tests.conftest import REPO
-
-
-def runner_env(**settings: str) -> dict[str, str]:
-    """This process's environment without any ``ULTRA_SIGNALS_*`` (the application refuses names that are not its
-    settings, and the caller's own must not leak in), plus ``settings`` and the checkout on ``PYTHONPATH``."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ULTRA_SIGNALS_")}
-    env.update(settings, PYTHONPATH=str(REPO))
-    return env
 
 
 class ReplayRunners:

@@ -125,10 +125,11 @@ def _replays(group: SentinelGroup, tmp_path: Path, policy: str, fault: str) -> l
     import os
 
     from tests.conftest import require_data
-    from tests.replay_procs import ReplayRunners, runner_env
+    from tests.helpers import cli_env
+    from tests.replay_procs import ReplayRunners
 
     klines = require_data("klines")
-    env = runner_env(
+    env = cli_env(
         ULTRA_SIGNALS_REDIS__ENABLED="true",
         ULTRA_SIGNALS_REDIS__SENTINELS=",".join(group.addrs),
         ULTRA_SIGNALS_REDIS__SENTINEL_MASTER=MASTER,

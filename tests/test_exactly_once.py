@@ -16,7 +16,8 @@ import pytest
 
 from tests.conftest import require_data
 from tests.fakes.telegram_server import FakeBotApi
-from tests.replay_procs import ReplayRunners, runner_env
+from tests.helpers import cli_env
+from tests.replay_procs import ReplayRunners
 
 SYMBOLS = "ADABTC,ETHBTC,LTCBTC,XMRBTC"
 FROM, TO, SPEED = "2018-01-19T00:00:00Z", "2018-01-20T12:00:00Z", 20_000
@@ -29,7 +30,7 @@ def test_two_runners_on_the_same_symbols_reserve_journal_and_announce_each_bar_o
 ) -> None:
     klines = require_data("klines")
     with FakeBotApi() as api:
-        env = runner_env(
+        env = cli_env(
             ULTRA_SIGNALS_REDIS__ENABLED="true",
             ULTRA_SIGNALS_REDIS__URL=redis_url,
             ULTRA_SIGNALS_REDIS__NAMESPACE=namespace,

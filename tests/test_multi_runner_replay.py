@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_data
-from tests.helpers import worst_window
-from tests.replay_procs import ReplayRunners, runner_env
+from tests.helpers import cli_env, worst_window
+from tests.replay_procs import ReplayRunners
 from ultra_signals.core.caps import DAY_MS, HOUR_MS
 
 GROUPS = [
@@ -34,7 +34,7 @@ def test_four_replays_sharing_redis_never_exceed_the_caps_together(
     redis_url: str, namespace: str, tmp_path: Path
 ) -> None:
     klines = require_data("klines")
-    env = runner_env(
+    env = cli_env(
         ULTRA_SIGNALS_REDIS__ENABLED="true",
         ULTRA_SIGNALS_REDIS__URL=redis_url,
         ULTRA_SIGNALS_REDIS__NAMESPACE=namespace,
