@@ -1,4 +1,5 @@
-"""Small builders of real domain values for tests (no mocks: these are the types the engine consumes)."""
+"""Small builders of real domain values for tests (no mocks: these are the types the engine consumes), and the
+replay settings and paper broker the executor tests build them into."""
 
 from __future__ import annotations
 
