@@ -1,14 +1,19 @@
-"""Small builders of real domain values for tests (no mocks: these are the types the engine consumes)."""
+"""Small builders of real domain values for tests (no mocks: these are the types the engine consumes), and the
+replay settings and paper broker the executor tests build them into."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from ultra_signals.core.decision import Candidate, Side
+from ultra_signals.core.config import Settings, load_settings
+from ultra_signals.core.decision import Candidate, Decision, Side
+from ultra_signals.execution.brokers.paper import PaperBroker
 from ultra_signals.features.store import Features
 
 T0 = 1_767_571_200_000  # 2026-01-05T00:00:00Z
+MIN = 60_000
 
 
 def features(**kw: Any) -> Features:
@@ -88,3 +93,45 @@ def candidate(
     }
     args.update(kw)
     return Candidate(**args)
+
+
+def bar_decision(run_id: str, n: int, symbol: str = "BTCUSDT", side: Side = Side.LONG, price: float = 60_000.0,
+                 risk: float = 300.0, targets: tuple[float, ...] | None = None) -> Decision:  # fmt: skip
+    """An allowed decision on the n-th 5m bar after T0: entry at ``price``, the stop ``risk`` away, and targets one
+    and two risks away unless told (the executor tests and the execution goldens all trade on these)."""
+    sign = 1.0 if side is Side.LONG else -1.0
+    c = Candidate(
+        symbol=symbol,
+        timeframe="5m",
+        bar_open_time=T0 + n * 5 * MIN,
+        ts=T0 + (n + 1) * 5 * MIN,
+        side=side,
+        score=0.6 * sign,
+        confidence=0.8,
+        entry=price,
+        stop=price - sign * risk,
+        targets=targets if targets is not None else (price + sign * risk, price + sign * 2 * risk),
+    )
+    return Decision(run_id, c, True, None)
+
+
+def replay_settings(db: Path, profile: str = "canary", **over: Any) -> Settings:
+    """A profile's settings for an executor on replayed data (so the paper broker, whatever ``execution.broker``
+    says), journaling to SQLite at ``db``, with no simulated order latency; ``over`` are dotted overrides on top."""
+    return load_settings(
+        profile,
+        overrides={"runtime.source": "replay", "journal.url": f"sqlite:///{db}", "execution.latency_ms": 0, **over},
+        environ={},
+    )
+
+
+def paper_broker(settings: Settings) -> PaperBroker:
+    """The paper broker with the settings' fees, slippage and latency (what ``make_executor`` gives a replay)."""
+    c = settings.execution
+    return PaperBroker(
+        fee_taker_bps=c.fee_taker_bps,
+        fee_maker_bps=c.fee_maker_bps,
+        half_spread_bps=c.slippage_half_spread_bps,
+        impact_bps_per_10k_usdt=c.slippage_impact_bps_per_10k_usdt,
+        latency_ms=c.latency_ms,
+    )

@@ -22,9 +22,10 @@ from typing import Any
 
 from sqlalchemy import select
 
+from tests.factories import MIN, T0, bar_decision, paper_broker, replay_settings
 from tests.helpers import RecordingNotifier
 from ultra_signals.core.config import Settings, load_settings
-from ultra_signals.core.decision import Candidate, Decision, Side
+from ultra_signals.core.decision import Decision, Side
 from ultra_signals.core.events import BookTicker, Funding, Kline, MarketEvent, Trade
 from ultra_signals.execution.breakers import (
     STATE_KEY,
@@ -35,7 +36,6 @@ from ultra_signals.execution.breakers import (
     save_state,
 )
 from ultra_signals.execution.brokers.base import EntryPlan
-from ultra_signals.execution.brokers.paper import PaperBroker
 from ultra_signals.execution.executor import TradingExecutor
 from ultra_signals.journal.schema import exec_events, exec_fills, exec_orders, exec_trades
 from ultra_signals.journal.writer import Journal
@@ -43,8 +43,6 @@ from ultra_signals.observability.metrics import Metrics
 from ultra_signals.transport.messages import plain_text
 
 GOLDEN = Path(__file__).parent / "golden"
-T0 = 1_767_571_200_000  # 2026-01-05T00:00:00Z
-MIN = 60_000
 WALL_FIELDS = frozenset({"id", "wall", "closed_wall"})
 
 
@@ -144,35 +142,9 @@ class Timeline:
         return "".join(line + "\n" for line in self.lines)
 
 
-def decision(run_id: str, n: int, symbol: str = "BTCUSDT", side: Side = Side.LONG, price: float = 60_000.0,
-             risk: float = 300.0, targets: tuple[float, ...] | None = None) -> Decision:  # fmt: skip
-    sign = 1.0 if side is Side.LONG else -1.0
-    c = Candidate(
-        symbol=symbol,
-        timeframe="5m",
-        bar_open_time=T0 + n * 5 * MIN,
-        ts=T0 + (n + 1) * 5 * MIN,
-        side=side,
-        score=0.6 * sign,
-        confidence=0.8,
-        entry=price,
-        stop=price - sign * risk,
-        targets=targets if targets is not None else (price + sign * risk, price + sign * 2 * risk),
-    )
-    return Decision(run_id, c, True, None)
-
-
 def paper_executor(settings: Settings, journal: Journal, notifier: RecordingNotifier, run_id: str,
                    timeline: Timeline, metrics: Metrics | None = None) -> TradingExecutor:  # fmt: skip
-    cfg = settings.execution
-    paper = PaperBroker(
-        fee_taker_bps=cfg.fee_taker_bps,
-        fee_maker_bps=cfg.fee_maker_bps,
-        half_spread_bps=cfg.slippage_half_spread_bps,
-        impact_bps_per_10k_usdt=cfg.slippage_impact_bps_per_10k_usdt,
-        latency_ms=cfg.latency_ms,
-    )
-    broker: Any = RecordingBroker(paper, timeline.commands)
+    broker: Any = RecordingBroker(paper_broker(settings), timeline.commands)
     return TradingExecutor(
         settings,
         broker=broker,
@@ -182,14 +154,6 @@ def paper_executor(settings: Settings, journal: Journal, notifier: RecordingNoti
         metrics=metrics,
         namespace="golden",
         simulated=True,
-    )
-
-
-def _settings(profile: str, db: Path, **over: Any) -> Settings:
-    return load_settings(
-        profile,
-        overrides={"runtime.source": "replay", "journal.url": f"sqlite:///{db}", "execution.latency_ms": 0, **over},
-        environ={},
     )
 
 
@@ -203,7 +167,7 @@ def trade(symbol: str, ts: int, price: float) -> Trade:
 
 def scenario_paper_canary(tmp: Path) -> str:
     """Canary rules on the paper broker: brackets, target, stop, every breaker, kill, resume, restart."""
-    s = _settings("canary", tmp / "canary.db")
+    s = replay_settings(tmp / "canary.db", "canary")
     journal = Journal(s.journal.url)
     notifier = RecordingNotifier()
     tl = Timeline(journal, notifier)
@@ -222,12 +186,12 @@ def scenario_paper_canary(tmp: Path) -> str:
         tl.step(name, {"blocking_reason": ex.blocking_reason()})
 
     # 1. A long entry with brackets; a second signal on the symbol is refused; funding; the target is hit.
-    d1 = decision("run-1", 0)
+    d1 = bar_decision("run-1", 0)
     t1 = d1.candidate.ts
     feed("book", BookTicker("BTCUSDT", t1 - 10, 59_999.0, 2.0, 60_001.0, 3.0))
     signal("long_entry_submitted", d1)
     feed("entry_fills_on_next_trade", trade("BTCUSDT", t1 + 100, 60_005.0))
-    signal("same_symbol_refused", decision("run-1", 1))
+    signal("same_symbol_refused", bar_decision("run-1", 1))
     feed(
         "funding_announced_then_charged",
         Funding("BTCUSDT", t1 + 200, 60_010.0, 0.0001, t1 + 1_000),
@@ -236,16 +200,16 @@ def scenario_paper_canary(tmp: Path) -> str:
     feed("target_hit", trade("BTCUSDT", t1 + 2_000, 60_320.0))
 
     # 2. Two losers in a row (a short on ETH, then a long on BTC) trip consecutive_losses: HALTED.
-    d2 = decision("run-1", 3, symbol="ETHUSDT", side=Side.SHORT, price=3_000.0, risk=30.0)
+    d2 = bar_decision("run-1", 3, symbol="ETHUSDT", side=Side.SHORT, price=3_000.0, risk=30.0)
     t2 = d2.candidate.ts
     signal("short_entry_submitted", d2)
     feed("short_fills", trade("ETHUSDT", t2 + 50, 2_999.5))
     feed("short_stopped", trade("ETHUSDT", t2 + 5_000, 3_031.0))
-    d3 = decision("run-1", 5)
+    d3 = bar_decision("run-1", 5)
     t3 = d3.candidate.ts
     signal("long_entry_2", d3)
     feed("long_2_fills_stop_hit", trade("BTCUSDT", t3 + 100, 60_000.0), trade("BTCUSDT", t3 + 200, 59_650.0))
-    signal("halted_refuses", decision("run-1", 6))
+    signal("halted_refuses", bar_decision("run-1", 6))
 
     # 3. The operator resumes from another process; the executor picks it up.
     resume_trading(journal, by="golden")
@@ -253,13 +217,13 @@ def scenario_paper_canary(tmp: Path) -> str:
     tl.step("operator_resume", {"blocking_reason": ex.blocking_reason()})
 
     # 4. Refusals before the broker: prices out of order (sizing), one position at a time, one entry a minute.
-    signal("sizing_refused", decision("run-1", 8, targets=(59_000.0,)))
-    d4 = decision("run-1", 10)
+    signal("sizing_refused", bar_decision("run-1", 8, targets=(59_000.0,)))
+    d4 = bar_decision("run-1", 10)
     t4 = d4.candidate.ts
     signal("long_entry_3", d4)
     feed("long_3_fills", trade("BTCUSDT", t4 + 100, 60_000.0))
-    signal("gateway_refused_per_minute", decision("run-1", 10, symbol="ETHUSDT", price=3_000.0, risk=30.0))
-    signal("gateway_refused_open_positions", decision("run-1", 11, symbol="ETHUSDT", price=3_000.0, risk=30.0))
+    signal("gateway_refused_per_minute", bar_decision("run-1", 10, symbol="ETHUSDT", price=3_000.0, risk=30.0))
+    signal("gateway_refused_open_positions", bar_decision("run-1", 11, symbol="ETHUSDT", price=3_000.0, risk=30.0))
 
     # 5. A bracket the venue rejects while the position is open: missing_bracket, HALTED, the position closed.
     stop_cid = ex.trades[d4.id].stop_cid
@@ -284,7 +248,7 @@ def scenario_paper_canary(tmp: Path) -> str:
     tl.step("resume_3")
 
     # 7. The kill switch from another process flattens the paper position.
-    d6 = decision("run-1", 14)
+    d6 = bar_decision("run-1", 14)
     t6 = d6.candidate.ts
     signal("long_entry_4", d6)
     feed("long_4_fills", trade("BTCUSDT", t6 + 100, 60_000.0))
@@ -297,7 +261,7 @@ def scenario_paper_canary(tmp: Path) -> str:
     tl.step("resume_4")
 
     # 8. A trade still open at the end of the run, then a restart over the same journal.
-    d7 = decision("run-1", 18)
+    d7 = bar_decision("run-1", 18)
     t7 = d7.candidate.ts
     signal("long_entry_5", d7)
     feed("long_5_fills", trade("BTCUSDT", t7 + 100, 60_000.0))
@@ -309,11 +273,11 @@ def scenario_paper_canary(tmp: Path) -> str:
     asyncio.run(ex2.start())
     tl.step("restart", {"losses_in_a_row": ex2.breakers.losses_in_a_row, **_summary(ex2)})
     ex = ex2
-    d8 = decision("run-2", 22)
+    d8 = bar_decision("run-2", 22)
     t8 = d8.candidate.ts
     signal("after_restart_entry", d8)
     feed("after_restart_loss", trade("BTCUSDT", t8 + 100, 60_000.0), trade("BTCUSDT", t8 + 200, 59_600.0))
-    d9 = decision("run-2", 24)
+    d9 = bar_decision("run-2", 24)
     t9 = d9.candidate.ts
     signal("after_restart_entry_2", d9)
     feed("second_loss_trips", trade("BTCUSDT", t9 + 100, 60_000.0), trade("BTCUSDT", t9 + 200, 59_600.0))
@@ -325,14 +289,14 @@ def scenario_paper_canary(tmp: Path) -> str:
 
 def scenario_paper_maker_first(tmp: Path) -> str:
     """Post-only entries at the touch on candles and book tickers: a maker fill, a timeout with market fallback."""
-    s = _settings("production-phase3", tmp / "maker.db", **{"execution.maker_first": True})
+    s = replay_settings(tmp / "maker.db", "production-phase3", **{"execution.maker_first": True})
     journal = Journal(s.journal.url)
     notifier = RecordingNotifier()
     tl = Timeline(journal, notifier)
     ex = paper_executor(s, journal, notifier, "run-m", tl)
     asyncio.run(ex.start())
     tl.step("start", _summary(ex))
-    d1 = decision("run-m", 0)
+    d1 = bar_decision("run-m", 0)
     t1 = d1.candidate.ts
     ex.on_market_event(BookTicker("BTCUSDT", t1 - 5, 59_990.0, 1.0, 60_000.0, 1.0))
     ex.on_signal(d1)
@@ -343,7 +307,7 @@ def scenario_paper_maker_first(tmp: Path) -> str:
     tl.step("candle_after_ticks_ignored")
     ex.on_market_event(trade("BTCUSDT", t1 + 6 * MIN, 60_320.0))
     tl.step("take_profit")
-    d2 = decision("run-m", 4, side=Side.SHORT, price=60_000.0)
+    d2 = bar_decision("run-m", 4, side=Side.SHORT, price=60_000.0)
     t2 = d2.candidate.ts
     ex.on_market_event(BookTicker("BTCUSDT", t2 - 5, 59_990.0, 1.0, 60_010.0, 1.0))
     ex.on_signal(d2)
@@ -362,14 +326,14 @@ def scenario_paper_maker_first(tmp: Path) -> str:
 
 def scenario_paper_shadow(tmp: Path) -> str:
     """Shadow: breakers are what-if (journaled, announced once), trading never stops."""
-    s = _settings("shadow", tmp / "shadow.db", **{"execution.breakers.consecutive_losses": 1})
+    s = replay_settings(tmp / "shadow.db", "shadow", **{"execution.breakers.consecutive_losses": 1})
     journal = Journal(s.journal.url)
     notifier = RecordingNotifier()
     tl = Timeline(journal, notifier)
     ex = paper_executor(s, journal, notifier, "run-s", tl)
     asyncio.run(ex.start())
     for n in (0, 3, 6):
-        d = decision("run-s", n)
+        d = bar_decision("run-s", n)
         ts = d.candidate.ts
         ex.on_signal(d)
         ex.on_market_event(trade("BTCUSDT", ts + 100, 60_000.0))
@@ -462,7 +426,7 @@ def scenario_binance_recovery(tmp: Path) -> str:
         e1 = make("run-b1")
         await e1.start()
         tl.step("start", {"reconciliations": [[str(x) for x in r] for r in e1.reconciliations], **venue()})
-        d1 = decision("run-b1", 0, price=32_000.0, risk=200.0, targets=(32_400.0,))
+        d1 = bar_decision("run-b1", 0, price=32_000.0, risk=200.0, targets=(32_400.0,))
         e1.on_signal(d1)
         await settle(e1, lambda: e1.trades[d1.id].status == "open" and len(open_orders()) == 2)
         tl.step("entry_and_brackets", venue())
@@ -485,7 +449,7 @@ def scenario_binance_recovery(tmp: Path) -> str:
         await settle(e2, lambda: e2.trades[d1.id].status == "closed")
         tl.step("stop_triggered_by_venue", venue())
 
-        d2 = decision("run-b2", 4, symbol="ETHUSDT", side=Side.SHORT, price=2_000.0, risk=20.0, targets=(1_960.0,))
+        d2 = bar_decision("run-b2", 4, symbol="ETHUSDT", side=Side.SHORT, price=2_000.0, risk=20.0, targets=(1_960.0,))
         e2.on_signal(d2)
         await settle(e2, lambda: e2.trades[d2.id].status == "open" and len(open_orders("ETHUSDT")) == 2)
         tl.step("short_entry_and_brackets", venue())

@@ -1,4 +1,5 @@
-"""Helpers several test files share: waiting on a condition, a notifier that records, metric reads, oracles.
+"""Helpers several test files share: waiting on a condition, a notifier that records, running the CLI in a
+subprocess, metric reads, oracles.
 
 Kept in one place so a fix (a timeout, a tolerance) reaches every test that relies on it; fixtures stay in
 conftest.py and domain values in factories.py.
@@ -7,9 +8,15 @@ conftest.py and domain values in factories.py.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
+from tests.conftest import DEFAULTS, REPO
 from ultra_signals.core.caps import CapRule
 from ultra_signals.core.notices import Notice
 from ultra_signals.observability.metrics import Metrics
@@ -48,6 +55,40 @@ async def until_or_fail(cond: Callable[[], bool], timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for our CLI in a subprocess: this process's without any ``ULTRA_SIGNALS_*`` (the application
+    refuses names that are not its settings, and the caller's own must not leak in), the checkout on ``PYTHONPATH``,
+    then ``extra`` (settings as ``ULTRA_SIGNALS_*``, or anything else such as ``COLUMNS``)."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ULTRA_SIGNALS_")}
+    env.update({"PYTHONPATH": str(REPO), **extra})
+    return env
+
+
+def copy_packaged_settings(folder: Path) -> None:
+    """Put the packaged ``settings.yaml`` and ``profiles/`` in ``folder`` (as a fresh checkout has them), unless
+    already there."""
+    if not (folder / "settings.yaml").exists():
+        shutil.copy(DEFAULTS / "settings.yaml", folder / "settings.yaml")
+    if not (folder / "profiles").exists():
+        shutil.copytree(DEFAULTS / "profiles", folder / "profiles")
+
+
+def run_cli(
+    folder: Path, *args: str, env: Mapping[str, str] | None = None, columns: int = 200, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """``python -m ultra_signals *args`` from ``folder`` holding a copy of the settings, as an operator runs it in
+    a fresh checkout; ``columns`` wide; ``timeout`` bounds a hang (it raises TimeoutExpired and fails the test)."""
+    copy_packaged_settings(folder)
+    return subprocess.run(
+        [sys.executable, "-m", "ultra_signals", *args],
+        cwd=folder,
+        env=cli_env(COLUMNS=str(columns), **(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def metric(m: Metrics, name: str, labels: dict[str, str] | None = None) -> float:

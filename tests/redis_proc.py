@@ -101,11 +101,11 @@ def private_redis() -> Iterator[RedisProc]:
         server.stop()
 
 
-def wait_until(predicate: object, timeout_s: float = 5.0, what: str = "condition") -> None:
-    """Poll ``predicate()`` every 10 ms, failing the test after ``timeout_s``."""
+def wait_until(predicate: object, timeout_s: float = 5.0, what: str = "condition", every_s: float = 0.01) -> None:
+    """Poll ``predicate()`` every ``every_s`` (10 ms unless told), failing the test after ``timeout_s``."""
     assert callable(predicate)
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(every_s)

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
-import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.conftest import free_port
-from tests.redis_proc import RedisProc
+from tests.redis_proc import RedisProc, wait_until
 
 MASTER = "mymaster"
 
@@ -164,9 +162,5 @@ class SentinelGroup:
 
     @staticmethod
     def _wait(pred: object, timeout_s: float, what: str) -> None:
-        assert callable(pred)
-        deadline = time.monotonic() + timeout_s
-        while not pred():
-            if time.monotonic() > deadline:
-                pytest.fail(f"sentinel setup: timed out after {timeout_s}s waiting for {what}")
-            time.sleep(0.05)
+        """Every 50 ms: each look opens connections to the servers."""
+        wait_until(pred, timeout_s, f"{what} (sentinel setup)", every_s=0.05)

@@ -286,12 +286,18 @@ def entered(ex: FakeFuturesExchange, e: TradingExecutor, d: Decision) -> Callabl
     return lambda: len(ex.open_algo_orders()) == 2 and e.trades[d.id].status == "open"
 
 
+async def enter(ex: FakeFuturesExchange, e: TradingExecutor, drain_s: float = 5.0) -> Decision:
+    """Signal ``decision(0)`` and wait until its trade is open with both brackets resting at the exchange."""
+    d = decision(0)
+    e.on_signal(d)
+    await e.broker.drain(drain_s)
+    await until_or_fail(entered(ex, e, d))
+    return d
+
+
 def test_a_bracket_rejected_at_trigger_is_an_incident_and_the_position_is_closed(tmp_path: Path) -> None:
     async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
-        d = decision(0)
-        e.on_signal(d)
-        await e.broker.drain()
-        await until_or_fail(entered(ex, e, d))
+        d = await enter(ex, e)
         ex.reject_next_trigger()  # the matching engine refuses the stop's order: the position is unprotected
         await ex.set_price("BTCUSDT", "31790")
         await until_or_fail(lambda: ex.position("BTCUSDT") == 0)  # flattened by the executor's incident path
@@ -323,10 +329,7 @@ def test_listen_key_expired_mid_trade_fills_still_arrive(tmp_path: Path) -> None
     async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
         b = e.broker
         assert isinstance(b, BinanceBroker)
-        d = decision(0)
-        e.on_signal(d)
-        await b.drain()
-        await until_or_fail(entered(ex, e, d))
+        d = await enter(ex, e)
         await ex.expire_listen_keys()
         await until_or_fail(lambda: b.listen_keys_created == 2 and ex.stream_count() == 1, timeout=10)
         await until_or_fail(lambda: len(e.reconciliations) == 2, timeout=10)  # reconciled after the reconnect
@@ -345,10 +348,7 @@ def test_a_clock_jump_costs_one_1021_then_the_order_goes_through(tmp_path: Path)
         assert isinstance(b, BinanceBroker)
         syncs = b.client.time_syncs
         ex.clock_offset_ms = -30_000  # our clock jumped 30 s ahead of the exchange's
-        d = decision(0)
-        e.on_signal(d)
-        await b.drain()
-        await until_or_fail(entered(ex, e, d))
+        d = await enter(ex, e)
         assert (
             b.client.time_syncs == syncs + 1
             and len(ex.orders_with_cid(client_order_id(d.order_key("default"), OrderKind.ENTRY))) == 1
@@ -362,10 +362,7 @@ def test_429_on_the_order_path_waits_and_sends_once(tmp_path: Path) -> None:
         b = e.broker
         assert isinstance(b, BinanceBroker)
         ex.http_next("POST", "/fapi/v1/order", 429, retry_after=1)
-        d = decision(0)
-        e.on_signal(d)
-        await b.drain(10)
-        await until_or_fail(entered(ex, e, d))
+        await enter(ex, e, drain_s=10)
         entry_posts = [p for m, path, p in ex.requests if m == "POST" and path == "/fapi/v1/order"]
         assert len(entry_posts) == 2  # the refused one, then one after Retry-After: no burst
         assert any(why == "429 Retry-After" for why, _ in b.client.waits)
@@ -376,10 +373,7 @@ def test_429_on_the_order_path_waits_and_sends_once(tmp_path: Path) -> None:
 def test_a_timed_out_bracket_is_looked_up_not_placed_twice(tmp_path: Path) -> None:
     async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
         ex.delay_next("POST", "/fapi/v1/algoOrder", seconds=1.0)
-        d = decision(0)
-        e.on_signal(d)
-        await e.broker.drain(10)
-        await until_or_fail(entered(ex, e, d))
+        d = await enter(ex, e, drain_s=10)
         stop = client_order_id(d.order_key("default"), OrderKind.STOP)
         assert len(ex.algo_with_cid(stop)) == 1
         assert any(m == "GET" and path == "/fapi/v1/algoOrder" for m, path, _ in ex.requests)
@@ -391,10 +385,7 @@ def test_an_unknown_cancel_outcome_is_resolved_by_a_query(tmp_path: Path) -> Non
     async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
         b = e.broker
         assert isinstance(b, BinanceBroker)
-        d = decision(0)
-        e.on_signal(d)
-        await b.drain()
-        await until_or_fail(entered(ex, e, d))
+        d = await enter(ex, e)
         tp = client_order_id(d.order_key("default"), OrderKind.TAKE_PROFIT)
         ex.http_next("DELETE", "/fapi/v1/algoOrder", 503, after_work=True)  # cancelled, but the answer is a 503
         found = await b.cancel_algo(tp)
@@ -426,10 +417,7 @@ def test_the_naked_window_is_measured_and_alerted(tmp_path: Path) -> None:
         b = e.broker
         assert isinstance(b, BinanceBroker)
         ex.delay_next("POST", "/fapi/v1/algoOrder", seconds=0.2)  # injected latency on the stop
-        d = decision(0)
-        e.on_signal(d)
-        await b.drain()
-        await until_or_fail(entered(ex, e, d))
+        await enter(ex, e)
         assert len(b.naked_windows_ms) == 1 and b.naked_windows_ms[0] >= 200.0
         assert ExecStore(j.engine).events(kind="naked_window")
         assert any("NAKED POSITION" in plain_text(x.payload) for x in n.notices)
@@ -443,10 +431,7 @@ def test_the_naked_window_is_measured_and_alerted(tmp_path: Path) -> None:
 def test_decision_to_ack_is_observed_from_the_user_stream(tmp_path: Path) -> None:
     async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
         ex.http_next("POST", "/fapi/v1/order", 429, retry_after=1)  # the first try is refused: accepted ≥ 1 s later
-        d = decision(0)
-        e.on_signal(d)
-        await e.broker.drain(10)
-        await until_or_fail(entered(ex, e, d))
+        await enter(ex, e, drain_s=10)
         assert e.metrics is not None
         r = e.metrics.registry
         assert r.get_sample_value("latency_decision_to_ack_ms_count") == 1  # the entry's first ack, once
@@ -590,10 +575,7 @@ def test_maker_first_without_fallback_brackets_only_the_partial_fill(tmp_path: P
 
 def test_funding_fee_is_booked_on_the_trade_and_a_liquidation_is_an_incident(tmp_path: Path) -> None:
     async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
-        d = decision(0)
-        e.on_signal(d)
-        await e.broker.drain()
-        await until_or_fail(entered(ex, e, d))
+        d = await enter(ex, e)
         await ex.pay_funding("BTCUSDT", "-0.12")
         await until_or_fail(lambda: e.trades[d.id].funding == pytest.approx(-0.12))
         assert ExecStore(j.engine).trade(d.id)["funding"] == pytest.approx(-0.12)  # type: ignore[index]
@@ -641,10 +623,7 @@ def test_a_bracket_that_filled_while_the_runner_was_down_closes_its_trade_at_res
 
 def test_a_bracket_fill_during_a_stream_gap_is_recovered_at_reconnect(tmp_path: Path) -> None:
     async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
-        d = decision(0)
-        e.on_signal(d)
-        await e.broker.drain()
-        await until_or_fail(entered(ex, e, d))
+        d = await enter(ex, e)
         await ex.drop_streams()
         await ex.set_price("BTCUSDT", "32410")  # the take-profit fills while the stream is down
         assert ex.position("BTCUSDT") == 0
@@ -658,10 +637,7 @@ def test_a_bracket_fill_during_a_stream_gap_is_recovered_at_reconnect(tmp_path: 
 
 def test_bracket_incident_action_halt_keeps_the_position_and_halts(tmp_path: Path) -> None:
     async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
-        d = decision(0)
-        e.on_signal(d)
-        await e.broker.drain()
-        await until_or_fail(entered(ex, e, d))
+        await enter(ex, e)
         ex.reject_next_trigger()
         await ex.set_price("BTCUSDT", "31790")
         await until_or_fail(lambda: e.blocking_reason() == "trading_halted")
@@ -681,10 +657,7 @@ def test_a_listen_key_gone_without_notice_is_recreated_after_keepalive_answers_1
         await until_or_fail(lambda: b.listen_keys_created == 2 and ex.stream_count() == 1, timeout=10)
         assert len(ex.ws_paths) == 2 and all(p.startswith("/private/ws/") for p in ex.ws_paths)
         assert ExecStore(j.engine).events(kind="order_error")  # the -1125 was journaled, not swallowed
-        d = decision(0)
-        e.on_signal(d)
-        await b.drain()
-        await until_or_fail(entered(ex, e, d))  # and fills keep arriving on the new key
+        await enter(ex, e)  # and fills keep arriving on the new key
 
     run_scenario(tmp_path, scenario, **{"execution.listen_key_keepalive_s": 0.2})
 

@@ -33,6 +33,13 @@ def _opts(**kw: float) -> WsOptions:
     return WsOptions(**base)  # type: ignore[arg-type]
 
 
+def _start_pool(ws_url: str, q: asyncio.Queue[WsMessage | WsStatus], m: Metrics, **opts: float) -> StreamPool:
+    """A started pool on the aggTrade streams of SYMS, split routing, into ``q``."""
+    pool = StreamPool(build_urls(ws_url, [f"{s}@aggTrade" for s in SYMS], "split", 200), q.put, m, _opts(**opts))
+    pool.start()
+    return pool
+
+
 async def _drain(q: asyncio.Queue[WsMessage | WsStatus], until: Callable[[list[WsMessage | WsStatus]], bool],
                  got: list[WsMessage | WsStatus], timeout: float = 10.0) -> None:  # fmt: skip
     async def loop() -> None:
@@ -76,9 +83,7 @@ def test_drop_reconnects_with_backoff_and_reports_it() -> None:
         q: asyncio.Queue[WsMessage | WsStatus] = asyncio.Queue()
         trades = _trades()
         async with FakeBinance(ManualClock(0).now_ms) as srv:
-            urls = build_urls(srv.ws_url, [f"{s}@aggTrade" for s in SYMS], "split", 200)
-            pool = StreamPool(urls, q.put, m, _opts())
-            pool.start()
+            pool = _start_pool(srv.ws_url, q, m)
             await srv.wait_connections(1)
             got: list[WsMessage | WsStatus] = []
             await _drain(q, lambda g: len(g) >= 1, got)
@@ -109,9 +114,7 @@ def test_stalled_stream_is_detected_and_reconnected() -> None:
         q: asyncio.Queue[WsMessage | WsStatus] = asyncio.Queue()
         trades = _trades()
         async with FakeBinance(ManualClock(0).now_ms) as srv:
-            urls = build_urls(srv.ws_url, [f"{s}@aggTrade" for s in SYMS], "split", 200)
-            pool = StreamPool(urls, q.put, m, _opts(silence_timeout_s=0.3))
-            pool.start()
+            pool = _start_pool(srv.ws_url, q, m, silence_timeout_s=0.3)
             await srv.wait_connections(1)
             srv.stall()  # connection open, pings answered, no data: only silence detection can tell
             got: list[WsMessage | WsStatus] = []
@@ -134,9 +137,7 @@ def test_planned_reconnect_opens_the_new_connection_before_closing_the_old() -> 
         q: asyncio.Queue[WsMessage | WsStatus] = asyncio.Queue()
         trades = _trades()
         async with FakeBinance(ManualClock(0).now_ms) as srv:
-            urls = build_urls(srv.ws_url, [f"{s}@aggTrade" for s in SYMS], "split", 200)
-            pool = StreamPool(urls, q.put, m, _opts(planned_reconnect_s=0.4))
-            pool.start()
+            pool = _start_pool(srv.ws_url, q, m, planned_reconnect_s=0.4)
             await srv.wait_connections(1)
             fewest = 1
             for raw in trades:  # ~1.4 s of messages across several planned swaps

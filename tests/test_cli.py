@@ -11,32 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEFAULTS, REPO, free_port, require_data
-
-
-def cli(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 240
-) -> subprocess.CompletedProcess[str]:
-    """Run the CLI from a scratch folder holding a copy of the settings, as a fresh checkout would."""
-    shutil.copy(DEFAULTS / "settings.yaml", tmp_path / "settings.yaml")
-    if not (tmp_path / "profiles").exists():
-        shutil.copytree(DEFAULTS / "profiles", tmp_path / "profiles")
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ULTRA_SIGNALS_")}
-    full_env.update({"PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})})
-    return subprocess.run(
-        [sys.executable, "-m", "ultra_signals", *args],
-        cwd=tmp_path,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from tests.conftest import free_port, require_data
+from tests.helpers import cli_env, copy_packaged_settings, run_cli
 
 
 def test_shadow_on_the_embedded_default_produces_signals_journal_and_report(tmp_path: Path) -> None:
     port = free_port()
     out = tmp_path / "decisions.jsonl"
-    p = cli(tmp_path, "shadow", "--duration", "120", "--metrics-port", str(port), "--decisions-out", str(out))
+    p = run_cli(tmp_path, "shadow", "--duration", "120", "--metrics-port", str(port), "--decisions-out", str(out))
     # The seed's 120 minutes cannot reach the daily cap: it says so up front, the verdict is NO-GO, exit status 1.
     assert p.returncode == 1, p.stderr[-3000:]
     assert "the daily cap (6) cannot be reached" in p.stdout and "exit status 1: NO-GO" in p.stdout
@@ -75,7 +57,7 @@ def test_shadow_on_the_embedded_default_produces_signals_journal_and_report(tmp_
 def test_replay_command_over_recorded_candles(tmp_path: Path) -> None:
     data = require_data("klines")
     out = tmp_path / "d.jsonl"
-    p = cli(
+    p = run_cli(
         tmp_path,
         "replay",
         "--data",
@@ -99,7 +81,7 @@ def test_replay_command_over_recorded_candles(tmp_path: Path) -> None:
 
 
 def test_config_show_redacts_secrets(tmp_path: Path) -> None:
-    p = cli(
+    p = run_cli(
         tmp_path,
         "config",
         "show",
@@ -118,20 +100,20 @@ def test_config_show_redacts_secrets(tmp_path: Path) -> None:
 
 
 def test_bad_config_exits_with_a_message_naming_the_key(tmp_path: Path) -> None:
-    p = cli(tmp_path, "config", "show", env={"ULTRA_SIGNALS_SNIPER__COOLDOWN_BARS": "-3"})
+    p = run_cli(tmp_path, "config", "show", env={"ULTRA_SIGNALS_SNIPER__COOLDOWN_BARS": "-3"})
     assert p.returncode == 2
     assert "ULTRA_SIGNALS_SNIPER__COOLDOWN_BARS" in p.stderr and "sniper.cooldown_bars" in p.stderr
     assert "Traceback" not in p.stderr
 
 
 def test_replay_of_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
-    p = cli(tmp_path, "replay", "--data", str(tmp_path / "nope"))
+    p = run_cli(tmp_path, "replay", "--data", str(tmp_path / "nope"))
     assert p.returncode == 2 and "nope" in p.stderr and "Traceback" not in p.stderr
 
 
 @pytest.mark.parametrize("profile", ["shadow", "canary"])
 def test_preflight_table_and_exit_code(tmp_path: Path, profile: str) -> None:
-    p = cli(tmp_path, "preflight", "--profile", profile, env={"ULTRA_SIGNALS_METRICS__PORT": str(free_port())})
+    p = run_cli(tmp_path, "preflight", "--profile", profile, env={"ULTRA_SIGNALS_METRICS__PORT": str(free_port())})
     assert "preflight" in p.stdout and "disk" in p.stdout
     # The embedded default passes; canary needs Binance, Redis and secrets this machine does not give it.
     assert p.returncode == (0 if profile == "shadow" else 1), p.stdout
@@ -141,7 +123,7 @@ def test_replay_refuses_files_too_coarse_for_the_signal_timeframe(tmp_path: Path
     folder = tmp_path / "coarse"
     folder.mkdir()
     shutil.copy(require_data("klines", "XRPUSDT-1h.csv"), folder / "XRPUSDT-1h.csv")
-    p = cli(tmp_path, "replay", "--data", str(folder))
+    p = run_cli(tmp_path, "replay", "--data", str(folder))
     assert p.returncode == 2 and "signal timeframe(s) 5m cannot be replayed" in p.stderr
 
 
@@ -150,7 +132,7 @@ def test_shadow_with_the_telegram_sink_delivers_one_card_per_allowed_signal(tmp_
 
     out = tmp_path / "d.jsonl"
     with FakeBotApi() as api:
-        p = cli(
+        p = run_cli(
             tmp_path,
             "shadow", "--duration", "120", "--metrics-port", "0", "--decisions-out", str(out),
             env={
@@ -175,10 +157,8 @@ def test_sigterm_ends_the_run_cleanly_with_journal_and_report(tmp_path: Path) ->
     import sqlite3
     import time
 
-    shutil.copy(DEFAULTS / "settings.yaml", tmp_path / "settings.yaml")
-    shutil.copytree(DEFAULTS / "profiles", tmp_path / "profiles")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ULTRA_SIGNALS_")}
-    env.update({"PYTHONPATH": str(REPO), "COLUMNS": "200"})
+    copy_packaged_settings(tmp_path)
+    env = cli_env(COLUMNS="200")
     # 120 market minutes at 60x take 2 minutes: long enough to be stopped in the middle.
     proc = subprocess.Popen(
         [sys.executable, "-m", "ultra_signals", "shadow", "--duration", "120", "--speed", "60", "--metrics-port", "0"],
@@ -206,7 +186,7 @@ def test_sigterm_ends_the_run_cleanly_with_journal_and_report(tmp_path: Path) ->
 
 
 def test_shadow_on_replayed_candles_runs_for_its_duration(tmp_path: Path) -> None:
-    p = cli(
+    p = run_cli(
         tmp_path, "shadow", "--source", "replay", "--data", str(require_data("klines")), "--symbols", "ETHBTC",
         "--duration", "360", "--metrics-port", "0",
     )  # fmt: skip
@@ -222,27 +202,27 @@ def test_evaluate_command_writes_its_reports_and_refuses_bad_flags_clearly(tmp_p
     data.mkdir()
     shutil.copy(require_data("klines", "XRPUSDT-5m.csv"), data / "XRPUSDT-5m.csv")
     common = ("evaluate", "--data", str(data), "--timeframes", "5m,15m,1h", "--out", str(tmp_path / "ev"))
-    p = cli(tmp_path, *common, "--train-days", "1", "--test-days", "0.5", "--draws", "50", "--name", "x")
+    p = run_cli(tmp_path, *common, "--train-days", "1", "--test-days", "0.5", "--draws", "50", "--name", "x")
     assert p.returncode == 0, p.stderr[-3000:]
     assert "allowed: first_come" in p.stdout and (tmp_path / "ev" / "x.png").exists()
     assert (tmp_path / "reports" / "evaluate" / "ledger.jsonl").exists()  # configurations tried are counted
-    bad = cli(tmp_path, *common, "--horizon", "soon")
+    bad = run_cli(tmp_path, *common, "--horizon", "soon")
     assert bad.returncode == 2 and "--horizon" in bad.stderr and "Traceback" not in bad.stderr
-    bad = cli(tmp_path, *common, "--set", "nokey")
+    bad = run_cli(tmp_path, *common, "--set", "nokey")
     assert bad.returncode == 2 and "expected KEY=VALUE" in bad.stderr
-    bad = cli(tmp_path, *common, "--train-days", "30")
+    bad = run_cli(tmp_path, *common, "--train-days", "30")
     assert bad.returncode == 2 and "no walk-forward fold" in bad.stderr
 
 
 def test_version_and_exit_status_help(tmp_path: Path) -> None:
     from ultra_signals import __version__
 
-    p = cli(tmp_path, "--version")
+    p = run_cli(tmp_path, "--version")
     assert p.returncode == 0 and p.stdout.startswith(f"ultra-signals {__version__}")
     for args in (("shadow", "--help"), ("replay", "--help"), ("rollout", "gate", "--help")):
-        h = cli(tmp_path, *args)
+        h = run_cli(tmp_path, *args)
         assert h.returncode == 0 and "Exit status" in h.stdout, h.stdout
-    assert cli(tmp_path, "shadow", "--no-such-flag").returncode == 2  # usage error
+    assert run_cli(tmp_path, "shadow", "--no-such-flag").returncode == 2  # usage error
 
 
 def test_a_run_that_fails_exits_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

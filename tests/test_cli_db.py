@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import DEFAULTS, REPO
+from tests.helpers import cli_env, copy_packaged_settings
 from tests.test_journal_migrate import FIXTURE
 from ultra_signals.apps.cli import app
 from ultra_signals.bootstrap import build_runner
@@ -90,6 +90,15 @@ def test_current_of_a_missing_file_does_not_create_it(tmp_path: Path) -> None:
     assert not path.exists() and not path.parent.exists()
 
 
+def _stamp_newer_than_the_code(path: Path, url: str) -> None:
+    """Bring the journal to head, then stamp it with a revision this code does not know (9999): a newer release's."""
+    assert cli.invoke(app, ["db", "upgrade", "--journal", url]).exit_code == 0
+    con = sqlite3.connect(path)
+    con.execute("UPDATE alembic_version SET version_num = '9999'")
+    con.commit()
+    con.close()
+
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -104,11 +113,7 @@ def test_current_of_a_missing_file_does_not_create_it(tmp_path: Path) -> None:
 )
 def test_a_journal_newer_than_the_code_is_a_clear_error(journal: tuple[Path, str], command: list[str]) -> None:
     path, url = journal
-    assert cli.invoke(app, ["db", "upgrade", "--journal", url]).exit_code == 0
-    con = sqlite3.connect(path)
-    con.execute("UPDATE alembic_version SET version_num = '9999'")
-    con.commit()
-    con.close()
+    _stamp_newer_than_the_code(path, url)
     state = _count(path, "state")
     r = cli.invoke(app, [*command, url])
     assert r.exit_code == 2, r.output
@@ -120,11 +125,7 @@ def test_a_journal_newer_than_the_code_is_a_clear_error(journal: tuple[Path, str
 
 def test_shadow_on_a_journal_newer_than_the_code_refuses_to_start(journal: tuple[Path, str]) -> None:
     path, url = journal
-    assert cli.invoke(app, ["db", "upgrade", "--journal", url]).exit_code == 0
-    con = sqlite3.connect(path)
-    con.execute("UPDATE alembic_version SET version_num = '9999'")
-    con.commit()
-    con.close()
+    _stamp_newer_than_the_code(path, url)
     runs = _count(path, "runs")
     r = cli.invoke(app, ["shadow", "--duration", "5", "--journal", url, "--metrics-port", "0", "--no-report"])
     assert r.exit_code == 2 and "newer release" in r.output, r.output
@@ -166,26 +167,24 @@ def test_a_shadow_run_on_the_0_1_0_journal_upgrades_it_and_seeds_its_caps_from_i
 # -- backup, restore, retention, and the halt on a lost journal (issue 12, item 8) ----------------------------
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ULTRA_SIGNALS_")}
-    env.update({"PYTHONPATH": str(REPO), "COLUMNS": "200"})
-    return env
-
-
 def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ultra_signals", *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "ultra_signals", *args],
+        cwd=cwd,
+        env=cli_env(COLUMNS="200"),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def test_a_backup_taken_during_a_run_restores_caps_and_trading_state(tmp_path: Path) -> None:
-    shutil.copy(DEFAULTS / "settings.yaml", tmp_path / "settings.yaml")
-    shutil.copytree(DEFAULTS / "profiles", tmp_path / "profiles")
+    copy_packaged_settings(tmp_path)
     db = tmp_path / "var" / "journal.db"
     proc = subprocess.Popen(
         [sys.executable, "-m", "ultra_signals", "shadow", "--duration", "600", "--speed", "600",
          "--namespace", "ops", "--metrics-port", "0", "--no-report"],
-        cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=tmp_path, env=cli_env(COLUMNS="200"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
@@ -278,17 +277,16 @@ def test_a_live_canary_start_on_a_missing_journal_is_halted_shadow_and_drills_ar
 def test_an_unreadable_journal_refuses_the_canary_start_and_moved_aside_it_starts_halted(tmp_path: Path) -> None:
     """A journal that exists but is not SQLite (random bytes): exit 2 with one line naming the file and the way
     out, no traceback, the file untouched.  Moved aside, the next canary start on a live source is HALTED."""
-    shutil.copy(DEFAULTS / "settings.yaml", tmp_path / "settings.yaml")
-    shutil.copytree(DEFAULTS / "profiles", tmp_path / "profiles")
+    copy_packaged_settings(tmp_path)
     db = tmp_path / "var" / "journal.db"
     db.parent.mkdir()
     garbage = os.urandom(8192)
     db.write_bytes(garbage)
-    env = {
-        **_env(),
-        "ULTRA_SIGNALS_BINANCE__REST_URL": "http://127.0.0.1:9",
-        "ULTRA_SIGNALS_BINANCE__WS_URL": "ws://127.0.0.1:9",
-    }
+    env = cli_env(
+        COLUMNS="200",
+        ULTRA_SIGNALS_BINANCE__REST_URL="http://127.0.0.1:9",
+        ULTRA_SIGNALS_BINANCE__WS_URL="ws://127.0.0.1:9",
+    )
     p = subprocess.run(
         [sys.executable, "-m", "ultra_signals", "shadow", "-p", "canary", "--duration", "1", "--metrics-port", "0",
          "--no-report"],

@@ -123,15 +123,13 @@ LAST_DAY = 1_516_492_800_000  # 2018-01-21T00:00:00Z
 def _replays(group: SentinelGroup, tmp_path: Path, policy: str, fault: str) -> list[dict[str, object]]:
     import json
     import os
-    import subprocess
-    import sys
-    import time
 
-    from tests.conftest import REPO, require_data
+    from tests.conftest import require_data
+    from tests.helpers import cli_env
+    from tests.replay_procs import ReplayRunners
 
     klines = require_data("klines")
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ULTRA_SIGNALS_")}
-    env.update(
+    env = cli_env(
         ULTRA_SIGNALS_REDIS__ENABLED="true",
         ULTRA_SIGNALS_REDIS__SENTINELS=",".join(group.addrs),
         ULTRA_SIGNALS_REDIS__SENTINEL_MASTER=MASTER,
@@ -140,39 +138,28 @@ def _replays(group: SentinelGroup, tmp_path: Path, policy: str, fault: str) -> l
         ULTRA_SIGNALS_REDIS__WAIT_TIMEOUT_MS="3000",  # a busy CI machine can starve the replica for a while
         ULTRA_SIGNALS_REDIS__MIN_REPLICAS_ACKED="1" if policy == "block" else "0",
         ULTRA_SIGNALS_EXECUTION__BROKER="none",
-        PYTHONPATH=str(REPO),
     )
     ns = f"sentinel-{policy}-{fault}-{os.getpid()}"
-    procs = []
-    for i, symbols in enumerate(GROUPS):
-        cmd = [sys.executable, "-m", "ultra_signals", "replay", "--data", str(klines), "--symbols", ",".join(symbols),
-               "--timeframes", "5m,15m,1h", "--from", FROM, "--to", TO, "--speed", str(SPEED),
-               "--decisions-out", str(tmp_path / f"d{i}.jsonl"), "--journal", f"sqlite:///{tmp_path}/j{i}.db",
-               "--namespace", ns, "--metrics-port", "0", "--no-report"]  # fmt: skip
-        out = (tmp_path / f"out{i}.txt").open("w")
-        procs.append((subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT), out))
-    time.sleep(6)  # both runners are deciding by now (start-up takes 2-3 s on a busy machine)
-    if fault == "failover":
-        group.failover()
-        if policy == "block":  # WAIT needs the former master back as a replica (Sentinel converts it)
-            group.wait_replica_linked()
-    else:
-        killed = group.kill_primary()
-        group.wait_new_master(killed)
-        if policy == "block":  # WAIT needs a replica again: the operator brings the dead server back
-            group.restart(killed)
-    for p, out in procs:
-        try:
-            p.wait(timeout=120)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=10)
-            out.close()
+    with ReplayRunners(tmp_path, env) as runners:
+        for i, symbols in enumerate(GROUPS):
+            runners.start("--data", str(klines), "--symbols", ",".join(symbols), "--timeframes", "5m,15m,1h",
+                          "--from", FROM, "--to", TO, "--speed", str(SPEED),
+                          "--decisions-out", str(tmp_path / f"d{i}.jsonl"),
+                          "--journal", f"sqlite:///{tmp_path}/j{i}.db",
+                          "--namespace", ns, "--metrics-port", "0", "--no-report")  # fmt: skip
+        time.sleep(6)  # both runners are deciding by now (start-up takes 2-3 s on a busy machine)
+        if fault == "failover":
+            group.failover()
+            if policy == "block":  # WAIT needs the former master back as a replica (Sentinel converts it)
+                group.wait_replica_linked()
+        else:
+            killed = group.kill_primary()
+            group.wait_new_master(killed)
+            if policy == "block":  # WAIT needs a replica again: the operator brings the dead server back
+                group.restart(killed)
+        runners.wait(timeout=120)
     rows: list[dict[str, object]] = []
-    for i, (p, _) in enumerate(procs):
-        log = (tmp_path / f"out{i}.txt").read_text()
-        assert p.returncode == 0, f"replay {i} failed:\n{log[-3000:]}"
+    for i in range(len(GROUPS)):
         rows += [json.loads(line) for line in (tmp_path / f"d{i}.jsonl").read_text().splitlines()]
     return rows
 

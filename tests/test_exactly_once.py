@@ -8,17 +8,16 @@ row says who took it (``taken:<winner run id>``).
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, require_data
+from tests.conftest import require_data
 from tests.fakes.telegram_server import FakeBotApi
+from tests.helpers import cli_env
+from tests.replay_procs import ReplayRunners
 
 SYMBOLS = "ADABTC,ETHBTC,LTCBTC,XMRBTC"
 FROM, TO, SPEED = "2018-01-19T00:00:00Z", "2018-01-20T12:00:00Z", 20_000
@@ -31,8 +30,7 @@ def test_two_runners_on_the_same_symbols_reserve_journal_and_announce_each_bar_o
 ) -> None:
     klines = require_data("klines")
     with FakeBotApi() as api:
-        env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ULTRA_SIGNALS_")}
-        env.update(
+        env = cli_env(
             ULTRA_SIGNALS_REDIS__ENABLED="true",
             ULTRA_SIGNALS_REDIS__URL=redis_url,
             ULTRA_SIGNALS_REDIS__NAMESPACE=namespace,
@@ -45,30 +43,16 @@ def test_two_runners_on_the_same_symbols_reserve_journal_and_announce_each_bar_o
             # Deliver everything before exit (the outbox would otherwise keep the rest for the next start).
             ULTRA_SIGNALS_TELEGRAM__PER_CHAT_INTERVAL_S="0",
             ULTRA_SIGNALS_TELEGRAM__DRAIN_TIMEOUT_S="60",
-            PYTHONPATH=str(REPO),
         )
-        procs = []
-        for i in range(2):
-            cmd = [
-                sys.executable, "-m", "ultra_signals", "replay",
-                "--data", str(klines), "--symbols", SYMBOLS, "--timeframes", "5m,15m,1h",
-                "--from", FROM, "--to", TO, "--speed", str(SPEED),
-                "--journal", f"sqlite:///{tmp_path}/journal{i}.db",
-                "--namespace", namespace, "--metrics-port", "0", "--no-report",
-            ]  # fmt: skip
-            out = (tmp_path / f"out{i}.txt").open("w")
-            procs.append((subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT), out))
-        for p, out in procs:
-            try:
-                p.wait(timeout=150)
-            finally:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait(timeout=10)
-                out.close()
-        for i, (p, _) in enumerate(procs):
-            log = (tmp_path / f"out{i}.txt").read_text()
-            assert p.returncode == 0, f"replay {i} failed:\n{log[-3000:]}"
+        with ReplayRunners(tmp_path, env, cwd=tmp_path) as runners:
+            for i in range(2):
+                runners.start(
+                    "--data", str(klines), "--symbols", SYMBOLS, "--timeframes", "5m,15m,1h",
+                    "--from", FROM, "--to", TO, "--speed", str(SPEED),
+                    "--journal", f"sqlite:///{tmp_path}/journal{i}.db",
+                    "--namespace", namespace, "--metrics-port", "0", "--no-report",
+                )  # fmt: skip
+            runners.wait(timeout=150)
         cards = [d.plain for d in api.delivered_to("4242") if "sniper:allowed" in d.plain]
 
     rows: list[tuple[str, str, str, int, int, str | None]] = []

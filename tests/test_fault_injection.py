@@ -208,19 +208,16 @@ def test_replay_never_looks_at_the_wall_clock() -> None:
 def test_sigkill_leaves_a_crashed_run_flushed_candidates_and_a_protected_decisions_file(tmp_path: Path) -> None:
     import json
     import os
-    import shutil
     import signal
     import sqlite3
     import subprocess
     import sys
     import time
 
-    from tests.conftest import DEFAULTS, REPO
+    from tests.helpers import cli_env, copy_packaged_settings
 
-    shutil.copy(DEFAULTS / "settings.yaml", tmp_path / "settings.yaml")
-    shutil.copytree(DEFAULTS / "profiles", tmp_path / "profiles")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ULTRA_SIGNALS_")}
-    env.update({"PYTHONPATH": str(REPO), "COLUMNS": "200"})
+    copy_packaged_settings(tmp_path)
+    env = cli_env(COLUMNS="200")
     db = tmp_path / "var" / "journal.db"
     out = tmp_path / "d.jsonl"
     base = [sys.executable, "-m", "ultra_signals", "shadow", "--metrics-port", "0", "--no-report"]

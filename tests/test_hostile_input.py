@@ -9,10 +9,7 @@ A handful of cases go through the real command line in a subprocess to show the 
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from tests.conftest import DEFAULTS, REPO
+from tests.helpers import run_cli
 from ultra_signals.core.config import ENV_PREFIX, ConfigError, Settings, load_settings
 from ultra_signals.sources.base import SourceError
 from ultra_signals.sources.candles_csv import read_candles
@@ -225,21 +222,8 @@ def test_unknown_variables_with_our_prefix_are_refused(suffix: str) -> None:
 
 # -- the command line, as an operator sees it --------------------------------------------------------------
 def _cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    if not (tmp_path / "settings.yaml").exists():
-        shutil.copy(DEFAULTS / "settings.yaml", tmp_path / "settings.yaml")
-    if not (tmp_path / "profiles").exists():
-        shutil.copytree(DEFAULTS / "profiles", tmp_path / "profiles")
-    full = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    full.update({"PYTHONPATH": str(REPO), "COLUMNS": "80", **(env or {})})
     # The timeout bounds each case: a hang raises TimeoutExpired and fails the test.
-    return subprocess.run(
-        [sys.executable, "-m", "ultra_signals", *args],
-        cwd=tmp_path,
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(tmp_path, *args, env=env, columns=80, timeout=60)
 
 
 CLI_ENV_CASES = [

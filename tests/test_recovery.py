@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 from pydantic import SecretStr
 
 from tests.conftest import free_port
+from tests.factories import T0, bar_decision, replay_settings
 from tests.helpers import RecordingNotifier
-from ultra_signals.core.config import Settings, load_settings
-from ultra_signals.core.decision import Candidate, Decision, Side
 from ultra_signals.core.events import Trade
 from ultra_signals.execution.brokers.base import Broker, OrderKind, client_order_id
 from ultra_signals.execution.brokers.binance import BinanceBroker
@@ -20,38 +18,6 @@ from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
 from ultra_signals.venues.binance.client import BinanceFuturesClient
 from ultra_signals.venues.binance.endpoints import Endpoints
-
-T0 = 1_767_571_200_000
-MIN = 60_000
-
-
-def settings(tmp_path: Path, **over: Any) -> Settings:
-    return load_settings(
-        "canary",
-        overrides={
-            "runtime.source": "replay",
-            "journal.url": f"sqlite:///{tmp_path}/j.db",
-            "execution.latency_ms": 0,
-            **over,
-        },
-        environ={},
-    )
-
-
-def decision(run_id: str, n: int) -> Decision:
-    c = Candidate(
-        symbol="BTCUSDT",
-        timeframe="5m",
-        bar_open_time=T0 + n * 5 * MIN,
-        ts=T0 + (n + 1) * 5 * MIN,
-        side=Side.LONG,
-        score=0.6,
-        confidence=0.8,
-        entry=60_000.0,
-        stop=59_700.0,
-        targets=(60_300.0,),
-    )
-    return Decision(run_id, c, True, None)
 
 
 def unreachable_binance() -> BinanceBroker:
@@ -76,7 +42,7 @@ def open_trade_row(store: ExecStore, broker: str, did: str) -> None:
 
 
 def test_open_trades_are_recovered_only_from_a_venue_whose_positions_outlive_the_run(tmp_path: Path) -> None:
-    s = settings(tmp_path)
+    s = replay_settings(tmp_path / "j.db")
     journal = Journal(s.journal.url)
     store = ExecStore(journal.engine)
     open_trade_row(store, "binance", "earlier:BTCUSDT:5m:1")
@@ -85,7 +51,7 @@ def test_open_trades_are_recovered_only_from_a_venue_whose_positions_outlive_the
     live = TradingExecutor(s, broker=brokers[0], journal=journal, notifier=RecordingNotifier(), run_id="now",
                            namespace="ns")  # fmt: skip
     assert list(live.trades) == ["earlier:BTCUSDT:5m:1"] and live.trades["earlier:BTCUSDT:5m:1"].qty == 0.008
-    live.on_signal(decision("now", 3))  # the recovered trade holds the symbol
+    live.on_signal(bar_decision("now", 3, targets=(60_300.0,)))  # the recovered trade holds the symbol
     assert live.summary()["refused"] == {"position_open": 1}
     asyncio.run(live.aclose())
     row = store.trade("earlier:BTCUSDT:5m:1")
@@ -97,11 +63,13 @@ def test_open_trades_are_recovered_only_from_a_venue_whose_positions_outlive_the
 
 def test_a_restart_keeps_the_days_loss_for_the_daily_loss_breaker(tmp_path: Path) -> None:
     # 0.05 % of 10 000 = 5 USDT; one stop-out at the canary's 500 USDT cap loses about 3.
-    s = settings(tmp_path, **{"execution.breakers.daily_loss_pct": 0.05, "execution.breakers.consecutive_losses": 9})
+    s = replay_settings(
+        tmp_path / "j.db", **{"execution.breakers.daily_loss_pct": 0.05, "execution.breakers.consecutive_losses": 9}
+    )
     journal = Journal(s.journal.url)
 
     def lose(ex: TradingExecutor, run_id: str, n: int) -> float:
-        d = decision(run_id, n)
+        d = bar_decision(run_id, n, targets=(60_300.0,))
         ex.on_signal(d)
         ex.on_market_event(Trade("BTCUSDT", d.candidate.ts + 100, 60_000.0, 0.1, False))
         ex.on_market_event(Trade("BTCUSDT", d.candidate.ts + 200, 59_650.0, 0.1, True))
@@ -124,7 +92,7 @@ def test_a_restart_keeps_the_days_loss_for_the_daily_loss_breaker(tmp_path: Path
 
 
 def test_a_reconciliation_that_cannot_reach_the_venue_is_an_order_error_not_an_agreement(tmp_path: Path) -> None:
-    s = settings(tmp_path)
+    s = replay_settings(tmp_path / "j.db")
     journal = Journal(s.journal.url)
     ex = TradingExecutor(s, broker=unreachable_binance(), journal=journal, notifier=RecordingNotifier(), run_id="r")
     assert asyncio.run(ex.reconcile()) == []

@@ -16,9 +16,9 @@ import pytest
 from rich.console import Console
 from sqlalchemy import event
 
+from tests.factories import T0, bar_decision, replay_settings
 from tests.helpers import RecordingNotifier
 from ultra_signals.core.config import Settings, load_settings
-from ultra_signals.core.decision import Candidate, Decision, Side
 from ultra_signals.core.events import Trade
 from ultra_signals.execution.breakers import (
     RunnerHealth,
@@ -38,40 +38,14 @@ from ultra_signals.observability.metrics import Metrics
 from ultra_signals.transport.messages import plain_text
 from ultra_signals.transport.notifier import ConsoleNotifier
 
-T0 = 1_767_571_200_000  # 2026-01-05 00:00 UTC
-MIN = 60_000
-
 
 def canary_settings(tmp_path: Path) -> Settings:
-    return load_settings(
-        "canary",
-        overrides={
-            "runtime.source": "replay",  # replayed data: the paper broker, whatever execution.broker says
-            "journal.url": f"sqlite:///{tmp_path}/journal.db",
-            "execution.latency_ms": 0,
-        },
-        environ={},
-    )
-
-
-def decision(run_id: str, n: int, price: float = 60_000.0) -> Decision:
-    c = Candidate(
-        symbol="BTCUSDT",
-        timeframe="5m",
-        bar_open_time=T0 + n * 5 * MIN,
-        ts=T0 + (n + 1) * 5 * MIN,
-        side=Side.LONG,
-        score=0.6,
-        confidence=0.8,
-        entry=price,
-        stop=price - 300.0,
-        targets=(price + 300.0, price + 600.0),
-    )
-    return Decision(run_id, c, True, None)
+    # Replayed data: the paper broker, whatever execution.broker says.
+    return replay_settings(tmp_path / "journal.db")
 
 
 def lose_one(ex: TradingExecutor, run_id: str, n: int) -> None:
-    d = decision(run_id, n)
+    d = bar_decision(run_id, n)
     ex.on_signal(d)
     ts = d.candidate.ts
     ex.on_market_event(Trade("BTCUSDT", ts + 100, 60_000.0, 0.1, False))  # entry fills
@@ -103,7 +77,7 @@ def test_losing_streak_halts_alerts_survives_restart_and_resume_clears(tmp_path:
     assert metrics.registry.get_sample_value("trading_state") == 2
     assert metrics.registry.get_sample_value("breaker_trips_total", {"breaker": "consecutive_losses"}) == 1
     # HALTED blocks the next signal even if a caller forgot to ask first.
-    ex.on_signal(decision("run-a", 6))
+    ex.on_signal(bar_decision("run-a", 6))
     assert ex.summary()["refused"] == {"trading_halted": 1}
     trades = ExecStore(journal.engine).trades("run-a")
     assert [t["status"] for t in trades] == ["closed", "closed"] and all(t["pnl"] < 0 for t in trades)
@@ -145,16 +119,12 @@ def test_breaker_alert_through_the_console_notifier(tmp_path: Path) -> None:
 
 
 def test_reducing_action_blocks_entries_but_keeps_brackets(tmp_path: Path) -> None:
-    settings = load_settings(
-        "production-phase3",
-        overrides={"runtime.source": "replay", "journal.url": f"sqlite:///{tmp_path}/j.db", "execution.latency_ms": 0},
-        environ={},
-    )
+    settings = replay_settings(tmp_path / "j.db", "production-phase3")
     assert settings.execution.breakers.action == "reducing"
     journal = Journal(settings.journal.url)
     ex = make_executor(settings, None, journal, RecordingNotifier(), "run-r")
     assert isinstance(ex, TradingExecutor)
-    d = decision("run-r", 0)
+    d = bar_decision("run-r", 0)
     ex.on_signal(d)
     ex.on_market_event(Trade("BTCUSDT", d.candidate.ts + 10, 60_000.0, 0.1, False))
     ex.on_health(RunnerHealth(d.candidate.ts + 20, 1.0, 500.0, "redis", "block"))
@@ -172,7 +142,7 @@ def test_kill_state_from_another_process_flattens_paper(tmp_path: Path, action: 
     journal = Journal(settings.journal.url)
     ex = make_executor(settings, None, journal, RecordingNotifier(), "run-k")
     assert isinstance(ex, TradingExecutor)
-    d = decision("run-k", 0)
+    d = bar_decision("run-k", 0)
     ex.on_signal(d)
     ex.on_market_event(Trade("BTCUSDT", d.candidate.ts + 10, 60_000.0, 0.1, False))
     save_state(journal, StateRecord(TradingState.HALTED, "kill_switch", "operator kill", None, 1.0, "kill"))

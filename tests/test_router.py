@@ -6,55 +6,30 @@ import asyncio
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.factories import T0, bar_decision, paper_broker, replay_settings
 from tests.helpers import RecordingNotifier
-from ultra_signals.core.config import Settings, load_settings
-from ultra_signals.core.decision import Candidate, Decision, Side
+from ultra_signals.core.config import Settings
+from ultra_signals.core.decision import Decision
 from ultra_signals.core.events import BookTicker, Trade
 from ultra_signals.core.instruments import SymbolFilters
 from ultra_signals.execution.breakers import RunnerHealth, TradingState, load_state
 from ultra_signals.execution.brokers.base import EntryPlan, OrderKind, client_order_id
-from ultra_signals.execution.brokers.paper import PaperBroker
 from ultra_signals.execution.executor import TradingExecutor
 from ultra_signals.execution.liquidation import Bracket
 from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.metrics import Metrics
 
-T0 = 1_767_571_200_000
-MIN = 60_000
-
-
-def settings(tmp_path: Path, **over: Any) -> Settings:
-    return load_settings(
-        "canary",
-        overrides={
-            "runtime.source": "replay",
-            "journal.url": f"sqlite:///{tmp_path}/j.db",
-            "execution.latency_ms": 0,
-            **over,
-        },
-        environ={},
-    )
-
 
 def executor(
     s: Settings, filters: dict[str, SymbolFilters] | None = None, metrics: Metrics | None = None
 ) -> TradingExecutor:
-    c = s.execution
-    broker = PaperBroker(
-        fee_taker_bps=c.fee_taker_bps,
-        fee_maker_bps=c.fee_maker_bps,
-        half_spread_bps=c.slippage_half_spread_bps,
-        impact_bps_per_10k_usdt=c.slippage_impact_bps_per_10k_usdt,
-        latency_ms=c.latency_ms,
-    )
     return TradingExecutor(
         s,
-        broker=broker,
+        broker=paper_broker(s),
         journal=Journal(s.journal.url),
         notifier=RecordingNotifier(),
         run_id="r",
@@ -64,19 +39,7 @@ def executor(
 
 
 def decision(n: int, symbol: str = "BTCUSDT", targets: tuple[float, ...] = (60_300.0,)) -> Decision:
-    c = Candidate(
-        symbol=symbol,
-        timeframe="5m",
-        bar_open_time=T0 + n * 5 * MIN,
-        ts=T0 + (n + 1) * 5 * MIN,
-        side=Side.LONG,
-        score=0.6,
-        confidence=0.8,
-        entry=60_000.0,
-        stop=59_700.0,
-        targets=targets,
-    )
-    return Decision("r", c, True, None)
+    return bar_decision("r", n, symbol=symbol, targets=targets)
 
 
 def btc_filters() -> dict[str, SymbolFilters]:
@@ -89,7 +52,7 @@ def refusals(ex: TradingExecutor) -> list[str | None]:
 
 
 def test_refusals_name_their_reason(tmp_path: Path) -> None:
-    ex = executor(settings(tmp_path), filters=btc_filters())
+    ex = executor(replay_settings(tmp_path / "j.db"), filters=btc_filters())
     ex.on_signal(decision(0, symbol="DOGEUSDT"))  # not in exchangeInfo
     ex.on_signal(decision(1, targets=()))  # nothing to aim at
     ex.on_signal(decision(2))  # goes out
@@ -102,7 +65,7 @@ def test_refusals_name_their_reason(tmp_path: Path) -> None:
 
 
 def test_maker_first_rests_post_only_at_the_touch_rounded_to_the_tick(tmp_path: Path) -> None:
-    ex = executor(settings(tmp_path, **{"execution.maker_first": True}), filters=btc_filters())
+    ex = executor(replay_settings(tmp_path / "j.db", **{"execution.maker_first": True}), filters=btc_filters())
     d = decision(0)
     ex.on_market_event(BookTicker("BTCUSDT", d.candidate.ts - 1, 59_990.07, 1.0, 59_990.2, 1.0))
     ex.on_signal(d)
@@ -117,7 +80,7 @@ def test_maker_first_rests_post_only_at_the_touch_rounded_to_the_tick(tmp_path: 
 
 
 def test_an_entry_that_dies_frees_the_symbol_unless_its_fallback_is_coming(tmp_path: Path) -> None:
-    ex = executor(settings(tmp_path))
+    ex = executor(replay_settings(tmp_path / "j.db"))
     d = decision(0)
     ex.on_signal(d)
     cid = client_order_id(d.order_key("default"), OrderKind.ENTRY)
@@ -131,7 +94,7 @@ def test_an_entry_that_dies_frees_the_symbol_unless_its_fallback_is_coming(tmp_p
 
 
 def test_a_rejected_bracket_on_an_open_position_halts_and_closes_it(tmp_path: Path) -> None:
-    ex = executor(settings(tmp_path))
+    ex = executor(replay_settings(tmp_path / "j.db"))
     d = decision(0)
     ex.on_signal(d)
     ts = d.candidate.ts
@@ -145,7 +108,7 @@ def test_a_rejected_bracket_on_an_open_position_halts_and_closes_it(tmp_path: Pa
 
 
 def test_broker_errors_are_journaled_at_market_time_and_count_toward_the_breaker(tmp_path: Path) -> None:
-    ex = executor(settings(tmp_path))
+    ex = executor(replay_settings(tmp_path / "j.db"))
     ex.on_market_event(Trade("BTCUSDT", T0 + 5, 60_000.0, 0.1, False))
     ex.on_broker_error("order", "HTTP 400 -2019", None)  # no venue time: the latest market time
     ex.on_broker_error("order", "HTTP 400 -2019", T0 + 9)
@@ -165,7 +128,7 @@ def ack_latency(m: Metrics) -> tuple[float, float]:
 
 def test_decision_to_ack_is_timed_on_the_wall_clock_from_the_decision_to_the_entry_ack(tmp_path: Path) -> None:
     m = Metrics()
-    ex = executor(settings(tmp_path), metrics=m)
+    ex = executor(replay_settings(tmp_path / "j.db"), metrics=m)
     readings = iter([100.0, 100.25])  # decision reaches the router, then the paper broker's NEW comes back
     ex.router.wall_clock = lambda: next(readings)
     d = decision(0)
@@ -180,7 +143,7 @@ def test_decision_to_ack_is_timed_on_the_wall_clock_from_the_decision_to_the_ent
 
 def test_decision_to_ack_uses_the_real_monotonic_clock_by_default(tmp_path: Path) -> None:
     m = Metrics()
-    ex = executor(settings(tmp_path), metrics=m)
+    ex = executor(replay_settings(tmp_path / "j.db"), metrics=m)
     ex.on_signal(decision(0))
     count, total = ack_latency(m)
     assert count == 1.0 and total >= 0.0
@@ -189,7 +152,7 @@ def test_decision_to_ack_uses_the_real_monotonic_clock_by_default(tmp_path: Path
 
 def test_a_refused_or_rejected_entry_is_not_an_ack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     m = Metrics()
-    ex = executor(settings(tmp_path), filters=btc_filters(), metrics=m)
+    ex = executor(replay_settings(tmp_path / "j.db"), filters=btc_filters(), metrics=m)
     ex.on_signal(decision(0, symbol="DOGEUSDT"))  # refused before the broker: nothing to time
     assert ack_latency(m) == (0.0, 0.0)
     sent: list[EntryPlan] = []

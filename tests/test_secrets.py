@@ -10,10 +10,7 @@ the decisions file and every row of every journal table are searched for each se
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +19,9 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import MetaData, create_engine, select, text
 
-from tests.conftest import DEFAULTS, PG_URL, REPO, pg_unavailable, skip_or_fail_under_ci
+from tests.conftest import PG_URL, pg_unavailable, skip_or_fail_under_ci
 from tests.fakes.telegram_server import FakeBotApi
+from tests.helpers import run_cli
 from tests.redis_proc import RedisProc
 
 pytestmark = pytest.mark.timeout(600)
@@ -75,8 +73,6 @@ def redis_with_password() -> Iterator[RedisProc]:
 def test_no_secret_in_any_output_log_report_decisions_or_journal_row(
     tmp_path: Path, pg_database: str, redis_with_password: RedisProc
 ) -> None:
-    shutil.copy(DEFAULTS / "settings.yaml", tmp_path / "settings.yaml")
-    shutil.copytree(DEFAULTS / "profiles", tmp_path / "profiles")
     journal_url = f"postgresql+psycopg://postgres:{PG_PW}@127.0.0.1:5432/{pg_database}"
     redis_url = f"redis://:{REDIS_PW}@127.0.0.1:{redis_with_password.port}/0"
     secrets_file = tmp_path / "secrets.env"
@@ -86,11 +82,10 @@ def test_no_secret_in_any_output_log_report_decisions_or_journal_row(
     outputs: list[tuple[str, str]] = []
 
     def run(*args: str, env: dict[str, str] | None = None, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
-        full = {k: v for k, v in os.environ.items() if not k.startswith("ULTRA_SIGNALS_")}
-        full.update(
-            {
-                "PYTHONPATH": str(REPO),
-                "COLUMNS": "200",
+        p = run_cli(
+            tmp_path,
+            *args,
+            env={
                 "ULTRA_SIGNALS_SECRETS_FILE": str(secrets_file),
                 "ULTRA_SIGNALS_JOURNAL__URL": journal_url,
                 "ULTRA_SIGNALS_REDIS__ENABLED": "true",
@@ -106,15 +101,7 @@ def test_no_secret_in_any_output_log_report_decisions_or_journal_row(
                 "ULTRA_SIGNALS_TELEGRAM__BACKOFF_MAX_S": "0.2",
                 "ULTRA_SIGNALS_TELEGRAM__DRAIN_TIMEOUT_S": "1",
                 **(env or {}),
-            }
-        )
-        p = subprocess.run(
-            [sys.executable, "-m", "ultra_signals", *args],
-            cwd=tmp_path,
-            env=full,
-            capture_output=True,
-            text=True,
-            timeout=240,
+            },
         )
         outputs.append((" ".join(args), p.stdout + "\n" + p.stderr))
         if expect is not None:

@@ -96,68 +96,38 @@ def test_leverage_and_notional_caps_bind(filters: dict[str, SymbolFilters]) -> N
     assert cap.notional <= 500
 
 
-def test_refusals_name_the_reason(filters: dict[str, SymbolFilters]) -> None:
-    tiny = size_order(
-        side=Side.LONG,
-        equity=100,
-        entry=30_000,
-        stop=29_000,
-        take_profit=31_000,
-        filters=filters["BTCUSDT"],
-        risk_fraction=0.005,
-        max_leverage=5,
-        max_notional=1e9,
-    )
-    assert not tiny.ok and tiny.reason == "below_min_qty"
-    small = size_order(
-        side=Side.LONG,
-        equity=100,
-        entry=0.2,
-        stop=0.15,
-        take_profit=0.25,
-        filters=filters["DOGEUSDT"],
-        risk_fraction=0.005,
-        max_leverage=5,
-        max_notional=1e9,
-    )
-    assert not small.ok and small.reason == "below_min_notional"  # 10 DOGE × 0.2 = 2 USDT < 5
-    bad = size_order(
-        side=Side.LONG,
-        equity=100,
-        entry=30_000,
-        stop=31_000,
-        take_profit=32_000,
-        filters=filters["BTCUSDT"],
-        risk_fraction=0.005,
-        max_leverage=5,
-        max_notional=1e9,
-    )
-    assert not bad.ok and bad.reason == "invalid_prices"
-    close = size_order(
-        side=Side.LONG,
-        equity=100,
-        entry=30_000.001,
-        stop=30_000.0,
-        take_profit=30_001,
-        filters=filters["BTCUSDT"],
-        risk_fraction=0.005,
-        max_leverage=5,
-        max_notional=1e9,
-    )
-    assert not close.ok and close.reason == "stop_too_close"
-    pending = next(f for f in filters.values() if f.status != "TRADING")
+@pytest.mark.parametrize(
+    ("symbol", "equity", "entry", "stop", "take_profit", "reason"),
+    [
+        ("BTCUSDT", 100, 30_000, 29_000, 31_000, "below_min_qty"),
+        ("DOGEUSDT", 100, 0.2, 0.15, 0.25, "below_min_notional"),  # 10 DOGE × 0.2 = 2 USDT < 5
+        ("BTCUSDT", 100, 30_000, 31_000, 32_000, "invalid_prices"),
+        ("BTCUSDT", 100, 30_000.001, 30_000.0, 30_001, "stop_too_close"),
+        (None, 1e6, 10, 9, 11, "symbol_not_trading"),  # None: a symbol of the recording whose status is not TRADING
+    ],
+)
+def test_refusals_name_the_reason(
+    filters: dict[str, SymbolFilters],
+    symbol: str | None,
+    equity: float,
+    entry: float,
+    stop: float,
+    take_profit: float,
+    reason: str,
+) -> None:
+    f = filters[symbol] if symbol is not None else next(f for f in filters.values() if f.status != "TRADING")
     refused = size_order(
         side=Side.LONG,
-        equity=1e6,
-        entry=10,
-        stop=9,
-        take_profit=11,
-        filters=pending,
+        equity=equity,
+        entry=entry,
+        stop=stop,
+        take_profit=take_profit,
+        filters=f,
         risk_fraction=0.005,
         max_leverage=5,
         max_notional=1e9,
     )
-    assert not refused.ok and refused.reason == "symbol_not_trading"
+    assert not refused.ok and refused.reason == reason
 
 
 def test_bad_exchange_info_names_symbol_and_field() -> None:
