@@ -238,6 +238,52 @@ def build_lease(settings: Settings, exe: Executor | None, run_id: str, ns: RunNa
     return lease
 
 
+# -- account-wide delivery (execution.delivery: stream) ------------------------------------------------------
+def account_name(settings: Settings) -> str:
+    """The account a lease and an inbox belong to: the venue (and testnet), or the namespace's paper account."""
+    if settings.execution.broker == "binance" and settings.runtime.source == "binance":
+        return f"binance{'-testnet' if settings.binance.testnet else ''}"
+    return "paper"
+
+
+def build_delivery(
+    settings: Settings, exe: Executor | None, run_id: str, ns: RunNamespace, notifier: Notifier, metrics: Metrics
+) -> tuple[Executor | None, ExecutorLease | None]:
+    """``execution.delivery: stream``: wrap the executor so allowed decisions go to the account's inbox and only
+    the lease holder runs them (``execution/inbox.py``).  Whatever the broker, the lease is what makes one
+    executor per account; the runner's refresh loop takes and renews it as for ``direct``."""
+    if exe is None or settings.execution.delivery != "stream":
+        return exe, None
+    if not settings.redis.enabled:
+        raise BootstrapError(
+            "execution.delivery: stream needs Redis (redis.enabled: true): the inbox is a Redis Stream"
+        )
+    if not hasattr(exe, "lease_gate"):
+        raise BootstrapError("execution.delivery: stream needs a trading executor (execution.broker paper or binance)")
+    from ultra_signals.counters.redis_backend import connect
+    from ultra_signals.execution.inbox import DecisionInbox, InboxExecutor
+    from ultra_signals.execution.lease import ExecutorLease
+
+    account = account_name(settings)
+    client = connect(settings.redis)
+    # A blocking XREADGROUP outlasts the call timeout of the decision path: its own connection, longer timeout.
+    reader_settings = settings.redis.model_copy(update={"timeout_ms": settings.redis.timeout_ms + 1_000.0})
+    inbox = DecisionInbox(client, namespace=ns.base, account=account, reader=connect(reader_settings))
+    lease = ExecutorLease(
+        client, namespace=ns.base, account=account, holder=run_id, ttl_ms=int(settings.execution.lease_ttl_s * 1000)
+    )
+    exe.lease_gate = lease.blocking_reason
+    wrapped = InboxExecutor(
+        exe,
+        inbox,
+        lease,
+        notifier=notifier,
+        mode=settings.runtime.mode,
+        on_error=lambda kind: metrics.errors.labels(kind=kind).inc(),
+    )
+    return wrapped, lease
+
+
 def build_runner(
     settings: Settings,
     *,
@@ -298,7 +344,9 @@ def build_runner(
         exe = None
     else:
         exe = executor
-    lease = build_lease(settings, exe, run_id, ns)
+    exe, lease = build_delivery(settings, exe, run_id, ns, notifier, metrics)
+    if lease is None:
+        lease = build_lease(settings, exe, run_id, ns)
     beacon = build_beacon(settings, ns)
     runner = Runner(
         settings,

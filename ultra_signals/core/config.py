@@ -556,6 +556,10 @@ class ExecutionSettings(_Section):
     #: One executor per account (binance broker with Redis on): the lease lapses this long after its holder stops
     #: renewing, and a standby takes over (reconciling first).  See execution/lease.py.
     lease_ttl_s: float = Field(default=10.0, ge=0.5, le=600.0)
+    #: ``stream``: shards trading one account deliver their allowed decisions to the account's inbox in Redis and
+    #: only the lease holder executes them, so its risk engine and portfolio enforce the account's limits for the
+    #: whole fleet (execution/inbox.py, docs/scaling.md).  ``direct``: this runner's executor trades them itself.
+    delivery: Literal["direct", "stream"] = "direct"
     #: Fraction of equity risked per trade: quantity = equity × risk_fraction / stop distance.
     risk_fraction: float = Field(default=0.005, gt=0.0, le=0.05)
     max_leverage: float = Field(default=5.0, gt=0.0, le=125.0)

@@ -1,0 +1,383 @@
+"""Account-wide limits across shards: decisions delivered through a Redis Stream to the one lease holder.
+
+Real Redis (a private ``redis-server`` per test, see ``tests/redis_proc.py``), real executors with the paper broker
+and their own SQLite journals, one Redis connection per shard.  The shards deliver at once; only the lease holder
+executes, so its gateway's limits hold for the account — and a leader SIGKILLed mid-stream loses nothing and runs
+nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.conftest import REPO
+from tests.helpers import RecordingNotifier
+from tests.redis_proc import RedisProc, private_redis
+from ultra_signals.core.config import Settings, load_settings
+from ultra_signals.core.decision import Candidate, Decision, Side
+from ultra_signals.core.events import Trade
+from ultra_signals.execution.breakers import Trip
+from ultra_signals.execution.executor import TradingExecutor, make_executor
+from ultra_signals.execution.inbox import DecisionInbox, InboxExecutor, decode, encode
+from ultra_signals.execution.lease import ExecutorLease, wait_for_lease
+from ultra_signals.journal.trading import ExecStore
+from ultra_signals.journal.writer import Journal
+
+pytestmark = pytest.mark.timeout(90)
+T0 = 1_767_571_200_000  # 2026-01-05 00:00 UTC
+NS = "fleet"
+TTL_MS = 800
+SYMBOLS = [f"S{i}USDT" for i in range(9)]
+
+
+@pytest.fixture
+def server() -> Iterator[RedisProc]:
+    yield from private_redis()
+
+
+def settings_for(path: Path, **over: Any) -> Settings:
+    path.mkdir(parents=True, exist_ok=True)
+    return load_settings(
+        "canary",
+        overrides={
+            "runtime.source": "replay",  # replayed data: the paper broker
+            "journal.url": f"sqlite:///{path}/journal.db",
+            "execution.latency_ms": 0,
+            "execution.throttles.max_orders_per_minute": 1000,
+            "execution.throttles.max_open_positions": 3,
+            **over,
+        },
+        environ={},
+    )
+
+
+def decision(run_id: str, symbol: str, n: int = 0) -> Decision:
+    c = Candidate(
+        symbol=symbol,
+        timeframe="5m",
+        bar_open_time=T0 + n * 300_000,
+        ts=T0 + (n + 1) * 300_000,
+        side=Side.LONG,
+        score=0.6,
+        confidence=0.8,
+        entry=100.0,
+        stop=98.0,
+        targets=(102.0, 104.0),
+    )
+    return Decision(run_id, c, True, None)
+
+
+@dataclass
+class Shard:
+    run_id: str
+    exe: InboxExecutor
+    inner: TradingExecutor
+    lease: ExecutorLease
+    journal: Journal
+    notifier: RecordingNotifier
+
+
+def shard(port: int, path: Path, run_id: str, **over: Any) -> Shard:
+    """One shard's runner-side parts, each with its own Redis connections (as separate processes would have)."""
+    import redis
+
+    def client() -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2)
+
+    settings = settings_for(path, **over)
+    journal = Journal(settings.journal.url)
+    notifier = RecordingNotifier()
+    inner = make_executor(settings, None, journal, notifier, run_id, namespace=NS)
+    assert isinstance(inner, TradingExecutor)
+    lease = ExecutorLease(client(), namespace=NS, account="paper", holder=run_id, ttl_ms=TTL_MS)
+    inner.lease_gate = lease.blocking_reason
+    inbox = DecisionInbox(client(), namespace=NS, account="paper")
+    exe = InboxExecutor(inner, inbox, lease, notifier=notifier, block_ms=None, idle_s=0.01)
+    return Shard(run_id, exe, inner, lease, journal, notifier)
+
+
+def take_lease(s: Shard) -> bool:
+    held = s.lease.tick()
+    if held:
+        s.lease.mark_reconciled()  # the runner awaits the executor's reconcile first; the paper broker has nothing
+    return held
+
+
+def deliver_at_once(shards: list[Shard], per_shard: dict[str, list[str]]) -> None:
+    """Every shard delivers its decisions in its own thread, released together."""
+    barrier = threading.Barrier(len(shards))
+
+    def go(s: Shard) -> None:
+        barrier.wait(timeout=10)
+        for sym in per_shard[s.run_id]:
+            s.exe.on_signal(decision(s.run_id, sym))
+
+    threads = [threading.Thread(target=go, args=(s,)) for s in shards]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert not any(t.is_alive() for t in threads)
+
+
+def drain(shards: list[Shard], rounds: int = 200, fill: bool = False) -> None:
+    """Pump every shard (as each runner's task would) until the account's inbox is empty; bounded.
+
+    ``fill``: between rounds the market trades through every symbol, as the runner's loop feeds events between
+    decisions, so the paper broker fills the entries sent so far (the gateway here counts filled positions; pending
+    entries at their planned size are counted by the portfolio limits of wt/portfolio)."""
+
+    async def go() -> None:
+        for r in range(rounds):
+            for s in shards:
+                await s.exe.pump_once()
+                if fill:
+                    for sym in SYMBOLS:
+                        s.exe.on_market_event(Trade(sym, T0 + 400_000 + r, 100.0, 1.0, False))
+            if shards[0].exe.inbox.backlog() == 0:
+                return
+        pytest.fail("the inbox did not drain")
+
+    asyncio.run(go())
+
+
+def orders_placed(s: Shard) -> int:
+    return sum(1 for o in s.inner.store.orders(s.run_id) if o["status"] == "submitted")
+
+
+def test_three_shards_at_once_the_account_limit_holds(server: RedisProc, tmp_path: Path) -> None:
+    shards = [shard(server.port, tmp_path / f"shard{i}", f"run-{i}") for i in range(3)]
+    assert take_lease(shards[0]) and not take_lease(shards[1]) and not take_lease(shards[2])
+    per_shard = {s.run_id: SYMBOLS[3 * i : 3 * i + 3] for i, s in enumerate(shards)}  # disjoint, as shards are
+    deliver_at_once(shards, per_shard)
+    for s in shards:
+        s.exe.batch = 1  # one decision per round, market events between them (see drain)
+    drain(shards, fill=True)
+
+    leader = shards[0]
+    open_now = [t for t in leader.inner.portfolio.open_trades()]
+    assert len(open_now) == 3  # max_open_positions for the whole account, not 3 per shard
+    assert leader.inner.router.refused == {"throttle_open_positions": 6}
+    assert orders_placed(leader) == 3
+    for s in shards[1:]:  # non-leaders never place orders, never even see a decision
+        assert orders_placed(s) == 0 and not s.inner.router.refused and not s.inner.portfolio.trades
+    # Every decision of every shard was delivered once and has an outcome; nothing is pending.
+    assert sum(s.exe.delivered for s in shards) == 9 and sum(s.exe.duplicates for s in shards) == 0
+    inbox = leader.exe.inbox
+    states = [inbox.state(inbox.key_of(decision(s.run_id, sym))) for s in shards for sym in per_shard[s.run_id]]
+    assert sorted(str(x) for x in states) == sorted(
+        ["done|submitted"] * 3 + ["done|refused:throttle_open_positions"] * 6
+    )
+    assert inbox.pending() == 0 and inbox.backlog() == 0
+
+
+def test_without_the_inbox_each_shard_alone_would_exceed_the_account_limit(tmp_path: Path) -> None:
+    """The control: three shards' own executors (direct delivery) open 9 positions on an account allowed 3."""
+    opened = 0
+    for i in range(3):
+        settings = settings_for(tmp_path / f"direct{i}")
+        ex = make_executor(settings, None, Journal(settings.journal.url), RecordingNotifier(), f"d-{i}", namespace=NS)
+        assert isinstance(ex, TradingExecutor)
+        for n, sym in enumerate(SYMBOLS[3 * i : 3 * i + 3]):
+            ex.on_signal(decision(f"d-{i}", sym))
+            ex.on_market_event(Trade(sym, T0 + 400_000 + n, 100.0, 1.0, False))
+        opened += sum(1 for _ in ex.portfolio.open_trades())
+    assert opened == 9 > 3
+
+
+def test_a_breaker_tripped_by_the_leader_holds_every_shards_entries(server: RedisProc, tmp_path: Path) -> None:
+    shards = [shard(server.port, tmp_path / f"shard{i}", f"run-{i}") for i in range(3)]
+    assert take_lease(shards[0])
+    leader = shards[0]
+    leader.inner.risk.trip(Trip("daily_loss", "test: the day's loss limit", T0), force=True)
+    deliver_at_once(shards, {"run-0": [], "run-1": SYMBOLS[:2], "run-2": SYMBOLS[2:4]})
+    drain(shards)
+    assert leader.inner.router.refused == {"trading_halted": 4}
+    assert all(orders_placed(s) == 0 for s in shards)
+
+
+def test_delivery_is_idempotent_per_decision_key(server: RedisProc, tmp_path: Path) -> None:
+    """A shard that restarts and decides the same bar again (new run id, same key) does not deliver it twice, and
+    a decision already executed is not executed again."""
+    a = shard(server.port, tmp_path / "a", "run-a")
+    assert take_lease(a)
+    a.exe.on_signal(decision("run-a", "S1USDT"))
+    drain([a])
+    restarted = shard(server.port, tmp_path / "b", "run-a2")
+    restarted.exe.on_signal(decision("run-a2", "S1USDT"))  # same bar, another run
+    assert (a.exe.delivered, restarted.exe.delivered, restarted.exe.duplicates) == (1, 0, 1)
+    drain([a])
+    assert len(a.inner.portfolio.trades) == 1 and a.exe.inbox.backlog() == 0
+
+
+def test_a_fenced_out_holder_runs_nothing_and_the_new_holder_claims_its_pending(
+    server: RedisProc, tmp_path: Path
+) -> None:
+    a = shard(server.port, tmp_path / "a", "run-a")
+    b = shard(server.port, tmp_path / "b", "run-b")
+    assert take_lease(a)
+    for sym in SYMBOLS[:2]:
+        b.exe.on_signal(decision("run-b", sym))
+    entries = a.exe.inbox.read("run-a", 10)  # A reads (they are pending on A) ...
+    assert len(entries) == 2 and a.exe.inbox.pending() == 2
+    server.client().delete(a.lease.key)  # ... then pauses past its lease; B takes the account
+    assert take_lease(b)
+    assert not asyncio.run(a.exe._handle(entries[0]))  # A wakes: fenced, runs nothing
+    assert not a.inner.portfolio.trades
+    drain([a, b])
+    assert sorted(t.symbol for t in b.inner.portfolio.trades.values()) == SYMBOLS[:2]
+    assert b.exe.inbox.pending() == 0
+
+
+def test_redis_away_keeps_decisions_and_delivers_them_later(server: RedisProc, tmp_path: Path) -> None:
+    a = shard(server.port, tmp_path / "a", "run-a")
+    a.exe.inbox.ensure_group()
+    server.stop()
+    a.exe.on_signal(decision("run-a", "S1USDT"))
+    a.exe.on_signal(decision("run-a", "S2USDT"))
+    assert len(a.exe.backlog) == 2 and a.exe.delivered == 0
+    server.start()  # same port, empty
+    assert a.exe.flush_backlog() == 2 and a.exe.delivered == 2 and a.exe.inbox.backlog() == 2
+
+
+LEADER = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from tests.test_inbox import shard, take_lease
+port, path, die_at = int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+s = shard(port, path, "run-leader", **{"execution.throttles.max_open_positions": 50})
+seen = 0
+original = s.inner.on_signal
+def on_signal(d):
+    global seen
+    if seen == die_at:  # begun (its state says started) but not run: the worst moment to die
+        os.kill(os.getpid(), signal.SIGKILL)
+    seen += 1
+    original(d)
+s.inner.on_signal = on_signal
+assert take_lease(s)
+print("held", s.lease.token, flush=True)
+async def main():
+    for _ in range(2000):
+        await s.exe.pump_once()
+        s.lease.tick()
+        await asyncio.sleep(0.01)
+asyncio.run(main())
+"""
+
+
+def test_leader_killed_mid_stream_the_next_holder_loses_nothing_and_runs_nothing_twice(
+    server: RedisProc, tmp_path: Path
+) -> None:
+    producer = shard(server.port, tmp_path / "producer", "run-producer")
+    for n, sym in enumerate(SYMBOLS[:8]):  # ten decisions waiting before the leader starts
+        producer.exe.on_signal(decision("run-producer", sym, n))
+    producer.exe.on_signal(decision("run-producer", "S0USDT", 20))
+    producer.exe.on_signal(decision("run-producer", "S1USDT", 21))
+    assert producer.exe.delivered == 10
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LEADER, str(server.port), str(tmp_path / "leader"), "4"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(REPO),
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("held ")
+        assert proc.wait(timeout=30) == -signal.SIGKILL  # it died inside the fifth decision
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    inbox = producer.exe.inbox
+    assert inbox.pending() == 6  # the fifth (begun) and five more it had read: pending on the dead consumer
+
+    standby = shard(server.port, tmp_path / "standby", "run-standby", **{"execution.throttles.max_open_positions": 50})
+    assert wait_for_lease(standby.lease, timeout_s=10 * TTL_MS / 1000)
+    standby.lease.mark_reconciled()
+    drain([standby])
+
+    leader_trades = ExecStore(Journal(settings_for(tmp_path / "leader").journal.url).engine).trades("run-leader")
+    standby_trades = standby.inner.store.trades("run-standby")
+    ran_by_leader = {r["decision_id"] for r in leader_trades}
+    ran_by_standby = {r["decision_id"] for r in standby_trades}
+    assert len(ran_by_leader) == 4 and len(ran_by_standby) == 5
+    assert not ran_by_leader & ran_by_standby  # none executed twice
+    assert producer.exe.summary()["inbox"]["delivered"] == 10
+    keys = [inbox.key_of(decision("run-producer", sym, n)) for n, sym in enumerate(SYMBOLS[:8])]
+    keys += [inbox.key_of(decision("run-producer", "S0USDT", 20)), inbox.key_of(decision("run-producer", "S1USDT", 21))]
+    states = [inbox.state(k) for k in keys]
+    assert all(s is not None and s.startswith("done|") for s in states)  # none lost: every one has an outcome
+    assert states.count("done|in_doubt") == 1 and states.count("done|submitted") == 9
+    # The one in doubt is an incident: journaled and alerted, not silently dropped, and not run again.
+    assert standby.exe.in_doubt and standby.exe.in_doubt[0] not in ran_by_leader | ran_by_standby
+    incidents = standby.inner.store.events(kind="incident")
+    assert [e["name"] for e in incidents] == ["delivery_in_doubt"]
+    assert any("INBOX INCIDENT" in str(n.payload) for n in standby.notifier.notices)
+    assert inbox.pending() == 0 and inbox.backlog() == 0
+    # A shard re-delivering everything (a restart deciding the same bars) changes nothing.
+    for n, sym in enumerate(SYMBOLS[:8]):
+        producer.exe.on_signal(decision("run-producer", sym, n))
+    assert producer.exe.duplicates == 8 and inbox.backlog() == 0
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+
+
+@given(
+    symbol=st.from_regex(r"[A-Z0-9]{2,12}", fullmatch=True),
+    ts=st.integers(0, 2**53),
+    score=finite,
+    entry=finite,
+    targets=st.lists(finite, max_size=3),
+    reason=st.one_of(st.none(), st.sampled_from(["taken", "cap_hour"])),
+)
+def test_a_decision_survives_the_stream_unchanged(
+    symbol: str, ts: int, score: float, entry: float, targets: list[float], reason: str | None
+) -> None:
+    c = Candidate(symbol, "5m", ts, ts + 300_000, Side.SHORT, score, 0.5, entry, entry, tuple(targets), {"rsi": score})
+    d = Decision("run-x", c, True, reason, counts={"hour": 1}, not_evaluated=("depth",), taken_by=None)
+    back = decode(encode(d))
+    assert back.candidate == d.candidate and back.id == d.id and back.counts == d.counts
+    assert back.not_evaluated == d.not_evaluated and back.reason == d.reason
+
+
+def test_a_malformed_entry_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="not a decision"):
+        decode('{"run_id": "x"}')
+
+
+def test_bootstrap_wraps_the_executor_only_for_stream_delivery(server: RedisProc, tmp_path: Path) -> None:
+    from ultra_signals.bootstrap import BootstrapError, build_delivery
+    from ultra_signals.live.runner import RunNamespace
+    from ultra_signals.observability.metrics import Metrics
+
+    ns = RunNamespace(NS, f"{NS}:canary")
+    redis_on = {"redis.enabled": True, "redis.url": server.url, "redis.timeout_ms": 500}
+    direct = settings_for(tmp_path / "direct", **redis_on)
+    inner = make_executor(direct, None, Journal(direct.journal.url), RecordingNotifier(), "r1", namespace=NS)
+    assert isinstance(inner, TradingExecutor)
+    assert build_delivery(direct, inner, "r1", ns, RecordingNotifier(), Metrics()) == (inner, None)
+    stream = settings_for(tmp_path / "stream", **redis_on, **{"execution.delivery": "stream"})
+    wrapped, lease = build_delivery(stream, inner, "r1", ns, RecordingNotifier(), Metrics())
+    assert isinstance(wrapped, InboxExecutor) and wrapped.inner is inner and lease is not None
+    assert inner.lease_gate is not None and inner.lease_gate() == "no_executor_lease"  # until the runner ticks it
+    assert lease.key.endswith(":executor:paper:lease") and wrapped.inbox.stream.endswith(":executor:paper:inbox")
+    no_redis = settings_for(tmp_path / "x", **{"execution.delivery": "stream", "redis.enabled": False})
+    with pytest.raises(BootstrapError, match="needs Redis"):
+        build_delivery(no_redis, inner, "r1", ns, RecordingNotifier(), Metrics())
