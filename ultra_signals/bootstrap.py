@@ -115,7 +115,9 @@ def resolve_symbols(settings: Settings, metrics: Metrics) -> tuple[Settings, lis
         resolved = apply_shard(resolved, rt.shard)
     except SourceError as e:
         raise BootstrapError(str(e)) from None
-    runtime = rt.model_copy(update={"symbols": resolved.symbols, "universe": "list"})
+    # "resolved": build_runner then refreshes the universe hourly while a live run lasts (wire_universe_refresh).
+    universe = "resolved" if rt.universe == "all" else "list"
+    runtime = rt.model_copy(update={"symbols": resolved.symbols, "universe": universe})
     return settings.model_copy(update={"runtime": runtime}), resolved.notices
 
 
@@ -236,6 +238,28 @@ def build_lease(settings: Settings, exe: Executor | None, run_id: str, ns: RunNa
     )
     exe.lease_gate = lease.blocking_reason
     return lease
+
+
+# -- listings and delistings at runtime (runtime.symbols: all, live) -------------------------------------------
+def wire_universe_refresh(settings: Settings, runner: Runner, metrics: Metrics) -> None:
+    """A live run whose symbols came from ``all`` re-reads exchangeInfo every ``runtime.universe_refresh_s`` (wall
+    clock): the engine gets the entry gate as a filter right after the trading state, and the refresh runs as
+    one of the runner's background tasks.  Replays have a fixed recorded universe: nothing to refresh."""
+    rt = settings.runtime
+    if rt.universe != "resolved" or runner.source.info.historical or rt.universe_refresh_s <= 0:
+        return
+    from ultra_signals.core.universe import EntryGate, EntryGateFilter
+    from ultra_signals.execution.listing import ListingWatch
+    from ultra_signals.sources.universe import UniverseRefresher
+
+    gate = EntryGate()
+    at = next((i + 1 for i, f in enumerate(runner.engine.filters) if f.name == "trading_halted"), 0)
+    runner.engine.filters.insert(at, EntryGateFilter(gate))
+    watch = ListingWatch(gate, runner.executor, runner.notifier, mode=rt.mode, run_id=runner.run_id)
+    refresher = UniverseRefresher(
+        settings, metrics, watched=list(rt.symbols), gate=gate, on_change=watch, held=watch.held
+    )
+    runner.background.append(refresher.run)
 
 
 # -- account-wide delivery (execution.delivery: stream) ------------------------------------------------------
@@ -367,6 +391,7 @@ def build_runner(
         lease=lease,
         beacon=beacon,
     )
+    wire_universe_refresh(settings, runner, metrics)
     attach = getattr(notifier, "attach_commands", None)
     if attach is not None:  # Telegram answers operator commands from this run, through the control layer
         from ultra_signals.control import Control
