@@ -381,3 +381,127 @@ def test_bootstrap_wraps_the_executor_only_for_stream_delivery(server: RedisProc
     no_redis = settings_for(tmp_path / "x", **{"execution.delivery": "stream", "redis.enabled": False})
     with pytest.raises(BootstrapError, match="needs Redis"):
         build_delivery(no_redis, inner, "r1", ns, RecordingNotifier(), Metrics())
+
+
+# -- three real runner processes, one account -------------------------------------------------------------------
+ALT_BTC = ["ADABTC", "DASHBTC", "ETCBTC", "ETHBTC", "LTCBTC", "NXTBTC", "TRXBTC", "XLMBTC", "XMRBTC", "ZECBTC"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_three_replay_processes_deliver_every_allowed_signal_to_one_executor(server: RedisProc, tmp_path: Path) -> None:
+    """``ultra-signals replay`` × 3, ``runtime.shard`` i/3 over the ten recorded series, ``execution.delivery:
+    stream``: every allowed signal of every shard reaches the inbox once; only lease holders place orders; each
+    decision is executed at most once; what the last holder left pending is run by the next one."""
+    import json
+
+    from tests.conftest import require_data
+
+    klines = require_data("klines")
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ULTRA_SIGNALS_")}
+    env.update(
+        ULTRA_SIGNALS_REDIS__ENABLED="true",
+        ULTRA_SIGNALS_REDIS__URL=server.url,
+        ULTRA_SIGNALS_REDIS__TIMEOUT_MS="500",
+        ULTRA_SIGNALS_EXECUTION__BROKER="paper",
+        ULTRA_SIGNALS_EXECUTION__DELIVERY="stream",
+        ULTRA_SIGNALS_EXECUTION__LEASE_TTL_S="2",
+        PYTHONPATH=str(REPO),
+    )
+    procs = []
+    for i in range(3):
+        cmd = [
+            sys.executable, "-m", "ultra_signals", "replay", "--data", str(klines), "--symbols", ",".join(ALT_BTC),
+            "--timeframes", "5m,15m,1h", "--from", "2018-01-19T00:00:00Z", "--to", "2018-01-22T00:00:00Z",
+            "--speed", "20000", "--decisions-out", str(tmp_path / f"decisions{i}.jsonl"),
+            "--journal", f"sqlite:///{tmp_path}/journal{i}.db", "--namespace", NS, "--metrics-port", "0",
+            "--no-report",
+        ]  # fmt: skip
+        out = (tmp_path / f"out{i}.txt").open("w")
+        proc_env = {**env, "ULTRA_SIGNALS_RUNTIME__SHARD": f"{i}/3"}
+        procs.append((subprocess.Popen(cmd, cwd=REPO, env=proc_env, stdout=out, stderr=subprocess.STDOUT), out))
+    for p, out in procs:
+        try:
+            p.wait(timeout=240)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+            out.close()
+    for i, (p, _) in enumerate(procs):
+        assert p.returncode == 0, (tmp_path / f"out{i}.txt").read_text()[-3000:]
+
+    allowed: list[dict[str, Any]] = []
+    for i in range(3):
+        rows = [json.loads(line) for line in (tmp_path / f"decisions{i}.jsonl").read_text().splitlines()]
+        allowed += [r for r in rows if r["decision"] == "allowed"]
+    from ultra_signals.core.universe import Shard, assign
+
+    shards_with_signals = {i for i in range(3) for r in allowed if r["symbol"] in assign(ALT_BTC, Shard(i, 3))}
+    assert len(allowed) >= 3 and len(shards_with_signals) >= 2, allowed  # not vacuous
+    inbox = DecisionInbox(server.client(), namespace=NS, account="paper")
+    keys = [f"{NS}:{r['symbol']}:5m:{r['ts'] - 300_000}" for r in allowed]
+    # Every allowed signal was delivered exactly once (its idempotency key holds its one stream entry id).
+    assert all(server.client().get(inbox.ids_prefix + k) is not None for k in keys)
+    # What the last holder left pending, a new holder runs at its start.
+    standby = shard(server.port, tmp_path / "standby", "run-standby")
+    assert wait_for_lease(standby.lease, timeout_s=10)
+    standby.lease.mark_reconciled()
+    drain([standby])
+    states = {k: inbox.state(k) for k in keys}
+    assert all(s is not None and s.startswith("done|") for s in states.values()), states  # none lost
+    assert inbox.pending() == 0 and inbox.backlog() == 0
+    # At most once: across every journal, each decision has at most one trade row and one entry verdict.
+    verdicts: dict[str, int] = {}
+    by_journal = []
+    for path in [*(tmp_path / f"journal{i}.db" for i in range(3)), tmp_path / "standby" / "journal.db"]:
+        mine = _entry_verdicts(path)
+        by_journal.append(len(mine))
+        for o in mine:
+            verdicts[o] = verdicts.get(o, 0) + 1
+    assert set(verdicts) == {f"{r['symbol']}:5m:{r['ts'] - 300_000}" for r in allowed}
+    assert all(n == 1 for n in verdicts.values()), verdicts
+    print(
+        f"allowed {len(allowed)}, entry verdicts per journal (3 shards, standby) {by_journal}, outcomes",
+        sorted(str(s) for s in states.values()),
+    )
+
+
+def _entry_verdicts(path: Path) -> list[str]:
+    """The decision key (symbol:tf:bar) of every entry verdict (submitted or refused) journaled in one file."""
+    import sqlite3
+
+    with sqlite3.connect(path) as c:
+        rows = c.execute(
+            "SELECT decision_id FROM exec_orders WHERE kind = 'entry' AND status IN ('submitted', 'refused')"
+        ).fetchall()
+    return [":".join(str(r[0]).split(":")[-3:]) for r in rows]
+
+
+def test_with_min_replicas_acked_nothing_runs_until_a_replica_confirms(server: RedisProc, tmp_path: Path) -> None:
+    """Under Sentinel (``redis.min_replicas_acked``): a delivery or a begin no replica confirmed is not trusted —
+    the decision waits (kept for retry, not run) and runs once, when a replica has it."""
+    from tests.redis_proc import wait_until
+
+    a = shard(server.port, tmp_path / "a", "run-a")
+    a.exe.inbox.min_replicas_acked, a.exe.inbox.wait_timeout_ms = 1, 50
+    assert take_lease(a)
+    a.exe.on_signal(decision("run-a", "S1USDT"))
+    assert len(a.exe.backlog) == 1 and a.exe.delivered == 0  # written on the primary, but unconfirmed: kept
+    asyncio.run(a.exe.pump_once())  # the holder reads it, but its begin is unconfirmed too: not run
+    assert not a.inner.portfolio.trades and a.exe.inbox.pending() == 1
+    replica = RedisProc(None, "--replicaof", "127.0.0.1", str(server.port))
+    replica.start()
+    try:
+
+        def linked() -> bool:
+            return bool(replica.client().info("replication").get("master_link_status") == "up")
+
+        wait_until(linked, timeout_s=20, what="the replica to sync")
+        assert take_lease(a)  # (the runner renews every second; the sync took longer than the lease)
+        assert a.exe.flush_backlog() == 1 and a.exe.duplicates == 1  # the retry finds it there, now confirmed
+        drain([a])
+    finally:
+        replica.stop()
+    assert [t.symbol for t in a.inner.portfolio.trades.values()] == ["S1USDT"]  # run once, after all
+    assert a.exe.inbox.state(a.exe.inbox.key_of(decision("run-a", "S1USDT"))) == "done|submitted"

@@ -292,7 +292,14 @@ def build_delivery(
     client = connect(settings.redis)
     # A blocking XREADGROUP outlasts the call timeout of the decision path: its own connection, longer timeout.
     reader_settings = settings.redis.model_copy(update={"timeout_ms": settings.redis.timeout_ms + 1_000.0})
-    inbox = DecisionInbox(client, namespace=ns.base, account=account, reader=connect(reader_settings))
+    inbox = DecisionInbox(
+        client,
+        namespace=ns.base,
+        account=account,
+        reader=connect(reader_settings),
+        min_replicas_acked=settings.redis.min_replicas_acked,
+        wait_timeout_ms=settings.redis.wait_timeout_ms,
+    )
     lease = ExecutorLease(
         client, namespace=ns.base, account=account, holder=run_id, ttl_ms=int(settings.execution.lease_ttl_s * 1000)
     )

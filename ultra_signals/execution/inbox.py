@@ -152,6 +152,10 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+class NotReplicated(redis.RedisError):
+    """Redis took the write but fewer replicas than ``redis.min_replicas_acked`` confirmed it in time."""
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     entry_id: str
@@ -161,8 +165,21 @@ class Entry:
 class DecisionInbox:
     """The account's inbox: the Redis keys and the scripts, no policy."""
 
-    def __init__(self, client: redis.Redis, *, namespace: str, account: str, reader: redis.Redis | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        namespace: str,
+        account: str,
+        reader: redis.Redis | None = None,
+        min_replicas_acked: int = 0,
+        wait_timeout_ms: float = 40.0,
+    ) -> None:
         self.client = client
+        #: With Sentinel: a delivery and a begin count only once this many replicas have them (``WAIT``), so a
+        #: failover does not forget a decision or let a begun one run twice (narrowed, not closed: see redis.md).
+        self.min_replicas_acked = min_replicas_acked
+        self.wait_timeout_ms = max(1, int(wait_timeout_ms))
         #: For blocking reads (``XREADGROUP BLOCK``): a connection whose socket timeout outlasts the block.
         self.reader = reader
         self.namespace = namespace
@@ -193,8 +210,25 @@ class DecisionInbox:
     def deliver(self, d: Decision) -> tuple[bool, str]:
         """XADD unless this decision's key was delivered before: (added, entry id)."""
         self.ensure_group()
-        added, entry = self._deliver(keys=[self.stream, self.ids_prefix + self.key_of(d)], args=[encode(d), KEY_TTL_MS])
+        keys = [self.stream, self.ids_prefix + self.key_of(d)]
+        added, entry = self._replicated(self._deliver, keys, [encode(d), KEY_TTL_MS])
         return int(added) == 1, _text(entry)
+
+    def _replicated(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run ``script``; with ``min_replicas_acked``, followed by ``WAIT`` on the same connection (a pipeline:
+        WAIT counts the writes of its own connection).  Too few acknowledgements raise :class:`NotReplicated`."""
+        if not self.min_replicas_acked:
+            return script(keys=keys, args=args)
+        pipe = self.client.pipeline(transaction=False)
+        script(keys=keys, args=args, client=pipe)
+        pipe.wait(self.min_replicas_acked, self.wait_timeout_ms)
+        result, acked = pipe.execute()
+        if int(acked) < self.min_replicas_acked:
+            raise NotReplicated(
+                f"inbox {self.stream}: acknowledged by {acked} of {self.min_replicas_acked} replicas within "
+                f"{self.wait_timeout_ms} ms (redis.min_replicas_acked)"
+            )
+        return result
 
     def read(self, consumer: str, count: int = 64, block_ms: int | None = None) -> list[Entry]:
         """New entries for ``consumer`` (they join its pending list until finished)."""
@@ -228,9 +262,10 @@ class DecisionInbox:
 
     def begin(self, key: str, lease: ExecutorLease) -> str:
         """'ok' (run it), 'fenced' (we do not hold the lease), or the state the decision already has."""
-        return _text(
-            self._begin(keys=[lease.key, self.state_prefix + key], args=[f"{lease.holder}|{lease.token}", KEY_TTL_MS])
-        )
+        # With min_replicas_acked, an 'ok' too few replicas confirmed raises NotReplicated: the state stays
+        # "started" by us, and only we may retry it (InboxExecutor remembers it was not run).
+        keys = [lease.key, self.state_prefix + key]
+        return _text(self._replicated(self._begin, keys, [f"{lease.holder}|{lease.token}", KEY_TTL_MS]))
 
     def finish(self, entry_id: str, key: str, outcome: str) -> None:
         self._finish(keys=[self.stream, self.state_prefix + key], args=[GROUP, entry_id, outcome, KEY_TTL_MS])
@@ -298,9 +333,11 @@ class InboxExecutor:
         self.delivered = 0
         self.duplicates = 0
         self.dropped = 0
-        self.executed: dict[str, str] = {}  # decision key → outcome, for what this process ran
+        self.executed: dict[str, str] = {}  # decision key → outcome, for what this process ran or settled
         self.in_doubt: list[str] = []
+        self._unconfirmed: set[str] = set()  # begun by us, too few replicas confirmed: not run, ours to retry
         self._claimed_token = 0
+        self._reclaim = False  # a round failed half-way: take our own pending entries again next round
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- the producer side (every shard) ------
@@ -356,15 +393,20 @@ class InboxExecutor:
             self._claimed_token = 0
             return 0
         entries: list[Entry] = []
-        if self._claimed_token != self.lease.token:
+        if self._claimed_token != self.lease.token or self._reclaim:
+            self._reclaim = False
             entries = await asyncio.to_thread(self.inbox.claim_pending, self.lease.holder)
             self._claimed_token = self.lease.token
             if entries:
                 log.warning("inbox %s: re-claimed %d pending decisions", self.inbox.stream, len(entries))
         entries += await asyncio.to_thread(self.inbox.read, self.lease.holder, self.batch, self.block_ms)
-        for e in entries:
-            if not await self._handle(e):
-                break  # fenced: leave the rest pending for whoever holds the lease now
+        try:
+            for e in entries:
+                if not await self._handle(e):
+                    break  # fenced (or not replicated): the rest stay pending, for us or the next holder
+        except redis.RedisError:
+            self._reclaim = True  # what we read stays pending on us: take it again next round
+            raise
         return len(entries)
 
     async def _handle(self, e: Entry) -> bool:
@@ -378,20 +420,31 @@ class InboxExecutor:
             await asyncio.to_thread(self.inbox.finish, e.entry_id, f"bad:{e.entry_id}", "bad_entry")
             return True
         key = self.inbox.key_of(d)
-        state = await asyncio.to_thread(self.inbox.begin, key, self.lease)
-        if state == "fenced":
-            return False
-        if state == "ok":
-            store = getattr(self.inner, "router", None)
-            before = dict(store.refused) if store is not None else {}
-            self.inner.on_signal(d)  # journals its trade row (before the broker) or its refusal
-            outcome = outcome_of(self.inner, d, before)
-        elif state.startswith("done|"):
-            outcome = state[5:]  # finished before, the ack was lost: just ack again
-        else:  # started by a holder that died inside on_signal
-            outcome = self._resolve_in_doubt(d, state)
+        outcome = self.executed.get(key)
+        if outcome is None:  # (else we settled it before and only the finish failed: finish again)
+            try:
+                state = await asyncio.to_thread(self.inbox.begin, key, self.lease)
+            except NotReplicated as err:
+                log.warning("%s; %s not run, retried next round", err, d.id)
+                self._unconfirmed.add(key)
+                self._reclaim = True
+                return False
+            if state == "fenced":
+                return False
+            # Begun by this very process (the holder is its run id, under any of its tokens) and known not run.
+            ours = state.startswith(f"started|{self.lease.holder}|") and key in self._unconfirmed
+            if state == "ok" or ours:
+                self._unconfirmed.discard(key)
+                router = getattr(self.inner, "router", None)
+                before = dict(router.refused) if router is not None else {}
+                self.inner.on_signal(d)  # journals its trade row (before the broker) or its refusal
+                outcome = outcome_of(self.inner, d, before)
+            elif state.startswith("done|"):
+                outcome = state[5:]  # finished before, the ack was lost: just ack again
+            else:  # started by a holder that stopped inside on_signal (or before its finish)
+                outcome = self._resolve_in_doubt(d, state)
+            self.executed[key] = outcome
         await asyncio.to_thread(self.inbox.finish, e.entry_id, key, outcome)
-        self.executed[key] = outcome
         return True
 
     def _resolve_in_doubt(self, d: Decision, state: str) -> str:
