@@ -490,7 +490,11 @@ def test_with_min_replicas_acked_nothing_runs_until_a_replica_confirms(server: R
     assert len(a.exe.backlog) == 1 and a.exe.delivered == 0  # written on the primary, but unconfirmed: kept
     asyncio.run(a.exe.pump_once())  # the holder reads it, but its begin is unconfirmed too: not run
     assert not a.inner.portfolio.trades and a.exe.inbox.pending() == 1
-    replica = RedisProc(None, "--replicaof", "127.0.0.1", str(server.port))
+    # No RDB file anywhere but tmp_path: a dump.rdb in the working directory would be loaded by the next test's
+    # private server.
+    server.client().config_set("repl-diskless-sync", "yes")
+    server.client().config_set("repl-diskless-sync-delay", "0")
+    replica = RedisProc(None, "--replicaof", "127.0.0.1", str(server.port), "--dir", str(tmp_path))
     replica.start()
     try:
 
