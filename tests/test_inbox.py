@@ -592,3 +592,39 @@ def test_sigkill_of_the_redis_primary_under_sentinel_loses_no_confirmed_decision
         assert leader.lease.token == 1  # the lease (confirmed with the rest) survived the failover
     finally:
         group.stop()
+
+
+def test_an_executor_error_on_one_decision_leaves_it_in_doubt_and_the_pump_running(
+    server: RedisProc, tmp_path: Path
+) -> None:
+    """A bug inside ``on_signal`` (after begin) must not stop the account's executor nor run the decision twice."""
+    a = shard(server.port, tmp_path / "a", "run-a")
+    assert take_lease(a)
+    original = a.inner.on_signal
+    calls: list[str] = []
+
+    def broken_once(d: Decision) -> None:
+        calls.append(d.candidate.symbol)
+        if len(calls) == 1:
+            raise RuntimeError("a bug on this decision")
+        original(d)
+
+    a.inner.on_signal = broken_once  # type: ignore[method-assign]
+    for sym in SYMBOLS[:3]:
+        a.exe.on_signal(decision("run-a", sym))
+
+    async def run_pump() -> None:
+        await a.exe.start()
+        try:
+            for _ in range(500):  # bounded: 500 × 10 ms
+                await asyncio.sleep(0.01)
+                if a.exe.inbox.backlog() == 0:
+                    return
+        finally:
+            await a.exe.aclose()
+
+    asyncio.run(run_pump())
+    assert calls == SYMBOLS[:3]  # the broken one was not run again
+    key = a.exe.inbox.key_of(decision("run-a", SYMBOLS[0]))
+    assert a.exe.inbox.state(key) == "done|in_doubt" and a.exe.in_doubt == [decision("run-a", SYMBOLS[0]).id]
+    assert sorted(t.symbol for t in a.inner.portfolio.trades.values()) == SYMBOLS[1:3]

@@ -404,7 +404,7 @@ class InboxExecutor:
             for e in entries:
                 if not await self._handle(e):
                     break  # fenced (or not replicated): the rest stay pending, for us or the next holder
-        except redis.RedisError:
+        except Exception:
             self._reclaim = True  # what we read stays pending on us: take it again next round
             raise
         return len(entries)
@@ -480,6 +480,10 @@ class InboxExecutor:
                 n = await self.pump_once()
             except redis.RedisError as e:
                 log.warning("inbox %s: pump: %s", self.inbox.stream, e)
+                self._error("inbox_pump")
+                n = 0
+            except Exception:  # a bug on one decision must not stop the account's executor; it stays in doubt
+                log.exception("inbox %s: pump round failed", self.inbox.stream)
                 self._error("inbox_pump")
                 n = 0
             if n == 0:
