@@ -609,7 +609,7 @@ def test_an_executor_error_on_one_decision_leaves_it_in_doubt_and_the_pump_runni
             raise RuntimeError("a bug on this decision")
         original(d)
 
-    a.inner.on_signal = broken_once  # type: ignore[method-assign]
+    a.inner.on_signal = broken_once  # type: ignore[method-assign,assignment]
     for sym in SYMBOLS[:3]:
         a.exe.on_signal(decision("run-a", sym))
 
