@@ -628,3 +628,24 @@ def test_an_executor_error_on_one_decision_leaves_it_in_doubt_and_the_pump_runni
     key = a.exe.inbox.key_of(decision("run-a", SYMBOLS[0]))
     assert a.exe.inbox.state(key) == "done|in_doubt" and a.exe.in_doubt == [decision("run-a", SYMBOLS[0]).id]
     assert sorted(t.symbol for t in a.inner.portfolio.trades.values()) == SYMBOLS[1:3]
+
+
+def test_with_a_shared_journal_a_begun_decision_that_was_journaled_counts_as_executed(
+    server: RedisProc, tmp_path: Path
+) -> None:
+    """The holder journaled the trade row (it does so before the broker sees the order) and died before its
+    finish: a next holder on the same journal acknowledges it as executed instead of raising an incident."""
+    a = shard(server.port, tmp_path / "account", "run-a")
+    assert take_lease(a)
+    d = decision("run-a", "S1USDT")
+    a.exe.on_signal(d)
+    (entry,) = a.exe.inbox.read("run-a", 10)
+    assert a.exe.inbox.begin(a.exe.inbox.key_of(d), a.lease) == "ok"
+    a.inner.on_signal(d)  # executed and journaled ... and then the process dies: no finish
+    server.client().delete(a.lease.key)
+    b = shard(server.port, tmp_path / "account", "run-b")  # same journal file
+    assert take_lease(b)
+    drain([b])
+    assert a.exe.inbox.state(a.exe.inbox.key_of(d)) == "done|submitted:by_previous_holder"
+    assert not b.inner.portfolio.trades and not b.exe.in_doubt and not b.inner.store.events(kind="incident")
+    assert entry.entry_id and a.exe.inbox.pending() == 0
