@@ -139,7 +139,8 @@ def test_hourly_refresh_gates_a_delisting_and_alerts_on_a_delisted_position(fake
     assert first is not None and first.empty and not notifier.notices
     # An hour later the exchange announces one delisting (deliveryDate set) and has settled another.
     soon = 1_626_858_243_909 + 3 * 86_400_000
-    fake.exchange_info = _changed(fake.exchange_info, **{bye: {"deliveryDate": soon}, gone: {"status": "SETTLING"}})
+    changes: dict[str, dict[str, Any] | None] = {bye: {"deliveryDate": soon}, gone: {"status": "SETTLING"}}
+    fake.exchange_info = _changed(fake.exchange_info, **changes)
     ch = asyncio.run(refresher.refresh_once())
     assert ch is not None and list(ch.closed) == [bye] and ch.delisted == {gone: "status SETTLING"}
     assert gate.reason(bye) == "no_entries" and gate.reason(gone) == "no_entries"
@@ -213,5 +214,24 @@ def test_build_runner_wires_the_refresh_for_a_live_run_only(fake: FakeBinance, t
     asyncio.run(refresh_in_background())
     assert [p for p, _ in fake.rest_log].count("/fapi/v1/exchangeInfo") > before
     assert gate.blocked == {syms[0]: "status SETTLING"}
+    # The settled contract's feed falls silent: the breakers' staleness leaves it out, the others still count.
+    import time
+
+    from ultra_signals.execution.breakers import RunnerHealth
+
+    seen: list[RunnerHealth] = []
+
+    class Capture:
+        def on_health(self, h: RunnerHealth) -> None:
+            seen.append(h)
+
+    live.executor = Capture()  # type: ignore[assignment]
+    now = int(time.time() * 1000)
+    live._last_ts = {syms[0]: now - 3_600_000, syms[1]: now - 5_000}
+    live._maybe_refresh(force=True)
+    assert live.feed_exempt is gate.blocked and 4.0 < seen[-1].max_feed_age_s < 60.0
+    live._last_ts = {syms[0]: now - 3_600_000}
+    live._maybe_refresh(force=True)
+    assert seen[-1].max_feed_age_s == 0.0
     for r in runners.values():
         r.counters.close()

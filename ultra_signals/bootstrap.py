@@ -255,6 +255,7 @@ def wire_universe_refresh(settings: Settings, runner: Runner, metrics: Metrics) 
     gate = EntryGate()
     at = next((i + 1 for i, f in enumerate(runner.engine.filters) if f.name == "trading_halted"), 0)
     runner.engine.filters.insert(at, EntryGateFilter(gate))
+    runner.feed_exempt = gate.blocked  # a delisted contract's silent feed must not trip the staleness breaker
     watch = ListingWatch(gate, runner.executor, runner.notifier, mode=rt.mode, run_id=runner.run_id)
     refresher = UniverseRefresher(
         settings, metrics, watched=list(rt.symbols), gate=gate, on_change=watch, held=watch.held

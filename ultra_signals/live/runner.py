@@ -16,7 +16,7 @@ import socket
 import time
 import uuid
 from collections import Counter as Tally
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Container, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -245,6 +245,9 @@ class Runner:
         #: Extra periodic work started with the loop and cancelled at its end (the universe refresh, wired by
         #: bootstrap): each a coroutine function that runs until cancelled.
         self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        #: Symbols whose feed may fall silent on purpose (a delisting announced or done: the universe refresh's
+        #: gate), left out of the staleness the breakers see — one settled contract must not halt the account.
+        self.feed_exempt: Container[str] = ()
         #: Called once the exporter is up (the CLI writes the run file a monitor finds the run by).
         self.on_started: Callable[[RunStats], None] | None = None
         self.finest_tf = info.timeframes[0] if info.timeframes else rt.timeframes[0]
@@ -615,7 +618,10 @@ class Runner:
                 RunnerHealth(
                     ts_ms=market_now,
                     latency_p95_ms=p95,
-                    max_feed_age_s=max((ref - last) / 1000.0 for last in self._last_ts.values()),
+                    max_feed_age_s=max(
+                        ((ref - last) / 1000.0 for s, last in self._last_ts.items() if s not in self.feed_exempt),
+                        default=0.0,
+                    ),
                     counter_backend=self.counters.backend,
                     counter_policy=self.settings.redis.on_failure if self.settings.redis.enabled else "none",
                 )
