@@ -188,6 +188,21 @@ def test_three_shards_at_once_the_account_limit_holds(server: RedisProc, tmp_pat
     assert inbox.pending() == 0 and inbox.backlog() == 0
 
 
+def test_three_shards_at_once_the_account_order_rate_holds(server: RedisProc, tmp_path: Path) -> None:
+    """The gateway's entries per minute are the account's: nine entries in one minute from three shards, two go."""
+    over: dict[str, Any] = {
+        "execution.throttles.max_orders_per_minute": 2,
+        "execution.throttles.max_open_positions": 50,
+    }
+    shards = [shard(server.port, tmp_path / f"shard{i}", f"run-{i}", **over) for i in range(3)]
+    assert take_lease(shards[1]) and not take_lease(shards[0]) and not take_lease(shards[2])  # any shard may lead
+    deliver_at_once(shards, {s.run_id: SYMBOLS[3 * i : 3 * i + 3] for i, s in enumerate(shards)})
+    drain(shards)
+    leader = shards[1]
+    assert orders_placed(leader) == 2 and leader.inner.router.refused == {"throttle_orders_per_minute": 7}
+    assert orders_placed(shards[0]) == orders_placed(shards[2]) == 0
+
+
 def test_without_the_inbox_each_shard_alone_would_exceed_the_account_limit(tmp_path: Path) -> None:
     """The control: three shards' own executors (direct delivery) open 9 positions on an account allowed 3."""
     opened = 0
