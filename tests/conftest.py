@@ -125,3 +125,14 @@ def namespace(redis_url: str) -> Iterator[str]:
     for key in client.scan_iter(match=f"ultra_signals:{{{ns}*", count=1000):
         client.delete(key)
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_binance_ip_ban_left_over() -> Iterator[None]:
+    """A 418 a test provokes bans its fake's host for the whole process (the ban is the IP's, shared by every
+    Binance client: ``venues/binance/limits.py``); each test starts and ends without one."""
+    from ultra_signals.venues.binance.limits import reset_bans
+
+    reset_bans()
+    yield
+    reset_bans()

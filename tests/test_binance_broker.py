@@ -886,3 +886,94 @@ def test_a_trade_opened_by_the_previous_release_is_still_recognised_after_the_up
         assert t.exit_kind == "stop"
 
     run_scenario(tmp_path, scenario, before_start=left_by_the_old_release)
+
+
+def test_a_liquidation_closes_its_trade_with_exit_kind_liq_journaled_alerted_and_halted(tmp_path: Path) -> None:
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        d = decision(0)
+        e.on_signal(d)
+        await e.broker.drain()
+        await until_or_fail(entered(ex, e, d))
+        await ex.pay_funding("BTCUSDT", "-0.12")
+        await until_or_fail(lambda: e.trades[d.id].funding == pytest.approx(-0.12))
+        await ex.set_price("BTCUSDT", "31900")  # still above the stop: only Binance's own order closes it
+        await ex.liquidate("BTCUSDT")
+        await until_or_fail(lambda: e.trades[d.id].status == "closed")
+        store = ExecStore(j.engine)
+        row = store.trade(d.id)
+        assert row is not None and row["exit_kind"] == "liq" and row["funding"] == pytest.approx(-0.12)
+        assert row["pnl"] == pytest.approx(row["gross_pnl"] - row["fees"] - 0.12)  # funding is in the PnL
+        (close,) = store.events(kind="exchange_close")
+        assert close["name"] == "liq" and d.id in close["detail"] and "autoclose-" in close["detail"]
+        liq_fill = [f for f in store.fills("canary-run") if f["client_id"].startswith("autoclose-")]
+        assert len(liq_fill) == 1 and liq_fill[0]["decision_id"] == d.id  # tied back to the trade
+        incidents = store.events(kind="incident")
+        assert incidents and incidents[0]["name"] == "liquidation"
+        assert e.blocking_reason() == "trading_halted"
+        assert any("liquidation" in plain_text(x.payload) for x in n.notices)  # alerted
+        assert not store.events(kind="trip") or all(t["name"] != "reconcile" for t in store.events(kind="trip"))
+        await e.broker.drain()
+        assert ex.open_algo_orders() == []  # the trade's stop and take-profit went with the position
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_an_adl_order_from_the_user_stream_closes_its_trade_with_exit_kind_adl(tmp_path: Path) -> None:
+    """Binance's ADL order (client id ``adl_autoclose``) as the user stream carries it ("Event: Order Update")."""
+
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        d = decision(0)
+        e.on_signal(d)
+        await e.broker.drain()
+        await until_or_fail(entered(ex, e, d))
+        qty = str(e.trades[d.id].qty)
+        adl = {"e": "ORDER_TRADE_UPDATE", "E": 10, "T": 10, "o": {"s": "BTCUSDT", "c": "adl_autoclose", "S": "SELL",
+               "o": "LIMIT", "q": qty, "x": "TRADE", "X": "FILLED", "i": 777, "l": qty, "L": "32100", "n": "0",
+               "T": 10, "t": 4242, "m": False, "R": False, "sp": "0"}}  # fmt: skip
+        assert isinstance(e.broker, BinanceBroker)
+        e.broker._on_stream(json.dumps(adl))
+        store = ExecStore(j.engine)
+        row = store.trade(d.id)
+        assert row is not None and row["status"] == "closed" and row["exit_kind"] == "adl"
+        assert [x["name"] for x in store.events(kind="exchange_close")] == ["adl"]
+        assert [x["name"] for x in store.events(kind="incident")] == ["ADL"]
+        assert e.blocking_reason() == "trading_halted"
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_a_418_seen_by_the_market_data_client_halts_an_idle_broker(tmp_path: Path) -> None:
+    """Binance bans the IP: the market-data client's 418 halts trading even though the broker sent nothing."""
+
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        md = BinanceFuturesClient(Endpoints(ex.rest_url, ex.ws_url), name="binance-market", role="market_data")
+        try:
+            ex.http_next("GET", "/fapi/v1/klines", 418, retry_after=600)
+            r = await md.send("GET", "/fapi/v1/klines", {"symbol": "BTCUSDT", "interval": "5m"})
+            assert r.status_code == 418
+        finally:
+            await md.aclose()
+        assert e.blocking_reason() == "trading_halted"  # at once: no order had to fail first
+        (incident,) = ExecStore(j.engine).events(kind="incident")
+        assert incident["name"] == "ip_banned" and "binance-market" in incident["detail"]
+        assert any("ip_banned" in plain_text(x.payload) for x in n.notices)
+        before = len(ex.requests)
+        e.on_signal(decision(0))
+        await e.broker.drain()
+        assert not [x for x in ex.requests[before:] if x[1] == "/fapi/v1/order"] and ex.orders == {}
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_the_account_is_read_again_after_a_reconnect(tmp_path: Path) -> None:
+    """Wallet and available balance move while the stream is away (a deposit here): sizing must not keep the old."""
+
+    async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
+        assert e.portfolio.equity == e.portfolio.equity_start == 10_000.0  # GET /fapi/v2/account at start
+        ex.balance = Decimal("12500")  # a transfer in: no ACCOUNT_UPDATE reached us
+        await ex.expire_listen_keys()
+        await until_or_fail(lambda: len(e.reconciliations) == 2, timeout=10)
+        assert e.portfolio.equity == 12_500.0 and e.portfolio.equity_start == 10_000.0  # the run still started at 10k
+        assert e.portfolio.exposure().equity == 12_500.0
+
+    run_scenario(tmp_path, scenario, **{"binance.rest_timeout_s": 1.0})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -173,5 +174,76 @@ def test_injected_faults_429_418_5xx_and_listen_key_expiry() -> None:
             assert json.loads(await asyncio.wait_for(ws.recv(), 2))["e"] == "listenKeyExpired"
         put = await r.http.put("/fapi/v1/listenKey", headers={"X-MBX-APIKEY": KEY})
         assert put.json()["code"] == -1125
+
+    run(t)
+
+
+def test_market_streams_go_only_to_their_route_and_unrouted_connections_get_public_data_only() -> None:
+    """/market carries klines, aggTrade, markPrice; /public bookTicker and depth; no route: /public data only."""
+
+    async def t(r: Raw) -> None:
+        base = r.ex.ws_url
+        names = "btcusdt@kline_1m/btcusdt@bookTicker"
+        kline = {"e": "kline", "E": 1, "s": "BTCUSDT", "k": {"t": 0, "x": True}}
+        ticker = {"e": "bookTicker", "u": 1, "s": "BTCUSDT", "b": "1", "B": "1", "a": "2", "A": "1"}
+        async with (
+            connect(f"{base}/market/stream?streams={names}") as market,
+            connect(f"{base}/public/stream?streams={names}") as public,
+            connect(f"{base}/stream?streams={names}") as unrouted,
+            connect(f"{base}/market/ws/btcusdt@kline_1m") as raw,
+        ):
+            await asyncio.wait_for(_until(lambda: r.ex.market_subscribers() == 4), 5)
+            assert await r.ex.publish_market("btcusdt@kline_1m", kline) == 2  # /market combined and raw
+            assert await r.ex.publish_market("btcusdt@bookTicker", ticker) == 2  # /public and unrouted
+            assert json.loads(await asyncio.wait_for(market.recv(), 5)) == {"stream": "btcusdt@kline_1m", "data": kline}
+            assert json.loads(await asyncio.wait_for(raw.recv(), 5)) == kline
+            for ws in (public, unrouted):
+                assert json.loads(await asyncio.wait_for(ws.recv(), 5))["data"] == ticker
+            with pytest.raises(TimeoutError):  # nothing else was sent to /market
+                await asyncio.wait_for(market.recv(), 0.3)
+        assert r.ex.unrouted_user_connections() == []
+
+    run(t)
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    while not cond():
+        await asyncio.sleep(0.01)
+
+
+def test_the_price_path_serves_history_and_a_forming_bar_and_triggers_a_stop_from_a_recorded_stretch() -> None:
+    """One path for both sides: REST warm-up bars are the recording's (the forming bar included, as Binance
+    answers), and once a position has both brackets the path plays a recorded stretch that triggers the stop."""
+    from tests.fakes.binance_price_path import PricePath, read_bars
+
+    async def t(r: Raw) -> None:
+        ex = r.ex
+        bars = read_bars(require_data("klines", "XRPUSDT-5m.csv"))
+        path = PricePath(ex, "XRPUSDT", bars, history=50, tick_s=0.1, fast_tick_s=0.02)
+        await path.start()
+        try:
+            rows = (await r.http.get("/fapi/v1/klines", params={"symbol": "XRPUSDT", "interval": "1m"})).json()
+            assert len(rows) == 51 and rows[-1][6] > ex.now_ms()  # 50 closed bars, then the one forming
+            assert [x[1:5] for x in rows[:50]] == [
+                [str(b.open), str(b.high), str(b.low), str(b.close)] for b in bars[:50]
+            ]
+            assert rows[0][0] % 60_000 == 0 and all(b[0] - a[0] == 60_000 for a, b in itertools.pairwise(rows))
+            price = ex.prices["XRPUSDT"]
+            ex.open_outside("XRPUSDT", "-100", str(price))  # a short, with both brackets resting
+            for typ, trigger in (
+                ("STOP_MARKET", price * Decimal("1.01")),
+                ("TAKE_PROFIT_MARKET", price * Decimal("0.97")),
+            ):
+                status, body = await r.signed(
+                    "POST", "/fapi/v1/algoOrder",
+                    {"algoType": "CONDITIONAL", "symbol": "XRPUSDT", "side": "BUY", "type": typ, "quantity": "100",
+                     "reduceOnly": "true", "triggerPrice": str(trigger.quantize(Decimal("0.0001")))},
+                )  # fmt: skip
+                assert status == 200, body
+            await asyncio.wait_for(_until(lambda: ex.position("XRPUSDT") == 0), 20)
+            (stop,) = [a for a in ex.algo_orders.values() if a.type == "STOP_MARKET"]
+            assert stop.status == "FINISHED" and path.stretches and ex.prices["XRPUSDT"] >= stop.trigger
+        finally:
+            await path.stop()
 
     run(t)

@@ -62,3 +62,25 @@ def test_unreadable_state_is_halted_not_active(tmp_path: Path) -> None:
     j.set_state(STATE_KEY, "{not json")
     assert load_state(j).state is TradingState.HALTED
     j.close()
+
+
+def test_daily_loss_counts_the_unrealized_pnl_of_open_positions() -> None:
+    b = Breakers(cfg(daily_loss_pct=2.0, consecutive_losses=100))
+    assert b.on_trade_closed(-12, T0 + MIN, 1000) == []  # 12 realized of a 20 limit
+    assert b.on_unrealized(-7.99, 988, T0 + 2 * MIN) == []  # 19.99 in all
+    (trip,) = b.on_unrealized(-8, 988, T0 + 3 * MIN)  # 20: realized 12 + unrealized 8
+    assert trip.breaker == "daily_loss" and "realized 12.00, unrealized 8.00" in trip.detail
+    assert b.on_unrealized(-15, 988, T0 + 4 * MIN) == []  # once a day from the marks, not on every report
+    assert b.on_trade_closed(-1, T0 + 5 * MIN, 988) == []  # 13 realized: the realized rule alone is not reached
+    assert b.day_pnl == -13  # the marks never touch the realized figure
+    assert [t.breaker for t in b.on_trade_closed(-7, T0 + 6 * MIN, 987)] == ["daily_loss"]  # 20 realized
+    # A new day starts from the wallet; yesterday's realized loss is gone, an open loss counts again.
+    assert b.on_unrealized(-10, 987, T0 + 86_400_000) == []
+    (again,) = b.on_unrealized(-20, 987, T0 + 86_400_000 + MIN)
+    assert again.breaker == "daily_loss"
+
+
+def test_unrealized_gains_offset_a_realized_loss() -> None:
+    b = Breakers(cfg(daily_loss_pct=2.0, consecutive_losses=100))
+    assert b.on_trade_closed(-19, T0 + MIN, 1000) == []
+    assert b.on_unrealized(+5, 981, T0 + 2 * MIN) == []  # 14 net

@@ -66,6 +66,10 @@ def test_shadow_on_the_embedded_default_produces_signals_journal_and_report(tmp_
     assert (tmp_path / "var" / "journal.db").exists()
     md = reports[0].with_suffix(".md").read_text()
     assert "SIMULATED" in md and "## Shadow criteria" in md
+    # The run's own evaluation table (the simulator's bars regenerated), or why there is none.
+    ev = rep["evaluation"]
+    assert ev["status"] in ("ok", "not_enough_data") and ev["candidates"] == len(rows)
+    assert "## Evaluation of this run's candidates" in md
 
 
 def test_replay_command_over_recorded_candles(tmp_path: Path) -> None:

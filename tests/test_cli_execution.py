@@ -17,6 +17,7 @@ from tests.conftest import require_data
 from tests.fakes.binance_futures_server import FakeAlgoOrder, FakeFuturesExchange, load_recorded_exchange_info_text
 from ultra_signals.apps.cli import app
 from ultra_signals.execution.breakers import TradingState, halt_trading, load_state
+from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
 
 pytestmark = pytest.mark.timeout(60)
@@ -248,3 +249,24 @@ def test_shadow_canary_refuses_a_hedge_mode_account_with_a_clear_error(
     (run,) = [journal.run(rid) for rid in [journal.latest_run_id()] if rid]
     journal.close()
     assert run is not None and run["status"] == "failed"
+
+
+def test_force_enter_passes_the_portfolio_limits_like_any_entry(
+    tmp_path: Path, fake: tuple[FakeFuturesExchange, asyncio.AbstractEventLoop]
+) -> None:
+    """A forced entry is refused by ``execution.portfolio`` exactly as a pipeline one: reason journaled, nothing sent."""
+    ex, loop = fake
+    on(loop, ex.set_price("BTCUSDT", "32000"))
+    ex.klines[("BTCUSDT", "5m")] = synthetic_klines(32000.0)
+    url = f"sqlite:///{tmp_path}/journal.db"
+    env = {**live_env(ex), "ULTRA_SIGNALS_EXECUTION__PORTFOLIO__MAX_TOTAL_NOTIONAL_USDT": "100"}
+    r = CliRunner().invoke(
+        app, ["force-enter", "BTCUSDT", "--side", "long", "--yes", "--profile", "canary", "--journal-url", url], env=env
+    )
+    assert r.exit_code == 1 and "refused by the risk gateway" in r.output
+    assert ex.orders == {} and ex.open_algo_orders() == []
+    journal = Journal(url)
+    (run,) = [x["run_id"] for x in journal.runs() if x["run_id"].startswith("manual-")]
+    (refused,) = [o for o in ExecStore(journal.engine).orders(run) if o["status"] == "refused"]
+    assert refused["reason"] == "portfolio_total_notional" and "over 100.00 in total" in refused["detail"]
+    journal.close()

@@ -384,3 +384,18 @@ def test_a_profile_beside_the_settings_file_wins_over_the_packaged_one(tmp_path:
     # canary is not beside it: the packaged canary profile applies over this base.
     assert find_profile(path, "canary") == DEFAULTS_DIR / "profiles" / "canary.yaml"
     assert load_settings("canary", settings_file=path, env={}).runtime.mode == "canary"
+
+
+def test_portfolio_limits_load_per_profile_and_a_bad_one_names_its_key(tmp_path: Path) -> None:
+    canary = load_settings("canary", environ={}).execution.portfolio
+    assert (canary.max_total_notional_usdt, canary.max_same_direction_positions) == (500.0, 1)
+    assert load_settings("shadow", environ={}).execution.portfolio.max_margin_usage == 0.5  # settings.yaml's default
+    path = _tree(tmp_path, "sniper:\n  cooldown_bars: 5\n", "execution:\n  portfolio:\n    max_margin_usage: 1.5\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(settings_file=path, environ={})
+    msg = str(e.value)
+    assert (
+        "profiles/shadow.yaml" in msg and "execution.portfolio.max_margin_usage" in msg and "less than or equal" in msg
+    )
+    with pytest.raises(ConfigError, match="ULTRA_SIGNALS_EXECUTION__PORTFOLIO__MAX_SAME_DIRECTION_POSITIONS"):
+        load_settings(environ={"ULTRA_SIGNALS_EXECUTION__PORTFOLIO__MAX_SAME_DIRECTION_POSITIONS": "0"})

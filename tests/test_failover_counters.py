@@ -14,8 +14,9 @@ import pytest
 import redis
 
 from tests.redis_proc import RedisProc, private_redis, wait_until
-from ultra_signals.core.caps import HOUR_MS, CapPolicy, CapResult, Reservation
+from ultra_signals.core.caps import HOUR_MS, BudgetRule, CapPolicy, CapResult, QualityPoint, Reservation
 from ultra_signals.core.config import RedisSettings
+from ultra_signals.core.quality_window import OnlineThreshold
 from ultra_signals.counters.failover import FailoverCounters
 from ultra_signals.counters.redis_backend import RedisCounters, connect
 from ultra_signals.counters.windows import MemoryCounters
@@ -287,3 +288,85 @@ def test_the_refresh_path_never_calls_redis_nor_waits_past_the_timeout(server: R
             t.join(10)
     finally:
         run.counters.close()
+
+
+# -- the ranked threshold's history falls back with the caps -------------------------------------------------
+
+RULE = BudgetRule(window_ms=6 * HOUR_MS, target_per_day=8.0, min_history=4)
+
+
+def point(i: int, symbol: str = "BTCUSDT") -> QualityPoint:
+    return QualityPoint(f"{symbol}:5m:{i}", "5m", T0 + i * 5 * MIN, ((i * 37) % 101) / 101)
+
+
+def reference() -> OnlineThreshold:
+    return OnlineThreshold(RULE.window_ms, RULE.target_per_day, RULE.min_history)
+
+
+def failover(url: str, on_failure: str = "memory") -> FailoverCounters:
+    primary = RedisCounters(connect(RedisSettings(url=url, timeout_ms=TIMEOUT_MS)), POLICY, "ns", "shadow")
+    return FailoverCounters(primary, POLICY, on_failure, Metrics(), health_check_interval_s=INTERVAL_S)  # type: ignore[arg-type]
+
+
+def test_threshold_follows_the_caps_to_memory_and_back_and_redis_gets_the_outage_points(server: RedisProc) -> None:
+    fc = failover(server.url)
+    try:
+        th, ref = fc.quality_threshold(RULE), reference()
+        assert th.backend == "redis"
+        before = [(th.threshold_and_observe(point(i)), ref.threshold_and_observe(point(i))) for i in range(40)]
+        assert all(a == b for a, b in before) and any(a is not None for a, _ in before)
+        server.stop()
+        during = [(th.threshold_and_observe(point(i)), ref.threshold_and_observe(point(i))) for i in range(40, 70)]
+        assert all(a == b for a, b in during)  # the local mirror holds every point: nothing changes for one runner
+        assert th.backend == "memory" and fc.backend == "memory"
+        server.start()  # back EMPTY
+        wait_until(lambda: fc.backend == "redis", what="switch back to redis")
+        c = server.client()
+        try:
+            held = {
+                bytes(m).decode()
+                for m in cast(list[bytes], c.zrange(fc.primary.quality_threshold(RULE).keys("5m")[0], 0, -1))
+            }
+        finally:
+            c.close()
+        assert held == {p.key for p in ref.points()}  # the window (before and during the outage) is back
+        after = [(th.threshold_and_observe(point(i)), ref.threshold_and_observe(point(i))) for i in range(70, 90)]
+        assert all(a == b for a, b in after) and any(a is not None for a, _ in after)
+    finally:
+        fc.close()
+
+
+def test_with_block_the_caps_refuse_and_the_threshold_still_answers_locally(server: RedisProc) -> None:
+    """``on_failure: block`` refuses at the caps (hourly_cap), as for first_come; the threshold does not stall."""
+    fc = failover(server.url, on_failure="block")
+    try:
+        th, ref = fc.quality_threshold(RULE), reference()
+        for i in range(30):
+            assert th.threshold_and_observe(point(i)) == ref.threshold_and_observe(point(i))
+        server.stop()
+        for i in range(30, 40):
+            assert th.threshold_and_observe(point(i)) == ref.threshold_and_observe(point(i))
+        res = fc.check_and_reserve(Reservation("BTCUSDT:5m:x", "BTCUSDT", T0 + 40 * 5 * MIN))
+        assert not res.allowed and res.reason == "hourly_cap" and fc.backend == "blocked"
+    finally:
+        fc.close()
+
+
+def test_the_fallback_mirror_pulls_the_other_runners_points(server: RedisProc) -> None:
+    """Runner a's local mirror learns runner b's candidates at each health check, so on failover its threshold
+    is the shared one (as of the last check), not a threshold over its own share."""
+    a, b = failover(server.url), failover(server.url)
+    try:
+        ta, tb, ref = a.quality_threshold(RULE), b.quality_threshold(RULE), reference()
+        for i in range(60):
+            p = point(i, "AAA" if i % 2 else "BBB")
+            assert (ta if i % 2 else tb).threshold_and_observe(p) == ref.threshold_and_observe(p)
+        wait_until(lambda: len(ta.local.points()) == 60, what="mirror pull")
+        server.stop()
+        for i in range(60, 80):
+            p = point(i, "AAA")
+            assert ta.threshold_and_observe(p) == ref.threshold_and_observe(p)
+        assert ta.backend == "memory"
+    finally:
+        a.close()
+        b.close()

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from ultra_signals.core.decision import Side
-from ultra_signals.execution.brokers.base import Fill, OrderKind, OrderSide, client_order_id
+from ultra_signals.core.events import BookTicker, Trade
+from ultra_signals.execution.brokers.base import AccountSnapshot, Fill, OrderKind, OrderSide, client_order_id
 from ultra_signals.execution.portfolio import Portfolio, TradeRecord
 from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
@@ -103,4 +104,75 @@ def test_open_trades_of_a_run_that_ends_are_marked_open_at_end(tmp_path: Path) -
     p.mark_open_at_end()
     row = store.trade(DID)
     assert row is not None and row["status"] == "open_at_end" and list(p.open_trades()) == []
+    journal.close()
+
+
+def test_exposure_counts_a_pending_entry_at_its_planned_size_and_marks_open_ones(tmp_path: Path) -> None:
+    journal = Journal(f"sqlite:///{tmp_path}/j.db")
+    p = Portfolio(store=ExecStore(journal.engine), run_id="run", simulated=True, books_pnl_into_equity=True,
+                  equity=1_000.0, leverage=5.0)  # fmt: skip
+    t = TradeRecord(DID, "BTCUSDT", Side.LONG, 100.0, client_order_id(DID, OrderKind.STOP),
+                    client_order_id(DID, OrderKind.TAKE_PROFIT), T0, planned_qty=2.0)  # fmt: skip
+    p.remember(t)
+    pending = p.exposure()
+    assert pending.notional == {"BTCUSDT": 200.0} and pending.long == {"BTCUSDT": True}  # before any fill
+    assert pending.margin_used == pytest.approx(40.0) and pending.unrealized == 0.0
+    p.on_fill(fill(OrderKind.ENTRY, OrderSide.BUY, 2.0, 100.0, 0.0, T0 + 1, "a"))
+    p.on_market_event(Trade("BTCUSDT", T0 + 2, 90.0, 0.1, False))
+    p.on_market_event(Trade("ETHUSDT", T0 + 2, 1.0, 0.1, False))  # not held: ignored
+    book = p.exposure()
+    assert book.unrealized == pytest.approx(-20.0) and book.equity == pytest.approx(980.0)
+    assert p.available(book) == pytest.approx(980.0 - 40.0)
+    p.on_market_event(BookTicker("BTCUSDT", T0 + 3, 104.0, 1.0, 106.0, 1.0))  # mid 105
+    assert p.exposure().unrealized == pytest.approx(10.0)
+    journal.close()
+
+
+def test_the_account_snapshot_sets_the_wallet_and_the_margin_held_outside_our_trades(tmp_path: Path) -> None:
+    p, _, journal = book(tmp_path, books_pnl=False)
+    p.leverage = 5.0
+    p.on_fill(fill(OrderKind.ENTRY, OrderSide.BUY, 1.0, 100.0, 0.0, T0 + 1, "a"))  # ours: 20 USDT margin
+    p.on_account(AccountSnapshot(wallet_balance=500.0, unrealized_pnl=-30.0, margin_balance=470.0,
+                                 available_balance=400.0, unrealized_by_symbol={"BTCUSDT": -3.0}))  # fmt: skip
+    assert p.equity == p.equity_start == 500.0
+    assert p.external_margin == pytest.approx(470.0 - 400.0 - 20.0)  # a hand-made position holds the rest
+    book_now = p.exposure()
+    assert book_now.unrealized == pytest.approx(-3.0)  # the venue's figure until a price arrives
+    assert p.available(book_now) == pytest.approx(497.0 - 70.0)
+    journal.close()
+
+
+@pytest.mark.parametrize(("cid", "kind", "what"), [("autoclose-1767571300000", "liq", "liquidation"),
+                                                   ("adl_autoclose", "adl", "ADL"),
+                                                   ("settlement_autoclose-BTCUSDT", "settle", "settlement")])  # fmt: skip
+def test_a_liquidation_or_adl_fill_closes_our_trade_and_is_journaled(
+    tmp_path: Path, cid: str, kind: str, what: str
+) -> None:
+    p, store, journal = book(tmp_path, books_pnl=True)
+    p.on_fill(fill(OrderKind.ENTRY, OrderSide.BUY, 1.0, 100.0, 0.1, T0 + 1, "a"))
+    p.on_funding("BTCUSDT", -0.25)
+    closing = Fill(client_id=cid, symbol="BTCUSDT", side=OrderSide.SELL, kind=OrderKind.EXIT, qty=1.0, price=80.0,
+                   fee=0.0, liquidity="taker", ts_ms=T0 + 9, order_qty=1.0, order_ts_ms=T0 + 9, reference_price=0.0,
+                   trade_id="liq-1")  # fmt: skip
+    result = p.on_fill(closing)
+    assert result is not None and result.trade is not None and result.closed is not None
+    row = store.trade(DID)
+    assert row is not None and row["status"] == "closed" and row["exit_kind"] == kind
+    assert row["pnl"] == pytest.approx(-20.0 - 0.1 - 0.25)  # the funding paid is in the trade's PnL
+    (event,) = store.events(kind="exchange_close")
+    assert event["name"] == kind and DID in event["detail"] and what.lower() in event["detail"].lower()
+    assert p.holding("BTCUSDT") is None
+    (booked,) = [f for f in store.fills("run") if f["client_id"] == cid]
+    assert booked["decision_id"] == DID  # the fill row names the trade it closed
+    journal.close()
+
+
+def test_an_exchange_close_with_no_trade_of_ours_is_a_stranger(tmp_path: Path) -> None:
+    p, store, journal = book(tmp_path, books_pnl=True)  # pending only: nothing of ours is open
+    stray = Fill(client_id="autoclose-1", symbol="BTCUSDT", side=OrderSide.SELL, kind=OrderKind.EXIT, qty=1.0,
+                 price=80.0, fee=0.0, liquidity="taker", ts_ms=T0 + 9, order_qty=1.0, order_ts_ms=T0 + 9,
+                 reference_price=0.0, trade_id="liq-2")  # fmt: skip
+    result = p.on_fill(stray)
+    assert result is not None and result.trade is None  # the executor trips ``reconcile`` on it
+    assert store.events(kind="exchange_close") == []
     journal.close()

@@ -203,6 +203,21 @@ def test_fresh_journal_probe_leaves_no_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_canary_on_a_journal_it_would_have_to_create_fails_until_the_journal_is_created(tmp_path: Path) -> None:
+    """A canary (or live) run that has to create its journal starts HALTED (bootstrap.halt_if_journal_lost): the
+    journal check says so and how to fix it, instead of passing a run that would trade nothing."""
+    url = f"sqlite:///{tmp_path}/var/journal.db"
+    over = {"journal.url": url, "runtime.source": "binance", "redis.enabled": False}
+    check = by_name(run_preflight(settings(tmp_path, over, profile="canary")))["journal"]
+    assert not check.ok and "starts HALTED" in check.detail and "ultra-signals db upgrade" in check.detail
+    assert not (tmp_path / "var").exists()  # the probe still leaves nothing behind
+    eng = make_engine(url)
+    migrate.upgrade(eng, url, "head")
+    eng.dispose()
+    check = by_name(run_preflight(settings(tmp_path, over, profile="canary")))["journal"]
+    assert check.ok and "(current)" in check.detail, check.detail
+
+
 def _pg_or_skip() -> None:
     why = pg_unavailable()
     if why is not None:

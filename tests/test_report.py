@@ -231,3 +231,114 @@ def test_chart_marks_each_signal_at_the_bar_its_id_names(tmp_path: Path) -> None
         assert _bar_open_ms(r, 0) == int(r["ts"]) - tf_ms(tf)  # the decision is at close + 1 of that bar
     assert _primary_bar_ms(stats) == tf_ms(stats.primary_timeframe)
     journal.close()
+
+
+# -- the evaluation table of the run's own candidates (issue 11, item 3) -------------------------------------
+
+
+def test_report_carries_the_evaluation_table_of_its_replay(tmp_path: Path) -> None:
+    """Labels from the bars the replay saw; each group is the run's own verdicts; random at the allowed rate."""
+    from ultra_signals.apps.evaluate import EvalConfig, cands_from_rows, label_all
+    from ultra_signals.research.stats import summarize
+
+    stats, journal, metrics = _replay_run(tmp_path)
+    s = load_settings(
+        overrides={"runtime.timeframes": "5m,15m,1h", "report.dir": str(tmp_path / "reports")}, environ={}
+    )
+    data_dir = require_data("klines")
+    res = write_report(stats, s, journal, metrics, data_dir=str(data_dir))
+    ev = res.data["evaluation"]
+    rows = journal.decisions(stats.run_id)
+    journal.close()
+    assert ev["status"] == "ok" and ev["label_timeframe"] == "5m"
+    allowed = sum(1 for r in rows if r["allowed"])
+    reasons = Counter(r["reason"] for r in rows if not r["allowed"])
+    assert ev["groups"]["allowed"]["count"] == allowed > 0  # every candidate had bars after it
+    assert {k: g["count"] for k, g in ev["groups"].items() if k.startswith("blocked: ")} == {
+        f"blocked: {k}": v for k, v in reasons.items()
+    }
+    assert ev["groups"]["all candidates"]["count"] == len(rows)
+    assert ev["random"]["random from all candidates"]["k"] == allowed
+    # The figures are research's own over the same labels (nothing recomputed differently in the report).
+    cands = cands_from_rows(rows, stats.run_id)
+    label_all(s, EvalConfig(data=data_dir, symbols=None), cands, _bars(data_dir, stats))
+    mine = summarize(
+        [c.outcome.r for c in cands if c.reason is None and c.outcome], draws=s.rollout.bootstrap_samples, seed=7
+    )
+    assert ev["groups"]["allowed"]["mean_r"] == pytest.approx(mine.mean_r)
+    md = res.paths[0].read_text()
+    section = md.split("## Evaluation of this run's candidates")[1]
+    assert "| allowed |" in section and "| random from all candidates" in section and "Exits:" in section
+
+
+def _bars(data_dir: Path, stats: RunStats) -> dict[str, object]:
+    from ultra_signals.apps.evaluate import run_bars
+
+    assert stats.market_start_ms is not None and stats.market_end_ms is not None
+    s = load_settings(environ={})
+    bars, _ = run_bars(
+        s, "replay", stats.symbols, stats.timeframes, stats.market_start_ms, stats.market_end_ms, None, str(data_dir)
+    )
+    return bars  # type: ignore[return-value]
+
+
+def test_report_says_not_evaluated_without_the_candles(tmp_path: Path) -> None:
+    stats, journal, metrics = _replay_run(tmp_path)
+    s = load_settings(overrides={"runtime.timeframes": "5m,15m,1h", "report.dir": str(tmp_path / "r")}, environ={})
+    res = write_report(stats, s, journal, metrics)  # no data folder known: the replay's bars cannot be read
+    journal.close()
+    assert res.data["evaluation"]["status"] == "not_evaluated"
+    assert "**Not evaluated:** the replay's data folder is not known to the report." in res.paths[0].read_text()
+
+
+def _sim_run(tmp_path: Path, minutes: int) -> tuple[RunStats, Journal, Metrics, object]:
+    from ultra_signals.sources.sim import SimSource
+
+    s = load_settings(
+        overrides={"execution.broker": "none", "report.dir": str(tmp_path / "reports"), "metrics.port": 0},
+        environ={},
+    )
+    src = SimSource(s.sim, s.runtime.symbols, s.runtime.timeframes, minutes, s.runtime.warmup_bars)
+    journal = Journal(f"sqlite:///{tmp_path}/j.db")
+    metrics = Metrics()
+    runner = build_runner(s, source=src, journal=journal, notifier=NullNotifier(), metrics=metrics, executor=False)
+    try:
+        return asyncio.run(runner.run()), journal, metrics, s
+    finally:
+        metrics.stop()
+
+
+def test_a_short_sim_run_says_not_enough_data(tmp_path: Path) -> None:
+    stats, journal, metrics, s = _sim_run(tmp_path, 30)
+    res = write_report(stats, s, journal, metrics)  # type: ignore[arg-type]
+    journal.close()
+    ev = res.data["evaluation"]
+    assert ev["status"] == "not_enough_data"
+    assert "**Not enough data:**" in res.paths[0].read_text().split("## Evaluation of this run's candidates")[1]
+
+
+def test_sim_bars_are_regenerated_exactly_as_the_run_saw_them(tmp_path: Path) -> None:
+    """The simulator is seeded: the report's bars give back every candidate's entry (its bar's close)."""
+    from ultra_signals.apps.evaluate import run_bars
+    from ultra_signals.core.timeframes import tf_ms
+
+    stats, journal, _metrics, s = _sim_run(tmp_path, 180)
+    rows = journal.decisions(stats.run_id)
+    journal.close()
+    assert rows and stats.market_start_ms is not None and stats.market_end_ms is not None
+    bars, label_tf = run_bars(
+        s,  # type: ignore[arg-type]
+        "sim",
+        stats.symbols,
+        stats.timeframes,
+        stats.market_start_ms,
+        stats.market_end_ms,
+        stats.planned_end_ms,
+        None,
+    )
+    step = tf_ms(label_tf)
+    for r in rows:
+        b = bars[r["symbol"]]
+        last_open = int(str(r["decision_id"]).rsplit(":", 1)[1]) + tf_ms(r["timeframe"]) - step
+        i = int((b.open_time == last_open).argmax())
+        assert b.open_time[i] == last_open and b.close[i] == pytest.approx(r["entry"], rel=1e-12)

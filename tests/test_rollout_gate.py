@@ -17,7 +17,7 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 from ultra_signals.apps.cli import app
-from ultra_signals.apps.rollout import evaluate
+from ultra_signals.apps.rollout import Verdict, evaluate
 from ultra_signals.core.config import RolloutSettings
 from ultra_signals.execution.edge import expectancy, trade_r
 from ultra_signals.journal.schema import runs
@@ -37,10 +37,12 @@ def _canary_run(
     trades_r: list[float] = (),  # type: ignore[assignment]
     real: bool = True,
     exits: bool = True,
+    settings: dict[str, Any] | None = None,
 ) -> None:
     journal.start_run(
-        run_id, mode="canary", profile="canary", source=source, simulated=False, namespace="ns:canary", settings={}
-    )
+        run_id, mode="canary", profile="canary", source=source, simulated=False, namespace="ns:canary",
+        settings=settings or {},
+    )  # fmt: skip
     journal.end_run(run_id, "completed", {}, 0, int(wall_hours * HOUR * 1000))
     now = time.time()
     with journal.engine.begin() as c:
@@ -146,6 +148,29 @@ def test_a_canary_with_every_piece_of_evidence_is_go(tmp_path: Path) -> None:
     assert set(failed) <= {"breakers_exercised", "counters_survived_restart", "cards_correct"}, failed
     for name in ("fills_within_slippage", "edge", "wall_duration", "live_source"):
         assert _by_name(v)[name].passed, _by_name(v)[name].evidence
+
+
+def test_a_testnet_canary_is_a_drill_that_never_promotes(tmp_path: Path) -> None:
+    """Fills on Binance's demo exchange prove the order path, not the market: a testnet canary with every other
+    piece of evidence is judged on its testnet runs and named so, never promoted; its hours do not count for a
+    real canary run of the same namespace."""
+    j = Journal(f"sqlite:///{tmp_path}/j.db")
+    _canary_run(
+        tmp_path, j, trades_r=[1.0, 0.5, 2.0, -1.0] * 10, settings={"binance": {"testnet": True, "api_key": "***"}}
+    )
+    v = evaluate(j, "canary-1", tmp_path / "reports")
+    src, wall = _by_name(v)["live_source"], _by_name(v)["wall_duration"]
+    assert not src.passed and "TESTNET" in src.evidence and "never promotes" in src.evidence
+    assert wall.passed and "over 1 testnet canary runs" in wall.evidence
+    assert not v.promotable
+    # With the canary-only drills passed too (not in these constructed rows) it is a GO that says where it ran.
+    drilled = Verdict(v.run_id, v.stage, v.next_stage, [c for c in v.criteria if c.kind != "engineering" or c.passed])
+    assert drilled.go and not drilled.promotable
+    assert drilled.label == "GO on the Binance testnet — not eligible for promotion"
+    _canary_run(tmp_path, j, run_id="canary-2", wall_hours=1.0, trades_r=[1.0] * 5, settings={"binance": {}})
+    real = _by_name(evaluate(j, "canary-2", tmp_path / "reports"))
+    assert real["live_source"].passed
+    assert not real["wall_duration"].passed and "over 1 live canary runs" in real["wall_duration"].evidence
 
 
 @pytest.mark.timeout(120)

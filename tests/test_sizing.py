@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -229,3 +230,18 @@ def test_size_never_exceeds_any_limit(
     assert s.qty * s.entry >= f.min_notional
     # The stop was only ever moved away from the entry.
     assert (s.stop <= Decimal(str(stop))) if long else (s.stop >= Decimal(str(stop)))
+
+
+def test_available_balance_caps_the_notional_and_none_left_refuses() -> None:
+    f = SymbolFilters.unfiltered("BTCUSDT")
+    common: dict[str, Any] = dict(
+        side=Side.LONG, equity=10_000, entry=100.0, stop=99.0, take_profit=102.0, filters=f,
+        risk_fraction=0.01, max_leverage=5, max_notional=1_000_000,
+    )  # fmt: skip
+    free = size_order(**common, available=10_000)  # 100 USDT at risk over 1.0: qty 100, notional 10 000
+    assert free.ok and free.binding == "risk" and free.qty == Decimal(100)
+    tight = size_order(**common, available=1_000)  # 1000 × 5x = 5000 USDT of notional at most
+    assert tight.ok and tight.binding == "available" and tight.notional == pytest.approx(5_000.0)
+    none_left = size_order(**common, available=0.0)
+    assert not none_left.ok and none_left.reason == "no_available_balance"
+    assert size_order(**common).binding == "risk"  # no figure: equity × leverage only

@@ -209,3 +209,98 @@ def test_ranked_restart_rebuilds_the_budget_from_the_journal(tmp_path: object) -
     assert restarted(True) == expected
     assert restarted(False) != expected  # without the journal's history the threshold would differ
     journal.close()
+
+
+def test_two_shards_sharing_redis_decide_like_one_runner_over_the_union(redis_url: str, namespace: str) -> None:
+    """Ranked on real candles, symbols split over two runners on one Redis namespace (caps and threshold
+    history shared), fed in the union replay's order: every verdict and every threshold equals one runner's
+    over all ten symbols.  ``max_same_direction`` is left out: that bound is per runner (not shared)."""
+    import redis
+
+    from ultra_signals.core.caps import policy_from
+    from ultra_signals.core.config import load_settings
+    from ultra_signals.counters.redis_backend import RedisCounters
+    from ultra_signals.engine.pipeline import SignalEngine
+
+    overrides = {**RANKED, "sniper.max_same_direction": None}
+    s = load_settings(overrides=overrides, environ={})
+    events, start = _events(ALTS)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        union = SignalEngine(s, MemoryCounters(policy_from(s.sniper)), "union")
+        shards = {
+            i: SignalEngine(s, RedisCounters(client, policy_from(s.sniper), namespace, s.profile), f"shard{i}")
+            for i in (0, 1)
+        }
+        for eng in (union, *shards.values()):
+            eng.decide_from_ms = start
+        assert shards[0].sniper.budget.backend == "redis"
+        one, two = [], []
+        for ev in events:
+            d = union.on_event(ev)  # type: ignore[arg-type]
+            if d is not None:
+                one.append((d.candidate.key, d.reason, d.candidate.features.get("budget_threshold")))
+            e = shards[ALTS.index(ev.symbol) % 2].on_event(ev)  # type: ignore[attr-defined, arg-type]
+            if e is not None:
+                two.append((e.candidate.key, e.reason, e.candidate.features.get("budget_threshold")))
+    finally:
+        client.close()
+    assert len(one) > 1000 and sum(r == "below_budget_threshold" for _, r, _ in one) > 100
+    assert two == one
+
+
+def test_ranked_restart_on_redis_rebuilds_the_shared_history_from_the_journal(
+    tmp_path: object, redis_url: str, namespace: str
+) -> None:
+    """Stop half-way on Redis; restart with Redis intact, then with Redis emptied: the journal seed (idempotent
+    by decision key) gives the same verdicts as one uninterrupted run both times."""
+    from pathlib import Path
+
+    import redis
+
+    from ultra_signals.core.caps import policy_from
+    from ultra_signals.core.config import load_settings
+    from ultra_signals.counters.redis_backend import RedisCounters
+    from ultra_signals.engine.pipeline import SignalEngine
+    from ultra_signals.journal.writer import Journal
+
+    s = load_settings(overrides=RANKED, environ={})
+    events, start = _events(ALTS)
+    whole = [d for d in map(_engine("one", start).on_event, events) if d is not None]  # type: ignore[arg-type]
+    cut = whole[len(whole) // 2].candidate.ts
+    client = redis.Redis.from_url(redis_url)
+    journal = Journal(f"sqlite:///{Path(str(tmp_path)) / 'j.db'}")
+
+    def engine(run_id: str, decide_from: int) -> SignalEngine:
+        eng = SignalEngine(s, RedisCounters(client, policy_from(s.sniper), namespace, s.profile), run_id)
+        eng.decide_from_ms = decide_from
+        return eng
+
+    try:
+        first = engine("first", start)
+        for ev in events:
+            if ev.close_time + 1 > cut:  # type: ignore[attr-defined]
+                break
+            d = first.on_event(ev)  # type: ignore[arg-type]
+            if d is not None:
+                journal.record(d, "desk", simulated=False)
+        journal.flush()
+
+        def restarted(run_id: str) -> list[tuple[str, str | None]]:
+            eng = engine(run_id, cut + 1)
+            seed = list(journal.allowed_reservations("desk"))
+            eng.sniper.counters.seed(seed)
+            for r in seed:
+                sym, _tf, open_time = r.id.split(":")[-3:]
+                eng.sniper.cooldown.record_key(sym, int(open_time))
+            eng.sniper.restore_budget(journal.budget_history("desk"))
+            return [(d.candidate.key, d.reason) for d in map(eng.on_event, events) if d is not None]  # type: ignore[arg-type]
+
+        expected = [(d.candidate.key, d.reason) for d in whole if d.candidate.ts > cut]
+        assert restarted("intact") == expected
+        for key in client.scan_iter(match=f"ultra_signals:{{{namespace}*"):
+            client.delete(key)
+        assert restarted("emptied") == expected
+    finally:
+        journal.close()
+        client.close()

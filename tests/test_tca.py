@@ -10,6 +10,7 @@ import pytest
 from ultra_signals.core.config import load_settings
 from ultra_signals.core.decision import Candidate, Decision, Side
 from ultra_signals.core.events import BookTicker, Trade
+from ultra_signals.execution import tca
 from ultra_signals.execution.executor import TradingExecutor, make_executor
 from ultra_signals.execution.tca import aggregate, tca_rows, write_report
 from ultra_signals.journal.trading import ExecStore
@@ -88,3 +89,58 @@ def test_report_from_a_paper_run(tmp_path: Path) -> None:
 def test_empty_run_says_so(tmp_path: Path) -> None:
     md, png = write_report("nothing", [], tmp_path)
     assert png is None and "No fills" in md.read_text()
+
+
+def trade_row(did: str, symbol: str, **kw: object) -> dict[str, object]:
+    row: dict[str, object] = {"decision_id": did, "symbol": symbol, "side": "LONG", "status": "closed",
+                              "entry_qty": 1.0, "exit_kind": "tp", "gross_pnl": 10.0, "fees": 1.0, "funding": 0.0,
+                              "pnl": 9.0}  # fmt: skip
+    row.update(kw)
+    return row
+
+
+def test_funding_and_exchange_closes_are_in_the_report_per_trade_and_per_symbol(tmp_path: Path) -> None:
+    trades = [
+        trade_row("d1", "BTCUSDT", funding=-0.75, pnl=10.0 - 1.0 - 0.75),
+        trade_row("d2", "BTCUSDT", exit_kind="liq", gross_pnl=-50.0, fees=0.5, funding=0.25, pnl=-50.25),
+        trade_row("d3", "ETHUSDT", status="open", exit_kind=None, gross_pnl=0.0, fees=0.2, funding=-0.1, pnl=None),
+        trade_row("d4", "ETHUSDT", status="cancelled", entry_qty=0.0),  # never entered: not a cost
+    ]
+    costs = tca.trade_costs(trades)
+    assert [c.decision_id for c in costs] == ["d1", "d2", "d3"]
+    by = tca.funding_by_symbol(costs)
+    assert by["BTCUSDT"]["funding"] == pytest.approx(-0.5) and by["ALL"]["funding"] == pytest.approx(-0.6)
+    assert by["ALL"]["pnl"] == pytest.approx(8.25 - 50.25) and by["ETHUSDT"]["trades"] == 1
+    md, _ = write_report("r", [], tmp_path, charts=False, trades=trades)
+    text = md.read_text()
+    assert "## Fees, funding and PnL per trade" in text and "FUNDING_FEE" in text
+    assert "| ALL | 3 | -40.0000 | 1.7000 | -0.6000 | -42.0000 |" in text
+    assert (
+        "| d2 | BTCUSDT | LONG | closed | liq (liquidated by Binance) | -50.0000 | 0.5000 | +0.2500 | -50.2500 |"
+        in text
+    )
+    assert "| d3 | ETHUSDT | LONG | open |  | +0.0000 | 0.2000 | -0.1000 |  |" in text
+    assert "No fills were journaled" in text  # the fills part still says what it has
+
+
+def test_a_paper_run_with_funding_shows_it_in_tca(tmp_path: Path) -> None:
+    s = load_settings("shadow", overrides={"journal.url": f"sqlite:///{tmp_path}/j.db", "runtime.source": "replay",
+                                           "execution.latency_ms": 0}, environ={})  # fmt: skip
+    journal = Journal(s.journal.url)
+    e = make_executor(s, None, journal, NullNotifier(), "r")
+    assert isinstance(e, TradingExecutor)
+    c = Candidate(symbol="BTCUSDT", timeframe="5m", bar_open_time=T0, ts=T0 + 300_000, side=Side.LONG, score=0.6,
+                  confidence=0.8, entry=60_000.0, stop=59_000.0, targets=(61_000.0,))  # fmt: skip
+    d = Decision("r", c, True, None)
+    e.on_signal(d)
+    e.on_market_event(Trade("BTCUSDT", T0 + 300_010, 60_000.0, 0.1, False))
+    e.on_funding("BTCUSDT", -1.25, T0 + 300_020)  # what the broker reports at a funding time
+    e.on_market_event(Trade("BTCUSDT", T0 + 300_030, 61_100.0, 0.1, False))  # take-profit
+    row = ExecStore(journal.engine).trade(d.id)
+    assert row is not None and row["status"] == "closed" and row["funding"] == pytest.approx(-1.25)
+    assert row["pnl"] == pytest.approx(row["gross_pnl"] - row["fees"] - 1.25)
+    md, _ = write_report("r", tca_rows(ExecStore(journal.engine).fills("r")), tmp_path, charts=False,
+                         trades=ExecStore(journal.engine).trades("r"))  # fmt: skip
+    assert "| ALL | 1 |" in md.read_text() and "-1.2500" in md.read_text()
+    asyncio.run(e.aclose())
+    journal.close()

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from tests.conftest import require_data
 from tests.fakes.binance_futures_server import FakeFuturesExchange, load_recorded_exchange_info_text
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.venues.binance.client import BinanceFuturesClient
 from ultra_signals.venues.binance.endpoints import Endpoints
 from ultra_signals.venues.binance.errors import IpBanned, RateLimited, UnknownOutcome, VenueError
@@ -168,3 +169,47 @@ def test_refusals_carry_binance_code_and_never_a_secret(caplog: pytest.LogCaptur
         assert "httpx" in caplog.text and KEY not in caplog.text and SECRET not in caplog.text
 
     run(t)
+
+
+def test_a_418_seen_by_the_market_data_client_bans_the_trading_client_too() -> None:
+    """The ban is the IP's: separate connections on one host share it (a per-process ban state)."""
+
+    async def t(ex: FakeFuturesExchange, trading: BinanceFuturesClient) -> None:
+        m = Metrics()
+        md = BinanceFuturesClient(Endpoints(ex.rest_url, ex.ws_url), name="md", role="market_data", metrics=m)
+        try:
+            await trading.sync_time()
+            ex.http_next("GET", "/fapi/v1/klines", 418, retry_after=300)
+            r = await md.send("GET", "/fapi/v1/klines", {"symbol": "BTCUSDT", "interval": "5m"})
+            assert r.status_code == 418
+            before = len(ex.requests)
+            with pytest.raises(IpBanned, match="seen by md/market_data"):
+                await trading.signed("POST", "/fapi/v1/order", order("after-md-ban"), order=True)
+            again = await md.send("GET", "/fapi/v1/exchangeInfo")  # answered here, as Binance would, not sent
+            assert again.status_code == 418 and 290 <= int(again.headers["retry-after"]) <= 300
+            assert len(ex.requests) == before and ex.orders_with_cid("after-md-ban") == []
+            assert trading.banned_until_ms is not None and trading.banned_until_ms == md.banned_until_ms
+            sample = m.registry.get_sample_value
+            assert sample("binance_rate_limited_total", {"role": "market_data", "status": "418"}) == 1.0
+        finally:
+            await md.aclose()
+
+    run(t, role="trading")
+
+
+def test_weight_and_order_counts_are_exported_per_role_and_429s_counted() -> None:
+    m = Metrics()
+
+    async def t(ex: FakeFuturesExchange, c: BinanceFuturesClient) -> None:
+        await c.signed("GET", "/fapi/v2/account")
+        await c.signed("POST", "/fapi/v1/order", order("metrics-1"), order=True)
+        sample = m.registry.get_sample_value
+        assert sample("binance_used_weight", {"role": "trading", "window": "1m"}) == c.limits.weight["1m"] > 0
+        assert sample("binance_order_count", {"role": "trading", "window": "10s"}) == 1.0
+        assert sample("binance_order_count", {"role": "trading", "window": "1m"}) == 1.0
+        ex.http_next("GET", "/fapi/v2/account", 429, retry_after=0)
+        await c.signed("GET", "/fapi/v2/account")  # waits 0 s, then succeeds
+        assert sample("binance_rate_limited_total", {"role": "trading", "status": "429"}) == 1.0
+        assert sample("binance_used_weight", {"role": "market_data", "window": "1m"}) is None  # another role
+
+    run(t, role="trading", metrics=m)

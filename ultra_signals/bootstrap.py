@@ -403,8 +403,20 @@ def build_runner(
     attach = getattr(notifier, "attach_commands", None)
     if attach is not None:  # Telegram answers operator commands from this run, through the control layer
         from ultra_signals.control import Control
+        from ultra_signals.control.exits import executor_balance, executor_closer
         from ultra_signals.control.kill import exchange_flattener
+        from ultra_signals.execution.executor import TradingExecutor
         from ultra_signals.live.view import RunnerView
 
-        attach(Control(journal, RunnerView(runner), flatten=exchange_flattener(settings)))
+        trading = exe if isinstance(exe, TradingExecutor) else None
+        attach(
+            Control(
+                journal,
+                RunnerView(runner),
+                flatten=exchange_flattener(settings),
+                close=executor_closer(trading, runner.clock.now_ms) if trading is not None else None,
+                balance=executor_balance(trading) if trading is not None else None,
+                settings=settings,
+            )
+        )
     return runner

@@ -47,6 +47,23 @@ through ``ALGO_UPDATE.ai``), the exact event order between ``ALGO_UPDATE`` and `
 ``GET /fapi/v1/userTrades`` (fields as Binance has long documented them, not re-read today) and the FUNDING_FEE push
 (isolated: with its ``P``; cross: balance only).
 
+Market data (for a run whose market source and broker both point here, as they share ``binance.rest_url`` /
+``binance.ws_url``): combined streams on the routed paths ``/market/stream?streams=…`` (klines, aggTrade,
+markPrice…) and ``/public/stream?streams=…`` (bookTicker, depth), raw ones on ``/market/ws/<stream>`` and
+``/public/ws/<stream>``; an unrouted connection (``/stream``, ``/ws/…``) gets ``/public`` streams only. Source:
+https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams and Binance's
+routing table ("/public: high-frequency public market data, for example @depth; /market: regular market data, for
+example @aggTrade and @markPrice; /private: user data. A connection with no routed path only receives /public
+data", https://developers.binance.com/zh-CN/docs/products/caas/market-data-streams; the kline stream is /market as
+in the migration notice of 2026-03-06, https://github.com/ccxt/go-binance/pull/809). The fake publishes only what
+:meth:`publish_market` is given (``tests/fakes/binance_price_path.py`` drives it from a recording); it never
+publishes depth diffs. ``GET /fapi/v1/exchangeInfo`` answers the recorded document with the fake's own
+``serverTime`` (Binance stamps every answer with its current time; the recording's 2021 stamp would read as a
+five-year clock offset).
+
+Every error answer is logged in :attr:`FakeFuturesExchange.errors` (method, path, Binance code) so a test can
+assert that, say, -4120 was never returned.
+
 Prices move only when the test calls :meth:`set_price` (last price and, unless given apart, mark price).
 Faults on command: :meth:`fail_next` (an error answer), :meth:`http_next` (429/418/5xx, optionally after doing the
 work), :meth:`delay_next` (do the work, answer too late), :meth:`drop_streams`, :meth:`expire_listen_keys`,
@@ -273,6 +290,9 @@ class FakeFuturesExchange:
         self.user_trades: list[dict[str, Any]] = []  # GET /fapi/v1/userTrades, fields as Binance answers
         self.klines: dict[tuple[str, str], list[list[Any]]] = {}  # (symbol, interval) -> REST kline rows
         self.income: list[dict[str, Any]] = []  # GET /fapi/v1/income rows (COMMISSION, REALIZED_PNL, FUNDING_FEE)
+        self.errors: list[tuple[str, str, int]] = []  # every error answer: (method, path, Binance code)
+        #: Market-data subscribers: (route, subscribed stream names, connection); route is market/public/unrouted.
+        self._market_conns: list[tuple[str, set[str], bool, web.WebSocketResponse]] = []  # raw: /ws/<stream>
         self._tran_ids = itertools.count(9_000_000_001)
 
     # -- lifecycle ------
@@ -282,6 +302,10 @@ class FakeFuturesExchange:
         app.router.add_route("*", "/sapi/{tail:.*}", self._rest)
         app.router.add_get("/private/ws/{key}", self._ws_private)
         app.router.add_get("/private/ws", self._ws_private)
+        for route in ("market", "public"):
+            app.router.add_get(f"/{route}/stream", self._ws_market)
+            app.router.add_get(f"/{route}/ws/{{stream}}", self._ws_market)
+        app.router.add_get("/stream", self._ws_market)
         app.router.add_get("/{tail:.*}", self._ws_other)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
@@ -292,6 +316,8 @@ class FakeFuturesExchange:
 
     async def stop(self) -> None:
         await self.drop_streams()
+        for *_, ws in list(self._market_conns):
+            await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -455,7 +481,7 @@ class FakeFuturesExchange:
                 if f.times <= 0:
                     self._faults.remove(f)
                 if f.kind == "fail":
-                    return self._error(ApiError(f.code))
+                    return self._error(ApiError(f.code), request)
                 if f.kind == "http":
                     http_fault = f
                     if not f.after_work:
@@ -467,6 +493,7 @@ class FakeFuturesExchange:
         try:
             if path == "/fapi/v1/exchangeInfo":
                 result: Any = json.loads(self.exchange_info_text)
+                result["serverTime"] = self.now_ms()
             elif path == "/fapi/v1/time":
                 result = {"serverTime": self.now_ms()}
             elif path == "/fapi/v1/ping":
@@ -486,7 +513,7 @@ class FakeFuturesExchange:
         except ApiError as e:
             if delay:
                 await asyncio.sleep(delay)
-            return self._error(e)
+            return self._error(e, request)
         if http_fault is not None:
             return self._http_fault(http_fault)
         if delay:
@@ -498,7 +525,9 @@ class FakeFuturesExchange:
             headers["X-MBX-ORDER-COUNT-1M"] = str(self.order_count)
         return web.json_response(result, headers=headers)
 
-    def _error(self, e: ApiError) -> web.Response:
+    def _error(self, e: ApiError, request: web.Request | None = None) -> web.Response:
+        if request is not None:
+            self.errors.append((request.method, request.path, e.code))
         return web.json_response(
             {"code": e.code, "msg": e.msg}, status=e.status, headers={"X-MBX-USED-WEIGHT-1M": str(self.used_weight)}
         )
@@ -1032,6 +1061,45 @@ class FakeFuturesExchange:
             if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
                 break
         return ws
+
+    async def _ws_market(self, request: web.Request) -> web.StreamResponse:
+        """Market data: ``/market`` and ``/public`` carry their own streams; unrouted paths get ``/public`` only."""
+        self.ws_paths.append(request.path_qs)
+        first = request.path.strip("/").split("/", 1)[0]
+        route = first if first in ("market", "public") else "unrouted"
+        names = request.match_info.get("stream") or request.query.get("streams", "")
+        ws = web.WebSocketResponse(heartbeat=20)
+        await ws.prepare(request)
+        entry = (route, {n for n in names.split("/") if n}, "stream" in request.match_info, ws)
+        self._market_conns.append(entry)
+        try:
+            async for msg in ws:
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                    break
+        finally:
+            if entry in self._market_conns:
+                self._market_conns.remove(entry)
+        return ws
+
+    async def publish_market(self, stream: str, data: dict[str, Any]) -> int:
+        """Send one market event to every subscriber of ``stream`` on a path that carries it; how many got it.
+
+        Combined-stream connections get Binance's ``{"stream": …, "data": …}`` wrapper, raw ones the event alone.
+        """
+        kind = stream.split("@", 1)[1] if "@" in stream else stream
+        route = "public" if kind.startswith(("bookTicker", "depth")) else "market"
+        sent = 0
+        for conn_route, names, raw, ws in list(self._market_conns):
+            if stream not in names or conn_route not in (route, "unrouted" if route == "public" else route):
+                continue
+            text = json.dumps(data if raw else {"stream": stream, "data": data}, separators=(",", ":"))
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_str(text)
+                sent += 1
+        return sent
+
+    def market_subscribers(self) -> int:
+        return len(self._market_conns)
 
     def stream_count(self) -> int:
         return sum(len(c) for c in self._streams.values())

@@ -292,7 +292,7 @@ def _run(
     if report:
         from ultra_signals.apps.report import promotion_note, write_report
 
-        result = write_report(stats, settings, journal, metrics)
+        result = write_report(stats, settings, journal, metrics, data_dir=data_dir)
         paths = [str(p) for p in result.paths]
         verdict = result.verdict
         _print_summary(stats, result.verdict, result.criteria)

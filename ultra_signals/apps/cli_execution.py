@@ -55,13 +55,18 @@ def tca(
 
     s = _settings(profile, None)
     j = _journal(s, journal_url)
-    rows = tca_rows(ExecStore(j.engine).fills(run))
+    store = ExecStore(j.engine)
+    rows = tca_rows(store.fills(run))
+    trades = store.trades(run)
     if not rows and j.run(run) is None:
         typer.echo(f"run {run!r} is not in the journal {redact_url(j.url)}", err=True)
         raise typer.Exit(2)
     sim = " — SIMULATED (paper fills)" if any(r.simulated for r in rows) else ""
     console.print(rich_table(rows, f"TCA {run}{sim}"))
-    md, png = write_report(run, rows, out or s.report.dir, charts=s.report.charts)
+    funding = sum(float(t.get("funding") or 0.0) for t in trades)
+    if trades:
+        console.print(f"funding over {len(trades)} trades: {funding:+.4f} USDT (in the trades' net PnL)")
+    md, png = write_report(run, rows, out or s.report.dir, charts=s.report.charts, trades=trades)
     console.print(f"report: {md}" + (f"\nchart: {png}" if png else ""))
     j.close()
 

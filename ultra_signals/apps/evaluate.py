@@ -199,12 +199,20 @@ def collect_journal(
     for ev in src.iter_events():
         if isinstance(ev, Kline) and ev.closed:
             bar_rows[ev.symbol].append((ev.open_time, ev.open, ev.high, ev.low, ev.close))
+    cands = cands_from_rows(rows, str(run_id))
+    notices = [f"candidates from run {run_id} in {cfg.journal}; bars from {cfg.data}", *src.info.notices]
+    bars = {sym: Bars.from_rows(b) for sym, b in bar_rows.items()}
+    return cands, bars, label_tf, int(run["market_start_ms"]), int(run["market_end_ms"]), notices
+
+
+def cands_from_rows(rows: Sequence[Mapping[str, Any]], run_id: str) -> list[Cand]:
+    """A run's journaled decisions (``Journal.decisions``) as candidates with their verdicts."""
     cands = []
     for r in rows:
         long = r["side"] == "LONG"
         comps = _clean(json.loads(r["components_json"]))
         feats = _clean(json.loads(r["features_json"]))
-        key = str(r["decision_id"])[len(str(run_id)) + 1 :]
+        key = str(r["decision_id"])[len(run_id) + 1 :]
         cands.append(
             Cand(
                 key,
@@ -220,9 +228,7 @@ def collect_journal(
                 q.feature_row(long, float(r["score"]), float(r["confidence"]), comps, feats),
             )
         )
-    notices = [f"candidates from run {run_id} in {cfg.journal}; bars from {cfg.data}", *src.info.notices]
-    bars = {sym: Bars.from_rows(b) for sym, b in bar_rows.items()}
-    return cands, bars, label_tf, int(run["market_start_ms"]), int(run["market_end_ms"]), notices
+    return cands
 
 
 # -- 2. labels ---------------------------------------------------------------------------------------------------
@@ -592,12 +598,12 @@ def _f(x: Any, nd: int = 3) -> str:
     return str(x)
 
 
-def _table(region: Mapping[str, Any]) -> list[str]:
+def _group_lines(groups: Mapping[str, Any]) -> list[str]:
     lines = [
         "| group | count | mean R | 95 % CI | win rate | profit factor | total R | max DD (R) |",
         "|---|---:|---:|---|---:|---:|---:|---:|",
     ]
-    for name, g in region["groups"].items():
+    for name, g in groups.items():
         ci = g["mean_ci"]
         wr = "—" if g["win_rate"] != g["win_rate"] else f"{g['win_rate']:.0%}"
         pf = g["profit_factor"]
@@ -606,16 +612,26 @@ def _table(region: Mapping[str, Any]) -> list[str]:
             f"| {name} | {g['count']} | {_f(g['mean_r'])} | [{_f(ci[0])}, {_f(ci[1])}] | {wr} | {pfs} | "
             f"{g['total_r']:+.1f} | {g['max_drawdown_r']:.1f} |"
         )
-    lines.append("")
-    lines.append(
-        "| random baseline (same count as first_come allowed) | k | mean R of draws | 95 % of draws | P(random ≥ allowed) |"
-    )
-    lines.append("|---|---:|---:|---|---:|")
-    for name, b in region["random"].items():
+    return lines
+
+
+def _random_lines(random: Mapping[str, Any], allowed: str) -> list[str]:
+    lines = [
+        f"| random baseline (same count as {allowed}) | k | mean R of draws | 95 % of draws | P(random ≥ allowed) |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for name, b in random.items():
         iv = b["interval"]
         lines.append(
             f"| {name} ({b['draws']} draws) | {b['k']} | {_f(b['mean_r'])} | [{_f(iv[0])}, {_f(iv[1])}] | {_f(b['p_at_least'], 2)} |"
         )
+    return lines
+
+
+def _table(region: Mapping[str, Any]) -> list[str]:
+    lines = _group_lines(region["groups"])
+    lines.append("")
+    lines += _random_lines(region["random"], "first_come allowed")
     lines.append("")
     lines.append(f"| lift (paired, {region['lift_block']}-block bootstrap) | mean R difference | 95 % CI | n |")
     lines.append("|---|---:|---|---|")
@@ -704,3 +720,134 @@ def plot(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# -- 6. one run's own candidates (the shadow report's evaluation section) ---------------------------------------
+
+#: Below this many labelled candidates (or with none allowed) the run's table says "not enough data".
+MIN_RUN_CANDIDATES = 30
+
+
+def run_bars(
+    settings: Settings,
+    source: str,
+    symbols: Sequence[str],
+    timeframes: Sequence[str],
+    start_ms: int,
+    end_ms: int,
+    planned_end_ms: int | None,
+    data_dir: str | None,
+) -> tuple[dict[str, Bars], str]:
+    """The finest-timeframe bars a finished run saw (opened at or after ``start_ms``, closed by ``end_ms``).
+
+    A replay reads them again from its folder; the simulator is deterministic (seeded), so it generates them
+    again with the run's own settings, symbols, timeframes and window.  A live run keeps no candles: that is an
+    :class:`EvaluationError` with the reason (``evaluate --journal`` with recorded candles covers it).
+    """
+    label_tf = timeframes[0]
+    if source == "replay":
+        folder = data_dir or settings.replay.data_dir
+        if not folder:
+            raise EvaluationError("the replay's data folder is not known to the report")
+        try:
+            src: Any = ReplaySource(folder, list(symbols), [label_tf], start_ms, end_ms, 0)
+        except SourceError as e:
+            raise EvaluationError(f"bars for labelling: {e}") from None
+    elif source == "sim":
+        from ultra_signals.sources.sim import SimSource, parse_start
+
+        sim_start = parse_start(settings.sim.start)
+        minutes = -(-((planned_end_ms or end_ms) - sim_start) // 60_000)
+        try:
+            src = SimSource(settings.sim, symbols, timeframes, max(1, minutes), settings.runtime.warmup_bars)
+        except SourceError as e:
+            raise EvaluationError(f"regenerating the simulated bars: {e}") from None
+    else:
+        raise EvaluationError(
+            f"a {source} run keeps no candles to label its candidates with; record them and run "
+            "`ultra-signals evaluate --journal URL --data DIR`"
+        )
+    rows: dict[str, list[tuple[int, float, float, float, float]]] = {sym: [] for sym in symbols}
+    step = tf_ms(label_tf)
+    for ev in src.iter_events():
+        if (
+            isinstance(ev, Kline)
+            and ev.closed
+            and ev.timeframe == label_tf
+            and ev.symbol in rows
+            and ev.open_time >= start_ms - step
+            and ev.open_time + step <= end_ms + 1
+        ):
+            rows[ev.symbol].append((ev.open_time, ev.open, ev.high, ev.low, ev.close))
+    return {sym: Bars.from_rows(r) for sym, r in rows.items()}, label_tf
+
+
+def run_table(
+    settings: Settings,
+    rows: Sequence[Mapping[str, Any]],
+    run_id: str,
+    bars: Mapping[str, Bars],
+    *,
+    horizon_ms: int = DAY_MS,
+    draws: int = 1000,
+    seed: int = 7,
+    funding_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The evaluation table of one run's own candidates, with the run's own verdicts (no replayed policy).
+
+    Groups: allowed, each block reason, all candidates; a random selection from all candidates at the allowed
+    rate (many draws).  Labels, summaries and baselines are :mod:`ultra_signals.research`'s, as in ``evaluate``.
+    Returns ``{"status": "ok" | "not_enough_data", ...}``.
+    """
+    cands = cands_from_rows(rows, run_id)
+    cfg = EvalConfig(
+        data=Path("."), symbols=None, horizon_ms=horizon_ms, draws=draws, seed=seed, funding_dir=funding_dir
+    )
+    empty = Bars.from_rows([])
+    label_all(settings, cfg, cands, {sym: bars.get(sym, empty) for sym in {c.symbol for c in cands}})
+    sel = [c for c in cands if _labelled(c)]
+    allowed = [c for c in sel if c.reason is None]
+    doc: dict[str, Any] = {
+        "candidates": len(cands),
+        "labelled": len(sel),
+        "allowed_labelled": len(allowed),
+        "horizon_ms": horizon_ms,
+        "exit_kinds": dict(Counter(c.outcome.exit_kind for c in sel if c.outcome is not None)),
+    }
+    if len(sel) < MIN_RUN_CANDIDATES or not allowed:
+        doc["status"] = "not_enough_data"
+        doc["why"] = (
+            f"{len(sel)} labelled candidates ({len(allowed)} allowed) of {len(cands)}; the table needs at least "
+            f"{MIN_RUN_CANDIDATES} labelled candidates and one allowed"
+        )
+        return doc
+    groups: dict[str, Any] = {"allowed": summarize(_r(allowed), draws=draws, seed=seed).as_dict()}
+    reasons = Counter(c.reason for c in sel if c.reason is not None)
+    for reason, _n in sorted(reasons.items(), key=lambda kv: (-kv[1], str(kv[0]))):
+        groups[f"blocked: {reason}"] = summarize(
+            _r([c for c in sel if c.reason == reason]), draws=draws, seed=seed
+        ).as_dict()
+    groups["all candidates"] = summarize(_r(sel), draws=draws, seed=seed).as_dict()
+    ar = _r(allowed)
+    doc["status"] = "ok"
+    doc["groups"] = groups
+    doc["random"] = {
+        "random from all candidates": random_baseline(
+            _r(sel), ar.size, float(ar.mean()), draws=draws, seed=seed
+        ).as_dict()
+    }
+    return doc
+
+
+def run_table_markdown(doc: Mapping[str, Any]) -> list[str]:
+    """The run table as markdown lines (the same columns as ``evaluate``'s report)."""
+    out = [
+        f"Candidates labelled with the executor's exits within {doc['horizon_ms'] / HOUR_MS:g} h, after fees and "
+        "the paper broker's slippage, on the bars this run saw (a trade still open at the run's end is marked to "
+        "its last bar: exit `data_end`). The run's own verdicts; no policy is replayed. Bootstrap 95 % intervals.",
+        "",
+    ]
+    if doc.get("status") != "ok":
+        return [*out, f"**Not enough data:** {doc.get('why', 'no candidates')}.", ""]
+    exits = ", ".join(f"{k} {v}" for k, v in sorted(doc["exit_kinds"].items()))
+    return [*out, *_group_lines(doc["groups"]), "", *_random_lines(doc["random"], "allowed"), "", f"Exits: {exits}", ""]

@@ -38,6 +38,7 @@ from ultra_signals.journal.db import make_engine
 from ultra_signals.venues.binance.endpoints import endpoints_from_settings
 
 GIB = 1 << 30
+NO_TABLES = "no journal tables yet"
 #: Free space below this on the journal's or the reports' filesystem fails the disk check.
 MIN_FREE_BYTES = GIB
 #: Public endpoints get this long: preflight answers in seconds even when a dependency hangs.
@@ -185,6 +186,14 @@ def check_journal(s: Settings) -> tuple[bool, str]:
                 "without committing it; create the schema once (start a run) and re-check"
             )
         fresh = " (new journal: its file was removed again)" if not existed else ""
+        if schema.startswith(NO_TABLES) and s.runtime.mode in ("canary", "live") and s.runtime.source == "binance":
+            # bootstrap.halt_if_journal_lost: a trading run that has to create its journal starts HALTED (its caps
+            # windows and trading state may be lost), so passing here would promise a run that trades nothing.
+            return False, (
+                f"{shown}: no journal tables yet, and a {s.runtime.mode} run that has to create its journal starts "
+                "HALTED (journal_missing); restore a backup (`ultra-signals db restore`) or, for a first run, "
+                "create it on purpose with `ultra-signals db upgrade`"
+            )
         return True, f"{shown}: {how}, rolled back{fresh}; {schema}"
     finally:
         if db_file is not None and not existed:
@@ -211,7 +220,7 @@ def _schema_note(engine: Engine) -> str:
     if rev.unversioned:
         return f"0.1.0 journal without a schema revision: the run adopts and upgrades it to {rev.head}"
     if rev.current is None:
-        return f"no journal tables yet: the run creates them (schema {rev.head})"
+        return f"{NO_TABLES}: the run creates them (schema {rev.head})"
     return f"schema {rev.current}: the run upgrades it to {rev.head} at start"
 
 

@@ -326,7 +326,10 @@ def evaluate(st: RunStats, settings: Settings, rows: list[dict[str, Any]], metri
     return out
 
 
-def write_report(st: RunStats, settings: Settings, journal: Journal, metrics: Metrics) -> ReportResult:
+def write_report(
+    st: RunStats, settings: Settings, journal: Journal, metrics: Metrics, data_dir: str | None = None
+) -> ReportResult:
+    """``data_dir``: a replay's candle folder when it came from the command line (else ``replay.data_dir``)."""
     rows = journal.decisions(st.run_id)
     criteria = evaluate(st, settings, rows, metrics)
     verdict = "GO" if all(c.passed for c in criteria) else "NO-GO"
@@ -399,10 +402,62 @@ def write_report(st: RunStats, settings: Settings, journal: Journal, metrics: Me
     data["edge"] = expectancy(rs, settings.rollout.bootstrap_samples, settings.rollout.confidence).describe()
     md_path = out_dir / f"shadow_results_{st.run_id}.md"
     json_path = out_dir / f"shadow_results_{st.run_id}.json"
+    data["evaluation"] = run_evaluation(st, settings, rows, data_dir)
     json_path.write_text(json.dumps(data, indent=2, default=_json_default), encoding="utf-8")
     charts = _charts(st, rows, out_dir) if settings.report.charts else []
-    md_path.write_text(_markdown(st, data, criteria, verdict, charts), encoding="utf-8")
+    md = _markdown(st, data, criteria, verdict, charts) + evaluation_markdown(data["evaluation"])
+    md_path.write_text(md, encoding="utf-8")
     return ReportResult([md_path, json_path, *charts], verdict, criteria, data)
+
+
+def run_evaluation(
+    st: RunStats, settings: Settings, rows: list[dict[str, Any]], data_dir: str | None
+) -> dict[str, Any]:
+    """The ``evaluate`` table for this run's own candidates (issue 11): journal rows + the bars the run saw.
+
+    Computed by :mod:`ultra_signals.apps.evaluate` (labels, summaries and random baseline from ``research``);
+    never fails the report: a run whose candles cannot be had, or too short a run, says why instead.
+    """
+    from ultra_signals.apps.evaluate import EvaluationError, run_bars, run_table
+
+    if not rows or st.market_start_ms is None or st.market_end_ms is None:
+        return {"status": "not_enough_data", "why": "the run journaled no candidate"}
+    try:
+        bars, label_tf = run_bars(
+            settings,
+            st.source,
+            st.symbols,
+            st.timeframes,
+            st.market_start_ms,
+            st.market_end_ms,
+            st.planned_end_ms,
+            data_dir,
+        )
+        funding = settings.replay.funding_dir or data_dir or settings.replay.data_dir
+        doc = run_table(
+            settings,
+            rows,
+            st.run_id,
+            bars,
+            draws=settings.rollout.bootstrap_samples,
+            funding_dir=Path(funding) if funding else None,
+        )
+    except EvaluationError as e:
+        return {"status": "not_evaluated", "why": str(e)}
+    doc["label_timeframe"] = label_tf
+    return doc
+
+
+def evaluation_markdown(ev: dict[str, Any]) -> str:
+    """The report's "Evaluation of this run's candidates" section."""
+    from ultra_signals.apps.evaluate import run_table_markdown
+
+    head = ["", "## Evaluation of this run's candidates", ""]
+    if ev.get("status") == "not_evaluated":
+        return "\n".join([*head, f"**Not evaluated:** {ev['why']}.", ""])
+    if "horizon_ms" not in ev:
+        return "\n".join([*head, f"**Not enough data:** {ev.get('why', 'no candidates')}.", ""])
+    return "\n".join([*head, *run_table_markdown(ev)])
 
 
 def _json_default(o: Any) -> Any:

@@ -22,6 +22,8 @@ from ultra_signals.journal import queries
 from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
 
+TESTNET_EVIDENCE = "Binance TESTNET (demo exchange, binance.testnet: true)"
+
 
 @dataclass(frozen=True, slots=True)
 class Criterion:
@@ -69,6 +71,8 @@ class Verdict:
         src = next((c for c in self.blockers if c.name == "live_source"), None)
         if src is None:
             what = "GO"
+        elif src.evidence.startswith(TESTNET_EVIDENCE):
+            what = "GO on the Binance testnet"
         elif src.evidence.startswith("SIMULATED"):
             what = "GO on simulation"
         else:
@@ -117,8 +121,15 @@ def _wall_hours(run: dict[str, Any]) -> float:
     return max(0.0, (float(end) - float(start)) / 3600.0)
 
 
+def _is_testnet(run: dict[str, Any]) -> bool:
+    """The run traded Binance's demo exchange (``binance.testnet: true`` in the settings it journaled)."""
+    b = _settings_of(run).get("binance")
+    return isinstance(b, dict) and bool(b.get("testnet"))
+
+
 def _is_live(run: dict[str, Any]) -> bool:
-    return str(run.get("source")) == "binance" and not bool(run.get("simulated"))
+    """The real market: Binance mainnet data (a testnet run's fills are demo fills, a drill that never promotes)."""
+    return str(run.get("source")) == "binance" and not bool(run.get("simulated")) and not _is_testnet(run)
 
 
 def _stage_runs(journal: Journal, run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -162,12 +173,16 @@ def evaluate(
 
 
 def _promotion_criteria(journal: Journal, run: dict[str, Any], ro: RolloutSettings) -> list[Criterion]:
-    """Simulated or historical data never promotes; nor does a live run shorter than the stage's minimum."""
+    """Simulated, historical or testnet data never promotes; nor does a live run shorter than the stage's minimum."""
     stage = str(run["profile"])
     source = str(run.get("source"))
     live = _is_live(run)
     if live:
         src_ev = f"live source ({source})"
+    elif _is_testnet(run):
+        src_ev = (
+            f"{TESTNET_EVIDENCE} ({source}): proves the order path on a demo market, not the market — never promotes"
+        )
     elif bool(run.get("simulated")):
         src_ev = f"SIMULATED data ({source}): validates the software path, not the market — never promotes"
     else:
@@ -178,9 +193,16 @@ def _promotion_criteria(journal: Journal, run: dict[str, Any], ro: RolloutSettin
         hours = _wall_hours(run)
         ev = f"{hours:.2f} h of wall time in this run (need ≥ {need:g} h live)"
     else:
-        runs_ = [r for r in _stage_runs(journal, run) if _is_live(r)]
+        # A testnet drill is judged on the testnet runs of its stage, a real canary on the live ones only.
+        testnet = _is_testnet(run)
+        runs_ = [
+            r
+            for r in _stage_runs(journal, run)
+            if str(r.get("source")) == "binance" and not bool(r.get("simulated")) and _is_testnet(r) == testnet
+        ]
         hours = sum(_wall_hours(r) for r in runs_)
-        ev = f"{hours:.2f} h of wall time over {len(runs_)} live {stage} runs (need ≥ {need:g} h)"
+        what = "testnet" if testnet else "live"
+        ev = f"{hours:.2f} h of wall time over {len(runs_)} {what} {stage} runs (need ≥ {need:g} h)"
     out.append(Criterion("wall_duration", hours >= need, ev, kind="promotion" if stage == "shadow" else "engineering"))
     return out
 

@@ -139,3 +139,60 @@ def policy_from(sniper: SniperSettings) -> CapPolicy:
         sniper.per_symbol_max_per_hour,
         sniper.per_symbol_daily_cap,
     )
+
+
+# -- the ranked budget's threshold state (``sniper.selection: ranked``) ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRule:
+    """How the ranked threshold is sized: see :class:`ultra_signals.engine.budget.OnlineThreshold`."""
+
+    window_ms: int  # trailing window of candidate qualities (event time), per timeframe
+    target_per_day: float  # expected count per day above the threshold
+    min_history: int  # fewer candidates in the window: no threshold
+
+
+@dataclass(frozen=True, slots=True)
+class QualityPoint:
+    """One candidate's quality as the threshold's history holds it.
+
+    ``key`` is the run-independent decision key (:func:`reservation_id`): two runners that see the same bar of
+    the same symbol (a hot standby) add one point, not two, and a restart that re-seeds from the journal adds
+    nothing twice.
+    """
+
+    key: str
+    timeframe: str
+    ts_ms: int  # event time of the candidate
+    quality: float
+
+
+class QualityThreshold(Protocol):
+    """The ranked budget's threshold state: a trailing window of candidate qualities per timeframe.
+
+    In-process (:class:`ultra_signals.engine.budget.OnlineThreshold`) for one runner, or in Redis next to the
+    caps (``counters``) so every runner of a namespace measures its candidates against the same history.
+    """
+
+    @property
+    def backend(self) -> str:
+        """Who holds the history: "memory" or "redis" (the counters' backend while Redis is away)."""
+        ...
+
+    def threshold_and_observe(self, point: QualityPoint) -> float | None:
+        """The threshold at ``point.ts_ms`` from the points seen before (None: no threshold), then add ``point``.
+
+        One atomic step: two runners calling at once are served one after the other.
+        """
+        ...
+
+    def seed_points(self, points: Iterable[QualityPoint]) -> None:
+        """Add points decided earlier (the journal at start) without computing anything; known keys are ignored."""
+        ...
+
+
+class SharedThresholdSource(Protocol):
+    """Counters that can also hold the ranked threshold's history (Redis with failover)."""
+
+    def quality_threshold(self, rule: BudgetRule) -> QualityThreshold: ...

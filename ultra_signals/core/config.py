@@ -457,6 +457,10 @@ class TelegramSettings(_Section):
     bot_token: SecretStr | None = None
     chat_ids: StrList = Field(default_factory=list)
     allowed_chat_ids: StrList = Field(default_factory=list)
+    #: Telegram user ids (``message.from.id``) allowed to change anything (pause, resume, stop-entry, force-exit,
+    #: kill), in addition to the chat being allowed: group membership is not authentication.  Required in canary
+    #: and live for /resume, /stopentry, /forceexit and /kill (refused while empty).
+    allowed_users: StrList = Field(default_factory=list)
     events: TelegramEvents = Field(default_factory=TelegramEvents)
     #: Wall seconds between digests of blocked candidates (when ``events.blocked`` is not off).
     digest_interval_s: float = Field(default=3600.0, gt=0.0, le=MAX_S)
@@ -476,13 +480,22 @@ class TelegramSettings(_Section):
     #: At shutdown, wait this long for the outbox to drain; what is left is sent after the next start.
     drain_timeout_s: float = Field(default=5.0, ge=0.0, le=600.0)
 
-    _split = field_validator("chat_ids", "allowed_chat_ids", mode="before")(_split_list)
+    _split = field_validator("chat_ids", "allowed_chat_ids", "allowed_users", mode="before")(_split_list)
 
     @model_validator(mode="after")
     def _backoff(self) -> TelegramSettings:
         if self.backoff_initial_s > self.backoff_max_s:
             raise ValueError("backoff_initial_s must not exceed backoff_max_s")
         return self
+
+    @field_validator("allowed_users", mode="after")
+    @classmethod
+    def _user_ids(cls, v: list[str]) -> list[str]:
+        """User ids are numbers (``message.from.id``); a @username would never match and lock everyone out."""
+        bad = [u for u in v if not u.isdigit()]
+        if bad:
+            raise ValueError(f"must be Telegram user ids (digits, message.from.id), got {bad[0][:40]!r}")
+        return v
 
 
 class BinanceSettings(_Section):
@@ -538,11 +551,33 @@ class ThrottleSettings(_Section):
     max_open_positions: int = Field(default=3, ge=1, le=MAX_CAP)
 
 
+class PortfolioLimitSettings(_Section):
+    """Limits across every symbol at once, checked by the risk gateway before each entry (forced ones too).
+
+    Each is measured with the entry included; the first it would break refuses the entry with its own reason
+    code (``portfolio_total_notional``, ``portfolio_margin_usage``, ``portfolio_same_direction``,
+    ``portfolio_same_direction_notional``), journaled and counted in ``risk_refusals_total``.  The defaults
+    equal what the default throttles allow (3 positions of 5000 USDT at 5x on 10000 USDT), so they only bind
+    when a profile tightens them.
+    """
+
+    #: Open notional over all symbols (filled price, or the arrival price while the entry is pending), USDT.
+    max_total_notional_usdt: float = Field(default=15_000.0, gt=0.0, le=MAX_USDT)
+    #: Initial margin of every open position (notional / ceil(max_leverage)) as a fraction of the equity
+    #: including unrealized PnL.  1.0 would commit the whole account.
+    max_margin_usage: float = Field(default=0.5, gt=0.0, le=1.0)
+    #: Open positions on the same side (all long, or all short) at once: correlated crypto moves together.
+    max_same_direction_positions: int = Field(default=3, ge=1, le=MAX_CAP)
+    #: Open notional on the same side at once, USDT.
+    max_same_direction_notional_usdt: float = Field(default=15_000.0, gt=0.0, le=MAX_USDT)
+
+
 class BreakerSettings(_Section):
     """Circuit breakers; a trip moves trading to ``action`` until an operator resumes."""
 
     action: Literal["reducing", "halted"] = "halted"
-    #: Realized loss since the start of the UTC day, as a percentage of that day's starting equity.
+    #: Loss since the start of the UTC day (realized, plus the unrealized PnL of the positions still open), as a
+    #: percentage of that day's starting equity.
     daily_loss_pct: float = Field(default=3.0, gt=0.0, le=100.0)
     consecutive_losses: int = Field(default=4, ge=1, le=MAX_CAP)
     order_errors_n: int = Field(default=5, ge=1, le=MAX_CAP)
@@ -615,6 +650,7 @@ class ExecutionSettings(_Section):
     #: broker fetches it, the paper broker on simulated/replayed data rounds to 1e-8 only.
     exchange_info_file: str | None = None
     throttles: ThrottleSettings = Field(default_factory=ThrottleSettings)
+    portfolio: PortfolioLimitSettings = Field(default_factory=PortfolioLimitSettings)
     breakers: BreakerSettings = Field(default_factory=BreakerSettings)
 
 

@@ -19,8 +19,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Literal
 
-from ultra_signals.core.caps import CapPolicy, CapResult, CounterBackendError, Reservation
+from ultra_signals.core.caps import BudgetRule, CapPolicy, CapResult, CounterBackendError, QualityPoint, Reservation
+from ultra_signals.core.quality_window import OnlineThreshold
 from ultra_signals.counters.redis_backend import RedisCounters
+from ultra_signals.counters.threshold_redis import RedisThreshold
 from ultra_signals.counters.windows import MemoryCounters
 from ultra_signals.observability.metrics import Metrics
 
@@ -70,6 +72,7 @@ class FailoverCounters:
         self._on_redis = True
         self._outage_made = 0  # reservations allowed locally during the current outage
         self._last_cached: dict[str, int] = {}
+        self._thresholds: list[FailoverThreshold] = []  # the ranked budget's histories (quality_threshold)
         self._stop = threading.Event()
         start = self.describe()
         try:
@@ -146,6 +149,18 @@ class FailoverCounters:
                     self.primary.record(items)
                 except CounterBackendError as e:
                     self._fail(str(e), op="seed")
+
+    def quality_threshold(self, rule: BudgetRule) -> FailoverThreshold:
+        """The ranked budget's threshold history in Redis, falling back with the caps (see :class:`FailoverThreshold`)."""
+        th = FailoverThreshold(self, self.primary.quality_threshold(rule), rule)
+        with self._lock:
+            self._thresholds.append(th)
+            if self._on_redis:
+                try:
+                    th.sync()
+                except CounterBackendError as e:
+                    self._fail(str(e), op="budget sync")
+        return th
 
     def reservations(self) -> list[Reservation]:
         """Every reservation known locally (this runner's, the journal's, and Redis's as last refreshed)."""
@@ -257,7 +272,10 @@ class FailoverCounters:
             self._local.seed(snap.reservations)
             known = self._local.reservations()
             missing = [r for r in known if (r.symbol, r.id) not in held and r.ts_ms >= floor]
-        return self.primary.record(missing) if missing else 0
+        written = self.primary.record(missing) if missing else 0
+        for th in list(self._thresholds):
+            written += th.sync()
+        return written
 
     def _emit(self, kind: str, message: str) -> None:
         if self._on_event is None:
@@ -271,3 +289,76 @@ class FailoverCounters:
         pool = self.primary.client.connection_pool
         timeout = pool.connection_kwargs.get("socket_timeout") or 1.0
         return float(timeout)
+
+
+class FailoverThreshold:
+    """The ranked threshold's history in Redis, with the caps' failover: one state, one switch, one reconcile.
+
+    While the counters decide on Redis, so does the threshold (one history per namespace and timeframe, shared
+    by every runner).  When they leave Redis (either ``on_failure``), the threshold is computed from the local
+    mirror: this runner's own points, the journal seed, and every other runner's points as pulled at the last
+    health check, so it is as close to the shared one as this runner can know.  With ``on_failure: block`` the
+    caps refuse every candidate anyway; the threshold still answers (locally) so the refusal is the caps'.
+    Back on Redis, the points decided during the outage are written (idempotent by key) before the switch, and
+    a Redis that lost the history (restarted empty) gets this runner's window back at the next health check.
+    """
+
+    def __init__(self, owner: FailoverCounters, primary: RedisThreshold, rule: BudgetRule) -> None:
+        self.owner = owner
+        self.primary = primary
+        self.local = OnlineThreshold(rule.window_ms, rule.target_per_day, rule.min_history)
+        self._cursor: dict[str, int] = {}  # per timeframe: the Redis sequence number pulled up to
+        self._outage: list[QualityPoint] = []  # points Redis has not seen yet
+
+    @property
+    def backend(self) -> str:
+        return "redis" if self.owner.backend == "redis" else "memory"
+
+    def threshold_and_observe(self, point: QualityPoint) -> float | None:
+        owner = self.owner
+        with owner._lock:
+            if owner._on_redis:
+                try:
+                    used = self.primary.threshold_and_observe(point)
+                except CounterBackendError as e:
+                    owner._suspect(e, op="budget")
+                else:
+                    owner._consecutive = 0
+                    self.local.adopt(point, used)
+                    return used
+            used = self.local.threshold_and_observe(point)
+            self._outage.append(point)
+            return used
+
+    def seed_points(self, points: Iterable[QualityPoint]) -> None:
+        pts = list(points)
+        owner = self.owner
+        with owner._lock:
+            self.local.seed_points(pts)
+            if owner._on_redis:
+                try:
+                    self.primary.record(pts)
+                    return
+                except CounterBackendError as e:
+                    owner._fail(str(e), op="budget seed")
+            self._outage += pts
+
+    def sync(self) -> int:
+        """Write what Redis lacks (outage points; the whole local window for a history Redis lost), then pull
+        what the other runners added.  Returns how many points were written.  Raises CounterBackendError."""
+        owner = self.owner
+        with owner._lock:
+            tfs = set(self.local.timeframes()) | set(self._cursor)
+        lost = set(self.primary.missing(tfs))
+        with owner._lock:
+            sent = len(self._outage)  # only appended to meanwhile: these first ones are written below
+            pending = self._outage[:sent] + [p for p in self.local.points() if p.timeframe in lost]
+        written = self.primary.record(pending) if pending else 0
+        with owner._lock:
+            del self._outage[:sent]
+        for tf in sorted(tfs):
+            pts, cursor = self.primary.pull(tf, 0 if tf in lost else self._cursor.get(tf, 0))
+            with owner._lock:
+                self.local.seed_points(pts)
+                self._cursor[tf] = cursor
+        return written

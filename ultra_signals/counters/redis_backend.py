@@ -15,15 +15,18 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ultra_signals.core.caps import CapPolicy, CapResult, CapRule, CounterBackendError, Reservation
+from ultra_signals.core.caps import BudgetRule, CapPolicy, CapResult, CapRule, CounterBackendError, Reservation
 from ultra_signals.core.config import RedisSettings
 from ultra_signals.core.redaction import redact, redact_url
+
+if TYPE_CHECKING:
+    from ultra_signals.counters.threshold_redis import RedisThreshold
 
 SCRIPT = files("ultra_signals.counters").joinpath("reserve.lua").read_text(encoding="utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode("utf-8")).hexdigest()
@@ -232,6 +235,16 @@ class RedisCounters:
     def reservations(self) -> list[Reservation]:
         """Everything held, oldest first (mirrors :meth:`MemoryCounters.reservations`)."""
         return sorted(self.snapshot().reservations, key=lambda r: r.ts_ms)
+
+    def quality_threshold(self, rule: BudgetRule) -> RedisThreshold:
+        """The ranked budget's threshold history for this namespace and profile (``sniper.selection: ranked``)."""
+        from ultra_signals.counters.threshold_redis import RedisThreshold
+
+        return RedisThreshold(self, rule)
+
+    def error(self, op: str, e: Exception) -> CounterBackendError:
+        """A Redis failure in this backend's words (the password scrubbed), for the threshold's calls too."""
+        return self._error(op, e)
 
     def ping(self) -> None:
         try:

@@ -16,14 +16,21 @@ import math
 from collections import deque
 from collections.abc import Mapping
 
-import numpy as np
-
 from ultra_signals.core.config import QUALITY_FEATURES, QualityWeights
+from ultra_signals.core.quality_window import OnlineThreshold, budget_rank, quantile_rank
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 
-__all__ = ["QUALITY_FEATURES", "OnlineThreshold", "SameDirectionBound", "feature_row", "quality"]
+__all__ = [
+    "QUALITY_FEATURES",
+    "OnlineThreshold",
+    "SameDirectionBound",
+    "budget_rank",
+    "feature_row",
+    "quality",
+    "quantile_rank",
+]
 
 
 def feature_row(
@@ -62,44 +69,6 @@ def quality(w: QualityWeights, row: list[float]) -> float:
             z += wf * (x - w.mean.get(name, 0.0)) / w.scale.get(name, 1.0)
     z = max(-40.0, min(40.0, z))
     return 1.0 / (1.0 + math.exp(-z))
-
-
-class OnlineThreshold:
-    """Per-timeframe quality threshold from the trailing ``window_ms`` of candidates (event time).
-
-    The threshold is the quantile of recent qualities above which the expected count per day equals
-    ``target_per_day``; with fewer than ``min_history`` candidates in the window, or a demand already within the
-    budget, there is none (``None``).  Observations must come in non-decreasing time per timeframe (decision
-    order); the rate is measured over the span actually seen, capped at the window.
-    """
-
-    def __init__(self, window_ms: int, target_per_day: float, min_history: int) -> None:
-        self.window_ms = window_ms
-        self.target_per_day = target_per_day
-        self.min_history = min_history
-        self._hist: dict[str, deque[tuple[int, float]]] = {}
-        self._first: dict[str, int] = {}
-
-    def threshold(self, timeframe: str, ts: int) -> float | None:
-        h = self._hist.get(timeframe)
-        if h is None:
-            return None
-        while h and h[0][0] <= ts - self.window_ms:
-            h.popleft()
-        if len(h) < self.min_history:
-            return None
-        span = max(min(self.window_ms, ts - self._first[timeframe]), HOUR_MS)
-        rate = len(h) / (span / DAY_MS)
-        if rate <= self.target_per_day:
-            return None
-        q = 1.0 - self.target_per_day / rate
-        return float(np.quantile(np.fromiter((v for _, v in h), dtype=np.float64), q, method="inverted_cdf"))
-
-    def observe(self, timeframe: str, ts: int, value: float) -> None:
-        if value != value:  # nan: nothing known about it
-            return
-        self._hist.setdefault(timeframe, deque()).append((ts, value))
-        self._first.setdefault(timeframe, ts)
 
 
 class SameDirectionBound:

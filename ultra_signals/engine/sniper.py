@@ -7,15 +7,26 @@ Between them, with ``sniper.selection: ranked``, a candidate must clear the budg
 (``same_direction_cap``); see :mod:`ultra_signals.engine.budget`.  Ranked candidates carry ``quality`` (and
 ``budget_threshold`` when there was one) in their features, which the journal keeps: a restarted runner rebuilds
 the threshold's history from there (:meth:`Sniper.restore_budget`), as the counters are rebuilt from the
-allowed signals.
+allowed signals.  When the counters live in Redis, the threshold's history does too (one per namespace and
+timeframe, next to the caps' windows), so every runner of the namespace measures against the same history.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
-from ultra_signals.core.caps import CapResult, Reservation, SniperCounters, reservation_id
+from ultra_signals.core.caps import (
+    BudgetRule,
+    CapResult,
+    QualityPoint,
+    QualityThreshold,
+    Reservation,
+    SharedThresholdSource,
+    SniperCounters,
+    reservation_id,
+)
 from ultra_signals.core.config import SniperSettings
 from ultra_signals.core.decision import Candidate, Side
 from ultra_signals.core.timeframes import tf_ms
@@ -89,10 +100,18 @@ class Sniper:
         self.last_cap: CapResult | None = None
         self.taken_by: str | None = None  # with reason TAKEN: the run id that holds the bar
         self.ranked = settings.selection == "ranked"
-        self.budget = OnlineThreshold(
+        rule = BudgetRule(
             int(settings.budget_window_hours * 3_600_000),
             settings.daily_signal_cap * (1.0 - settings.budget_reserve),
             settings.budget_min_history,
+        )
+        # With Redis the counters hold the threshold's history too (shared by the namespace's runners); else
+        # it lives here.  Only ranked selection asks for it, so first_come never touches those keys.
+        shared = getattr(counters, "quality_threshold", None) if self.ranked else None
+        self.budget: QualityThreshold = (
+            cast(SharedThresholdSource, counters).quality_threshold(rule)
+            if callable(shared)
+            else OnlineThreshold(rule.window_ms, rule.target_per_day, rule.min_history)
         )
         self.same_direction = (
             SameDirectionBound(settings.max_same_direction, int(settings.same_direction_window_min * 60_000))
@@ -100,17 +119,21 @@ class Sniper:
             else None
         )
 
-    def restore_budget(self, history: Iterable[tuple[int, str, bool, bool, float | None]]) -> None:
-        """Rebuild the budget's state from journaled candidates ``(ts, timeframe, long, allowed, quality)``.
+    def restore_budget(self, history: Iterable[tuple[int, str, bool, bool, float | None, str]]) -> None:
+        """Rebuild the budget's state from journaled candidates ``(ts, timeframe, long, allowed, quality, key)``.
 
-        Rows in decision order; ``quality`` is None for a candidate that never reached the budget step.
-        Only the last window of each matters (older ones are trimmed on the next decision).
+        Rows in decision order; ``quality`` is None for a candidate that never reached the budget step; ``key``
+        is the run-independent decision key.  With Redis the points are written there too (idempotent by key,
+        so runners restarting from the same journal, or a Redis that kept them, count each candidate once).
         """
-        for ts, tf, long, allowed, q in history:
+        points = []
+        for ts, tf, long, allowed, q, key in history:
             if self.ranked and q is not None:
-                self.budget.observe(tf, ts, q)
+                points.append(QualityPoint(key, tf, ts, q))
             if allowed and self.same_direction is not None:
                 self.same_direction.record(long, ts)
+        if points:
+            self.budget.seed_points(points)
 
     def check(self, ctx: FilterContext) -> str | None:
         """The sniper's verdict; on a pass, the cap slot has been reserved."""
@@ -127,8 +150,8 @@ class Sniper:
         long = c.side is Side.LONG
         if self.ranked:
             q = quality(self.settings.quality, feature_row(long, c.score, c.confidence, c.components, c.features))
-            threshold = self.budget.threshold(c.timeframe, c.ts)
-            self.budget.observe(c.timeframe, c.ts, q)
+            key = reservation_id(c.symbol, c.timeframe, c.bar_open_time)
+            threshold = self.budget.threshold_and_observe(QualityPoint(key, c.timeframe, c.ts, q))
             c.features["quality"] = q
             if threshold is not None:
                 c.features["budget_threshold"] = threshold

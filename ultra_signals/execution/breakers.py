@@ -148,6 +148,7 @@ class Breakers:
         self.day_start_equity = 0.0
         self.day_pnl = 0.0
         self._errors: deque[int] = deque()
+        self._unrealized_tripped_day: int | None = None  # the day the open positions' loss last tripped
 
     def seed(self, *, losses_in_a_row: int, day: int | None, day_start_equity: float, day_pnl: float) -> None:
         """Restore the counters rebuilt from the journal after a restart."""
@@ -182,6 +183,28 @@ class Breakers:
                 )
             )
         return trips
+
+    def on_unrealized(self, unrealized: float, wallet: float, ts_ms: int) -> list[Trip]:
+        """The open positions' unrealized PnL now: the day's loss counts it, as if everything closed at once.
+
+        A trade's whole PnL belongs to the day it closes (the realized rule above), so the unrealized PnL of
+        the positions still open counts whole too: the breaker trips when the realized loss of the day plus
+        what the open positions would lose now reaches the limit, before any stop has filled.  ``wallet`` is
+        the balance without unrealized PnL (it starts the day when no close did).  It trips once per UTC day:
+        an operator who resumes with the loss still open is not halted again by the next mark, only by the next
+        losing close (the realized rule) or a new day.
+        """
+        self.observe_equity(wallet, ts_ms)
+        loss = -(self.day_pnl + unrealized)
+        limit = self.day_start_equity * self.cfg.daily_loss_pct / 100.0
+        if self.day_start_equity <= 0 or loss < limit or self._unrealized_tripped_day == self.day:
+            return []
+        self._unrealized_tripped_day = self.day
+        detail = (
+            f"day loss {loss:.2f} USDT (realized {0.0 - self.day_pnl:.2f}, unrealized {0.0 - unrealized:.2f})"
+            f" ≥ {self.cfg.daily_loss_pct}% of {self.day_start_equity:.2f}"
+        )
+        return [Trip("daily_loss", detail, ts_ms)]
 
     def on_order_error(self, ts_ms: int) -> list[Trip]:
         window = int(self.cfg.order_errors_window_s * 1000)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -85,6 +86,7 @@ class TradingExecutor:
             books_pnl_into_equity=not caps.reports_equity,
             equity=cfg.paper_equity_usdt,
             metrics=metrics,
+            leverage=float(math.ceil(cfg.max_leverage)),  # what account setup sets per symbol
         )
         self.router = OrderRouter(
             cfg,
@@ -151,6 +153,9 @@ class TradingExecutor:
         """The runner's periodic report: pick up state written by other processes, then the health breakers."""
         self.refresh_state()
         self.risk.on_health(h)
+        if self.portfolio.open_notional():  # the daily loss counts what is still open
+            self.recovery.seed_day(h.ts_ms)
+            self.risk.on_marks(self.portfolio.exposure(), h.ts_ms)
 
     def on_signal(self, decision: Decision) -> None:
         if decision.allowed:
@@ -287,7 +292,7 @@ def make_executor(
     if cfg.broker == "binance" and settings.runtime.mode != "shadow" and live_market:
         from ultra_signals.execution.brokers.binance import BinanceBroker
 
-        broker = BinanceBroker.from_settings(settings)
+        broker = BinanceBroker.from_settings(settings, metrics)
         simulated = False
     else:
         broker = PaperBroker(

@@ -5,6 +5,16 @@ their client ids (the decision's digest is in every one).  Every change is writt
 once: the trade rows are what a restart recovers and reconciles, and what the breakers' daily loss and loss
 streak are rebuilt from.  Like NautilusTrader's ``Portfolio``, it only books what fills say happened; it never
 decides whether an order may go out (that is the risk engine) nor sends one (the router).
+
+Equity.  :attr:`Portfolio.equity` is the wallet balance (realized money: the paper equity plus closed PnL, or
+Binance's ``wb``).  What sizing and the limits use is :meth:`Portfolio.exposure`: the wallet plus the open
+positions' unrealized PnL at the latest price the market data showed (the venue's own figure per symbol until
+one arrives), the initial margin they hold, and what is still available for a new position's margin.
+
+Exchange closes.  Binance liquidates with client ids ``autoclose-…``, auto-deleverages with ``adl_autoclose`` and
+settles a delisted contract with ``settlement_autoclose-…``; such a fill is not one of our orders, but it closes
+our position: it is booked on the symbol's open trade, which closes with exit kind ``liq``, ``adl`` or ``settle``
+(the journal's column holds 8 characters), and journaled as an ``exchange_close`` event naming the trade.
 """
 
 from __future__ import annotations
@@ -15,13 +25,32 @@ from dataclasses import dataclass
 from typing import Any
 
 from ultra_signals.core.decision import Side
-from ultra_signals.execution.brokers.base import Fill, OrderKind, parse_client_id
+from ultra_signals.core.events import BookTicker, Funding, Kline, MarketEvent, Trade
+from ultra_signals.execution.brokers.base import AccountSnapshot, Fill, OrderKind, parse_client_id
+from ultra_signals.execution.gateway import Exposure
 from ultra_signals.journal.trading import ExecStore
 from ultra_signals.observability.metrics import Metrics
 
-__all__ = ["Closed", "FillResult", "Portfolio", "TradeRecord"]
+__all__ = ["Closed", "FillResult", "Portfolio", "TradeRecord", "exchange_close_kind"]
 
 _QTY_EPS = 1e-12
+
+
+def exchange_close_kind(client_id: str) -> str | None:
+    """``liq`` / ``adl`` / ``settle`` for an order Binance placed itself to close a position.
+
+    Binance USDⓈ-M user data, "Event: Order Update"
+    (https://developers.binance.com/docs/derivatives/usds-margined-futures/user-data-streams/Event-Order-Update):
+    client ids starting with ``autoclose-`` are liquidation orders, ``adl_autoclose`` auto-deleveraging, and
+    ``settlement_autoclose-`` the settlement of a delisted (or delivered) contract.
+    """
+    if client_id.startswith("adl_autoclose"):
+        return "adl"
+    if client_id.startswith("autoclose-"):
+        return "liq"
+    if client_id.startswith("settlement_autoclose-"):
+        return "settle"
+    return None
 
 
 @dataclass(slots=True)
@@ -50,6 +79,8 @@ class TradeRecord:
     fills: int = 0
     #: What its client ids derive from (``EntryPlan.key``); empty: the decision id (a trade of an old release).
     order_key: str = ""
+    #: Quantity the entry was sized for: a pending entry's exposure before anything filled (memory only).
+    planned_qty: float = 0.0
 
     @property
     def key(self) -> str:
@@ -91,6 +122,7 @@ class Portfolio:
         books_pnl_into_equity: bool,
         equity: float,
         metrics: Metrics | None = None,
+        leverage: float = 1.0,
     ) -> None:
         self.store = store
         self.run_id = run_id
@@ -105,6 +137,14 @@ class Portfolio:
         self.realized = 0.0
         self.fees = 0.0
         self.funding = 0.0
+        #: The account's leverage: an open position holds notional / leverage of initial margin.
+        self.leverage = max(1.0, leverage)
+        self._marks: dict[str, float] = {}  # latest market price per held symbol
+        self._venue_upnl: dict[str, float] = {}  # the venue's unrealized PnL per symbol at the last snapshot
+        #: Initial margin the venue holds beyond our own trades (hand-made positions, open orders), at the last
+        #: account snapshot: it is not available to us either.
+        self.external_margin = 0.0
+        self.venue_available: float | None = None  # the venue's availableBalance at the last snapshot
 
     # -- lookups ------
     def remember(self, t: TradeRecord) -> None:
@@ -132,11 +172,78 @@ class Portfolio:
         return self.trades.get(did) if did else None
 
     def open_notional(self) -> dict[str, float]:
-        """Exposure per symbol (filled price, else the arrival price of a pending entry), for the gateway."""
-        return {
-            self.trades[d].symbol: self.trades[d].qty * (self.trades[d].entry_price or self.trades[d].arrival)
-            for d in self._by_symbol.values()
-        }
+        """Exposure per symbol (filled price, else the arrival price of a pending entry), for the gateway.
+
+        A pending entry counts at its planned size until it fills (then at what filled): the limits must see an
+        entry the moment it is sent, not when the venue's fill comes back.
+        """
+        out = {}
+        for d in self._by_symbol.values():
+            t = self.trades[d]
+            qty = t.qty if t.qty > 0 or t.status != "pending" else t.planned_qty
+            out[t.symbol] = qty * (t.entry_price or t.arrival)
+        return out
+
+    # -- marks, equity, margin ------
+    def on_market_event(self, ev: MarketEvent) -> None:
+        """Remember the latest price of a symbol we hold (cheap: one dict lookup for every other symbol)."""
+        if ev.symbol not in self._by_symbol:
+            return
+        if isinstance(ev, Trade):
+            self._marks[ev.symbol] = ev.price
+        elif isinstance(ev, Funding):
+            self._marks[ev.symbol] = ev.mark_price
+        elif isinstance(ev, Kline):
+            self._marks[ev.symbol] = ev.close
+        elif isinstance(ev, BookTicker) and ev.bid > 0 and ev.ask > 0:
+            self._marks[ev.symbol] = (ev.bid + ev.ask) / 2.0
+
+    def unrealized_pnl(self) -> float:
+        """Unrealized PnL of the filled part of every open trade at the latest price (fees excluded)."""
+        total = 0.0
+        for d in self._by_symbol.values():
+            t = self.trades[d]
+            if t.qty <= 0 or t.entry_price <= 0:
+                continue
+            mark = self._marks.get(t.symbol)
+            if mark is not None:
+                total += t.sign * (mark - t.entry_price) * t.qty
+            else:
+                total += self._venue_upnl.get(t.symbol, 0.0)
+        return total
+
+    def exposure(self) -> Exposure:
+        """The book for the risk gateway and the daily-loss breaker (equity includes unrealized PnL)."""
+        notional = self.open_notional()
+        unrealized = self.unrealized_pnl()
+        return Exposure(
+            notional=notional,
+            long={self.trades[d].symbol: self.trades[d].side is Side.LONG for d in self._by_symbol.values()},
+            equity=self.equity + unrealized,
+            unrealized=unrealized,
+            margin_used=sum(notional.values()) / self.leverage + self.external_margin,
+            leverage=self.leverage,
+        )
+
+    def available(self, exposure: Exposure | None = None) -> float:
+        """What a new position's initial margin can still come from: equity (with unrealized PnL) minus the
+        margin already held.  Right after an account snapshot this is the venue's ``availableBalance`` (the
+        margin it held beyond our trades is :attr:`external_margin`); after that our own entries and marks
+        move it."""
+        book = exposure or self.exposure()
+        return book.equity - book.margin_used
+
+    def on_account(self, snap: AccountSnapshot, *, at_start: bool = True) -> None:
+        """The venue's account (at start, and again after each reconnect of its stream): wallet, its unrealized
+        PnL per symbol, margin it holds beyond ours."""
+        self.equity = snap.wallet_balance
+        if at_start:
+            self.equity_start = snap.wallet_balance
+        self._venue_upnl = dict(snap.unrealized_by_symbol)
+        own = sum(self.open_notional().values()) / self.leverage
+        used_by_venue = snap.margin_balance - snap.available_balance
+        self.external_margin = max(0.0, used_by_venue - own)
+        self.venue_available = snap.available_balance
 
     # -- changes ------
     def open_trade(self, t: TradeRecord, row: dict[str, Any]) -> None:
@@ -161,6 +268,10 @@ class Portfolio:
     def on_fill(self, fill: Fill) -> FillResult | None:
         """Book one fill; None when it was already booked (a replayed stream event)."""
         t = self.trade_for(fill.client_id)
+        closed_by = exchange_close_kind(fill.client_id) if t is None else None
+        if closed_by is not None:
+            held = self.holding(fill.symbol)
+            t = held if held is not None and held.status == "open" else None
         inserted = self.store.fill(
             {
                 "run_id": self.run_id,
@@ -213,7 +324,16 @@ class Portfolio:
         t.exit_qty += closed
         t.qty -= closed
         t.gross += t.sign * (fill.price - t.entry_price) * closed
-        t.exit_kind = fill.kind.value
+        t.exit_kind = closed_by or fill.kind.value
+        if closed_by is not None:
+            what = {"liq": "liquidation", "adl": "auto-deleveraging (ADL)"}.get(closed_by, "settlement (delisting)")
+            self.store.event(
+                "exchange_close",
+                closed_by,
+                f"{t.symbol} trade {t.decision_id}: {what} order {fill.client_id} closed {closed:g} at {fill.price:g}",
+                run_id=self.run_id,
+                ts=fill.ts_ms,
+            )
         if t.qty <= _QTY_EPS * max(1.0, t.entry_qty):
             return FillResult(t, self._close(t, fill.ts_ms))
         self.store.update_trade(t.decision_id, qty=t.qty, fees=t.fees, gross_pnl=t.gross)
@@ -225,6 +345,8 @@ class Portfolio:
         t.closed_ts = ts
         t.pnl = t.gross - t.fees + t.funding
         self._by_symbol.pop(t.symbol, None)
+        self._marks.pop(t.symbol, None)
+        self._venue_upnl.pop(t.symbol, None)
         self.store.update_trade(
             t.decision_id,
             status="closed",

@@ -18,7 +18,7 @@ from ultra_signals.core.config import ExecutionSettings
 from ultra_signals.core.decision import Side
 from ultra_signals.core.instruments import parse_exchange_info
 from ultra_signals.execution.breakers import DAY_MS, StateRecord, TradingState, Trip
-from ultra_signals.execution.brokers.base import Broker, trade_order_key
+from ultra_signals.execution.brokers.base import Broker, BrokerError, trade_order_key
 from ultra_signals.execution.portfolio import Portfolio, TradeRecord
 from ultra_signals.execution.reconcile import Discrepancy, Expected, reconcile
 from ultra_signals.execution.risk import RiskEngine
@@ -108,9 +108,8 @@ class Recovery:
                 router.filters_source = "exchange"
         await self.broker.start()
         router.leverage_brackets = await self.broker.leverage_brackets()
-        if caps.reports_equity:
-            equity = float(await self.broker.account_equity())
-            self.portfolio.equity = self.portfolio.equity_start = equity
+        if caps.reports_equity:  # wallet, unrealized PnL and available balance: sizing starts from all three
+            self.portfolio.on_account(await self.broker.account_snapshot())
         if caps.positions_outlive_run:
             # Brackets that filled while the runner was down close their trades before anything is compared.
             open_trades = {t.key: t.symbol for t in self.portfolio.open_trades() if t.status == "open"}
@@ -118,7 +117,8 @@ class Recovery:
             await self.reconcile()
 
     def seed_day(self, ts: int) -> None:
-        """Once per run, at its first close: today's realized PnL from earlier runs, so a restart keeps the day's loss."""
+        """Once per run (its first close, or its first health report with a position open): today's realized PnL from
+        earlier runs, so a restart keeps the day's loss."""
         if self._seeded_day:
             return
         self._seeded_day = True
@@ -157,10 +157,19 @@ class Recovery:
         return found
 
     def on_reconnect(self) -> None:
-        """The venue's private stream came back: reconcile on a task of our own (the caller must not wait)."""
-        task = asyncio.get_running_loop().create_task(self.reconcile())
+        """The venue's private stream came back: read the account again (what changed while the stream was away:
+        deposits, hand-made positions' margin) and reconcile, on a task of our own (the caller must not wait)."""
+        task = asyncio.get_running_loop().create_task(self._after_reconnect())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _after_reconnect(self) -> list[Discrepancy]:
+        if self.broker.capabilities.reports_equity:
+            try:
+                self.portfolio.on_account(await self.broker.account_snapshot(), at_start=False)
+            except BrokerError as e:
+                self.router.on_broker_error("account", f"account snapshot after a reconnect failed: {e}", None)
+        return await self.reconcile()
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

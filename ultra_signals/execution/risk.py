@@ -32,7 +32,7 @@ from ultra_signals.execution.breakers import (
     load_state,
     save_state,
 )
-from ultra_signals.execution.gateway import GatewayVerdict, RiskGateway
+from ultra_signals.execution.gateway import Exposure, GatewayVerdict, RiskGateway
 from ultra_signals.journal.trading import ExecStore
 from ultra_signals.observability.metrics import Metrics
 
@@ -76,7 +76,7 @@ class RiskEngine:
         self.enforce = enforce
         self.metrics = metrics
         self.breakers = Breakers(cfg.breakers)
-        self.gateway = RiskGateway(cfg.throttles)
+        self.gateway = RiskGateway(cfg.throttles, cfg.portfolio)
         self.state = load_state(journal)
         self.trips: list[str] = []  # breakers tripped in this run, in order (the report's "trips")
         self._what_if_trips: set[str] = set()
@@ -95,9 +95,25 @@ class RiskEngine:
         return BLOCK_REASON[state], f"trading is {state.value}"
 
     def check_entry(
-        self, *, symbol: str, notional: float, ts_ms: int, open_notional: Mapping[str, float]
+        self,
+        *,
+        symbol: str,
+        notional: float,
+        ts_ms: int,
+        open_notional: Mapping[str, float],
+        long: bool | None = None,
+        exposure: Exposure | None = None,
     ) -> GatewayVerdict:
-        return self.gateway.check(symbol=symbol, notional=notional, ts_ms=ts_ms, open_notional=open_notional)
+        """The gateway's verdict on one sized entry; with the book (``exposure``) the daily-loss breaker first
+        hears the open positions' unrealized PnL, so an entry is refused (``daily_loss``) the moment the day's
+        loss including what is still open reaches the limit, not one health tick later."""
+        if exposure is not None:
+            refused = self.loss_refusal(exposure, ts_ms)
+            if refused is not None:
+                return refused
+        return self.gateway.check(
+            symbol=symbol, notional=notional, ts_ms=ts_ms, open_notional=open_notional, long=long, exposure=exposure
+        )
 
     def entry_sent(self, ts_ms: int) -> None:
         self.gateway.record(ts_ms)
@@ -106,6 +122,24 @@ class RiskEngine:
     def on_trade_closed(self, pnl: float, ts_ms: int, equity_before: float) -> None:
         for trip in self.breakers.on_trade_closed(pnl, ts_ms, equity_before):
             self.trip(trip)
+
+    def loss_refusal(self, exposure: Exposure, ts_ms: int) -> GatewayVerdict | None:
+        """``daily_loss`` when the day's loss with the open positions' unrealized PnL trips the breaker now (the
+        trip moves the state in canary and production; in shadow it is what-if and nothing is refused)."""
+        trips = self._unrealized(exposure, ts_ms)
+        if trips and self.enforce:
+            return GatewayVerdict(False, trips[0].breaker, trips[0].detail)
+        return None
+
+    def on_marks(self, exposure: Exposure, ts_ms: int) -> None:
+        """The runner's periodic health report: the open positions' unrealized PnL for the daily-loss breaker."""
+        self._unrealized(exposure, ts_ms)
+
+    def _unrealized(self, exposure: Exposure, ts_ms: int) -> list[Trip]:
+        trips = self.breakers.on_unrealized(exposure.unrealized, exposure.equity - exposure.unrealized, ts_ms)
+        for trip in trips:
+            self.trip(trip)
+        return trips
 
     def on_order_error(self, ts_ms: int) -> None:
         for trip in self.breakers.on_order_error(ts_ms):

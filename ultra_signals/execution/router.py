@@ -81,6 +81,7 @@ class OrderRouter:
             self.now_ms = ts
         if isinstance(ev, BookTicker):
             self._books[ev.symbol] = ev
+        self.portfolio.on_market_event(ev)  # marks of held symbols: unrealized PnL for sizing and the limits
         if self._forward:
             self.broker.on_market_event(ev)
 
@@ -112,9 +113,15 @@ class OrderRouter:
             return
         tp = targets[min(self.cfg.take_profit_target, len(targets)) - 1]
         post_only = self.cfg.maker_first or self.cfg.entry_type == "limit_post_only"
+        exposure = self.portfolio.exposure()  # equity with unrealized PnL, margin held, every open position
+        lost = self.risk.loss_refusal(exposure, ts)  # before sizing: a deep loss may leave nothing to size from
+        if lost is not None:
+            self._refuse(decision, lost.reason or "daily_loss", lost.detail)
+            return
         sizing = size_order(
             side=c.side,
-            equity=self.portfolio.equity,
+            equity=exposure.equity,
+            available=self.portfolio.available(exposure),
             entry=c.entry,
             stop=c.stop,
             take_profit=tp,
@@ -138,8 +145,9 @@ class OrderRouter:
                 self._refuse(decision, why, detail)
                 return
         verdict = self.risk.check_entry(
-            symbol=c.symbol, notional=sizing.notional, ts_ms=ts, open_notional=self.portfolio.open_notional()
-        )
+            symbol=c.symbol, notional=sizing.notional, ts_ms=ts, open_notional=exposure.notional,
+            long=c.side is Side.LONG, exposure=exposure,
+        )  # fmt: skip
         if not verdict.ok:
             self._refuse(decision, verdict.reason or "throttle", verdict.detail)
             return
@@ -166,7 +174,7 @@ class OrderRouter:
         )
         trade = TradeRecord(
             decision.id, c.symbol, c.side, c.entry, plan.cid(OrderKind.STOP), plan.cid(OrderKind.TAKE_PROFIT), ts,
-            order_key=plan.key,
+            order_key=plan.key, planned_qty=float(sizing.qty),
         )  # fmt: skip
         self.portfolio.open_trade(
             trade,
@@ -218,6 +226,8 @@ class OrderRouter:
         c = decision.candidate
         self.refused[reason] += 1
         self._count("refused")
+        if self.metrics is not None:
+            self.metrics.entries_refused.labels(reason=reason).inc()
         self.store.order_event(
             self.run_id,
             c.symbol,

@@ -1,4 +1,9 @@
-"""Position sizing: risk a fixed fraction of equity, capped by leverage and notional, exchange-rounded.
+"""Position sizing: risk a fixed fraction of equity, capped by leverage, available margin and notional, rounded.
+
+``equity`` is the account's equity *including* the unrealized PnL of open positions (a losing book sizes
+smaller), and ``available`` — what the venue would still accept as initial margin — caps the notional at
+``available × max_leverage``: an order the margin cannot carry is sized down (or refused,
+``no_available_balance``) here instead of being rejected by Binance with -2019.
 
 Every rounding goes the safe way: quantity always down to the step (a cap is never exceeded by rounding
 up), the stop away from the entry (so the loss at the stop stays within the risk budget computed from the
@@ -25,7 +30,7 @@ class Sizing:
     stop: Decimal = Decimal(0)
     take_profit: Decimal = Decimal(0)
     risk_usdt: float = 0.0  # loss at the (rounded) stop for ``qty``
-    binding: str = ""  # which limit set the size: risk | leverage | max_notional | max_qty
+    binding: str = ""  # which limit set the size: risk | leverage | available | max_notional | max_qty
 
     @property
     def notional(self) -> float:
@@ -55,10 +60,17 @@ def size_order(
     max_leverage: float,
     max_notional: float,
     market: bool = True,
+    available: float | None = None,
 ) -> Sizing:
-    """Quantity and exchange-valid prices for one entry, or a refusal with its reason."""
+    """Quantity and exchange-valid prices for one entry, or a refusal with its reason.
+
+    ``available``: free margin (USDT); None when the caller has no such figure (the size is then capped by
+    equity × leverage only).
+    """
     if filters.status != "TRADING":
         return _refuse("symbol_not_trading", f"{filters.symbol} status is {filters.status}")
+    if available is not None and available <= 0 and equity > 0:
+        return _refuse("no_available_balance", f"available balance {available:.2f} USDT: no margin for an entry")
     if not (equity > 0 and entry > 0 and stop > 0 and take_profit > 0):
         return _refuse("invalid_prices", f"equity={equity} entry={entry} stop={stop} tp={take_profit}")
     long = side is Side.LONG
@@ -84,6 +96,8 @@ def size_order(
         "max_notional": Decimal(str(max_notional)) / e,
         "max_qty": max_qty,
     }
+    if available is not None:
+        limits["available"] = Decimal(str(available)) * Decimal(str(max_leverage)) / e
     binding = min(limits, key=lambda k: limits[k])
     qty = round_to(limits[binding], step, ROUND_FLOOR)
     if qty < min_qty or qty <= 0:

@@ -2,8 +2,11 @@
 
 Per order (all its fills together): the reference price (arrival price at the decision for entries, the
 trigger price for brackets), the volume-weighted fill price, slippage in bps (positive = worse), fees, time
-from the order going live to its last fill, and the fill ratio.  Pure functions over journal rows, plus a
-report writer (markdown and a PNG of slippage over time) for ``ultra-signals tca --run ID``.
+from the order going live to its last fill, and the fill ratio.  Per trade (the journal's trade rows): gross PnL,
+fees, the funding paid or received while it was open (Binance's ``ACCOUNT_UPDATE`` reason ``FUNDING_FEE``,
+booked on the open trade), net PnL, and how it ended (``liq`` / ``adl``: closed by Binance itself).  Funding is
+a cost of holding as real as the fee, so the report puts both side by side.  Pure functions over journal rows,
+plus a report writer (markdown and a PNG of slippage over time) for ``ultra-signals tca --run ID``.
 """
 
 from __future__ import annotations
@@ -84,6 +87,57 @@ def tca_rows(fills: Iterable[Mapping[str, Any]]) -> list[TcaRow]:
             )
         )
     return sorted(rows, key=lambda r: (r.last_fill_ts, r.client_id))
+
+
+@dataclass(frozen=True, slots=True)
+class TradeCost:
+    """One trade's money: what the fills made, what fees and funding took, what is left."""
+
+    decision_id: str
+    symbol: str
+    side: str
+    status: str
+    exit_kind: str | None
+    gross: float
+    fees: float
+    funding: float  # + received, - paid
+    pnl: float | None  # net (gross - fees + funding), set when closed
+
+
+def trade_costs(trades: Iterable[Mapping[str, Any]]) -> list[TradeCost]:
+    """From ``exec_trades`` rows: the trades that reached the venue (entered), in the order they were opened."""
+    out = []
+    for t in trades:
+        if t.get("status") == "cancelled" or not float(t.get("entry_qty") or 0.0):
+            continue
+        out.append(
+            TradeCost(
+                decision_id=str(t["decision_id"]),
+                symbol=str(t["symbol"]),
+                side=str(t["side"]),
+                status=str(t["status"]),
+                exit_kind=t.get("exit_kind"),
+                gross=float(t.get("gross_pnl") or 0.0),
+                fees=float(t.get("fees") or 0.0),
+                funding=float(t.get("funding") or 0.0),
+                pnl=None if t.get("pnl") is None else float(t["pnl"]),
+            )
+        )
+    return out
+
+
+def funding_by_symbol(costs: Sequence[TradeCost]) -> dict[str, dict[str, float]]:
+    """Per symbol and ``ALL``: trades, gross, fees, funding and net PnL of the closed ones."""
+    out: dict[str, dict[str, float]] = {}
+    for c in costs:
+        for key in (c.symbol, "ALL"):
+            a = out.setdefault(key, {"trades": 0.0, "gross": 0.0, "fees": 0.0, "funding": 0.0, "pnl": 0.0})
+            a["trades"] += 1
+            a["gross"] += c.gross
+            a["fees"] += c.fees
+            a["funding"] += c.funding
+            a["pnl"] += c.pnl or 0.0
+    return out
 
 
 def _p95(xs: Sequence[float]) -> float:
@@ -167,9 +221,16 @@ def rich_table(rows: Sequence[TcaRow], title: str) -> Table:
 
 
 def write_report(
-    run_id: str, rows: Sequence[TcaRow], out_dir: str | Path, charts: bool = True
+    run_id: str,
+    rows: Sequence[TcaRow],
+    out_dir: str | Path,
+    charts: bool = True,
+    trades: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[Path, Path | None]:
-    """``tca_<run>.md`` (and ``tca_<run>.png`` when charts and fills exist); returns both paths."""
+    """``tca_<run>.md`` (and ``tca_<run>.png`` when charts and fills exist); returns both paths.
+
+    ``trades``: the run's ``exec_trades`` rows, for the per-trade fees, funding and PnL section.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = out / f"tca_{run_id}.md"
@@ -233,8 +294,66 @@ def write_report(
         if png is not None:
             _chart(rows, png, run_id)
             lines += ["", f"![slippage over time]({png.name})"]
+    lines += _trade_section(trade_costs(trades))
     md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return md, png
+
+
+def _trade_section(costs: Sequence[TradeCost]) -> list[str]:
+    """Markdown: fees, funding and PnL per symbol and per trade (nothing when no trade was entered)."""
+    if not costs:
+        return []
+    lines = [
+        "",
+        "## Fees, funding and PnL per trade",
+        "",
+        "Funding is what the position paid (−) or received (+) at each funding time while it was open"
+        " (Binance ACCOUNT_UPDATE, reason FUNDING_FEE); net PnL = gross − fees + funding.",
+        "",
+        "| symbol | trades | gross USDT | fees USDT | funding USDT | net PnL USDT (closed) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for sym, a in sorted(funding_by_symbol(costs).items(), key=lambda kv: (kv[0] == "ALL", kv[0])):
+        lines.append(
+            _md_row(
+                [
+                    sym,
+                    f"{a['trades']:.0f}",
+                    f"{a['gross']:+.4f}",
+                    f"{a['fees']:.4f}",
+                    f"{a['funding']:+.4f}",
+                    f"{a['pnl']:+.4f}",
+                ]
+            )
+        )
+    lines += [
+        "",
+        "| trade | symbol | side | status | exit | gross | fees | funding | net PnL |",
+        "|---|---|---|---|---|---:|---:|---:|---:|",
+    ]
+    for c in costs:
+        exit_kind = {
+            "liq": "liq (liquidated by Binance)",
+            "adl": "adl (auto-deleveraged)",
+            "settle": "settle (delisting)",
+        }.get(c.exit_kind or "", c.exit_kind or "")
+        pnl = "" if c.pnl is None else f"{c.pnl:+.4f}"
+        lines.append(
+            _md_row(
+                [
+                    c.decision_id,
+                    c.symbol,
+                    c.side,
+                    c.status,
+                    exit_kind,
+                    f"{c.gross:+.4f}",
+                    f"{c.fees:.4f}",
+                    f"{c.funding:+.4f}",
+                    pnl,
+                ]
+            )
+        )
+    return lines
 
 
 def _chart(rows: Sequence[TcaRow], path: Path, run_id: str) -> None:

@@ -297,20 +297,32 @@ class Journal:
 
     def budget_history(
         self, namespace: str, since_ms: int | None = None
-    ) -> Iterator[tuple[int, str, bool, bool, float | None]]:
-        """``(ts, timeframe, long, allowed, quality)`` of a namespace's candidates in decision order: what ranked
+    ) -> Iterator[tuple[int, str, bool, bool, float | None, str]]:
+        """``(ts, timeframe, long, allowed, quality, key)`` of a namespace's candidates in decision order: what ranked
         selection's threshold and the same-direction bound are rebuilt from at start (quality None: the candidate
-        never reached the budget step, or the run was not ranked)."""
+        never reached the budget step, or the run was not ranked; key: the run-independent decision key)."""
         self.flush()
         q = select(
-            decisions.c.ts, decisions.c.timeframe, decisions.c.side, decisions.c.allowed, decisions.c.features_json
+            decisions.c.ts,
+            decisions.c.timeframe,
+            decisions.c.side,
+            decisions.c.allowed,
+            decisions.c.features_json,
+            decisions.c.decision_id,
         ).where(decisions.c.namespace == namespace)
         if since_ms is not None:
             q = q.where(decisions.c.ts >= since_ms)
         with self.engine.connect() as c:
-            for ts, tf, side, allowed, feats in c.execute(q.order_by(decisions.c.ts, decisions.c.id)):
+            for ts, tf, side, allowed, feats, did in c.execute(q.order_by(decisions.c.ts, decisions.c.id)):
                 value = json.loads(feats).get("quality") if feats else None
-                yield int(ts), str(tf), side == "LONG", bool(allowed), None if value is None else float(value)
+                yield (
+                    int(ts),
+                    str(tf),
+                    side == "LONG",
+                    bool(allowed),
+                    None if value is None else float(value),
+                    reservation_id_of(str(did)),
+                )
 
     # -- operator state (pause, trading state) --------------------------------------------------------------
     def get_state(self, key: str, default: str | None = None) -> str | None:

@@ -187,6 +187,25 @@ class Metrics:
         )
         self.orderbook_resyncs = Counter("orderbook_resyncs", "Order book resyncs", ["symbol"], registry=r)
         self.rest_requests = Counter("rest_requests", "REST requests", ["endpoint", "status"], registry=r)
+        # -- Binance venue client (market data and trading: one IP, separate connections) --
+        self.venue_used_weight = Gauge(
+            "binance_used_weight",
+            "Request weight used in the window, from the latest X-MBX-USED-WEIGHT-* header (per IP; 2400/1m today)",
+            ["role", "window"],
+            registry=r,
+        )
+        self.venue_order_count = Gauge(
+            "binance_order_count",
+            "Orders placed in the window, from the latest X-MBX-ORDER-COUNT-* header (per account)",
+            ["role", "window"],
+            registry=r,
+        )
+        self.venue_rate_limited = Counter(
+            "binance_rate_limited",
+            "Binance answers 429 (rate limited) and 418 (IP banned), by client role",
+            ["role", "status"],
+            registry=r,
+        )
         # -- Telegram --
         self.telegram_messages = Counter("telegram_messages", "Telegram messages", ["kind", "status"], registry=r)
         self.telegram_pending = Gauge("telegram_outbox_pending", "Messages waiting in the outbox", registry=r)
@@ -199,6 +218,12 @@ class Metrics:
         # -- execution --
         self.orders = Counter("orders", "Orders, by status", ["status"], registry=r)
         self.trading_state = Gauge("trading_state", "0 ACTIVE, 1 REDUCING, 2 HALTED", registry=r)
+        self.entries_refused = Counter(
+            "entries_refused",
+            "Entries refused before the broker, by reason code (throttle_*, portfolio_*, daily_loss, sizing, ...)",
+            ["reason"],
+            registry=r,
+        )
         self.breaker_trips = Counter("breaker_trips", "Circuit breaker trips", ["breaker"], registry=r)
         self.position_notional = Gauge("position_notional", "Open position notional (USDT)", ["symbol"], registry=r)
         self.pnl_realized = Gauge("pnl_realized_usdt", "Realized PnL (USDT)", registry=r)

@@ -171,6 +171,23 @@ class VenueSnapshot:
     open_orders: list[OpenOrderView]
 
 
+@dataclass(frozen=True, slots=True)
+class AccountSnapshot:
+    """The account as the venue reports it (USDT): what sizing and the portfolio limits start from.
+
+    ``wallet_balance`` is realized money only; ``margin_balance`` adds the unrealized PnL of every open
+    position (Binance's ``totalMarginBalance``), and ``available_balance`` is what a new position's initial
+    margin can still come from.  Sizing from the wallet alone would size a losing account as if it were whole.
+    """
+
+    wallet_balance: float
+    unrealized_pnl: float
+    margin_balance: float
+    available_balance: float
+    #: Unrealized PnL per symbol with an open position (the venue's mark), until market data brings a price.
+    unrealized_by_symbol: dict[str, float] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class KillReport:
     cancelled_orders: int = 0
@@ -266,6 +283,10 @@ class Broker(Protocol):
 
     async def account_equity(self) -> float:
         """The account's equity in USDT (only when ``capabilities.reports_equity``)."""
+        ...
+
+    async def account_snapshot(self) -> AccountSnapshot:
+        """Wallet, unrealized PnL and available balance (only when ``capabilities.reports_equity``)."""
         ...
 
     async def leverage_brackets(self) -> dict[str, list[Bracket]]:

@@ -31,6 +31,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -42,6 +43,7 @@ from ultra_signals.core.decision import Side
 from ultra_signals.core.events import MarketEvent
 from ultra_signals.execution.brokers.base import (
     DUPLICATE_REASON,
+    AccountSnapshot,
     BrokerCapabilities,
     BrokerError,
     BrokerListener,
@@ -60,6 +62,7 @@ from ultra_signals.execution.brokers.base import (
     parse_client_id,
 )
 from ultra_signals.execution.liquidation import Bracket, parse_brackets
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.venues.binance.account import AccountReport, AccountSetupError, prepare_account
 from ultra_signals.venues.binance.client import BinanceFuturesClient, client_from_settings
 from ultra_signals.venues.binance.errors import (
@@ -146,9 +149,10 @@ class BinanceBroker:
         self._watched: dict[str, str] = {}  # decision id -> symbol: brackets whose fills must never be missed
         self.recovered_fills = 0
         self._ban_reported: int | None = None
+        self._unsubscribe_ban: Callable[[], None] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BinanceBroker:
+    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> BinanceBroker:
         b = settings.binance
         if b.api_key is None or b.api_secret is None:
             raise BrokerError(
@@ -157,7 +161,7 @@ class BinanceBroker:
             )
         e = settings.execution
         return cls(
-            client_from_settings(settings, name="binance-trading", trading=True),
+            client_from_settings(settings, name="binance-trading", trading=True, metrics=metrics),
             keepalive_s=e.listen_key_keepalive_s,
             stop_working_type=e.stop_working_type,
             take_profit_working_type=e.take_profit_working_type,
@@ -199,6 +203,29 @@ class BinanceBroker:
     async def account_equity(self) -> float:
         acct = await self._request("GET", "/fapi/v2/account")
         return float(acct["totalWalletBalance"])
+
+    async def account_snapshot(self) -> AccountSnapshot:
+        """``GET /fapi/v2/account``: wallet, unrealized PnL, margin balance and available balance (USDT).
+
+        Fields as documented on "Account Information V2" (https://developers.binance.com/docs/derivatives/
+        usds-margined-futures/account/rest-api/Account-Information-V2): ``totalWalletBalance``,
+        ``totalUnrealizedProfit``, ``totalMarginBalance`` (wallet + unrealized), ``availableBalance``, and per
+        position ``unrealizedProfit``.  A missing total falls back to the wallet (never to more than it).
+        """
+        acct = await self._request("GET", "/fapi/v2/account")
+        try:
+            wallet = float(acct["totalWalletBalance"])
+            unrealized = float(acct.get("totalUnrealizedProfit") or 0.0)
+            margin = float(acct.get("totalMarginBalance") or wallet + unrealized)
+            available = float(acct["availableBalance"]) if "availableBalance" in acct else min(wallet, margin)
+            per_symbol = {
+                str(p["symbol"]): float(p.get("unrealizedProfit") or p.get("unRealizedProfit") or 0.0)
+                for p in acct.get("positions", [])
+                if isinstance(p, dict) and float(p.get("positionAmt") or 0.0) != 0
+            }
+        except (KeyError, TypeError, ValueError) as e:
+            raise BrokerError(f"GET /fapi/v2/account: unreadable answer ({type(e).__name__}: {e})") from None
+        return AccountSnapshot(wallet, unrealized, margin, available, per_symbol)
 
     async def leverage_brackets(self) -> dict[str, list[Bracket]]:
         """``GET /fapi/v1/leverageBracket`` for the symbols this run trades (maintenance margins by notional)."""
@@ -300,6 +327,14 @@ class BinanceBroker:
     # -- Broker interface ------
     def bind(self, listener: BrokerListener) -> None:
         self._listener = listener
+        if self._unsubscribe_ban is None:  # the IP's ban, whichever client of this process sees the 418
+            self._unsubscribe_ban = self.client.bans.subscribe(self._on_ban)
+
+    def _on_ban(self, until_ms: int, detail: str) -> None:
+        """A 418 seen by any client of this host (market data too): the IP is banned, trading halts now."""
+        if until_ms != self._ban_reported:  # one incident per ban, not one per refused call
+            self._ban_reported = until_ms
+            self._incident("ip_banned", detail)
 
     def submit(self, plan: EntryPlan) -> None:
         self._queue.put_nowait(("submit", plan))
@@ -339,6 +374,9 @@ class BinanceBroker:
         await asyncio.wait_for(self._queue.join(), timeout=timeout_s)
 
     async def aclose(self) -> None:
+        if self._unsubscribe_ban is not None:
+            self._unsubscribe_ban()
+            self._unsubscribe_ban = None
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -529,6 +567,8 @@ class BinanceBroker:
                     await self._close(*arg)
                 elif cmd == "cancel_algo":
                     await self.cancel_algo(arg)
+                elif cmd == "orphans":
+                    await self.cleanup_orphan_brackets()
             except BrokerError as e:
                 if cmd == "submit" and e.code == DUPLICATE_CLIENT_ID:
                     # Another runner (or an earlier run) already placed this bar's entry: refused, not an error.
@@ -777,11 +817,14 @@ class BinanceBroker:
     def _on_order(self, o: dict[str, Any], hold: bool = True) -> None:
         cid, symbol, status, execution = str(o["c"]), str(o["s"]), str(o["X"]), str(o["x"])
         order_id = str(o.get("i", ""))
-        exchange_close = cid.startswith("autoclose-") or cid.startswith("adl_autoclose")
+        exchange_close = cid.startswith(("autoclose-", "adl_autoclose", "settlement_autoclose-"))
         if exchange_close and execution == "TRADE":
-            # Binance closed (part of) a position itself: liquidation (autoclose-) or auto-deleveraging.
-            what = "ADL" if cid.startswith("adl") else "liquidation"
+            # Binance closed (part of) a position itself: liquidation (autoclose-), auto-deleveraging, or the
+            # settlement of a delisted contract ("Event: Order Update" of USDⓈ-M user data).
+            what = "ADL" if cid.startswith("adl") else "settlement" if cid.startswith("settlement") else "liquidation"
             self._incident(what, f"{symbol} {what} order {cid}: {o.get('S')} {o.get('l')} at {o.get('L')}")
+            if status == "FILLED":  # the position is gone: its reduce-only brackets must not wait for a new one
+                self._queue.put_nowait(("orphans", symbol))
         parsed = parse_client_id(cid)
         if parsed is None:
             mapped = self._actual.get(order_id)

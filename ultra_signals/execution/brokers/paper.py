@@ -18,6 +18,7 @@ from typing import Any
 from ultra_signals.core.decision import Side
 from ultra_signals.core.events import BookTicker, Funding, Kline, MarketEvent, Trade
 from ultra_signals.execution.brokers.base import (
+    AccountSnapshot,
     BrokerCapabilities,
     BrokerError,
     BrokerListener,
@@ -173,6 +174,9 @@ class PaperBroker:
         raise BrokerError("the paper broker has no exchangeInfo: set execution.exchange_info_file for real filters")
 
     async def account_equity(self) -> float:
+        raise BrokerError("the paper broker has no account: the executor keeps the paper equity")
+
+    async def account_snapshot(self) -> AccountSnapshot:
         raise BrokerError("the paper broker has no account: the executor keeps the paper equity")
 
     async def leverage_brackets(self) -> dict[str, list[Bracket]]:

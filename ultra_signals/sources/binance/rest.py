@@ -70,7 +70,13 @@ class BinanceRest:
         self._m = metrics
         # The one venue client (its own connection pool: market data never queues behind orders); this class
         # keeps the back-fill's retry policy and metrics on top of it.
-        self._venue = BinanceFuturesClient(Endpoints(self.base_url, ""), timeout_s=timeout_s, name="binance-market")
+        self._venue = BinanceFuturesClient(
+            Endpoints(self.base_url, ""),
+            timeout_s=timeout_s,
+            name="binance-market",
+            role="market_data",
+            metrics=metrics,
+        )
         self._max_retries = max_retries
         self._backoff = (backoff_base_s, backoff_max_s)
         self._soft = weight_soft_limit

@@ -11,7 +11,12 @@ queue behind, or in front of, an order).  What the client guarantees:
   when it lifts), then the refused request is sent again (429 means not executed).  A ``Retry-After`` longer
   than ``max_retry_after_s`` is a clear error instead of a silent hang.
 * **418** (IP banned) raises :class:`IpBanned` and every further call fails fast until the ban ends: the caller
-  halts trading.
+  halts trading.  The ban is the IP's, so it is shared by every client of the same host in the process
+  (:class:`~ultra_signals.venues.binance.limits.BanState`): one the market-data client sees stops the trading
+  client too, and the broker, subscribed to it, halts trading even when it was not sending anything.
+* **Metrics** (when given a :class:`Metrics`): the weight and order counts of the latest answer as gauges
+  (``binance_used_weight{role,window}``, ``binance_order_count{role,window}``) and every 429/418 counted
+  (``binance_rate_limited_total{role,status}``), per client role (``market_data`` / ``trading``).
 * **5xx, -1001/-1006/-1007, timeouts, resets**: reads (GET) are retried with backoff; writes raise
   :class:`UnknownOutcome` — Binance says the execution status is UNKNOWN — and the caller queries by client id
   before anything is sent again.
@@ -31,6 +36,7 @@ from urllib.parse import urlencode
 import httpx
 from pydantic import SecretStr
 
+from ultra_signals.observability.metrics import Metrics
 from ultra_signals.venues.binance.clock import ServerClock, wall_ms
 from ultra_signals.venues.binance.endpoints import Endpoints, endpoints_from_settings
 from ultra_signals.venues.binance.errors import (
@@ -41,7 +47,7 @@ from ultra_signals.venues.binance.errors import (
     UnknownOutcome,
     VenueError,
 )
-from ultra_signals.venues.binance.limits import RateState
+from ultra_signals.venues.binance.limits import BanState, RateState, ban_state_for
 from ultra_signals.venues.binance.signing import signed_query
 
 log = logging.getLogger(__name__)
@@ -65,9 +71,17 @@ class BinanceFuturesClient:
         sleep: Sleep = asyncio.sleep,
         now_local_ms: Callable[[], int] = wall_ms,
         transport: httpx.AsyncBaseTransport | None = None,
+        role: str = "market_data",
+        metrics: Metrics | None = None,
+        bans: BanState | None = None,
     ) -> None:
         self.endpoints = endpoints
         self.name = name
+        #: ``market_data`` or ``trading``: the label of this client's metrics.
+        self.role = role
+        self.metrics = metrics
+        #: The IP ban of this host, shared by every client of the process (see the module docstring).
+        self.bans = bans if bans is not None else ban_state_for(endpoints.rest)
         self._key = api_key
         self._secret = api_secret
         self.recv_window_ms = recv_window_ms
@@ -81,7 +95,6 @@ class BinanceFuturesClient:
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
         self._not_before_ms = 0  # 429: nobody sends before this instant
-        self.banned_until_ms: int | None = None
         self.waits: list[tuple[str, float]] = []  # (why, seconds) for every deliberate pause: tests and metrics
         self.time_syncs = 0
 
@@ -117,16 +130,40 @@ class BinanceFuturesClient:
         log.warning("%s: waiting %.2f s (%s)", self.name, seconds, why)
         await self._sleep(seconds)
 
+    @property
+    def banned_until_ms(self) -> int | None:
+        """Until when this host's IP is banned (local wall ms), whichever client saw the 418; None: not banned."""
+        return self.bans.until_ms if self.bans.remaining_ms(self._now_local()) else None
+
+    def _account(self, r: httpx.Response) -> None:
+        """Read the answer's weight and order-count headers; export them and any 429/418."""
+        self.limits.update(r.headers)
+        m = self.metrics
+        if m is None:
+            return
+        for window, used in self.limits.weight.items():
+            m.venue_used_weight.labels(role=self.role, window=window).set(used)
+        for window, count in self.limits.orders.items():
+            m.venue_order_count.labels(role=self.role, window=window).set(count)
+        if r.status_code in (418, 429):
+            m.venue_rate_limited.labels(role=self.role, status=str(r.status_code)).inc()
+
+    def _ban(self, retry_s: float, where: str) -> int:
+        until = self._now_local() + int(retry_s * 1000)
+        self.bans.ban(
+            until, f"{where}; IP banned for {retry_s:.0f} s (seen by {self.name})", f"{self.name}/{self.role}"
+        )
+        return max(until, self.bans.until_ms or until)  # a longer ban already known stays the one reported
+
     async def _gate(self, *, order: bool) -> None:
         now = self._now_local()
-        if self.banned_until_ms is not None:
-            if now < self.banned_until_ms:
-                raise IpBanned(
-                    f"{self.name}: IP banned by Binance (HTTP 418) for {(self.banned_until_ms - now) / 1000:.0f} s more;"
-                    " trading is halted",
-                    self.banned_until_ms,
-                )
-            self.banned_until_ms = None
+        left = self.bans.remaining_ms(now)
+        if left:
+            raise IpBanned(
+                f"{self.name}: IP banned by Binance (HTTP 418, seen by {self.bans.seen_by}) for {left / 1000:.0f} s"
+                " more; trading is halted",
+                self.bans.until_ms or now + left,
+            )
         if self._not_before_ms > now:
             await self._wait("429 Retry-After", (self._not_before_ms - now) / 1000.0)
         pause = self.limits.pause_ms(self._now_local(), order=order)
@@ -152,9 +189,20 @@ class BinanceFuturesClient:
         """One unsigned request as it is (no retry, no wait): the raw answer, headers accounted.
 
         For callers with their own retry policy (market data back-fill); transport errors propagate as httpx's.
+        While this host's IP is banned (a 418 seen by any client of the process) nothing is sent: the answer is
+        the one Binance would give, a 418 with ``Retry-After`` set to the seconds left, made here, so the caller's
+        own 418 handling applies and the ban is not prolonged by another request.
         """
+        left = self.bans.remaining_ms(self._now_local())
+        if left:
+            headers = {"Retry-After": str(max(1, -(-left // 1000)))}
+            body = {"code": -1003, "msg": f"IP banned (HTTP 418 seen by {self.bans.seen_by}); not sent"}
+            request = httpx.Request(method, self.endpoints.rest + path)
+            return httpx.Response(418, headers=headers, json=body, request=request)
         r = await self._client().request(method, path, params=dict(params) if params else None)
-        self.limits.update(r.headers)
+        self._account(r)
+        if r.status_code == 418:
+            self._ban(_retry_after_s(r.headers) or 120.0, f"{method} {path}: HTTP 418")
         return r
 
     async def request(
@@ -191,7 +239,7 @@ class BinanceFuturesClient:
                     raise VenueError(f"{method} {path}: {type(e).__name__} after {attempts} attempts") from None
                 await self._wait("transport error", min(0.2 * 2**attempts, 5.0))
                 continue
-            self.limits.update(r.headers)
+            self._account(r)
             data = _json(r)
             code = data.get("code") if isinstance(data, dict) else None
             msg = data.get("msg") if isinstance(data, dict) else r.text[:200]
@@ -212,8 +260,8 @@ class BinanceFuturesClient:
                 continue  # 429 = refused, not executed: safe to send again once the wait is over
             if r.status_code == 418:
                 retry = _retry_after_s(r.headers) or 120.0
-                self.banned_until_ms = self._now_local() + int(retry * 1000)
-                raise IpBanned(f"{where}; IP banned for {retry:.0f} s: trading is halted", self.banned_until_ms)
+                until = self._ban(retry, where)
+                raise IpBanned(f"{where}; IP banned for {retry:.0f} s: trading is halted", until)
             if r.status_code >= 500 or code in UNKNOWN_EXECUTION:
                 if write:
                     raise UnknownOutcome(f"{where}: execution status unknown", code, r.status_code)
@@ -256,7 +304,9 @@ def _retry_after_s(headers: httpx.Headers) -> float | None:
         return None
 
 
-def client_from_settings(settings: Any, *, name: str, trading: bool) -> BinanceFuturesClient:
+def client_from_settings(
+    settings: Any, *, name: str, trading: bool, metrics: Metrics | None = None
+) -> BinanceFuturesClient:
     """The client for one use (``trading``: with keys and the execution timeouts; else market data)."""
     b = settings.binance
     endpoints = endpoints_from_settings(b)
@@ -271,7 +321,14 @@ def client_from_settings(settings: Any, *, name: str, trading: bool) -> BinanceF
             time_refresh_s=e.time_sync_interval_s,
             max_retry_after_s=b.rest_max_retry_after_s,
             name=name,
+            role="trading",
+            metrics=metrics,
         )
     return BinanceFuturesClient(
-        endpoints, timeout_s=b.rest_timeout_s, max_retry_after_s=b.rest_max_retry_after_s, name=name
+        endpoints,
+        timeout_s=b.rest_timeout_s,
+        max_retry_after_s=b.rest_max_retry_after_s,
+        name=name,
+        role="market_data",
+        metrics=metrics,
     )
