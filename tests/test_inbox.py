@@ -59,6 +59,12 @@ def settings_for(path: Path, **over: Any) -> Settings:
             "execution.latency_ms": 0,
             "execution.throttles.max_orders_per_minute": 1000,
             "execution.throttles.max_open_positions": 3,
+            # The canary profile's portfolio limits (one position, 500 USDT) are opened up: each test names the
+            # limit it exercises.
+            "execution.portfolio.max_total_notional_usdt": 1e6,
+            "execution.portfolio.max_same_direction_positions": 1000,
+            "execution.portfolio.max_same_direction_notional_usdt": 1e6,
+            "execution.portfolio.max_margin_usage": 1.0,
             **over,
         },
         environ={},
@@ -167,9 +173,7 @@ def test_three_shards_at_once_the_account_limit_holds(server: RedisProc, tmp_pat
     assert take_lease(shards[0]) and not take_lease(shards[1]) and not take_lease(shards[2])
     per_shard = {s.run_id: SYMBOLS[3 * i : 3 * i + 3] for i, s in enumerate(shards)}  # disjoint, as shards are
     deliver_at_once(shards, per_shard)
-    for s in shards:
-        s.exe.batch = 1  # one decision per round, market events between them (see drain)
-    drain(shards, fill=True)
+    drain(shards)  # all nine in one batch, no fill in between: pending entries count at their planned size
 
     leader = shards[0]
     open_now = [t for t in leader.inner.portfolio.open_trades()]
@@ -186,6 +190,23 @@ def test_three_shards_at_once_the_account_limit_holds(server: RedisProc, tmp_pat
         ["done|submitted"] * 3 + ["done|refused:throttle_open_positions"] * 6
     )
     assert inbox.pending() == 0 and inbox.backlog() == 0
+
+
+def test_three_shards_at_once_the_account_total_notional_holds(server: RedisProc, tmp_path: Path) -> None:
+    """The portfolio limit on total notional (every symbol at once) is the account's: 500 USDT entries against a
+    1,200 USDT limit — two of nine go, whichever shards they came from."""
+    over: dict[str, Any] = {
+        "execution.throttles.max_open_positions": 50,
+        "execution.portfolio.max_total_notional_usdt": 1_200.0,
+    }
+    shards = [shard(server.port, tmp_path / f"shard{i}", f"run-{i}", **over) for i in range(3)]
+    assert take_lease(shards[2])
+    deliver_at_once(shards, {s.run_id: SYMBOLS[3 * i : 3 * i + 3] for i, s in enumerate(shards)})
+    drain(shards)
+    leader = shards[2]
+    assert sum(t.planned_qty * t.arrival for t in leader.inner.portfolio.open_trades()) == 1_000.0
+    assert leader.inner.router.refused == {"portfolio_total_notional": 7}
+    assert orders_placed(leader) == 2 and orders_placed(shards[0]) == orders_placed(shards[1]) == 0
 
 
 def test_three_shards_at_once_the_account_order_rate_holds(server: RedisProc, tmp_path: Path) -> None:
@@ -503,8 +524,8 @@ def test_with_min_replicas_acked_nothing_runs_until_a_replica_confirms(server: R
     the decision waits (kept for retry, not run) and runs once, when a replica has it."""
     from tests.redis_proc import wait_until
 
-    a = shard(server.port, tmp_path / "a", "run-a")
-    a.exe.inbox.min_replicas_acked, a.exe.inbox.wait_timeout_ms = 1, 50
+    a = shard(server.port, tmp_path / "a", "run-a", ttl_ms=30_000)  # the WAITs below outlast a short lease
+    a.exe.inbox.min_replicas_acked, a.exe.inbox.wait_timeout_ms = 1, 500  # generous: a loaded machine
     assert take_lease(a)
     a.exe.on_signal(decision("run-a", "S1USDT"))
     assert len(a.exe.backlog) == 1 and a.exe.delivered == 0  # written on the primary, but unconfirmed: kept
@@ -522,7 +543,6 @@ def test_with_min_replicas_acked_nothing_runs_until_a_replica_confirms(server: R
             return bool(replica.client().info("replication").get("master_link_status") == "up")
 
         wait_until(linked, timeout_s=20, what="the replica to sync")
-        assert take_lease(a)  # (the runner renews every second; the sync took longer than the lease)
         assert a.exe.flush_backlog() == 1 and a.exe.duplicates == 1  # the retry finds it there, now confirmed
         drain([a])
     finally:
