@@ -143,20 +143,13 @@ def deliver_at_once(shards: list[Shard], per_shard: dict[str, list[str]]) -> Non
     assert not any(t.is_alive() for t in threads)
 
 
-def drain(shards: list[Shard], rounds: int = 200, fill: bool = False) -> None:
-    """Pump every shard (as each runner's task would) until the account's inbox is empty; bounded.
-
-    ``fill``: between rounds the market trades through every symbol, as the runner's loop feeds events between
-    decisions, so the paper broker fills the entries sent so far (the gateway here counts filled positions; pending
-    entries at their planned size are counted by the portfolio limits of wt/portfolio)."""
+def drain(shards: list[Shard], rounds: int = 200) -> None:
+    """Pump every shard (as each runner's task would) until the account's inbox is empty; bounded."""
 
     async def go() -> None:
-        for r in range(rounds):
+        for _ in range(rounds):
             for s in shards:
                 await s.exe.pump_once()
-                if fill:
-                    for sym in SYMBOLS:
-                        s.exe.on_market_event(Trade(sym, T0 + 400_000 + r, 100.0, 1.0, False))
             if shards[0].exe.inbox.backlog() == 0:
                 return
         pytest.fail("the inbox did not drain")
