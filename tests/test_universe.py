@@ -107,3 +107,62 @@ def test_recorded_instruments_keep_listing_dates() -> None:
     btc = recorded()["BTCUSDT"]
     assert btc.onboard_ms == 1_569_398_400_000 and btc.delivery_ms == 4_133_404_800_000
     assert btc.tick_size == Decimal("0.01")
+
+
+# -- the runtime refresh: what changed since start ------------------------------------------------------------
+NOW_REC = 1_626_858_243_909  # the recording's serverTime
+
+
+def test_refresh_diff_on_the_real_recording_finds_each_kind_of_change() -> None:
+    from dataclasses import replace
+
+    from ultra_signals.core.universe import EntryGate, EntryGateFilter, diff
+
+    inst = recorded()
+    rules = UniverseRules(min_listing_age_days=7)
+    shard = Shard(1, 4)
+    start = select(inst, NOW_REC, rules)
+    watched = assign([s for s in start.watch if s not in start.no_entries], shard)
+    assert len(watched) > 10
+    bye, gone, held_elsewhere = watched[0], watched[1], "BTCUSDT"
+    later = dict(inst)
+    later[bye] = replace(inst[bye], delivery_ms=NOW_REC + 3 * DAY_MS)  # a delisting announced
+    later[gone] = replace(inst[gone], status="SETTLING")  # delisted
+    del later[held_elsewhere]  # gone from exchangeInfo altogether
+    # A new contract, listed long enough ago, in this shard's share; and one too young to trade yet.
+    new = next(f"NEW{i}USDT" for i in range(1000) if owner(f"NEW{i}USDT", 4) == 1)
+    young = next(f"YNG{i}USDT" for i in range(1000) if owner(f"YNG{i}USDT", 4) == 1)
+    later[new] = replace(inst[bye], symbol=new, onboard_ms=NOW_REC - 30 * DAY_MS)
+    later[young] = replace(inst[bye], symbol=young, onboard_ms=NOW_REC - 1 * DAY_MS)
+    gate = EntryGate()
+    ch = diff(select(later, NOW_REC, rules), watched=watched, held=[held_elsewhere], gate=gate.blocked, shard=shard)
+    assert list(ch.listed) == [new]  # the young one waits until it is old enough
+    assert list(ch.closed) == [bye] and "delisting scheduled" in ch.closed[bye]
+    assert ch.delisted == {gone: "status SETTLING", held_elsewhere: "not in exchangeInfo"}
+    assert ch.reopened == []
+    gate.apply(ch)
+    assert gate.reason(bye) == gate.reason(gone) == "no_entries" and gate.reason(watched[2]) is None
+
+    class Ctx:  # the filter reads only the candidate's symbol
+        def __init__(self, symbol: str) -> None:
+            self.candidate = type("C", (), {"symbol": symbol})()
+
+    f = EntryGateFilter(gate)
+    assert f.check(Ctx(bye)) == "no_entries" and f.check(Ctx(watched[2])) is None
+    # The same refresh again changes nothing; the delisting cancelled reopens the symbol.
+    again = diff(select(later, NOW_REC, rules), watched=watched, held=[], gate=gate.blocked, shard=shard)
+    assert again.closed == {} and again.reopened == []
+    later[bye] = inst[bye]
+    back = diff(select(later, NOW_REC, rules), watched=watched, held=[], gate=gate.blocked, shard=shard)
+    assert back.reopened == [bye]
+    gate.apply(back)
+    assert gate.reason(bye) is None
+
+
+def test_a_volume_drop_is_not_a_delisting() -> None:
+    from ultra_signals.core.universe import diff
+
+    inst = {"AUSDT": _inst("AUSDT"), "BUSDT": _inst("BUSDT")}
+    uni = select(inst, 0, UniverseRules(min_quote_volume=1e6), {"AUSDT": 5e6, "BUSDT": 10.0})
+    ch = diff(uni, watched=["AUSDT", "BUSDT"], held=["BUSDT"], gate={}, shard=None)
+    assert ch.empty

@@ -115,7 +115,9 @@ def resolve_symbols(settings: Settings, metrics: Metrics) -> tuple[Settings, lis
         resolved = apply_shard(resolved, rt.shard)
     except SourceError as e:
         raise BootstrapError(str(e)) from None
-    runtime = rt.model_copy(update={"symbols": resolved.symbols, "universe": "list"})
+    # "resolved": build_runner then refreshes the universe hourly while a live run lasts (wire_universe_refresh).
+    universe = "resolved" if rt.universe == "all" else "list"
+    runtime = rt.model_copy(update={"symbols": resolved.symbols, "universe": universe})
     return settings.model_copy(update={"runtime": runtime}), resolved.notices
 
 
@@ -238,6 +240,82 @@ def build_lease(settings: Settings, exe: Executor | None, run_id: str, ns: RunNa
     return lease
 
 
+# -- listings and delistings at runtime (runtime.symbols: all, live) -------------------------------------------
+def wire_universe_refresh(settings: Settings, runner: Runner, metrics: Metrics) -> None:
+    """A live run whose symbols came from ``all`` re-reads exchangeInfo every ``runtime.universe_refresh_s`` (wall
+    clock): the engine gets the entry gate as a filter right after the trading state, and the refresh runs as
+    one of the runner's background tasks.  Replays have a fixed recorded universe: nothing to refresh."""
+    rt = settings.runtime
+    if rt.universe != "resolved" or runner.source.info.historical or rt.universe_refresh_s <= 0:
+        return
+    from ultra_signals.core.universe import EntryGate, EntryGateFilter
+    from ultra_signals.execution.listing import ListingWatch
+    from ultra_signals.sources.universe import UniverseRefresher
+
+    gate = EntryGate()
+    at = next((i + 1 for i, f in enumerate(runner.engine.filters) if f.name == "trading_halted"), 0)
+    runner.engine.filters.insert(at, EntryGateFilter(gate))
+    runner.feed_exempt = gate.blocked  # a delisted contract's silent feed must not trip the staleness breaker
+    watch = ListingWatch(gate, runner.executor, runner.notifier, mode=rt.mode, run_id=runner.run_id)
+    refresher = UniverseRefresher(
+        settings, metrics, watched=list(rt.symbols), gate=gate, on_change=watch, held=watch.held
+    )
+    runner.background.append(refresher.run)
+
+
+# -- account-wide delivery (execution.delivery: stream) ------------------------------------------------------
+def account_name(settings: Settings) -> str:
+    """The account a lease and an inbox belong to: the venue (and testnet), or the namespace's paper account."""
+    if settings.execution.broker == "binance" and settings.runtime.source == "binance":
+        return f"binance{'-testnet' if settings.binance.testnet else ''}"
+    return "paper"
+
+
+def build_delivery(
+    settings: Settings, exe: Executor | None, run_id: str, ns: RunNamespace, notifier: Notifier, metrics: Metrics
+) -> tuple[Executor | None, ExecutorLease | None]:
+    """``execution.delivery: stream``: wrap the executor so allowed decisions go to the account's inbox and only
+    the lease holder runs them (``execution/inbox.py``).  Whatever the broker, the lease is what makes one
+    executor per account; the runner's refresh loop takes and renews it as for ``direct``."""
+    if exe is None or settings.execution.delivery != "stream":
+        return exe, None
+    if not settings.redis.enabled:
+        raise BootstrapError(
+            "execution.delivery: stream needs Redis (redis.enabled: true): the inbox is a Redis Stream"
+        )
+    if not hasattr(exe, "lease_gate"):
+        raise BootstrapError("execution.delivery: stream needs a trading executor (execution.broker paper or binance)")
+    from ultra_signals.counters.redis_backend import connect
+    from ultra_signals.execution.inbox import DecisionInbox, InboxExecutor
+    from ultra_signals.execution.lease import ExecutorLease
+
+    account = account_name(settings)
+    client = connect(settings.redis)
+    # A blocking XREADGROUP outlasts the call timeout of the decision path: its own connection, longer timeout.
+    reader_settings = settings.redis.model_copy(update={"timeout_ms": settings.redis.timeout_ms + 1_000.0})
+    inbox = DecisionInbox(
+        client,
+        namespace=ns.base,
+        account=account,
+        reader=connect(reader_settings),
+        min_replicas_acked=settings.redis.min_replicas_acked,
+        wait_timeout_ms=settings.redis.wait_timeout_ms,
+    )
+    lease = ExecutorLease(
+        client, namespace=ns.base, account=account, holder=run_id, ttl_ms=int(settings.execution.lease_ttl_s * 1000)
+    )
+    exe.lease_gate = lease.blocking_reason
+    wrapped = InboxExecutor(
+        exe,
+        inbox,
+        lease,
+        notifier=notifier,
+        mode=settings.runtime.mode,
+        on_error=lambda kind: metrics.errors.labels(kind=kind).inc(),
+    )
+    return wrapped, lease
+
+
 def build_runner(
     settings: Settings,
     *,
@@ -298,7 +376,9 @@ def build_runner(
         exe = None
     else:
         exe = executor
-    lease = build_lease(settings, exe, run_id, ns)
+    exe, lease = build_delivery(settings, exe, run_id, ns, notifier, metrics)
+    if lease is None:
+        lease = build_lease(settings, exe, run_id, ns)
     beacon = build_beacon(settings, ns)
     runner = Runner(
         settings,
@@ -319,6 +399,7 @@ def build_runner(
         lease=lease,
         beacon=beacon,
     )
+    wire_universe_refresh(settings, runner, metrics)
     attach = getattr(notifier, "attach_commands", None)
     if attach is not None:  # Telegram answers operator commands from this run, through the control layer
         from ultra_signals.control import Control

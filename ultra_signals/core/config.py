@@ -96,13 +96,17 @@ class RuntimeSettings(_Section):
     warmup_bars: int = Field(default=210, ge=0, le=5000)
 
     #: ``symbols: all`` — every USDⓈ-M perpetual trading against USDT (Binance source only), resolved at start.
-    universe: Literal["list", "all"] = "list"
+    #: ``resolved``: the list was resolved from ``all`` at start (the live refresh then watches the exchange).
+    universe: Literal["list", "all", "resolved"] = "list"
     #: This runner's share of the symbols, ``"i/n"`` (0-based): n runners with 0/n … n-1/n cover every symbol once.
     shard: str | None = None
     #: With ``symbols: all``: leave out symbols whose 24 h quote volume is below this (0 keeps all).
     min_quote_volume: float = Field(default=0.0, ge=0.0, le=1e13)
     #: With ``symbols: all``: a symbol listed more recently than this takes no new entries.
     min_listing_age_days: float = Field(default=7.0, ge=0.0, le=3650.0)
+    #: With ``symbols: all`` on a live source: read exchangeInfo again this often (wall clock) to stop entries on a
+    #: contract whose delisting is announced and alert on a delisted one still held.  0: never (start only).
+    universe_refresh_s: float = Field(default=3600.0, ge=0.0, le=MAX_S)
 
     _split = field_validator("symbols", "timeframes", "signal_timeframes", mode="before")(_split_list)
 
@@ -591,6 +595,10 @@ class ExecutionSettings(_Section):
     #: One executor per account (binance broker with Redis on): the lease lapses this long after its holder stops
     #: renewing, and a standby takes over (reconciling first).  See execution/lease.py.
     lease_ttl_s: float = Field(default=10.0, ge=0.5, le=600.0)
+    #: ``stream``: shards trading one account deliver their allowed decisions to the account's inbox in Redis and
+    #: only the lease holder executes them, so its risk engine and portfolio enforce the account's limits for the
+    #: whole fleet (execution/inbox.py, docs/scaling.md).  ``direct``: this runner's executor trades them itself.
+    delivery: Literal["direct", "stream"] = "direct"
     #: Fraction of equity risked per trade: quantity = equity × risk_fraction / stop distance.
     risk_fraction: float = Field(default=0.005, gt=0.0, le=0.05)
     max_leverage: float = Field(default=5.0, gt=0.0, le=125.0)

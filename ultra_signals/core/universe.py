@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ultra_signals.core.instruments import SymbolFilters
 
@@ -113,3 +114,87 @@ def select(
             age = (now_ms - f.onboard_ms) / DAY_MS
             no_entries[name] = f"listed {age:.1f} days ago (< {rules.min_listing_age_days:g})"
     return Universe(watch, no_entries, left_out)
+
+
+# -- at runtime: the hourly exchangeInfo refresh ----------------------------------------------------------------
+#: The reason code a gated symbol's candidates carry (the filter sits right after the trading state).
+NO_ENTRIES = "no_entries"
+#: ``select`` leaves a symbol out for these reasons while it still trades: not a delisting.
+_STILL_TRADING = ("24 h quote volume",)
+
+
+@dataclass(frozen=True, slots=True)
+class UniverseChange:
+    """What one refresh found, for one runner (its watched symbols and the symbols its executor holds).
+
+    ``listed``: tradable, in this runner's shard, not watched — the source subscribes a fixed list, so they are
+    picked up at the next restart.  ``closed``: watched, entries stop now (delisting scheduled, …).
+    ``reopened``: watched, entries allowed again.  ``delisted``: watched or held, no longer in the universe
+    (status not TRADING, or gone from exchangeInfo).
+    """
+
+    listed: dict[str, str]
+    closed: dict[str, str]
+    reopened: list[str]
+    delisted: dict[str, str]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.listed or self.closed or self.reopened or self.delisted)
+
+
+def diff(
+    new: Universe,
+    *,
+    watched: Iterable[str],
+    held: Iterable[str],
+    gate: Mapping[str, str],
+    shard: Shard | None,
+) -> UniverseChange:
+    """Compare a fresh selection with what the runner watches, holds and gates now."""
+    watched_set, held_set = set(watched), set(held)
+    in_universe = set(new.watch)
+    mine = set(assign(in_universe, shard)) if shard is not None else in_universe
+    listed = {s: "tradable" for s in sorted(mine - watched_set) if s not in new.no_entries}
+    delisted: dict[str, str] = {}
+    for s in sorted(watched_set | held_set):
+        if s in in_universe:
+            continue
+        why = new.left_out.get(s, "not in exchangeInfo")
+        if not why.startswith(_STILL_TRADING):
+            delisted[s] = why
+    closed = {
+        s: why
+        for s, why in sorted(new.no_entries.items())
+        if s in watched_set and s not in delisted and gate.get(s) != why
+    }
+    reopened = [s for s in sorted(gate) if s in in_universe and s not in new.no_entries and s not in delisted]
+    return UniverseChange(listed, closed, reopened, delisted)
+
+
+class EntryGate:
+    """Symbols that take no new entries right now, and why: read on the decision path (a dict lookup), changed
+    only by the refresh.  Exits and open positions are untouched."""
+
+    def __init__(self, blocked: Mapping[str, str] | None = None) -> None:
+        self.blocked: dict[str, str] = dict(blocked or {})
+
+    def reason(self, symbol: str) -> str | None:
+        return NO_ENTRIES if symbol in self.blocked else None
+
+    def apply(self, change: UniverseChange) -> None:
+        for s, why in (*change.closed.items(), *change.delisted.items()):
+            self.blocked[s] = why
+        for s in change.reopened:
+            self.blocked.pop(s, None)
+
+
+@dataclass(slots=True)
+class EntryGateFilter:
+    """The engine's filter for the gate (a :class:`~ultra_signals.engine.risk_filters.RiskFilter` by shape)."""
+
+    gate: EntryGate
+    name: str = NO_ENTRIES
+
+    def check(self, ctx: Any) -> str | None:
+        return self.gate.reason(ctx.candidate.symbol)

@@ -22,6 +22,7 @@ REASONS = (
     "paused",
     "trading_halted",
     "trading_reducing",
+    "no_entries",  # the symbol's delisting is announced or it left the universe (core/universe.py EntryGate)
     "warmup",
     "stale_data",
     "volatility_band",

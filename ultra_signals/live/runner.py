@@ -16,7 +16,7 @@ import socket
 import time
 import uuid
 from collections import Counter as Tally
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -242,6 +242,12 @@ class Runner:
         self.speed = speed
         self.serve_metrics = serve_metrics
         self.on_progress = on_progress
+        #: Extra periodic work started with the loop and cancelled at its end (the universe refresh, wired by
+        #: bootstrap): each a coroutine function that runs until cancelled.
+        self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        #: Symbols whose feed may fall silent on purpose (a delisting announced or done: the universe refresh's
+        #: gate), left out of the staleness the breakers see — one settled contract must not halt the account.
+        self.feed_exempt: Container[str] = ()
         #: Called once the exporter is up (the CLI writes the run file a monitor finds the run by).
         self.on_started: Callable[[RunStats], None] | None = None
         self.finest_tf = info.timeframes[0] if info.timeframes else rt.timeframes[0]
@@ -311,6 +317,7 @@ class Runner:
         )
         refresher = asyncio.create_task(self._refresh_loop(), name="metrics-refresh")
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="event-loop-heartbeat")
+        background = [asyncio.create_task(work(), name=f"background-{i}") for i, work in enumerate(self.background)]
         if self.on_started is not None:
             self.on_started(st)
         scraper: asyncio.Task[None] | None = None
@@ -332,7 +339,7 @@ class Runner:
             self.metrics.errors.labels(kind="crash").inc()
             log.exception("run %s failed: the source stopped with %s", self.run_id, st.crash)
         finally:
-            tasks = [t for t in (refresher, heartbeat, scraper) if t is not None]
+            tasks = [t for t in (refresher, heartbeat, scraper, *background) if t is not None]
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -611,7 +618,10 @@ class Runner:
                 RunnerHealth(
                     ts_ms=market_now,
                     latency_p95_ms=p95,
-                    max_feed_age_s=max((ref - last) / 1000.0 for last in self._last_ts.values()),
+                    max_feed_age_s=max(
+                        ((ref - last) / 1000.0 for s, last in self._last_ts.items() if s not in self.feed_exempt),
+                        default=0.0,
+                    ),
                     counter_backend=self.counters.backend,
                     counter_policy=self.settings.redis.on_failure if self.settings.redis.enabled else "none",
                 )
