@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import T0, bar_decision, paper_broker, replay_settings
+from tests.factories import MIN, T0, bar_decision, paper_broker, replay_settings
 from tests.helpers import RecordingNotifier
 from ultra_signals.core.config import Settings
-from ultra_signals.core.decision import Decision
+from ultra_signals.core.decision import Candidate, Decision, Side
 from ultra_signals.core.events import BookTicker, Trade
 from ultra_signals.core.instruments import SymbolFilters
 from ultra_signals.execution.breakers import RunnerHealth, TradingState, load_state
@@ -183,8 +183,8 @@ def refused_count(m: Metrics, reason: str) -> float:
 
 def test_a_portfolio_limit_refuses_the_next_entry_with_its_reason_journaled_and_counted(tmp_path: Path) -> None:
     m = Metrics()
-    s = settings(
-        tmp_path,
+    s = replay_settings(
+        tmp_path / "j.db",
         **{
             "execution.throttles.max_open_positions": 5,
             "execution.portfolio.max_total_notional_usdt": 10_000.0,
@@ -207,8 +207,8 @@ def test_a_portfolio_limit_refuses_the_next_entry_with_its_reason_journaled_and_
 
 def test_total_notional_limit_refuses_across_symbols(tmp_path: Path) -> None:
     m = Metrics()
-    s = settings(
-        tmp_path,
+    s = replay_settings(
+        tmp_path / "j.db",
         **{
             "execution.throttles.max_open_positions": 5,
             "execution.portfolio.max_total_notional_usdt": 900.0,
@@ -225,8 +225,8 @@ def test_total_notional_limit_refuses_across_symbols(tmp_path: Path) -> None:
 
 def test_the_days_loss_with_an_open_positions_unrealized_pnl_halts_and_refuses_the_next_entry(tmp_path: Path) -> None:
     m = Metrics()
-    s = settings(
-        tmp_path,
+    s = replay_settings(
+        tmp_path / "j.db",
         **{
             "execution.paper_equity_usdt": 1_000.0,
             "execution.risk_fraction": 0.05,
@@ -252,7 +252,7 @@ def test_the_days_loss_with_an_open_positions_unrealized_pnl_halts_and_refuses_t
 
 
 def test_the_health_report_trips_the_daily_loss_on_marks_alone(tmp_path: Path) -> None:
-    s = settings(tmp_path, **{"execution.paper_equity_usdt": 1_000.0, "execution.risk_fraction": 0.05})
+    s = replay_settings(tmp_path / "j.db", **{"execution.paper_equity_usdt": 1_000.0, "execution.risk_fraction": 0.05})
     ex = executor(s)
     d = candidate_decision(0, "BTCUSDT", Side.LONG, 60_000.0, 50_000.0, 61_000.0)
     ex.on_signal(d)
@@ -270,7 +270,7 @@ def test_the_health_report_trips_the_daily_loss_on_marks_alone(tmp_path: Path) -
 def test_an_entry_above_the_leverage_brackets_notional_cap_is_refused(tmp_path: Path) -> None:
     """Binance's leverage brackets cap the notional per leverage (``GET /fapi/v1/leverageBracket``): at the 5x the
     account is set to, only the brackets that allow 5x or more count; the router refuses what lies beyond."""
-    ex = executor(settings(tmp_path))
+    ex = executor(replay_settings(tmp_path / "j.db"))
     ex.router.leverage_brackets = {
         "BTCUSDT": [Bracket(0.0, 300.0, 0.004, 0.0, 125.0), Bracket(300.0, 1e6, 0.05, 13.8, 4.0)],
     }
