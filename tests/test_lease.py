@@ -121,8 +121,9 @@ def test_two_executors_on_one_account_only_the_lease_holder_places_orders(server
     import asyncio
     from pathlib import Path
 
+    from tests.factories import bar_decision as decision
     from tests.helpers import RecordingNotifier
-    from tests.test_risk import canary_settings, decision
+    from tests.test_risk import canary_settings
     from ultra_signals.execution.executor import TradingExecutor, make_executor
     from ultra_signals.journal.writer import Journal
 
