@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import delete, func, insert, inspect, select, update
 from sqlalchemy.engine import make_url
 
@@ -62,7 +63,18 @@ def _num(x: float) -> float | None:
 
 
 def _json(d: dict[str, float]) -> str:
-    return json.dumps({k: _num(v) for k, v in d.items()}, separators=(",", ":"))
+    """Compact JSON of a float map, non-finite values as null (what ``_num`` + ``json.dumps`` wrote before).
+
+    orjson writes NaN and ±inf as null itself and is ~10× faster than the standard library here; this runs three
+    times per candidate (issue 13: the journal was 35 % of the run loop).  The text may spell a float differently
+    (``1e-5`` for ``1e-05``); every reader parses it back to the same float.
+    """
+    return orjson.dumps(d, default=_num_default).decode()
+
+
+def _num_default(x: Any) -> Any:
+    """Values orjson does not know (a numpy scalar): as a plain float, non-finite as null."""
+    return _num(float(x))
 
 
 _CORRUPT = ("file is not a database", "database disk image is malformed")
@@ -253,7 +265,7 @@ class Journal:
                 "reason": d.journal_reason,
                 "entry": c.entry,
                 "stop": c.stop,
-                "targets_json": json.dumps(list(c.targets)),
+                "targets_json": json.dumps(list(c.targets)),  # as before: a NaN target stays NaN, not null
                 "components_json": _json(c.components),
                 "features_json": _json(c.features),
                 "latency_ms": d.latency_ms,

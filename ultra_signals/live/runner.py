@@ -257,6 +257,9 @@ class Runner:
         self._last_pause_poll = 0.0
         self._last_heartbeat = time.monotonic()
         self._cpu0 = 0.0
+        self._m_candidates: dict[str, Any] = {}  # metric children by label value (see _handle)
+        self._m_blocked: dict[str, Any] = {}
+        self._m_sniper: dict[str, Any] = {}
 
     # -- the loop ----------------------------------------------------------------------------------------
     async def run(self) -> RunStats:
@@ -427,35 +430,48 @@ class Runner:
         st = self.stats
         m = self.metrics
         c = d.candidate
-        st.candidates[c.symbol] += 1
-        m.candidates.labels(symbol=c.symbol).inc()
+        sym = c.symbol
+        st.candidates[sym] += 1
+        # Prometheus children cached per label value: ``labels()`` hashes and locks on every call (issue 13).
+        child = self._m_candidates.get(sym)
+        if child is None:
+            child = self._m_candidates[sym] = m.candidates.labels(symbol=sym)
+        child.inc()
         if d.allowed:
-            st.allowed[c.symbol] += 1
+            st.allowed[sym] += 1
             st.allowed_side[c.side.value] += 1
-            m.allowed.labels(symbol=c.symbol, side=c.side.value).inc()
+            m.allowed.labels(symbol=sym, side=c.side.value).inc()
         else:
             reason = d.reason or "unknown"
             st.blocked[reason] += 1
-            st.blocked_by_symbol[c.symbol] += 1
-            m.blocked.labels(reason=reason).inc()
+            st.blocked_by_symbol[sym] += 1
+            child = self._m_blocked.get(reason)
+            if child is None:
+                child = self._m_blocked[reason] = m.blocked.labels(reason=reason)
+            child.inc()
             if reason in SNIPER_REASONS:
-                m.sniper_rejections.labels(reason=reason).inc()
+                child = self._m_sniper.get(reason)
+                if child is None:
+                    child = self._m_sniper[reason] = m.sniper_rejections.labels(reason=reason)
+                child.inc()
         for name in d.not_evaluated:
             st.not_evaluated[name] += 1
         if d.counts:
             for window, count in d.counts.items():
                 m.window_count.labels(window=window).set(count)
-        if d.allowed and self.executor is not None:
-            self.executor.on_signal(d)
         d.latency_ms = (time.perf_counter() - t0) * 1000.0
+        # Durability: the journal commits an allowed decision inside record(), so it is in the journal before the
+        # executor plans (and places) its order and before the notifier announces it.
         self.journal.record(d, self.journal_ns, st.simulated)
         if self._out is not None:
             self._out.write(json.dumps(d.as_record(), separators=(",", ":")) + "\n")
             if d.allowed:
                 self._out.flush()  # an allowed signal is on disk before it is announced
+        if d.allowed and self.executor is not None:
+            self.executor.on_signal(d)
         self._roll_day(c.ts)
         if d.allowed:
-            self._day_allowed[c.symbol] += 1
+            self._day_allowed[sym] += 1
             self.notifier.publish(Notice.signal(d, self.settings.runtime.mode, st.simulated))
         else:
             self._day_blocked[d.reason or "unknown"] += 1
