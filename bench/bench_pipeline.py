@@ -53,7 +53,8 @@ def main() -> None:
     overrides: dict[str, object] = {
         "runtime.symbols": SYMBOLS,
         "runtime.timeframes": args.timeframes,
-        "runtime.primary_timeframe": args.timeframes.split(",")[0],
+        # The settings' primary (5m) decides when it is in the list, as in a default run; else the finest.
+        "runtime.primary_timeframe": "5m" if "5m" in args.timeframes.split(",") else args.timeframes.split(",")[0],
         "execution.broker": "paper" if args.executor else "none",
     }
     if args.redis:
