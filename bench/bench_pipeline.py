@@ -48,6 +48,11 @@ def main() -> None:
         "--executor", action="store_true", help="with the paper what-if executor (every stage on, as a replay runs)"
     )
     ap.add_argument("--timeframes", default="5m,15m,1h", help="e.g. 1m,5m,15m,1h (the 1m bars then decide too)")
+    ap.add_argument(
+        "--signal-timeframes",
+        default=None,
+        help="e.g. 1m,5m,15m: these decide (with 1h confirming 15m, every timeframe's features are computed)",
+    )
     args = ap.parse_args()
 
     overrides: dict[str, object] = {
@@ -57,6 +62,8 @@ def main() -> None:
         "runtime.primary_timeframe": "5m" if "5m" in args.timeframes.split(",") else args.timeframes.split(",")[0],
         "execution.broker": "paper" if args.executor else "none",
     }
+    if args.signal_timeframes:
+        overrides["runtime.signal_timeframes"] = args.signal_timeframes
     if args.redis:
         overrides.update({"redis.enabled": True, "redis.url": args.redis})
     settings = load_settings(overrides=overrides, environ={})
