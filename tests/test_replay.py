@@ -278,7 +278,7 @@ STREAM_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(STREAM_CASES))
-@pytest.mark.parametrize("chunk_bars", [1, 997, 16_384])
+@pytest.mark.parametrize("chunk_bars", [1, 997, 65_536])
 def test_streaming_yields_exactly_the_eager_loaders_events(case: str, chunk_bars: int) -> None:
     """Every event, in order, equal field for field, whatever the chunk size (1 = the smallest chunk possible)."""
     from tests.replay_eager import EagerReplaySource

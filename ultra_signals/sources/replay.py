@@ -61,7 +61,7 @@ SIMULATED_MARKER = "SIMULATED.txt"
 #: Events handed over between two yields to the event loop (lets metrics/health tasks run during a replay).
 _BATCH = 4096
 #: Base bars (all symbols together) read per chunk of event time: bounds the replay's memory (see the module doc).
-CHUNK_BARS = 16_384
+CHUNK_BARS = 65_536
 
 
 @dataclass(slots=True)
