@@ -12,6 +12,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DURATION ?= 1440
 ARGS ?=
+# Test processes: most of the suite's wall time is spent waiting on servers and subprocesses, so more workers than
+# cores pays off (a file's tests stay in one worker: --dist loadfile). TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 4
 
 .PHONY: install install-dev lock shadow test lint check bench services release
 
@@ -42,7 +45,7 @@ services:
 
 test: install-dev services
 	$(MAKE) --no-print-directory check
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 lint: install-dev
 	$(MAKE) --no-print-directory check

@@ -39,6 +39,9 @@ def test_four_replays_sharing_redis_never_exceed_the_caps_together(
         ULTRA_SIGNALS_REDIS__URL=redis_url,
         ULTRA_SIGNALS_REDIS__NAMESPACE=namespace,
         ULTRA_SIGNALS_EXECUTION__BROKER="none",  # signals only: no paper-trading breaker may halt a runner
+        # The subject is the interleaving of four runners on one Redis, not failover (tests/test_failover_counters.py):
+        # the 50 ms production reply budget would turn a CPU-starved CI box's scheduling delay into a failover.
+        ULTRA_SIGNALS_REDIS__TIMEOUT_MS="2000",
     )
     with ReplayRunners(tmp_path, env) as runners:
         for i, symbols in enumerate(GROUPS):
