@@ -55,6 +55,7 @@ check:
 bench: install-dev services
 	$(BIN)/python bench/bench_pipeline.py
 	$(BIN)/python bench/bench_counters.py
+	$(BIN)/python bench/bench_live.py
 
 RELEASES ?= dist/releases
 

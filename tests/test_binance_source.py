@@ -739,3 +739,42 @@ def test_pings_are_answered_while_a_backlog_waits() -> None:
         assert sum(isinstance(e, Trade) for e in got) == 3001
 
     _run(go)
+
+
+def test_sharded_runners_split_the_per_ip_connection_budget() -> None:
+    from ultra_signals.sources.binance.source import connect_limiter
+
+    assert connect_limiter(None).max_attempts == 300
+    assert connect_limiter("0/4").max_attempts == 75 and connect_limiter("3/4").window_s == 300.0
+
+
+@pytest.mark.parametrize(
+    ("over", "kinds"),
+    [
+        ({}, ["kline", "trade", "markPrice", "bookTicker", "depth"]),  # "all", the default
+        ({"binance.streams": "needed", "execution.broker": "none"}, ["kline"]),
+        (
+            {"binance.streams": "needed", "execution.broker": "none", "filters.max_spread_bps": 5.0},
+            ["kline", "bookTicker"],
+        ),
+        (
+            {"binance.streams": "needed", "execution.broker": "none", "filters.funding_blackout_min": 10.0},
+            ["kline", "markPrice"],
+        ),
+        ({"binance.streams": "needed", "execution.broker": "none", "filters.min_depth_usdt": 1e4}, ["kline", "depth"]),
+        ({"binance.streams": "needed", "execution.broker": "paper"}, ["kline", "trade", "markPrice", "bookTicker"]),
+    ],
+)
+def test_the_needed_stream_set_subscribes_what_the_pipeline_reads(over: dict[str, Any], kinds: list[str]) -> None:
+    """Klines feed every feature; book ticker, mark price and depth only the filters (and the executor's quotes,
+    fills and funding) that read them: "needed" leaves out only what nothing reads."""
+    o: dict[str, Any] = {"runtime.source": "binance", "runtime.symbols": ["BTCUSDT", "ETHUSDT"],
+                         "runtime.timeframes": ["1m", "5m"], "runtime.primary_timeframe": "1m"}  # fmt: skip
+    src = BinanceSource(load_settings(environ={}, overrides={**o, **over}), Metrics())
+    assert src.stream_kinds() == kinds
+    streams = src.streams()
+    assert [s for s in streams if s.startswith("btcusdt@kline_")] == ["btcusdt@kline_1m", "btcusdt@kline_5m"]
+    per_symbol = len(streams) // 2
+    assert per_symbol == 2 + len(kinds) - 1
+    assert any("@depth@" in s for s in streams) == ("depth" in kinds)
+    assert any("@bookTicker" in s for s in streams) == ("bookTicker" in kinds)

@@ -49,6 +49,7 @@ import orjson
 from aiohttp import web
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import CloseCode
+from websockets.protocol import State
 
 MAX_STREAMS_PER_CONNECTION = 1024
 PUBLIC_KINDS = ("bookTicker", "depth")
@@ -456,11 +457,15 @@ class StreamLoad:
     def _write(self, batch: dict[_Conn, list[bytes]], step: Step) -> None:
         for conn, frames in batch.items():
             tr = conn.ws.transport
-            if tr.is_closing():
+            if tr.is_closing() or conn.ws.state is not State.OPEN:
+                self.unsent += len(frames)  # the client is gone (or going): never written, not "sent"
+                continue
+            try:
+                tr.write(b"".join(frames))
+            except RuntimeError:  # closing handshake under way (write_eof): as above
                 self.unsent += len(frames)
                 continue
             self.sent_total += len(frames)
-            tr.write(b"".join(frames))
             step.max_write_buffer = max(step.max_write_buffer, tr.get_write_buffer_size())
 
     async def run_step(self, rate: float, seconds: float, tick_s: float = 0.005) -> Step:

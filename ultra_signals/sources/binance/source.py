@@ -62,7 +62,14 @@ from ultra_signals.sources.binance.rest import (
     BinanceRest,
     RestError,
 )
-from ultra_signals.sources.binance.ws import StreamPool, WsMessage, WsOptions, WsStatus, build_urls
+from ultra_signals.sources.binance.ws import (
+    ConnectLimiter,
+    StreamPool,
+    WsMessage,
+    WsOptions,
+    WsStatus,
+    build_urls,
+)
 from ultra_signals.venues.binance.endpoints import endpoints_from_settings
 
 log = logging.getLogger(__name__)
@@ -74,6 +81,18 @@ def closes_at(tf: str, boundary_ms: int) -> bool:
     """Whether a bar of ``tf`` closes exactly at ``boundary_ms`` (its close_time + 1)."""
     anchor = _WEEK_ANCHOR_MS if tf.endswith("w") else 0
     return (boundary_ms - anchor) % tf_ms(tf) == 0
+
+
+#: Binance USDⓈ-M: new websocket connections per IP per 5 minutes (``ConnectLimiter``).
+CONNECTS_PER_IP_5MIN = 300
+
+
+def connect_limiter(shard: str | None) -> ConnectLimiter:
+    """This process's share of the per-IP connection budget: runners sharded ``i/n`` are assumed to share one IP,
+    so each may open at most ``300 // n`` connections per 5 minutes (a reconnect storm of all of them stays
+    within Binance's limit)."""
+    n = int(shard.split("/")[1]) if shard else 1
+    return ConnectLimiter(max(1, CONNECTS_PER_IP_5MIN // max(1, n)), 300.0)
 
 
 def _order(k: Kline) -> tuple[int, int, str]:
@@ -346,14 +365,44 @@ class BinanceSource:
     def run_end_ms(self) -> int | None:
         return self._run_end
 
+    def stream_kinds(self) -> list[str]:
+        """Which stream kinds each symbol subscribes (``binance.streams``): all, or only what is read.
+
+        With "needed": klines always (every feature and decision); book ticker, trades and mark price when an
+        executor quotes, fills or settles funding from them (``execution.broker`` not ``none``) or when the
+        spread / funding filter reads them; depth only for the min-depth filter.  Nothing read is left out, so
+        decisions and fills are the same as with "all".
+        """
+        if self._b.streams == "all":
+            return ["kline", "trade", "markPrice", "bookTicker", "depth"]
+        f = self._s.filters
+        broker = self._s.execution.broker != "none"
+        kinds = ["kline"]
+        if broker:
+            kinds.append("trade")
+        if broker or f.funding_blackout_min is not None:
+            kinds.append("markPrice")
+        if broker or f.max_spread_bps is not None:
+            kinds.append("bookTicker")
+        if f.min_depth_usdt is not None:
+            kinds.append("depth")
+        return kinds
+
     def streams(self) -> list[str]:
         """Stream names subscribed, lower-case as Binance requires."""
+        kinds = set(self.stream_kinds())
         out = []
         for s in self._symbols:
             sym = s.lower()
             out += [f"{sym}@kline_{tf}" for tf in self._tfs]
-            out += [f"{sym}@{self._b.trade_stream}", f"{sym}@markPrice@1s"]
-            out += [f"{sym}@bookTicker", f"{sym}@depth@{self._b.depth_speed}"]
+            if "trade" in kinds:
+                out.append(f"{sym}@{self._b.trade_stream}")
+            if "markPrice" in kinds:
+                out.append(f"{sym}@markPrice@1s")
+            if "bookTicker" in kinds:
+                out.append(f"{sym}@bookTicker")
+            if "depth" in kinds:
+                out.append(f"{sym}@depth@{self._b.depth_speed}")
         return out
 
     async def events(self) -> AsyncIterator[MarketEvent]:
@@ -368,7 +417,9 @@ class BinanceSource:
             open_timeout_s=b.open_timeout_s,
         )
         opts.raw_bytes = True  # the JSON parser reads the frame's bytes; no str decode per message
-        self._pool = StreamPool(urls, self._inbox.push, self._m, opts, self._rng)
+        self._pool = StreamPool(
+            urls, self._inbox.push, self._m, opts, self._rng, connect_limiter(self._s.runtime.shard)
+        )
         self._kline_conns = {name for name, _, ss in urls if any("@kline_" in s for s in ss)}
         self._pool.start()  # connect first: everything from now on is buffered while warm-up loads
         for k in await self._warmup_bars():

@@ -362,9 +362,10 @@ class StreamPool:
         metrics: Metrics,
         opts: WsOptions,
         rng: random.Random | None = None,
+        limiter: ConnectLimiter | None = None,
     ) -> None:
         self._m = metrics
-        self.limiter = ConnectLimiter()
+        self.limiter = limiter or ConnectLimiter()
         self.connections = [
             StreamConnection(name, url, out, metrics, opts, rng=rng, on_state=self._update_gauge, limiter=self.limiter)
             for name, url, _ in urls
