@@ -129,10 +129,13 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
             "binance.rest_url": rest_url,
             "binance.ws_url": ws_url,
             "binance.ws_routing": "split",
+            "execution.broker": args.broker,
             "binance.close_grace_s": 1.0,
             "binance.silence_timeout_s": 10.0,
             # Summaries are paced on market time: keep the real once-a-second-per-symbol cadence in wall time.
             "binance.book_summary_interval_ms": int(1000 * args.speed),
+            # (only when asked: the release before this setting refuses the key, and "all" was its behaviour)
+            **({"binance.streams": args.streams} if args.streams != "all" else {}),
         },
     )
     rates = [float(r) for r in args.rates.split(",")]
@@ -184,7 +187,8 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
         while quiet < 15 and not run.done():
             filled = src.stats.gap_bars_filled
             await asyncio.sleep(0.1)
-            syncing = any(b.need_snapshot() for b in src.books.values())
+            kinds = src.stream_kinds() if hasattr(src, "stream_kinds") else ["depth"]
+            syncing = "depth" in kinds and any(b.need_snapshot() for b in src.books.values())
             inbox = getattr(src, "_inbox", None)  # (the release before used an asyncio.Queue)
             backlog = len(inbox) if inbox is not None else src._queue.qsize()  # type: ignore[attr-defined]
             busy = syncing or backlog > 10 or src.stats.gap_bars_filled != filled
@@ -235,7 +239,9 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
             run.cancel()
         journal.close()
 
-    print(f"client: {len(symbols)} symbols × {len(tfs)} timeframes ({','.join(tfs)}), warm-up {args.warmup} bars; "
+    print(f"client: {len(symbols)} symbols × {len(tfs)} timeframes ({','.join(tfs)}), warm-up {args.warmup} bars, "
+          f"stream set {args.streams} ({'/'.join(getattr(src, 'stream_kinds', lambda: ['all'])())}), "
+          f"broker {args.broker}; "
           f"market clock ×{args.speed:g} (a 1m close every {60 / args.speed:.1f} s wall, all symbols at once); "
           f"streams: {len(src.streams())} over {len(src._pool.connections) if src._pool else 0} connections; "
           f"server connects {connects}")  # fmt: skip
@@ -286,6 +292,8 @@ def main() -> None:
     ap.add_argument("--timeframes", default="1m,5m,15m,1h")
     ap.add_argument("--warmup", type=int, default=210)
     ap.add_argument("--speed", type=float, default=20.0, help="market clock speed (× wall)")
+    ap.add_argument("--streams", default="all", choices=["all", "needed"], help="binance.streams (the stream set)")
+    ap.add_argument("--broker", default="paper", choices=["paper", "none"], help="execution.broker (what-if fills)")
     ap.add_argument("--profile", default="", help="write a pyinstrument HTML profile of the steps here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
