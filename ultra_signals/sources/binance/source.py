@@ -737,13 +737,25 @@ class BinanceSource:
         return out
 
     async def _fill_all_gaps(self) -> list[MarketEvent]:
-        """After a (re)connect: every closed bar missed since the last one emitted, in order."""
+        """After a (re)connect: every closed bar missed since the last one emitted, in order.
+
+        Four requests at a time (as the warm-up): one at a time, a whole-market runner (500 symbols × 4
+        timeframes) kept its consumer waiting on REST for seconds after every reconnect.
+        """
         now = self._now()
-        fetched: list[Kline] = []
-        for (sym, tf), last in list(self._last_open.items()):
-            length = tf_ms(tf)
-            if last + 2 * length - 1 < now:  # the next bar has closed: it may be missing
-                fetched += await self._fetch_closed(sym, tf, last + length, None)
+        todo = [
+            (sym, tf, last + tf_ms(tf))
+            for (sym, tf), last in list(self._last_open.items())
+            if last + 2 * tf_ms(tf) - 1 < now  # the next bar has closed: it may be missing
+        ]
+        sem = asyncio.Semaphore(4)
+
+        async def one(sym: str, tf: str, start: int) -> list[Kline]:
+            async with sem:
+                return await self._fetch_closed(sym, tf, start, None)
+
+        batches = await asyncio.gather(*(one(*t) for t in todo))
+        fetched = [k for batch in batches for k in batch]
         return await self._flush_with(fetched) if fetched else []
 
     async def _fetch_closed(self, sym: str, tf: str, start: int, before_open: int | None) -> list[Kline]:
