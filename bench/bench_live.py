@@ -108,7 +108,7 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
     from ultra_signals.apps.report import latency_percentiles
     from ultra_signals.bootstrap import build_runner
     from ultra_signals.core.config import load_settings
-    from ultra_signals.core.events import event_time
+    from ultra_signals.core.events import Kline, event_time
     from ultra_signals.journal.writer import Journal
     from ultra_signals.observability.latency import LatencyHistogram
     from ultra_signals.observability.metrics import Metrics
@@ -154,12 +154,35 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
         on_event = engine.on_event
         now = time.time
 
+        perf = time.perf_counter
+        # Wall time spent per stage while live (the runner's work at bar closes, for the sizing): [seconds, calls].
+        cost: dict[str, list[float]] = {"engine per closed bar": [0.0, 0], "runner._handle per candidate": [0.0, 0]}
+
         def timed(ev: Any) -> Any:  # the bench's probe: exchange send → engine, for every live event
-            if live[0]:
-                lags.append((now(), (now() - clock.wall_of(event_time(ev))) * 1000.0))
+            if not live[0]:
+                return on_event(ev)
+            lags.append((now(), (now() - clock.wall_of(event_time(ev))) * 1000.0))
+            if type(ev) is Kline and ev.closed:
+                t = perf()
+                r = on_event(ev)
+                c = cost["engine per closed bar"]
+                c[0] += perf() - t
+                c[1] += 1
+                return r
             return on_event(ev)
 
         engine.on_event = timed  # type: ignore[method-assign]
+        handle = runner._handle
+
+        def timed_handle(d: Any, t0: float) -> None:
+            t = perf()
+            handle(d, t0)
+            if live[0]:
+                c = cost["runner._handle per candidate"]
+                c[0] += perf() - t
+                c[1] += 1
+
+        runner._handle = timed_handle  # type: ignore[method-assign]
         run = asyncio.create_task(runner.run())
 
         def handled() -> float:
@@ -220,6 +243,7 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
             profiler.stop()
             Path(args.profile).parent.mkdir(parents=True, exist_ok=True)
             Path(args.profile).write_text(profiler.output_html())
+            Path(args.profile).with_suffix(".txt").write_text(profiler.output_text(unicode=True, color=False))
             print(profiler.output_text(unicode=True, color=False, show_all=False)[:12000])
         if run.done():
             print(f"the runner stopped early: crash={runner.stats.crash!r} result={run.result()!r}"[:500])
@@ -280,6 +304,8 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
     print(f"total: the server wrote {sent_total:,} messages since start (steps, quiet trickle, bar closes); "
           f"handled, merged or replaced {int(total_handled):,}; lost {lost:,}; REST calls {rest_calls}")  # fmt: skip
     print(f"source stats: {src.stats}"[:1500])
+    parts = ", ".join(f"{k} {v[0] / v[1] * 1e6:,.0f} µs ({int(v[1]):,})" for k, v in cost.items() if v[1])
+    print(f"decision work (wall, while live): {parts}")
     print(f"sustained: {sustained:,.0f} msgs/s")
 
 
