@@ -264,7 +264,10 @@ class StreamConnection:
                 ping_timeout=self._o.ping_timeout_s,
                 close_timeout=self._o.close_timeout_s,
                 max_size=self._o.max_size,
-                max_queue=1024,
+                # Frames ``websockets`` buffers before it stops reading the socket; stopped, it would not read the
+                # pong behind them either and the keepalive would time out.  The reader drains it every event-loop
+                # turn and the source sheds beyond its own mark, so this only absorbs a busy turn.
+                max_queue=8192,
                 proxy=None,
                 create_connection=StampedConnection,
             )
