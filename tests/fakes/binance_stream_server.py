@@ -443,8 +443,9 @@ class StreamLoad:
         subs, cum = sc
         if not subs:
             return
-        now = self.clock.now_ms()
+        clock = self.clock.now_ms
         for _ in range(n):
+            now = clock()  # per message: a late batch must not carry an older send time than it was written at
             i = bisect.bisect_left(cum, self._rng.random())
             stream, sym, kind, _w = subs[min(i, len(subs) - 1)]
             conn = self.by_stream.get(stream)
