@@ -778,3 +778,31 @@ def test_the_needed_stream_set_subscribes_what_the_pipeline_reads(over: dict[str
     assert per_symbol == 2 + len(kinds) - 1
     assert any("@depth@" in s for s in streams) == ("depth" in kinds)
     assert any("@bookTicker" in s for s in streams) == ("bookTicker" in kinds)
+
+
+def test_repeats_in_a_merged_run_are_skipped_like_one_by_one() -> None:
+    """During a planned swap both connections deliver the same diffs; merged into one slot, the repeats are skipped
+    (as STALE one by one) and do not break the chain: no resync, the book equals a plain replay."""
+    from ultra_signals.sources.binance.ws import WsMessage
+
+    msgs, snaps = _recording()
+    sushi = [x for x in msgs if '"s":"SUSHIUSDT"' in x and "depthUpdate" in x]
+
+    async def go() -> None:
+        m = Metrics()
+        src = _offline_source(m, shed_after=0)
+        for raw in sushi[:40]:
+            src._inbox.push(WsMessage("public-0", raw.encode(), 0, 0.0))
+        await _drain(src)
+        for raw in sushi[40:]:
+            src._inbox.push(WsMessage("public-0", raw.encode(), 0, 0.0))
+            src._inbox.push(WsMessage("public-0-next", raw.encode(), 0, 0.0))  # the successor's copy
+        await _drain(src)
+        await src.aclose()
+        assert src.stats.resyncs == {}
+        diffs = [json.loads(x)["data"] for x in sushi]
+        book = src.books["SUSHIUSDT"]
+        assert (book.bids, book.asks) == _replay_book(snaps["SUSHIUSDT"], diffs)
+        assert book.last_update_id == diffs[-1]["u"]
+
+    _run(go)

@@ -624,7 +624,14 @@ class BinanceSource:
             return out
         last = book.last_update_id
         assert last is not None
-        fresh = [d for d in diffs if d.final_id > last]  # older ones were applied already (STALE one by one)
+        # Older ones were applied already, and a repeat (both connections of a planned swap deliver the stream
+        # into the same slot) adds nothing: one by one both would be STALE, so they must not split the chain here.
+        fresh: list[DepthDiff] = []
+        top = last
+        for d in diffs:
+            if d.final_id > top:
+                fresh.append(d)
+                top = d.final_id
         self._count["depth"].inc(len(diffs))
         out = []
         for d in coalesce(fresh):
