@@ -445,7 +445,10 @@ class BinanceSource:
                         self._report_idle_age()
                         idle = 0.0
             idle = 0.0 if inbox else idle
-            # A slice of the backlog, then one turn of the event loop (sockets read, pings answered).
+            # A slice of the backlog (≤ 256 items and ~1 ms, the runner's work on its events included), then one
+            # turn of the event loop: sockets are read (and stamped) and pings answered at least every ~1 ms plus
+            # one item, so time spent in the kernel's socket buffer, which no stamp can count, stays that short.
+            slice_end = loop.time() + 0.001
             for _ in range(min(len(inbox), 256)):
                 item = inbox.pop()
                 if type(item) is WsMessage:
@@ -459,6 +462,8 @@ class BinanceSource:
                     yield ev
                 if self._closed:
                     return
+                if loop.time() >= slice_end:
+                    break
             if self._groups:
                 for ev in await self._flush_due(loop.time()):
                     self._stamp(ev, None)
