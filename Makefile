@@ -66,6 +66,7 @@ bench: install-dev services
 	$(BIN)/python bench/bench_replay.py --memory
 	@if [ -x "$(NAUTILUS_PYTHON)" ]; then $(BIN)/python bench/bench_nautilus.py --nautilus-python "$(NAUTILUS_PYTHON)"; \
 	else echo "bench_nautilus skipped: no $(NAUTILUS_PYTHON) (see bench/bench_nautilus.py)"; fi
+	$(BIN)/python bench/bench_live.py
 
 RELEASES ?= dist/releases
 

@@ -590,3 +590,219 @@ def test_shadow_run_against_the_fake_exchange(tmp_path: Any) -> None:
     assert 'rest_requests_total{endpoint="/fapi/v1/exchangeInfo",status="200"} 1.0' in scraped
     assert "signals_candidates_total" in scraped
     assert [p for p, _ in res["rest"]][:1] == ["/fapi/v1/exchangeInfo"]
+
+
+# -- beyond capacity: the inbox merges depth diffs and book tickers, never klines (issue 13) ---------------------
+def _offline_source(m: Metrics, shed_after: int) -> BinanceSource:
+    """A source whose consumer is driven by hand: books live from the recorded snapshots, nothing connected."""
+    from ultra_signals.sources.binance.parse import parse_depth_snapshot
+
+    _, snaps = _recording()
+    s = load_settings(
+        environ={},
+        overrides={"runtime.source": "binance", "runtime.symbols": SYMS_2021, "runtime.timeframes": ["1m"],
+                   "runtime.primary_timeframe": "1m", "runtime.warmup_bars": 0, "sniper.mtf_confirm": False,
+                   "binance.rest_url": "http://127.0.0.1:9", "binance.ws_url": "ws://127.0.0.1:9"},
+    )  # fmt: skip
+    src = BinanceSource(s, m, clock=ManualClock(1_626_992_741_000), shed_after=shed_after)
+    for sym in SYMS_2021:
+        src.books[sym].apply_snapshot(parse_depth_snapshot(json.loads(snaps[sym])))
+    return src
+
+
+async def _drain(src: BinanceSource) -> list[MarketEvent]:
+    from ultra_signals.sources.binance.ws import WsMessage
+
+    out: list[MarketEvent] = []
+    inbox = src._inbox
+    while len(inbox):
+        item = inbox.pop()
+        out += await src._handle(item)
+        assert not isinstance(item, WsMessage) or item.raw  # every item a real message
+    return out
+
+
+def test_backlog_merges_depth_diffs_exactly_and_never_sheds_klines_or_trades() -> None:
+    """The recorded stream arrives while the consumer is busy (all of it queued before it runs): beyond the mark
+    depth diffs merge per stream and book tickers keep the latest; the books end exactly as a plain replay of every
+    diff, every kline and trade is there in order, and every merged message is counted, none lost."""
+    from ultra_signals.sources.binance.ws import WsMessage
+
+    msgs, snaps = _recording()
+
+    async def go() -> None:
+        m = Metrics()
+        src = _offline_source(m, shed_after=20)
+        for raw in msgs:
+            src._inbox.push(WsMessage("market-0", raw.encode(), 0, 0.0))
+        queued = len(src._inbox)
+        kline_items = [x for x in src._inbox.items if isinstance(x, WsMessage) and b"@kline_" in x.raw[:40]]
+        events = await _drain(src)
+        await src.aclose()
+        assert queued < len(msgs) // 4  # merged: 1,535 messages in far fewer items
+        assert len(kline_items) == 67  # klines are never merged
+        ks = [e for e in events if isinstance(e, Kline)]
+        closed = [json.loads(x)["data"]["k"] for x in msgs if '"x":true' in x]
+        assert [(k.symbol, k.open_time, k.close) for k in ks] == [(c["s"], c["t"], float(c["c"])) for c in closed]
+        assert sum(isinstance(e, Trade) for e in events) == 91
+        for sym in SYMS_2021:
+            diffs = [json.loads(x)["data"] for x in msgs if f'"s":"{sym}"' in x and "depthUpdate" in x]
+            assert (src.books[sym].bids, src.books[sym].asks) == _replay_book(snaps[sym], diffs), sym
+            assert src.books[sym].last_update_id == diffs[-1]["u"]
+            tickers = [e for e in events if isinstance(e, BookTicker) and e.symbol == sym]
+            last = [json.loads(x)["data"] for x in msgs if f'"s":"{sym}"' in x and '"bookTicker"' in x][-1]
+            assert tickers and tickers[-1].bid == float(last["b"]) and tickers[-1].ask == float(last["a"])
+        st = src.stats
+        assert st.resyncs == {} and st.message_errors == {}
+        assert st.messages == len(msgs)  # handled, merged or replaced: none lost
+        assert st.coalesced["depth"] > 500 and st.coalesced["bookTicker"] > 400
+        assert metric(m, "ws_messages_coalesced_total", {"stream": "depth"}) == st.coalesced["depth"]
+        assert metric(m, "ws_messages_coalesced_total", {"stream": "bookTicker"}) == st.coalesced["bookTicker"]
+        assert metric(m, "ws_messages_total", {"stream": "depth"}) == 764  # each merged diff counted as received
+
+    _run(go)
+
+
+def test_a_diff_missing_from_a_merged_run_resyncs_instead_of_vanishing() -> None:
+    """A diff lost before the inbox breaks the U/u/pu chain inside a merged slot: the book resyncs (counted)."""
+    from ultra_signals.sources.binance.ws import WsMessage
+
+    msgs, _ = _recording()
+    sushi = [x for x in msgs if '"s":"SUSHIUSDT"' in x and "depthUpdate" in x]
+
+    async def go() -> None:
+        m = Metrics()
+        src = _offline_source(m, shed_after=0)
+        for raw in sushi[:40]:  # the book goes live on these
+            src._inbox.push(WsMessage("public-0", raw.encode(), 0, 0.0))
+        await _drain(src)
+        assert src.books["SUSHIUSDT"].state.value == "live"
+        for i, raw in enumerate(sushi[40:80]):
+            if i != 17:  # this one never arrived
+                src._inbox.push(WsMessage("public-0", raw.encode(), 0, 0.0))
+        assert len(src._inbox) == 1  # all merged into one slot
+        await _drain(src)
+        await src.aclose()
+        assert src.stats.resyncs == {"SUSHIUSDT": 1}
+        assert metric(m, "orderbook_resyncs_total", {"symbol": "SUSHIUSDT"}) == 1
+        assert src.books["SUSHIUSDT"].need_snapshot()
+
+    _run(go)
+
+
+def test_pings_are_answered_while_a_backlog_waits() -> None:
+    """The consumer stalls (a slow runner) while thousands of messages arrive and the server pings every 0.1 s,
+    dropping a client that does not answer within 0.3 s: the readers keep reading (the backlog waits in the
+    inbox), so the connection stays up, and every message is handled afterwards."""
+    msgs, snaps = _recording()
+    clock = ManualClock(1_626_992_741_000)
+    trades = [x for x in msgs if "aggTrade" in x[:40]]
+
+    async def go() -> None:
+        m = Metrics()
+        async with FakeBinance(clock.now_ms, exchange_info=_info(), depth_snapshots=snaps, ping_interval_s=0.1) as srv:
+            over = {"runtime.symbols": SYMS_2021, "runtime.timeframes": ["1m"], "runtime.primary_timeframe": "1m",
+                    "runtime.warmup_bars": 0}  # fmt: skip
+            src = BinanceSource(_settings(srv, **over), m, clock=clock)
+            got: list[MarketEvent] = []
+            stalled = asyncio.Event()
+
+            async def slow_runner() -> None:
+                async for ev in src.events():
+                    got.append(ev)
+                    if not stalled.is_set():
+                        stalled.set()
+                        await asyncio.sleep(1.5)  # the runner is busy; the event loop is not
+
+            task = asyncio.create_task(slow_runner())
+            await srv.wait_connections(2)
+            await srv.send(trades[0])
+            await asyncio.wait_for(stalled.wait(), 5)
+            # Many repeats of the recording's trades (ids rewritten so none is a duplicate).
+            base = json.loads(trades[1])
+            for i in range(3000):
+                base["data"]["a"] = 10_000_000 + i
+                await srv.send(json.dumps(base, separators=(",", ":")))
+            await asyncio.sleep(1.6)
+            backlog = src.stats.max_backlog
+            deadline = asyncio.get_running_loop().time() + 10
+            while sum(isinstance(e, Trade) for e in got) < 3001 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            connects = srv.connects
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await src.aclose()
+        assert backlog > 1000  # the backlog was real
+        assert (
+            connects == 2 and sum(metric(m, "ws_reconnects_total", {"reason": r}) for r in ("dropped", "silent")) == 0
+        )
+        assert sum(isinstance(e, Trade) for e in got) == 3001
+
+    _run(go)
+
+
+def test_sharded_runners_split_the_per_ip_connection_budget() -> None:
+    from ultra_signals.sources.binance.source import connect_limiter
+
+    assert connect_limiter(None).max_attempts == 300
+    assert connect_limiter("0/4").max_attempts == 75 and connect_limiter("3/4").window_s == 300.0
+
+
+@pytest.mark.parametrize(
+    ("over", "kinds"),
+    [
+        ({}, ["kline", "trade", "markPrice", "bookTicker", "depth"]),  # "all", the default
+        ({"binance.streams": "needed", "execution.broker": "none"}, ["kline"]),
+        (
+            {"binance.streams": "needed", "execution.broker": "none", "filters.max_spread_bps": 5.0},
+            ["kline", "bookTicker"],
+        ),
+        (
+            {"binance.streams": "needed", "execution.broker": "none", "filters.funding_blackout_min": 10.0},
+            ["kline", "markPrice"],
+        ),
+        ({"binance.streams": "needed", "execution.broker": "none", "filters.min_depth_usdt": 1e4}, ["kline", "depth"]),
+        ({"binance.streams": "needed", "execution.broker": "paper"}, ["kline", "trade", "markPrice", "bookTicker"]),
+    ],
+)
+def test_the_needed_stream_set_subscribes_what_the_pipeline_reads(over: dict[str, Any], kinds: list[str]) -> None:
+    """Klines feed every feature; book ticker, mark price and depth only the filters (and the executor's quotes,
+    fills and funding) that read them: "needed" leaves out only what nothing reads."""
+    o: dict[str, Any] = {"runtime.source": "binance", "runtime.symbols": ["BTCUSDT", "ETHUSDT"],
+                         "runtime.timeframes": ["1m", "5m"], "runtime.primary_timeframe": "1m"}  # fmt: skip
+    src = BinanceSource(load_settings(environ={}, overrides={**o, **over}), Metrics())
+    assert src.stream_kinds() == kinds
+    streams = src.streams()
+    assert [s for s in streams if s.startswith("btcusdt@kline_")] == ["btcusdt@kline_1m", "btcusdt@kline_5m"]
+    per_symbol = len(streams) // 2
+    assert per_symbol == 2 + len(kinds) - 1
+    assert any("@depth@" in s for s in streams) == ("depth" in kinds)
+    assert any("@bookTicker" in s for s in streams) == ("bookTicker" in kinds)
+
+
+def test_repeats_in_a_merged_run_are_skipped_like_one_by_one() -> None:
+    """During a planned swap both connections deliver the same diffs; merged into one slot, the repeats are skipped
+    (as STALE one by one) and do not break the chain: no resync, the book equals a plain replay."""
+    from ultra_signals.sources.binance.ws import WsMessage
+
+    msgs, snaps = _recording()
+    sushi = [x for x in msgs if '"s":"SUSHIUSDT"' in x and "depthUpdate" in x]
+
+    async def go() -> None:
+        m = Metrics()
+        src = _offline_source(m, shed_after=0)
+        for raw in sushi[:40]:
+            src._inbox.push(WsMessage("public-0", raw.encode(), 0, 0.0))
+        await _drain(src)
+        for raw in sushi[40:]:
+            src._inbox.push(WsMessage("public-0", raw.encode(), 0, 0.0))
+            src._inbox.push(WsMessage("public-0-next", raw.encode(), 0, 0.0))  # the successor's copy
+        await _drain(src)
+        await src.aclose()
+        assert src.stats.resyncs == {}
+        diffs = [json.loads(x)["data"] for x in sushi]
+        book = src.books["SUSHIUSDT"]
+        assert (book.bids, book.asks) == _replay_book(snaps["SUSHIUSDT"], diffs)
+        assert book.last_update_id == diffs[-1]["u"]
+
+    _run(go)

@@ -175,3 +175,27 @@ def test_refused_connections_back_off_and_are_counted() -> None:
         assert q.empty() and metric(m, "ws_connected") == 0
 
     _run(go)
+
+
+def test_connection_attempts_stay_within_the_per_ip_budget() -> None:
+    """Binance USDⓈ-M allows a limited number of new connections per IP per 5 minutes: the pool's limiter makes an
+    attempt over the budget wait until the oldest one leaves the window (scaled down here: 2 per 0.2 s)."""
+    from ultra_signals.sources.binance.ws import ConnectLimiter
+
+    async def go() -> None:
+        lim = ConnectLimiter(2, 0.2)
+        order: list[int] = []
+
+        async def attempt(i: int) -> None:
+            await lim.acquire()
+            order.append(i)
+
+        first = [asyncio.create_task(attempt(i)) for i in range(2)]
+        await asyncio.gather(*first)
+        late = asyncio.create_task(attempt(2))
+        await asyncio.sleep(0)
+        assert order == [0, 1] and not late.done()  # the third waits for the window
+        await asyncio.wait_for(late, 2)
+        assert order == [0, 1, 2] and lim.waited == 1
+
+    _run(go)

@@ -214,3 +214,76 @@ def test_levels_beyond_the_tracked_depth_are_dropped_and_the_top_is_exact() -> N
     assert sorted(book.bids, reverse=True)[:50] == sorted(ref_bids, reverse=True)[:50]
     assert sorted(book.asks)[:50] == sorted(ref_asks)[:50]
     assert book.bids[100.0] == 2_000.0
+
+
+# -- coalescing under backlog (issue 13) ------------------------------------------------------------------------
+def _chain(draw_levels: list[list[tuple[int, int, int]]], start: int = 100) -> list[DepthDiff]:
+    """Diffs that continue one another: U = previous u + 1, pu = previous u (ids step by 3)."""
+    out, last = [], start
+    for i, lv in enumerate(draw_levels):
+        bids = tuple((float(100 - p), float(q)) for side, p, q in lv if side == 0)
+        asks = tuple((float(101 + p), float(q)) for side, p, q in lv if side == 1)
+        out.append(DepthDiff("X", 1_000 + i, last + 1, last + 3, last, bids, asks))
+        last += 3
+    return out
+
+
+_levels = st.lists(st.tuples(st.integers(0, 1), st.integers(0, 30), st.integers(0, 5)), max_size=8)
+
+
+def _live_book(max_levels: int) -> OrderBook:
+    book = OrderBook("X", max_levels=max_levels)
+    snap = DepthSnapshot(
+        100, None, tuple((float(100 - i), 1.0) for i in range(25)), tuple((float(101 + i), 1.0) for i in range(25))
+    )
+    book.apply_snapshot(snap)
+    book.state = BookState.LIVE  # a live book continues from the snapshot's id (pu == 100)
+    return book
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_levels, min_size=1, max_size=12), st.integers(-1, 11))
+def test_a_coalesced_chain_leaves_the_book_where_one_by_one_does(levels: list[Any], gap_at: int) -> None:
+    """Merged or one by one: the same book (levels and last id); a break in the chain still resyncs.
+
+    The books here are not pruned (pruning the farthest levels happens at different moments one by one and
+    merged, and keeps only the tracked depth either way: tested above)."""
+    from ultra_signals.sources.binance.orderbook import coalesce
+
+    diffs = _chain(levels)
+    if 0 < gap_at < len(diffs):
+        diffs = diffs[:gap_at] + diffs[gap_at + 1 :]  # one diff never arrived
+    one, merged = _live_book(1000), _live_book(1000)
+    r1 = [one.on_diff(d) for d in diffs]
+    runs = coalesce(diffs)
+    r2 = [merged.on_diff(d) for d in runs]
+    assert (Outcome.RESYNC in r1) == (Outcome.RESYNC in r2)
+    assert one.state is merged.state
+    if Outcome.RESYNC not in r1:
+        assert (one.bids, one.asks) == (merged.bids, merged.asks)
+        assert one.last_update_id == merged.last_update_id == diffs[-1].final_id
+        assert one.summary(1, 10.0, 10) == merged.summary(1, 10.0, 10)
+        assert len(runs) == 1 and runs[0].first_id == diffs[0].first_id and runs[0].final_id == diffs[-1].final_id
+        assert runs[0].prev_final_id == diffs[0].prev_final_id and runs[0].event_time == diffs[-1].event_time
+    else:
+        assert len(runs) == 2  # the break splits the chain: the second run does not link and resyncs
+
+
+def test_summary_reads_the_sorted_levels_exactly() -> None:
+    """Best bid/ask, depth within the band and the top-N imbalance, against a plain scan of the dicts."""
+    import math
+
+    by_sym, snaps = _depth_2021()
+    book = OrderBook("SUSHIUSDT")
+    _run(book, by_sym["SUSHIUSDT"], snaps["SUSHIUSDT"], 5)
+    s = book.summary(1, 10.0, 10)
+    assert s is not None
+    bb, ba = max(book.bids), min(book.asks)
+    assert book.best() == (bb, ba)
+    mid = (bb + ba) / 2
+    lo, hi = mid * (1 - 10 / 10_000), mid * (1 + 10 / 10_000)
+    assert s.bid_depth_usdt == math.fsum(p * q for p, q in book.bids.items() if p >= lo)
+    assert s.ask_depth_usdt == math.fsum(p * q for p, q in book.asks.items() if p <= hi)
+    qb = math.fsum(q for _, q in sorted(book.bids.items(), reverse=True)[:10])
+    qa = math.fsum(q for _, q in sorted(book.asks.items())[:10])
+    assert s.imbalance == (qb - qa) / (qb + qa)

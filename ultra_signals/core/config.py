@@ -516,6 +516,11 @@ class BinanceSettings(_Section):
     #: ``/stream`` endpoint for everything (old deployments, local fakes).
     ws_routing: Literal["split", "legacy"] = "split"
     max_streams_per_connection: int = Field(default=200, ge=1, le=1024)
+    #: "all": klines, trades, mark price, book ticker and depth for every symbol; "needed": only what the
+    #: pipeline reads (klines; book ticker, trades and mark price when a broker quotes/settles from them or the
+    #: spread/funding filter is on; depth only with the min-depth filter): decisions and fills are the same, and
+    #: far fewer messages (docs/benchmarks.md, sizing).
+    streams: Literal["all", "needed"] = "all"
     #: A connection that delivers no message for this long is dead (a stall keeps TCP and pings alive).
     silence_timeout_s: float = Field(default=15.0, gt=0.0, le=3_600.0)
     reconnect_backoff_base_s: float = Field(default=1.0, gt=0.0, le=3_600.0)

@@ -186,6 +186,13 @@ class Metrics:
             "ws_message_errors", "Malformed or unexpected messages skipped", ["kind"], registry=r
         )
         self.orderbook_resyncs = Counter("orderbook_resyncs", "Order book resyncs", ["symbol"], registry=r)
+        self.ws_coalesced = Counter(
+            "ws_messages_coalesced",
+            "Messages merged into a later one under backlog (depth diffs: levels kept, U/u/pu chain kept; "
+            "book tickers: only the latest kept), by stream type",
+            ["stream"],
+            registry=r,
+        )
         self.rest_requests = Counter("rest_requests", "REST requests", ["endpoint", "status"], registry=r)
         # -- Binance venue client (market data and trading: one IP, separate connections) --
         self.venue_used_weight = Gauge(

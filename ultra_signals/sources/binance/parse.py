@@ -8,10 +8,11 @@ same functions decode live frames, recorded files and REST answers.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from ultra_signals.core.events import BookTicker, Funding, Kline, Trade
 from ultra_signals.core.timeframes import tf_ms
@@ -84,8 +85,19 @@ def _int(d: dict[str, Any], key: str) -> int:
     return v
 
 
+_INF = math.inf
+
+
 def _num(v: Any, key: str, *, allow_negative: bool = False) -> float:
     """Binance sends decimals as strings; anything else (or NaN/inf) is a broken message."""
+    if type(v) is str and not allow_negative:  # the hot path: one conversion, one chained comparison
+        try:
+            x = float(v)
+        except ValueError:
+            raise _schema(f"field {key!r}: not a decimal: {v!r}") from None
+        if 0.0 <= x < _INF:  # False for NaN, inf and negatives
+            return x
+        raise _schema(f"field {key!r}: out of range: {v!r}")
     if not isinstance(v, str):
         raise _schema(f"field {key!r}: expected a decimal string, got {v!r}")
     try:
@@ -116,16 +128,26 @@ def _levels(v: Any, key: str) -> tuple[tuple[float, float], ...]:
         raise _schema(f"field {key!r}: expected a list of [price, qty]")
     out = []
     for lvl in v:
-        if not isinstance(lvl, list) or len(lvl) < 2:
+        if type(lvl) is not list or len(lvl) < 2:
             raise _schema(f"field {key!r}: bad level {lvl!r}")
-        out.append((_num(lvl[0], key), _num(lvl[1], key)))
+        p, q = lvl[0], lvl[1]
+        if type(p) is str and type(q) is str:  # the hot path of every depth message, inlined
+            try:
+                fp, fq = float(p), float(q)
+            except ValueError:
+                fp = fq = math.nan
+            if 0.0 <= fp < _INF and 0.0 <= fq < _INF:
+                out.append((fp, fq))
+                continue
+        out.append((_num(p, key), _num(q, key)))  # raises the precise error
     return tuple(out)
 
 
 def loads(raw: str | bytes) -> Any:
+    """orjson (a fast C parser, strict RFC 8259: no NaN/Infinity literals, integers within 64 bits)."""
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+        return orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError) as e:
         raise ParseError("json", f"not JSON: {e}") from None
 
 

@@ -16,7 +16,17 @@ The promises the pipeline relies on, and where each is kept:
   ``ws_message_errors_total{kind}`` and skipped.
 
 One consumer (``events()``) owns all state; websocket readers and snapshot fetches only put items on its
-queue, so there are no locks.
+inbox, so there are no locks.
+
+Beyond capacity (issue 13): the inbox never blocks a websocket reader (which would stop ``websockets`` from
+reading the socket, and its pongs with it), and it never drops a message silently.  Once the backlog passes
+``shed_after`` items, a new depth diff of a stream that already has one waiting joins it (one slot per stream,
+at the position of the first): the consumer parses them all and applies the contiguous chain as one diff (levels
+merged, later quantity wins; ``U`` of the first, ``u`` of the last, ``pu`` of the first), so the book ends
+exactly where applying them one by one would, and a break in the chain still resyncs.  A book ticker joining a
+waiting one replaces it (only the latest quote is state).  Klines, trades and mark prices are never merged or
+dropped.  Every merged message is counted in ``ws_messages_coalesced_total{stream}`` and ``stats.coalesced``.
+Past ``max_backlog`` items (only klines, trades and mark prices can get there) the reader waits for room.
 """
 
 from __future__ import annotations
@@ -25,8 +35,10 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ultra_signals.core.backoff import backoff_delay
 from ultra_signals.core.clock import Clock, WallClock
@@ -37,7 +49,7 @@ from ultra_signals.core.timeframes import tf_ms
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.sources.base import SourceError, SourceInfo
 from ultra_signals.sources.binance.flow import FlowTracker
-from ultra_signals.sources.binance.orderbook import OrderBook, Outcome
+from ultra_signals.sources.binance.orderbook import BookState, OrderBook, Outcome, coalesce
 from ultra_signals.sources.binance.parse import (
     BookTickerMsg,
     DepthDiff,
@@ -50,7 +62,14 @@ from ultra_signals.sources.binance.rest import (
     BinanceRest,
     RestError,
 )
-from ultra_signals.sources.binance.ws import StreamPool, WsMessage, WsOptions, WsStatus, build_urls
+from ultra_signals.sources.binance.ws import (
+    ConnectLimiter,
+    StreamPool,
+    WsMessage,
+    WsOptions,
+    WsStatus,
+    build_urls,
+)
 from ultra_signals.venues.binance.endpoints import endpoints_from_settings
 
 log = logging.getLogger(__name__)
@@ -62,6 +81,18 @@ def closes_at(tf: str, boundary_ms: int) -> bool:
     """Whether a bar of ``tf`` closes exactly at ``boundary_ms`` (its close_time + 1)."""
     anchor = _WEEK_ANCHOR_MS if tf.endswith("w") else 0
     return (boundary_ms - anchor) % tf_ms(tf) == 0
+
+
+#: Binance USDⓈ-M: new websocket connections per IP per 5 minutes (``ConnectLimiter``).
+CONNECTS_PER_IP_5MIN = 300
+
+
+def connect_limiter(shard: str | None) -> ConnectLimiter:
+    """This process's share of the per-IP connection budget: runners sharded ``i/n`` are assumed to share one IP,
+    so each may open at most ``300 // n`` connections per 5 minutes (a reconnect storm of all of them stays
+    within Binance's limit)."""
+    n = int(shard.split("/")[1]) if shard else 1
+    return ConnectLimiter(max(1, CONNECTS_PER_IP_5MIN // max(1, n)), 300.0)
 
 
 def _order(k: Kline) -> tuple[int, int, str]:
@@ -83,6 +114,14 @@ class SourceStats:
     open_klines_ignored: int = 0
     message_errors: dict[str, int] = field(default_factory=dict)
     resyncs: dict[str, int] = field(default_factory=dict)
+    #: Websocket messages accounted for: handled, merged into another, or replaced by a newer book ticker.
+    messages: int = 0
+    #: Messages merged into another under backlog, by stream type (depth, bookTicker).
+    coalesced: dict[str, int] = field(default_factory=dict)
+    #: Times a websocket reader waited for room (backlog at ``max_backlog``: klines/trades/mark prices only).
+    backlog_waits: int = 0
+    #: Largest backlog seen (items in the inbox).
+    max_backlog: int = 0
 
 
 @dataclass(slots=True, frozen=True)
@@ -102,6 +141,144 @@ class _Group:
     deadline: float
 
 
+@dataclass(slots=True)
+class _Merged:
+    """Messages of one depth or bookTicker stream merged under backlog, waiting at the first one's place."""
+
+    key: bytes | str
+    kind: str
+    msgs: list[WsMessage]
+    taken: bool = False
+
+
+_DEPTH_TAG, _TICKER_TAG = "@depth", "@bookTicker"
+
+
+def _shed_key(raw: str | bytes) -> tuple[str | bytes, str] | None:
+    """(stream name, kind) of a depth or bookTicker message in Binance's combined wrapper, read from its first
+    bytes without parsing (``{"stream":"btcusdt@depth@100ms","data":…}``); None for anything else."""
+    head = raw[:80]
+    if isinstance(head, bytes):
+        if not head.startswith(b'{"stream":"'):
+            return None
+        end = head.find(b'"', 11)
+        if end < 0:
+            return None
+        name_b = head[11:end]
+        if b"@depth" in name_b:
+            return name_b, "depth"
+        if b"@bookTicker" in name_b:
+            return name_b, "bookTicker"
+        return None
+    if not head.startswith('{"stream":"'):
+        return None
+    end = head.find('"', 11)
+    if end < 0:
+        return None
+    name = head[11:end]
+    if _DEPTH_TAG in name:
+        return name, "depth"
+    if _TICKER_TAG in name:
+        return name, "bookTicker"
+    return None
+
+
+class _Inbox:
+    """The consumer's queue: FIFO, never blocks a websocket reader below ``max_backlog``, merges depth diffs and
+    book tickers per stream beyond ``shed_after`` (see the module docstring)."""
+
+    def __init__(self, shed_after: int, max_backlog: int, stats: SourceStats, coalesced: Any) -> None:
+        self.items: deque[WsMessage | WsStatus | _SnapshotResult | _Merged] = deque()
+        self.shed_after, self.max_backlog = shed_after, max_backlog
+        self._slots: dict[bytes | str, _Merged] = {}
+        self._stats = stats
+        self._coalesced = coalesced  # the Prometheus counter
+        self._waiter: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def push(self, item: WsMessage | WsStatus | _SnapshotResult) -> Awaitable[None] | None:
+        items = self.items
+        n = len(items)
+        if n < self.shed_after:
+            if self._slots:  # below the mark again: later messages queue behind the waiting slots, in order
+                self._slots.clear()
+        elif type(item) is WsMessage:
+            sk = _shed_key(item.raw)
+            if sk is not None:
+                key, kind = sk
+                slot = self._slots.get(key)
+                if slot is not None and not slot.taken:
+                    if kind == "bookTicker":
+                        slot.msgs[0] = item  # only the latest quote is state
+                        self._stats.messages += 1  # the replaced one: accounted for, not lost
+                    else:
+                        slot.msgs.append(item)
+                    self._stats.coalesced[kind] = self._stats.coalesced.get(kind, 0) + 1
+                    self._coalesced.labels(stream=kind).inc()
+                    return None
+                slot = self._slots[key] = _Merged(key, kind, [item])
+                items.append(slot)
+                self._wake()
+                return None
+        items.append(item)
+        if n + 1 > self._stats.max_backlog:
+            self._stats.max_backlog = n + 1
+        self._wake()
+        if n + 1 >= self.max_backlog and type(item) is WsMessage:
+            self._stats.backlog_waits += 1
+            return self._wait_room()
+        return None
+
+    async def put(self, item: WsMessage | WsStatus | _SnapshotResult) -> None:
+        r = self.push(item)
+        if r is not None:
+            await r
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def _wait_room(self) -> None:
+        while len(self.items) >= self.max_backlog:
+            if self._room is None or self._room.done():
+                self._room = asyncio.get_running_loop().create_future()
+            await self._room
+
+    def pop(self) -> WsMessage | WsStatus | _SnapshotResult | _Merged:
+        item = self.items.popleft()
+        if type(item) is _Merged:
+            item.taken = True
+            if self._slots.get(item.key) is item:
+                del self._slots[item.key]
+        room = self._room
+        if room is not None and not room.done() and len(self.items) < self.max_backlog // 2:
+            room.set_result(None)
+        return item
+
+    async def wait(self, timeout: float) -> bool:
+        """Until an item is there (True) or ``timeout`` seconds passed (False): one future, one timer."""
+        if self.items:
+            return True
+        loop = asyncio.get_running_loop()
+        fut = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _settle, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._waiter = None
+        return bool(self.items)
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class BinanceSource:
     def __init__(
         self,
@@ -111,6 +288,8 @@ class BinanceSource:
         clock: Clock | None = None,
         *,
         rng: random.Random | None = None,
+        shed_after: int = 5_000,
+        max_backlog: int = 200_000,
     ) -> None:
         self._s = settings
         self._b = b = settings.binance
@@ -162,7 +341,13 @@ class BinanceSource:
         self._snap_tasks: dict[str, asyncio.Task[None]] = {}
         self._snap_pending: set[str] = set()  # asked for, answer not yet applied (it may sit in the queue)
         self._snap_failures: dict[str, int] = {}
-        self._queue: asyncio.Queue[WsMessage | WsStatus | _SnapshotResult] = asyncio.Queue(maxsize=200_000)
+        #: Beyond ``shed_after`` waiting items depth diffs and book tickers are merged per stream (counted);
+        #: at ``max_backlog`` the websocket readers wait (only klines, trades and mark prices can get there).
+        self._inbox = _Inbox(shed_after, max_backlog, self.stats, metrics.ws_coalesced)
+        # Metric children bound once: ``labels()`` per message was a measurable share of the per-message cost.
+        wm = metrics.ws_messages
+        self._count = {k: wm.labels(stream=k) for k in ("kline", "markPrice", "bookTicker", "depth")}
+        self._count_trade = wm.labels(stream=self._b.trade_stream)
         self._pool: StreamPool | None = None
         self._kline_conns: set[str] = set()
         self._closed = False
@@ -180,14 +365,44 @@ class BinanceSource:
     def run_end_ms(self) -> int | None:
         return self._run_end
 
+    def stream_kinds(self) -> list[str]:
+        """Which stream kinds each symbol subscribes (``binance.streams``): all, or only what is read.
+
+        With "needed": klines always (every feature and decision); book ticker, trades and mark price when an
+        executor quotes, fills or settles funding from them (``execution.broker`` not ``none``) or when the
+        spread / funding filter reads them; depth only for the min-depth filter.  Nothing read is left out, so
+        decisions and fills are the same as with "all".
+        """
+        if self._b.streams == "all":
+            return ["kline", "trade", "markPrice", "bookTicker", "depth"]
+        f = self._s.filters
+        broker = self._s.execution.broker != "none"
+        kinds = ["kline"]
+        if broker:
+            kinds.append("trade")
+        if broker or f.funding_blackout_min is not None:
+            kinds.append("markPrice")
+        if broker or f.max_spread_bps is not None:
+            kinds.append("bookTicker")
+        if f.min_depth_usdt is not None:
+            kinds.append("depth")
+        return kinds
+
     def streams(self) -> list[str]:
         """Stream names subscribed, lower-case as Binance requires."""
+        kinds = set(self.stream_kinds())
         out = []
         for s in self._symbols:
             sym = s.lower()
             out += [f"{sym}@kline_{tf}" for tf in self._tfs]
-            out += [f"{sym}@{self._b.trade_stream}", f"{sym}@markPrice@1s"]
-            out += [f"{sym}@bookTicker", f"{sym}@depth@{self._b.depth_speed}"]
+            if "trade" in kinds:
+                out.append(f"{sym}@{self._b.trade_stream}")
+            if "markPrice" in kinds:
+                out.append(f"{sym}@markPrice@1s")
+            if "bookTicker" in kinds:
+                out.append(f"{sym}@bookTicker")
+            if "depth" in kinds:
+                out.append(f"{sym}@depth@{self._b.depth_speed}")
         return out
 
     async def events(self) -> AsyncIterator[MarketEvent]:
@@ -201,7 +416,10 @@ class BinanceSource:
             planned_reconnect_s=b.planned_reconnect_h * 3600.0,
             open_timeout_s=b.open_timeout_s,
         )
-        self._pool = StreamPool(urls, self._queue.put, self._m, opts, self._rng)
+        opts.raw_bytes = True  # the JSON parser reads the frame's bytes; no str decode per message
+        self._pool = StreamPool(
+            urls, self._inbox.push, self._m, opts, self._rng, connect_limiter(self._s.runtime.shard)
+        )
         self._kline_conns = {name for name, _, ss in urls if any("@kline_" in s for s in ss)}
         self._pool.start()  # connect first: everything from now on is buffered while warm-up loads
         for k in await self._warmup_bars():
@@ -209,35 +427,49 @@ class BinanceSource:
             self.received_at = time.time()
             yield k
         idle = 0.0
+        inbox = self._inbox
+        loop = asyncio.get_running_loop()
         while not self._closed:
             if self._run_end is not None and self._now() >= self._run_end + int(b.close_grace_s * 1000):
                 for ev in await self._flush(list(self._groups.values()), []):
                     self._stamp(ev, None)
                     yield ev
                 return
-            timeout = 1.0
-            if self._groups:
-                loop_now = asyncio.get_running_loop().time()
-                timeout = max(0.0, min(timeout, min(g.deadline for g in self._groups.values()) - loop_now))
-            try:
-                item = await asyncio.wait_for(self._queue.get(), timeout=timeout)
-            except TimeoutError:
-                item = None
-            if item is None:
-                idle += timeout
-                if idle >= 1.0:
-                    self._report_idle_age()
-                    idle = 0.0
-            else:
-                idle = 0.0
-                recv = (item.recv_s or item.recv_ms / 1000.0) if isinstance(item, WsMessage) else None
+            if not inbox:
+                timeout = 1.0
+                if self._groups:
+                    timeout = max(0.0, min(timeout, min(g.deadline for g in self._groups.values()) - loop.time()))
+                if not await inbox.wait(timeout):
+                    idle += timeout
+                    if idle >= 1.0:
+                        self._report_idle_age()
+                        idle = 0.0
+            idle = 0.0 if inbox else idle
+            # A slice of the backlog (≤ 256 items and ~1 ms, the runner's work on its events included), then one
+            # turn of the event loop: sockets are read (and stamped) and pings answered at least every ~1 ms plus
+            # one item, so time spent in the kernel's socket buffer, which no stamp can count, stays that short.
+            slice_end = loop.time() + 0.001
+            for _ in range(min(len(inbox), 256)):
+                item = inbox.pop()
+                if type(item) is WsMessage:
+                    recv: float | None = item.recv_s
+                elif type(item) is _Merged:
+                    recv = item.msgs[0].recv_s  # the oldest: its wait counts
+                else:
+                    recv = None
                 for ev in await self._handle(item):
                     self._stamp(ev, recv)
                     yield ev
+                if self._closed:
+                    return
+                if loop.time() >= slice_end:
+                    break
             if self._groups:
-                for ev in await self._flush_due(asyncio.get_running_loop().time()):
+                for ev in await self._flush_due(loop.time()):
                     self._stamp(ev, None)
                     yield ev
+            if inbox:
+                await asyncio.sleep(0)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -320,48 +552,96 @@ class BinanceSource:
         return bars
 
     # -- consumer ---------------------------------------------------------------------------------------
-    async def _handle(self, item: WsMessage | WsStatus | _SnapshotResult) -> list[MarketEvent]:
-        if isinstance(item, WsStatus):
-            if item.connected and item.conn in self._kline_conns:
-                return list(await self._fill_all_gaps())
-            return []
-        if isinstance(item, _SnapshotResult):
+    async def _handle(self, item: WsMessage | WsStatus | _SnapshotResult | _Merged) -> list[MarketEvent]:
+        if type(item) is not WsMessage:
+            if isinstance(item, _Merged):
+                return await self._handle_merged(item)
+            if isinstance(item, WsStatus):
+                if item.connected and item.conn in self._kline_conns:
+                    return list(await self._fill_all_gaps())
+                return []
+            assert isinstance(item, _SnapshotResult)
             return self._on_snapshot(item)
+        self.stats.messages += 1
         try:
             msg = parse_message(item.raw)
         except ParseError as e:
             self._error(e.kind, str(e))
             return []
-        if isinstance(msg, Kline):
-            self._m.ws_messages.labels(stream="kline").inc()
-            if msg.closed:
-                if len(self._recv_at) > 10_000:  # duplicates never emitted: keep the map bounded
-                    self._recv_at.clear()
-                self._recv_at.setdefault(msg.key, item.recv_s or item.recv_ms / 1000.0)
-            return await self._on_kline(msg)
-        if isinstance(msg, TradeMsg):
-            self._m.ws_messages.labels(stream=self._b.trade_stream).inc()
-            t = msg.trade
-            if not self._known(t.symbol) or not self._newer(self._last_trade, t.symbol, msg.trade_id):
-                return []
-            self.flow.add(t)
-            self._seen(t.symbol, t.ts)
-            return [t]
-        if isinstance(msg, BookTickerMsg):
-            self._m.ws_messages.labels(stream="bookTicker").inc()
+        return await self._on_message(msg, item)
+
+    async def _on_message(self, msg: Any, item: WsMessage) -> list[MarketEvent]:
+        t = type(msg)
+        if t is DepthDiff:
+            self._count["depth"].inc()
+            return self._on_depth(msg)
+        if t is BookTickerMsg:
+            self._count["bookTicker"].inc()
             bt = msg.ticker
             if not self._known(bt.symbol) or not self._newer(self._last_ticker, bt.symbol, msg.update_id):
                 return []
             self._seen(bt.symbol, bt.ts)
             return [bt]
-        if isinstance(msg, Funding):
-            self._m.ws_messages.labels(stream="markPrice").inc()
-            if not self._known(msg.symbol) or not self._newer(self._last_mark, msg.symbol, msg.ts):
+        if t is Kline:
+            self._count["kline"].inc()
+            if msg.closed:
+                if len(self._recv_at) > 10_000:  # duplicates never emitted: keep the map bounded
+                    self._recv_at.clear()
+                self._recv_at.setdefault(msg.key, item.recv_s or item.recv_ms / 1000.0)
+            return await self._on_kline(msg)
+        if t is TradeMsg:
+            self._count_trade.inc()
+            tr = msg.trade
+            if not self._known(tr.symbol) or not self._newer(self._last_trade, tr.symbol, msg.trade_id):
                 return []
-            self._seen(msg.symbol, msg.ts)
-            return [msg]
-        self._m.ws_messages.labels(stream="depth").inc()
-        return self._on_depth(msg)
+            self.flow.add(tr)
+            self._seen(tr.symbol, tr.ts)
+            return [tr]
+        assert t is Funding
+        self._count["markPrice"].inc()
+        if not self._known(msg.symbol) or not self._newer(self._last_mark, msg.symbol, msg.ts):
+            return []
+        self._seen(msg.symbol, msg.ts)
+        return [msg]
+
+    async def _handle_merged(self, m: _Merged) -> list[MarketEvent]:
+        """Messages merged under backlog: every one is parsed (a malformed one is counted); depth diffs that
+        continue each other on a live book are applied as one, anything else one by one (a break resyncs)."""
+        self.stats.messages += len(m.msgs)
+        parsed: list[tuple[Any, WsMessage]] = []
+        for item in m.msgs:
+            try:
+                parsed.append((parse_message(item.raw), item))
+            except ParseError as e:
+                self._error(e.kind, str(e))
+        diffs = [d for d, _ in parsed if type(d) is DepthDiff]
+        if m.kind != "depth" or len(diffs) != len(parsed) or len({d.symbol for d in diffs}) != 1:
+            out: list[MarketEvent] = []
+            for msg, item in parsed:
+                out += await self._on_message(msg, item)
+            return out
+        book = self.books.get(diffs[0].symbol)
+        if book is None or book.state is not BookState.LIVE or len(diffs) == 1:
+            out = []
+            for d in diffs:
+                self._count["depth"].inc()
+                out += self._on_depth(d)
+            return out
+        last = book.last_update_id
+        assert last is not None
+        # Older ones were applied already, and a repeat (both connections of a planned swap deliver the stream
+        # into the same slot) adds nothing: one by one both would be STALE, so they must not split the chain here.
+        fresh: list[DepthDiff] = []
+        top = last
+        for d in diffs:
+            if d.final_id > top:
+                fresh.append(d)
+                top = d.final_id
+        self._count["depth"].inc(len(diffs))
+        out = []
+        for d in coalesce(fresh):
+            out += self._on_depth(d)
+        return out
 
     def _known(self, symbol: str) -> bool:
         if symbol in self.books:
@@ -469,13 +749,25 @@ class BinanceSource:
         return out
 
     async def _fill_all_gaps(self) -> list[MarketEvent]:
-        """After a (re)connect: every closed bar missed since the last one emitted, in order."""
+        """After a (re)connect: every closed bar missed since the last one emitted, in order.
+
+        Four requests at a time (as the warm-up): one at a time, a whole-market runner (500 symbols × 4
+        timeframes) kept its consumer waiting on REST for seconds after every reconnect.
+        """
         now = self._now()
-        fetched: list[Kline] = []
-        for (sym, tf), last in list(self._last_open.items()):
-            length = tf_ms(tf)
-            if last + 2 * length - 1 < now:  # the next bar has closed: it may be missing
-                fetched += await self._fetch_closed(sym, tf, last + length, None)
+        todo = [
+            (sym, tf, last + tf_ms(tf))
+            for (sym, tf), last in list(self._last_open.items())
+            if last + 2 * tf_ms(tf) - 1 < now  # the next bar has closed: it may be missing
+        ]
+        sem = asyncio.Semaphore(4)
+
+        async def one(sym: str, tf: str, start: int) -> list[Kline]:
+            async with sem:
+                return await self._fetch_closed(sym, tf, start, None)
+
+        batches = await asyncio.gather(*(one(*t) for t in todo))
+        fetched = [k for batch in batches for k in batch]
         return await self._flush_with(fetched) if fetched else []
 
     async def _fetch_closed(self, sym: str, tf: str, start: int, before_open: int | None) -> list[Kline]:
@@ -538,9 +830,9 @@ class BinanceSource:
             await asyncio.sleep(delay)
         try:
             snap = await self._rest.depth(symbol, self._b.depth_snapshot_limit)
-            await self._queue.put(_SnapshotResult(symbol, snap))
+            await self._inbox.put(_SnapshotResult(symbol, snap))
         except Exception as e:  # any failure must come back, or the book would wait for ever
-            await self._queue.put(_SnapshotResult(symbol, None, f"{type(e).__name__}: {e}"))
+            await self._inbox.put(_SnapshotResult(symbol, None, f"{type(e).__name__}: {e}"))
 
     def _on_snapshot(self, r: _SnapshotResult) -> list[MarketEvent]:
         self._snap_pending.discard(r.symbol)

@@ -16,6 +16,14 @@ and its own keepalive pings detect a dead TCP path.
 
 Connections put :class:`WsMessage` and :class:`WsStatus` items on one queue, in arrival order, so the
 consumer sees a reconnect exactly between the last message of the old connection and the first of the new.
+
+Per message the reader does as little as it can (issue 13: two ``asyncio.wait_for`` per message, each a task
+and a timer, were a third of the cost): it awaits ``recv()`` directly, and *one* watchdog task per connection
+wakes when the connection could have gone silent (``silence_timeout_s`` after the last message it saw) and aborts
+it if it has.  The output callback may be synchronous (the source's inbox: no await, no task switch) or a
+coroutine function (an ``asyncio.Queue.put``).  Because the reader never waits on the consumer (the inbox sheds
+instead, see ``source.py``), ``websockets`` keeps reading the socket under backlog, so ping frames are answered
+with pongs and the keepalive never times out behind unread data.
 """
 
 from __future__ import annotations
@@ -68,8 +76,10 @@ def build_urls(
     return out
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class WsMessage:
+    """One data frame as received (not frozen: a frozen dataclass's ``__init__`` costs twice as much)."""
+
     conn: str
     raw: str | bytes
     recv_ms: int
@@ -113,6 +123,31 @@ class WsStatus:
     reason: str
 
 
+class ConnectLimiter:
+    """At most ``max_attempts`` connection attempts in any ``window_s`` (Binance USDⓈ-M: 300 per 5 minutes per IP).
+
+    Shared by every connection of a pool, so a reconnect storm across many connections cannot exceed it: an
+    attempt over the budget waits until the oldest attempt in the window has aged out.  With several processes
+    on one IP, give each ``300 // processes``.
+    """
+
+    def __init__(self, max_attempts: int = 300, window_s: float = 300.0) -> None:
+        self.max_attempts, self.window_s = max_attempts, window_s
+        self._times: deque[float] = deque()
+        self.waited = 0
+
+    async def acquire(self) -> None:
+        while True:
+            now = time.monotonic()
+            while self._times and now - self._times[0] >= self.window_s:
+                self._times.popleft()
+            if len(self._times) < self.max_attempts:
+                self._times.append(now)
+                return
+            self.waited += 1
+            await asyncio.sleep(self._times[0] + self.window_s - now)
+
+
 @dataclass(slots=True)
 class WsOptions:
     silence_timeout_s: float = 15.0
@@ -124,6 +159,9 @@ class WsOptions:
     ping_timeout_s: float | None = 20.0
     close_timeout_s: float = 2.0
     max_size: int = 2**23
+    #: Hand text frames over as the bytes received (``recv(decode=False)``): the JSON parser reads UTF-8 bytes
+    #: directly, so decoding to ``str`` first is wasted work.  False keeps ``str`` (tests comparing text).
+    raw_bytes: bool = False
 
 
 @dataclass(slots=True)
@@ -132,6 +170,9 @@ class _Link:
     first_message: asyncio.Event = field(default_factory=asyncio.Event)
     retiring: bool = False
     task: asyncio.Task[str] | None = None
+    #: Wall time (s) of the last message; the watchdog compares it with the silence timeout.
+    last: float = 0.0
+    silent: bool = False
 
 
 class StreamConnection:
@@ -141,14 +182,16 @@ class StreamConnection:
         self,
         name: str,
         url: str,
-        out: Callable[[WsMessage | WsStatus], Awaitable[None]],
+        out: Callable[[WsMessage | WsStatus], Awaitable[None] | None],
         metrics: Metrics,
         opts: WsOptions,
         *,
         rng: random.Random | None = None,
         on_state: Callable[[], None] | None = None,
+        limiter: ConnectLimiter | None = None,
     ) -> None:
         self.name, self.url = name, url
+        self._limiter = limiter or ConnectLimiter()
         self._out, self._m, self._o = out, metrics, opts
         self._rng = rng or random.Random()
         self._on_state = on_state
@@ -212,6 +255,7 @@ class StreamConnection:
         return None
 
     async def _try_open(self) -> _Link | None:
+        await self._limiter.acquire()
         try:
             ws = await connect(
                 self.url,
@@ -220,7 +264,10 @@ class StreamConnection:
                 ping_timeout=self._o.ping_timeout_s,
                 close_timeout=self._o.close_timeout_s,
                 max_size=self._o.max_size,
-                max_queue=1024,
+                # Frames ``websockets`` buffers before it stops reading the socket; stopped, it would not read the
+                # pong behind them either and the keepalive would time out.  The reader drains it every event-loop
+                # turn and the source sheds beyond its own mark, so this only absorbs a busy turn.
+                max_queue=8192,
                 proxy=None,
                 create_connection=StampedConnection,
             )
@@ -253,30 +300,50 @@ class StreamConnection:
 
     async def _pump(self, link: _Link) -> str:
         ws = link.ws
+        stamps: deque[float] | None = getattr(ws, "read_at", None)
+        out = self._out
+        name = self.name
+        decode = False if self._o.raw_bytes else None
+        link.last = time.time()
+        watchdog = asyncio.create_task(self._watch(link), name=f"binance-ws-watch-{name}")
         try:
             while True:
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), timeout=self._o.silence_timeout_s)
-                except TimeoutError:
-                    ws.transport.abort()
-                    return "silent"
+                raw = await ws.recv(decode=decode)
+                recv = stamps.popleft() if stamps else time.time()
+                link.last = recv
+                if link.retiring:
+                    return "closed"
                 if not link.first_message.is_set():
                     link.first_message.set()
                     self._attempt = 0
-                if link.retiring:
-                    return "closed"
-                stamps = getattr(ws, "read_at", None)
-                recv = stamps.popleft() if stamps else time.time()
-                await self._put(WsMessage(self.name, raw, int(recv * 1000), recv))
+                r = out(WsMessage(name, raw, int(recv * 1000), recv))
+                if r is not None:
+                    await r
         except ConnectionClosed:
+            if link.silent:
+                return "silent"
             return "closed" if link.retiring or self._closing else "dropped"
         except asyncio.CancelledError:
             ws.transport.abort()
             raise
+        finally:
+            watchdog.cancel()
+
+    async def _watch(self, link: _Link) -> None:
+        """The connection's one silence watchdog: sleeps until the timeout could have passed, checks, repeats."""
+        timeout = self._o.silence_timeout_s
+        while True:
+            await asyncio.sleep(max(0.0, link.last + timeout - time.time()) + 0.001)
+            if time.time() - link.last >= timeout:
+                link.silent = True
+                link.ws.transport.abort()  # the reader sees ConnectionClosed and reports "silent"
+                return
 
     # -- helpers ----------------------------------------------------------------------------------------
     async def _put(self, item: WsMessage | WsStatus) -> None:
-        await self._out(item)
+        r = self._out(item)
+        if r is not None:
+            await r
 
     def _count(self, reason: str) -> None:
         self._m.ws_reconnects.labels(reason=reason).inc()
@@ -294,14 +361,16 @@ class StreamPool:
     def __init__(
         self,
         urls: list[tuple[str, str, list[str]]],
-        out: Callable[[WsMessage | WsStatus], Awaitable[None]],
+        out: Callable[[WsMessage | WsStatus], Awaitable[None] | None],
         metrics: Metrics,
         opts: WsOptions,
         rng: random.Random | None = None,
+        limiter: ConnectLimiter | None = None,
     ) -> None:
         self._m = metrics
+        self.limiter = limiter or ConnectLimiter()
         self.connections = [
-            StreamConnection(name, url, out, metrics, opts, rng=rng, on_state=self._update_gauge)
+            StreamConnection(name, url, out, metrics, opts, rng=rng, on_state=self._update_gauge, limiter=self.limiter)
             for name, url, _ in urls
         ]
         self.streams = {name: streams for name, _, streams in urls}

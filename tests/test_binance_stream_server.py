@@ -1,0 +1,124 @@
+"""The load-generating fake itself (``tests/fakes/binance_stream_server.py``): strict where Binance is strict, or the
+live benchmark would measure a protocol Binance does not speak.
+
+Raw websocket clients and HTTP only (no project code but the order book, to check the diffs link to a snapshot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+import orjson
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.fakes.binance_stream_server import MarketClock, StreamLoad
+from ultra_signals.sources.binance.orderbook import BookState, OrderBook, Outcome
+from ultra_signals.sources.binance.parse import DepthDiff, parse_depth_snapshot, parse_message
+
+pytestmark = pytest.mark.timeout(60)
+SYMS = ["AAAUSDT", "BBBUSDT"]
+
+
+def _run(fn: Callable[[StreamLoad], Awaitable[None]]) -> None:
+    async def go() -> None:
+        now = time.time()
+        srv = StreamLoad(SYMS, MarketClock(int(now * 1000), now, 1.0), ping_interval_s=None)
+        srv.quiet_rate = 0.0  # only what a test asks for
+        await srv.start()
+        try:
+            await asyncio.wait_for(fn(srv), 30)
+        finally:
+            await srv.stop()
+
+    asyncio.run(go())
+
+
+async def _recv_all(ws: object, seconds: float) -> list[bytes]:
+    out: list[bytes] = []
+    end = asyncio.get_running_loop().time() + seconds
+    while True:
+        left = end - asyncio.get_running_loop().time()
+        if left <= 0:
+            return out
+        try:
+            out.append(await asyncio.wait_for(ws.recv(decode=False), left))  # type: ignore[attr-defined]
+        except TimeoutError:
+            return out
+
+
+def test_streams_on_the_wrong_route_get_nothing_and_too_many_are_refused() -> None:
+    """Binance routes book ticker and depth to /public and the rest to /market; the retired /stream sends nothing.
+    More than 1024 streams on one connection: closed (1008)."""
+
+    async def go(srv: StreamLoad) -> None:
+        url = f"{srv.ws_url}/market/stream?streams=aaausdt@depth@100ms/aaausdt@aggTrade"
+        async with connect(url) as ws:
+            await asyncio.sleep(0.05)
+            await srv.run_step(400.0, 0.3)
+            got = await _recv_all(ws, 0.3)
+        assert srv.misrouted == ["/market/stream: aaausdt@depth@100ms"]
+        kinds = {orjson.loads(m)["stream"] for m in got}
+        assert got and kinds == {"aaausdt@aggTrade"}
+        many = "/".join(f"x{i}@t" for i in range(1025))  # short names: the count matters, not the names
+        async with connect(f"{srv.ws_url}/market/stream?streams={many}") as ws:
+            with pytest.raises(ConnectionClosed) as ei:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert ei.value.rcvd is not None and ei.value.rcvd.code == 1008 and srv.rejected == 1
+
+    _run(go)
+
+
+def test_depth_diffs_chain_and_link_into_the_rest_snapshot() -> None:
+    """U/u/pu chain per symbol, and /fapi/v1/depth answers the book the diffs rolled forward: a client that takes the
+    snapshot mid-stream goes live without a resync."""
+
+    async def go(srv: StreamLoad) -> None:
+        async with connect(f"{srv.ws_url}/public/stream?streams=aaausdt@depth@100ms") as ws:
+            await asyncio.sleep(0.05)
+            await srv.run_step(300.0, 0.2)
+            first = await _recv_all(ws, 0.2)
+            async with httpx.AsyncClient(base_url=srv.rest_url) as http:
+                snap = parse_depth_snapshot((await http.get("/fapi/v1/depth", params={"symbol": "AAAUSDT"})).json())
+            await srv.run_step(300.0, 0.2)
+            later = await _recv_all(ws, 0.2)
+        diffs = [parse_message(m) for m in first + later]
+        assert all(isinstance(d, DepthDiff) for d in diffs) and len(diffs) > 20
+        chain = [d for d in diffs if isinstance(d, DepthDiff)]
+        assert all(b.prev_final_id == a.final_id and b.first_id == a.final_id + 1 for a, b in itertools.pairwise(chain))
+        book = OrderBook("AAAUSDT")
+        book.apply_snapshot(snap)
+        outcomes = [book.on_diff(d) for d in chain]
+        assert Outcome.RESYNC not in outcomes and book.state is BookState.LIVE
+        assert book.last_update_id == chain[-1].final_id
+
+    _run(go)
+
+
+def test_bars_close_for_every_symbol_at_each_boundary_and_rest_agrees() -> None:
+    """A closed bar (x: true) per subscribed kline stream at each boundary of the market clock, equal to the REST
+    kline of the same open time."""
+
+    async def go(srv: StreamLoad) -> None:
+        now = time.time()
+        # A clock 600× the wall clock, just before a minute boundary: a bar closes within ~0.1 s.
+        m0 = (int(now * 1000) // 60_000 + 1) * 60_000 - 30
+        srv.clock = MarketClock(m0, now, 600.0)
+        streams = "aaausdt@kline_1m/bbbusdt@kline_1m"
+        async with connect(f"{srv.ws_url}/market/stream?streams={streams}") as ws:
+            got = await _recv_all(ws, 0.5)
+        closed = [orjson.loads(m)["data"]["k"] for m in got]
+        closed = [k for k in closed if k["x"]]
+        assert {k["s"] for k in closed} == set(SYMS)
+        k = closed[0]
+        async with httpx.AsyncClient(base_url=srv.rest_url) as http:
+            rows = (await http.get("/fapi/v1/klines", params={"symbol": k["s"], "interval": "1m",
+                                                              "startTime": k["t"], "endTime": k["t"]})).json()  # fmt: skip
+        assert rows and rows[0][0] == k["t"] and rows[0][4] == k["c"] and rows[0][6] == k["T"]
+
+    _run(go)
