@@ -52,9 +52,17 @@ check:
 	$(BIN)/ruff format --check ultra_signals tests bench scripts
 	$(BIN)/mypy
 
+# NAUTILUS_PYTHON: the Python of a separate venv holding nautilus_trader (never this project's), for the comparison.
+NAUTILUS_PYTHON ?= /work/nautilus-venv/bin/python
+
 bench: install-dev services
 	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_pipeline.py --executor --timeframes 1m,5m,15m,1h
 	$(BIN)/python bench/bench_counters.py
+	$(BIN)/python bench/bench_replay.py --repeat 2
+	$(BIN)/python bench/bench_replay.py --memory
+	@if [ -x "$(NAUTILUS_PYTHON)" ]; then $(BIN)/python bench/bench_nautilus.py --nautilus-python "$(NAUTILUS_PYTHON)"; \
+	else echo "bench_nautilus skipped: no $(NAUTILUS_PYTHON) (see bench/bench_nautilus.py)"; fi
 
 RELEASES ?= dist/releases
 

@@ -266,3 +266,71 @@ def test_bad_funding_row_names_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "XRPUSDT-funding.csv").write_text("funding_time,funding_rate\n1637193600017,0.0001\n163722,x\n")
     with pytest.raises(SourceError, match=r"XRPUSDT-funding.csv:3: expected an epoch-ms time and a rate"):
         ReplaySource(tmp_path, ["XRPUSDT"], ["5m"], warmup_bars=10)
+
+
+# -- streaming (issue 13): the same events and decisions as the loader that built every bar up front ----------
+STREAM_CASES = {
+    "alts_5m_15m_1h_warm210": (ALTS, ["5m", "15m", "1h"], None, None, 210),
+    "alts_1m_dropped_start_end": (ALTS, ["1m", "5m", "15m", "1h"], DAY0, DAY0 + 30 * HOUR, 24),
+    "unittest_1m_to_4h": (["UNITTESTBTC"], ["1m", "5m", "15m", "1h", "4h"], None, None, 50),
+    "xrpusdt_funding": (["XRPUSDT"], ["5m", "15m", "1h"], None, None, 10),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STREAM_CASES))
+@pytest.mark.parametrize("chunk_bars", [1, 997, 65_536])
+def test_streaming_yields_exactly_the_eager_loaders_events(case: str, chunk_bars: int) -> None:
+    """Every event, in order, equal field for field, whatever the chunk size (1 = the smallest chunk possible)."""
+    from tests.replay_eager import EagerReplaySource
+
+    symbols, tfs, start, end, warm = STREAM_CASES[case]
+    folder = require_data("klines")
+    funding = require_data("funding") if case == "xrpusdt_funding" else None
+    old = EagerReplaySource(folder, symbols, tfs, start, end, warm, funding_dir=funding)
+    new = ReplaySource(folder, symbols, tfs, start, end, warm, funding_dir=funding, chunk_bars=chunk_bars)
+    want = list(old.iter_events())
+    got = list(new.iter_events())
+    assert len(want) > 1000
+    assert got == want and len(new) == len(old) == len(got)
+    assert (new.run_start_ms, new.run_end_ms) == (old.run_start_ms, old.run_end_ms)
+    assert new.info == old.info  # symbols, timeframes and every notice, in order
+    if case == "xrpusdt_funding":
+        assert any(not isinstance(ev, Kline) for ev in got), "the funding file overlaps the candles"
+
+
+@pytest.mark.parametrize("case", ["alts_5m_15m_1h_warm210", "xrpusdt_funding", "unittest_1m_to_4h"])
+def test_streaming_decisions_are_byte_identical_to_the_eager_loaders(case: str, tmp_path: Path) -> None:
+    """The whole pipeline (paper executor on) over both loaders: the --decisions-out files are the same bytes."""
+    from tests.replay_eager import EagerReplaySource
+    from ultra_signals.bootstrap import build_runner
+    from ultra_signals.core.config import load_settings
+    from ultra_signals.journal.writer import Journal
+    from ultra_signals.observability.metrics import Metrics
+    from ultra_signals.transport.notifier import NullNotifier
+
+    symbols, tfs, start, end, warm = STREAM_CASES[case]
+    folder = require_data("klines")
+    funding = require_data("funding") if case == "xrpusdt_funding" else None
+    s = load_settings(overrides={"runtime.timeframes": ",".join(tfs), "runtime.primary_timeframe": tfs[0]}, environ={})
+    sources: dict[str, MarketSource] = {
+        "eager": EagerReplaySource(folder, symbols, s.runtime.timeframes, start, end, warm, funding_dir=funding),
+        "stream": ReplaySource(folder, symbols, s.runtime.timeframes, start, end, warm, funding_dir=funding),
+    }
+    for name, src in sources.items():
+        journal = Journal(f"sqlite:///{tmp_path}/{name}.db")
+        runner = build_runner(
+            s,
+            source=src,
+            journal=journal,
+            notifier=NullNotifier(),
+            metrics=Metrics(),
+            serve_metrics=False,
+            decisions_out=tmp_path / f"{name}.jsonl",
+            run_id="same-run",
+        )
+        stats = asyncio.run(runner.run())
+        journal.close()
+        assert stats.crash is None and not stats.errors
+    want = (tmp_path / "eager.jsonl").read_bytes()
+    assert want.count(b"\n") > 20 and b'"allowed"' in want
+    assert (tmp_path / "stream.jsonl").read_bytes() == want

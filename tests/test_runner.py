@@ -374,3 +374,54 @@ def test_tick_to_decision_counts_the_backlog_on_the_live_source(tmp_path: Path) 
     assert lag_count and lag_count[0] >= 1 and st.loop_lag_max_s > 0  # the heartbeat ran and saw it late
     bar_close = [s.value for s in m.bar_close_to_decision.collect()[0].samples if s.name.endswith("_count")]
     assert bar_close == [float(n)]  # live bar close -> decision observed for every live bar
+
+
+def test_an_allowed_signal_is_committed_before_its_order_and_its_card(tmp_path: Path) -> None:
+    """Durability with every fast path on: at the moment the executor is handed an allowed decision, the moment the
+    broker is asked to place its entry, and the moment the notifier is asked to announce it, the decision's row is
+    already committed (read from another connection, which sees committed rows only)."""
+    import sqlite3
+
+    from ultra_signals.core.notices import Notice, SignalCard
+    from ultra_signals.execution.executor import TradingExecutor
+
+    db = tmp_path / "j.db"
+    s = settings(**{"execution.broker": "paper"})
+    src = ReplaySource(require_data("klines"), ALTS, s.runtime.timeframes, None, None, s.runtime.warmup_bars)
+    journal = Journal(f"sqlite:///{db}")
+    reader = sqlite3.connect(db)
+
+    def committed(decision_id: str) -> bool:
+        return reader.execute("select count(*) from decisions where decision_id = ?", (decision_id,)).fetchone()[0] == 1
+
+    seen: dict[str, list[bool]] = {"executor": [], "broker": [], "notifier": []}
+
+    class CheckingNotifier(NullNotifier):
+        def publish(self, notice: Notice) -> None:
+            if isinstance(notice.payload, SignalCard) and notice.payload.decision.allowed:
+                seen["notifier"].append(committed(notice.payload.decision.id))
+
+    runner = build_runner(
+        s, source=src, journal=journal, notifier=CheckingNotifier(), metrics=Metrics(), serve_metrics=False
+    )
+    ex = runner.executor
+    assert isinstance(ex, TradingExecutor)
+    on_signal, submit = ex.on_signal, ex.router.broker.submit
+
+    def checked_on_signal(d: Any) -> None:
+        seen["executor"].append(committed(d.id))
+        on_signal(d)
+
+    def checked_submit(plan: Any) -> None:
+        seen["broker"].append(committed(plan.decision_id))
+        submit(plan)
+
+    ex.on_signal = checked_on_signal  # type: ignore[method-assign]
+    ex.router.broker.submit = checked_submit  # type: ignore[method-assign]
+    stats = asyncio.run(runner.run())
+    journal.close()
+    reader.close()
+    allowed = sum(stats.allowed.values())
+    assert stats.crash is None and not stats.errors and allowed > 10
+    assert seen["executor"] == [True] * allowed and seen["notifier"] == [True] * allowed
+    assert seen["broker"] and all(seen["broker"])  # refused entries (a position open) never reach the broker

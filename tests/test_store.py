@@ -222,3 +222,25 @@ def test_invalid_settings_are_refused_by_the_model_with_the_store_agreeing() -> 
     assert FeatureStore(edge, ["5m"]).latest("BTCUSDT", "5m") is None
     with pytest.raises(ValueError, match="unknown timeframe"):
         FeatureStore(FeatureSettings(), ["5x"])
+
+
+def test_check_refuses_what_update_refuses_and_changes_nothing() -> None:
+    """``check`` (for bars whose features no one reads) refuses exactly what ``update`` refuses, same message."""
+    bars = read_bars("XRPUSDT-5m.csv")[:3]
+    store = FeatureStore(FeatureSettings(), ["5m"])
+    nxt = bars[0]
+    for k in (
+        dataclasses.replace(nxt, close=math.nan),
+        dataclasses.replace(nxt, high=math.inf),
+        dataclasses.replace(nxt, volume=-1.0),
+        dataclasses.replace(nxt, closed=False),
+        dataclasses.replace(nxt, timeframe="3m"),
+    ):
+        with pytest.raises(ValueError) as by_update:
+            FeatureStore(FeatureSettings(), ["5m"]).update(k)
+        with pytest.raises(ValueError) as by_check:
+            store.check(k)
+        assert str(by_check.value) == str(by_update.value)
+    for k in bars:
+        store.check(k)  # good bars pass
+    assert store.series() == [] and store.latest("XRPUSDT", "5m") is None

@@ -611,10 +611,9 @@ def _bar_open_ms(row: dict[str, Any], default_len_ms: int) -> int:
 
 
 def _charts(st: RunStats, rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure (rendered by the Agg canvas savefig picks for .png), not pyplot: pyplot's import and its
+    # global figure manager cost more than drawing the charts (issue 13).  Imported only when a chart is drawn.
+    from matplotlib.figure import Figure
 
     paths = []
     primary_ms = tf_ms(st.timeframes[0]) if st.timeframes else 60_000
@@ -622,7 +621,8 @@ def _charts(st: RunStats, rows: list[dict[str, Any]], out_dir: Path) -> list[Pat
         series = st.prices.get(sym)
         if not series:
             continue
-        fig, ax = plt.subplots(figsize=(11, 4.5), dpi=100)
+        fig = Figure(figsize=(11, 4.5), dpi=100)
+        ax = fig.subplots()
         # Prices are recorded at their close (event time = close + 1); the table names a signal by the open
         # time of its bar.  Both are drawn at the bar's open time, so a marker sits on the bar it names.
         bar_ms = _primary_bar_ms(st)
@@ -655,6 +655,5 @@ def _charts(st: RunStats, rows: list[dict[str, Any]], out_dir: Path) -> list[Pat
         fig.autofmt_xdate()
         path = out_dir / f"shadow_{st.run_id}_{sym}.png"
         fig.savefig(path, bbox_inches="tight")
-        plt.close(fig)
         paths.append(path)
     return paths

@@ -44,6 +44,11 @@ class SignalEngine:
         self.store = FeatureStore(settings.features, settings.runtime.timeframes)
         self.market = MarketState()
         self.signal_tfs = frozenset(settings.runtime.signal_timeframes)
+        #: Timeframes whose features someone reads: the signal timeframes and their MTF confirmation timeframes.
+        #: Bars of the others (the 1m bars that only feed aggregation, a 1h nothing confirms against) are checked
+        #: but skip the indicators: no decision could change (issue 13: "no per-event work that no one reads").
+        mtf = settings.sniper.mtf_map
+        self.feature_tfs = self.signal_tfs | frozenset(mtf[tf] for tf in self.signal_tfs if tf in mtf)
         self.filters: list[RiskFilter] = [
             FlagFilter("paused", lambda: "paused" if paused() else None),
             FlagFilter("trading_halted", halted_reason),
@@ -71,6 +76,9 @@ class SignalEngine:
         return None
 
     def on_kline(self, k: Kline) -> Decision | None:
+        if k.timeframe not in self.feature_tfs:
+            self.store.check(k)  # the same refusals as update(), without the indicators no one reads
+            return None
         f = self.store.update(k)
         if f.open_time != k.open_time or k.timeframe not in self.signal_tfs or k.close_time < self.decide_from_ms:
             return None  # duplicate / late bar, a context-only timeframe, or warm-up history

@@ -247,12 +247,17 @@ def aggregate_arrays(
     vol: npt.NDArray[np.float64],
     taker: npt.NDArray[np.float64] | None = None,
     trades: npt.NDArray[np.float64] | npt.NDArray[np.int64] | None = None,
+    *,
+    final_proven: bool = False,
 ) -> list[Kline]:
     """Batch form of :class:`BarAggregator` over columns (the replay's path): bit for bit the same bars.
 
     numpy over whole columns instead of a Python step per base bar per target.  Volume is summed in arrival
     order, as the streaming form does, because float addition is not associative; ``taker``/``trades`` may
     hold NaN where a base bar lacks the field (the window then lacks it too).
+
+    ``final_proven``: the caller knows a later base bar exists (the columns are one chunk of a longer series,
+    cut on a boundary no window straddles), so the last window is over too and is emitted.
     """
     agg = BarAggregator(symbol, base_tf, target_tfs)  # validates the timeframes
     base = agg.base_ms
@@ -276,7 +281,7 @@ def aggregate_arrays(
         first = np.flatnonzero(new_window)
         last = np.append(first[1:], n) - 1
         done = len(first)
-        if int(ot[-1]) + base != int(ws[-1]) + length:
+        if not final_proven and int(ot[-1]) + base != int(ws[-1]) + length:
             done -= 1  # the final window's end is not proven: it stays pending, as in the streaming form
         if not done:
             continue

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import NoReturn
 
 from ultra_signals.core.config import FeatureSettings
 from ultra_signals.core.events import Kline
@@ -203,12 +204,24 @@ class FeatureStore:
         s.latest = f
         return f
 
+    def check(self, kline: Kline) -> None:
+        """Refuse what :meth:`update` refuses (an unconfigured timeframe, a bar it would not take), with the same
+        message, without touching any state: for bars whose features no one reads (``SignalEngine.feature_tfs``)."""
+        if kline.timeframe not in self.timeframes:
+            self._unconfigured(kline)
+        t = kline.open + kline.high + kline.low + kline.close + kline.volume
+        if t - t != 0.0 or kline.volume < 0.0 or not kline.closed:
+            raise ValueError(f"bad bar {kline.key}: {self._why(kline)}")
+
+    def _unconfigured(self, kline: Kline) -> NoReturn:
+        raise ValueError(
+            f"bad bar {kline.key}: timeframe {kline.timeframe!r} is not configured "
+            f"(runtime.timeframes: {sorted(self.timeframes, key=tf_ms)})"
+        )
+
     def _new_series(self, kline: Kline) -> _Series:
         if kline.timeframe not in self.timeframes:
-            raise ValueError(
-                f"bad bar {kline.key}: timeframe {kline.timeframe!r} is not configured "
-                f"(runtime.timeframes: {sorted(self.timeframes, key=tf_ms)})"
-            )
+            self._unconfigured(kline)
         s = self._series[(kline.symbol, kline.timeframe)] = _Series(self.settings)
         return s
 

@@ -27,7 +27,7 @@ from ultra_signals.core.caps import Reservation, SniperCounters, policy_from
 from ultra_signals.core.clock import EventClock
 from ultra_signals.core.config import Settings, redacted_dict
 from ultra_signals.core.decision import Decision
-from ultra_signals.core.events import Kline, MarketEvent, event_time
+from ultra_signals.core.events import Kline, event_time
 from ultra_signals.core.notices import DailySummary, Notice, Notifier, RunStarted, RunStopped
 from ultra_signals.counters.fleet import BEAT_INTERVAL_S, FleetBeacon, RunnerBeat
 from ultra_signals.engine.pipeline import SignalEngine
@@ -263,6 +263,9 @@ class Runner:
         self._last_pause_poll = 0.0
         self._last_heartbeat = time.monotonic()
         self._cpu0 = 0.0
+        self._m_candidates: dict[str, Any] = {}  # metric children by label value (see _handle)
+        self._m_blocked: dict[str, Any] = {}
+        self._m_sniper: dict[str, Any] = {}
 
     # -- the loop ----------------------------------------------------------------------------------------
     async def run(self) -> RunStats:
@@ -365,6 +368,12 @@ class Runner:
         historical = src.info.historical
         bar_close = self.metrics.bar_close_to_decision
         server_offset = getattr(src, "server_offset_ms", 0)
+        signal_tfs = engine.signal_tfs
+        last_ts = self._last_ts
+        max_gap = st.max_feed_gap_s
+        tally = st.events
+        latencies = st.latencies_ms
+        latency = self.metrics.latency
         async for ev in src.events():
             # Tick-to-decision starts when the source received the message (socket read; sim/replay: when the
             # source produced it), so time spent queued behind a slow runner is in the figure.
@@ -391,15 +400,31 @@ class Runner:
                 if executor is not None:
                     executor.on_market_event(ev)
                 if in_run:
-                    self._track(ev, ts, primary, finest)
-                point = in_run and isinstance(ev, Kline) and ev.timeframe in engine.signal_tfs
+                    # Feed bookkeeping for the report and the health checks (inlined: it runs on every event).
+                    sym = ev.symbol
+                    prev = last_ts.get(sym)
+                    if prev is None:
+                        last_ts[sym] = ts
+                    elif ts > prev:
+                        gap = (ts - prev) / 1000.0
+                        if gap > max_gap.get(sym, 0.0):
+                            max_gap[sym] = gap
+                        last_ts[sym] = ts
+                    tally[type(ev).__name__] += 1
+                    if st.market_end_ms is None or ts > st.market_end_ms:
+                        st.market_end_ms = ts
+                    if isinstance(ev, Kline):
+                        st.run_bars += 1
+                        if ev.timeframe == primary:
+                            add_price(st, sym, ts, ev.close)
+                point = in_run and isinstance(ev, Kline) and ev.timeframe in signal_tfs
                 if decision is not None:
                     self._handle(decision, t0)
                 elif point:
                     # A decision point that produced no candidate still counts as tick-to-decision latency.
                     ms = (perf() - t0) * 1000.0
-                    st.latencies_ms.append(ms)
-                    self.metrics.latency.observe(ms)
+                    latencies.append(ms)
+                    latency.observe(ms)
                 if point and not historical and isinstance(ev, Kline):
                     # Live: the exchange's bar close (its clock, offset-corrected) to our decision.
                     server_now = time.time() * 1000.0 + server_offset
@@ -414,55 +439,52 @@ class Runner:
                 self._maybe_refresh()
                 await asyncio.sleep(0)  # let the notifier, metrics and executor tasks run
 
-    def _track(self, ev: MarketEvent, ts: int, primary: str, finest: str) -> None:
-        st = self.stats
-        sym = ev.symbol
-        prev = self._last_ts.get(sym)
-        if prev is not None and ts - prev > 0:
-            gap = (ts - prev) / 1000.0
-            if gap > st.max_feed_gap_s.get(sym, 0.0):
-                st.max_feed_gap_s[sym] = gap
-        self._last_ts[sym] = ts if prev is None or ts > prev else prev
-        st.events[type(ev).__name__] += 1
-        st.market_end_ms = ts if st.market_end_ms is None or ts > st.market_end_ms else st.market_end_ms
-        if isinstance(ev, Kline):
-            st.run_bars += 1
-            if ev.timeframe == primary:
-                add_price(st, sym, ts, ev.close)
-
     def _handle(self, d: Decision, t0: float) -> None:
         st = self.stats
         m = self.metrics
         c = d.candidate
-        st.candidates[c.symbol] += 1
-        m.candidates.labels(symbol=c.symbol).inc()
+        sym = c.symbol
+        st.candidates[sym] += 1
+        # Prometheus children cached per label value: ``labels()`` hashes and locks on every call (issue 13).
+        child = self._m_candidates.get(sym)
+        if child is None:
+            child = self._m_candidates[sym] = m.candidates.labels(symbol=sym)
+        child.inc()
         if d.allowed:
-            st.allowed[c.symbol] += 1
+            st.allowed[sym] += 1
             st.allowed_side[c.side.value] += 1
-            m.allowed.labels(symbol=c.symbol, side=c.side.value).inc()
+            m.allowed.labels(symbol=sym, side=c.side.value).inc()
         else:
             reason = d.reason or "unknown"
             st.blocked[reason] += 1
-            st.blocked_by_symbol[c.symbol] += 1
-            m.blocked.labels(reason=reason).inc()
+            st.blocked_by_symbol[sym] += 1
+            child = self._m_blocked.get(reason)
+            if child is None:
+                child = self._m_blocked[reason] = m.blocked.labels(reason=reason)
+            child.inc()
             if reason in SNIPER_REASONS:
-                m.sniper_rejections.labels(reason=reason).inc()
+                child = self._m_sniper.get(reason)
+                if child is None:
+                    child = self._m_sniper[reason] = m.sniper_rejections.labels(reason=reason)
+                child.inc()
         for name in d.not_evaluated:
             st.not_evaluated[name] += 1
         if d.counts:
             for window, count in d.counts.items():
                 m.window_count.labels(window=window).set(count)
-        if d.allowed and self.executor is not None:
-            self.executor.on_signal(d)
         d.latency_ms = (time.perf_counter() - t0) * 1000.0
+        # Durability: the journal commits an allowed decision inside record(), so it is in the journal before the
+        # executor plans (and places) its order and before the notifier announces it.
         self.journal.record(d, self.journal_ns, st.simulated)
         if self._out is not None:
             self._out.write(json.dumps(d.as_record(), separators=(",", ":")) + "\n")
             if d.allowed:
                 self._out.flush()  # an allowed signal is on disk before it is announced
+        if d.allowed and self.executor is not None:
+            self.executor.on_signal(d)
         self._roll_day(c.ts)
         if d.allowed:
-            self._day_allowed[c.symbol] += 1
+            self._day_allowed[sym] += 1
             self.notifier.publish(Notice.signal(d, self.settings.runtime.mode, st.simulated))
         else:
             self._day_blocked[d.reason or "unknown"] += 1

@@ -28,7 +28,7 @@ import itertools
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -172,16 +172,30 @@ def read_candles(path: str | Path, symbol: str, timeframe: str, *, after_ms: int
 
 def read_set(cs: CandleSet) -> CandleSeries:
     """All bars of a candle set as columns, its files chained in date order (each continues the previous)."""
-    parts: list[list[tuple[float, ...]]] = []
+    rows = list(iter_set(cs))
+    return _series(cs.symbol, cs.timeframe, [rows])
+
+
+def iter_set(cs: CandleSet) -> Generator[tuple[float, ...], None, None]:
+    """The checked rows of a candle set one at a time, its files chained in date order (the streaming replay
+    reads a file this way twice, holding no more than one chunk of it: issue 13).
+
+    Rows are ``(open_time, open, high, low, close, volume)``, plus ``(taker_buy_volume, count)`` for Binance dumps.
+    """
     last = -1
+    width = 0
     for path in cs.paths:
-        rows = _read_rows(path, cs.timeframe, last)
-        if rows:
-            if parts and len(rows[0]) != len(parts[-1][0]):
-                raise SourceError(f"{path}: layout differs from {cs.paths[0].name} (6 versus 12 columns)")
-            parts.append(rows)
-            last = int(rows[-1][0])
-    return _series(cs.symbol, cs.timeframe, parts)
+        first = True
+        row: tuple[float, ...] | None = None
+        for row in _iter_rows(path, cs.timeframe, last):
+            if first:
+                first = False
+                if width and width != len(row):
+                    raise SourceError(f"{path}: layout differs from {cs.paths[0].name} (6 versus 12 columns)")
+                width = len(row)
+            yield row
+        if row is not None:
+            last = int(row[0])
 
 
 def _series(symbol: str, timeframe: str, parts: list[list[tuple[float, ...]]]) -> CandleSeries:
@@ -217,6 +231,11 @@ class _Rows(Protocol):
 
 def _read_rows(p: Path, timeframe: str, after_ms: int) -> list[tuple[float, ...]]:
     """The checked rows of one file: (open_time, o, h, l, c, v) or, for Binance dumps, + (taker, count)."""
+    return list(_iter_rows(p, timeframe, after_ms))
+
+
+def _iter_rows(p: Path, timeframe: str, after_ms: int) -> Iterator[tuple[float, ...]]:
+    """:func:`_read_rows` one row at a time: the file stays open while the caller iterates."""
     try:
         fh = p.open(newline="", encoding="utf-8-sig")  # -sig: a spreadsheet-saved BOM is not a header typo
     except OSError as e:
@@ -224,22 +243,20 @@ def _read_rows(p: Path, timeframe: str, after_ms: int) -> list[tuple[float, ...]
     with fh:
         reader = csv.reader(fh)
         try:
-            return _parse(reader, p, timeframe, after_ms)
+            yield from _parse(reader, p, timeframe, after_ms)
         except UnicodeDecodeError as e:
             raise SourceError(f"{p}: not a UTF-8 text file (byte {e.start} of a read block: {e.reason})") from None
         except csv.Error as e:
             raise SourceError(f"{p}:{reader.line_num}: unreadable CSV: {e}") from None
 
 
-def _parse(reader: _Rows, p: Path, timeframe: str, after_ms: int) -> list[tuple[float, ...]]:
+def _parse(reader: _Rows, p: Path, timeframe: str, after_ms: int) -> Iterator[tuple[float, ...]]:
     length = tf_ms(timeframe)
     weekly = length % WEEK_MS == 0
-    out: list[tuple[float, ...]] = []
-    append = out.append
     last = after_ms
     first = next((r for r in reader if r), None)  # the first non-empty row fixes the layout
     if first is None:
-        return out
+        return
     rows: Iterable[list[str]] = reader
     if first[0].strip() and not first[0].strip().isdigit():
         _check_header(first, f"{p}:{reader.line_num}")
@@ -277,11 +294,10 @@ def _parse(reader: _Rows, p: Path, timeframe: str, after_ms: int) -> list[tuple[
         if (window_start(ot, length) != ot) if weekly else ot % length:
             raise SourceError(f"{p}:{reader.line_num}: open_time {ot} is not aligned to {timeframe} bars")
         if ncols == 12:
-            append((ot, o, h, lo, c, v, *_binance_extra(row, timeframe, ot, length, v, f"{p}:{reader.line_num}")))
+            yield (ot, o, h, lo, c, v, *_binance_extra(row, timeframe, ot, length, v, f"{p}:{reader.line_num}"))
         else:
-            append((ot, o, h, lo, c, v))
+            yield (ot, o, h, lo, c, v)
         last = ot
-    return out
 
 
 def _number_problem(row: list[str]) -> str:

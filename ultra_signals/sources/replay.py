@@ -20,8 +20,12 @@ How a folder becomes a stream (each choice is reported in ``info.notices`` when 
 - Order: event time, then coarsest timeframe first, then symbol order.  Gaps in the files stay gaps; the
   last window of a file is only emitted when its last bar is there (the file may stop mid-hour).
 
-Everything is read, checked and ordered when the source is built (errors surface before the run starts),
-and :meth:`ReplaySource.events` iterates a precomputed list: the runner, not the source, is the bottleneck.
+Streaming (issue 13: memory flat in history length).  Every file is read and checked once when the source is
+built (errors surface before the run starts), keeping only what places the run window: each symbol's runs of
+consecutive bars, the open times of its coarsest bars and the prices funding events need.  :meth:`ReplaySource.
+events` then reads the files again, a chunk of event time at a time: every symbol's bars of that chunk are
+aggregated (chunks are cut on boundaries that no bar of any timeframe straddles, so the bars are exactly the
+whole-file ones) and interleaved by the order below.  Memory is one chunk, whatever the history length.
 A folder written by the simulator (it holds ``SIMULATED.txt``) replays labelled simulated.
 
 Funding: where ``funding_dir`` (default: the candle folder) holds ``<SYMBOL>-funding.csv`` or
@@ -37,23 +41,62 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from ultra_signals.core.events import Funding, Kline, MarketEvent, event_time
+from ultra_signals.core.events import Funding, Kline, MarketEvent
 from ultra_signals.core.timeframes import sort_timeframes, tf_ms
-from ultra_signals.features.aggregation import aggregate_arrays
+from ultra_signals.features.aggregation import WEEK_MS, aggregate_arrays, window_start
 from ultra_signals.sources.base import SourceError, SourceInfo
-from ultra_signals.sources.candles_csv import FolderScan, read_set, scan_folder
+from ultra_signals.sources.candles_csv import CandleSet, FolderScan, _series, iter_set, scan_folder
 
 #: Marker file the simulator's export leaves in a folder of generated candles.
 SIMULATED_MARKER = "SIMULATED.txt"
 #: Events handed over between two yields to the event loop (lets metrics/health tasks run during a replay).
 _BATCH = 4096
+#: Base bars (all symbols together) read per chunk of event time: bounds the replay's memory (see the module doc).
+CHUNK_BARS = 65_536
+
+
+@dataclass(slots=True)
+class _SymbolScan:
+    """What the first read of one symbol's file keeps: O(gaps + coarsest bars + funding times), never O(bars)."""
+
+    cs: CandleSet
+    base: str
+    base_ms: int
+    #: (first, last) open time of each run of consecutive base bars, in order.
+    segments: list[tuple[int, int]] = field(default_factory=list)
+    #: Per funding lookup time: (open time, open) of the first base bar at or after it.
+    marks: list[tuple[int, float]] = field(default_factory=list)
+
+    def starts(self, tf: str) -> npt.NDArray[np.int64]:
+        """Open times of the ``tf`` bars this file yields (what ``aggregate_arrays`` would emit), ascending."""
+        length = tf_ms(tf)
+        base = self.base_ms
+        if length == base:
+            parts = [np.arange(a, b + 1, base, dtype=np.int64) for a, b in self.segments]
+            return np.concatenate(parts)
+        parts = [
+            np.arange(window_start(a, length), window_start(b, length) + 1, length, dtype=np.int64)
+            for a, b in self.segments
+        ]
+        ws = np.concatenate(parts)
+        if len(ws) > 1:  # two runs of bars inside one window: one bar
+            keep = np.empty(len(ws), dtype=bool)
+            keep[0] = True
+            np.not_equal(ws[1:], ws[:-1], out=keep[1:])
+            ws = ws[keep]
+        last = self.segments[-1][1]
+        if len(ws) and last + base != window_start(last, length) + length:
+            ws = ws[:-1]  # the final window's end is not proven (the file may stop mid-window)
+        return ws
 
 
 class ReplaySource:
@@ -69,8 +112,12 @@ class ReplaySource:
         warmup_bars: int = 0,
         duration_ms: int | None = None,
         funding_dir: str | Path | None = None,
+        chunk_bars: int = CHUNK_BARS,
     ) -> None:
-        """``duration_ms`` (without ``end_ms``) ends the run that long after its start, wherever the start falls."""
+        """``duration_ms`` (without ``end_ms``) ends the run that long after its start, wherever the start falls.
+
+        ``chunk_bars``: base bars (all symbols) read per chunk while streaming; any value gives the same events.
+        """
         if warmup_bars < 0:
             raise SourceError(f"warmup_bars must be >= 0 (got {warmup_bars})")
         if not timeframes:
@@ -95,10 +142,30 @@ class ReplaySource:
                 names = ", ".join(p.name for p in scan.sets[s][tf].paths)
                 notices.append(f"{names} not used: {s} {tf} bars are aggregated from its finest file ({bases[s]})")
 
-        per_symbol = [self._load(scan, s, bases[s], tfs) for s in chosen]
+        folder = Path(funding_dir) if funding_dir is not None else root
+        funding_error: SourceError | None = None
+        try:
+            rates = self._funding_rates(folder, chosen)
+        except SourceError as e:  # reported after the candle files, as before: their errors come first
+            funding_error, rates = e, [([], {}, []) for _ in chosen]
+        finest_ms = tf_ms(tfs[0])
+        scans = [
+            self._scan(scan.sets[s][bases[s]], bases[s], tfs, rates[i][0], finest_ms) for i, s in enumerate(chosen)
+        ]
+        # Per symbol and timeframe, the open times of the bars the files yield (computed one symbol at a time).
         coarsest = tfs[-1]
-        run_start, warm_from = self._window(chosen, per_symbol, coarsest, start_ms, warmup_bars, notices)
-        data_end = max(max(k.close_time for k in bars) + 1 for bars in per_symbol)
+        coarse = [sc.starts(coarsest) for sc in scans]
+        first_open, data_end = None, None
+        for sc in scans:
+            for tf in tfs:
+                st = sc.starts(tf)
+                if len(st):
+                    a, b = int(st[0]), int(st[-1]) + tf_ms(tf)
+                    first_open = a if first_open is None or a < first_open else first_open
+                    data_end = b if data_end is None or b > data_end else data_end
+        assert first_open is not None and data_end is not None  # _scan refused a symbol without bars
+        run_start, warm_from = self._window(chosen, coarse, first_open, coarsest, start_ms, warmup_bars, notices)
+        del coarse
         if end_ms is None and duration_ms is not None:
             end_ms = run_start + duration_ms
         run_end = data_end if end_ms is None else end_ms
@@ -107,16 +174,22 @@ class ReplaySource:
                 f"empty run window: start {run_start} is not before the end {run_end}"
                 + (" of the data" if end_ms is None else " (end_ms)")
             )
-        bars = self._merge(chosen, per_symbol, tfs, warm_from, run_start, run_end, notices)
-        funding = self._funding(Path(funding_dir) if funding_dir is not None else root, chosen, per_symbol, notices)
-        self._events: list[MarketEvent] = list(bars)
-        if funding and bars:
-            first, last = event_time(bars[0]), event_time(bars[-1])
-            funding = [f for f in funding if first <= f.ts <= last]
-            # Stable: at equal event time the bars (closing at that instant) come before the funding event.
-            self._events = sorted([*bars, *funding], key=event_time)
-        if not bars or bars[-1].close_time < run_start:  # sorted: the last bar closes last
+        n_bars, first_ev, last_ev = self._census(chosen, scans, tfs, warm_from, run_start, run_end, notices)
+        if funding_error is not None:
+            raise funding_error
+        funding = self._funding(chosen, scans, tfs, rates, notices)
+        if n_bars and first_ev is not None and last_ev is not None:
+            funding = [f for f in funding if first_ev <= f.ts <= last_ev]
+        else:
+            funding = []
+        if not n_bars or last_ev is None or last_ev - 1 < run_start:  # the last bar closes last
             raise SourceError(f"no bars close inside the run window [{run_start}, {run_end}]")
+        self._scans = scans
+        self._tfs = tfs
+        self._warm_from = warm_from
+        self._funding_events = sorted(funding, key=lambda f: (f.ts, chosen.index(f.symbol)))
+        self._count = n_bars + len(funding)
+        self._chunk_ms = self._chunk_span(scans, tfs, chunk_bars)
         self._run_start = run_start
         self._run_end = run_end
         self._closed = False
@@ -166,72 +239,97 @@ class ReplaySource:
         return kept
 
     @staticmethod
-    def _load(scan: FolderScan, symbol: str, base: str, tfs: list[str]) -> list[Kline]:
-        """One symbol's bars of every configured timeframe (any order; :meth:`_merge` orders them)."""
-        cs = scan.sets[symbol][base]
-        series = read_set(cs)
-        if not len(series):
+    def _scan(cs: CandleSet, base: str, tfs: list[str], funding_times: list[int], finest_ms: int) -> _SymbolScan:
+        """Read and check one symbol's file(s) once, keeping only what :class:`_SymbolScan` holds."""
+        base_ms = tf_ms(base)
+        sc = _SymbolScan(cs, base, base_ms)
+        # Funding marks: the first finest-timeframe bar opening at or after a funding time opens with the first
+        # base bar at or after that time rounded up to the finest timeframe.
+        need = [window_start(t + finest_ms - 1, finest_ms) for t in funding_times]
+        nf = len(need)
+        fi = 0
+        nxt = need[0] if nf else math.inf
+        segs = sc.segments
+        marks = sc.marks
+        seg_first = prev = -(1 << 62)
+        n = 0
+        for row in iter_set(cs):
+            ot = int(row[0])
+            if ot != prev + base_ms:
+                if n:
+                    segs.append((seg_first, prev))
+                seg_first = ot
+            prev = ot
+            n += 1
+            if ot >= nxt:
+                while fi < nf and ot >= need[fi]:
+                    marks.append((ot, row[1]))
+                    fi += 1
+                nxt = need[fi] if fi < nf else math.inf
+        if not n:
             raise SourceError(f"{', '.join(str(p) for p in cs.paths)}: no bars")
-        targets = [tf for tf in tfs if tf != base]
-        out: list[Kline] = []
-        if targets:
-            out = aggregate_arrays(
-                symbol,
-                base,
-                targets,
-                series.open_time,
-                series.open,
-                series.high,
-                series.low,
-                series.close,
-                series.volume,
-                series.taker_buy_volume,
-                series.trades,
+        segs.append((seg_first, prev))
+        if not any(len(sc.starts(tf)) for tf in tfs):
+            raise SourceError(
+                f"{cs.symbol}: {', '.join(p.name for p in cs.paths)} holds no complete {'/'.join(tfs)} bar"
             )
-        if base in tfs:
-            out.extend(series.klines())  # base bars are only built when they are emitted
-        if not out:
-            raise SourceError(f"{symbol}: {', '.join(p.name for p in cs.paths)} holds no complete {'/'.join(tfs)} bar")
-        return out
+        return sc
 
     @staticmethod
-    def _funding(folder: Path, chosen: list[str], per_symbol: list[list[Kline]], notices: list[str]) -> list[Funding]:
-        """Funding events from ``<SYMBOL>[-*]-funding.csv`` files (see the module doc)."""
+    def _funding_rates(folder: Path, chosen: list[str]) -> list[tuple[list[int], dict[int, float], list[Path]]]:
+        """Per symbol: funding times (sorted), rates by time and the files, from ``<SYMBOL>[-*]-funding.csv``."""
         if not folder.is_dir():
             raise SourceError(f"funding folder {folder} does not exist or is not a folder")
-        out: list[Funding] = []
-        for s, bars in zip(chosen, per_symbol, strict=True):
+        out: list[tuple[list[int], dict[int, float], list[Path]]] = []
+        for s in chosen:
             paths = sorted({*folder.glob(f"{s}-funding.csv"), *folder.glob(f"{s}-*-funding.csv")})
-            if not paths:
-                continue
             rates: dict[int, float] = {}
             for path in paths:
                 rates.update(_read_funding(path))
-            times = sorted(rates)
-            finest = min((k.close_time - k.open_time for k in bars), default=0)
-            base = sorted((k.open_time, k.open) for k in bars if k.close_time - k.open_time == finest)
-            opens = np.fromiter((o for o, _ in base), np.int64, len(base))
-            for t, nxt in itertools.pairwise(times):
-                i = int(np.searchsorted(opens, t, side="left"))
-                if i >= len(base):
+            out.append((sorted(rates), rates, paths))
+        return out
+
+    @staticmethod
+    def _funding(
+        chosen: list[str],
+        scans: list[_SymbolScan],
+        tfs: list[str],
+        rates: list[tuple[list[int], dict[int, float], list[Path]]],
+        notices: list[str],
+    ) -> list[Funding]:
+        """Funding events from ``<SYMBOL>[-*]-funding.csv`` files (see the module doc)."""
+        out: list[Funding] = []
+        finest = tfs[0]
+        length = tf_ms(finest)
+        for s, sc, (times, by_time, paths) in zip(chosen, scans, rates, strict=True):
+            if not paths:
+                continue
+            # The finest bar holding a mark must be one the file yields (its final window may be unproven).
+            final_ws = None
+            if length != sc.base_ms:
+                last = sc.segments[-1][1]
+                if last + sc.base_ms != window_start(last, length) + length:
+                    final_ws = window_start(last, length)
+            for (t, nxt), mark in zip(itertools.pairwise(times), sc.marks, strict=False):
+                ot, price = mark
+                if final_ws is not None and window_start(ot, length) == final_ws:
                     break
-                out.append(Funding(s, t, base[i][1], rates[nxt], nxt))
+                out.append(Funding(s, t, price, by_time[nxt], nxt))
             notices.append(f"funding: {len(times)} rates for {s} from {', '.join(p.name for p in paths)}")
         return out
 
     @staticmethod
     def _window(
         chosen: list[str],
-        per_symbol: list[list[Kline]],
+        coarse: list[npt.NDArray[np.int64]],
+        first_open: int,
         coarsest: str,
         start_ms: int | None,
         warmup_bars: int,
         notices: list[str],
     ) -> tuple[int, list[int]]:
         """Run start, and per symbol the open time from which warm-up bars are kept."""
-        coarse = [sorted(k.open_time for k in bars if k.timeframe == coarsest) for bars in per_symbol]
         span = tf_ms(coarsest) - 1  # open time -> close time
-        first_open = min(min(k.open_time for k in bars) for bars in per_symbol)
         if start_ms is not None:
             run_start = start_ms
         elif warmup_bars == 0:
@@ -246,15 +344,15 @@ class ReplaySource:
                         f"(the data holds {len(opens)}); indicators may not be warm at the start"
                     )
                 if n:
-                    ends.append(opens[n - 1] + span + 1)
+                    ends.append(int(opens[n - 1]) + span + 1)
             run_start = max(ends) if ends else first_open
         warm_from = []
         for s, opens in zip(chosen, coarse, strict=True):
-            before = sum(1 for o in opens if o + span < run_start)
+            before = int(np.searchsorted(opens, run_start - span, side="left"))  # bars with o + span < run_start
             if warmup_bars == 0:
                 warm_from.append(run_start)
             elif before >= warmup_bars:
-                warm_from.append(opens[before - warmup_bars])
+                warm_from.append(int(opens[before - warmup_bars]))
             else:
                 warm_from.append(-1)
                 if start_ms is not None:
@@ -265,35 +363,142 @@ class ReplaySource:
         return run_start, warm_from
 
     @staticmethod
-    def _merge(
+    def _census(
         chosen: list[str],
-        per_symbol: list[list[Kline]],
+        scans: list[_SymbolScan],
         tfs: list[str],
         warm_from: list[int],
         run_start: int,
         run_end: int,
         notices: list[str],
-    ) -> list[Kline]:
-        """Cut each symbol to its window, then interleave: event time, coarsest first, symbol order."""
-        nsym = len(chosen)
-        # One integer sort key per bar: (event time, timeframe rank coarsest first, symbol index).
-        rank = {tf: (len(tfs) - 1 - i) * nsym for i, tf in enumerate(tfs)}
-        span = len(tfs) * nsym
-        bars: list[Kline] = []
-        keys: list[npt.NDArray[np.int64]] = []
-        for i, (s, ks, lo) in enumerate(zip(chosen, per_symbol, warm_from, strict=True)):
-            n = len(ks)
-            opens = np.fromiter((k.open_time for k in ks), np.int64, n)
-            closes = np.fromiter((k.close_time for k in ks), np.int64, n)
-            ranks = np.fromiter((rank[k.timeframe] for k in ks), np.int64, n)
-            keep = (opens >= lo) & (closes < run_end)
-            if not bool(np.any(keep & (closes >= run_start))):
+    ) -> tuple[int, int | None, int | None]:
+        """How many bars the run yields, and the event times of the first and last (window cut as in the stream)."""
+        total = 0
+        first: int | None = None
+        last: int | None = None
+        for s, sc, lo in zip(chosen, scans, warm_from, strict=True):
+            inside = False
+            for tf in tfs:
+                opens = sc.starts(tf)
+                closes = opens + (tf_ms(tf) - 1)
+                keep = (opens >= lo) & (closes < run_end)
+                kept = closes[keep]
+                if len(kept):
+                    total += len(kept)
+                    a, b = int(kept[0]) + 1, int(kept[-1]) + 1
+                    first = a if first is None or a < first else first
+                    last = b if last is None or b > last else last
+                    inside = inside or bool(kept[-1] >= run_start)
+            if not inside:
                 notices.append(f"{s} has no bars in the run window")
-            idx = np.flatnonzero(keep)
-            bars.extend([ks[j] for j in idx.tolist()])
-            keys.append(((closes + 1) * span + ranks + i)[idx])
-        order = np.argsort(np.concatenate(keys), kind="stable").tolist() if keys else []
-        return [bars[j] for j in order]
+        return total, first, last
+
+    @staticmethod
+    def _chunk_span(scans: list[_SymbolScan], tfs: list[str], chunk_bars: int) -> int | None:
+        """Event-time length of a streaming chunk: a multiple of every bar length, so no bar straddles two chunks.
+
+        None (one chunk: the whole history at once) when a weekly bar is involved: weeks open on Mondays, which
+        no epoch-aligned chunk boundary follows.
+        """
+        lengths = {tf_ms(tf) for tf in tfs} | {sc.base_ms for sc in scans}
+        if any(x % WEEK_MS == 0 for x in lengths):
+            return None
+        lcm = math.lcm(*lengths)
+        per_symbol = max(1, chunk_bars // max(1, len(scans)))
+        want = per_symbol * min(sc.base_ms for sc in scans)
+        return lcm * max(1, -(-want // lcm))
+
+    # -- streaming -----------------------------------------------------------------------------------------
+
+    def _stream(self) -> Generator[MarketEvent, None, None]:
+        """Every event of the run in order, reading the files a chunk of event time at a time."""
+        scans = self._scans
+        tfs = self._tfs
+        nsym = len(scans)
+        ntf = len(tfs)
+        span = ntf * nsym
+        mult = span + nsym  # keys: event time * mult + (bar: rank + symbol; funding: span + symbol)
+        rank = {tf: (ntf - 1 - i) * nsym for i, tf in enumerate(tfs)}
+        run_end = self._run_end
+        chunk = self._chunk_ms
+        readers = [iter_set(sc.cs) for sc in scans]
+        heads: list[tuple[float, ...] | None] = [next(it, None) for it in readers]
+        index = {sc.cs.symbol: i for i, sc in enumerate(scans)}
+        funding = self._funding_events
+        fi = 0
+        nf = len(funding)
+        try:
+            while True:
+                live = [int(h[0]) for h in heads if h is not None]
+                if not live:
+                    break
+                t = min(live)
+                if t > run_end:
+                    break  # every bar still to come closes after the run's end
+                end = t - t % chunk + chunk if chunk is not None else 1 << 62
+                bars: list[MarketEvent] = []
+                keys: list[npt.NDArray[np.int64]] = []
+                for i, sc in enumerate(scans):
+                    h = heads[i]
+                    if h is None or h[0] >= end:
+                        continue
+                    rows = [h]
+                    nxt: tuple[float, ...] | None = None
+                    for row in readers[i]:
+                        if row[0] >= end:
+                            nxt = row
+                            break
+                        rows.append(row)
+                    heads[i] = nxt
+                    ks = self._chunk_bars(sc, rows, nxt is not None)
+                    n = len(ks)
+                    opens = np.fromiter((k.open_time for k in ks), np.int64, n)
+                    closes = np.fromiter((k.close_time for k in ks), np.int64, n)
+                    ranks = np.fromiter((rank[k.timeframe] for k in ks), np.int64, n)
+                    idx = np.flatnonzero((opens >= self._warm_from[i]) & (closes < run_end))
+                    bars.extend([ks[j] for j in idx.tolist()])
+                    keys.append(((closes + 1) * mult + ranks + i)[idx])
+                fk: list[int] = []
+                while fi < nf and funding[fi].ts <= end:
+                    f = funding[fi]
+                    bars.append(f)
+                    fk.append(f.ts * mult + span + index[f.symbol])
+                    fi += 1
+                if fk:
+                    keys.append(np.asarray(fk, dtype=np.int64))
+                if not bars:
+                    continue
+                order = np.argsort(np.concatenate(keys), kind="stable").tolist()
+                for j in order:
+                    yield bars[j]
+            yield from funding[fi:]  # at the last bar's event time (the list holds none later)
+        finally:
+            for it in readers:
+                it.close()
+
+    def _chunk_bars(self, sc: _SymbolScan, rows: list[tuple[float, ...]], more: bool) -> list[Kline]:
+        """One symbol's bars of every timeframe from one chunk of its base rows (any order)."""
+        series = _series(sc.cs.symbol, sc.base, [rows])
+        targets = [tf for tf in self._tfs if tf != sc.base]
+        out: list[Kline] = []
+        if targets:
+            out = aggregate_arrays(
+                sc.cs.symbol,
+                sc.base,
+                targets,
+                series.open_time,
+                series.open,
+                series.high,
+                series.low,
+                series.close,
+                series.volume,
+                series.taker_buy_volume,
+                series.trades,
+                final_proven=more,
+            )
+        if sc.base in self._tfs:
+            out.extend(series.klines())
+        return out
 
     # -- MarketSource --------------------------------------------------------------------------------------
 
@@ -310,21 +515,25 @@ class ReplaySource:
         return self._run_end
 
     def __len__(self) -> int:
-        return len(self._events)
+        return self._count
 
-    def iter_events(self) -> Iterator[MarketEvent]:
-        """The same stream as :meth:`events`, synchronously (benchmarks, tools, tests)."""
-        return iter(self._events)
+    def iter_events(self) -> Generator[MarketEvent, None, None]:
+        """The same stream as :meth:`events`, synchronously (benchmarks, tools, tests); each call reads afresh."""
+        return self._stream()
 
     async def events(self) -> AsyncIterator[MarketEvent]:
-        events = self._events
-        for lo in range(0, len(events), _BATCH):
-            if self._closed:
-                return
-            await asyncio.sleep(0)
-            for ev in events[lo : lo + _BATCH]:
-                self.received_at = time.time()  # "received" = produced by this source (see the runner's latency)
-                yield ev
+        stream = self._stream()
+        try:
+            while not self._closed:
+                await asyncio.sleep(0)
+                batch = list(itertools.islice(stream, _BATCH))
+                if not batch:
+                    return
+                for ev in batch:
+                    self.received_at = time.time()  # "received" = produced by this source (see the runner's latency)
+                    yield ev
+        finally:
+            stream.close()
 
     async def aclose(self) -> None:
         self._closed = True
