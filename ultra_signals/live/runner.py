@@ -375,14 +375,19 @@ class Runner:
         tally = st.events
         latencies = st.latencies_ms
         latency = self.metrics.latency
+        t0 = 0.0
         async for ev in src.events():
-            # Tick-to-decision starts when the source received the message (socket read; sim/replay: when the
-            # source produced it), so time spent queued behind a slow runner is in the figure.
-            recv = getattr(src, "received_at", None)
-            t0 = perf() - (max(0.0, time.time() - recv) if recv is not None else 0.0)
             n += 1
             # One type test per event, reused below (events are final dataclasses: no subclasses to miss).
             bar = ev if type(ev) is Kline else None
+            # Tick-to-decision starts when the source received the message (socket read; sim/replay: when the
+            # source produced it), so time spent queued behind a slow runner is in the figure.  Read only for the
+            # bars of a signal timeframe, the only events the engine decides on (issue 13: no per-event work no
+            # one reads).
+            timed = bar is not None and bar.timeframe in signal_tfs
+            if timed:
+                recv = getattr(src, "received_at", None)
+                t0 = perf() - (max(0.0, time.time() - recv) if recv is not None else 0.0)
             ts = (bar.close_time + 1 if bar.closed else bar.open_time) if bar is not None else event_time(ev)
             if end is not None and ts > end:
                 break
@@ -420,9 +425,9 @@ class Runner:
                         st.run_bars += 1
                         if bar.timeframe == primary:
                             add_price(st, sym, ts, bar.close)
-                point = in_run and bar is not None and bar.timeframe in signal_tfs
+                point = in_run and timed
                 if decision is not None:
-                    self._handle(decision, t0)
+                    self._handle(decision, t0 if timed else perf())
                 elif point:
                     # A decision point that produced no candidate still counts as tick-to-decision latency.
                     ms = (perf() - t0) * 1000.0
