@@ -12,6 +12,11 @@ wall figure but not the CPU one.
     python bench/bench_replay.py                   # 3 symbols × 30 days, whole process (+ report)
     python bench/bench_replay.py --memory          # 100 symbols × 30 days, peak RSS and bars/s
     python bench/bench_replay.py --repeat 3 --python-path /tmp/old-checkout   # the same over another checkout
+    python bench/bench_replay.py --repeat 2 --python-path /tmp/old --python-path .   # alternate, run by run
+
+Bytecode is cached as on an installed package (``pip`` compiles it): one untimed run per checkout first writes
+every module's ``.pyc`` under a scratch ``PYTHONPYCACHEPREFIX`` (even when ``PYTHONDONTWRITEBYTECODE`` is set
+here, which would otherwise make every child recompile the whole package).
 
 Targets (issue 13): whole process ≥ 3× NautilusTrader on the same bars (bench/bench_nautilus.py), run loop
 ≥ 100,000 input bars/s (bench/bench_pipeline.py); memory mode peak RSS ≤ 400 MB and bars/s within 20 % of the
@@ -37,7 +42,9 @@ from bench.replay_data import synthesise
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_once(data: Path, work: Path, python_path: str | None, report: bool) -> dict[str, float]:
+def run_once(
+    data: Path, work: Path, python_path: str | None, report: bool, pyc: Path | None = None
+) -> dict[str, float]:
     """One ``python -m ultra_signals replay`` in a fresh child: wall, CPU (user+sys) and peak RSS of that child."""
     journal = work / "journal.db"
     journal.unlink(missing_ok=True)
@@ -56,9 +63,7 @@ def run_once(data: Path, work: Path, python_path: str | None, report: bool) -> d
         f"sqlite:///{journal}",
         "--report" if report else "--no-report",
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ULTRA_SIGNALS_")}
-    if python_path:
-        env["PYTHONPATH"] = python_path
+    env = child_env(python_path, pyc)
     log = work / "replay.log"
     t0 = time.perf_counter()
     with log.open("w") as fh:
@@ -80,6 +85,18 @@ def run_once(data: Path, work: Path, python_path: str | None, report: bool) -> d
     }
 
 
+def child_env(python_path: str | None, pyc: Path | None) -> dict[str, str]:
+    """The child's environment: no ``ULTRA_SIGNALS_*`` settings, bytecode read and written under ``pyc`` (None:
+    as this process has it)."""
+    drop = ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX") if pyc is not None else ()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ULTRA_SIGNALS_") and k not in drop}
+    if pyc is not None:
+        env["PYTHONPYCACHEPREFIX"] = str(pyc)
+    if python_path:
+        env["PYTHONPATH"] = python_path
+    return env
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--memory", action="store_true", help="100 symbols × 30 days, no report: peak RSS")
@@ -87,7 +104,12 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--no-report", action="store_true", help="skip the report (always skipped with --memory)")
-    ap.add_argument("--python-path", default=None, help="PYTHONPATH for the child: time another checkout")
+    ap.add_argument(
+        "--python-path",
+        action="append",
+        default=None,
+        help="PYTHONPATH for the child: time another checkout (repeat to alternate run by run; '.' = this one)",
+    )
     args = ap.parse_args()
     n_sym = args.symbols or (100 if args.memory else 3)
     report = not (args.memory or args.no_report)
@@ -102,15 +124,19 @@ def main() -> None:
         print(
             f"input: {bars:,} 1m bars ({n_sym} symbols × {args.days} days, re-timed from the shared real "
             f"UNITTESTBTC-1m recording in {time.perf_counter() - t:.1f} s); timeframes 1m/5m/15m/1h; "
-            f"report {'on (charts)' if report else 'off'}; code: {args.python_path or ROOT}"
+            f"report {'on (charts)' if report else 'off'}"
         )
+        paths = [None if p in (None, ".", "") else p for p in (args.python_path or [None])]
+        for j, path in enumerate(paths):  # untimed: fills the bytecode cache (ours and the libraries')
+            run_once(data, work, path, report, Path(tmp) / f"pyc{j}")
         for i in range(args.repeat):
-            r = run_once(data, work, args.python_path, report)
-            print(
-                f"run {i + 1}: wall {r['wall']:.2f} s, CPU {r['cpu']:.2f} s (user+sys of the child), "
-                f"{bars / r['cpu']:,.0f} input bars per CPU-second, {bars / r['wall']:,.0f} per wall-second; "
-                f"peak RSS {r['rss_mb']:.0f} MB; allowed {r['allowed']:.0f}, blocked {r['blocked']:.0f}"
-            )
+            for j, path in enumerate(paths):
+                r = run_once(data, work, path, report, Path(tmp) / f"pyc{j}")
+                print(
+                    f"code {path or ROOT}, run {i + 1}: wall {r['wall']:.2f} s, CPU {r['cpu']:.2f} s (user+sys of the "
+                    f"child), {bars / r['cpu']:,.0f} input bars per CPU-second, {bars / r['wall']:,.0f} per wall-second; "
+                    f"peak RSS {r['rss_mb']:.0f} MB; allowed {r['allowed']:.0f}, blocked {r['blocked']:.0f}"
+                )
 
 
 if __name__ == "__main__":

@@ -64,9 +64,10 @@ class SignalEngine:
 
     def on_event(self, ev: MarketEvent) -> Decision | None:
         """Advance the clock, update state, and decide if ``ev`` closes a bar of a signal timeframe."""
-        self.clock.advance(event_time(ev))
-        if isinstance(ev, Kline):
+        if type(ev) is Kline:  # the common case first, without event_time's own type test
+            self.clock.advance(ev.close_time + 1 if ev.closed else ev.open_time)
             return self.on_kline(ev) if ev.closed else None
+        self.clock.advance(event_time(ev))
         if isinstance(ev, BookTicker):
             self.market.book[ev.symbol] = ev
         elif isinstance(ev, BookDepth):

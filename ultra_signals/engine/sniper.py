@@ -38,6 +38,18 @@ from ultra_signals.features.store import Features
 TAKEN = "taken"
 
 
+_TF_LEN: dict[str, int] = {}
+
+
+def _tf_len(tf: str) -> int:
+    """``tf_ms`` remembered per name: the filters below ask on every candidate, and parsing the name each time
+    showed in the profile (issue 13).  A name ``tf_ms`` refuses still raises (and is not remembered)."""
+    n = _TF_LEN.get(tf)
+    if n is None:
+        n = _TF_LEN[tf] = tf_ms(tf)
+    return n
+
+
 def htf_trend(f: Features) -> int:
     """+1 up, -1 down, 0 flat, from the confirming timeframe's fast vs mid EMA."""
     return 1 if f.ema_fast > f.ema_mid else -1 if f.ema_fast < f.ema_mid else 0
@@ -59,7 +71,7 @@ class MtfConfirmFilter:
         if hf is None or not hf.warm:
             return "mtf_required"
         # Stale: the latest higher bar must have closed within one higher-timeframe period of the signal.
-        if c.ts - (hf.close_time + 1) > tf_ms(htf):
+        if c.ts - (hf.close_time + 1) > _tf_len(htf):
             return "mtf_required"
         want = 1 if c.side is Side.LONG else -1
         return None if htf_trend(hf) == want else "mtf_required"
@@ -78,7 +90,7 @@ class CooldownFilter:
         last = self.last_allowed.get(c.symbol)
         if last is None or self.bars == 0:
             return None
-        return "cooldown" if abs(c.bar_open_time - last) < self.bars * tf_ms(c.timeframe) else None
+        return "cooldown" if abs(c.bar_open_time - last) < self.bars * _tf_len(c.timeframe) else None
 
     def record(self, c: Candidate) -> None:
         self.record_key(c.symbol, c.bar_open_time)

@@ -18,7 +18,7 @@ from decimal import ROUND_FLOOR, Decimal
 
 from ultra_signals.core.config import ExecutionSettings
 from ultra_signals.core.decision import Decision, Side
-from ultra_signals.core.events import BookTicker, MarketEvent, event_time
+from ultra_signals.core.events import BookTicker, Kline, MarketEvent, event_time
 from ultra_signals.core.instruments import SymbolFilters
 from ultra_signals.execution.breakers import Trip
 from ultra_signals.execution.brokers.base import DUPLICATE_REASON, Broker, EntryPlan, OrderKind, parse_client_id
@@ -76,11 +76,14 @@ class OrderRouter:
         self._awaiting_ack: dict[str, float] = {}
 
     def on_market_event(self, ev: MarketEvent) -> None:
-        ts = event_time(ev)
+        if type(ev) is Kline:  # every event of a replay: its time without event_time's own type test
+            ts = ev.close_time + 1 if ev.closed else ev.open_time
+        else:
+            ts = event_time(ev)
+            if isinstance(ev, BookTicker):
+                self._books[ev.symbol] = ev
         if ts > self.now_ms:
             self.now_ms = ts
-        if isinstance(ev, BookTicker):
-            self._books[ev.symbol] = ev
         self.portfolio.on_market_event(ev)  # marks of held symbols: unrealized PnL for sizing and the limits
         if self._forward:
             self.broker.on_market_event(ev)

@@ -72,6 +72,14 @@ def _json(d: dict[str, float]) -> str:
     return orjson.dumps(d, default=_num_default).decode()
 
 
+def _targets_json(targets: tuple[float, ...]) -> str:
+    """Exactly ``json.dumps(list(targets))``: finite floats are written as their ``repr`` (what the encoder does)
+    without setting an encoder up for every row; anything else (NaN, a non-float) goes through ``json.dumps``."""
+    if all(type(x) is float and x - x == 0.0 for x in targets):
+        return "[" + ", ".join(map(float.__repr__, targets)) + "]"
+    return json.dumps(list(targets))
+
+
 def _num_default(x: Any) -> Any:
     """Values orjson does not know (a numpy scalar): as a plain float, non-finite as null."""
     return _num(float(x))
@@ -303,7 +311,7 @@ class Journal:
                 d.journal_reason,
                 c.entry,
                 c.stop,
-                json.dumps(list(c.targets)),  # as before: a NaN target stays NaN, not null
+                _targets_json(c.targets),  # as before: a NaN target stays NaN, not null
                 _json(c.components),
                 _json(c.features),
                 d.latency_ms,

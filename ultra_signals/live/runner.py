@@ -266,6 +266,7 @@ class Runner:
         self._m_candidates: dict[str, Any] = {}  # metric children by label value (see _handle)
         self._m_blocked: dict[str, Any] = {}
         self._m_sniper: dict[str, Any] = {}
+        self._m_window: dict[str, Any] = {}
 
     # -- the loop ----------------------------------------------------------------------------------------
     async def run(self) -> RunStats:
@@ -374,21 +375,28 @@ class Runner:
         tally = st.events
         latencies = st.latencies_ms
         latency = self.metrics.latency
+        t0 = 0.0
         async for ev in src.events():
-            # Tick-to-decision starts when the source received the message (socket read; sim/replay: when the
-            # source produced it), so time spent queued behind a slow runner is in the figure.
-            recv = getattr(src, "received_at", None)
-            t0 = perf() - (max(0.0, time.time() - recv) if recv is not None else 0.0)
             n += 1
-            ts = event_time(ev)
+            # One type test per event, reused below (events are final dataclasses: no subclasses to miss).
+            bar = ev if type(ev) is Kline else None
+            # Tick-to-decision starts when the source received the message (socket read; sim/replay: when the
+            # source produced it), so time spent queued behind a slow runner is in the figure.  Read only for the
+            # bars of a signal timeframe, the only events the engine decides on (issue 13: no per-event work no
+            # one reads).
+            timed = bar is not None and bar.timeframe in signal_tfs
+            if timed:
+                recv = getattr(src, "received_at", None)
+                t0 = perf() - (max(0.0, time.time() - recv) if recv is not None else 0.0)
+            ts = (bar.close_time + 1 if bar.closed else bar.open_time) if bar is not None else event_time(ev)
             if end is not None and ts > end:
                 break
             in_run = ts > start  # a bar is in the run when it closes at or after run start (event time = close + 1)
-            if isinstance(ev, Kline) and ev.timeframe == finest:
+            if bar is not None and bar.timeframe == finest:
                 st.input_bars += 1
             if not in_run:
                 st.warmup_events += 1
-            elif self.speed and isinstance(ev, Kline):
+            elif self.speed and bar is not None:
                 if wall0 == 0.0:
                     wall0 = time.monotonic()
                 ahead = (ts - start) / 1000.0 / self.speed - (time.monotonic() - wall0)
@@ -413,22 +421,22 @@ class Runner:
                     tally[type(ev).__name__] += 1
                     if st.market_end_ms is None or ts > st.market_end_ms:
                         st.market_end_ms = ts
-                    if isinstance(ev, Kline):
+                    if bar is not None:
                         st.run_bars += 1
-                        if ev.timeframe == primary:
-                            add_price(st, sym, ts, ev.close)
-                point = in_run and isinstance(ev, Kline) and ev.timeframe in signal_tfs
+                        if bar.timeframe == primary:
+                            add_price(st, sym, ts, bar.close)
+                point = in_run and timed
                 if decision is not None:
-                    self._handle(decision, t0)
+                    self._handle(decision, t0 if timed else perf())
                 elif point:
                     # A decision point that produced no candidate still counts as tick-to-decision latency.
                     ms = (perf() - t0) * 1000.0
                     latencies.append(ms)
                     latency.observe(ms)
-                if point and not historical and isinstance(ev, Kline):
+                if point and not historical and bar is not None:
                     # Live: the exchange's bar close (its clock, offset-corrected) to our decision.
                     server_now = time.time() * 1000.0 + server_offset
-                    bar_close.observe(max(0.0, server_now - (ev.close_time + 1)))
+                    bar_close.observe(max(0.0, server_now - (bar.close_time + 1)))
             except Exception as e:  # a bad event or a bug on one bar must not stop the run
                 kind = type(e).__name__
                 st.errors[kind] += 1
@@ -471,7 +479,10 @@ class Runner:
             st.not_evaluated[name] += 1
         if d.counts:
             for window, count in d.counts.items():
-                m.window_count.labels(window=window).set(count)
+                child = self._m_window.get(window)
+                if child is None:
+                    child = self._m_window[window] = m.window_count.labels(window=window)
+                child.set(count)
         d.latency_ms = (time.perf_counter() - t0) * 1000.0
         # Durability: the journal commits an allowed decision inside record(), so it is in the journal before the
         # executor plans (and places) its order and before the notifier announces it.

@@ -36,12 +36,28 @@ def profit_factor(r: F64) -> float:
     return gain / loss if loss > 0 else float("inf") if gain > 0 else float("nan")
 
 
+def _resample_means(rng: np.random.Generator, x: F64, draws: int) -> F64:
+    """Means of ``draws`` resamples (with replacement) of ``x``: ``x[rng.integers(0, n, (draws, n))].mean(axis=1)``.
+
+    Bit-identical to that one-liner at a fraction of its memory (issue 13: 2,000 × 10,000 candidates made two
+    160 MB matrices, most of a replay report's peak RSS): the indices come as int32 when they fit, which numpy
+    draws from the same stream as int64 for a range below 2**32, and the means are taken a block of rows at a
+    time, each row's sum being the same pairwise reduction whatever the block.
+    """
+    n = x.size
+    idx = rng.integers(0, n, size=(draws, n), dtype=np.int32 if n < 2**31 else np.int64)
+    out = np.empty(draws)
+    step = max(1, (1 << 20) // max(1, n))  # about a million values gathered at a time
+    for i in range(0, draws, step):
+        out[i : i + step] = x[idx[i : i + step]].mean(axis=1)
+    return out
+
+
 def bootstrap_mean_ci(r: F64, *, draws: int, seed: int, level: float = 0.95) -> tuple[float, float]:
     if r.size == 0:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, r.size, size=(draws, r.size))
-    means = r[idx].mean(axis=1)
+    means = _resample_means(rng, r, draws)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return (float(lo), float(hi))
 
@@ -119,8 +135,8 @@ def lift(a: F64, b: F64, *, draws: int, seed: int) -> tuple[float, tuple[float, 
         nan = float("nan")
         return (nan, (nan, nan))
     rng = np.random.default_rng(seed)
-    da = a[rng.integers(0, a.size, size=(draws, a.size))].mean(axis=1)
-    db = b[rng.integers(0, b.size, size=(draws, b.size))].mean(axis=1)
+    da = _resample_means(rng, a, draws)
+    db = _resample_means(rng, b, draws)
     d = da - db
     lo, hi = np.quantile(d, [0.025, 0.975])
     return (float(a.mean() - b.mean()), (float(lo), float(hi)))

@@ -227,15 +227,15 @@ class PaperBroker:
 
     # -- market events ------
     def on_market_event(self, ev: MarketEvent) -> None:
-        if isinstance(ev, Funding):
-            self._on_funding(ev)
-            return
         if type(ev) is Kline and not self._orders.get(ev.symbol):
             # The common case (every bar of a replay): nothing resting on the symbol, so nothing can fill; only
             # the reference price moves, exactly as the full path below would set it (issue 13: no quote built).
             if ev.closed and ev.symbol not in self._tick_symbols:
                 half = self.half_spread_bps / 10_000.0 * ev.open
                 self._last_price[ev.symbol] = (((ev.open + half) + (ev.open - half)) / 2.0, ev.open_time)
+            return
+        if isinstance(ev, Funding):
+            self._on_funding(ev)
             return
         quote = self._quote(ev)
         if quote is None:
