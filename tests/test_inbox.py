@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +33,11 @@ from ultra_signals.core.decision import Candidate, Decision, Side
 from ultra_signals.core.events import Trade
 from ultra_signals.execution.breakers import Trip
 from ultra_signals.execution.executor import TradingExecutor, make_executor
-from ultra_signals.execution.inbox import DecisionInbox, InboxExecutor, decode, encode
+from ultra_signals.execution.inbox import DecisionInbox, InboxExecutor, decode, encode, entry_time_ms
 from ultra_signals.execution.lease import ExecutorLease, wait_for_lease
 from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
+from ultra_signals.observability.metrics import Metrics
 
 pytestmark = pytest.mark.timeout(90)
 T0 = 1_767_571_200_000  # 2026-01-05 00:00 UTC
@@ -677,3 +679,59 @@ def test_with_a_shared_journal_a_begun_decision_that_was_journaled_counts_as_exe
     assert a.exe.inbox.state(a.exe.inbox.key_of(d)) == "done|submitted:by_previous_holder"
     assert not b.inner.portfolio.trades and not b.exe.in_doubt and not b.inner.store.events(kind="incident")
     assert entry.entry_id and a.exe.inbox.pending() == 0
+
+
+# -- the inbox's metrics (inbox_pending, inbox_undelivered, inbox_in_doubt, inbox_delivery_to_execution_ms) -----
+
+
+def with_metrics(s: Shard) -> Metrics:
+    """Give a test shard's executor the registry a runner would (the inbox reads the inner executor's)."""
+    m = Metrics()
+    s.inner.metrics = m
+    s.exe.metrics = m
+    return m
+
+
+def test_the_inbox_exports_pending_delivery_lag_and_undelivered(server: RedisProc, tmp_path: Path) -> None:
+    a = shard(server.port, tmp_path / "a", "run-a")
+    b = shard(server.port, tmp_path / "b", "run-b")  # a shard that does not hold the lease
+    ma, mb = with_metrics(a), with_metrics(b)
+    for sym in SYMBOLS[:3]:
+        b.exe.on_signal(decision("run-b", sym))
+    assert b.exe.sample_pending(now=0.0) and mb.registry.get_sample_value("inbox_pending") == 3
+    assert not b.exe.sample_pending(now=0.5)  # at most once a second: one XLEN per shard per second
+    assert take_lease(a)
+    drain([a])
+    assert a.exe.sample_pending(now=time.monotonic() + 10) and ma.registry.get_sample_value("inbox_pending") == 0
+    assert ma.registry.get_sample_value("inbox_delivery_to_execution_ms_count") == 3
+    lag_sum = ma.registry.get_sample_value("inbox_delivery_to_execution_ms_sum")
+    assert lag_sum is not None and lag_sum >= 0
+    assert ma.registry.get_sample_value("inbox_in_doubt_total") == 0
+    server.stop()  # Redis away: the shard keeps its decisions and says how many
+    b.exe.on_signal(decision("run-b", SYMBOLS[5]))
+    b.exe.on_signal(decision("run-b", SYMBOLS[6]))
+    assert mb.registry.get_sample_value("inbox_undelivered") == 2
+    server.start()
+    assert b.exe.flush_backlog() == 2 and mb.registry.get_sample_value("inbox_undelivered") == 0
+
+
+def test_a_decision_left_in_doubt_is_counted(server: RedisProc, tmp_path: Path) -> None:
+    """Begun by a holder that died before finishing, and no journal row says it ran: in doubt, counted once."""
+    a = shard(server.port, tmp_path / "a", "run-a")
+    assert take_lease(a)
+    d = decision("run-a", "S1USDT")
+    a.exe.on_signal(d)
+    a.exe.inbox.read("run-a", 10)
+    assert a.exe.inbox.begin(a.exe.inbox.key_of(d), a.lease) == "ok"  # ... and the holder dies here
+    server.client().delete(a.lease.key)
+    b = shard(server.port, tmp_path / "b", "run-b")  # its own journal: no trade row for d
+    m = with_metrics(b)
+    assert take_lease(b)
+    drain([b])
+    assert b.exe.in_doubt == [d.id] and m.registry.get_sample_value("inbox_in_doubt_total") == 1
+    assert m.registry.get_sample_value("inbox_delivery_to_execution_ms_count") == 0  # not executed: no lag
+
+
+def test_entry_time_of_a_stream_id() -> None:
+    assert entry_time_ms("1767571200000-3") == 1_767_571_200_000
+    assert entry_time_ms("not-an-id") is None

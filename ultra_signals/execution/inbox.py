@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from ultra_signals.core.notices import Notice, Notifier
 from ultra_signals.execution.base import Executor
 from ultra_signals.execution.breakers import RunnerHealth
 from ultra_signals.execution.lease import ExecutorLease
+from ultra_signals.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,8 @@ GROUP = "executors"
 KEY_TTL_MS = 7 * 86_400_000
 #: Deliveries kept locally while Redis is away, at most (the oldest is dropped, logged and counted beyond it).
 MAX_BACKLOG = 10_000
+#: How often each shard's pump samples the inbox length for ``inbox_pending`` (one XLEN; monotonic seconds).
+PENDING_SAMPLE_S = 1.0
 
 # KEYS[1] stream, KEYS[2] idempotency key.  ARGV decision json, ttl ms.  → {1, id} added, {0, id} already there.
 _DELIVER = """
@@ -285,6 +289,12 @@ class DecisionInbox:
         return int(self.client.xlen(self.stream))
 
 
+def entry_time_ms(entry_id: str) -> int | None:
+    """The Redis server time (ms) an auto-generated stream id (``<ms>-<seq>``) was added at; None if not one."""
+    head = entry_id.partition("-")[0]
+    return int(head) if head.isdigit() else None
+
+
 def outcome_of(inner: Executor, d: Decision, refused_before: dict[str, int]) -> str:
     """What the executor did with ``d``: ``submitted``, ``refused:<reason>`` or ``passed`` (no trading executor)."""
     portfolio = getattr(inner, "portfolio", None)
@@ -319,8 +329,12 @@ class InboxExecutor:
         block_ms: int | None = 250,
         idle_s: float = 0.05,
         on_error: Callable[[str], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.inner = inner
+        #: The inner trading executor's registry unless given: the inbox's gauges live beside its orders.
+        self.metrics: Metrics | None = metrics if metrics is not None else getattr(inner, "metrics", None)
+        self._pending_sampled_at: float | None = None
         self.inbox = inbox
         self.lease = lease
         self.notifier = notifier
@@ -370,6 +384,11 @@ class InboxExecutor:
             log.error("inbox backlog full (%d): decision %s dropped undelivered", MAX_BACKLOG, lost.id)
             self._error("inbox_dropped")
         self.backlog.append(d)
+        self._gauge_undelivered()
+
+    def _gauge_undelivered(self) -> None:
+        if self.metrics is not None:
+            self.metrics.inbox_undelivered.set(len(self.backlog))
 
     def flush_backlog(self) -> int:
         """Deliver what Redis refused before, oldest first; stops at the first failure.  Returns how many went."""
@@ -378,10 +397,26 @@ class InboxExecutor:
             try:
                 self._deliver(self.backlog[0])
             except redis.RedisError:
+                self._gauge_undelivered()
                 return sent
             self.backlog.popleft()
             sent += 1
+        self._gauge_undelivered()
         return sent
+
+    def sample_pending(self, now: float | None = None) -> bool:
+        """Export the inbox length, at most once per :data:`PENDING_SAMPLE_S` (``now``: monotonic seconds).
+
+        Every shard samples it, holder or not, so a pile-up with no holder at all still shows (and alerts).
+        Returns whether it sampled.  A Redis error propagates (the pump counts it)."""
+        if self.metrics is None:
+            return False
+        now = time.monotonic() if now is None else now
+        if self._pending_sampled_at is not None and now - self._pending_sampled_at < PENDING_SAMPLE_S:
+            return False
+        self._pending_sampled_at = now
+        self.metrics.inbox_pending.set(self.inbox.backlog())
+        return True
 
     # -- the consumer side (the lease holder) ------
     async def pump_once(self) -> int:
@@ -389,6 +424,7 @@ class InboxExecutor:
         many entries were handled."""
         if self.backlog:
             await asyncio.to_thread(self.flush_backlog)
+        await asyncio.to_thread(self.sample_pending)
         if not await asyncio.to_thread(self.lease.may_trade):
             self._claimed_token = 0
             return 0
@@ -435,6 +471,7 @@ class InboxExecutor:
             ours = state.startswith(f"started|{self.lease.holder}|") and key in self._unconfirmed
             if state == "ok" or ours:
                 self._unconfirmed.discard(key)
+                self._observe_delivery_lag(e.entry_id)
                 router = getattr(self.inner, "router", None)
                 before = dict(router.refused) if router is not None else {}
                 self.inner.on_signal(d)  # journals its trade row (before the broker) or its refusal
@@ -447,12 +484,21 @@ class InboxExecutor:
         await asyncio.to_thread(self.inbox.finish, e.entry_id, key, outcome)
         return True
 
+    def _observe_delivery_lag(self, entry_id: str) -> None:
+        """Delivery (the entry id's Redis time) to execution, on the holder's wall clock: a metric only, never a
+        decision input (clock skew between the hosts shows up in it; a negative lag counts as 0)."""
+        added = entry_time_ms(entry_id)
+        if self.metrics is not None and added is not None:
+            self.metrics.inbox_delivery_to_execution.observe(max(0.0, time.time() * 1000.0 - added))
+
     def _resolve_in_doubt(self, d: Decision, state: str) -> str:
         store = getattr(self.inner, "store", None)
         row = store.trade(d.id) if store is not None else None
         if row is not None:  # a shared journal has its trade row: it was executed; nothing to do again
             return "submitted:by_previous_holder"
         self.in_doubt.append(d.id)
+        if self.metrics is not None:
+            self.metrics.inbox_in_doubt.inc()
         self._incident(
             "delivery_in_doubt",
             f"{d.id}: begun by {state.removeprefix('started|')} which stopped before finishing; not executed again "

@@ -246,6 +246,29 @@ class Metrics:
             buckets=(10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000),
             registry=r,
         )
+        # -- decision inbox (execution.delivery: stream; execution/inbox.py) --
+        self.inbox_pending = Gauge(
+            "inbox_pending",
+            "Decisions in the account's inbox not yet finished (stream length), sampled by every shard once a second",
+            registry=r,
+        )
+        self.inbox_undelivered = Gauge(
+            "inbox_undelivered",
+            "This shard's allowed decisions kept locally because Redis refused the delivery",
+            registry=r,
+        )
+        self.inbox_in_doubt = Counter(
+            "inbox_in_doubt",
+            "Decisions begun by a holder that stopped before finishing them: not executed again, check the exchange",
+            registry=r,
+        )
+        self.inbox_delivery_to_execution = Histogram(
+            "inbox_delivery_to_execution_ms",
+            "Inbox delivery (the stream entry's Redis time) to the lease holder starting to execute it (ms); the two"
+            " clocks are Redis' and the holder's, so host clock skew adds to it",
+            buckets=WIDE_BUCKETS_MS,
+            registry=r,
+        )
         self.scrapes = ScrapeLog()
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
