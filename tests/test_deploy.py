@@ -166,3 +166,21 @@ def test_docker_image_builds_where_an_engine_answers() -> None:
     res = subprocess.run([docker, "build", "-t", "ultra-signals:test", str(REPO)], capture_output=True, text=True,
                          timeout=900, check=False)  # fmt: skip
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+def test_every_alert_has_a_unit_test_firing_and_one_not_firing() -> None:
+    """alerts_test.yml (run by promtool in tests/test_prometheus_integration.py) shows each rule of alerts.yml both
+    firing and silent, and every firing case checks the annotations the operator reads (with a runbook entry in
+    docs/operations.md)."""
+    rules = {r["alert"] for g in load_yaml(DEPLOY / "prometheus" / "alerts.yml")["groups"] for r in g["rules"]}
+    cases = [c for t in load_yaml(DEPLOY / "prometheus" / "alerts_test.yml")["tests"] for c in t["alert_rule_test"]]
+    firing = {c["alertname"] for c in cases if c["exp_alerts"]}
+    silent = {c["alertname"] for c in cases if not c["exp_alerts"]}
+    assert rules - firing == set(), "alerts never shown firing"
+    assert rules - silent == set(), "alerts never shown silent"
+    assert (firing | silent) <= rules, "tests of alerts that do not exist"
+    for c in cases:
+        for a in c["exp_alerts"]:
+            assert a["exp_annotations"]["summary"] and a["exp_annotations"]["description"], c["alertname"]
+    runbook = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    assert [r for r in sorted(rules) if f"| `{r}` |" not in runbook] == [], "alerts without a runbook line"

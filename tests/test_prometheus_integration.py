@@ -55,7 +55,7 @@ def test_promtool_check_config(promtool: str) -> None:
 def test_promtool_check_rules(promtool: str) -> None:
     res = _run([promtool, "check", "rules", "alerts.yml"])
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "SUCCESS: 10 rules found" in res.stdout
+    assert "SUCCESS: 20 rules found" in res.stdout
 
 
 def test_promtool_rule_unit_tests(promtool: str) -> None:
