@@ -141,6 +141,59 @@ def test_dashboard_covers_the_operator_views() -> None:
     assert {re.search(r"histogram_quantile\(([\d.]+)", e).group(1) for e in latency} == {"0.5", "0.95", "0.99"}  # type: ignore[union-attr]
 
 
+def registered_names() -> set[str]:
+    """Every series name the registry of :class:`~ultra_signals.observability.metrics.Metrics` declares, labelled
+    metrics without children included (their HELP/TYPE lines are exported before the first sample)."""
+    from prometheus_client import generate_latest
+
+    from ultra_signals.observability.metrics import Metrics
+
+    declared, _ = exported_names(generate_latest(Metrics().registry).decode("utf-8"))
+    return declared
+
+
+def test_every_dashboard_and_alert_metric_is_registered_in_metrics_py() -> None:
+    """Without a running process: each name a panel or an alert selects is declared by observability/metrics.py
+    (the live-scrape test below checks the same against a shadow's /metrics)."""
+    declared = registered_names()
+    for source, exprs in (("dashboard", dashboard_exprs()), ("alerts.yml", alert_exprs())):
+        for expr in exprs:
+            missing = metric_names(expr) - declared - {"up"}  # `up` is Prometheus' own series
+            assert not missing, f"{source}: {expr!r} uses {missing}, which observability/metrics.py does not register"
+
+
+def test_the_registered_names_check_is_not_vacuous() -> None:
+    declared = registered_names()
+    assert {"binance_used_weight", "inbox_in_doubt_total", "inbox_delivery_to_execution_ms_bucket"} <= declared
+    assert "binance_used_weight_total" not in declared and "no_such_metric" not in declared
+
+
+#: The venue, risk, ingest and inbox series added for operators, each with a per-shard panel.
+PER_SHARD = (
+    "binance_used_weight",
+    "binance_order_count",
+    "binance_rate_limited_total",
+    "entries_refused_total",
+    "ws_messages_coalesced_total",
+    "bracket_naked_window_ms_bucket",
+    "inbox_pending",
+    "inbox_undelivered",
+    "inbox_in_doubt_total",
+    "inbox_delivery_to_execution_ms_bucket",
+)
+
+
+def test_the_venue_risk_ingest_and_inbox_metrics_have_per_shard_panels() -> None:
+    """Each has a panel, and that panel's query follows the dashboard's ``$shard`` variable."""
+    for name in PER_SHARD:
+        exprs = [e for e in dashboard_exprs() if name in metric_names(e)]
+        assert exprs, f"no panel queries {name}"
+        assert all('shard=~"$shard"' in e for e in exprs), f"{name}: a panel ignores the shard variable"
+    weight = next(p for p in dashboard()["panels"] if "binance_used_weight" in p["targets"][0]["expr"])
+    steps = [s["value"] for s in weight["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+    assert steps[1:] == [1920, 2400]  # 80 % of Binance's 2400/min (the alert's threshold), and the limit
+
+
 # -- against a live scrape -----------------------------------------------------------------------------------
 
 
