@@ -1,9 +1,10 @@
 """A network partition between ONE runner and Redis while the others keep reaching it (issue 14, scaling.md).
 
 Why a file of its own: a partition is not a fault of one module but of the path between one runner and Redis,
-and what the deployment promises then comes from two modules together: the failover counters
-(``counters/failover.py``: that runner fails over alone, the others stay on Redis) and the executor lease
-(``execution/lease.py``: the cut holder can no longer prove its lease, another runner takes it).  The tests
+and what the deployment promises then comes from three modules together: the failover counters
+(``counters/failover.py``: that runner fails over alone, the others stay on Redis), the executor lease
+(``execution/lease.py``: the cut holder can no longer prove its lease, another runner takes it) and the decision
+inbox (``execution/inbox.py``: the cut shard's deliveries wait in its backlog).  The tests
 for a Redis that every runner loses at once stay in ``test_failover_counters.py`` and ``test_lease.py``.
 
 Real parts: a private ``redis-server`` (``tests/redis_proc.py``) and a TCP forwarder on 127.0.0.1
@@ -16,7 +17,8 @@ test checks are exact, not a matter of scheduling.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import cast
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import redis
@@ -236,3 +238,48 @@ def test_the_cut_lease_holder_places_no_order_and_another_runner_takes_the_lease
     assert reconciled == [("run-a", first), ("run-b", b.token)]
     a.client.close()
     b.client.close()
+
+
+def test_the_cut_shard_keeps_its_deliveries_and_they_run_once_after_heal(
+    server: RedisProc, proxy: TcpProxy, tmp_path: Path
+) -> None:
+    """``execution.delivery: stream``: the cut shard's decisions wait in its backlog while the lease holder, on
+    the other side of the partition, keeps running everyone else's; after the heal they are delivered and run
+    exactly once."""
+    from tests.test_inbox import decision, drain, shard, take_lease
+
+    over: dict[str, Any] = {"execution.throttles.max_open_positions": 50}
+    cut_url = f"redis://127.0.0.1:{proxy.port}/0"  # the runner's own connection (no retries), through the proxy
+    cut = shard(0, tmp_path / "cut", "run-cut", lambda: connect(RedisSettings(url=cut_url, timeout_ms=1000)), **over)
+    other = shard(server.port, tmp_path / "other", "run-other", **over)
+    leader = shard(server.port, tmp_path / "leader", "run-leader", ttl_ms=30_000, **over)  # no renewals here
+    assert take_lease(leader)
+    for n in range(2):
+        cut.exe.on_signal(decision("run-cut", f"C{n}USDT", n))
+    drain([leader])
+    proxy.cut("refuse")
+    for n in range(2, 5):
+        cut.exe.on_signal(decision("run-cut", f"C{n}USDT", n))
+        other.exe.on_signal(decision("run-other", f"O{n}USDT", n))
+    assert len(cut.exe.backlog) == 3 and cut.exe.delivered == 2  # kept, in order, nothing dropped
+    assert other.exe.delivered == 3 and not other.exe.backlog
+    drain([leader])  # the holder is not cut: the other shard's decisions run meanwhile
+    assert sorted(t.symbol for t in leader.inner.portfolio.trades.values()) == ["C0USDT", "C1USDT", *OTHERS]
+
+    proxy.heal()
+
+    def flushed() -> bool:
+        cut.exe.flush_backlog()  # the first call may meet the connection the cut closed
+        return not cut.exe.backlog
+
+    wait_until(flushed, timeout_s=10, what="the cut shard's backlog to be delivered", every_s=0.05)
+    drain([leader])
+    inbox = leader.exe.inbox
+    mine = [decision("run-cut", f"C{n}USDT", n) for n in range(5)]
+    assert [inbox.state(inbox.key_of(d)) for d in mine] == ["done|submitted"] * 5
+    traded = sorted(t.symbol for t in leader.inner.portfolio.trades.values())
+    assert traded == sorted([f"C{n}USDT" for n in range(5)] + OTHERS)  # each once
+    assert cut.exe.delivered == 5 and cut.exe.dropped == 0 and not leader.exe.in_doubt
+
+
+OTHERS = ["O2USDT", "O3USDT", "O4USDT"]
