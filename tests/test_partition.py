@@ -283,3 +283,72 @@ def test_the_cut_shard_keeps_its_deliveries_and_they_run_once_after_heal(
 
 
 OTHERS = ["O2USDT", "O3USDT", "O4USDT"]
+
+
+# -- the same partition with real runners (``ultra-signals replay`` processes) --------------------------------
+GROUPS = [["ADABTC", "DASHBTC", "ETCBTC", "ETHBTC", "LTCBTC"], ["NXTBTC", "TRXBTC", "XLMBTC", "XMRBTC", "ZECBTC"]]
+FROM, TO, SPEED = "2018-01-19T00:00:00Z", "2018-01-22T00:00:00Z", 10_000  # three market days in about 26 s
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("policy", ["block", "memory"])
+def test_two_replay_runners_one_cut_off_mid_run(
+    server: RedisProc, proxy: TcpProxy, tmp_path: Path, policy: str
+) -> None:
+    """Runner 0 reaches Redis through the proxy, runner 1 directly; the proxy is cut about 5 s into the run (the
+    first market day) and healed 8 s later.  The whole runner is under test: settings, bootstrap, the failover
+    wrapper's health check (``health_check_interval_s``), the decisions files."""
+    import json
+    import time
+
+    from tests.conftest import require_data
+    from tests.helpers import cli_env
+    from tests.replay_procs import ReplayRunners
+
+    klines = require_data("klines")
+    runners: list[ReplayRunners] = []
+    try:
+        for i, port in enumerate((proxy.port, server.port)):
+            out = tmp_path / f"runner{i}"
+            out.mkdir()
+            env = cli_env(
+                ULTRA_SIGNALS_REDIS__ENABLED="true",
+                ULTRA_SIGNALS_REDIS__URL=f"redis://127.0.0.1:{port}/0",
+                ULTRA_SIGNALS_REDIS__ON_FAILURE=policy,
+                ULTRA_SIGNALS_REDIS__TIMEOUT_MS="2000",  # a loaded machine must not fail over by accident
+                ULTRA_SIGNALS_REDIS__HEALTH_CHECK_INTERVAL_S="0.2",
+                ULTRA_SIGNALS_EXECUTION__BROKER="none",
+            )
+            r = ReplayRunners(out, env)
+            r.start("--data", str(klines), "--symbols", ",".join(GROUPS[i]), "--timeframes", "5m,15m,1h",
+                    "--from", FROM, "--to", TO, "--speed", str(SPEED),
+                    "--decisions-out", str(out / "d.jsonl"), "--journal", f"sqlite:///{out}/j.db",
+                    "--namespace", f"partition-{policy}", "--metrics-port", "0", "--no-report")  # fmt: skip
+            runners.append(r)
+        time.sleep(5)  # both deciding by now
+        proxy.cut("refuse")
+        time.sleep(8)
+        proxy.heal()
+        logs = [r.wait(timeout=120)[0] for r in runners]
+    finally:
+        for r in runners:
+            r.__exit__(None, None, None)
+    cut_log, other_log = logs
+    away = "blocked" if policy == "block" else "memory"
+    assert f"redis -> {away}" in cut_log and f"{away} -> redis (reconciled:" in cut_log, cut_log[-3000:]
+    assert "redis -> " not in other_log, other_log[-3000:]  # the other runner never left Redis
+    rows = [[json.loads(x) for x in (tmp_path / f"runner{i}" / "d.jsonl").read_text().splitlines()] for i in (0, 1)]
+    own = [[int(r["ts"]) for r in rs if r["decision"] == "allowed"] for rs in rows]
+    union = own[0] + own[1]
+    hour, day = max_in_sliding_window(union, HOUR_MS), max_in_sliding_window(union, DAY)
+    print(f"\npartition/{policy} (replays): busiest hour {hour} (cap 2), busiest day {day} (cap 6), per runner "
+          f"{[len(t) for t in own]} allowed")  # fmt: skip
+    for times in own:  # each runner alone keeps the caps whatever happens
+        assert max_in_sliding_window(times, HOUR_MS) <= 2 and max_in_sliding_window(times, DAY) <= 6
+    if policy == "block":
+        assert hour <= 2 and day <= 6
+    else:  # the overshoot is bounded by the cut runner's own caps
+        assert hour <= 2 + 2 and day <= 6 + 6
+    assert all(own), "both runners got signals through"
+    assert any(r["reason"] in ("hourly_cap", "daily_cap") for rs in rows for r in rs), "the caps were reached"
