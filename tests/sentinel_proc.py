@@ -164,3 +164,39 @@ class SentinelGroup:
     def _wait(pred: object, timeout_s: float, what: str) -> None:
         """Every 50 ms: each look opens connections to the servers."""
         wait_until(pred, timeout_s, f"{what} (sentinel setup)", every_s=0.05)
+
+
+# -- losing the Sentinels' quorum (issue 14) ---------------------------------------------------------------------
+def stop_sentinels(group: SentinelGroup, indices: list[int]) -> None:
+    """Stop these Sentinels (SIGTERM, waited for); the others keep running.  ``group.stop()`` still reaps them."""
+    for i in indices:
+        p = group.sentinels[i]
+        p.terminate()
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=5)
+
+
+def ckquorum(group: SentinelGroup, i: int = 0) -> str:
+    """``SENTINEL CKQUORUM``: "OK …" when the quorum and a majority are reachable, else the ``NOQUORUM …`` error."""
+    c = group.sentinel_client(i)
+    try:
+        return str(c.execute_command("SENTINEL", "CKQUORUM", MASTER))
+    except redis.ResponseError as e:
+        return str(e)
+    finally:
+        c.close()
+
+
+def master_flags(group: SentinelGroup, i: int = 0) -> set[str]:
+    """The flags Sentinel ``i`` holds for the master: ``s_down`` (it alone sees it down), ``o_down`` (a quorum
+    agrees), ``failover_in_progress``…"""
+    c = group.sentinel_client(i)
+    try:
+        m = c.execute_command("SENTINEL", "master", MASTER)
+        fields = m if isinstance(m, dict) else dict(zip(m[::2], m[1::2], strict=False))
+        return set(str(fields.get("flags", "")).split(","))
+    finally:
+        c.close()

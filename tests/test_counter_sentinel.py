@@ -208,3 +208,83 @@ def test_memory_policy_overshoot_across_a_primary_kill_is_measured(group: Sentin
         own = [int(str(r["ts"])) for r in rows if r["decision"] == "allowed" and r["symbol"] in g]
         assert max_in_sliding_window(own, HOUR) <= 2 and max_in_sliding_window(own, 24 * HOUR) <= 6
     assert hour <= 4 and day <= 12
+
+
+# -- Sentinel quorum lost (issue 14) ---------------------------------------------------------------------------
+def _lose_quorum(group: SentinelGroup) -> None:
+    """Stop two of the three Sentinels and wait until the one left knows it is alone (quorum 2 of 3)."""
+    from tests.redis_proc import wait_until
+    from tests.sentinel_proc import ckquorum, stop_sentinels
+
+    stop_sentinels(group, [1, 2])
+    wait_until(lambda: ckquorum(group).startswith("NOQUORUM"), 10, "the last Sentinel to see it is alone", 0.05)
+
+
+def _first_answer(call: object, within_s: float = 20) -> object:
+    """The first answer of ``call()`` once the client has reconnected (a broken connection fails one call)."""
+    assert callable(call)
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return call()
+        except CounterBackendError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_quorum_lost_the_runners_keep_the_master_and_no_automatic_failover_happens(group: SentinelGroup) -> None:
+    """Two of three Sentinels gone: the runners keep using the master (a new runner still finds it through the
+    one Sentinel left) and the caps hold; when the master stops answering, the Sentinel left marks it down
+    subjectively (``s_down``) but cannot reach ``o_down`` nor be authorised, so nobody is promoted: the runners
+    are without Redis (block: refuse; memory: local counts) until the same master answers again, data intact."""
+    from tests.redis_proc import wait_until
+    from tests.sentinel_proc import master_flags
+
+    a = counters(group, "s-quorum", acked=1)
+    assert reserve(a, 0) and reserve(a, 1)
+    master = group.master_port()
+    _lose_quorum(group)
+    b = counters(group, "s-quorum", acked=1)  # connects after the loss: discovery needs one Sentinel only
+    assert not reserve(b, 2, "ETHUSDT")  # the shared hourly cap, on the same master
+    assert reserve(b, 6, "ETHUSDT")  # two hours later: room again, confirmed on the replica (WAIT)
+    assert group.master_port() == master
+
+    group.primary.pause()  # SIGSTOP: the master stops answering (its port still accepts)
+    try:
+        wait_until(lambda: "s_down" in master_flags(group), 10, "the last Sentinel to see the master down", 0.05)
+        with pytest.raises(CounterBackendError):
+            reserve(a, 7)
+        # Ten times the down-after time and more than a planned failover takes here: a promotion would be done.
+        end = time.monotonic() + 4.0
+        while time.monotonic() < end:
+            flags = master_flags(group)
+            assert "o_down" not in flags and "failover_in_progress" not in flags, flags
+            assert group.master_port() == master
+            time.sleep(0.1)
+    finally:
+        group.primary.resume()
+    wait_until(lambda: "s_down" not in master_flags(group), 10, "the master to be seen up again", 0.05)
+    assert _first_answer(lambda: reserve(a, 9)) is True
+    held = {r.ts_ms for r in _first_answer(b.reservations)}  # type: ignore[attr-defined]
+    # The call that timed out was still in the paused master's socket: it may have run on SIGCONT.  A slot taken
+    # without a signal (the runner refused it) is on the safe side; nothing else changed, nothing was lost.
+    confirmed = {T0 + i * 20 * 60_000 for i in (0, 1, 6, 9)}
+    assert confirmed <= held <= confirmed | {T0 + 7 * 20 * 60_000}
+    assert group.master_port() == master
+    a.close()
+    b.close()
+
+
+def test_quorum_lost_an_operators_sentinel_failover_is_still_carried_out(group: SentinelGroup) -> None:
+    """What quorum loss does NOT stop: ``SENTINEL FAILOVER`` is a forced failover that asks no other Sentinel
+    (Redis's sentinel.c skips the leader election for it), so the one Sentinel left accepts it and promotes the
+    replica.  The runners follow the new master with every confirmed reservation, as in a planned failover."""
+    c = counters(group, "s-quorum-forced", acked=1)
+    assert reserve(c, 0) and reserve(c, 1)
+    _lose_quorum(group)
+    group.failover()  # returns once the Sentinel left reports the replica as the master
+    assert group.master_port() == group.replica.port
+    assert _first_answer(lambda: reserve(c, 2)) is False  # the new master holds both reservations of the hour
+    assert sorted(r.ts_ms for r in c.reservations()) == [T0, T0 + 20 * 60_000]
+    c.close()
