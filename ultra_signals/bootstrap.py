@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ultra_signals.counters.fleet import FleetBeacon
     from ultra_signals.execution.base import Executor
     from ultra_signals.execution.lease import ExecutorLease
+    from ultra_signals.web.server import WebServer
 
 
 class BootstrapError(RuntimeError):
@@ -254,13 +255,15 @@ def build_runner(
     overwrite: bool = False,
     speed: float | None = None,
     serve_metrics: bool = True,
+    serve_web: bool | None = None,
     on_progress: Callable[[RunStats, int], None] | None = None,
     console: Console | None = None,
 ) -> Runner:
     """A runner wired from the settings, with whatever parts the caller already holds.
 
     ``executor``: True builds the one the settings ask for (none when ``execution.broker`` is ``none``), False or
-    None runs without one, an instance is used as given.
+    None runs without one, an instance is used as given.  ``serve_web``: the status page when ``web.enabled``
+    (None: as ``serve_metrics``, so a caller that asked for no exporter opens no port at all).
     """
     from ultra_signals.counters.factory import make_counters
 
@@ -326,4 +329,20 @@ def build_runner(
         from ultra_signals.live.view import RunnerView
 
         attach(Control(journal, RunnerView(runner), flatten=exchange_flattener(settings)))
+    if (serve_metrics if serve_web is None else serve_web) and settings.web.enabled:
+        runner.web = build_web(settings, journal, runner)
     return runner
+
+
+def build_web(settings: Settings, journal: Journal, runner: Runner) -> WebServer:
+    """The status page and API over this run, through the same control layer as the CLI and Telegram.
+
+    Only the server module is imported here; FastAPI and uvicorn load when it starts.
+    """
+    from ultra_signals.control import Control
+    from ultra_signals.control.kill import exchange_flattener
+    from ultra_signals.live.view import RunnerView
+    from ultra_signals.web.server import WebServer
+
+    view = RunnerView(runner)
+    return WebServer(Control(journal, view, flatten=exchange_flattener(settings)), settings, probe=view)
