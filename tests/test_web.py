@@ -126,6 +126,19 @@ def test_reads_say_what_the_journal_holds(run: FinishedRun) -> None:
     assert c.get("/api/v1/positions").json()["positions"] == []
 
 
+def test_caps_per_symbol_when_set(tmp_path: Path) -> None:
+    run = finished_run(tmp_path, minutes=240, **{"sniper.per_symbol_daily_cap": 1})
+    caps = client(run.app()).get("/api/v1/caps").json()
+    assert sorted(caps["per_symbol"]) == sorted(run.runner.stats.symbols)
+    allowed = run.runner.stats.allowed
+    for sym, windows in caps["per_symbol"].items():
+        day = next(w for w in windows if w["name"] == "day")
+        assert day["cap"] == 1 and day["used"] == allowed.get(sym, 0) <= 1, (sym, windows)
+    assert sum(next(w["used"] for w in ws if w["name"] == "day") for ws in caps["per_symbol"].values()) == next(
+        w["used"] for w in caps["windows"] if w["name"] == "day"
+    )
+
+
 @pytest.mark.parametrize("limit", ["0", "201", "-1", "x", "1e9"])
 def test_decisions_limit_is_bounded(run: FinishedRun, limit: str) -> None:
     r = client(run.app()).get("/api/v1/decisions", params={"limit": limit})

@@ -48,9 +48,10 @@ def web_settings(base: Settings, **web: Any) -> Settings:
     return Settings.model_validate(data)
 
 
-def finished_run(tmp: Path, minutes: int = 360) -> FinishedRun:
+def finished_run(tmp: Path, minutes: int = 360, **overrides: Any) -> FinishedRun:
     settings = load_settings(
-        overrides={"journal.url": f"sqlite:///{tmp}/journal.db", "metrics.port": 0, "web.port": 0}, env={}
+        overrides={"journal.url": f"sqlite:///{tmp}/journal.db", "metrics.port": 0, "web.port": 0, **overrides},
+        env={},
     )
     journal = bootstrap.open_journal(settings)
     runner = bootstrap.build_runner(
