@@ -63,7 +63,7 @@ class RunnerView:
         return open_positions(r.journal, r.run_id, marks)
 
     # -- what the web page asks beyond the control reads (ultra_signals.web.app.LiveProbe) ------------------
-    def latency_ms(self) -> tuple[float | None, float | None, int]:
+    def latency_stats(self) -> tuple[float | None, float | None, int]:
         h = self.runner.stats.latencies_ms
         if not h:
             return None, None, 0

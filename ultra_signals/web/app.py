@@ -73,7 +73,7 @@ CHART_SIGNALS = 50
 class LiveProbe(Protocol):
     """What the running process knows beyond Control's reads (built over the runner by ``bootstrap``)."""
 
-    def latency_ms(self) -> tuple[float | None, float | None, int]:
+    def latency_stats(self) -> tuple[float | None, float | None, int]:
         """Tick-to-decision p50, p99 (ms) and the number of samples."""
         ...
 
@@ -347,7 +347,7 @@ def create_app(control: Control, settings: Settings, *, probe: LiveProbe | None 
                 {"error": "not_implemented", "detail": "the control layer of this build has no PnL report yet"},
                 status_code=501,
             )
-        return PnlOut(report=_plain(report(days)))
+        return PnlOut.model_validate(_plain(report(days)))
 
     @app.get(f"{API}/market", response_model=MarketOut, responses=READ_ERRORS, dependencies=[Read], tags=["read"])
     def market() -> MarketOut:
@@ -366,7 +366,7 @@ def create_app(control: Control, settings: Settings, *, probe: LiveProbe | None 
         """Tick-to-decision latency p50 and p99 of the running process (null without samples)."""
         if probe is None:
             return LatencyOut(p50_ms=None, p99_ms=None, samples=0)
-        p50, p99, n = probe.latency_ms()
+        p50, p99, n = probe.latency_stats()
         return LatencyOut(p50_ms=_finite(p50), p99_ms=_finite(p99), samples=n)
 
     @app.get(f"{API}/prices", response_model=PricesOut, responses=READ_ERRORS, dependencies=[Read], tags=["read"])

@@ -159,10 +159,32 @@ class PricesOut(_Out):
     signals: list[SignalMark]
 
 
-class PnlOut(_Out):
-    """Whatever the control layer's PnL report holds, as plain JSON."""
+class PnlDayOut(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    day: str = Field(description="YYYY-MM-DD (UTC, market clock)")
+    realized: float
+    trades: int
+    wins: int
 
-    report: dict[str, object]
+
+class PnlOut(BaseModel):
+    """The control layer's PnL report: realised today (the market clock's UTC day) and since the run started,
+    per day, and the unrealised PnL of open positions with a known mark (USDT, net of fees and funding)."""
+
+    model_config = ConfigDict(extra="ignore")
+    run_id: str | None
+    today: str | None
+    realized_today: float
+    trades_today: int
+    wins_today: int
+    realized_total: float
+    trades_total: int
+    wins_total: int
+    fees_total: float
+    days: list[PnlDayOut]
+    open_positions: int
+    marked: int
+    unrealized: float | None
 
 
 # -- control ---------------------------------------------------------------------------------------------------

@@ -169,6 +169,14 @@ function renderCharts(p) {
   }
   box.replaceChildren(...(charts.length ? charts : [el("p", "no prices from a running process", "dim")]));
 }
+function renderPnl(p) {
+  const f = (x) => x == null ? "-" : (x >= 0 ? "+" : "") + x.toFixed(2);
+  fill("pnl-rows", [
+    row(["today " + (p.today || ""), f(p.realized_today) + " USDT (" + p.trades_today + " trades)"]),
+    row(["since start", f(p.realized_total) + " USDT (" + p.trades_total + " trades)"]),
+    row(["unrealised", f(p.unrealized) + " (" + p.marked + "/" + p.open_positions + " marked)"]),
+  ]);
+}
 async function refresh() {
   const jobs = [["/status", renderStatus], ["/caps", renderCaps], ["/decisions?limit=15", renderDecisions],
     ["/blocked", renderBlocked], ["/positions", renderPositions], ["/latency", renderLatency],
@@ -177,6 +185,9 @@ async function refresh() {
   await Promise.all(jobs.map(async ([path, fn]) => {
     try { fn(await get(path)); } catch (e) { errors.push(e.message); }
   }));
+  try { renderPnl(await get("/pnl")); } catch (e) {  // a build without a PnL report answers 501: say so, calmly
+    fill("pnl-rows", [row([e.message], ["dim"])]);
+  }
   $("conn").textContent = errors.length ? "⚠ " + errors[0] : "updated " + new Date().toLocaleTimeString();
   document.body.dataset.loaded = "1";
 }
@@ -254,6 +265,7 @@ _BODY = """<!doctype html>
     <table><thead><tr><th>time</th><th>symbol</th><th>side</th><th>verdict</th><th>score</th></tr></thead>
     <tbody id="decision-rows"></tbody></table></section>
   <section><h2>Blocked by reason</h2><table><tbody id="blocked-rows"></tbody></table></section>
+  <section><h2>PnL</h2><table><tbody id="pnl-rows"></tbody></table></section>
   <section><h2>Positions</h2>
     <table><thead><tr><th>symbol</th><th>side</th><th>entry</th><th>stop</th><th>target</th><th>uPnL</th></tr></thead>
     <tbody id="position-rows"></tbody></table></section>
