@@ -55,7 +55,8 @@ class Client:
 
     def request(self, method: str, url: str, **kw: Any) -> httpx.Response:
         async def go() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self.app, client=self.peer)
+            # As a server would: an unexpected error is the app's 503 answer, not an exception in the client.
+            transport = httpx.ASGITransport(app=self.app, client=self.peer, raise_app_exceptions=False)
             async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8108") as c:
                 return await c.request(method, url, **kw)
 
@@ -166,6 +167,30 @@ def test_without_read_token_reads_are_loopback_only(run: FinishedRun) -> None:
     r = client(app, REMOTE).get("/api/v1/status")
     assert r.status_code == 403 and "loopback" in r.json()["detail"]
     assert client(app, ("::1", 5)).get("/api/v1/status").status_code == 200
+
+
+def test_dns_rebinding_a_foreign_host_name_is_refused_without_read_token(run: FinishedRun) -> None:
+    r = client(run.app()).get("/api/v1/status", headers={"Host": "evil.example:8108"})
+    assert r.status_code == 403 and "DNS rebinding" in r.json()["detail"]
+    for host in ("localhost:8108", "[::1]:8108", "127.0.0.1"):
+        assert client(run.app()).get("/api/v1/status", headers={"Host": host}).status_code == 200, host
+    # with a read token the token decides (a reverse proxy forwards its own DNS name)
+    ok = client(run.app(read_token=READ)).get(
+        "/api/v1/status", headers={"Host": "signals.example.com", "Authorization": f"Bearer {READ}"}
+    )
+    assert ok.status_code == 200
+
+
+def test_a_journal_failure_is_a_json_503_without_secrets(fresh: FinishedRun) -> None:
+    app = fresh.app()
+    path = fresh.journal.sqlite_path()
+    assert path is not None
+    fresh.journal.engine.dispose()
+    for p in path.parent.glob(path.name + "*"):
+        p.unlink()
+    r = client(app).get("/api/v1/decisions")
+    assert r.status_code == 503 and r.json()["error"] == "unavailable" and "Traceback" not in r.text
+    assert r.headers["content-type"] == "application/json"
 
 
 def test_settings_refuse_a_public_host_without_read_token(tmp_path: Path) -> None:

@@ -32,7 +32,8 @@ from ultra_signals.control.model import (
     TradingInfo,
 )
 from ultra_signals.control.state import is_paused
-from ultra_signals.core.config import Settings
+from ultra_signals.core.config import Settings, secret_values
+from ultra_signals.core.redaction import redact
 from ultra_signals.journal import queries
 from ultra_signals.observability.release import release
 from ultra_signals.web import page
@@ -95,6 +96,7 @@ READ_ERRORS: dict[int | str, dict[str, Any]] = {
     401: _err(401, "unauthorized", "no read token sent while one is configured"),
     403: _err(403, "forbidden", "wrong read token, or a non-loopback client without a configured read token"),
     429: _err(429, "rate_limited", "too many requests from this client; see Retry-After"),
+    503: _err(503, "unavailable", "the journal or a backend failed to answer"),
 }
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     400: _err(400, "confirmation_required | invalid", "the action needs confirm: true, or cannot be done now"),
@@ -102,6 +104,7 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     403: _err(403, "forbidden | csrf | write_disabled", "wrong token, cross-site request, or writes not configured"),
     415: _err(415, "csrf", "the body is not JSON"),
     429: _err(429, "rate_limited", "too many control actions from this client; see Retry-After"),
+    503: _err(503, "unavailable", "the journal or a backend failed to answer"),
 }
 
 
@@ -154,7 +157,7 @@ def _reader(request: Request, creds: Annotated[HTTPAuthorizationCredentials | No
     g: Guards = request.app.state.guards
     client = _client(request)
     check_rate(g.reads, client, "reads")
-    check_read(g.read_token, client, f"Bearer {creds.credentials}" if creds else None)
+    check_read(g.read_token, client, f"Bearer {creds.credentials}" if creds else None, request.headers.get("host"))
 
 
 def _writer(request: Request, token: Annotated[str | None, Security(_write_header)]) -> str:
@@ -217,6 +220,15 @@ def create_app(control: Control, settings: Settings, *, probe: LiveProbe | None 
         else:
             code, status = "refused", 400
         return JSONResponse({"error": code, "detail": exc.message}, status_code=status)
+
+    secrets = secret_values(settings)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """A journal or backend failure: one JSON line for the client (secrets redacted), the traceback to the log."""
+        log.error("web: %s %s failed", request.method, request.url.path, exc_info=exc)
+        why = redact(f"{type(exc).__name__}: {exc}", secrets)[:300]
+        return JSONResponse({"error": "unavailable", "detail": f"cannot answer now: {why}"}, status_code=503)
 
     @app.middleware("http")
     async def _headers(request: Request, call_next: Callable[[Request], Any]) -> Response:

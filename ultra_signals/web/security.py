@@ -4,6 +4,10 @@
 to loopback clients only (a process on the same host, or the TLS reverse proxy of docs/web.md -- which is why
 a proxied set-up must set the read token).
 
+**DNS rebinding.**  Without a read token a loopback client is trusted, and a hostile web page can make a browser
+on this host be that client (its own domain re-pointed at 127.0.0.1).  Such a request still names the hostile
+domain in ``Host``, so without a read token reads are answered only when ``Host`` is a loopback name or address.
+
 **Writes** (pause, resume, stop-entry, force-exit, kill) need ``X-Write-Token: <web.write_token>``, a different
 secret; without ``web.write_token`` configured every write is refused.  Missing token: 401; wrong token: 403.
 
@@ -113,7 +117,17 @@ def check_rate(bucket: TokenBucket, client: str, what: str) -> None:
         )
 
 
-def check_read(read_token: str | None, client: str | None, authorization: str | None) -> None:
+def host_name(host_header: str | None) -> str:
+    """``127.0.0.1:8108`` → ``127.0.0.1``, ``[::1]:8108`` → ``::1``."""
+    h = (host_header or "").strip().lower()
+    if h.startswith("["):
+        return h[1 : h.find("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+def check_read(
+    read_token: str | None, client: str | None, authorization: str | None, host_header: str | None = None
+) -> None:
     if read_token:
         given = bearer(authorization)
         if given is None:
@@ -131,6 +145,13 @@ def check_read(read_token: str | None, client: str | None, authorization: str | 
             403,
             "forbidden",
             "reads without web.read_token are answered to loopback clients only; set ULTRA_SIGNALS_WEB__READ_TOKEN",
+        )
+    if not is_loopback(host_name(host_header)):
+        raise Refused(
+            403,
+            "forbidden",
+            "without web.read_token reads must name this host as 127.0.0.1, ::1 or localhost (a guard against DNS "
+            "rebinding); behind a reverse proxy, set ULTRA_SIGNALS_WEB__READ_TOKEN",
         )
 
 
