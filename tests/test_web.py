@@ -109,6 +109,14 @@ def test_reads_say_what_the_journal_holds(run: FinishedRun) -> None:
     )
     assert len(c.get("/api/v1/decisions", params={"limit": 3}).json()["decisions"]) == 3
 
+    sig = c.get("/api/v1/signals", params={"limit": 50}).json()["signals"]
+    last = sorted(allowed, key=lambda r: (r["ts"], r["id"]))[-len(sig) :][::-1]
+    assert len(sig) == min(50, len(allowed))
+    assert [(x["ts"], x["symbol"], x["side"], x["entry"]) for x in sig] == [
+        (r["ts"], r["symbol"], r["side"], r["entry"]) for r in last
+    ]
+    assert c.get("/api/v1/signals", params={"limit": 51}).status_code == 422
+
     b = c.get("/api/v1/blocked").json()
     assert b["total"] == len(blocked)
     assert b["by_reason"] == {k: sum(1 for r in blocked if r["reason"] == k) for k in {r["reason"] for r in blocked}}
@@ -328,7 +336,7 @@ def test_force_exit_needs_a_valid_symbol(fresh: FinishedRun) -> None:
 def test_openapi_documents_models_and_both_tokens(run: FinishedRun) -> None:
     spec = client(run.app()).get("/openapi.json").json()
     paths = spec["paths"]
-    for p in ("status", "caps", "decisions", "blocked", "positions", "pnl", "market", "latency", "prices"):
+    for p in ("status", "caps", "decisions", "signals", "blocked", "positions", "pnl", "market", "latency", "prices"):
         assert "get" in paths[f"/api/v1/{p}"], p
     for p in ("pause", "resume", "stop-entry", "force-exit", "kill"):
         assert "post" in paths[f"/api/v1/control/{p}"], p
@@ -379,7 +387,7 @@ def test_schemathesis_against_its_own_schema(fresh: FinishedRun) -> None:
 
         check()
         seen.append(f"{operation.method.upper()} {operation.path}")
-    assert len(seen) == 14, seen
+    assert len(seen) == 15, seen
 
 
 # -- the guards' pieces ----------------------------------------------------------------------------------------
@@ -456,6 +464,10 @@ def test_runner_serves_the_api_in_its_loop_and_stops_it(tmp_path: Path) -> None:
     assert seen["pause"] == 200 and seen["paused_in_runner"] is True
     assert runner.stats.status == "completed" and runner.stats.blocked.get("paused", 0) > 0
     assert not _port_open(seen["port"]), "the server must stop with the run"
+    # AnyIO's pool threads are told to stop when the loop's root task ends; they exit at once (bounded join).
+    for t in threading.enumerate():
+        if t.ident not in before:
+            t.join(timeout=5.0)
     lingering = [t.name for t in threading.enumerate() if t.ident not in before]
     assert lingering == [], f"threads left after the run: {lingering}"
 

@@ -25,6 +25,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from ultra_signals.control import Control
 from ultra_signals.control.model import (
+    MAX_SIGNALS,
     ConfirmationRequired,
     ControlError,
     InvalidInput,
@@ -57,6 +58,8 @@ from ultra_signals.web.models import (
     PricesOut,
     RunOut,
     SignalMark,
+    SignalOut,
+    SignalsOut,
     StatusOut,
     SymbolMarketOut,
     TradingOut,
@@ -323,6 +326,25 @@ def create_app(control: Control, settings: Settings, *, probe: LiveProbe | None 
                 )
                 for r in rows
             ],
+        )
+
+    @app.get(f"{API}/signals", response_model=SignalsOut, responses=READ_ERRORS, dependencies=[Read], tags=["read"])
+    def signals(limit: Annotated[int, Query(ge=1, le=MAX_SIGNALS)] = 10) -> SignalsOut:
+        """The latest allowed signals (entry, stop, targets), newest first: what Telegram's /signals shows."""
+        rows = control.recent_signals(limit)
+        return SignalsOut(
+            signals=[
+                SignalOut(
+                    ts=r.ts,
+                    time=_iso_ms(r.ts),
+                    symbol=r.symbol,
+                    side=r.side,
+                    entry=r.entry,
+                    stop=r.stop,
+                    targets=list(r.targets),
+                )
+                for r in reversed(rows)
+            ]
         )
 
     @app.get(f"{API}/blocked", response_model=BlockedOut, responses=READ_ERRORS, dependencies=[Read], tags=["read"])

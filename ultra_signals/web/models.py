@@ -96,6 +96,20 @@ class DecisionsOut(_Out):
     decisions: list[DecisionOut] = Field(description="newest first")
 
 
+class SignalOut(_Out):
+    ts: int = Field(description="event time (bar close), epoch ms")
+    time: str
+    symbol: str
+    side: str
+    entry: float
+    stop: float
+    targets: list[float]
+
+
+class SignalsOut(_Out):
+    signals: list[SignalOut] = Field(description="the latest allowed signals of the run's namespace, newest first")
+
+
 class BlockedOut(_Out):
     run_id: str | None
     total: int

@@ -30,10 +30,11 @@ header h1 { font-size:1.1rem; margin:0; }
 .state.ACTIVE { background:var(--ok); } .state.REDUCING { background:var(--warn); }
 .state.HALTED { background:var(--bad); } .state.PAUSED { background:var(--warn); } .state.unknown { background:var(--dim); }
 main { display:grid; gap:1rem; padding:1rem; grid-template-columns:repeat(auto-fit,minmax(min(100%,22rem),1fr)); }
-section { background:var(--card); border-radius:.5rem; padding:.75rem 1rem; min-width:0; }
+section { background:var(--card); border-radius:.5rem; padding:.75rem 1rem; min-width:0; overflow-x:auto; }
 section h2 { font-size:.95rem; margin:0 0 .5rem; color:var(--dim); text-transform:uppercase; letter-spacing:.05em; }
 table { width:100%; border-collapse:collapse; font-variant-numeric:tabular-nums; }
-td, th { text-align:left; padding:.2rem .3rem; border-bottom:1px solid #2a313c; font-size:.9rem; }
+td, th { text-align:left; padding:.2rem .3rem; border-bottom:1px solid #2a313c; font-size:.9rem; white-space:nowrap; }
+td:last-child { white-space:normal; }
 .dim { color:var(--dim); } .LONG { color:var(--ok); } .SHORT { color:var(--bad); }
 .bar { height:.6rem; background:#2a313c; border-radius:.3rem; overflow:hidden; }
 .bar > div { height:100%; background:var(--acc); }
@@ -129,13 +130,21 @@ function renderDecisions(d) {
     [x.time.slice(11, 16), x.symbol, x.side, x.allowed ? "ALLOWED" : x.reason, x.score.toFixed(2)],
     [null, null, x.side, x.allowed ? "LONG" : "dim", null])));
 }
+function renderSignals(d) {
+  const px = (v) => String(Number(v.toPrecision(6)));
+  const rows = d.signals.map((x) => row(
+    [x.time.slice(11, 16), x.symbol, x.side, px(x.entry), px(x.stop), x.targets.length ? px(x.targets[0]) : "-"],
+    [null, null, x.side]));
+  fill("signal-rows", rows.length ? rows : [row(["no signals yet"], ["dim"])]);
+}
 function renderBlocked(b) {
   const rows = Object.entries(b.by_reason).sort((a, c) => c[1] - a[1]).map(([k, v]) => row([k, v]));
   fill("blocked-rows", rows.length ? rows : [row(["none"], ["dim"])]);
 }
 function renderPositions(p) {
+  const px = (v) => String(Number(v.toPrecision(6)));
   const rows = p.positions.map((x) => row(
-    [x.symbol, x.side, x.entry == null ? "pending" : x.entry, x.stop, x.target,
+    [x.symbol, x.side, x.entry == null ? "pending" : px(x.entry), px(x.stop), px(x.target),
      x.unrealized == null ? "-" : x.unrealized.toFixed(2)], [null, x.side]));
   fill("position-rows", rows.length ? rows : [row(["no open positions"], ["dim"])]);
 }
@@ -179,6 +188,7 @@ function renderPnl(p) {
 }
 async function refresh() {
   const jobs = [["/status", renderStatus], ["/caps", renderCaps], ["/decisions?limit=15", renderDecisions],
+    ["/signals?limit=5", renderSignals],
     ["/blocked", renderBlocked], ["/positions", renderPositions], ["/latency", renderLatency],
     ["/prices", renderCharts]];
   const errors = [];
@@ -261,6 +271,9 @@ _BODY = """<!doctype html>
         aria-label="read token"></details>
   </section>
   <section class="wide"><h2>Prices and signals</h2><div id="charts"></div></section>
+  <section><h2>Last signals</h2>
+    <table><thead><tr><th>time</th><th>symbol</th><th>side</th><th>entry</th><th>stop</th><th>target</th></tr>
+    </thead><tbody id="signal-rows"></tbody></table></section>
   <section><h2>Last decisions</h2>
     <table><thead><tr><th>time</th><th>symbol</th><th>side</th><th>verdict</th><th>score</th></tr></thead>
     <tbody id="decision-rows"></tbody></table></section>
