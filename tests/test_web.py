@@ -336,7 +336,8 @@ def test_force_exit_needs_a_valid_symbol(fresh: FinishedRun) -> None:
 def test_openapi_documents_models_and_both_tokens(run: FinishedRun) -> None:
     spec = client(run.app()).get("/openapi.json").json()
     paths = spec["paths"]
-    for p in ("status", "caps", "decisions", "signals", "blocked", "positions", "pnl", "market", "latency", "prices"):
+    for p in ("status", "caps", "decisions", "signals", "blocked", "positions", "pnl", "market", "latency", "prices",
+              "health", "balance", "version", "config"):  # fmt: skip
         assert "get" in paths[f"/api/v1/{p}"], p
     for p in ("pause", "resume", "stop-entry", "force-exit", "kill"):
         assert "post" in paths[f"/api/v1/control/{p}"], p
@@ -387,7 +388,7 @@ def test_schemathesis_against_its_own_schema(fresh: FinishedRun) -> None:
 
         check()
         seen.append(f"{operation.method.upper()} {operation.path}")
-    assert len(seen) == 15, seen
+    assert len(seen) == 19, seen
 
 
 # -- the guards' pieces ----------------------------------------------------------------------------------------

@@ -41,14 +41,17 @@ from ultra_signals.web import page
 from ultra_signals.web.models import (
     MAX_DECISIONS,
     ActionOut,
+    BalanceOut,
     BlockedOut,
     CapsOut,
     CapWindowOut,
+    ConfigOut,
     ConfirmIn,
     DecisionOut,
     DecisionsOut,
     ErrorOut,
     ForceExitIn,
+    HealthOut,
     LatencyOut,
     MarketOut,
     PnlOut,
@@ -64,6 +67,7 @@ from ultra_signals.web.models import (
     SymbolMarketOut,
     TradingOut,
     TripOut,
+    VersionOut,
 )
 from ultra_signals.web.security import Refused, TokenBucket, check_csrf, check_rate, check_read, check_write
 
@@ -415,6 +419,49 @@ def create_app(control: Control, settings: Settings, *, probe: LiveProbe | None 
             },
             signals=[SignalMark(ts=s.ts, symbol=s.symbol, side=s.side, entry=s.entry) for s in sigs],
         )
+
+    NOT_BUILT: dict[int | str, dict[str, Any]] = {
+        **READ_ERRORS,
+        404: _err(404, "not_available", "not known where it was asked"),
+        501: _err(501, "not_implemented", "this build's control layer lacks the action"),
+    }
+
+    def _missing(what: str) -> JSONResponse:
+        return JSONResponse(
+            {"error": "not_implemented", "detail": f"the control layer of this build has no {what} yet"},
+            status_code=501,
+        )
+
+    @app.get(f"{API}/health", response_model=HealthOut, responses=NOT_BUILT, dependencies=[Read], tags=["read"])
+    def health() -> HealthOut | JSONResponse:
+        """Trading state (pause folded in), breaker trips, data age and stale symbols, counter backend, latency."""
+        fn = getattr(control, "health", None)
+        if fn is None:
+            return _missing("health report")
+        return HealthOut.model_validate(_plain(fn()))
+
+    @app.get(f"{API}/balance", response_model=BalanceOut, responses=NOT_BUILT, dependencies=[Read], tags=["read"])
+    async def balance() -> BalanceOut | JSONResponse:
+        """The account's equity where it is kept (the paper broker in the runner, or Binance's account)."""
+        fn = getattr(control, "balance", None)
+        if fn is None:
+            return _missing("balance")
+        return BalanceOut.model_validate(_plain(await fn()))
+
+    @app.get(f"{API}/version", response_model=VersionOut, responses=NOT_BUILT, dependencies=[Read], tags=["read"])
+    def version_() -> VersionOut | JSONResponse:
+        fn = getattr(control, "version", None)
+        if fn is None:
+            return _missing("version report")
+        return VersionOut.model_validate(_plain(fn()))
+
+    @app.get(f"{API}/config", response_model=ConfigOut, responses=NOT_BUILT, dependencies=[Read], tags=["read"])
+    def config() -> ConfigOut | JSONResponse:
+        """The effective settings, secrets redacted (as ``config show`` and Telegram's /show_config)."""
+        fn = getattr(control, "show_config", None)
+        if fn is None:
+            return _missing("settings view")
+        return ConfigOut(settings=_plain(fn()))
 
     # -- writes ---------------------------------------------------------------------------------------------
     def action(name: str, by: str, changed: bool, detail: str = "", result: Any = None) -> ActionOut:

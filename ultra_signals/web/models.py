@@ -201,6 +201,46 @@ class PnlOut(BaseModel):
     unrealized: float | None
 
 
+class HealthOut(BaseModel):
+    """What an operator checks before trusting the run (the control layer's health): the state with the pause
+    folded in (RUNNING, PAUSED, REDUCING, HALTED), breaker trips, data age and the symbols past the staleness
+    limit, counter backend, latest market time and tick-to-decision latency."""
+
+    model_config = ConfigDict(extra="ignore")
+    state: str
+    trading: TradingOut
+    paused: bool
+    trips: list[TripOut]
+    data_age_s: dict[str, float | None]
+    max_data_age_s: float | None
+    stale: list[str]
+    counter_backend: str | None
+    last_event: str | None
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    live: bool = Field(description="answered by the running process (false: from the journal alone)")
+
+
+class BalanceOut(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    source: str = Field(description="paper | binance")
+    asset: str
+    equity: float
+    start_equity: float | None = None
+    detail: str | None = None
+
+
+class VersionOut(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    version: str
+    git_commit: str | None
+    python: str
+
+
+class ConfigOut(_Out):
+    settings: dict[str, object] = Field(description="the effective settings, every secret shown as ***")
+
+
 # -- control ---------------------------------------------------------------------------------------------------
 class ConfirmIn(BaseModel):
     """The body of a control action.  ``confirm`` must be true for kill, force-exit and a resume that clears a
