@@ -269,6 +269,47 @@ def test_csrf_cross_site_and_form_posts_are_refused(fresh: FinishedRun) -> None:
     assert r.status_code == 200 and is_paused(fresh.journal)
 
 
+def test_csrf_another_port_is_another_origin(fresh: FinishedRun) -> None:
+    c = client(fresh.app(write_token=WRITE))
+    r = c.post("/api/v1/control/pause", json={}, headers={**W, "Origin": "http://127.0.0.1:9999"})
+    assert r.status_code == 403 and r.json()["error"] == "csrf" and not is_paused(fresh.journal)
+
+
+@given(
+    host=st.sampled_from(["127.0.0.1", "127.8.9.10", "localhost", "[::1]", "LOCALHOST"]),
+    port=st.one_of(st.none(), st.integers(1, 65535)),
+)
+def test_loopback_host_names_with_any_port(host: str, port: int | None) -> None:
+    from ultra_signals.web.security import host_name, is_loopback
+
+    assert is_loopback(host_name(host if port is None else f"{host}:{port}"))
+
+
+@given(host=st.sampled_from(["evil.example", "127.0.0.1.evil.example", "10.0.0.1", "[2001:db8::1]", "0.0.0.0", ""]))
+def test_foreign_host_names_are_not_loopback(host: str) -> None:
+    from ultra_signals.web.security import host_name, is_loopback
+
+    assert not is_loopback(host_name(f"{host}:8108" if host else host))
+
+
+def test_the_server_itself_refuses_a_public_host_without_read_token(run: FinishedRun) -> None:
+    """Second fence: settings built without validation (model_copy) still cannot open a public, tokenless port."""
+    from ultra_signals.web.server import WebServeError, WebServer
+
+    bad = run.settings.model_copy(update={"web": run.settings.web.model_copy(update={"host": "0.0.0.0", "port": 0})})
+    with pytest.raises(WebServeError, match=r"not loopback and web\.read_token is not set"):
+        asyncio.run(WebServer(run.control(), bad).start())
+
+
+def test_web_disabled_opens_no_port(tmp_path: Path) -> None:
+    s = load_settings(overrides={"journal.url": f"sqlite:///{tmp_path}/j.db", "web.enabled": False}, env={})
+    r = bootstrap.build_runner(
+        s, source_request=bootstrap.SourceRequest(5, None, None, None, False), notifier=NullNotifier(), serve_web=True
+    )
+    assert r.web is None
+    r.journal.close()
+
+
 def test_cors_preflight_is_never_granted(run: FinishedRun) -> None:
     r = client(run.app(write_token=WRITE)).options(
         "/api/v1/control/pause",
