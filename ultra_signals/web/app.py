@@ -109,6 +109,8 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     400: _err(400, "confirmation_required | invalid", "the action needs confirm: true, or cannot be done now"),
     401: _err(401, "unauthorized", "no X-Write-Token header"),
     403: _err(403, "forbidden | csrf | write_disabled", "wrong token, cross-site request, or writes not configured"),
+    404: _err(404, "not_available", "the action cannot be done where it was asked (e.g. no executor here)"),
+    409: _err(409, "refused", "not allowed now (e.g. the cause of a breaker halt persists); nothing changed"),
     415: _err(415, "csrf", "the body is not JSON"),
     429: _err(429, "rate_limited", "too many control actions from this client; see Retry-After"),
     503: _err(503, "unavailable", "the journal or a backend failed to answer"),
@@ -224,8 +226,8 @@ def create_app(control: Control, settings: Settings, *, probe: LiveProbe | None 
             code, status = "not_available", 404
         elif isinstance(exc, InvalidInput):
             code, status = "invalid", 400
-        else:
-            code, status = "refused", 400
+        else:  # refused: the action is not allowed now (the control layer journals why)
+            code, status = "refused", 409
         return JSONResponse({"error": code, "detail": exc.message}, status_code=status)
 
     secrets = secret_values(settings)
