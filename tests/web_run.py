@@ -31,7 +31,7 @@ class FinishedRun:
     runner: Runner
 
     def control(self) -> Control:
-        return Control(self.journal, RunnerView(self.runner))
+        return Control(self.journal, RunnerView(self.runner), settings=self.settings)
 
     def app(self, **web: Any) -> Any:
         """The FastAPI app over this run with ``web.*`` settings overridden (tokens given as env, like in life)."""
@@ -39,7 +39,7 @@ class FinishedRun:
 
         settings = web_settings(self.settings, **web)
         view = RunnerView(self.runner)
-        return create_app(Control(self.journal, view), settings, probe=view)
+        return create_app(Control(self.journal, view, settings=settings), settings, probe=view)
 
 
 def web_settings(base: Settings, **web: Any) -> Settings:

@@ -170,12 +170,22 @@ class FakeBotApi:
         """Let hanging requests end (the connection closes without an answer)."""
         self._release.set()
 
-    def push_update(self, chat_id: int | str, text: str) -> int:
-        """Queue a message update as if a user wrote ``text`` in ``chat_id``; returns its update id."""
+    def push_update(
+        self, chat_id: int | str, text: str, *, user_id: int | None = None, username: str | None = None
+    ) -> int:
+        """Queue a message update as if a user wrote ``text`` in ``chat_id``; returns its update id.
+
+        The sender (``message.from``, a User object: https://core.telegram.org/bots/api#user) is ``user_id``
+        (default: the chat id's absolute value, i.e. the private chat's own user), with ``username`` when given.
+        """
         with self._lock:
             uid = self._state.next_update_id
             self._state.next_update_id += 1
             cid = int(chat_id)
+            sender: dict[str, Any] = {"id": abs(cid) if user_id is None else user_id, "is_bot": False}
+            sender["first_name"] = "op"
+            if username is not None:
+                sender["username"] = username
             self._state.updates.append(
                 {
                     "update_id": uid,
@@ -183,7 +193,7 @@ class FakeBotApi:
                         "message_id": uid,
                         "date": int(time.time()),
                         "chat": {"id": cid, "type": "group" if cid < 0 else "private"},
-                        "from": {"id": abs(cid), "is_bot": False, "first_name": "op"},
+                        "from": sender,
                         "text": text,
                     },
                 }

@@ -11,12 +11,18 @@ decision id carries ``manual`` (run id ``manual-<ms>``) and it takes no signal c
 
 ``force-exit`` closes the journaled trade on SYMBOL (its brackets cancelled, a reduce-only market order) and
 waits for the exit fill; a position the journal does not know is refused (use ``kill``, or close it by hand).
+It goes through the operator layer (:meth:`ultra_signals.control.Control.force_exit`, as Telegram's /forceexit
+and the web API do) and is allowed in every trading state: an exit only reduces exposure.  Both commands start
+their one-shot executor the same way (:func:`_manual_executor`).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -28,6 +34,7 @@ from ultra_signals.apps.cli_execution import JournalOpt, ProfileOpt, SecretsOpt,
 if TYPE_CHECKING:  # the rest is imported where used: the CLI starts without the runner's libraries
     from ultra_signals.core.config import Settings
     from ultra_signals.core.decision import Side
+    from ultra_signals.execution.executor import TradingExecutor
     from ultra_signals.journal.writer import Journal
 
 WAIT_S = 30.0
@@ -144,6 +151,39 @@ def force_enter(
     raise typer.Exit(code)
 
 
+@dataclass
+class _Manual:
+    """A one-shot executor and how its run ends (the command sets ``status``; ``failed`` unless it does)."""
+
+    executor: TradingExecutor
+    status: str = "failed"
+
+
+@asynccontextmanager
+async def _manual_executor(s: Settings, j: Journal, command: str, prefix: str) -> AsyncIterator[_Manual]:
+    """A started one-shot executor on its own journaled run (``<prefix>-<ms>``), closed and its run ended after.
+
+    A :class:`BrokerError` at start propagates (the caller says "refused"); the run then ends ``failed``.
+    """
+    from ultra_signals.execution.executor import TradingExecutor, make_executor
+    from ultra_signals.observability.metrics import Metrics
+    from ultra_signals.transport.notifier import ConsoleNotifier
+
+    now = int(time.time() * 1000)
+    run_id = f"{prefix}-{now}"
+    j.start_run(run_id, mode=s.runtime.mode, profile=s.profile, source="manual", simulated=False,
+                namespace=s.redis.namespace, settings={"command": command})  # fmt: skip
+    e = make_executor(s, Metrics(), j, ConsoleNotifier(console), run_id)
+    assert isinstance(e, TradingExecutor)
+    m = _Manual(e)
+    try:
+        await e.start()
+        yield m
+    finally:
+        await e.aclose()
+        j.end_run(run_id, m.status, e.summary(), now, int(time.time() * 1000))
+
+
 async def _enter(
     s: Settings, j: Journal, symbol: str, side: Side, price: float, stop: float, targets: tuple[float, ...], force: bool
 ) -> int:
@@ -153,69 +193,66 @@ async def _enter(
     from ultra_signals.core.timeframes import tf_ms
     from ultra_signals.execution.breakers import StateRecord, TradingState
     from ultra_signals.execution.brokers.base import BrokerError
-    from ultra_signals.execution.executor import TradingExecutor, make_executor
-    from ultra_signals.observability.metrics import Metrics
-    from ultra_signals.transport.notifier import ConsoleNotifier
 
     now = int(time.time() * 1000)
-    run_id = f"manual-{now}"
     tf = s.runtime.primary_timeframe
-    cand = Candidate(symbol=symbol, timeframe=tf, bar_open_time=now - now % tf_ms(tf), ts=now, side=side, score=0.0,
-                     confidence=0.0, entry=price, stop=stop, targets=targets)  # fmt: skip
-    decision = Decision(run_id, cand, True, None)
-    j.start_run(run_id, mode=s.runtime.mode, profile=s.profile, source="manual", simulated=False,
-                namespace=s.redis.namespace, settings={"command": "force-enter"})  # fmt: skip
-    notifier = ConsoleNotifier(console)
-    e = make_executor(s, Metrics(), j, notifier, run_id)
-    assert isinstance(e, TradingExecutor)
-    status = "failed"
     try:
-        try:
-            await e.start()
-        except BrokerError as err:
-            console.print(f"force-enter refused: {err}")
-            return 1
-        if force and e.risk.state.state is not TradingState.ACTIVE:  # this command only; the journal keeps HALTED
-            # The risk engine holds the state in memory and re-reads the journal only on a health tick, which this
-            # one-shot command never sends: the override lasts for this one entry.
-            e.risk.state = StateRecord(
-                TradingState.ACTIVE, "force", "force-enter --force", now, time.time(), "operator"
+        async with _manual_executor(s, j, "force-enter", "manual") as m:
+            e = m.executor
+            cand = Candidate(symbol=symbol, timeframe=tf, bar_open_time=now - now % tf_ms(tf), ts=now, side=side,
+                             score=0.0, confidence=0.0, entry=price, stop=stop, targets=targets)  # fmt: skip
+            decision = Decision(e.run_id, cand, True, None)
+            if force and e.risk.state.state is not TradingState.ACTIVE:  # this command only; the journal keeps HALTED
+                # The risk engine holds the state in memory and re-reads the journal only on a health tick, which
+                # this one-shot command never sends: the override lasts for this one entry.
+                e.risk.state = StateRecord(
+                    TradingState.ACTIVE, "force", "force-enter --force", now, time.time(), "operator"
+                )
+            e.on_signal(decision)
+            await e.broker.drain(WAIT_S)
+            t = e.trades.get(decision.id)
+            deadline = time.monotonic() + WAIT_S
+            while t is not None and t.status == "pending" and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if t is None:
+                console.print("force-enter refused by the risk gateway or the breakers (see the journal's refusals)")
+                return 1
+            m.status = "completed" if t.status == "open" else t.status
+            console.print(
+                f"force-enter {symbol} {side.value}: trade {decision.id} {t.status}, qty {t.qty} @ {t.entry_price}"
             )
-        e.on_signal(decision)
-        await e.broker.drain(WAIT_S)
-        t = e.trades.get(decision.id)
-        deadline = time.monotonic() + WAIT_S
-        while t is not None and t.status == "pending" and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if t is None:
-            console.print("force-enter refused by the risk gateway or the breakers (see the journal's refusals)")
-            return 1
-        status = t.status
-        console.print(
-            f"force-enter {symbol} {side.value}: trade {decision.id} {t.status}, qty {t.qty} @ {t.entry_price}"
-        )
-        return 0 if t.status == "open" else 1
-    finally:
-        await e.aclose()
-        j.end_run(run_id, "completed" if status == "open" else status, e.summary(), now, int(time.time() * 1000))
+            return 0 if t.status == "open" else 1
+    except BrokerError as err:
+        console.print(f"force-enter refused: {err}")
+        return 1
 
 
 def force_exit(
     symbol: Annotated[str, typer.Argument(help="e.g. BTCUSDT")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Even while trading is HALTED.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", hidden=True, help="No effect: exits are allowed in every trading state.")
+    ] = False,
     profile: ProfileOpt = None,
     secrets_file: SecretsOpt = None,
     journal_url: JournalOpt = None,
 ) -> None:
-    """Close the journaled position on SYMBOL and its brackets (reduce-only market), and wait for the fill."""
+    """Close the journaled position on SYMBOL and its brackets (reduce-only market), and wait for the fill.
+
+    Allowed while trading is HALTED or REDUCING (an exit only reduces exposure), as Telegram's /forceexit.
+    """
     import asyncio
 
-    symbol = symbol.upper()
+    from ultra_signals.control import InvalidInput, parse_symbol
+
+    try:
+        symbol = parse_symbol(symbol)
+    except InvalidInput as e:
+        typer.echo(e.message, err=True)
+        raise typer.Exit(2) from None
     s = _live_settings(profile, secrets_file)
     j = _journal(s, journal_url)
     try:
-        _refuse_if_halted(j, force)
         if not yes and not typer.confirm(
             f"Close the position on {symbol} at market and cancel its brackets?", default=False
         ):
@@ -228,44 +265,26 @@ def force_exit(
 
 
 async def _exit(s: Settings, j: Journal, symbol: str) -> int:
-    import asyncio
-
+    from ultra_signals.control import Control, ControlError, JournalView
+    from ultra_signals.control.exits import executor_closer
     from ultra_signals.execution.brokers.base import BrokerError
-    from ultra_signals.execution.executor import TradingExecutor, make_executor
-    from ultra_signals.observability.metrics import Metrics
-    from ultra_signals.transport.notifier import ConsoleNotifier
+    from ultra_signals.transport.telegram.format import force_exit_text
 
-    now = int(time.time() * 1000)
-    run_id = f"manual-exit-{now}"
-    j.start_run(run_id, mode=s.runtime.mode, profile=s.profile, source="manual", simulated=False,
-                namespace=s.redis.namespace, settings={"command": "force-exit"})  # fmt: skip
-    e = make_executor(s, Metrics(), j, ConsoleNotifier(console), run_id)
-    assert isinstance(e, TradingExecutor)
-    result = "failed"
     try:
-        try:
-            await e.start()
-        except BrokerError as err:
-            console.print(f"force-exit refused: {err}")
-            return 1
-        open_ = [t for t in e.trades.values() if t.symbol == symbol and t.status == "open"]
-        if not open_:
-            console.print(
-                f"force-exit: no journaled open trade on {symbol} (a position we did not open: kill, or by hand)"
-            )
-            return 1
-        t = open_[0]
-        e.broker.close_position(symbol, t.side, Decimal(str(t.qty)), t.key, now)
-        await e.broker.drain(WAIT_S)
-        deadline = time.monotonic() + WAIT_S
-        while t.status == "open" and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        result = t.status
-        console.print(f"force-exit {symbol}: trade {t.decision_id} {t.status}, pnl {t.pnl}")
-        return 0 if t.status == "closed" else 1
-    finally:
-        await e.aclose()
-        j.end_run(run_id, "completed" if result == "closed" else result, e.summary(), now, int(time.time() * 1000))
+        async with _manual_executor(s, j, "force-exit", "manual-exit") as m:
+            closer = executor_closer(m.executor, lambda: int(time.time() * 1000), wait_s=WAIT_S)
+            control = Control(j, JournalView(j), close=closer, settings=s)
+            try:
+                r = await control.force_exit(symbol, confirm=True, by="cli")
+            except ControlError as err:
+                console.print(f"force-exit: {err.message}")
+                return 1
+            m.status = "completed" if r.status == "closed" else r.status
+            console.print(force_exit_text(r))
+            return 0 if r.closed else 1
+    except BrokerError as err:
+        console.print(f"force-exit refused: {err}")
+        return 1
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,5 @@
-"""``ultra-signals status|caps|signals|positions|pause|resume|stop-entry|kill``: the operator actions from a shell.
+"""``ultra-signals status|health|caps|signals|positions|pnl|balance|pause|resume|stop-entry|kill``: the operator
+actions from a shell.
 
 A thin adapter over :class:`ultra_signals.control.Control` (the same actions Telegram's commands call): it
 parses options, calls control over the journal alone (:class:`~ultra_signals.control.JournalView`), so it
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 if TYPE_CHECKING:  # imported where used: ``--help`` starts without the journal (SQLAlchemy) and control
-    from ultra_signals.control import Caps, Control, Position, SignalRow, Status
+    from ultra_signals.control import Caps, Control, Health, PnlReport, Position, SignalRow, Status
     from ultra_signals.core.config import Settings
 
 ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="Settings profile (default: shadow).")]
@@ -61,19 +62,26 @@ def _control(
         from ultra_signals.control.kill import exchange_flattener
 
         flatten = exchange_flattener(s)
+    from ultra_signals.control.exits import exchange_balance
+
     try:
-        yield Control(j, JournalView(j), flatten=flatten), s
+        yield Control(j, JournalView(j), flatten=flatten, balance=exchange_balance(s), settings=s), s
     finally:
         j.close()
 
 
-def _call(fn: Callable[[], T]) -> T:
-    """Run one action; a refusal is the operator's message on stderr and exit code 2, never a traceback."""
-    from ultra_signals.control import ControlError
+def _call(fn: Callable[[], T], *, ask: bool = False) -> T:
+    """Run one action; a refusal is the operator's message on stderr and exit code 2, never a traceback.
+
+    ``ask``: a :class:`~ultra_signals.control.ConfirmationRequired` propagates (the caller prompts).
+    """
+    from ultra_signals.control import ConfirmationRequired, ControlError
 
     try:
         return fn()
     except ControlError as e:
+        if ask and isinstance(e, ConfirmationRequired):
+            raise
         typer.echo(e.message, err=True)
         raise typer.Exit(2) from None
 
@@ -150,6 +158,48 @@ def status_lines(st: Status) -> list[str]:
     if st.caps is None:
         return [*lines, "windows: no decisions in this run yet"]
     return lines + _caps_lines(st.caps)
+
+
+def health_lines(h: Health) -> list[str]:
+    lines = [f"state: {h.state}", f"trading: {h.trading.line}", f"paused: {'yes' if h.paused else 'no'}"]
+    if h.run is not None:
+        lines.append(f"run: {h.run.run_id} ({h.run.status})")
+    lines.append(f"last event (market time): {h.last_event or '-'}")
+    for sym, age in h.data_age_s.items():
+        lines.append(f"data age {sym}: {'no data yet' if age is None else f'{age:.1f}s'}")
+    if h.stale:
+        lines.append(f"stale: {', '.join(h.stale)} (max {h.max_data_age_s:g}s)")
+    lines.append(f"counter backend: {h.counter_backend or 'unknown here (known in the running process)'}")
+    if h.latency_p50_ms is not None and h.latency_p99_ms is not None:
+        lines.append(f"latency: p50 {h.latency_p50_ms:.1f} ms, p99 {h.latency_p99_ms:.1f} ms")
+    lines += [f"breaker trip: {t.breaker} ({t.detail})" for t in h.trips] or ["breaker trips: none"]
+    return lines
+
+
+def pnl_lines(r: PnlReport, *, daily: bool) -> list[str]:
+    if r.run_id is None:
+        return ["no runs in the journal yet"]
+    if r.today is None:
+        return [f"run {r.run_id}: no market time and no closed trade yet"]
+
+    def trades(n: int, w: int) -> str:
+        return f"{n} trade(s), {w} win(s)" if n else "no closed trades"
+
+    lines = [f"run {r.run_id}: realised PnL, net of fees and funding (days in UTC market time)"]
+    if not daily:
+        lines += [
+            f"today {r.today}: {r.realized_today:+.2f} USDT ({trades(r.trades_today, r.wins_today)})",
+            f"since start: {r.realized_total:+.2f} USDT ({trades(r.trades_total, r.wins_total)})",
+            f"fees paid: {r.fees_total:.2f} USDT",
+        ]
+    if daily or len(r.days) > 1:
+        lines += [f"{d.day}: {d.realized:+.2f} USDT ({trades(d.trades, d.wins)})" for d in r.days]
+    if r.open_positions:
+        unreal = "mark unknown here" if r.unrealized is None else f"{r.unrealized:+.2f} USDT"
+        lines.append(f"open: {r.open_positions} position(s), unrealised {unreal}")
+    else:
+        lines.append("open: no positions")
+    return lines
 
 
 def _signal_line(r: SignalRow) -> str:
@@ -242,6 +292,62 @@ def positions(
     _rows(rows, as_json, "no open positions", _position_line)
 
 
+def health(
+    profile: ProfileOpt = None,
+    settings: SettingsOpt = None,
+    secrets_file: SecretsOpt = None,
+    journal_url: JournalOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Trading state, breaker trips, the latest market time (and, in the running process, data age, counter
+    backend and latency: ask it over Telegram /health or the web page)."""
+    with _control(profile, settings, secrets_file, journal_url) as (c, _):
+        h = _call(c.health)
+    if as_json:
+        _json(h.as_dict())
+    else:
+        typer.echo("\n".join(health_lines(h)))
+
+
+def pnl(
+    days: Annotated[int, typer.Option("--days", "-d", help="Per-day rows for the last DAYS days.")] = 1,
+    daily: Annotated[bool, typer.Option("--daily", help="Only the per-day rows (default 7 days).")] = False,
+    profile: ProfileOpt = None,
+    settings: SettingsOpt = None,
+    secrets_file: SecretsOpt = None,
+    journal_url: JournalOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Realised PnL of the latest run today, per day and since its start; open positions' unrealised PnL."""
+    if daily and days == 1:
+        days = 7
+    with _control(profile, settings, secrets_file, journal_url) as (c, _):
+        r = _call(lambda: c.pnl(days))
+    if as_json:
+        _json(r.as_dict())
+    else:
+        typer.echo("\n".join(pnl_lines(r, daily=daily)))
+
+
+def balance(
+    profile: ProfileOpt = None,
+    settings: SettingsOpt = None,
+    secrets_file: SecretsOpt = None,
+    journal_url: JournalOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Account equity on Binance (execution.broker binance); the paper equity lives in the running runner."""
+    import asyncio
+
+    with _control(profile, settings, secrets_file, journal_url) as (c, _):
+        b = _call(lambda: asyncio.run(c.balance()))
+    if as_json:
+        _json(asdict(b))
+    else:
+        start = "" if b.start_equity is None else f" (started at {b.start_equity:.2f})"
+        typer.echo(f"balance ({b.source}): {b.equity:.2f} {b.asset}{start}" + (f"; {b.detail}" if b.detail else ""))
+
+
 def pause(
     profile: ProfileOpt = None,
     settings: SettingsOpt = None,
@@ -256,15 +362,29 @@ def pause(
 
 
 def resume(
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation (a breaker's halt).")] = False,
     profile: ProfileOpt = None,
     settings: SettingsOpt = None,
     secrets_file: SecretsOpt = None,
     journal_url: JournalOpt = None,
 ) -> None:
-    """Allow new signals again, and clear a circuit-breaker halt or a stop-entry (back to ACTIVE)."""
+    """Allow new signals again, and clear a circuit-breaker halt or a stop-entry (back to ACTIVE).
+
+    A breaker's halt asks for confirmation (``--yes`` skips it) and is refused while its cause persists.
+    """
+    from ultra_signals.control import ConfirmationRequired
+
     with _control(profile, settings, secrets_file, journal_url) as (c, _):
-        r = _call(lambda: c.resume(BY))
+        try:
+            r = _call(lambda: c.resume(BY, confirm=yes), ask=True)
+        except ConfirmationRequired as e:
+            if not typer.confirm(f"{e.message}. Resume?", default=False):
+                typer.echo("aborted: nothing was changed")
+                raise typer.Exit(1) from None
+            r = _call(lambda: c.resume(BY, confirm=True))
     typer.echo(f"resumed: new signals are allowed ({r.journal}); {r.trading}")
+    if r.unchecked:
+        typer.echo(f"note: not checked from here: {r.unchecked}")
 
 
 def stop_entry(
@@ -318,6 +438,10 @@ def kill(
 def register(app: typer.Typer) -> None:
     """Add the operator actions to the main CLI."""
     app.command("status")(status)
+    app.command("health")(health)
+    app.command("pnl")(pnl)
+    app.command("profit", hidden=True)(pnl)
+    app.command("balance")(balance)
     app.command("caps")(caps)
     app.command("signals")(signals)
     app.command("positions")(positions)

@@ -7,18 +7,34 @@ dataclasses (:mod:`ultra_signals.control.model`); refusals are :class:`ControlEr
 message.
 """
 
-from ultra_signals.control.actions import Control, Flatten, parse_count
+from ultra_signals.control.actions import (
+    MAX_PNL_DAYS,
+    Balance,
+    Close,
+    Control,
+    Flatten,
+    health_state,
+    parse_count,
+    parse_days,
+    parse_symbol,
+)
 from ultra_signals.control.model import (
     MAX_SIGNALS,
+    BalanceInfo,
     Caps,
     CapWindow,
     ConfirmationRequired,
     ControlError,
+    ForceExitResult,
+    Health,
     InvalidInput,
     KillResult,
     NotAvailable,
     PauseResult,
+    PnlDay,
+    PnlReport,
     Position,
+    Refused,
     ResumeResult,
     RunInfo,
     SignalRow,
@@ -26,25 +42,35 @@ from ultra_signals.control.model import (
     StopEntryResult,
     TradingInfo,
     TripInfo,
+    VersionInfo,
 )
 from ultra_signals.control.state import PAUSED_KEY, StateStore, is_paused, set_paused
 from ultra_signals.control.view import JournalView, RunView
 
 __all__ = [
+    "MAX_PNL_DAYS",
     "MAX_SIGNALS",
     "PAUSED_KEY",
+    "Balance",
+    "BalanceInfo",
     "CapWindow",
     "Caps",
+    "Close",
     "ConfirmationRequired",
     "Control",
     "ControlError",
     "Flatten",
+    "ForceExitResult",
+    "Health",
     "InvalidInput",
     "JournalView",
     "KillResult",
     "NotAvailable",
     "PauseResult",
+    "PnlDay",
+    "PnlReport",
     "Position",
+    "Refused",
     "ResumeResult",
     "RunInfo",
     "RunView",
@@ -54,7 +80,11 @@ __all__ = [
     "StopEntryResult",
     "TradingInfo",
     "TripInfo",
+    "VersionInfo",
+    "health_state",
     "is_paused",
     "parse_count",
+    "parse_days",
+    "parse_symbol",
     "set_paused",
 ]

@@ -37,6 +37,11 @@ class NotAvailable(ControlError):
     """The question cannot be answered where it was asked (e.g. no run in the journal yet)."""
 
 
+class Refused(ControlError):
+    """The action is not allowed now (the cause of a halt persists, the operator is not on the allow-list);
+    nothing was changed and the refusal is journaled."""
+
+
 @dataclass(frozen=True, slots=True)
 class RunInfo:
     """The run an answer is about: the running one (in-process) or the journal's latest."""
@@ -156,6 +161,8 @@ class ResumeResult:
     trading_before: TradingInfo
     trading: str  # the line of :func:`ultra_signals.execution.breakers.resume_trading`
     journal: str
+    #: What could not be checked before resuming a breaker halt (e.g. data age, from a shell); None: all checked.
+    unchecked: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,3 +188,108 @@ class KillResult:
     @property
     def clean(self) -> bool:
         return not self.errors and self.remaining_orders == 0 and self.remaining_positions == 0
+
+
+# -- PnL, balance, health, version, force-exit (issue 16: Telegram and the web API on par) ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PnlDay:
+    """Realised PnL of the trades closed on one UTC day (by their close's market time)."""
+
+    day: str  # YYYY-MM-DD (UTC)
+    realized: float  # net of fees and funding, USDT
+    trades: int
+    wins: int  # trades closed with pnl > 0
+
+
+@dataclass(frozen=True, slots=True)
+class PnlReport:
+    """Realised PnL today and since the run started, per day, and the unrealised PnL of what is still open.
+
+    "Today" is the UTC day of the run's market clock (the latest event or decision), not of the wall clock, so a
+    replay answers about the day it replays.  ``days`` has one row per day of the last ``len(days)`` days ending
+    today, oldest first, zero rows included.  ``unrealized`` sums the open positions whose mark is known
+    (``marked`` of ``open_positions``); None when no mark is known (a shell reading the journal alone).
+    """
+
+    run_id: str | None
+    today: str | None  # YYYY-MM-DD (UTC) of the run's market clock; None without a run
+    realized_today: float
+    trades_today: int
+    wins_today: int
+    realized_total: float  # since the run started
+    trades_total: int
+    wins_total: int
+    fees_total: float
+    days: tuple[PnlDay, ...]
+    open_positions: int
+    marked: int  # open positions with a known mark
+    unrealized: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceInfo:
+    """Account equity where it is kept: the paper broker's equity in the runner, or Binance's account."""
+
+    source: str  # "paper" | "binance"
+    asset: str  # "USDT"
+    equity: float
+    start_equity: float | None = None  # paper: the equity the run started with
+    detail: str | None = None  # e.g. "Binance TESTNET"
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Everything an operator checks before trusting the run.
+
+    ``state`` folds the pause flag into the trading state: HALTED and REDUCING win over PAUSED, which wins over
+    RUNNING.  ``data_age_s`` and ``counter_backend`` are known only in the running process (None or empty from a
+    shell); ``stale`` lists the symbols whose data is older than ``max_data_age_s``.
+    """
+
+    state: str  # RUNNING | PAUSED | REDUCING | HALTED
+    trading: TradingInfo
+    paused: bool
+    trips: tuple[TripInfo, ...]  # the run's latest breaker trips, oldest first
+    run: RunInfo | None
+    data_age_s: dict[str, float | None] = field(default_factory=dict)
+    max_data_age_s: float | None = None  # breakers.max_data_staleness_s when the settings are known
+    stale: tuple[str, ...] = ()
+    counter_backend: str | None = None  # redis | memory | blocked | none; None: not known here
+    last_event: str | None = None  # market time of the latest event / decision (ISO-8601 UTC)
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    live: bool = False  # True: answered by the running process; False: from the journal alone
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    version: str
+    git_commit: str | None
+    python: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForceExitResult:
+    """One position closed at market with its brackets cancelled (or why not yet)."""
+
+    symbol: str
+    decision_id: str
+    status: str  # closed | open (the exit order did not fill in time) | ...
+    qty: float
+    exit_price: float | None = None
+    pnl: float | None = None
+    venue: str = ""  # "paper" | "binance"
+    by: str = ""
+    errors: tuple[str, ...] = ()
+
+    @property
+    def closed(self) -> bool:
+        return self.status == "closed" and not self.errors

@@ -37,6 +37,10 @@ class RunView(Protocol):
         """Open and pending trades of the run, with their stop and target."""
         ...
 
+    def latency_ms(self) -> tuple[float | None, float | None]:
+        """Tick-to-decision latency (p50, p99) of the running process; (None, None) where it is not known."""
+        ...
+
 
 def iso_s(ts_s: float | None) -> str | None:
     return None if ts_s is None else datetime.fromtimestamp(ts_s, tz=UTC).isoformat(timespec="seconds")
@@ -154,3 +158,6 @@ class JournalView:
     def positions(self) -> list[Position]:
         run = self._run()
         return [] if run is None else open_positions(self.journal, run["run_id"])
+
+    def latency_ms(self) -> tuple[float | None, float | None]:
+        return None, None  # measured in the running process only

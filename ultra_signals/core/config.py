@@ -505,6 +505,10 @@ class TelegramSettings(_Section):
     bot_token: SecretStr | None = None
     chat_ids: StrList = Field(default_factory=list)
     allowed_chat_ids: StrList = Field(default_factory=list)
+    #: Telegram user ids (``message.from.id``) allowed to change anything (pause, resume, stop-entry, force-exit,
+    #: kill), in addition to the chat being allowed: group membership is not authentication.  Required in canary
+    #: and live for /resume, /stopentry, /forceexit and /kill (refused while empty).
+    allowed_users: StrList = Field(default_factory=list)
     events: TelegramEvents = Field(default_factory=TelegramEvents)
     #: Wall seconds between digests of blocked candidates (when ``events.blocked`` is not off).
     digest_interval_s: float = Field(default=3600.0, gt=0.0, le=MAX_S)
@@ -524,13 +528,22 @@ class TelegramSettings(_Section):
     #: At shutdown, wait this long for the outbox to drain; what is left is sent after the next start.
     drain_timeout_s: float = Field(default=5.0, ge=0.0, le=600.0)
 
-    _split = field_validator("chat_ids", "allowed_chat_ids", mode="before")(_split_list)
+    _split = field_validator("chat_ids", "allowed_chat_ids", "allowed_users", mode="before")(_split_list)
 
     @model_validator(mode="after")
     def _backoff(self) -> TelegramSettings:
         if self.backoff_initial_s > self.backoff_max_s:
             raise ValueError("backoff_initial_s must not exceed backoff_max_s")
         return self
+
+    @field_validator("allowed_users", mode="after")
+    @classmethod
+    def _user_ids(cls, v: list[str]) -> list[str]:
+        """User ids are numbers (``message.from.id``); a @username would never match and lock everyone out."""
+        bad = [u for u in v if not u.isdigit()]
+        if bad:
+            raise ValueError(f"must be Telegram user ids (digits, message.from.id), got {bad[0][:40]!r}")
+        return v
 
 
 class BinanceSettings(_Section):

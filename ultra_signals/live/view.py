@@ -57,6 +57,12 @@ class RunnerView:
     def recent_signals(self, n: int) -> list[SignalRow]:
         return signal_rows(self.runner.journal, self.runner.journal_ns, n)
 
+    def latency_ms(self) -> tuple[float | None, float | None]:
+        h = self.runner.stats.latencies_ms
+        if not h:
+            return None, None
+        return h.quantile(0.50), h.quantile(0.99)
+
     def positions(self) -> list[Position]:
         r = self.runner
         marks = {sym: closes[-1][1] for sym, closes in r.stats.prices.items() if closes}

@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from ultra_signals.control import Control
+from ultra_signals.control.actions import MAX_PNL_DAYS
 from ultra_signals.control.model import (
     MAX_SIGNALS,
     ConfirmationRequired,
@@ -372,22 +373,11 @@ def create_app(control: Control, settings: Settings, *, probe: LiveProbe | None 
             unrealized_total=sum(marked) if marked else None,
         )
 
-    @app.get(
-        f"{API}/pnl",
-        response_model=PnlOut,
-        responses={**READ_ERRORS, 501: _err(501, "not_implemented", "this build's control layer has no PnL report")},
-        dependencies=[Read],
-        tags=["read"],
-    )
-    def pnl(days: Annotated[int, Query(ge=1, le=366)] = 1) -> PnlOut | JSONResponse:
-        """Realised PnL today and since the start, from the control layer's PnL report."""
-        report = getattr(control, "pnl", None)
-        if report is None:
-            return JSONResponse(
-                {"error": "not_implemented", "detail": "the control layer of this build has no PnL report yet"},
-                status_code=501,
-            )
-        return PnlOut.model_validate(_plain(report(days)))
+    @app.get(f"{API}/pnl", response_model=PnlOut, responses=READ_ERRORS, dependencies=[Read], tags=["read"])
+    def pnl(days: Annotated[int, Query(ge=1, le=MAX_PNL_DAYS)] = 1) -> PnlOut:
+        """Realised PnL today (the market clock's UTC day), per day for ``days`` days and since the run started,
+        and the unrealised PnL of open positions with a known mark."""
+        return PnlOut.model_validate(_plain(control.pnl(days)))
 
     @app.get(f"{API}/market", response_model=MarketOut, responses=READ_ERRORS, dependencies=[Read], tags=["read"])
     def market() -> MarketOut:
@@ -422,48 +412,50 @@ def create_app(control: Control, settings: Settings, *, probe: LiveProbe | None 
             signals=[SignalMark(ts=s.ts, symbol=s.symbol, side=s.side, entry=s.entry) for s in sigs],
         )
 
-    NOT_BUILT: dict[int | str, dict[str, Any]] = {
-        **READ_ERRORS,
-        404: _err(404, "not_available", "not known where it was asked"),
-        501: _err(501, "not_implemented", "this build's control layer lacks the action"),
-    }
-
-    def _missing(what: str) -> JSONResponse:
-        return JSONResponse(
-            {"error": "not_implemented", "detail": f"the control layer of this build has no {what} yet"},
-            status_code=501,
+    @app.get(f"{API}/health", response_model=HealthOut, responses=READ_ERRORS, dependencies=[Read], tags=["read"])
+    def health() -> HealthOut:
+        """Trading state (pause folded in), breaker trips, data age and stale symbols, counter backend, latency."""
+        h = control.health()
+        return HealthOut(
+            state=h.state,
+            trading=_trading(h.trading),
+            paused=h.paused,
+            trips=[TripOut(breaker=t.breaker, detail=t.detail, ts_ms=t.ts_ms) for t in h.trips],
+            data_age_s={k: _finite(v) for k, v in h.data_age_s.items()},
+            max_data_age_s=_finite(h.max_data_age_s),
+            stale=list(h.stale),
+            counter_backend=h.counter_backend,
+            last_event=h.last_event,
+            latency_p50_ms=_finite(h.latency_p50_ms),
+            latency_p99_ms=_finite(h.latency_p99_ms),
+            live=h.live,
         )
 
-    @app.get(f"{API}/health", response_model=HealthOut, responses=NOT_BUILT, dependencies=[Read], tags=["read"])
-    def health() -> HealthOut | JSONResponse:
-        """Trading state (pause folded in), breaker trips, data age and stale symbols, counter backend, latency."""
-        fn = getattr(control, "health", None)
-        if fn is None:
-            return _missing("health report")
-        return HealthOut.model_validate(_plain(fn()))
-
-    @app.get(f"{API}/balance", response_model=BalanceOut, responses=NOT_BUILT, dependencies=[Read], tags=["read"])
-    async def balance() -> BalanceOut | JSONResponse:
+    @app.get(
+        f"{API}/balance",
+        response_model=BalanceOut,
+        responses={**READ_ERRORS, 404: _err(404, "not_available", "no balance known where it was asked")},
+        dependencies=[Read],
+        tags=["read"],
+    )
+    async def balance() -> BalanceOut:
         """The account's equity where it is kept (the paper broker in the runner, or Binance's account)."""
-        fn = getattr(control, "balance", None)
-        if fn is None:
-            return _missing("balance")
-        return BalanceOut.model_validate(_plain(await fn()))
+        return BalanceOut.model_validate(_plain(await control.balance()))
 
-    @app.get(f"{API}/version", response_model=VersionOut, responses=NOT_BUILT, dependencies=[Read], tags=["read"])
-    def version_() -> VersionOut | JSONResponse:
-        fn = getattr(control, "version", None)
-        if fn is None:
-            return _missing("version report")
-        return VersionOut.model_validate(_plain(fn()))
+    @app.get(f"{API}/version", response_model=VersionOut, responses=READ_ERRORS, dependencies=[Read], tags=["read"])
+    def version_() -> VersionOut:
+        return VersionOut.model_validate(_plain(control.version()))
 
-    @app.get(f"{API}/config", response_model=ConfigOut, responses=NOT_BUILT, dependencies=[Read], tags=["read"])
-    def config() -> ConfigOut | JSONResponse:
+    @app.get(
+        f"{API}/config",
+        response_model=ConfigOut,
+        responses={**READ_ERRORS, 404: _err(404, "not_available", "the settings are not known here")},
+        dependencies=[Read],
+        tags=["read"],
+    )
+    def config() -> ConfigOut:
         """The effective settings, secrets redacted (as ``config show`` and Telegram's /show_config)."""
-        fn = getattr(control, "show_config", None)
-        if fn is None:
-            return _missing("settings view")
-        return ConfigOut(settings=_plain(fn()))
+        return ConfigOut(settings=_plain(control.show_config()))
 
     # -- writes ---------------------------------------------------------------------------------------------
     def action(name: str, by: str, changed: bool, detail: str = "", result: Any = None) -> ActionOut:
@@ -485,15 +477,11 @@ def create_app(control: Control, settings: Settings, *, probe: LiveProbe | None 
 
     @app.post(f"{API}/control/resume", response_model=ActionOut, responses=WRITE_ERRORS, tags=["control"])
     def resume(by: Writer, body: ConfirmIn | None = None) -> ActionOut:
-        """Allow new signals again; clearing a breaker halt or a stop-entry needs ``confirm: true``."""
-        confirm = body.confirm if body else False
-        before = control.trading()
-        if before.state != "ACTIVE" and not confirm:
-            raise ConfirmationRequired(
-                f'trading is {before.line}; resuming clears it: send {{"confirm": true}} to do it'
-            )
-        r = control.resume(by)
-        return action("resume", by, r.was_paused or before.state != "ACTIVE", r.trading, r)
+        """Allow new signals again; clearing a breaker's halt needs ``confirm: true`` and is refused (409) while its
+        cause persists (data still stale, Redis still gone)."""
+        r = control.resume(by, confirm=body.confirm if body else False)
+        changed = r.was_paused or r.trading_before.state != "ACTIVE"
+        return action("resume", by, changed, r.trading + (f" (not checked: {r.unchecked})" if r.unchecked else ""), r)
 
     @app.post(f"{API}/control/stop-entry", response_model=ActionOut, responses=WRITE_ERRORS, tags=["control"])
     def stop_entry(by: Writer, body: ConfirmIn | None = None) -> ActionOut:
@@ -501,22 +489,12 @@ def create_app(control: Control, settings: Settings, *, probe: LiveProbe | None 
         r = control.stop_entry(by)
         return action("stop-entry", by, r.changed, "no new entries, exits continue", r)
 
-    @app.post(
-        f"{API}/control/force-exit",
-        response_model=ActionOut,
-        responses={**WRITE_ERRORS, 501: _err(501, "not_implemented", "this build's control layer has no force-exit")},
-        tags=["control"],
-    )
-    async def force_exit(by: Writer, body: ForceExitIn) -> ActionOut | JSONResponse:
-        """Close one symbol's position at market (needs ``confirm: true``)."""
-        fx = getattr(control, "force_exit", None)
-        if fx is None:
-            return JSONResponse(
-                {"error": "not_implemented", "detail": "the control layer of this build has no force-exit yet"},
-                status_code=501,
-            )
-        r = await fx(body.symbol.upper(), confirm=body.confirm, by=by)
-        return action("force-exit", by, True, f"force-exit {body.symbol.upper()}", r)
+    @app.post(f"{API}/control/force-exit", response_model=ActionOut, responses=WRITE_ERRORS, tags=["control"])
+    async def force_exit(by: Writer, body: ForceExitIn) -> ActionOut:
+        """Close one symbol's position at market and cancel its stop and target (needs ``confirm: true``)."""
+        r = await control.force_exit(body.symbol, confirm=body.confirm, by=by)
+        detail = f"force-exit {r.symbol}: {r.status}" + (f" ({'; '.join(r.errors)})" if r.errors else "")
+        return action("force-exit", by, r.closed, detail, r)
 
     @app.post(f"{API}/control/kill", response_model=ActionOut, responses=WRITE_ERRORS, tags=["control"])
     async def kill(by: Writer, body: ConfirmIn) -> ActionOut:

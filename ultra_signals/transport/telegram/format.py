@@ -16,14 +16,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ultra_signals.control.model import (
+    BalanceInfo,
     Caps,
+    ForceExitResult,
+    Health,
     KillResult,
     PauseResult,
+    PnlReport,
     Position,
     ResumeResult,
     SignalRow,
     Status,
     StopEntryResult,
+    VersionInfo,
 )
 from ultra_signals.core.decision import Decision
 from ultra_signals.core.notices import Notice
@@ -232,7 +237,8 @@ def pause_text(r: PauseResult) -> str:
 
 
 def resume_text(r: ResumeResult) -> str:
-    return f"Resumed: new signals are allowed again; {r.trading}."
+    text = f"Resumed: new signals are allowed again; {r.trading}."
+    return text + (f"\nNot checked from here: {r.unchecked}." if r.unchecked else "")
 
 
 def stop_entry_text(r: StopEntryResult) -> str:
@@ -249,5 +255,91 @@ def kill_text(r: KillResult) -> str:
         )
     else:
         lines.append("paper positions are closed by the runner when it reads the HALT (within 1 s)")
+    lines += [f"error: {e}" for e in r.errors]
+    return "\n".join(lines)
+
+
+def _usdt(v: float) -> str:
+    return f"{v:+.2f} USDT"
+
+
+def _wins(trades: int, wins: int) -> str:
+    return f"{trades} trade(s), {wins} win(s)" if trades else "no closed trades"
+
+
+def pnl_text(r: PnlReport, *, daily: bool = False) -> str:
+    """/profit: today, since the start and what is open; /daily: one line per day (both from the same report)."""
+    if r.run_id is None:
+        return "No runs in the journal yet."
+    if r.today is None:
+        return f"Run {r.run_id}: no market time and no closed trade yet."
+    lines = [f"PnL of run {r.run_id} (realised, net of fees and funding; days in UTC market time)"]
+    if not daily:
+        lines.append(f"today {r.today}: {_usdt(r.realized_today)} ({_wins(r.trades_today, r.wins_today)})")
+        lines.append(f"since start: {_usdt(r.realized_total)} ({_wins(r.trades_total, r.wins_total)})")
+        lines.append(f"fees paid: {r.fees_total:.2f} USDT")
+    if daily or len(r.days) > 1:
+        lines += [f"{d.day}: {_usdt(d.realized)} ({_wins(d.trades, d.wins)})" for d in r.days]
+    if r.open_positions:
+        unreal = "mark unknown" if r.unrealized is None else _usdt(r.unrealized)
+        lines.append(f"open: {r.open_positions} position(s), unrealised {unreal} ({r.marked} with a mark)")
+    else:
+        lines.append("open: no positions")
+    return "\n".join(lines)
+
+
+def balance_text(b: BalanceInfo) -> str:
+    line = f"Balance ({b.source}): {b.equity:.2f} {b.asset}"
+    if b.start_equity is not None:
+        line += f" (started at {b.start_equity:.2f}, {b.equity - b.start_equity:+.2f})"
+    return line + (f"\n{b.detail}" if b.detail else "")
+
+
+def health_text(h: Health) -> str:
+    data: dict[str, Any] = {"state": h.state, "trading": h.trading.line, "paused": "yes" if h.paused else "no"}
+    if h.run is not None:
+        data["run"] = f"{h.run.run_id} ({h.run.status})"
+    data["last_event"] = h.last_event or "-"
+    if h.data_age_s:
+        data["data_age"] = {k: _age(v) for k, v in h.data_age_s.items()}
+        if h.max_data_age_s is not None:
+            data["data_age_max"] = f"{h.max_data_age_s:g}s"
+        data["stale"] = list(h.stale) or "none"
+    data["counter_backend"] = h.counter_backend or "unknown here"
+    if h.latency_p50_ms is not None and h.latency_p99_ms is not None:
+        data["latency"] = f"p50 {h.latency_p50_ms:.1f} ms, p99 {h.latency_p99_ms:.1f} ms"
+    data["breaker_trips"] = [f"{t.breaker} ({t.detail})" for t in h.trips] or "none"
+    return kv_text("Health", data)
+
+
+def _flatten(prefix: str, node: Any, out: list[str]) -> None:
+    if isinstance(node, Mapping) and node:
+        for k, v in node.items():
+            _flatten(f"{prefix}{k}.", v, out)
+        return
+    out.append(f"{prefix[:-1]}: {_value(node) if node not in (None, '') else '-'}")
+
+
+def config_text(cfg: Mapping[str, Any]) -> str:
+    """The redacted settings, one ``section.key: value`` line each (secrets already ``***``)."""
+    lines: list[str] = []
+    _flatten("", cfg, lines)
+    return "\n".join(["Effective settings (secrets hidden)", *lines])
+
+
+def version_text(v: VersionInfo) -> str:
+    return f"ultra-signals {v.version}\ngit: {v.git_commit or 'unknown (not a checkout)'}\npython: {v.python}"
+
+
+def force_exit_text(r: ForceExitResult) -> str:
+    head = f"Force-exit {r.symbol}"
+    if r.decision_id:
+        head += f" (trade {r.decision_id}, {r.venue or '?'})"
+    if r.status == "closed":
+        price = f" at {fmt_price(r.exit_price)}" if r.exit_price else ""
+        pnl = f", PnL {_usdt(r.pnl)}" if r.pnl is not None else ""
+        lines = [f"{head}: closed{price}{pnl}"]
+    else:
+        lines = [f"{head}: {r.status}; the exit order did not fill yet, check /positions"]
     lines += [f"error: {e}" for e in r.errors]
     return "\n".join(lines)

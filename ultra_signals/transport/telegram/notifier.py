@@ -60,6 +60,7 @@ class TelegramNotifier:
         drain_timeout_s: float = 5.0,
         idle_poll_s: float = 1.0,
         allowed_chat_ids: Sequence[str] = (),
+        allowed_users: Sequence[str] = (),
         commands_enabled: bool = True,
         poll_timeout_s: int = 25,
     ) -> None:
@@ -76,6 +77,7 @@ class TelegramNotifier:
         self.drain_timeout_s = drain_timeout_s
         self.idle_poll_s = idle_poll_s
         self.allowed_chat_ids = [str(c) for c in allowed_chat_ids]
+        self.allowed_users = [str(u) for u in allowed_users]
         self.commands_enabled = commands_enabled
         self.poll_timeout_s = poll_timeout_s
         self.commands: CommandHandler | None = None
@@ -185,11 +187,19 @@ class TelegramNotifier:
         if not self.allowed_chat_ids:
             log.info("telegram: no telegram.allowed_chat_ids, operator commands are off")
             return None
+        if self.mode in ("canary", "live") and not self.allowed_users:
+            log.warning(
+                "telegram: telegram.allowed_users is empty: in %s /resume, /stopentry, /forceexit and /kill are "
+                "refused (group membership is not authentication)",
+                self.mode,
+            )
         self.commands = CommandHandler(
             self.client,
             self.reply,
             control,
             self.allowed_chat_ids,
+            allowed_users=self.allowed_users,
+            mode=self.mode,
             metrics=self.metrics,
             poll_timeout_s=self.poll_timeout_s,
             backoff_initial_s=self.backoff_initial_s,
@@ -402,6 +412,7 @@ def make_telegram_notifier(settings: Settings, metrics: Metrics | None, engine: 
         digest_interval_s=t.digest_interval_s,
         drain_timeout_s=t.drain_timeout_s,
         allowed_chat_ids=t.allowed_chat_ids,
+        allowed_users=t.allowed_users,
         commands_enabled=t.commands,
         poll_timeout_s=t.poll_timeout_s,
     )
