@@ -69,6 +69,7 @@ def test_page_shows_the_run_and_pauses_it(tmp_path: Path, chromium: Path) -> Non
                     seen["marks"] = await page.locator("#charts .signal-mark").count()
                     seen["decisions"] = await page.locator("#decision-rows tr").count()
                     seen["signals"] = await page.locator("#signal-rows tr").count()
+                    seen["pnl"] = await page.text_content("#pnl-rows")
                     seen["overflow"] = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
                     # Pause without the token is refused on the page, nothing changes
                     await page.click("#btn-pause")
@@ -97,6 +98,7 @@ def test_page_shows_the_run_and_pauses_it(tmp_path: Path, chromium: Path) -> Non
     assert seen["cap_day"] == f"{caps['day'].used} / {caps['day'].cap}"
     assert seen["charts"] == len(st.symbols) and seen["marks"] >= 1 and seen["decisions"] == 15
     assert seen["signals"] == min(5, len(run.control().recent_signals(50)))
+    assert f"since start{run.control().pnl(1).realized_total:+.2f} USDT" in seen["pnl"]
     assert seen["overflow"] <= 0, "the page must not scroll sideways on a phone"
     assert seen["no_token_msg"] == "type the write token first"
     assert seen["state_after"] == "PAUSED" and seen["msg"].startswith("pause: done")
