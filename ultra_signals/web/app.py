@@ -296,18 +296,27 @@ def create_app(control: Control, settings: Settings, *, probe: LiveProbe | None 
             data_age_s={k: _finite(v) for k, v in run.data_age_s.items()} if run else {},
         )
 
-    @app.get(f"{API}/caps", response_model=CapsOut, responses=READ_ERRORS, dependencies=[Read], tags=["read"])
+    @app.get(
+        f"{API}/caps",
+        response_model=CapsOut,
+        responses={
+            **READ_ERRORS,
+            404: _err(404, "not_available", "no decisions yet: the windows start with the first"),
+        },
+        dependencies=[Read],
+        tags=["read"],
+    )
     def caps() -> CapsOut:
         """Allowed signals in the trailing hour and day windows against their caps (per symbol when set)."""
-        c = control.status().caps
-        windows = [] if c is None else [CapWindowOut(name=w.name, used=w.used, cap=w.cap) for w in c.windows]
+        c = control.caps()
+        windows = [CapWindowOut(name=w.name, used=w.used, cap=w.cap) for w in c.windows]
         per_symbol: dict[str, list[CapWindowOut]] = {}
         if probe is not None and any(v is not None for v in per_symbol_caps.values()):
             for sym, counts in sorted(probe.symbol_windows().items()):
                 per_symbol[sym] = [
                     CapWindowOut(name=w, used=int(counts.get(w, 0)), cap=per_symbol_caps[w]) for w in ("hour", "day")
                 ]
-        return CapsOut(windows=windows, at_market_time=c.at_market_time if c else None, per_symbol=per_symbol)
+        return CapsOut(windows=windows, at_market_time=c.at_market_time, per_symbol=per_symbol)
 
     @app.get(f"{API}/decisions", response_model=DecisionsOut, responses=READ_ERRORS, dependencies=[Read], tags=["read"])
     def decisions(limit: Annotated[int, Query(ge=1, le=MAX_DECISIONS)] = 20) -> DecisionsOut:

@@ -122,7 +122,6 @@ function renderCaps(c) {
   const rows = c.windows.map(capRow);
   for (const [sym, ws] of Object.entries(c.per_symbol || {}))
     for (const w of ws) rows.push(capRow({ ...w, name: sym + " " + w.name }));
-  if (!rows.length) rows.push(row(["no decisions yet"], ["dim"]));
   fill("caps-rows", rows);
 }
 function renderDecisions(d) {
@@ -187,7 +186,7 @@ function renderPnl(p) {
   ]);
 }
 async function refresh() {
-  const jobs = [["/status", renderStatus], ["/caps", renderCaps], ["/decisions?limit=15", renderDecisions],
+  const jobs = [["/status", renderStatus], ["/decisions?limit=15", renderDecisions],
     ["/signals?limit=5", renderSignals],
     ["/blocked", renderBlocked], ["/positions", renderPositions], ["/latency", renderLatency],
     ["/prices", renderCharts]];
@@ -195,6 +194,9 @@ async function refresh() {
   await Promise.all(jobs.map(async ([path, fn]) => {
     try { fn(await get(path)); } catch (e) { errors.push(e.message); }
   }));
+  try { renderCaps(await get("/caps")); } catch (e) {  // 404 before the run's first decision
+    fill("caps-rows", [row([e.message.replace(/^\/caps: /, "")], ["dim"])]);
+  }
   try { renderPnl(await get("/pnl")); } catch (e) {  // a build without a PnL report answers 501: say so, calmly
     fill("pnl-rows", [row([e.message], ["dim"])]);
   }
