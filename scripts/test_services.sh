@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Make sure the real parts the tests talk to are present: a Redis on 127.0.0.1:6379 (started if none answers)
-# and Prometheus' promtool/server (Debian package `prometheus`) for the Prometheus kit tests.
+# Make sure the real parts the tests talk to are present: a Redis on 127.0.0.1:6379 (started if none answers),
+# Prometheus' promtool/server (Debian package `prometheus`) for the Prometheus kit tests, and Debian's `chromium`
+# (driven by Playwright) for the web page's browser test.
 set -u
 if ! (exec 3<>/dev/tcp/127.0.0.1/6379 && printf 'PING\r\n' >&3 && head -c 5 <&3 | grep -q PONG) 2>/dev/null; then
   if command -v redis-server >/dev/null 2>&1; then
@@ -32,6 +33,15 @@ if ! command -v amtool >/dev/null 2>&1; then
       || echo "test services: could not install prometheus-alertmanager; its test will skip (or fail under CI=true)" >&2
   else
     echo "test services: amtool not found; the Alertmanager config test will skip (or fail under CI=true)" >&2
+  fi
+fi
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test services: installing Debian's chromium package (the web page's browser test)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1 \
+      || echo "test services: could not install chromium; the browser test will skip (or fail under CI=true)" >&2
+  else
+    echo "test services: /usr/bin/chromium not found; the browser test will skip (or fail under CI=true)" >&2
   fi
 fi
 exit 0

@@ -31,7 +31,9 @@ BINANCE_KEY = "SECRETbinancekey0123456789"
 BINANCE_SECRET = "SECRETbinancesecret9876543210"
 REDIS_PW = "SECRET-redis-pw-7788"
 PG_PW = "SECRET-pg-pw-5566"
-SECRETS = (BOT_TOKEN, BINANCE_KEY, BINANCE_SECRET, REDIS_PW, PG_PW)
+WEB_READ = "SECRET-web-read-token-1122"
+WEB_WRITE = "SECRET-web-write-token-3344"
+SECRETS = (BOT_TOKEN, BINANCE_KEY, BINANCE_SECRET, REDIS_PW, PG_PW, WEB_READ, WEB_WRITE)
 
 
 def _forms(secret: str) -> set[str]:
@@ -78,6 +80,7 @@ def test_no_secret_in_any_output_log_report_decisions_or_journal_row(
     secrets_file = tmp_path / "secrets.env"
     secrets_file.write_text(
         f"ULTRA_SIGNALS_BINANCE__API_KEY={BINANCE_KEY}\nULTRA_SIGNALS_BINANCE__API_SECRET='{BINANCE_SECRET}'\n"
+        f"ULTRA_SIGNALS_WEB__READ_TOKEN={WEB_READ}\nULTRA_SIGNALS_WEB__WRITE_TOKEN={WEB_WRITE}\n"
     )
     outputs: list[tuple[str, str]] = []
 
@@ -112,8 +115,9 @@ def test_no_secret_in_any_output_log_report_decisions_or_journal_row(
     with FakeBotApi(token=BOT_TOKEN) as api:
         # A shadow run with every secret in play, logs as JSON lines at debug level for libraries too (-vv).
         # 60 minutes cannot exercise the daily cap: the report says NO-GO and the exit status is 1 (not a crash).
-        run("--log-format", "json", "-vv", "shadow", "--duration", "60", "--metrics-port", "0",
+        run("--log-format", "json", "-vv", "shadow", "--duration", "60", "--metrics-port", "0", "--web-port", "0",
             "--decisions-out", str(decisions), expect=1)  # fmt: skip
+        assert "web UI: http://127.0.0.1:" in outputs[-1][1], "the status page (with both tokens) was served"
         assert api.wait_until(lambda: len(api.delivered) > 0), "the run should have used the Bot API"
         run("config", "show")
         run("config", "show", "--json")

@@ -30,9 +30,12 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from ultra_signals.control import Control
+    from ultra_signals.control.view import RunView
     from ultra_signals.counters.fleet import FleetBeacon
     from ultra_signals.execution.base import Executor
     from ultra_signals.execution.lease import ExecutorLease
+    from ultra_signals.web.server import WebServer
 
 
 class BootstrapError(RuntimeError):
@@ -332,13 +335,15 @@ def build_runner(
     overwrite: bool = False,
     speed: float | None = None,
     serve_metrics: bool = True,
+    serve_web: bool | None = None,
     on_progress: Callable[[RunStats, int], None] | None = None,
     console: Console | None = None,
 ) -> Runner:
     """A runner wired from the settings, with whatever parts the caller already holds.
 
     ``executor``: True builds the one the settings ask for (none when ``execution.broker`` is ``none``), False or
-    None runs without one, an instance is used as given.
+    None runs without one, an instance is used as given.  ``serve_web``: the status page when ``web.enabled``
+    (None: as ``serve_metrics``, so a caller that asked for no exporter opens no port at all).
     """
     from ultra_signals.counters.factory import make_counters
 
@@ -402,21 +407,40 @@ def build_runner(
     wire_universe_refresh(settings, runner, metrics)
     attach = getattr(notifier, "attach_commands", None)
     if attach is not None:  # Telegram answers operator commands from this run, through the control layer
-        from ultra_signals.control import Control
-        from ultra_signals.control.exits import executor_balance, executor_closer
-        from ultra_signals.control.kill import exchange_flattener
-        from ultra_signals.execution.executor import TradingExecutor
         from ultra_signals.live.view import RunnerView
 
-        trading = exe if isinstance(exe, TradingExecutor) else None
-        attach(
-            Control(
-                journal,
-                RunnerView(runner),
-                flatten=exchange_flattener(settings),
-                close=executor_closer(trading, runner.clock.now_ms) if trading is not None else None,
-                balance=executor_balance(trading) if trading is not None else None,
-                settings=settings,
-            )
-        )
+        attach(build_control(settings, journal, RunnerView(runner), runner, exe))
+    if (serve_metrics if serve_web is None else serve_web) and settings.web.enabled:
+        runner.web = build_web(settings, journal, runner, exe)
     return runner
+
+
+def build_control(settings: Settings, journal: Journal, view: RunView, runner: Runner, exe: Executor | None) -> Control:
+    """The operator actions over this run, the same for Telegram and the web page: the exchange's flatten for a
+    kill, and the executor's close and balance when this run trades (force-exit, /balance)."""
+    from ultra_signals.control import Control
+    from ultra_signals.control.exits import executor_balance, executor_closer
+    from ultra_signals.control.kill import exchange_flattener
+    from ultra_signals.execution.executor import TradingExecutor
+
+    trading = exe if isinstance(exe, TradingExecutor) else None
+    return Control(
+        journal,
+        view,
+        flatten=exchange_flattener(settings),
+        close=executor_closer(trading, runner.clock.now_ms) if trading is not None else None,
+        balance=executor_balance(trading) if trading is not None else None,
+        settings=settings,
+    )
+
+
+def build_web(settings: Settings, journal: Journal, runner: Runner, exe: Executor | None = None) -> WebServer:
+    """The status page and API over this run, through the same control layer as the CLI and Telegram.
+
+    Only the server module is imported here; FastAPI and uvicorn load when it starts.
+    """
+    from ultra_signals.live.view import RunnerView
+    from ultra_signals.web.server import WebServer
+
+    view = RunnerView(runner)
+    return WebServer(build_control(settings, journal, view, runner, exe), settings, probe=view)

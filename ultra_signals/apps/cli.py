@@ -251,6 +251,10 @@ def _run(
         end, start = source.run_end_ms, source.run_start_ms
         planned = (end - start) / 1000.0 / speed if speed and end is not None else None
         runfile.started(st.run_id, url, planned)
+        if st.web_url:
+            console.print(f"web UI: {st.web_url} (docs/web.md)", soft_wrap=True)
+        elif st.web_error:
+            console.print(f"[yellow]notice:[/] status page not started: {st.web_error}", soft_wrap=True)
 
     runner.on_started = on_started
 
@@ -381,6 +385,9 @@ def shadow(
     decisions_out: Annotated[str | None, typer.Option(help="Write one JSON line per candidate here.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --decisions-out file.")] = False,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus exporter port (0 = any free).")] = None,
+    web_port: Annotated[
+        int | None, typer.Option(help="Status page / REST API port (0 = any free); web.enabled turns it on.")
+    ] = None,
     journal: Annotated[str | None, typer.Option(help="Journal SQLAlchemy URL.")] = None,
     namespace: Annotated[str | None, typer.Option(help="Counter namespace shared with other runners.")] = None,
     seed: Annotated[int | None, typer.Option(help="Simulator seed.")] = None,
@@ -400,6 +407,8 @@ def shadow(
         overrides["runtime.symbols"] = symbols
     if metrics_port is not None:
         overrides["metrics.port"] = metrics_port
+    if web_port is not None:
+        overrides["web.port"] = web_port
     if journal:
         overrides["journal.url"] = journal
     if seed is not None:
@@ -452,6 +461,9 @@ def replay(
     decisions_out: Annotated[str | None, typer.Option(help="Write one JSON line per candidate here.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --decisions-out file.")] = False,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus exporter port (0 = any free).")] = None,
+    web_port: Annotated[
+        int | None, typer.Option(help="Status page / REST API port (0 = any free); web.enabled turns it on.")
+    ] = None,
     journal: Annotated[str | None, typer.Option(help="Journal SQLAlchemy URL.")] = None,
     namespace: Annotated[str | None, typer.Option(help="Counter namespace shared with other runners.")] = None,
     report: Annotated[bool, typer.Option(help="Write the run report.")] = True,
@@ -474,6 +486,8 @@ def replay(
             overrides["runtime.primary_timeframe"] = sort_timeframes(tfs)[0]
     if metrics_port is not None:
         overrides["metrics.port"] = metrics_port
+    if web_port is not None:
+        overrides["web.port"] = web_port
     if journal:
         overrides["journal.url"] = journal
     settings = _settings(profile, secrets_file, overrides)

@@ -428,6 +428,58 @@ class MetricsSettings(_Section):
     self_scrape_s: float = Field(default=10.0, ge=0.0, le=3_600.0)
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+class WebSettings(_Section):
+    """The status page and REST API the runner serves (``ultra_signals/web``, docs/web.md).
+
+    Bound to loopback by default; to reach it from a phone, put a TLS reverse proxy in front (docs/web.md) and set
+    ``read_token``.  The tokens are secrets: only from the environment (``ULTRA_SIGNALS_WEB__READ_TOKEN``,
+    ``ULTRA_SIGNALS_WEB__WRITE_TOKEN``) or a secrets file, never YAML.  Without ``write_token`` every control
+    action is refused; without ``read_token`` reads are answered to loopback clients only, and a host that is not
+    loopback is refused at start.
+    """
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    #: 0 picks a free port (printed at start, like the metrics port).
+    port: int = Field(default=8108, ge=0, le=65535)
+    read_token: SecretStr | None = None
+    write_token: SecretStr | None = None
+    #: Per-client token buckets: control actions (and refused token attempts) and reads.
+    write_burst: int = Field(default=5, ge=1, le=1_000)
+    write_per_minute: float = Field(default=10.0, gt=0.0, le=6_000.0)
+    read_burst: int = Field(default=120, ge=1, le=100_000)
+    read_per_minute: float = Field(default=600.0, gt=0.0, le=600_000.0)
+    #: The page refreshes this often (wall seconds).
+    refresh_s: float = Field(default=2.0, ge=0.5, le=600.0)
+
+    @field_validator("read_token", "write_token")
+    @classmethod
+    def _token_strength(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and v.get_secret_value() and len(v.get_secret_value()) < 16:
+            raise ValueError("a web token must be at least 16 characters (e.g. `openssl rand -hex 24`)")
+        return None if v is None or not v.get_secret_value() else v
+
+    @model_validator(mode="after")
+    def _tokens_differ(self) -> WebSettings:
+        r, w = self.read_token, self.write_token
+        if r is not None and w is not None and r.get_secret_value() == w.get_secret_value():
+            raise ValueError("web.read_token and web.write_token must differ (a reader must not be able to act)")
+        if self.enabled and not self.loopback and r is None:
+            raise ValueError(
+                f"web.host {self.host!r} is not loopback and web.read_token is not set: the status page would be "
+                "open to anyone who can reach the host. Keep 127.0.0.1 and put a TLS reverse proxy in front "
+                "(docs/web.md), or set ULTRA_SIGNALS_WEB__READ_TOKEN"
+            )
+        return self
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+
 class NotifierSettings(_Section):
     sink: Literal["console", "telegram", "none"] = "console"
 
@@ -717,6 +769,7 @@ class Settings(BaseModel):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     notifier: NotifierSettings = Field(default_factory=NotifierSettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     binance: BinanceSettings = Field(default_factory=BinanceSettings)
@@ -756,7 +809,14 @@ class Settings(BaseModel):
 
 
 #: Dotted keys whose values are secrets: refused in YAML, redacted wherever settings are shown.
-SECRET_KEYS = {"redis.password", "telegram.bot_token", "binance.api_key", "binance.api_secret"}
+SECRET_KEYS = {
+    "redis.password",
+    "telegram.bot_token",
+    "binance.api_key",
+    "binance.api_secret",
+    "web.read_token",
+    "web.write_token",
+}
 #: Refuse settings files larger than this: no real settings file comes near it, a wrong path might.
 MAX_SETTINGS_BYTES = 1_000_000
 #: Settings nest three levels (section, key, map entry); anything much deeper is not a settings file.
@@ -1182,6 +1242,8 @@ def secret_values(settings: Settings) -> set[str]:
         settings.telegram.bot_token,
         settings.binance.api_key,
         settings.binance.api_secret,
+        settings.web.read_token,
+        settings.web.write_token,
     ):
         if s is not None and s.get_secret_value():
             out.add(s.get_secret_value())

@@ -66,3 +66,27 @@ def last_decision_ms(engine: Engine, run_id: str) -> int | None:
     with engine.connect() as c:
         ts = c.execute(select(func.max(decisions.c.ts)).where(decisions.c.run_id == run_id)).scalar()
     return None if ts is None else int(ts)
+
+
+def recent_decisions(engine: Engine, run_id: str, n: int) -> list[dict[str, Any]]:
+    """The last ``n`` decisions of a run, allowed and blocked, with the reason, newest first (the web page)."""
+    c_ = decisions.c
+    q = (
+        select(c_.ts, c_.symbol, c_.timeframe, c_.side, c_.allowed, c_.reason, c_.score, c_.entry, c_.stop)
+        .where(c_.run_id == run_id)
+        .order_by(c_.ts.desc(), c_.id.desc())
+        .limit(n)
+    )
+    with engine.connect() as c:
+        return [dict(r) for r in c.execute(q).mappings()]
+
+
+def blocked_counts(engine: Engine, run_id: str) -> dict[str, int]:
+    """Blocked candidates of a run by reason (what the journal holds: the runner flushes at least once a second)."""
+    q = (
+        select(decisions.c.reason, func.count())
+        .where(decisions.c.run_id == run_id, decisions.c.allowed.is_(False))
+        .group_by(decisions.c.reason)
+    )
+    with engine.connect() as c:
+        return {str(reason or "unknown"): int(n) for reason, n in c.execute(q)}

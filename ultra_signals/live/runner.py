@@ -20,7 +20,7 @@ from collections.abc import Callable, Container, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from ultra_signals.control.state import is_paused
 from ultra_signals.core.caps import Reservation, SniperCounters, policy_from
@@ -140,6 +140,8 @@ class RunStats:
     price_seen: dict[str, int] = field(default_factory=dict)
     executor_summary: dict[str, Any] = field(default_factory=dict)
     metrics_port: int | None = None
+    web_url: str | None = None  # the status page, while the run serves one
+    web_error: str | None = None  # why the status page could not start (the run went on without it)
     journal_url: str = ""
     decisions_out: str | None = None
 
@@ -153,6 +155,17 @@ class RunStats:
         if self.market_start_ms is None or self.market_end_ms is None:
             return 0.0
         return max(0.0, (self.market_end_ms - self.market_start_ms) / 1000.0)
+
+
+class SideService(Protocol):
+    """A service that lives exactly as long as the run (the web status page): built by ``bootstrap``."""
+
+    @property
+    def url(self) -> str | None: ...
+
+    async def start(self) -> int: ...
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +261,8 @@ class Runner:
         #: Symbols whose feed may fall silent on purpose (a delisting announced or done: the universe refresh's
         #: gate), left out of the staleness the breakers see — one settled contract must not halt the account.
         self.feed_exempt: Container[str] = ()
+        #: The status page and API (``web.enabled``): started with the run, stopped at its end.
+        self.web: SideService | None = None
         #: Called once the exporter is up (the CLI writes the run file a monitor finds the run by).
         self.on_started: Callable[[RunStats], None] | None = None
         self.finest_tf = info.timeframes[0] if info.timeframes else rt.timeframes[0]
@@ -319,6 +334,7 @@ class Runner:
                 )
             )
         )
+        await self._start_web()
         refresher = asyncio.create_task(self._refresh_loop(), name="metrics-refresh")
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="event-loop-heartbeat")
         background = [asyncio.create_task(work(), name=f"background-{i}") for i, work in enumerate(self.background)]
@@ -349,8 +365,25 @@ class Runner:
             await asyncio.gather(*tasks, return_exceptions=True)
             if st.metrics_port:
                 await self._self_scrape()
-            await self._finish(status)
+            try:
+                await self._finish(status)
+            finally:
+                if self.web is not None:
+                    await self.web.aclose()
         return st
+
+    async def _start_web(self) -> None:
+        """Serve the status page; a port that cannot be had is reported, not fatal (the page is an aid: a runner
+        that trades must not stop for it)."""
+        if self.web is None:
+            return
+        try:
+            await self.web.start()
+            self.stats.web_url = self.web.url
+        except Exception as e:
+            self.stats.web_error = str(e)
+            log.error("status page not started: %s", e)
+            self.web = None
 
     async def _consume(self) -> None:
         st = self.stats

@@ -67,3 +67,20 @@ class RunnerView:
         r = self.runner
         marks = {sym: closes[-1][1] for sym, closes in r.stats.prices.items() if closes}
         return open_positions(r.journal, r.run_id, marks)
+
+    # -- what the web page asks beyond the control reads (ultra_signals.web.app.LiveProbe) ------------------
+    def latency_stats(self) -> tuple[float | None, float | None, int]:
+        h = self.runner.stats.latencies_ms
+        if not h:
+            return None, None, 0
+        return h.quantile(0.50), h.quantile(0.99), len(h)
+
+    def prices(self) -> dict[str, list[tuple[int, float]]]:
+        """The runner's bounded close series per symbol, copied (the page reads them from another thread)."""
+        return {sym: list(pts) for sym, pts in list(self.runner.stats.prices.items())}
+
+    def symbol_windows(self) -> dict[str, dict[str, int]]:
+        r = self.runner
+        now_ms = r.clock.now_ms()
+        # Called from the web server's thread pool, never on the event loop: a Redis round trip here is fine.
+        return {sym: dict(r.counters.window_counts(now_ms, sym)) for sym in list(r.stats.symbols)}
