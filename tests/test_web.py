@@ -577,9 +577,9 @@ def test_cli_prints_the_web_url_and_help_does_not_load_the_web_stack(tmp_path: P
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert p.returncode == 0 and p.stdout.strip() == "[]", p.stderr
-    from tests.test_cli import cli
+    from tests.helpers import run_cli
 
-    p2 = cli(tmp_path, "shadow", "--duration", "30", "--metrics-port", "0", "--web-port", "0", "--no-report")
+    p2 = run_cli(tmp_path, "shadow", "--duration", "30", "--metrics-port", "0", "--web-port", "0", "--no-report")
     assert p2.returncode in (0, 1), p2.stderr
     urls = [ln for ln in p2.stdout.splitlines() if ln.startswith("web UI: http://127.0.0.1:")]
     assert len(urls) == 1, p2.stdout
