@@ -28,7 +28,7 @@ from redis import Redis
 from tests.conftest import REPO
 from tests.helpers import RecordingNotifier
 from tests.redis_proc import RedisProc, private_redis
-from ultra_signals.core.config import Settings, load_settings
+from ultra_signals.core.config import RedisSettings, Settings, load_settings
 from ultra_signals.core.decision import Candidate, Decision, Side
 from ultra_signals.core.events import Trade
 from ultra_signals.execution.breakers import Trip
@@ -71,6 +71,21 @@ def settings_for(path: Path, **over: Any) -> Settings:
         },
         environ={},
     )
+
+
+def sentinel_settings(addrs: list[str], master: str) -> RedisSettings:
+    """Redis through the Sentinel group, a write confirmed only once a replica holds it (``min_replicas_acked: 1``)."""
+    return load_settings(
+        overrides={
+            "redis.enabled": True,
+            "redis.sentinels": ",".join(addrs),
+            "redis.sentinel_master": master,
+            "redis.timeout_ms": 1000,
+            "redis.min_replicas_acked": 1,
+            "redis.wait_timeout_ms": 500,
+        },
+        environ={},
+    ).redis
 
 
 def decision(run_id: str, symbol: str, n: int = 0) -> Decision:
@@ -561,17 +576,7 @@ def test_sigkill_of_the_redis_primary_under_sentinel_loses_no_confirmed_decision
     (tmp_path / "sentinel").mkdir()
     group.start()
     try:
-        redis_settings = load_settings(
-            overrides={
-                "redis.enabled": True,
-                "redis.sentinels": ",".join(group.addrs),
-                "redis.sentinel_master": MASTER,
-                "redis.timeout_ms": 1000,
-                "redis.min_replicas_acked": 1,
-                "redis.wait_timeout_ms": 500,
-            },
-            environ={},
-        ).redis
+        redis_settings = sentinel_settings(group.addrs, MASTER)
 
         def clients() -> Redis:
             return connect(redis_settings)
@@ -754,17 +759,7 @@ def test_planned_sentinel_failover_mid_stream_three_shards_lose_nothing_and_run_
     (tmp_path / "sentinel").mkdir()
     group.start()
     try:
-        redis_settings = load_settings(
-            overrides={
-                "redis.enabled": True,
-                "redis.sentinels": ",".join(group.addrs),
-                "redis.sentinel_master": MASTER,
-                "redis.timeout_ms": 1000,
-                "redis.min_replicas_acked": 1,
-                "redis.wait_timeout_ms": 500,
-            },
-            environ={},
-        ).redis
+        redis_settings = sentinel_settings(group.addrs, MASTER)
 
         def clients() -> Redis:
             return connect(redis_settings)
