@@ -863,10 +863,7 @@ def test_a_trade_opened_by_the_previous_release_is_still_recognised_after_the_up
 
 def test_a_liquidation_closes_its_trade_with_exit_kind_liq_journaled_alerted_and_halted(tmp_path: Path) -> None:
     async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
-        d = decision(0)
-        e.on_signal(d)
-        await e.broker.drain()
-        await until_or_fail(entered(ex, e, d))
+        d = await enter(ex, e)
         await ex.pay_funding("BTCUSDT", "-0.12")
         await until_or_fail(lambda: e.trades[d.id].funding == pytest.approx(-0.12))
         await ex.set_price("BTCUSDT", "31900")  # still above the stop: only Binance's own order closes it
@@ -895,10 +892,7 @@ def test_an_adl_order_from_the_user_stream_closes_its_trade_with_exit_kind_adl(t
     """Binance's ADL order (client id ``adl_autoclose``) as the user stream carries it ("Event: Order Update")."""
 
     async def scenario(ex: FakeFuturesExchange, e: TradingExecutor, n: RecordingNotifier, j: Journal) -> None:
-        d = decision(0)
-        e.on_signal(d)
-        await e.broker.drain()
-        await until_or_fail(entered(ex, e, d))
+        d = await enter(ex, e)
         qty = str(e.trades[d.id].qty)
         adl = {"e": "ORDER_TRADE_UPDATE", "E": 10, "T": 10, "o": {"s": "BTCUSDT", "c": "adl_autoclose", "S": "SELL",
                "o": "LIMIT", "q": qty, "x": "TRADE", "X": "FILLED", "i": 777, "l": qty, "L": "32100", "n": "0",

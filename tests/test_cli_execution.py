@@ -151,13 +151,20 @@ def live_env(ex: FakeFuturesExchange) -> dict[str, str]:
     }
 
 
-def test_force_enter_then_force_exit_on_the_strict_fake(
-    tmp_path: Path, fake: tuple[FakeFuturesExchange, asyncio.AbstractEventLoop]
-) -> None:
+def btc_at_32000(
+    fake: tuple[FakeFuturesExchange, asyncio.AbstractEventLoop], tmp_path: Path
+) -> tuple[FakeFuturesExchange, str]:
+    """The strict fake with BTCUSDT at 32000 and 5m klines around it, and a fresh journal URL under ``tmp_path``."""
     ex, loop = fake
     on(loop, ex.set_price("BTCUSDT", "32000"))
     ex.klines[("BTCUSDT", "5m")] = synthetic_klines(32000.0)
-    url = f"sqlite:///{tmp_path}/journal.db"
+    return ex, f"sqlite:///{tmp_path}/journal.db"
+
+
+def test_force_enter_then_force_exit_on_the_strict_fake(
+    tmp_path: Path, fake: tuple[FakeFuturesExchange, asyncio.AbstractEventLoop]
+) -> None:
+    ex, url = btc_at_32000(fake, tmp_path)
     cli = CliRunner()
     common = ["--profile", "canary", "--journal-url", url]
     r = cli.invoke(app, ["force-enter", "BTCUSDT", "--side", "long", "--yes", *common], env=live_env(ex))
@@ -176,10 +183,7 @@ def test_force_enter_then_force_exit_on_the_strict_fake(
 def test_force_enter_min_size_and_the_halt_rule(
     tmp_path: Path, fake: tuple[FakeFuturesExchange, asyncio.AbstractEventLoop]
 ) -> None:
-    ex, loop = fake
-    on(loop, ex.set_price("BTCUSDT", "32000"))
-    ex.klines[("BTCUSDT", "5m")] = synthetic_klines(32000.0)
-    url = f"sqlite:///{tmp_path}/journal.db"
+    ex, url = btc_at_32000(fake, tmp_path)
     journal = Journal(url)
     halt_trading(journal, "drill", "halted for the test")
     journal.close()
@@ -209,11 +213,9 @@ def test_force_enter_min_size_and_the_halt_rule(
 def test_the_daily_ledger_matches_the_exchange_income_and_names_what_differs(
     tmp_path: Path, fake: tuple[FakeFuturesExchange, asyncio.AbstractEventLoop], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ex, loop = fake
     monkeypatch.chdir(tmp_path)
-    on(loop, ex.set_price("BTCUSDT", "32000"))
-    ex.klines[("BTCUSDT", "5m")] = synthetic_klines(32000.0)
-    url = f"sqlite:///{tmp_path}/journal.db"
+    ex, url = btc_at_32000(fake, tmp_path)
+    loop = fake[1]
     cli = CliRunner()
     common = ["--profile", "canary", "--journal-url", url]
     assert (
@@ -255,10 +257,7 @@ def test_force_enter_passes_the_portfolio_limits_like_any_entry(
     tmp_path: Path, fake: tuple[FakeFuturesExchange, asyncio.AbstractEventLoop]
 ) -> None:
     """A forced entry is refused by ``execution.portfolio`` exactly as a pipeline one: reason journaled, nothing sent."""
-    ex, loop = fake
-    on(loop, ex.set_price("BTCUSDT", "32000"))
-    ex.klines[("BTCUSDT", "5m")] = synthetic_klines(32000.0)
-    url = f"sqlite:///{tmp_path}/journal.db"
+    ex, url = btc_at_32000(fake, tmp_path)
     env = {**live_env(ex), "ULTRA_SIGNALS_EXECUTION__PORTFOLIO__MAX_TOTAL_NOTIONAL_USDT": "100"}
     r = CliRunner().invoke(
         app, ["force-enter", "BTCUSDT", "--side", "long", "--yes", "--profile", "canary", "--journal-url", url], env=env

@@ -16,9 +16,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import given
@@ -28,7 +29,7 @@ from redis import Redis
 from tests.conftest import REPO
 from tests.helpers import RecordingNotifier
 from tests.redis_proc import RedisProc, private_redis
-from ultra_signals.core.config import Settings, load_settings
+from ultra_signals.core.config import RedisSettings, Settings, load_settings
 from ultra_signals.core.decision import Candidate, Decision, Side
 from ultra_signals.core.events import Trade
 from ultra_signals.execution.breakers import Trip
@@ -38,6 +39,9 @@ from ultra_signals.execution.lease import ExecutorLease, wait_for_lease
 from ultra_signals.journal.trading import ExecStore
 from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.metrics import Metrics
+
+if TYPE_CHECKING:
+    from tests.sentinel_proc import SentinelGroup
 
 pytestmark = pytest.mark.timeout(90)
 T0 = 1_767_571_200_000  # 2026-01-05 00:00 UTC
@@ -71,6 +75,42 @@ def settings_for(path: Path, **over: Any) -> Settings:
         },
         environ={},
     )
+
+
+@contextmanager
+def sentinel_group(tmp_path: Path) -> Iterator[tuple[SentinelGroup, Callable[[], Redis]]]:
+    """A running Sentinel group (one primary, one replica, three Sentinels) under ``tmp_path / "sentinel"`` and a
+    factory of clients through it (:func:`sentinel_settings`); stopped on the way out."""
+    from tests.sentinel_proc import MASTER, SentinelGroup
+    from ultra_signals.counters.redis_backend import connect
+
+    group = SentinelGroup(tmp_path / "sentinel")
+    (tmp_path / "sentinel").mkdir()
+    group.start()
+    try:
+        redis_settings = sentinel_settings(group.addrs, MASTER)
+
+        def clients() -> Redis:
+            return connect(redis_settings)
+
+        yield group, clients
+    finally:
+        group.stop()
+
+
+def sentinel_settings(addrs: list[str], master: str) -> RedisSettings:
+    """Redis through the Sentinel group, a write confirmed only once a replica holds it (``min_replicas_acked: 1``)."""
+    return load_settings(
+        overrides={
+            "redis.enabled": True,
+            "redis.sentinels": ",".join(addrs),
+            "redis.sentinel_master": master,
+            "redis.timeout_ms": 1000,
+            "redis.min_replicas_acked": 1,
+            "redis.wait_timeout_ms": 500,
+        },
+        environ={},
+    ).redis
 
 
 def decision(run_id: str, symbol: str, n: int = 0) -> Decision:
@@ -554,28 +594,7 @@ def test_sigkill_of_the_redis_primary_under_sentinel_loses_no_confirmed_decision
     decision is executed exactly once on the new master."""
     import time
 
-    from tests.sentinel_proc import MASTER, SentinelGroup
-    from ultra_signals.counters.redis_backend import connect
-
-    group = SentinelGroup(tmp_path / "sentinel")
-    (tmp_path / "sentinel").mkdir()
-    group.start()
-    try:
-        redis_settings = load_settings(
-            overrides={
-                "redis.enabled": True,
-                "redis.sentinels": ",".join(group.addrs),
-                "redis.sentinel_master": MASTER,
-                "redis.timeout_ms": 1000,
-                "redis.min_replicas_acked": 1,
-                "redis.wait_timeout_ms": 500,
-            },
-            environ={},
-        ).redis
-
-        def clients() -> Redis:
-            return connect(redis_settings)
-
+    with sentinel_group(tmp_path) as (group, clients):
         over: dict[str, Any] = {"execution.throttles.max_open_positions": 50}
         producer = shard(0, tmp_path / "producer", "run-producer", clients, **over)
         leader = shard(0, tmp_path / "leader", "run-leader", clients, ttl_ms=30_000, **over)
@@ -620,8 +639,6 @@ def test_sigkill_of_the_redis_primary_under_sentinel_loses_no_confirmed_decision
         assert [inbox.state(k) for k in keys] == ["done|submitted"] * 9  # none lost, none twice
         assert sorted(t.symbol for t in leader.inner.portfolio.trades.values()) == sorted(SYMBOLS[:9])
         assert leader.lease.token == 1  # the lease (confirmed with the rest) survived the failover
-    finally:
-        group.stop()
 
 
 def test_an_executor_error_on_one_decision_leaves_it_in_doubt_and_the_pump_running(
@@ -747,28 +764,7 @@ def test_planned_sentinel_failover_mid_stream_three_shards_lose_nothing_and_run_
     master (issue 14: the planned failover with the inbox)."""
     import time
 
-    from tests.sentinel_proc import MASTER, SentinelGroup
-    from ultra_signals.counters.redis_backend import connect
-
-    group = SentinelGroup(tmp_path / "sentinel")
-    (tmp_path / "sentinel").mkdir()
-    group.start()
-    try:
-        redis_settings = load_settings(
-            overrides={
-                "redis.enabled": True,
-                "redis.sentinels": ",".join(group.addrs),
-                "redis.sentinel_master": MASTER,
-                "redis.timeout_ms": 1000,
-                "redis.min_replicas_acked": 1,
-                "redis.wait_timeout_ms": 500,
-            },
-            environ={},
-        ).redis
-
-        def clients() -> Redis:
-            return connect(redis_settings)
-
+    with sentinel_group(tmp_path) as (group, clients):
         per_shard = 8
         over: dict[str, Any] = {"execution.throttles.max_open_positions": 50}
         shards = [shard(0, tmp_path / f"shard{i}", f"run-{i}", clients, **over) for i in range(3)]
@@ -856,5 +852,3 @@ def test_planned_sentinel_failover_mid_stream_three_shards_lose_nothing_and_run_
             f"lease token {leader.lease.token}; {len(pump_errors)} pump rounds met an error while the clients "
             f"rediscovered the master ({sorted(set(pump_errors))}); {retried} deliveries found already there on retry"
         )
-    finally:
-        group.stop()

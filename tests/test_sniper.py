@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.factories import T0, candidate, features
 from ultra_signals.core.caps import CapPolicy
 from ultra_signals.core.config import FeatureSettings, SniperSettings
@@ -134,6 +136,29 @@ def _engine(run_id: str, decide_from: int):  # type: ignore[no-untyped-def]
     return eng
 
 
+def _journal_until(eng: Any, events: list[object], cut: int, journal: Any) -> None:
+    """The first run: ``eng`` decides the events up to ``cut`` (event time) and journals each decision."""
+    for ev in events:
+        if ev.close_time + 1 > cut:  # type: ignore[attr-defined]
+            break
+        d = eng.on_event(ev)
+        if d is not None:
+            journal.record(d, "desk", simulated=False)
+    journal.flush()
+
+
+def _restore_from(journal: Any, eng: Any, *, budget: bool) -> None:
+    """A restart's state from the journal: the caps' reservations, the cooldowns, and (``budget``) the ranked
+    threshold's history."""
+    seed = list(journal.allowed_reservations("desk"))
+    eng.sniper.counters.seed(seed)
+    for r in seed:
+        sym, _tf, open_time = r.id.split(":")[-3:]
+        eng.sniper.cooldown.record_key(sym, int(open_time))
+    if budget:
+        eng.sniper.restore_budget(journal.budget_history("desk"))
+
+
 def test_ranked_sniper_equals_the_offline_replay_and_keeps_the_caps() -> None:
     from ultra_signals.apps.report import max_in_sliding_window
     from ultra_signals.core.caps import DAY_MS, HOUR_MS, policy_from
@@ -183,24 +208,11 @@ def test_ranked_restart_rebuilds_the_budget_from_the_journal(tmp_path: object) -
     whole = [d for d in map(one.on_event, events) if d is not None]  # type: ignore[arg-type]
     cut = whole[len(whole) // 2].candidate.ts
     journal = Journal(f"sqlite:///{Path(str(tmp_path)) / 'j.db'}")
-    first = _engine("first", start)
-    for ev in events:
-        if ev.close_time + 1 > cut:  # type: ignore[attr-defined]
-            break
-        d = first.on_event(ev)  # type: ignore[arg-type]
-        if d is not None:
-            journal.record(d, "desk", simulated=False)
-    journal.flush()
+    _journal_until(_engine("first", start), events, cut, journal)
 
     def restarted(restore_budget: bool) -> list[tuple[str, str | None]]:
         eng = _engine("second", cut + 1)
-        seed = list(journal.allowed_reservations("desk"))
-        eng.sniper.counters.seed(seed)
-        for r in seed:
-            sym, _tf, open_time = r.id.split(":")[-3:]
-            eng.sniper.cooldown.record_key(sym, int(open_time))
-        if restore_budget:
-            eng.sniper.restore_budget(journal.budget_history("desk"))
+        _restore_from(journal, eng, budget=restore_budget)
         out = [d for d in map(eng.on_event, events) if d is not None]  # type: ignore[arg-type]
         return [(d.candidate.key, d.reason) for d in out]
 
@@ -277,23 +289,11 @@ def test_ranked_restart_on_redis_rebuilds_the_shared_history_from_the_journal(
         return eng
 
     try:
-        first = engine("first", start)
-        for ev in events:
-            if ev.close_time + 1 > cut:  # type: ignore[attr-defined]
-                break
-            d = first.on_event(ev)  # type: ignore[arg-type]
-            if d is not None:
-                journal.record(d, "desk", simulated=False)
-        journal.flush()
+        _journal_until(engine("first", start), events, cut, journal)
 
         def restarted(run_id: str) -> list[tuple[str, str | None]]:
             eng = engine(run_id, cut + 1)
-            seed = list(journal.allowed_reservations("desk"))
-            eng.sniper.counters.seed(seed)
-            for r in seed:
-                sym, _tf, open_time = r.id.split(":")[-3:]
-                eng.sniper.cooldown.record_key(sym, int(open_time))
-            eng.sniper.restore_budget(journal.budget_history("desk"))
+            _restore_from(journal, eng, budget=True)
             return [(d.candidate.key, d.reason) for d in map(eng.on_event, events) if d is not None]  # type: ignore[arg-type]
 
         expected = [(d.candidate.key, d.reason) for d in whole if d.candidate.ts > cut]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 if TYPE_CHECKING:  # imported where used: ``--help`` starts without the journal (SQLAlchemy) and control
-    from ultra_signals.control import Caps, Control, Health, PnlReport, Position, SignalRow, Status
+    from ultra_signals.control import BalanceInfo, Caps, Control, Health, PnlReport, Position, SignalRow, Status
     from ultra_signals.core.config import Settings
 
 ProfileOpt = Annotated[str | None, typer.Option("--profile", "-p", help="Settings profile (default: shadow).")]
@@ -84,6 +84,26 @@ def _call(fn: Callable[[], T], *, ask: bool = False) -> T:
             raise
         typer.echo(e.message, err=True)
         raise typer.Exit(2) from None
+
+
+def _ask(
+    profile: str | None,
+    settings_file: Path | None,
+    secrets: Path | None,
+    url: str | None,
+    action: Callable[[Control], T],
+) -> T:
+    """One read or change over the journal: open control, run ``action`` through :func:`_call`, close the journal."""
+    with _control(profile, settings_file, secrets, url) as (c, _):
+        return _call(lambda: action(c))
+
+
+def _show(result: T, as_json: bool, as_dict: Callable[[T], Any], lines: Callable[[T], list[str]]) -> None:
+    """A single answer: JSON (``as_dict``) or its text lines."""
+    if as_json:
+        _json(as_dict(result))
+    else:
+        typer.echo("\n".join(lines(result)))
 
 
 def _json(obj: Any) -> None:
@@ -202,6 +222,11 @@ def pnl_lines(r: PnlReport, *, daily: bool) -> list[str]:
     return lines
 
 
+def _balance_lines(b: BalanceInfo) -> list[str]:
+    start = "" if b.start_equity is None else f" (started at {b.start_equity:.2f})"
+    return [f"balance ({b.source}): {b.equity:.2f} {b.asset}{start}" + (f"; {b.detail}" if b.detail else "")]
+
+
 def _signal_line(r: SignalRow) -> str:
     from ultra_signals.transport.messages import fmt_price
 
@@ -241,12 +266,8 @@ def status(
     if fleet:
         _fleet(_settings(profile, settings, secrets_file), namespace, as_json)
         return
-    with _control(profile, settings, secrets_file, journal_url) as (c, _):
-        st = _call(c.status)
-    if as_json:
-        _json(st.as_dict())
-    else:
-        typer.echo("\n".join(status_lines(st)))
+    st = _ask(profile, settings, secrets_file, journal_url, lambda c: c.status())
+    _show(st, as_json, lambda r: r.as_dict(), status_lines)
 
 
 def caps(
@@ -257,12 +278,7 @@ def caps(
     as_json: JsonOpt = False,
 ) -> None:
     """Allowed signals in the trailing hour and day windows of the latest run, and their caps."""
-    with _control(profile, settings, secrets_file, journal_url) as (c, _):
-        result = _call(c.caps)
-    if as_json:
-        _json(asdict(result))
-    else:
-        typer.echo("\n".join(_caps_lines(result)))
+    _show(_ask(profile, settings, secrets_file, journal_url, lambda c: c.caps()), as_json, asdict, _caps_lines)
 
 
 def signals(
@@ -274,8 +290,7 @@ def signals(
     as_json: JsonOpt = False,
 ) -> None:
     """The last n allowed signals of the latest run's namespace."""
-    with _control(profile, settings, secrets_file, journal_url) as (c, _):
-        rows = _call(lambda: c.recent_signals(n))
+    rows = _ask(profile, settings, secrets_file, journal_url, lambda c: c.recent_signals(n))
     _rows(rows, as_json, "no allowed signals yet", _signal_line)
 
 
@@ -287,8 +302,7 @@ def positions(
     as_json: JsonOpt = False,
 ) -> None:
     """Open and pending trades of the latest run, with their stop and target."""
-    with _control(profile, settings, secrets_file, journal_url) as (c, _):
-        rows = _call(c.positions)
+    rows = _ask(profile, settings, secrets_file, journal_url, lambda c: c.positions())
     _rows(rows, as_json, "no open positions", _position_line)
 
 
@@ -301,12 +315,8 @@ def health(
 ) -> None:
     """Trading state, breaker trips, the latest market time (and, in the running process, data age, counter
     backend and latency: ask it over Telegram /health or the web page)."""
-    with _control(profile, settings, secrets_file, journal_url) as (c, _):
-        h = _call(c.health)
-    if as_json:
-        _json(h.as_dict())
-    else:
-        typer.echo("\n".join(health_lines(h)))
+    h = _ask(profile, settings, secrets_file, journal_url, lambda c: c.health())
+    _show(h, as_json, lambda r: r.as_dict(), health_lines)
 
 
 def pnl(
@@ -321,12 +331,8 @@ def pnl(
     """Realised PnL of the latest run today, per day and since its start; open positions' unrealised PnL."""
     if daily and days == 1:
         days = 7
-    with _control(profile, settings, secrets_file, journal_url) as (c, _):
-        r = _call(lambda: c.pnl(days))
-    if as_json:
-        _json(r.as_dict())
-    else:
-        typer.echo("\n".join(pnl_lines(r, daily=daily)))
+    r = _ask(profile, settings, secrets_file, journal_url, lambda c: c.pnl(days))
+    _show(r, as_json, lambda x: x.as_dict(), lambda x: pnl_lines(x, daily=daily))
 
 
 def balance(
@@ -339,13 +345,8 @@ def balance(
     """Account equity on Binance (execution.broker binance); the paper equity lives in the running runner."""
     import asyncio
 
-    with _control(profile, settings, secrets_file, journal_url) as (c, _):
-        b = _call(lambda: asyncio.run(c.balance()))
-    if as_json:
-        _json(asdict(b))
-    else:
-        start = "" if b.start_equity is None else f" (started at {b.start_equity:.2f})"
-        typer.echo(f"balance ({b.source}): {b.equity:.2f} {b.asset}{start}" + (f"; {b.detail}" if b.detail else ""))
+    b = _ask(profile, settings, secrets_file, journal_url, lambda c: asyncio.run(c.balance()))
+    _show(b, as_json, asdict, _balance_lines)
 
 
 def pause(
@@ -355,8 +356,7 @@ def pause(
     journal_url: JournalOpt = None,
 ) -> None:
     """Block new signals (journal state ``paused``); a running runner picks it up; it survives restarts."""
-    with _control(profile, settings, secrets_file, journal_url) as (c, _):
-        r = _call(lambda: c.pause(BY))
+    r = _ask(profile, settings, secrets_file, journal_url, lambda c: c.pause(BY))
     already = "" if r.changed else " (it already was)"
     typer.echo(f"paused{already}: new signals are blocked (reason: paused) until resume ({r.journal})")
 
@@ -394,8 +394,7 @@ def stop_entry(
     journal_url: JournalOpt = None,
 ) -> None:
     """No new entries (trading REDUCING); open positions keep their stop and target. ``resume`` undoes it."""
-    with _control(profile, settings, secrets_file, journal_url) as (c, _):
-        r = _call(lambda: c.stop_entry(BY))
+    r = _ask(profile, settings, secrets_file, journal_url, lambda c: c.stop_entry(BY))
     head = "stop-entry" if r.changed else "stop-entry (it already was)"
     typer.echo(f"{head}: trading {r.trading.line}; no new entries, exits continue ({r.journal})")
 

@@ -19,28 +19,7 @@
 -- the same bar measure it against the same number); a key seeded from a journal is measured as it stands.
 -- "record": add without computing (a journal seed, a reconcile after an outage).  "peek": compute, add nothing.
 
-local function fail(msg)
-  error({ err = 'ULTRA_SIGNALS_FOREIGN ' .. msg })
-end
-
-local function expect_type(key, want)
-  local t = redis.call('TYPE', key).ok
-  if t ~= 'none' and t ~= want then
-    fail(key .. ' holds a ' .. t .. ', expected a ' .. want .. ' (a foreign value under our keys)')
-  end
-end
-
-local function num(s, what)
-  local n = tonumber(s)
-  if n == nil then
-    fail(what .. ' is not a number: ' .. tostring(s))
-  end
-  return n
-end
-
-local function fmt(x)
-  return string.format('%.0f', x)
-end
+-- fail, expect_type, num and fmt come from prelude.lua (counters/lua.py loads it in front of this file).
 
 local tkey, qkey, vkey, thkey, meta, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local mode, key = ARGV[1], ARGV[2]

@@ -17,7 +17,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Literal
+from enum import Enum
+from typing import Literal, TypeVar
 
 from ultra_signals.core.caps import BudgetRule, CapPolicy, CapResult, CounterBackendError, QualityPoint, Reservation
 from ultra_signals.core.quality_window import OnlineThreshold
@@ -32,6 +33,13 @@ OnFailure = Literal["memory", "block"]
 #: ``on_event(kind, message)``: kind is "start", "failover", "recovered" or "error"; message is for humans.
 EventCallback = Callable[[str, str], None]
 BACKENDS = ("memory", "redis", "blocked")
+T = TypeVar("T")
+
+
+class _Away(Enum):
+    """What :meth:`FailoverCounters._on_primary` answers when Redis did not: decide from the local mirror."""
+
+    AWAY = "away"
 
 
 class FailoverCounters:
@@ -99,31 +107,19 @@ class FailoverCounters:
         t0 = time.perf_counter()
         try:
             with self._lock:
-                if self._on_redis:
-                    try:
-                        result = self.primary.check_and_reserve(res)
-                    except CounterBackendError as e:
-                        self._suspect(e, op="reserve")
-                    else:
-                        self._consecutive = 0
-                        if result.allowed:
-                            self._local.seed([res])
-                        return result
-                return self._decide_locally(res)
+                result = self._on_primary(lambda: self.primary.check_and_reserve(res), op="reserve")
+                if result is _Away.AWAY:
+                    return self._decide_locally(res)
+                if result.allowed:
+                    self._local.seed([res])
+                return result
         finally:
             self.metrics.counter_op_ms.observe((time.perf_counter() - t0) * 1000.0)
 
     def window_counts(self, ts_ms: int, symbol: str | None = None) -> dict[str, int]:
         with self._lock:
-            if self._on_redis:
-                try:
-                    counts = self.primary.window_counts(ts_ms, symbol)
-                except CounterBackendError as e:
-                    self._suspect(e, op="window_counts")
-                else:
-                    self._consecutive = 0
-                    return counts
-            return self._local.window_counts(ts_ms, symbol)
+            counts = self._on_primary(lambda: self.primary.window_counts(ts_ms, symbol), op="window_counts")
+            return self._local.window_counts(ts_ms, symbol) if counts is _Away.AWAY else counts
 
     def cached_window_counts(self, ts_ms: int) -> dict[str, int]:
         """Window counts for gauges, without a Redis call: the local mirror (synced with Redis every health check).
@@ -215,6 +211,20 @@ class FailoverCounters:
         self.metrics.redis_errors.labels(op=op).inc()
         self.metrics.counter_slow.labels(op=op).inc()
         log.info("counter backend: redis call %s failed once (%s); staying on redis", op, reason)
+
+    def _on_primary(self, call: Callable[[], T], op: str) -> T | Literal[_Away.AWAY]:
+        """Redis' answer to ``call`` on the decision path, or ``AWAY`` when Redis is not the backend or the call
+        failed (:meth:`_suspect` has then counted it); any answer resets the failures in a row.  The caller holds
+        the lock and answers ``AWAY`` from the local mirror."""
+        if not self._on_redis:
+            return _Away.AWAY
+        try:
+            result = call()
+        except CounterBackendError as e:
+            self._suspect(e, op=op)
+            return _Away.AWAY
+        self._consecutive = 0
+        return result
 
     def _fail(self, reason: str, op: str) -> None:
         """Count the error and, if Redis was active, switch away from it (the caller holds the lock)."""
@@ -317,15 +327,10 @@ class FailoverThreshold:
     def threshold_and_observe(self, point: QualityPoint) -> float | None:
         owner = self.owner
         with owner._lock:
-            if owner._on_redis:
-                try:
-                    used = self.primary.threshold_and_observe(point)
-                except CounterBackendError as e:
-                    owner._suspect(e, op="budget")
-                else:
-                    owner._consecutive = 0
-                    self.local.adopt(point, used)
-                    return used
+            held = owner._on_primary(lambda: self.primary.threshold_and_observe(point), op="budget")
+            if held is not _Away.AWAY:
+                self.local.adopt(point, held)
+                return held
             used = self.local.threshold_and_observe(point)
             self._outage.append(point)
             return used

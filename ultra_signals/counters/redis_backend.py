@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -24,11 +23,12 @@ from redis.retry import Retry
 from ultra_signals.core.caps import BudgetRule, CapPolicy, CapResult, CapRule, CounterBackendError, Reservation
 from ultra_signals.core.config import RedisSettings
 from ultra_signals.core.redaction import redact, redact_url
+from ultra_signals.counters.lua import load_script
 
 if TYPE_CHECKING:
     from ultra_signals.counters.threshold_redis import RedisThreshold
 
-SCRIPT = files("ultra_signals.counters").joinpath("reserve.lua").read_text(encoding="utf-8")
+SCRIPT = load_script("reserve.lua")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode("utf-8")).hexdigest()
 KEY_ROOT = "ultra_signals"
 #: Reservations written per pipelined round trip when seeding or reconciling.

@@ -20,28 +20,7 @@
 -- "record" writes a reservation already decided elsewhere (the journal, or decisions made on local counts
 -- while Redis was away) without checking caps: the signal went out, so the windows must show it.
 
-local function fail(msg)
-  error({ err = 'ULTRA_SIGNALS_FOREIGN ' .. msg })
-end
-
-local function expect_type(key, want)
-  local t = redis.call('TYPE', key).ok
-  if t ~= 'none' and t ~= want then
-    fail(key .. ' holds a ' .. t .. ', expected a ' .. want .. ' (a foreign value under our keys)')
-  end
-end
-
-local function num(s, what)
-  local n = tonumber(s)
-  if n == nil then
-    fail(what .. ' is not a number: ' .. tostring(s))
-  end
-  return n
-end
-
-local function fmt(x)
-  return string.format('%.0f', x)
-end
+-- fail, expect_type, num and fmt come from prelude.lua (counters/lua.py loads it in front of this file).
 
 local global, meta, sym, owners = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local mode, member = ARGV[1], ARGV[2]

@@ -18,17 +18,17 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Sequence
-from importlib.resources import files
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
 from ultra_signals.core.caps import BudgetRule, CounterBackendError, QualityPoint
+from ultra_signals.counters.lua import load_script
 
 if TYPE_CHECKING:
     from ultra_signals.counters.redis_backend import RedisCounters
 
-SCRIPT = files("ultra_signals.counters").joinpath("budget.lua").read_text(encoding="utf-8")
+SCRIPT = load_script("budget.lua")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode("utf-8")).hexdigest()
 #: Points written per pipelined round trip when seeding or reconciling.
 RECORD_BATCH = 500
