@@ -32,24 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.machine import describe
 from ultra_signals.core.config import load_settings
 from ultra_signals.core.decision import Candidate, Decision, Side
-from ultra_signals.core.notices import Notice
 from ultra_signals.execution.executor import TradingExecutor, make_executor
 from ultra_signals.execution.inbox import DecisionInbox, InboxExecutor
 from ultra_signals.execution.lease import ExecutorLease
 from ultra_signals.journal.writer import Journal
+from ultra_signals.transport.notifier import NullNotifier
 
 T0 = 1_767_571_200_000
-
-
-class Quiet:
-    def publish(self, notice: Notice) -> None:
-        return None
-
-    async def start(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 def decision(i: int) -> Decision:
@@ -113,12 +102,12 @@ def run(port: int, tmp: Path, n: int) -> None:
         },
         environ={},
     )
-    inner = make_executor(settings, None, Journal(settings.journal.url), Quiet(), "bench", namespace="bench")
+    inner = make_executor(settings, None, Journal(settings.journal.url), NullNotifier(), "bench", namespace="bench")
     assert isinstance(inner, TradingExecutor)
     lease = ExecutorLease(client(), namespace="bench", account="paper", holder="bench", ttl_ms=60_000)
     inner.lease_gate = lease.blocking_reason
     inbox = DecisionInbox(client(), namespace="bench", account="paper", reader=client(3.0))
-    exe = InboxExecutor(inner, inbox, lease, notifier=Quiet(), block_ms=250)
+    exe = InboxExecutor(inner, inbox, lease, notifier=NullNotifier(), block_ms=250)
     assert lease.tick()
     lease.mark_reconciled()
 

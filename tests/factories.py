@@ -127,11 +127,4 @@ def replay_settings(db: Path, profile: str = "canary", **over: Any) -> Settings:
 
 def paper_broker(settings: Settings) -> PaperBroker:
     """The paper broker with the settings' fees, slippage and latency (what ``make_executor`` gives a replay)."""
-    c = settings.execution
-    return PaperBroker(
-        fee_taker_bps=c.fee_taker_bps,
-        fee_maker_bps=c.fee_maker_bps,
-        half_spread_bps=c.slippage_half_spread_bps,
-        impact_bps_per_10k_usdt=c.slippage_impact_bps_per_10k_usdt,
-        latency_ms=c.latency_ms,
-    )
+    return PaperBroker.from_settings(settings)

@@ -295,13 +295,7 @@ def make_executor(
         broker = BinanceBroker.from_settings(settings, metrics)
         simulated = False
     else:
-        broker = PaperBroker(
-            fee_taker_bps=cfg.fee_taker_bps,
-            fee_maker_bps=cfg.fee_maker_bps,
-            half_spread_bps=cfg.slippage_half_spread_bps,
-            impact_bps_per_10k_usdt=cfg.slippage_impact_bps_per_10k_usdt,
-            latency_ms=cfg.latency_ms,
-        )
+        broker = PaperBroker.from_settings(settings)
         simulated = True
     return TradingExecutor(
         settings,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ultra_signals.core.decision import Side
 from ultra_signals.core.events import BookTicker, Funding, Kline, MarketEvent, Trade
@@ -35,6 +35,9 @@ from ultra_signals.execution.brokers.base import (
     open_side,
 )
 from ultra_signals.execution.liquidation import Bracket
+
+if TYPE_CHECKING:
+    from ultra_signals.core.config import Settings
 
 
 @dataclass(slots=True, eq=False)  # identity: two identical-looking orders are still two orders
@@ -128,6 +131,19 @@ class PaperBroker:
         self._funded: dict[str, int] = {}  # symbol -> latest funding time already charged
         self._brackets_for: dict[str, EntryPlan] = {}  # entry client id -> its plan (brackets on fill)
         self._seq = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PaperBroker:
+        """The costs and latency ``execution`` configures: the one place a replay's or a shadow's paper broker is
+        built from settings (the executor, drills and tests), so they cannot drift apart."""
+        c = settings.execution
+        return cls(
+            fee_taker_bps=c.fee_taker_bps,
+            fee_maker_bps=c.fee_maker_bps,
+            half_spread_bps=c.slippage_half_spread_bps,
+            impact_bps_per_10k_usdt=c.slippage_impact_bps_per_10k_usdt,
+            latency_ms=c.latency_ms,
+        )
 
     # -- Broker interface ------
     def bind(self, listener: BrokerListener) -> None:
