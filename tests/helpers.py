@@ -13,13 +13,18 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tests.conftest import DEFAULTS, REPO
 from ultra_signals.core.caps import CapRule
 from ultra_signals.core.notices import Notice
 from ultra_signals.observability.metrics import Metrics
+
+if TYPE_CHECKING:
+    from tests.fakes.binance_futures_server import FakeFuturesExchange
+    from ultra_signals.venues.binance.client import BinanceFuturesClient
 
 
 class RecordingNotifier:
@@ -116,3 +121,38 @@ def max_in_window(times: Sequence[float], window: float, eps: float) -> int:
     """Most points in any half-open window of ``window`` seconds (``eps`` absorbs float rounding)."""
     times = sorted(times)
     return max((sum(1 for t in times[i:] if t < a + window - eps) for i, a in enumerate(times)), default=0)
+
+
+def run_client_on_fake(
+    test: Callable[[FakeFuturesExchange, BinanceFuturesClient], Awaitable[None]],
+    key: str,
+    secret: str,
+    *,
+    btc_price: str | None = None,
+    **client_kw: Any,
+) -> None:
+    """Run ``test`` against the strict futures fake (the recorded exchangeInfo, keys ``key``/``secret``) and a venue
+    client signed with them; ``btc_price`` marks BTCUSDT first; both are closed afterwards, whatever the test did."""
+    from pydantic import SecretStr
+
+    from tests.conftest import require_data
+    from tests.fakes.binance_futures_server import FakeFuturesExchange, load_recorded_exchange_info_text
+    from ultra_signals.venues.binance.client import BinanceFuturesClient
+    from ultra_signals.venues.binance.endpoints import Endpoints
+
+    async def main() -> None:
+        path = require_data("ws", "binance-futures-exchangeinfo-20210722.txt")
+        ex = FakeFuturesExchange(load_recorded_exchange_info_text(str(path)), key, secret)
+        await ex.start()
+        if btc_price is not None:
+            await ex.set_price("BTCUSDT", btc_price)
+        c = BinanceFuturesClient(
+            Endpoints(ex.rest_url, ex.ws_url), api_key=SecretStr(key), api_secret=SecretStr(secret), **client_kw
+        )
+        try:
+            await test(ex, c)
+        finally:
+            await c.aclose()
+            await ex.stop()
+
+    asyncio.run(main())

@@ -2,37 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from pydantic import SecretStr
 
-from tests.conftest import require_data
-from tests.fakes.binance_futures_server import FakeFuturesExchange, load_recorded_exchange_info_text
+from tests.fakes.binance_futures_server import FakeFuturesExchange
+from tests.helpers import run_client_on_fake
 from ultra_signals.venues.binance.account import AccountSetupError, prepare_account
 from ultra_signals.venues.binance.client import BinanceFuturesClient
-from ultra_signals.venues.binance.endpoints import Endpoints
 
 pytestmark = pytest.mark.timeout(60)
 KEY, SECRET = "acct-key", "acct-secret"
 
 
 def run(test: Callable[[FakeFuturesExchange, BinanceFuturesClient], Awaitable[None]]) -> None:
-    async def main() -> None:
-        path = require_data("ws", "binance-futures-exchangeinfo-20210722.txt")
-        ex = FakeFuturesExchange(load_recorded_exchange_info_text(str(path)), KEY, SECRET)
-        await ex.start()
-        c = BinanceFuturesClient(
-            Endpoints(ex.rest_url, ex.ws_url), api_key=SecretStr(KEY), api_secret=SecretStr(SECRET)
-        )
-        try:
-            await test(ex, c)
-        finally:
-            await c.aclose()
-            await ex.stop()
-
-    asyncio.run(main())
+    run_client_on_fake(test, KEY, SECRET)
 
 
 def test_isolated_and_leverage_are_set_then_read_back_and_4046_counts_as_done() -> None:

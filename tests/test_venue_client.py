@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 from pydantic import SecretStr
 
-from tests.conftest import require_data
-from tests.fakes.binance_futures_server import FakeFuturesExchange, load_recorded_exchange_info_text
+from tests.fakes.binance_futures_server import FakeFuturesExchange
+from tests.helpers import run_client_on_fake
 from ultra_signals.observability.metrics import Metrics
 from ultra_signals.venues.binance.client import BinanceFuturesClient
 from ultra_signals.venues.binance.endpoints import Endpoints
@@ -21,25 +21,7 @@ KEY, SECRET = "venue-key-ABCDEF0123456789", "venue-secret-9876543210FEDCBA"
 
 
 def run(test: Callable[[FakeFuturesExchange, BinanceFuturesClient], Awaitable[None]], **client_kw: object) -> None:
-    async def main() -> None:
-        path = require_data("ws", "binance-futures-exchangeinfo-20210722.txt")
-        ex = FakeFuturesExchange(load_recorded_exchange_info_text(str(path)), KEY, SECRET)
-        await ex.start()
-        await ex.set_price("BTCUSDT", "32000")
-        c = BinanceFuturesClient(
-            Endpoints(ex.rest_url, ex.ws_url),
-            api_key=SecretStr(KEY),
-            api_secret=SecretStr(SECRET),
-            timeout_s=0.5,
-            **client_kw,  # type: ignore[arg-type]
-        )
-        try:
-            await test(ex, c)
-        finally:
-            await c.aclose()
-            await ex.stop()
-
-    asyncio.run(main())
+    run_client_on_fake(test, KEY, SECRET, btc_price="32000", timeout_s=0.5, **client_kw)
 
 
 def order(cid: str) -> dict[str, str]:
