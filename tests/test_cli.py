@@ -75,9 +75,34 @@ def test_replay_command_over_recorded_candles(tmp_path: Path) -> None:
     )
     assert p.returncode == 0, p.stderr[-3000:]
     assert "1m dropped" in p.stdout  # the 5m files replay on 5m/15m/1h
+    # A fast replay is a batch job: no status page unless --web-port or --speed asks for one (issue 13).
+    assert "web UI:" not in p.stdout and "status page not started" not in p.stdout
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows and {r["symbol"] for r in rows} == {"ETHBTC", "LTCBTC"}
     assert all(1_516_406_400_000 <= r["ts"] <= 1_516_579_200_000 for r in rows)  # decided inside --from..--to
+
+
+def test_replay_serves_the_status_page_when_asked(tmp_path: Path) -> None:
+    data = require_data("klines")
+    p = run_cli(
+        tmp_path,
+        "replay",
+        "--data",
+        str(data),
+        "--symbols",
+        "ETHBTC",
+        "--from",
+        "2018-01-20",
+        "--to",
+        "2018-01-21",
+        "--metrics-port",
+        "0",
+        "--web-port",
+        "0",
+        "--no-report",
+    )
+    assert p.returncode in (0, 1), p.stderr[-3000:]
+    assert sum(ln.startswith("web UI: http://127.0.0.1:") for ln in p.stdout.splitlines()) == 1, p.stdout
 
 
 def test_config_show_redacts_secrets(tmp_path: Path) -> None:

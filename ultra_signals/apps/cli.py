@@ -471,6 +471,8 @@ def replay(
 ) -> None:
     """The same pipeline over recorded candles, as fast as the machine allows (or --speed N).
 
+    The status page is served only with --web-port or --speed (a fast replay is a batch job).
+
     Exit status: 0 GO, 1 NO-GO or interrupted, 2 usage or configuration error, 3 the run failed (crash).
     """
     overrides: dict[str, Any] = {"runtime.source": "replay"}
@@ -488,6 +490,10 @@ def replay(
         overrides["metrics.port"] = metrics_port
     if web_port is not None:
         overrides["web.port"] = web_port
+    elif speed is None:
+        # A replay as fast as the machine allows is a batch job: importing and serving the web stack cost about
+        # a tenth of a 30-day replay (issue 13).  --web-port or a paced --speed run serves the page.
+        overrides["web.enabled"] = False
     if journal:
         overrides["journal.url"] = journal
     settings = _settings(profile, secrets_file, overrides)
