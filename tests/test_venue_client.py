@@ -189,6 +189,9 @@ def test_weight_and_order_counts_are_exported_per_role_and_429s_counted() -> Non
         assert sample("binance_used_weight", {"role": "trading", "window": "1m"}) == c.limits.weight["1m"] > 0
         assert sample("binance_order_count", {"role": "trading", "window": "10s"}) == 1.0
         assert sample("binance_order_count", {"role": "trading", "window": "1m"}) == 1.0
+        # Both series exist at 0 before any refusal: Prometheus' increase() sees the first one.
+        assert sample("binance_rate_limited_total", {"role": "trading", "status": "429"}) == 0.0
+        assert sample("binance_rate_limited_total", {"role": "trading", "status": "418"}) == 0.0
         ex.http_next("GET", "/fapi/v2/account", 429, retry_after=0)
         await c.signed("GET", "/fapi/v2/account")  # waits 0 s, then succeeds
         assert sample("binance_rate_limited_total", {"role": "trading", "status": "429"}) == 1.0

@@ -80,6 +80,11 @@ class BinanceFuturesClient:
         #: ``market_data`` or ``trading``: the label of this client's metrics.
         self.role = role
         self.metrics = metrics
+        if metrics is not None:
+            # Both series exist at 0 from the start, so the first 429 or 418 is an increase() Prometheus sees
+            # (a series born at 1 shows no increase until its second count).
+            for status in ("429", "418"):
+                metrics.venue_rate_limited.labels(role=role, status=status)
         #: The IP ban of this host, shared by every client of the process (see the module docstring).
         self.bans = bans if bans is not None else ban_state_for(endpoints.rest)
         self._key = api_key
