@@ -28,6 +28,7 @@ from ultra_signals.control.state import is_paused
 from ultra_signals.core.config import ConfigError, load_settings
 from ultra_signals.execution.breakers import TradingState, load_state
 from ultra_signals.journal.trading import ExecStore
+from ultra_signals.live.view import RunnerView
 from ultra_signals.transport.notifier import NullNotifier
 from ultra_signals.web.security import TokenBucket
 
@@ -567,6 +568,9 @@ def test_a_busy_port_does_not_stop_the_run(tmp_path: Path) -> None:
         asyncio.run(runner.run())
     assert runner.stats.status == "completed" and runner.stats.web_url is None
     assert runner.stats.web_error is not None and f"web.port {port}" in runner.stats.web_error
+    # An ended run's uptime is its length, not a figure that keeps growing after it ended.
+    st = runner.stats
+    assert RunnerView(runner).run_info().uptime_s == st.wall_end - st.wall_start > 0
     assert "already in use" in runner.stats.web_error
 
 

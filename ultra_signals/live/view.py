@@ -37,7 +37,8 @@ class RunnerView:
             namespace=r.journal_ns,
             status=st.status,
             started=iso_s(st.wall_start) if st.wall_start else None,
-            uptime_s=time.time() - st.wall_start if st.wall_start else None,
+            # An ended run's uptime stops at its end (the page may outlive the run while the report is written).
+            uptime_s=(st.wall_end or time.time()) - st.wall_start if st.wall_start else None,
             market_time=iso_ms(now_ms) if now_ms else None,
             counter_backend=r.counters.backend,
             data_age_s=ages,
