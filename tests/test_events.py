@@ -18,7 +18,7 @@ def _bar(**kw: object) -> Kline:
 
 def test_assigning_a_bar_field_is_a_type_error(tmp_path: Path) -> None:
     """Kline is not frozen at run time (speed), so the guard that no stage changes a bar the others read is
-    mypy --strict, which `make check` runs on the package and the tests."""
+    mypy --strict, which `make check` runs on the package."""
     snippet = tmp_path / "mutate.py"
     snippet.write_text(
         "from ultra_signals.core.events import Kline\n"
