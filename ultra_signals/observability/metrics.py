@@ -300,7 +300,11 @@ class Metrics:
                 f"metrics.port {port}: cannot serve /metrics on {host}:{port}: {why} "
                 "(set metrics.port, ULTRA_SIGNALS_METRICS__PORT or --metrics-port; 0 picks a free port)"
             ) from None
-        thread = threading.Thread(target=server.serve_forever, name="metrics-exporter", daemon=True)
+        # shutdown() waits for serve_forever's next poll: 0.1 s instead of the default 0.5 s, which was half a
+        # second of wall time at the end of every run (ten idle wake-ups a second cost nothing measurable).
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="metrics-exporter", daemon=True
+        )
         thread.start()
         self._server, self._thread = server, thread
         return int(server.server_port)
