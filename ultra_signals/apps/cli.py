@@ -250,7 +250,7 @@ def _run(
         url = f"http://{settings.metrics.host}:{st.metrics_port}/metrics" if st.metrics_port else None
         end, start = source.run_end_ms, source.run_start_ms
         planned = (end - start) / 1000.0 / speed if speed and end is not None else None
-        runfile.started(st.run_id, url, planned)
+        runfile.started(st.run_id, url, planned, web_url=st.web_url)
         if st.web_url:
             console.print(f"web UI: {st.web_url} (docs/web.md)", soft_wrap=True)
         elif st.web_error:
@@ -754,7 +754,16 @@ def _loaded(pairs: tuple[tuple[str, str], ...]) -> tuple[type[BaseException], ..
 
 
 def main() -> None:
-    """Entry point: an operator error that reached the top is one line and exit code 2, never a traceback."""
+    """Entry point: an operator error that reached the top is one line and exit code 2, never a traceback.
+
+    ``status`` and ``status --json`` exactly are first asked of a running runner (cli_operator.status_from_runner),
+    without typer's parsing: the everyday question answered at the cost of the interpreter and typer's import.
+    """
+    if sys.argv[1:] in (["status"], ["status", "--json"]):
+        from ultra_signals.apps.cli_operator import status_from_runner
+
+        if status_from_runner(as_json=len(sys.argv) == 3):
+            return
     try:
         app(standalone_mode=True)
     except Exception as e:

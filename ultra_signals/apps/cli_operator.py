@@ -3,7 +3,9 @@ actions from a shell.
 
 A thin adapter over :class:`ultra_signals.control.Control` (the same actions Telegram's commands call): it
 parses options, calls control over the journal alone (:class:`~ultra_signals.control.JournalView`), so it
-answers whether or not a runner is up, and prints the typed result (``--json`` prints it as JSON).  A change
+answers whether or not a runner is up, and prints the typed result (``--json`` prints it as JSON).  ``status``
+first asks a running runner over its web API (:mod:`ultra_signals.apps.status_remote`: no SQLAlchemy, no settings
+models), and shows its answer through the same :class:`~ultra_signals.control.Status`.  A change
 made here (pause, resume, stop-entry, kill) reaches a running runner through the journal within a second and
 holds for the next one.
 """
@@ -11,6 +13,7 @@ holds for the next one.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 if TYPE_CHECKING:  # imported where used: ``--help`` starts without the journal (SQLAlchemy) and control
+    from ultra_signals.apps.status_remote import Answer as RunnerAnswer
     from ultra_signals.control import BalanceInfo, Caps, Control, Health, PnlReport, Position, SignalRow, Status
     from ultra_signals.core.config import Settings
 
@@ -261,13 +265,74 @@ def status(
 ) -> None:
     """Show the latest run, whether new signals are paused, the trading state and breakers, and the cap windows.
 
-    With ``--fleet``: every runner sharing the namespace's caps, from the heartbeats they keep in Redis.
+    Asked of the runner started from this folder over its web API when it is up (var/run/current.json names it),
+    else read from the journal; the last line says which.  --profile, --settings, --secrets-file or
+    --journal-url read that journal.  With ``--fleet``: every runner sharing the namespace's caps, from the
+    heartbeats they keep in Redis.
     """
     if fleet:
         _fleet(_settings(profile, settings, secrets_file), namespace, as_json)
         return
+    why = None
+    if not _journal_asked(profile, settings, secrets_file, journal_url):
+        why = _runner_miss
+        if why is None:
+            from ultra_signals.apps.status_remote import ask_runner
+
+            answer = ask_runner()
+            if answer.status is not None:
+                show_runner_status(answer, as_json)
+                return
+            why = answer.why
     st = _ask(profile, settings, secrets_file, journal_url, lambda c: c.status())
     _show(st, as_json, lambda r: r.as_dict(), status_lines)
+    if why is not None:
+        _source(f"source: journal (no runner answered: {why})", as_json)
+    elif not as_json:
+        typer.echo("source: journal (named by the flags)")
+
+
+#: Why the running runner did not answer, when :func:`ultra_signals.apps.cli.main` already asked it before typer
+#: parsed the command line (the journal path then does not ask again, and a 2-second timeout is not paid twice).
+_runner_miss: str | None = None
+
+
+def _journal_asked(profile: str | None, settings: Path | None, secrets: Path | None, url: str | None) -> bool:
+    """A flag that names settings, secrets or a journal asks about that journal, not about whatever runner is up."""
+    if profile is not None or settings is not None or secrets is not None or url is not None:
+        return True
+    cli = sys.modules.get("ultra_signals.apps.cli")
+    return getattr(cli, "_settings_origin", None) == "--settings"  # the global ``--settings`` flag
+
+
+def _source(line: str, as_json: bool) -> None:
+    """Which source answered: the last line, or on stderr under ``--json`` (stdout stays the one JSON document)."""
+    typer.echo(line, err=as_json)
+
+
+def status_from_runner(as_json: bool) -> bool:
+    """``status`` and ``status --json`` before typer parses anything: True when the running runner answered.
+
+    Why before typer: typer 0.29 converts every command's parameters through pydantic TypeAdapters, 0.06 s of CPU
+    that an answer from the runner does not need (docs/benchmarks.md).  When it does not answer, the reason is kept
+    for :func:`status`, which typer then runs on the journal.
+    """
+    global _runner_miss
+    from ultra_signals.apps.status_remote import ask_runner
+
+    answer = ask_runner()
+    if answer.status is None:
+        _runner_miss = answer.why
+        return False
+    show_runner_status(answer, as_json)
+    return True
+
+
+def show_runner_status(answer: RunnerAnswer, as_json: bool) -> None:
+    """The running runner's status, shown as the journal's is (same lines, same JSON) plus where it came from."""
+    assert answer.status is not None
+    _show(answer.status, as_json, lambda r: r.as_dict(), status_lines)
+    _source(f"source: running runner at {answer.url}", as_json)
 
 
 def caps(

@@ -1,9 +1,11 @@
 """A small run file under ``var/``: how a monitor in a second terminal finds the run, and learns how it ended.
 
-``shadow``/``replay`` write ``var/run/current.json`` when the exporter is up (run id, pid, metrics URL, start) and
-rewrite it at the end (status, verdict, exit status, report paths).  ``monitor_shadow.py`` started before or
+``shadow``/``replay`` write ``var/run/current.json`` when the exporter is up (run id, pid, metrics URL, web URL,
+start) and rewrite it at the end (status, verdict, exit status, report paths).  ``monitor_shadow.py`` started before or
 after the run reads it: it follows the run's URL (even with ``--metrics-port 0``), and once the file says the run
-ended, shows the verdict and the report path and exits.  The file is the latest run started from this folder.
+ended, shows the verdict and the report path and exits; ``ultra-signals status`` asks a running run's web API
+instead of the journal (:mod:`ultra_signals.apps.status_remote`).  The file is the latest run started from this
+folder.
 """
 
 from __future__ import annotations
@@ -44,13 +46,22 @@ def pid_alive(pid: Any) -> bool:
     return True
 
 
-def started(run_id: str, metrics_url: str | None, planned_wall_s: float | None, path: Path = RUN_FILE) -> None:
+def started(
+    run_id: str,
+    metrics_url: str | None,
+    planned_wall_s: float | None,
+    path: Path = RUN_FILE,
+    *,
+    web_url: str | None = None,
+) -> None:
+    """``web_url``: the run's status page and API, which ``ultra-signals status`` asks while the run is up."""
     write(
         {
             "run_id": run_id,
             "pid": os.getpid(),
             "status": "running",
             "metrics_url": metrics_url,
+            "web_url": web_url,
             "started_at": time.time(),
             "planned_wall_s": planned_wall_s,
         },

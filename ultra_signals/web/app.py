@@ -27,6 +27,7 @@ from ultra_signals.control import Control
 from ultra_signals.control.actions import MAX_PNL_DAYS
 from ultra_signals.control.model import (
     MAX_SIGNALS,
+    Caps,
     ConfirmationRequired,
     ControlError,
     InvalidInput,
@@ -264,10 +265,22 @@ def create_app(control: Control, settings: Settings, *, probe: LiveProbe | None 
         """Liveness only (no data, no token): the server answers."""
         return {"ok": True}
 
+    def caps_out(c: Caps) -> CapsOut:
+        """One shape for the windows in ``/status`` and ``/caps`` (the CLI's ``status`` reads the first)."""
+        windows = [CapWindowOut(name=w.name, used=w.used, cap=w.cap) for w in c.windows]
+        per_symbol: dict[str, list[CapWindowOut]] = {}
+        if probe is not None and any(v is not None for v in per_symbol_caps.values()):
+            for sym, counts in sorted(probe.symbol_windows().items()):
+                per_symbol[sym] = [
+                    CapWindowOut(name=w, used=int(counts.get(w, 0)), cap=per_symbol_caps[w]) for w in ("hour", "day")
+                ]
+        return CapsOut(windows=windows, at_market_time=c.at_market_time, per_symbol=per_symbol)
+
     # -- reads ----------------------------------------------------------------------------------------------
     @app.get(f"{API}/status", response_model=StatusOut, responses=READ_ERRORS, dependencies=[Read], tags=["read"])
     def status() -> StatusOut:
-        """The run (id, mode, source, simulated, uptime), version, pause flag, trading state and breaker trips."""
+        """The run (id, mode, source, simulated, uptime), version, pause flag, trading state, breaker trips and the
+        cap windows: what ``ultra-signals status`` shows (it asks this route when a runner is up)."""
         s = control.status()
         run = s.run
         return StatusOut(
@@ -294,6 +307,7 @@ def create_app(control: Control, settings: Settings, *, probe: LiveProbe | None 
             market_time=run.market_time if run else None,
             counter_backend=run.counter_backend if run else None,
             data_age_s={k: _finite(v) for k, v in run.data_age_s.items()} if run else {},
+            caps=None if s.caps is None else caps_out(s.caps),
         )
 
     @app.get(
@@ -308,15 +322,7 @@ def create_app(control: Control, settings: Settings, *, probe: LiveProbe | None 
     )
     def caps() -> CapsOut:
         """Allowed signals in the trailing hour and day windows against their caps (per symbol when set)."""
-        c = control.caps()
-        windows = [CapWindowOut(name=w.name, used=w.used, cap=w.cap) for w in c.windows]
-        per_symbol: dict[str, list[CapWindowOut]] = {}
-        if probe is not None and any(v is not None for v in per_symbol_caps.values()):
-            for sym, counts in sorted(probe.symbol_windows().items()):
-                per_symbol[sym] = [
-                    CapWindowOut(name=w, used=int(counts.get(w, 0)), cap=per_symbol_caps[w]) for w in ("hour", "day")
-                ]
-        return CapsOut(windows=windows, at_market_time=c.at_market_time, per_symbol=per_symbol)
+        return caps_out(control.caps())
 
     @app.get(f"{API}/decisions", response_model=DecisionsOut, responses=READ_ERRORS, dependencies=[Read], tags=["read"])
     def decisions(limit: Annotated[int, Query(ge=1, le=MAX_DECISIONS)] = 20) -> DecisionsOut:

@@ -51,19 +51,6 @@ class RunOut(_Out):
     uptime_s: float | None = None
 
 
-class StatusOut(_Out):
-    version: str
-    git_commit: str | None = None
-    journal: str = Field(description="the journal URL, password redacted")
-    paused: bool
-    trading: TradingOut
-    trips: list[TripOut] = Field(description="the run's latest breaker trips, oldest first")
-    run: RunOut | None = None
-    market_time: str | None = None
-    counter_backend: str | None = None
-    data_age_s: dict[str, float | None] = Field(default_factory=dict)
-
-
 class CapWindowOut(_Out):
     name: str
     used: int
@@ -75,6 +62,22 @@ class CapsOut(_Out):
     at_market_time: str | None = None
     per_symbol: dict[str, list[CapWindowOut]] = Field(
         default_factory=dict, description="per-symbol windows, only when per-symbol caps are set"
+    )
+
+
+class StatusOut(_Out):
+    version: str
+    git_commit: str | None = None
+    journal: str = Field(description="the journal URL, password redacted")
+    paused: bool
+    trading: TradingOut
+    trips: list[TripOut] = Field(description="the run's latest breaker trips, oldest first")
+    run: RunOut | None = None
+    market_time: str | None = None
+    counter_backend: str | None = None
+    data_age_s: dict[str, float | None] = Field(default_factory=dict)
+    caps: CapsOut | None = Field(
+        default=None, description="the cap windows (as /api/v1/caps), null before the run's first decision"
     )
 
 
