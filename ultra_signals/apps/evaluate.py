@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+import orjson
 
 from ultra_signals.core.caps import policy_from
 from ultra_signals.core.config import Settings
@@ -37,11 +39,13 @@ from ultra_signals.core.events import Kline
 from ultra_signals.core.timeframes import tf_ms
 from ultra_signals.counters.windows import MemoryCounters
 from ultra_signals.engine.pipeline import SignalEngine
+from ultra_signals.features.aggregation import WEEK_MS, WEEK_OFFSET_MS
 from ultra_signals.research import quality as q
-from ultra_signals.research.outcomes import Bars, Costs, Outcome, label
+from ultra_signals.research.outcomes import Bars, Costs, Outcome, Trade, label_many
 from ultra_signals.research.selection import DAY_MS, HOUR_MS, Policy, Row, Verdict, select
 from ultra_signals.research.stats import paired_block_lift, random_baseline, summarize
 from ultra_signals.sources.base import SourceError
+from ultra_signals.sources.candles_csv import read_set, scan_folder
 from ultra_signals.sources.replay import ReplaySource
 
 log = logging.getLogger(__name__)
@@ -205,13 +209,25 @@ def collect_journal(
     return cands, bars, label_tf, int(run["market_start_ms"]), int(run["market_end_ms"]), notices
 
 
-def cands_from_rows(rows: Sequence[Mapping[str, Any]], run_id: str) -> list[Cand]:
-    """A run's journaled decisions (``Journal.decisions``) as candidates with their verdicts."""
+def _loads(text: str) -> Any:
+    """``json.loads``'s value for a journal column, with orjson (3 columns per candidate: a third of the report's
+    table was the standard library's decoder).  orjson refuses the ``NaN``/``Infinity`` literals ``json.dumps``
+    writes (an older journal's targets may hold them): those go through ``json.loads`` itself."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def cands_from_rows(rows: Sequence[Mapping[str, Any]], run_id: str, *, features: bool = True) -> list[Cand]:
+    """A run's journaled decisions (``Journal.decisions``) as candidates with their verdicts.
+
+    ``features=False``: no quality-model row (``x`` empty), for callers that never fit a model (the report's run
+    table): decoding two JSON maps per candidate for nothing was a third of that table's cost.
+    """
     cands = []
     for r in rows:
         long = r["side"] == "LONG"
-        comps = _clean(json.loads(r["components_json"]))
-        feats = _clean(json.loads(r["features_json"]))
         key = str(r["decision_id"])[len(run_id) + 1 :]
         cands.append(
             Cand(
@@ -224,8 +240,16 @@ def cands_from_rows(rows: Sequence[Mapping[str, Any]], run_id: str) -> list[Cand
                 r["reason"],
                 float(r["entry"]),
                 float(r["stop"]),
-                tuple(float(t) for t in json.loads(r["targets_json"])),
-                q.feature_row(long, float(r["score"]), float(r["confidence"]), comps, feats),
+                tuple(float(t) for t in _loads(r["targets_json"])),
+                q.feature_row(
+                    long,
+                    float(r["score"]),
+                    float(r["confidence"]),
+                    _clean(_loads(r["components_json"])),
+                    _clean(_loads(r["features_json"])),
+                )
+                if features
+                else [],
             )
         )
     return cands
@@ -270,21 +294,11 @@ def _label_symbol(
     args: tuple[list[Cand], Bars, list[tuple[int, float]], tuple[float, float, float], list[float], int, int],
 ) -> list[Outcome]:
     cands, bars, funding, (fee, half, impact), notionals, tp_index, horizon_ms = args
-    return [
-        label(
-            long=c.long,
-            entry_ref=c.entry,
-            stop=c.stop,
-            targets=c.targets,
-            take_profit_target=tp_index,
-            decision_ts=c.ts,
-            horizon_ms=horizon_ms,
-            bars=bars,
-            costs=Costs(fee, half, impact, n),
-            funding=funding,
-        )
+    trades = [
+        Trade(c.long, c.entry, c.stop, c.targets, c.ts, Costs(fee, half, impact, n))
         for c, n in zip(cands, notionals, strict=True)
     ]
+    return label_many(trades, take_profit_target=tp_index, horizon_ms=horizon_ms, bars=bars, funding=funding)
 
 
 def label_all(settings: Settings, cfg: EvalConfig, cands: list[Cand], bars: Mapping[str, Bars]) -> None:
@@ -750,16 +764,16 @@ def run_bars(
         if not folder:
             raise EvaluationError("the replay's data folder is not known to the report")
         try:
-            src: Any = ReplaySource(folder, list(symbols), [label_tf], start_ms, end_ms, 0)
+            return replay_label_bars(folder, symbols, label_tf, start_ms, end_ms), label_tf
         except SourceError as e:
             raise EvaluationError(f"bars for labelling: {e}") from None
-    elif source == "sim":
+    if source == "sim":
         from ultra_signals.sources.sim import SimSource, parse_start
 
         sim_start = parse_start(settings.sim.start)
         minutes = -(-((planned_end_ms or end_ms) - sim_start) // 60_000)
         try:
-            src = SimSource(settings.sim, symbols, timeframes, max(1, minutes), settings.runtime.warmup_bars)
+            src: Any = SimSource(settings.sim, symbols, timeframes, max(1, minutes), settings.runtime.warmup_bars)
         except SourceError as e:
             raise EvaluationError(f"regenerating the simulated bars: {e}") from None
     else:
@@ -782,6 +796,100 @@ def run_bars(
     return {sym: Bars.from_rows(r) for sym, r in rows.items()}, label_tf
 
 
+def replay_label_bars(
+    folder: str | Path, symbols: Sequence[str], label_tf: str, start_ms: int, end_ms: int
+) -> dict[str, Bars]:
+    """The ``label_tf`` bars a replay of ``folder`` from ``start_ms`` to ``end_ms`` (no warm-up) yields, per symbol.
+
+    The same bars as ``ReplaySource(folder, symbols, [label_tf], start_ms, end_ms, 0)`` streams (opened at or
+    after ``start_ms``, closed before ``end_ms``), read as numpy columns instead: the report's labels need only
+    (open time, o, h, l, c), and building a ``Kline`` per bar of a second replay was half the report's evaluation
+    (issue 13).  Each symbol's finest file is read (as the replay does) and aggregated with numpy when it is
+    finer than ``label_tf``; gaps stay gaps and a file's last window counts only when its last bar is there.
+    Raises :class:`SourceError` with the replay's reasons (missing file, unusable timeframe, no bar in the window).
+    """
+    root = Path(folder)
+    scan = scan_folder(root)
+    found = sorted(scan.sets)
+    if not found:
+        raise SourceError(f"{root}: no <SYMBOL>-<timeframe>.csv candle files")
+    missing = [s for s in symbols if s not in scan.sets]
+    if missing:
+        raise SourceError(f"{root}: no candle file for {', '.join(missing)} (found: {', '.join(found)})")
+    chosen = list(dict.fromkeys(symbols))
+    try:
+        length = tf_ms(label_tf)
+    except ValueError as e:
+        raise SourceError(str(e)) from None
+    bases = {s: min(scan.sets[s], key=tf_ms) for s in chosen}
+    if any(length < tf_ms(b) for b in bases.values()):
+        raise SourceError(f"none of the timeframes {[label_tf]} can be replayed from these files")
+    for s, b in bases.items():
+        if length % tf_ms(b):
+            raise SourceError(
+                f"timeframe {label_tf} cannot be built from {s}-{b} candles: {label_tf} is not a multiple of {b}"
+            )
+    if end_ms <= start_ms:
+        raise SourceError(f"empty run window: start {start_ms} is not before the end {end_ms} (end_ms)")
+    out: dict[str, Bars] = {}
+    for s in chosen:
+        cs = scan.sets[s][bases[s]]
+        series = read_set(cs)
+        if not len(series):
+            raise SourceError(f"{', '.join(str(p) for p in cs.paths)}: no bars")
+        ot, op, hi, lo, cl = _ohlc_windows(
+            series.open_time, series.open, series.high, series.low, series.close, tf_ms(bases[s]), length
+        )
+        if not len(ot):
+            raise SourceError(f"{s}: {', '.join(p.name for p in cs.paths)} holds no complete {label_tf} bar")
+        i = int(np.searchsorted(ot, start_ms, side="left"))
+        j = max(i, int(np.searchsorted(ot, end_ms - length, side="right")))  # open + length - 1 < end_ms
+        out[s] = Bars(ot[i:j].copy(), op[i:j].copy(), hi[i:j].copy(), lo[i:j].copy(), cl[i:j].copy())
+    if not any(len(bars) for bars in out.values()):
+        raise SourceError(f"no bars close inside the run window [{start_ms}, {end_ms}]")
+    return out
+
+
+def _ohlc_windows(
+    ot: npt.NDArray[np.int64],
+    op: npt.NDArray[np.float64],
+    hi: npt.NDArray[np.float64],
+    lo: npt.NDArray[np.float64],
+    cl: npt.NDArray[np.float64],
+    base_ms: int,
+    length: int,
+) -> tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+]:
+    """Open time, open, high, low and close of the ``length`` bars that ``aggregate_arrays`` (the replay's
+    aggregation) builds from checked base columns: the same windows, the final one only when its end is proven.
+    High and low are a max and a min, so they are exact whatever the order; no sum is needed here."""
+    n = len(ot)
+    if length == base_ms or not n:
+        return ot, op, hi, lo, cl
+    offset = WEEK_OFFSET_MS if length % WEEK_MS == 0 else 0
+    ws = ot - (ot - offset) % length
+    new_window = np.empty(n, dtype=bool)
+    new_window[0] = True
+    np.not_equal(ws[1:], ws[:-1], out=new_window[1:])
+    first = np.flatnonzero(new_window)
+    last = np.append(first[1:], n) - 1
+    done = len(first)
+    if int(ot[-1]) + base_ms != int(ws[-1]) + length:
+        done -= 1  # the file may stop mid-window: the replay does not emit that window
+    return (
+        ws[first[:done]],
+        op[first[:done]],
+        np.maximum.reduceat(hi, first)[:done],
+        np.minimum.reduceat(lo, first)[:done],
+        cl[last[:done]],
+    )
+
+
 def run_table(
     settings: Settings,
     rows: Sequence[Mapping[str, Any]],
@@ -799,7 +907,7 @@ def run_table(
     rate (many draws).  Labels, summaries and baselines are :mod:`ultra_signals.research`'s, as in ``evaluate``.
     Returns ``{"status": "ok" | "not_enough_data", ...}``.
     """
-    cands = cands_from_rows(rows, run_id)
+    cands = cands_from_rows(rows, run_id, features=False)
     cfg = EvalConfig(
         data=Path("."), symbols=None, horizon_ms=horizon_ms, draws=draws, seed=seed, funding_dir=funding_dir
     )

@@ -613,10 +613,15 @@ def _bar_open_ms(row: dict[str, Any], default_len_ms: int) -> int:
 def _charts(st: RunStats, rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     # A bare Figure (rendered by the Agg canvas savefig picks for .png), not pyplot: pyplot's import and its
     # global figure manager cost more than drawing the charts (issue 13).  Imported only when a chart is drawn.
+    import numpy as np
     from matplotlib.figure import Figure
 
     paths = []
     primary_ms = tf_ms(st.timeframes[0]) if st.timeframes else 60_000
+    # Each chart's markers, grouped in one pass over the rows (not one pass per symbol, side and verdict).
+    groups: dict[tuple[str, str, bool], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["symbol"], r["side"], bool(r["allowed"])), []).append(r)
     for sym in st.symbols:
         series = st.prices.get(sym)
         if not series:
@@ -626,16 +631,19 @@ def _charts(st: RunStats, rows: list[dict[str, Any]], out_dir: Path) -> list[Pat
         # Prices are recorded at their close (event time = close + 1); the table names a signal by the open
         # time of its bar.  Both are drawn at the bar's open time, so a marker sits on the bar it names.
         bar_ms = _primary_bar_ms(st)
-        xs = [_num_date(t - bar_ms) for t, _ in series]
-        ax.plot(xs, [p for _, p in series], color="#333333", linewidth=0.9, label=f"{sym} close", zorder=1)
+        # Arrays, not lists: matplotlib's masked-array conversion of a list checks every element in Python
+        # (a third of drawing a chart with thousands of markers); the values and the picture are the same.
+        xs = np.array([_num_date(t - bar_ms) for t, _ in series], dtype=np.float64)
+        ys = np.array([p for _, p in series], dtype=np.float64)
+        ax.plot(xs, ys, color="#333333", linewidth=0.9, label=f"{sym} close", zorder=1)
         for allowed in (False, True):
             for side, marker, color in (("LONG", "^", "#1a9850"), ("SHORT", "v", "#d73027")):
-                pts = [r for r in rows if r["symbol"] == sym and r["side"] == side and bool(r["allowed"]) is allowed]
+                pts = groups.get((sym, side, allowed))
                 if not pts:
                     continue
                 ax.scatter(
-                    [_num_date(_bar_open_ms(r, primary_ms)) for r in pts],
-                    [r["entry"] for r in pts],
+                    np.array([_num_date(_bar_open_ms(r, primary_ms)) for r in pts], dtype=np.float64),
+                    np.array([r["entry"] for r in pts], dtype=np.float64),
                     marker=marker,
                     facecolors=color if allowed else "none",
                     edgecolors=color,
@@ -654,6 +662,8 @@ def _charts(st: RunStats, rows: list[dict[str, Any]], out_dir: Path) -> list[Pat
         ax.xaxis_date()
         fig.autofmt_xdate()
         path = out_dir / f"shadow_{st.run_id}_{sym}.png"
-        fig.savefig(path, bbox_inches="tight")
+        # zlib level 1 instead of Pillow's 6: the same pixels (PNG is lossless), ~3 % larger files, and a third
+        # of each chart's encoding time (measured in docs/benchmarks.md, issue 13's third round).
+        fig.savefig(path, bbox_inches="tight", pil_kwargs={"compress_level": 1})
         paths.append(path)
     return paths

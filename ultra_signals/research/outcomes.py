@@ -29,8 +29,10 @@ strictly before the first bar that touches the stop (same bar: stop first).
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import numpy.typing as npt
@@ -165,3 +167,137 @@ def label(
     gross = sign * (trigger - entry_ref) / risk
     net = (sign * (exit_fill - entry_fill) - fee * (entry_fill + exit_fill) - paid) / risk
     return Outcome(kind, net, gross, entry_ts, exit_ts, entry_fill, exit_fill, -paid / risk, hits)
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One candidate's inputs to :func:`label` (the per-candidate keyword arguments), for :func:`label_many`."""
+
+    long: bool
+    entry_ref: float
+    stop: float
+    targets: Sequence[float]
+    decision_ts: int
+    costs: Costs
+
+
+def label_many(
+    trades: Sequence[Trade],
+    *,
+    take_profit_target: int,
+    horizon_ms: int,
+    bars: Bars,
+    funding: Sequence[tuple[int, float]] = (),
+) -> list[Outcome]:
+    """``[label(...) for each trade]`` on one symbol's bars, bit for bit, at a fraction of the cost (issue 13).
+
+    Why not a loop over :func:`label`: with ~10,000 candidates per report its fixed cost per call (two
+    ``searchsorted``, a mask and an ``argmax`` per target, numpy's Python wrappers) was most of the labelling.
+    Here the entry and horizon bars of all trades come from two vectorised ``searchsorted``; per trade one mask
+    finds the stop, "target k touched before the stop" is ``max(high before the stop) >= target`` (a max and a
+    comparison are exact, so it decides as the first-touch index does), and the prices are the same Python
+    float expressions in the same order.  Funding rows are visited in the same order, only those that count.
+    Bars holding NaN, an unsorted funding list or an empty horizon take :func:`label` itself.
+    """
+    n = len(bars)
+    if not trades:
+        return []
+    plain = (
+        n == 0
+        or horizon_ms <= 0
+        or bool(np.isnan(bars.high).any() or np.isnan(bars.low).any())
+        or any(a[0] > b[0] for a, b in pairwise(funding))
+    )
+    if plain:
+        return [
+            label(
+                long=t.long,
+                entry_ref=t.entry_ref,
+                stop=t.stop,
+                targets=t.targets,
+                take_profit_target=take_profit_target,
+                decision_ts=t.decision_ts,
+                horizon_ms=horizon_ms,
+                bars=bars,
+                costs=t.costs,
+                funding=funding,
+            )
+            for t in trades
+        ]
+    ot = bars.open_time
+    i0s_a = np.searchsorted(ot, np.asarray([t.decision_ts for t in trades], dtype=np.int64), side="left")
+    i1s = np.searchsorted(ot, ot[np.minimum(i0s_a, n - 1)] + horizon_ms, side="left").tolist()
+    i0s = i0s_a.tolist()
+    times = ot.tolist()
+    opens = bars.open.tolist()
+    closes = bars.close.tolist()
+    highs = bars.high
+    lows = bars.low
+    f_times = [ft for ft, _ in funding]
+    out: list[Outcome] = []
+    for t, i0, i1 in zip(trades, i0s, i1s, strict=True):
+        long = t.long
+        entry_ref = t.entry_ref
+        stop = t.stop
+        targets = t.targets
+        risk = abs(entry_ref - stop)
+        if risk <= 0 or not targets or i0 >= n:
+            out.append(NO_DATA)
+            continue
+        entry_ts = times[i0]
+        full = i1 < n
+        costs = t.costs
+        half = costs.half_spread_bps / 10_000.0
+        imp = costs.impact_frac
+        fee = costs.fee_taker_bps / 10_000.0
+        sign = 1.0 if long else -1.0
+        op = opens[i0]
+        entry_fill = op * (1 + sign * half) * (1 + sign * imp)
+        tp = float(targets[min(take_profit_target, len(targets)) - 1])
+        m = (lows[i0:i1] <= stop) if long else (highs[i0:i1] >= stop)
+        span = i1 - i0
+        js = int(m.argmax())
+        if not m[js]:
+            js = span
+        # The most favourable price touched strictly before the stop's bar (none when the stop is the first bar).
+        if js == 0:
+            best = None
+        elif long:
+            best = float(highs[i0 : i0 + js].max())
+        else:
+            best = float(lows[i0 : i0 + js].min())
+        if best is None:
+            hits = tuple(False for _ in targets)
+            tp_before = False
+        elif long:
+            hits = tuple([bool(best >= x) for x in targets])
+            tp_before = best >= tp
+        else:
+            hits = tuple([bool(best <= x) for x in targets])
+            tp_before = best <= tp
+        if js < span and not tp_before:  # stop first, also when both fall in one bar
+            j = js
+            bar_open = opens[i0 + j]
+            trigger = min(bar_open, stop) if long else max(bar_open, stop)
+            kind = "stop"
+        elif tp_before:
+            mt = (highs[i0 : i0 + js] >= tp) if long else (lows[i0 : i0 + js] <= tp)
+            j = int(mt.argmax())
+            bar_open = opens[i0 + j]
+            trigger = max(bar_open, tp) if long else min(bar_open, tp)
+            kind = "target"
+        else:
+            j = span - 1
+            trigger = closes[i0 + j]
+            kind = "horizon" if full else "data_end"
+        exit_fill = trigger * (1 - sign * half) * (1 - sign * imp)
+        exit_ts = times[i0 + j]
+        paid = 0.0
+        if f_times:
+            for ft, rate in funding[bisect_right(f_times, entry_ts) : bisect_right(f_times, exit_ts)]:
+                k = min(bisect_left(times, ft), n - 1)
+                paid += sign * rate * opens[k]
+        gross = sign * (trigger - entry_ref) / risk
+        net = (sign * (exit_fill - entry_fill) - fee * (entry_fill + exit_fill) - paid) / risk
+        out.append(Outcome(kind, net, gross, entry_ts, exit_ts, entry_fill, exit_fill, -paid / risk, hits))
+    return out
