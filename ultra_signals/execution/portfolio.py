@@ -20,7 +20,7 @@ our position: it is booked on the symbol's open trade, which closes with exit ki
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +133,9 @@ class Portfolio:
         self.metrics = metrics
         self.trades: dict[str, TradeRecord] = {}  # every trade of this run (and open ones from before) by decision id
         self._by_symbol: dict[str, str] = {}  # symbol -> decision id of its open/pending trade
+        #: The held symbols, read-only to others (the same dict as ``_by_symbol``, never replaced): the router skips
+        #: :meth:`on_market_event` for every other symbol's events without a call.
+        self.held: Mapping[str, str] = self._by_symbol
         self._by_digest: dict[str, str] = {}  # client id digest -> decision id
         self.realized = 0.0
         self.fees = 0.0

@@ -125,7 +125,10 @@ class PaperBroker:
         self._orders: dict[str, list[_Order]] = {}
         self._positions: dict[str, _Position] = {}
         self._book: dict[str, BookTicker] = {}
-        self._last_price: dict[str, tuple[float, int]] = {}
+        # The last reference price per symbol: a tick's mid, or (candle replay) the last closed bar, priced only
+        # when read (:meth:`_reference`).  ``_orders`` holds a symbol only while something rests on it.
+        self._last_tick: dict[str, tuple[float, int]] = {}
+        self._last_bar: dict[str, Kline] = {}
         self._tick_symbols: set[str] = set()
         self._funding: dict[str, tuple[float, int]] = {}  # symbol -> (announced rate, funding time)
         self._funded: dict[str, int] = {}  # symbol -> latest funding time already charged
@@ -179,7 +182,7 @@ class PaperBroker:
         pos = self._positions.get(symbol)
         if pos is None:
             return
-        ref = self._last_price.get(symbol, (pos.entry_price, ts_ms))[0]
+        ref = self._reference(symbol, (pos.entry_price, ts_ms))[0]
         order = _exit_at_market(symbol, pos, order_key, ts_ms + self.latency_ms, ts_ms, ref)
         self._orders.setdefault(symbol, []).append(order)
 
@@ -229,7 +232,7 @@ class PaperBroker:
             for o in self._orders.pop(symbol):
                 self._emit_status(o.cid, symbol, "CANCELED", "kill", o.order_ts_ms)
         for symbol, pos in list(self._positions.items()):
-            price, ts = self._last_price.get(symbol, (pos.entry_price, pos.opened_ms))
+            price, ts = self._reference(symbol, (pos.entry_price, pos.opened_ms))
             order = _exit_at_market(symbol, pos, pos.order_key, ts, ts, price)
             self._fill(order, self._impact(price, order), ts, maker=False)
             report.flattened.append(symbol)
@@ -243,12 +246,13 @@ class PaperBroker:
 
     # -- market events ------
     def on_market_event(self, ev: MarketEvent) -> None:
-        if type(ev) is Kline and not self._orders.get(ev.symbol):
-            # The common case (every bar of a replay): nothing resting on the symbol, so nothing can fill; only
-            # the reference price moves, exactly as the full path below would set it (issue 13: no quote built).
-            if ev.closed and ev.symbol not in self._tick_symbols:
-                half = self.half_spread_bps / 10_000.0 * ev.open
-                self._last_price[ev.symbol] = (((ev.open + half) + (ev.open - half)) / 2.0, ev.open_time)
+        if type(ev) is Kline and ev.symbol not in self._orders:
+            # The common case (every bar of every timeframe in a replay): nothing resting on the symbol, so
+            # nothing can fill; only the reference price moves, and it is worked out from the bar when someone
+            # reads it (:meth:`_reference`).  The coarser timeframes' bars are not skipped: a bracket resting on
+            # the symbol fills on them today (a 5m bar arrives before the 1m bar closing at the same time).
+            if ev.closed:
+                self._last_bar[ev.symbol] = ev
             return
         if isinstance(ev, Funding):
             self._on_funding(ev)
@@ -265,7 +269,23 @@ class PaperBroker:
         for order in [o for o in self._orders.get(symbol, ()) if o not in before and o.style in ("stop", "tp")]:
             if quote.bar:
                 self._try_bracket(order, quote)
-        self._last_price[symbol] = ((quote.buy + quote.sell) / 2.0, quote.ts)
+        if isinstance(ev, Kline):  # a bar quote: priced when read, as on the fast path
+            self._last_bar[symbol] = ev
+        else:
+            self._last_tick[symbol] = ((quote.buy + quote.sell) / 2.0, quote.ts)
+
+    def _reference(self, symbol: str, default: tuple[float, int]) -> tuple[float, int]:
+        """The last price seen on ``symbol`` and its time (``default`` before any): a tick's mid once the symbol has
+        ticks (its bars no longer count), else the mid of the last closed bar's open as its quote in :meth:`_quote`
+        has it (same float operations, same result as storing it on every bar did)."""
+        tick = self._last_tick.get(symbol)
+        if tick is not None:
+            return tick
+        bar = self._last_bar.get(symbol)
+        if bar is None:
+            return default
+        half = self.half_spread_bps / 10_000.0 * bar.open
+        return (((bar.open + half) + (bar.open - half)) / 2.0, bar.open_time)
 
     def _quote(self, ev: MarketEvent) -> _Quote | None:
         if isinstance(ev, BookTicker):
