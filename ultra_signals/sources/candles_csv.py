@@ -335,6 +335,8 @@ def _bulk_blocks(fh: Iterator[str], timeframe: str, after_ms: int, rows: int) ->
 
 def _bulk_grid(lines: list[str], dtype: np.dtype[np.void], length: int, weekly: bool, last: int) -> Grid | None:
     """One block through numpy and :func:`_parse`'s checks; None if any row would not pass them (or numpy balks)."""
+    if lines[0] in _BLANK and all(line in _BLANK for line in lines):
+        return np.empty((0, 6 if dtype is _DTYPE6 else 8), dtype=np.float64)  # numpy would warn of no data
     try:
         a = np.loadtxt(lines, dtype=dtype, delimiter=",", comments=None, quotechar=None, ndmin=1)
     except ValueError:
@@ -342,8 +344,6 @@ def _bulk_grid(lines: list[str], dtype: np.dtype[np.void], length: int, weekly: 
     n = len(a)
     if n != len(lines) and n != sum(1 for line in lines if line not in _BLANK):
         return None  # numpy skipped a line the csv module reads as a row
-    if not n:
-        return np.empty((0, 6 if dtype is _DTYPE6 else 8), dtype=np.float64)
     ot = a["open_time"]
     micros = ot > _MICROS_ABOVE
     if micros.any():
