@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -143,7 +144,7 @@ def inject(draw: st.DrawFn, kind: str, lines: list[str], rows: list[list[str]], 
     i = draw(st.integers(0, len(lines) - 1))
     f = list(rows[i])
     ot = int(f[0])
-    edits = {
+    edits: dict[str, Callable[[], object]] = {
         "ot_decimal": lambda: f.__setitem__(0, f"{ot}.0"),
         "ot_exponent": lambda: f.__setitem__(0, f"{ot / 1000:.6f}e3"),
         "ot_plus": lambda: f.__setitem__(0, f"+{ot}"),
