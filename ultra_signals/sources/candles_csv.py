@@ -280,7 +280,9 @@ def _file_blocks(p: Path, timeframe: str, after_ms: int, rows: int, *, bulk: boo
     try:
         collections.deque(itertools.islice(rest, done), maxlen=0)  # rows the bulk reader already gave
         while batch := list(itertools.islice(rest, rows)):
-            yield np.array(batch, dtype=np.float64).reshape(len(batch), len(batch[0]))
+            grid = np.array(batch, dtype=np.float64).reshape(len(batch), len(batch[0]))
+            del batch
+            yield grid
     finally:
         rest.close()
 
@@ -325,6 +327,7 @@ def _bulk_blocks(fh: Iterator[str], timeframe: str, after_ms: int, rows: int) ->
             if not lines:
                 continue
         grid = _bulk_grid(lines, dtype, length, weekly, last)
+        del lines  # not held while suspended: a streaming replay keeps one reader per symbol
         if grid is None:
             yield None
             return

@@ -198,6 +198,8 @@ class ReplaySource:
         self._funding_events = sorted(funding, key=lambda f: (f.ts, chosen.index(f.symbol)))
         self._count = n_bars + len(funding)
         self._chunk_ms = self._chunk_span(scans, tfs, chunk_bars)
+        # Rows per block read while streaming: one block per symbol is held, so fewer with many symbols.
+        self._block_rows = min(BLOCK_ROWS, max(1024, chunk_bars // len(scans)))
         self._run_start = run_start
         self._run_end = run_end
         self._closed = False
@@ -432,7 +434,7 @@ class ReplaySource:
         rank = {tf: (ntf - 1 - i) * nsym for i, tf in enumerate(tfs)}
         run_end = self._run_end
         chunk = self._chunk_ms
-        readers = [iter_blocks(sc.cs, BLOCK_ROWS) for sc in scans]
+        readers = [iter_blocks(sc.cs, self._block_rows) for sc in scans]
         # Per symbol: the block being read (None once the files are done), its open times, the next row in it.
         blocks: list[Grid | None] = [None] * nsym
         opens_of: list[npt.NDArray[np.int64]] = [np.empty(0, dtype=np.int64)] * nsym
