@@ -69,6 +69,7 @@ DEFECTS = [
     "price_spaces",
     "high_below_low",
     "close_above_high",
+    "close_below_low",
     "volume_negative",
     "volume_minus_zero",
     "extra_column",
@@ -84,9 +85,17 @@ DEFECTS = [
     "count_negative",
     "count_decimal",
     "taker_above_volume",
+    "taker_negative",
     "ignore_text",
 ]
-BINANCE_ONLY = {"close_time_wrong", "count_negative", "count_decimal", "taker_above_volume", "ignore_text"}
+BINANCE_ONLY = {
+    "close_time_wrong",
+    "count_negative",
+    "count_decimal",
+    "taker_above_volume",
+    "taker_negative",
+    "ignore_text",
+}
 
 
 @st.composite
@@ -167,6 +176,7 @@ def inject(draw: st.DrawFn, kind: str, lines: list[str], rows: list[list[str]], 
         "price_spaces": lambda: f.__setitem__(1, f" {f[1]}\t"),
         "high_below_low": lambda: f.__setitem__(2, repr(float(f[3]) / 2)),
         "close_above_high": lambda: f.__setitem__(4, repr(float(f[2]) * 2)),
+        "close_below_low": lambda: f.__setitem__(4, repr(float(f[3]) / 2)),
         "volume_negative": lambda: f.__setitem__(5, "-1.0"),
         "volume_minus_zero": lambda: f.__setitem__(5, "-0"),
         "extra_column": lambda: f.append("7"),
@@ -176,6 +186,7 @@ def inject(draw: st.DrawFn, kind: str, lines: list[str], rows: list[list[str]], 
         "count_negative": lambda: f.__setitem__(8, "-1"),
         "count_decimal": lambda: f.__setitem__(8, "3.0"),
         "taker_above_volume": lambda: f.__setitem__(9, repr(float(f[5]) * 2 + 1)),
+        "taker_negative": lambda: f.__setitem__(9, "-0.5"),
         "ignore_text": lambda: f.__setitem__(11, "x"),
     }
     out = list(lines)

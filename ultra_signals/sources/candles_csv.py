@@ -19,7 +19,7 @@ raises :class:`SourceError` naming the file, the line and what is wrong.
 
 Speed (issue 13): files are read in blocks of at most :data:`BLOCK_ROWS` lines, each converted by numpy's text
 reader (``np.loadtxt``: the same ``PyOS_string_to_double`` as ``float()``, so bit-identical values, and strict
-integers) and checked with array comparisons; about a third of the CPU of a row-by-row parse, and memory stays
+integers) and checked with array comparisons; about a quarter of the CPU of a row-by-row parse, and memory stays
 one block whatever the file's length.  Whenever numpy refuses a block or a check flags a row, the file is read
 again row by row (:func:`_parse`, the reference) from where the bulk reader stopped, so a rejected file gets the
 row parser's message (file:line and wording) and anything numpy is stricter about than ``float()``/``int()``

@@ -25,7 +25,9 @@ built (errors surface before the run starts), keeping only what places the run w
 consecutive bars, the open times of its coarsest bars and the prices funding events need.  :meth:`ReplaySource.
 events` then reads the files again, a chunk of event time at a time: every symbol's bars of that chunk are
 aggregated (chunks are cut on boundaries that no bar of any timeframe straddles, so the bars are exactly the
-whole-file ones) and interleaved by the order below.  Memory is one chunk, whatever the history length.
+whole-file ones) and interleaved by the order below.  Memory is one chunk (and one read block per symbol),
+whatever the history length.  Both reads take the files as column blocks (:func:`~ultra_signals.sources.
+candles_csv.iter_blocks`, parsed by numpy), never a Python object per row before a bar is emitted.
 A folder written by the simulator (it holds ``SIMULATED.txt``) replays labelled simulated.
 
 Funding: where ``funding_dir`` (default: the candle folder) holds ``<SYMBOL>-funding.csv`` or
