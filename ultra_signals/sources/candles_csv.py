@@ -222,6 +222,8 @@ def iter_blocks(cs: CandleSet, rows: int = BLOCK_ROWS, *, bulk: bool = True) -> 
     The streaming replay reads a file this way twice (scan, then run), holding no more than a block of it per
     symbol (issue 13).  ``bulk=False`` reads row by row only: the reference the bulk reader is tested against.
     """
+    if rows < 1:
+        raise ValueError(f"rows per block must be >= 1 (got {rows})")
     last = -1
     width = 0
     for path in cs.paths:
