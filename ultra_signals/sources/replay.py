@@ -25,7 +25,9 @@ built (errors surface before the run starts), keeping only what places the run w
 consecutive bars, the open times of its coarsest bars and the prices funding events need.  :meth:`ReplaySource.
 events` then reads the files again, a chunk of event time at a time: every symbol's bars of that chunk are
 aggregated (chunks are cut on boundaries that no bar of any timeframe straddles, so the bars are exactly the
-whole-file ones) and interleaved by the order below.  Memory is one chunk, whatever the history length.
+whole-file ones) and interleaved by the order below.  Memory is one chunk (and one read block per symbol),
+whatever the history length.  Both reads take the files as column blocks (:func:`~ultra_signals.sources.
+candles_csv.iter_blocks`, parsed by numpy), never a Python object per row before a bar is emitted.
 A folder written by the simulator (it holds ``SIMULATED.txt``) replays labelled simulated.
 
 Funding: where ``funding_dir`` (default: the candle folder) holds ``<SYMBOL>-funding.csv`` or
@@ -54,7 +56,15 @@ from ultra_signals.core.events import Funding, Kline, MarketEvent
 from ultra_signals.core.timeframes import sort_timeframes, tf_ms
 from ultra_signals.features.aggregation import WEEK_MS, aggregate_arrays, window_start
 from ultra_signals.sources.base import SourceError, SourceInfo
-from ultra_signals.sources.candles_csv import CandleSet, FolderScan, _series, iter_set, scan_folder
+from ultra_signals.sources.candles_csv import (
+    BLOCK_ROWS,
+    CandleSeries,
+    CandleSet,
+    FolderScan,
+    Grid,
+    iter_blocks,
+    scan_folder,
+)
 
 #: Marker file the simulator's export leaves in a folder of generated candles.
 SIMULATED_MARKER = "SIMULATED.txt"
@@ -190,6 +200,8 @@ class ReplaySource:
         self._funding_events = sorted(funding, key=lambda f: (f.ts, chosen.index(f.symbol)))
         self._count = n_bars + len(funding)
         self._chunk_ms = self._chunk_span(scans, tfs, chunk_bars)
+        # Rows per block read while streaming: one block per symbol is held, so fewer with many symbols.
+        self._block_rows = min(BLOCK_ROWS, max(1024, chunk_bars // len(scans)))
         self._run_start = run_start
         self._run_end = run_end
         self._closed = False
@@ -245,27 +257,30 @@ class ReplaySource:
         sc = _SymbolScan(cs, base, base_ms)
         # Funding marks: the first finest-timeframe bar opening at or after a funding time opens with the first
         # base bar at or after that time rounded up to the finest timeframe.
-        need = [window_start(t + finest_ms - 1, finest_ms) for t in funding_times]
+        need = np.asarray([window_start(t + finest_ms - 1, finest_ms) for t in funding_times], dtype=np.int64)
         nf = len(need)
         fi = 0
-        nxt = need[0] if nf else math.inf
         segs = sc.segments
         marks = sc.marks
         seg_first = prev = -(1 << 62)
         n = 0
-        for row in iter_set(cs):
-            ot = int(row[0])
-            if ot != prev + base_ms:
-                if n:
-                    segs.append((seg_first, prev))
-                seg_first = ot
-            prev = ot
-            n += 1
-            if ot >= nxt:
-                while fi < nf and ot >= need[fi]:
-                    marks.append((ot, row[1]))
-                    fi += 1
-                nxt = need[fi] if fi < nf else math.inf
+        for grid in iter_blocks(cs):
+            ot = grid[:, 0].astype(np.int64)
+            # A run of consecutive bars ends before every bar that does not follow the previous one by base_ms.
+            before = np.empty_like(ot)
+            before[0] = prev
+            before[1:] = ot[:-1]
+            for j in np.flatnonzero(ot != before + base_ms).tolist():
+                if n or j:
+                    segs.append((seg_first, int(before[j])))
+                seg_first = int(ot[j])
+            prev = int(ot[-1])
+            n += len(ot)
+            if fi < nf and prev >= need[fi]:
+                at = np.searchsorted(ot, need[fi:], side="left")  # the first bar at or after each funding time
+                found = at[at < len(ot)].tolist()
+                marks.extend((int(ot[j]), float(grid[j, 1])) for j in found)
+                fi += len(found)
         if not n:
             raise SourceError(f"{', '.join(str(p) for p in cs.paths)}: no bars")
         segs.append((seg_first, prev))
@@ -421,15 +436,28 @@ class ReplaySource:
         rank = {tf: (ntf - 1 - i) * nsym for i, tf in enumerate(tfs)}
         run_end = self._run_end
         chunk = self._chunk_ms
-        readers = [iter_set(sc.cs) for sc in scans]
-        heads: list[tuple[float, ...] | None] = [next(it, None) for it in readers]
+        readers = [iter_blocks(sc.cs, self._block_rows) for sc in scans]
+        # Per symbol: the block being read (None once the files are done), its open times, the next row in it.
+        blocks: list[Grid | None] = [None] * nsym
+        opens_of: list[npt.NDArray[np.int64]] = [np.empty(0, dtype=np.int64)] * nsym
+        at = [0] * nsym
+
+        def refill(i: int) -> None:
+            grid = next(readers[i], None)
+            blocks[i] = grid
+            if grid is not None:
+                opens_of[i] = grid[:, 0].astype(np.int64)
+                at[i] = 0
+
+        for i in range(nsym):
+            refill(i)
         index = {sc.cs.symbol: i for i, sc in enumerate(scans)}
         funding = self._funding_events
         fi = 0
         nf = len(funding)
         try:
             while True:
-                live = [int(h[0]) for h in heads if h is not None]
+                live = [int(opens_of[i][at[i]]) for i in range(nsym) if blocks[i] is not None]
                 if not live:
                     break
                 t = min(live)
@@ -439,18 +467,22 @@ class ReplaySource:
                 bars: list[MarketEvent] = []
                 keys: list[npt.NDArray[np.int64]] = []
                 for i, sc in enumerate(scans):
-                    h = heads[i]
-                    if h is None or h[0] >= end:
+                    grid = blocks[i]
+                    if grid is None or opens_of[i][at[i]] >= end:
                         continue
-                    rows = [h]
-                    nxt: tuple[float, ...] | None = None
-                    for row in readers[i]:
-                        if row[0] >= end:
-                            nxt = row
+                    pieces: list[Grid] = []
+                    while grid is not None:
+                        stop = int(np.searchsorted(opens_of[i], end, side="left"))
+                        pieces.append(grid[at[i] : stop])
+                        at[i] = stop
+                        if stop < len(grid):
                             break
-                        rows.append(row)
-                    heads[i] = nxt
-                    ks = self._chunk_bars(sc, rows, nxt is not None)
+                        refill(i)  # the block is used up: the next one may hold more bars of this chunk
+                        grid = blocks[i]
+                        if grid is not None and opens_of[i][0] >= end:
+                            break
+                    rows = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+                    ks = self._chunk_bars(sc, rows, blocks[i] is not None)
                     n = len(ks)
                     opens = np.fromiter((k.open_time for k in ks), np.int64, n)
                     closes = np.fromiter((k.close_time for k in ks), np.int64, n)
@@ -476,9 +508,9 @@ class ReplaySource:
             for it in readers:
                 it.close()
 
-    def _chunk_bars(self, sc: _SymbolScan, rows: list[tuple[float, ...]], more: bool) -> list[Kline]:
+    def _chunk_bars(self, sc: _SymbolScan, rows: Grid, more: bool) -> list[Kline]:
         """One symbol's bars of every timeframe from one chunk of its base rows (any order)."""
-        series = _series(sc.cs.symbol, sc.base, [rows])
+        series = CandleSeries.from_grid(sc.cs.symbol, sc.base, rows)
         targets = [tf for tf in self._tfs if tf != sc.base]
         out: list[Kline] = []
         if targets:
