@@ -82,6 +82,12 @@ def test_replay_command_over_recorded_candles(tmp_path: Path) -> None:
     assert all(1_516_406_400_000 <= r["ts"] <= 1_516_579_200_000 for r in rows)  # decided inside --from..--to
 
 
+def test_replay_pace_from_needs_speed(tmp_path: Path) -> None:
+    p = run_cli(tmp_path, "replay", "--data", str(tmp_path), "--pace-from", "1700000000")
+    assert p.returncode == 2 and "--pace-from" in p.stderr and "--speed" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+
+
 def test_replay_serves_the_status_page_when_asked(tmp_path: Path) -> None:
     data = require_data("klines")
     p = run_cli(

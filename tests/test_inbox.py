@@ -485,11 +485,12 @@ def test_three_replay_processes_deliver_every_allowed_signal_to_one_executor(ser
         PYTHONPATH=str(REPO),
     )
     procs = []
+    anchor = time.time() + 3.0  # the three paced from one instant: in step whatever their start-up took
     for i in range(3):
         cmd = [
             sys.executable, "-m", "ultra_signals", "replay", "--data", str(klines), "--symbols", ",".join(ALT_BTC),
             "--timeframes", "5m,15m,1h", "--from", "2018-01-19T00:00:00Z", "--to", "2018-01-22T00:00:00Z",
-            "--speed", "20000", "--decisions-out", str(tmp_path / f"decisions{i}.jsonl"),
+            "--speed", "20000", "--pace-from", f"{anchor:.3f}", "--decisions-out", str(tmp_path / f"decisions{i}.jsonl"),
             "--journal", f"sqlite:///{tmp_path}/journal{i}.db", "--namespace", NS, "--metrics-port", "0",
             "--no-report",
         ]  # fmt: skip

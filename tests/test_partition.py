@@ -308,6 +308,9 @@ def test_two_replay_runners_one_cut_off_mid_run(
 
     klines = require_data("klines")
     runners: list[ReplayRunners] = []
+    # Both runners paced from one wall-clock instant: at 10,000× a second of start-up difference is 2.8 market
+    # hours, enough for the earlier runner to take every cap slot and leave the test with one runner's signals.
+    anchor = time.time() + 3.0
     try:
         for i, port in enumerate((proxy.port, server.port)):
             out = tmp_path / f"runner{i}"
@@ -322,11 +325,11 @@ def test_two_replay_runners_one_cut_off_mid_run(
             )
             r = ReplayRunners(out, env)
             r.start("--data", str(klines), "--symbols", ",".join(GROUPS[i]), "--timeframes", "5m,15m,1h",
-                    "--from", FROM, "--to", TO, "--speed", str(SPEED),
+                    "--from", FROM, "--to", TO, "--speed", str(SPEED), "--pace-from", f"{anchor:.3f}",
                     "--decisions-out", str(out / "d.jsonl"), "--journal", f"sqlite:///{out}/j.db",
                     "--namespace", f"partition-{policy}", "--metrics-port", "0", "--no-report")  # fmt: skip
             runners.append(r)
-        time.sleep(5)  # both deciding by now
+        time.sleep(max(0.0, anchor + 5.0 - time.time()))  # both deciding by now
         proxy.cut("refuse")
         time.sleep(8)
         proxy.heal()

@@ -166,6 +166,7 @@ def _run(
     report: bool,
     hold_metrics: float,
     force: bool = False,
+    pace_from: float | None = None,
 ) -> tuple[RunStats, str | None, list[str]]:
     import asyncio
 
@@ -238,6 +239,7 @@ def _run(
             decisions_out=decisions_out,
             overwrite=force,
             speed=speed,
+            pace_from=pace_from,
             on_progress=on_progress,
             console=console,
         )
@@ -458,6 +460,13 @@ def replay(
     timeframes: Annotated[str | None, typer.Option(help="Comma-separated timeframes (default from settings).")] = None,
     profile: ProfileOpt = None,
     speed: Annotated[float | None, typer.Option(help="N × real time (default: as fast as possible).")] = None,
+    pace_from: Annotated[
+        float | None,
+        typer.Option(
+            help="With --speed: pace from this wall-clock instant (epoch seconds), not from this process's start; "
+            "replays given the same value stay in step (several runners sharing caps on recorded data)."
+        ),
+    ] = None,
     decisions_out: Annotated[str | None, typer.Option(help="Write one JSON line per candidate here.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --decisions-out file.")] = False,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus exporter port (0 = any free).")] = None,
@@ -475,6 +484,8 @@ def replay(
 
     Exit status: 0 GO, 1 NO-GO or interrupted, 2 usage or configuration error, 3 the run failed (crash).
     """
+    if pace_from is not None and not speed:
+        _fail("--pace-from paces a replay run at --speed N: give --speed too")
     overrides: dict[str, Any] = {"runtime.source": "replay"}
     if symbols:
         overrides["runtime.symbols"] = symbols
@@ -507,6 +518,7 @@ def replay(
         decisions_out=decisions_out,
         force=force,
         speed=speed,
+        pace_from=pace_from,
         namespace=namespace,
         report=report,
         hold_metrics=0.0,

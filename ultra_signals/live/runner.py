@@ -198,6 +198,7 @@ class Runner:
         serve_metrics: bool = True,
         on_progress: Callable[[RunStats, int], None] | None = None,
         lease: ExecutorLease | None = None,
+        pace_from: float | None = None,
         beacon: FleetBeacon | None = None,
     ) -> None:
         self.settings = settings
@@ -253,6 +254,11 @@ class Runner:
         if sn.selection == "ranked" or sn.max_same_direction is not None:  # so does the budget's state
             self.engine.sniper.restore_budget(journal.budget_history(self.journal_ns))
         self.speed = speed
+        #: With ``speed``: the wall-clock instant (epoch s) the run's first bar is paced from, instead of when this
+        #: process reaches it.  Replays given the same instant stay in step whatever their start-up took, so a
+        #: rehearsal of several runners sharing caps decides as live runners would (who reaches a slot first is
+        #: then a matter of the market, not of which process imported faster).
+        self.pace_from = pace_from
         self.serve_metrics = serve_metrics
         self.on_progress = on_progress
         #: Extra periodic work started with the loop and cancelled at its end (the universe refresh, wired by
@@ -432,6 +438,8 @@ class Runner:
             elif self.speed and bar is not None:
                 if wall0 == 0.0:
                     wall0 = time.monotonic()
+                    if self.pace_from is not None:  # a runner late for the shared anchor catches up unpaced
+                        wall0 -= time.time() - self.pace_from
                 ahead = (ts - start) / 1000.0 / self.speed - (time.monotonic() - wall0)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
