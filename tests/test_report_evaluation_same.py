@@ -28,7 +28,7 @@ from ultra_signals.apps.evaluate import EvaluationError, run_bars, run_table
 from ultra_signals.core.config import load_settings
 from ultra_signals.core.events import Kline
 from ultra_signals.core.timeframes import tf_ms
-from ultra_signals.research.outcomes import Bars, Costs, Outcome, Trade, label, label_many
+from ultra_signals.research.outcomes import Bars, Costs, Outcome, Trade, label_each, label_many
 from ultra_signals.sources.base import SourceError
 from ultra_signals.sources.candles_csv import CandleWriter
 from ultra_signals.sources.replay import ReplaySource
@@ -212,21 +212,7 @@ def _trades(bars: Bars, n: int, seed: int) -> list[Trade]:
 def _reference_labels(
     trades: Sequence[Trade], tp: int, horizon_ms: int, bars: Bars, funding: Sequence[tuple[int, float]]
 ) -> list[Outcome]:
-    return [
-        label(
-            long=t.long,
-            entry_ref=t.entry_ref,
-            stop=t.stop,
-            targets=t.targets,
-            take_profit_target=tp,
-            decision_ts=t.decision_ts,
-            horizon_ms=horizon_ms,
-            bars=bars,
-            costs=t.costs,
-            funding=funding,
-        )
-        for t in trades
-    ]
+    return label_each(trades, tp, horizon_ms, bars, funding)  # label() per trade, one call each
 
 
 def _bits(o: Outcome) -> str:

@@ -39,7 +39,7 @@ from ultra_signals.core.events import Kline
 from ultra_signals.core.timeframes import tf_ms
 from ultra_signals.counters.windows import MemoryCounters
 from ultra_signals.engine.pipeline import SignalEngine
-from ultra_signals.features.aggregation import WEEK_MS, WEEK_OFFSET_MS
+from ultra_signals.features.aggregation import window_runs
 from ultra_signals.research import quality as q
 from ultra_signals.research.outcomes import Bars, Costs, Outcome, Trade, label_many
 from ultra_signals.research.selection import DAY_MS, HOUR_MS, Policy, Row, Verdict, select
@@ -871,16 +871,8 @@ def _ohlc_windows(
     n = len(ot)
     if length == base_ms or not n:
         return ot, op, hi, lo, cl
-    offset = WEEK_OFFSET_MS if length % WEEK_MS == 0 else 0
-    ws = ot - (ot - offset) % length
-    new_window = np.empty(n, dtype=bool)
-    new_window[0] = True
-    np.not_equal(ws[1:], ws[:-1], out=new_window[1:])
-    first = np.flatnonzero(new_window)
-    last = np.append(first[1:], n) - 1
-    done = len(first)
-    if int(ot[-1]) + base_ms != int(ws[-1]) + length:
-        done -= 1  # the file may stop mid-window: the replay does not emit that window
+    # The file may stop mid-window: the replay does not emit that window, nor does this.
+    ws, _, first, last, done = window_runs(ot, base_ms, length, final_proven=False)
     return (
         ws[first[:done]],
         op[first[:done]],

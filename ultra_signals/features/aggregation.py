@@ -274,15 +274,7 @@ def aggregate_arrays(
     out: list[Kline] = []
     for w in agg._windows:
         length = w.length
-        ws = _starts(ot, length)
-        new_window = np.empty(n, dtype=bool)
-        new_window[0] = True
-        np.not_equal(ws[1:], ws[:-1], out=new_window[1:])
-        first = np.flatnonzero(new_window)
-        last = np.append(first[1:], n) - 1
-        done = len(first)
-        if not final_proven and int(ot[-1]) + base != int(ws[-1]) + length:
-            done -= 1  # the final window's end is not proven: it stays pending, as in the streaming form
+        ws, new_window, first, last, done = window_runs(ot, base, length, final_proven)
         if not done:
             continue
         group = np.cumsum(new_window) - 1
@@ -307,6 +299,26 @@ def aggregate_arrays(
         )
     out.sort(key=_emit_order)
     return out
+
+
+def window_runs(
+    ot: npt.NDArray[np.int64], base_ms: int, length: int, final_proven: bool
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.intp], npt.NDArray[np.intp], int]:
+    """How checked base bars (ascending open times ``ot``, at least one) fall into ``length`` windows: each bar's
+    window start, whether it opens a window, the first and last bar index of each window, and how many windows are
+    complete.  The final window counts only when its end is proven (``final_proven``, or its last base bar is
+    there): the streaming form keeps it pending, so every reader of aggregated columns must drop it the same way."""
+    n = len(ot)
+    ws = _starts(ot, length)
+    new_window = np.empty(n, dtype=bool)
+    new_window[0] = True
+    np.not_equal(ws[1:], ws[:-1], out=new_window[1:])
+    first = np.flatnonzero(new_window)
+    last = np.append(first[1:], n) - 1
+    done = len(first)
+    if not final_proven and int(ot[-1]) + base_ms != int(ws[-1]) + length:
+        done -= 1
+    return ws, new_window, first, last, done
 
 
 def _starts(ts: npt.NDArray[np.int64], length: int) -> npt.NDArray[np.int64]:

@@ -181,6 +181,32 @@ class Trade:
     costs: Costs
 
 
+def label_each(
+    trades: Sequence[Trade],
+    take_profit_target: int,
+    horizon_ms: int,
+    bars: Bars,
+    funding: Sequence[tuple[int, float]] = (),
+) -> list[Outcome]:
+    """:func:`label` for each trade, one call each: what :func:`label_many` must equal bit for bit, and what it
+    falls back to where its vectorised form does not apply."""
+    return [
+        label(
+            long=t.long,
+            entry_ref=t.entry_ref,
+            stop=t.stop,
+            targets=t.targets,
+            take_profit_target=take_profit_target,
+            decision_ts=t.decision_ts,
+            horizon_ms=horizon_ms,
+            bars=bars,
+            costs=t.costs,
+            funding=funding,
+        )
+        for t in trades
+    ]
+
+
 def label_many(
     trades: Sequence[Trade],
     *,
@@ -209,21 +235,7 @@ def label_many(
         or any(a[0] > b[0] for a, b in pairwise(funding))
     )
     if plain:
-        return [
-            label(
-                long=t.long,
-                entry_ref=t.entry_ref,
-                stop=t.stop,
-                targets=t.targets,
-                take_profit_target=take_profit_target,
-                decision_ts=t.decision_ts,
-                horizon_ms=horizon_ms,
-                bars=bars,
-                costs=t.costs,
-                funding=funding,
-            )
-            for t in trades
-        ]
+        return label_each(trades, take_profit_target, horizon_ms, bars, funding)
     ot = bars.open_time
     i0s_a = np.searchsorted(ot, np.asarray([t.decision_ts for t in trades], dtype=np.int64), side="left")
     i1s = np.searchsorted(ot, ot[np.minimum(i0s_a, n - 1)] + horizon_ms, side="left").tolist()
