@@ -54,25 +54,16 @@ def test_shadow_on_the_embedded_default_produces_signals_journal_and_report(tmp_
     assert "## Evaluation of this run's candidates" in md
 
 
-def test_replay_command_over_recorded_candles(tmp_path: Path) -> None:
+def _replay(tmp_path: Path, symbols: str, to: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``replay`` over the shared 5m recordings from 2018-01-20, as a user runs it."""
     data = require_data("klines")
+    args = ("--symbols", symbols, "--from", "2018-01-20", "--to", to, "--metrics-port", "0", *extra)
+    return run_cli(tmp_path, "replay", "--data", str(data), *args)
+
+
+def test_replay_command_over_recorded_candles(tmp_path: Path) -> None:
     out = tmp_path / "d.jsonl"
-    p = run_cli(
-        tmp_path,
-        "replay",
-        "--data",
-        str(data),
-        "--symbols",
-        "ETHBTC,LTCBTC",
-        "--from",
-        "2018-01-20",
-        "--to",
-        "2018-01-22",
-        "--metrics-port",
-        "0",
-        "--decisions-out",
-        str(out),
-    )
+    p = _replay(tmp_path, "ETHBTC,LTCBTC", "2018-01-22", "--decisions-out", str(out))
     assert p.returncode == 0, p.stderr[-3000:]
     assert "1m dropped" in p.stdout  # the 5m files replay on 5m/15m/1h
     # A fast replay is a batch job: no status page unless --web-port or --speed asks for one (issue 13).
@@ -89,24 +80,7 @@ def test_replay_pace_from_needs_speed(tmp_path: Path) -> None:
 
 
 def test_replay_serves_the_status_page_when_asked(tmp_path: Path) -> None:
-    data = require_data("klines")
-    p = run_cli(
-        tmp_path,
-        "replay",
-        "--data",
-        str(data),
-        "--symbols",
-        "ETHBTC",
-        "--from",
-        "2018-01-20",
-        "--to",
-        "2018-01-21",
-        "--metrics-port",
-        "0",
-        "--web-port",
-        "0",
-        "--no-report",
-    )
+    p = _replay(tmp_path, "ETHBTC", "2018-01-21", "--web-port", "0", "--no-report")
     assert p.returncode in (0, 1), p.stderr[-3000:]
     assert sum(ln.startswith("web UI: http://127.0.0.1:") for ln in p.stdout.splitlines()) == 1, p.stdout
 
