@@ -20,7 +20,6 @@ and the first call of each command warms that cache.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import signal
@@ -28,12 +27,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import describe
+from ultra_signals.apps import runfile
 
 COMMANDS: dict[str, list[str]] = {
     "--help": ["--help"],
@@ -66,16 +65,8 @@ def start_runner(cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "ultra_signals", "shadow", "--duration", "1440", "--speed", "20"]
     argv += ["--metrics-port", "0", "--web-port", "0", "--no-report"]
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run_file = cwd / "var" / "run" / "current.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            info = json.loads(run_file.read_text())
-        except (OSError, ValueError):
-            info = {}
-        if info.get("status") == "running" and info.get("web_url"):
-            return proc
-        time.sleep(0.2)
+    if runfile.wait_serving(cwd / runfile.RUN_FILE, lambda: proc.poll() is None, 120.0) is not None:
+        return proc
     stop_runner(proc)
     raise SystemExit("the shadow runner did not serve its web API within 120 s")
 

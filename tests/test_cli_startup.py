@@ -23,13 +23,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import REPO
+from ultra_signals.apps import runfile
 
 #: Never at start, in any of these commands: plotting, the venue's network clients, the web stack, numpy.
 NEVER = (
@@ -137,15 +137,9 @@ NOT_FROM_RUNNER = (
 
 def _wait_for_web(proc: subprocess.Popen[str], run_file: Path, timeout: float = 90.0) -> dict[str, Any]:
     """The run file once it names the runner's web URL (bounded); fails if the runner died first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            info = json.loads(run_file.read_text())
-        except (OSError, ValueError):
-            info = {}
-        if info.get("status") == "running" and info.get("web_url"):
-            return dict(info)
-        time.sleep(0.2)
+    info = runfile.wait_serving(run_file, lambda: proc.poll() is None, timeout)
+    if info is not None:
+        return info
     raise AssertionError(f"no web URL in the run file (runner exit {proc.poll()})")
 
 

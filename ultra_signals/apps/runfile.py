@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,17 @@ def ended(
         }
     )
     write(data, path)
+
+
+def wait_serving(
+    path: Path, alive: Callable[[], bool], timeout_s: float, every_s: float = 0.2
+) -> dict[str, Any] | None:
+    """The run file once it names a running run's web URL, or None if ``alive()`` turns false or ``timeout_s``
+    passes first (bounded: a tool starting a runner must not hang on one that never comes up)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and alive():
+        info = read(path) or {}
+        if info.get("status") == "running" and info.get("web_url"):
+            return info
+        time.sleep(every_s)
+    return None
