@@ -35,6 +35,16 @@ from websockets.exceptions import ConnectionClosed
 from ultra_signals.core.timeframes import tf_ms
 
 
+async def close_servers(ws: Server | None, runner: web.AppRunner | None) -> None:
+    """Stop a fake's websocket server (its close handshake waited for, bounded to 5 s), then its REST app."""
+    if ws is not None:
+        ws.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.wait_closed(), 5)
+    if runner is not None:
+        await runner.cleanup()
+
+
 class ManualClock:
     """Market time the test moves by hand; shared by the fake exchange and the source under test."""
 
@@ -252,12 +262,7 @@ class FakeBinance:
         for t in self._feeders:
             t.cancel()
         await asyncio.gather(*self._feeders, return_exceptions=True)
-        if self._ws is not None:
-            self._ws.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._ws.wait_closed(), 5)
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await close_servers(self._ws, self._runner)
 
     # -- REST ---------------------------------------------------------------------------------------------
     async def _rest(self, request: web.Request) -> web.Response:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import math
 import random
 import struct
@@ -50,6 +49,8 @@ from aiohttp import web
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import CloseCode
 from websockets.protocol import State
+
+from tests.fakes.binance_server import close_servers
 
 MAX_STREAMS_PER_CONNECTION = 1024
 PUBLIC_KINDS = ("bookTicker", "depth")
@@ -226,12 +227,7 @@ class StreamLoad:
         if self._closer_task is not None:
             self._closer_task.cancel()
             await asyncio.gather(self._closer_task, return_exceptions=True)
-        if self._ws is not None:
-            self._ws.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._ws.wait_closed(), 5)
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await close_servers(self._ws, self._runner)
 
     # -- REST ---------------------------------------------------------------------------------------------
     async def _rest(self, request: web.Request) -> web.Response:
