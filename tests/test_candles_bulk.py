@@ -46,6 +46,15 @@ text_of = st.sampled_from(
     [repr, lambda x: f"{x:.8f}", lambda x: f"{x:.3e}", lambda x: str(int(x)) if x >= 1 else repr(x)]
 )
 
+#: Defects of the 12-column Binance layout only (the file generated for them is always a Binance dump).
+BINANCE_ONLY = (
+    "close_time_wrong",
+    "count_negative",
+    "count_decimal",
+    "taker_above_volume",
+    "taker_negative",
+    "ignore_text",
+)
 DEFECTS = [
     "ot_decimal",
     "ot_exponent",
@@ -81,21 +90,8 @@ DEFECTS = [
     "bad_header",
     "header_again",
     "blank_line",
-    "close_time_wrong",
-    "count_negative",
-    "count_decimal",
-    "taker_above_volume",
-    "taker_negative",
-    "ignore_text",
+    *BINANCE_ONLY,
 ]
-BINANCE_ONLY = {
-    "close_time_wrong",
-    "count_negative",
-    "count_decimal",
-    "taker_above_volume",
-    "taker_negative",
-    "ignore_text",
-}
 
 
 @st.composite
