@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import full_window_containing, window_count, worst_window
-from ultra_signals.core.caps import DAY_MS, HOUR_MS, CapPolicy, Reservation
+from ultra_signals.core.caps import DAY_MS, HOUR_MS, CapPolicy, CapRule, Reservation
 from ultra_signals.counters.windows import MemoryCounters, max_window_count, refusal, trailing_count
 
 MIN = 60_000
@@ -209,3 +209,26 @@ def test_long_spans_with_trimming_stay_under_the_caps(policy: CapPolicy, attempt
 def test_max_window_count_matches_brute_force(times: list[int], t: int, length: int) -> None:
     starts = range(t - length + 1, t + 1)
     assert max_window_count(times, t, length) == max(window_count(times, a, length) for a in starts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    times=st.lists(st.integers(0, 10_000), max_size=40).map(sorted),
+    t=st.integers(0, 10_000),
+    rules=st.lists(st.tuples(st.integers(1, 3_000), st.integers(1, 12)), min_size=1, max_size=3),
+)
+def test_refusal_is_the_brute_force_rule_whatever_the_shortcut(
+    times: list[int], t: int, rules: list[tuple[int, int]]
+) -> None:
+    """``refusal`` skips the per-start search when the points near ``t`` cannot fill a cap; the verdict is still
+    the first rule that some window holding ``t`` would exceed, counted by brute force."""
+    caps = [CapRule(f"w{i}", length, cap, f"cap{i}") for i, (length, cap) in enumerate(rules)]
+    want = next(
+        (
+            r.reason
+            for r in caps
+            if max(window_count(times, a, r.length_ms) for a in range(t - r.length_ms + 1, t + 1)) + 1 > r.cap
+        ),
+        None,
+    )
+    assert refusal(times, t, caps) == want

@@ -15,7 +15,7 @@ from ultra_signals.core.events import Kline, MarketEvent, event_time
 from ultra_signals.core.timeframes import tf_ms
 from ultra_signals.sources.base import MarketSource, SourceError
 from ultra_signals.sources.candles_csv import BINANCE_HEADER, read_candles
-from ultra_signals.sources.replay import ReplaySource
+from ultra_signals.sources.replay import KEEP_BYTES, ReplaySource
 
 ALTS = ["ADABTC", "DASHBTC", "ETCBTC", "ETHBTC", "LTCBTC", "NXTBTC", "TRXBTC", "XLMBTC", "XMRBTC", "ZECBTC"]
 HOUR = 3_600_000
@@ -278,24 +278,46 @@ STREAM_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(STREAM_CASES))
-@pytest.mark.parametrize("chunk_bars", [1, 997, 65_536])
-def test_streaming_yields_exactly_the_eager_loaders_events(case: str, chunk_bars: int) -> None:
-    """Every event, in order, equal field for field, whatever the chunk size (1 = the smallest chunk possible)."""
+@pytest.mark.parametrize(("chunk_bars", "keep_bytes"), [(1, 0), (997, 0), (997, KEEP_BYTES), (65_536, KEEP_BYTES)])
+def test_streaming_yields_exactly_the_eager_loaders_events(case: str, chunk_bars: int, keep_bytes: int) -> None:
+    """Every event, in order, equal field for field, whatever the chunk size (1 = the smallest chunk possible) and
+    whether the first read's blocks are kept for the stream or the files read again."""
     from tests.replay_eager import EagerReplaySource
 
     symbols, tfs, start, end, warm = STREAM_CASES[case]
     folder = require_data("klines")
     funding = require_data("funding") if case == "xrpusdt_funding" else None
     old = EagerReplaySource(folder, symbols, tfs, start, end, warm, funding_dir=funding)
-    new = ReplaySource(folder, symbols, tfs, start, end, warm, funding_dir=funding, chunk_bars=chunk_bars)
+    new = ReplaySource(
+        folder, symbols, tfs, start, end, warm, funding_dir=funding, chunk_bars=chunk_bars, keep_bytes=keep_bytes
+    )
     want = list(old.iter_events())
     got = list(new.iter_events())
     assert len(want) > 1000
     assert got == want and len(new) == len(old) == len(got)
+    assert list(new.iter_events()) == want  # a second pass over kept blocks reads them afresh
     assert (new.run_start_ms, new.run_end_ms) == (old.run_start_ms, old.run_end_ms)
     assert new.info == old.info  # symbols, timeframes and every notice, in order
     if case == "xrpusdt_funding":
         assert any(not isinstance(ev, Kline) for ev in got), "the funding file overlaps the candles"
+
+
+@pytest.mark.parametrize("keep_bytes", [KEEP_BYTES, 500_000, 0])
+def test_history_is_kept_from_the_first_read_only_when_it_all_fits(tmp_path: Path, keep_bytes: int) -> None:
+    """Within the budget the stream reuses the first read's blocks (the files are not opened again); when the
+    symbols together exceed it (two files of 276 KB parsed against 500 KB), none is kept and the files are
+    read again, so memory stays bounded whatever the history's length."""
+    for name in ("ETCBTC-5m.csv", "LTCBTC-5m.csv"):
+        shutil.copy(require_data("klines", name), tmp_path / name)
+    src = ReplaySource(tmp_path, ["ETCBTC", "LTCBTC"], ["5m", "1h"], warmup_bars=10, keep_bytes=keep_bytes)
+    want = list(src.iter_events())
+    for name in ("ETCBTC-5m.csv", "LTCBTC-5m.csv"):
+        (tmp_path / name).unlink()
+    if keep_bytes == KEEP_BYTES:
+        assert list(src.iter_events()) == want
+    else:
+        with pytest.raises(SourceError, match=r"ETCBTC-5m\.csv"):
+            list(src.iter_events())
 
 
 @pytest.mark.parametrize("case", ["alts_5m_15m_1h_warm210", "xrpusdt_funding", "unittest_1m_to_4h"])

@@ -72,6 +72,9 @@ SIMULATED_MARKER = "SIMULATED.txt"
 _BATCH = 4096
 #: Base bars (all symbols together) read per chunk of event time: bounds the replay's memory (see the module doc).
 CHUNK_BARS = 65_536
+#: Bytes of parsed blocks the first read may keep for the run (every symbol together): a history that fits is
+#: parsed once instead of twice; a longer one is read again while streaming, so memory stays flat in its length.
+KEEP_BYTES = 32 << 20
 
 
 @dataclass(slots=True)
@@ -85,6 +88,9 @@ class _SymbolScan:
     segments: list[tuple[int, int]] = field(default_factory=list)
     #: Per funding lookup time: (open time, open) of the first base bar at or after it.
     marks: list[tuple[int, float]] = field(default_factory=list)
+    #: The checked blocks of the first read, when the whole history fits :data:`KEEP_BYTES` (else None: the
+    #: stream reads the files again).
+    kept: list[Grid] | None = None
 
     def starts(self, tf: str) -> npt.NDArray[np.int64]:
         """Open times of the ``tf`` bars this file yields (what ``aggregate_arrays`` would emit), ascending."""
@@ -123,10 +129,13 @@ class ReplaySource:
         duration_ms: int | None = None,
         funding_dir: str | Path | None = None,
         chunk_bars: int = CHUNK_BARS,
+        keep_bytes: int = KEEP_BYTES,
     ) -> None:
         """``duration_ms`` (without ``end_ms``) ends the run that long after its start, wherever the start falls.
 
         ``chunk_bars``: base bars (all symbols) read per chunk while streaming; any value gives the same events.
+        ``keep_bytes``: parsed history kept from the first read for the stream (0: always read twice); any value
+        gives the same events.
         """
         if warmup_bars < 0:
             raise SourceError(f"warmup_bars must be >= 0 (got {warmup_bars})")
@@ -159,9 +168,14 @@ class ReplaySource:
         except SourceError as e:  # reported after the candle files, as before: their errors come first
             funding_error, rates = e, [([], {}, []) for _ in chosen]
         finest_ms = tf_ms(tfs[0])
+        budget = [keep_bytes]
         scans = [
-            self._scan(scan.sets[s][bases[s]], bases[s], tfs, rates[i][0], finest_ms) for i, s in enumerate(chosen)
+            self._scan(scan.sets[s][bases[s]], bases[s], tfs, rates[i][0], finest_ms, budget)
+            for i, s in enumerate(chosen)
         ]
+        if budget[0] < 0:  # the history does not fit: every symbol is read again while streaming
+            for sc in scans:
+                sc.kept = None
         # Per symbol and timeframe, the open times of the bars the files yield (computed one symbol at a time).
         coarsest = tfs[-1]
         coarse = [sc.starts(coarsest) for sc in scans]
@@ -251,10 +265,16 @@ class ReplaySource:
         return kept
 
     @staticmethod
-    def _scan(cs: CandleSet, base: str, tfs: list[str], funding_times: list[int], finest_ms: int) -> _SymbolScan:
-        """Read and check one symbol's file(s) once, keeping only what :class:`_SymbolScan` holds."""
+    def _scan(
+        cs: CandleSet, base: str, tfs: list[str], funding_times: list[int], finest_ms: int, budget: list[int]
+    ) -> _SymbolScan:
+        """Read and check one symbol's file(s) once, keeping only what :class:`_SymbolScan` holds.
+
+        ``budget``: bytes of blocks the symbols may still keep (shared; below 0 once the history does not fit).
+        """
         base_ms = tf_ms(base)
         sc = _SymbolScan(cs, base, base_ms)
+        kept: list[Grid] | None = [] if budget[0] >= 0 else None
         # Funding marks: the first finest-timeframe bar opening at or after a funding time opens with the first
         # base bar at or after that time rounded up to the finest timeframe.
         need = np.asarray([window_start(t + finest_ms - 1, finest_ms) for t in funding_times], dtype=np.int64)
@@ -265,6 +285,12 @@ class ReplaySource:
         seg_first = prev = -(1 << 62)
         n = 0
         for grid in iter_blocks(cs):
+            if kept is not None:
+                budget[0] -= grid.nbytes
+                if budget[0] < 0:
+                    kept = None
+                else:
+                    kept.append(grid)
             ot = grid[:, 0].astype(np.int64)
             # A run of consecutive bars ends before every bar that does not follow the previous one by base_ms.
             before = np.empty_like(ot)
@@ -288,6 +314,7 @@ class ReplaySource:
             raise SourceError(
                 f"{cs.symbol}: {', '.join(p.name for p in cs.paths)} holds no complete {'/'.join(tfs)} bar"
             )
+        sc.kept = kept
         return sc
 
     @staticmethod
@@ -436,7 +463,7 @@ class ReplaySource:
         rank = {tf: (ntf - 1 - i) * nsym for i, tf in enumerate(tfs)}
         run_end = self._run_end
         chunk = self._chunk_ms
-        readers = [iter_blocks(sc.cs, self._block_rows) for sc in scans]
+        readers = [iter_blocks(sc.cs, self._block_rows) if sc.kept is None else iter(sc.kept) for sc in scans]
         # Per symbol: the block being read (None once the files are done), its open times, the next row in it.
         blocks: list[Grid | None] = [None] * nsym
         opens_of: list[npt.NDArray[np.int64]] = [np.empty(0, dtype=np.int64)] * nsym
@@ -506,7 +533,8 @@ class ReplaySource:
             yield from funding[fi:]  # at the last bar's event time (the list holds none later)
         finally:
             for it in readers:
-                it.close()
+                if isinstance(it, Generator):
+                    it.close()
 
     def _chunk_bars(self, sc: _SymbolScan, rows: Grid, more: bool) -> list[Kline]:
         """One symbol's bars of every timeframe from one chunk of its base rows (any order)."""
