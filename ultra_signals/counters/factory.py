@@ -10,8 +10,6 @@ from collections.abc import Callable, Iterable
 from ultra_signals.core.caps import Reservation, SniperCounters, policy_from
 from ultra_signals.core.config import Settings
 from ultra_signals.core.redaction import url_password
-from ultra_signals.counters.failover import FailoverCounters
-from ultra_signals.counters.redis_backend import RedisCounters, connect, describe_target
 from ultra_signals.counters.windows import MemoryCounters
 from ultra_signals.observability.metrics import Metrics
 
@@ -40,6 +38,11 @@ def make_counters(
         if on_event is not None:
             on_event("start", "counter backend: memory (redis.enabled is false: caps are per process)")
         return memory
+    # Loaded here, not at the top: a run on memory counters (every replay and shadow default) never imports
+    # redis-py, a twentieth of such a run's start-up.
+    from ultra_signals.counters.failover import FailoverCounters
+    from ultra_signals.counters.redis_backend import RedisCounters, connect, describe_target
+
     # The password may be redis.password or inside redis.url: either is scrubbed from the backend's errors.
     secret = rs.password.get_secret_value() if rs.password is not None else (url_password(rs.url) if rs.url else None)
     primary = RedisCounters(

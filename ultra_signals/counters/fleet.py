@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-import redis
+if TYPE_CHECKING:  # redis-py is imported where a beat is written: a runner without Redis never loads it
+    import redis
 
-from ultra_signals.counters.redis_backend import KEY_ROOT
+#: The root of every key this project writes (the caps' keys are under it too: counters/redis_backend.py).
+KEY_ROOT = "ultra_signals"
 
 BEAT_INTERVAL_S = 5.0
 #: A runner whose last beat is older than this is shown as silent.
@@ -58,6 +61,8 @@ class FleetBeacon:
         self.failures = 0
 
     def beat(self, b: RunnerBeat) -> bool:
+        import redis
+
         try:
             pipe = self.client.pipeline(transaction=False)
             pipe.hset(self.key, b.run_id, json.dumps(asdict(b), separators=(",", ":")))

@@ -23,6 +23,7 @@ from redis.retry import Retry
 from ultra_signals.core.caps import BudgetRule, CapPolicy, CapResult, CapRule, CounterBackendError, Reservation
 from ultra_signals.core.config import RedisSettings
 from ultra_signals.core.redaction import redact, redact_url
+from ultra_signals.counters.fleet import KEY_ROOT
 from ultra_signals.counters.lua import load_script
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 SCRIPT = load_script("reserve.lua")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode("utf-8")).hexdigest()
-KEY_ROOT = "ultra_signals"
 #: Reservations written per pipelined round trip when seeding or reconciling.
 RECORD_BATCH = 500
 

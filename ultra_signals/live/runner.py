@@ -20,7 +20,7 @@ from collections.abc import Callable, Container, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from ultra_signals.control.state import is_paused
 from ultra_signals.core.caps import Reservation, SniperCounters, policy_from
@@ -35,12 +35,14 @@ from ultra_signals.engine.risk_filters import SNIPER_REASONS
 from ultra_signals.execution.base import Executor
 from ultra_signals.execution.breakers import RunnerHealth
 from ultra_signals.execution.brokers.base import BrokerError
-from ultra_signals.execution.lease import ExecutorLease
 from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.latency import LatencyHistogram
 from ultra_signals.observability.metrics import SELF_SCRAPE_AGENT, Metrics
 from ultra_signals.observability.release import release
 from ultra_signals.sources.base import MarketSource
+
+if TYPE_CHECKING:  # Redis-backed: its module (and redis-py) load only where bootstrap builds a lease
+    from ultra_signals.execution.lease import ExecutorLease
 
 log = logging.getLogger(__name__)
 #: The executor's blocking reason → the trading state the fleet view shows.
