@@ -20,14 +20,16 @@ How a folder becomes a stream (each choice is reported in ``info.notices`` when 
 - Order: event time, then coarsest timeframe first, then symbol order.  Gaps in the files stay gaps; the
   last window of a file is only emitted when its last bar is there (the file may stop mid-hour).
 
-Streaming (issue 13: memory flat in history length).  Every file is read and checked once when the source is
-built (errors surface before the run starts), keeping only what places the run window: each symbol's runs of
-consecutive bars, the open times of its coarsest bars and the prices funding events need.  :meth:`ReplaySource.
-events` then reads the files again, a chunk of event time at a time: every symbol's bars of that chunk are
+Streaming (issue 13: memory flat in history length). Every file is read and checked once when the source is built
+(errors surface before the run starts), keeping only what places the run window: each symbol's runs of consecutive
+bars, the open times of its coarsest bars and the prices funding events need (and, when the whole history's parsed
+blocks fit :data:`KEEP_BYTES`, those blocks, so a short history is parsed once). :meth:`ReplaySource.events` then
+reads the files again (or the kept blocks), a chunk of event time at a time: every symbol's bars of that chunk are
 aggregated (chunks are cut on boundaries that no bar of any timeframe straddles, so the bars are exactly the
-whole-file ones) and interleaved by the order below.  Memory is one chunk (and one read block per symbol),
-whatever the history length.  Both reads take the files as column blocks (:func:`~ultra_signals.sources.
-candles_csv.iter_blocks`, parsed by numpy), never a Python object per row before a bar is emitted.
+whole-file ones) and interleaved by the order below. Memory is one chunk (and one read block per symbol), whatever
+the history length, plus at most :data:`KEEP_BYTES` of kept blocks. Both reads take the files as column blocks
+(:func:`~ultra_signals.sources.candles_csv.iter_blocks`, parsed by numpy), never a Python object per row before a
+bar is emitted.
 A folder written by the simulator (it holds ``SIMULATED.txt``) replays labelled simulated.
 
 Funding: where ``funding_dir`` (default: the candle folder) holds ``<SYMBOL>-funding.csv`` or
