@@ -1,12 +1,27 @@
 """Live ingest benchmark: the real ``BinanceSource`` and runner, fed by a local fake exchange at rising rates.
 
-    python bench/bench_live.py                          # 50 symbols, 1m/5m/15m/1h, rates 5k … 40k msgs/s
+    python bench/bench_live.py                          # 100 symbols, 1m/5m/15m/1h, rates 5k … 40k msgs/s
+    python bench/bench_live.py --rates 5000,20000 --seconds 6 --symbols 50 --close-spread trade
     python bench/bench_live.py --rates 10000,20000 --seconds 3 --symbols 100 --profile var/live.html
 
 The fake (``tests/fakes/binance_stream_server.py``) runs in a child process so its CPU is not charged to the
 client; it serves REST (exchangeInfo, warm-up klines, depth snapshots) and combined streams on ``/market`` and
 ``/public`` with the recorded per-symbol mix (depth diffs, book tickers, trades, kline updates, mark price), and
-closes every symbol's bars at once on each minute of a market clock running ``--speed`` times the wall clock.
+closes bars on each minute of a market clock running ``--speed`` times the wall clock.  *When* it sends the closed
+bars is ``--close-spread``, and by default the rates run twice, once each way, so both figures are printed:
+
+- ``none``: every symbol's closed bars in one write at the boundary, the worst case for decisions (they queue
+  behind each other);
+- ``trade``: as Binance does in the recording ``../shared/data/ws/binance-futures-ws-20210722.txt``: a symbol's
+  closed bars go out just before its first trade of the new bar, or 2 s (wall) after the boundary if it has none
+  (the fake's docstring gives the recorded times and the Binance page).  The spread then follows the fake's
+  per-symbol trade rate, which grows with the rate asked: at 20,000 msgs/s over 100 symbols (~10 trades a second
+  each) half the symbols close within ~70 ms of the boundary, so this is not a gentle case for liquid markets;
+  the ``closes`` note on each ``trade`` row prints the spread the fake actually produced (p50/p90/max).
+
+During a step the fake writes what is due every ``--write-ms`` (5 ms by default: at 20,000 msgs/s a burst of 100
+messages, and a bar in it waits for those ahead, ~2 ms of the decision p50 at that rate; ``--write-ms 1`` for finer
+arrivals).  A step's ``dec p99`` is over some 50–700 decisions, i.e. its few worst: compare ranges over runs.
 The client is the whole pipeline as ``ultra-signals shadow --source binance`` builds it (features, scoring,
 filters, sniper, SQLite journal, metrics, paper executor), with ``scoring.entry_threshold`` lowered so that most
 closed bars make a candidate that is journaled.
@@ -17,9 +32,13 @@ Per rate it prints:
 - ``CPU µs/msg``: the client process's CPU time (``process_time``) over the step / messages handled; the
   machine is shared, so CPU per message is the figure to compare, wall rates only say whether it kept up;
 - ``lag p50/p99``: exchange send (the message's event time on the market clock) → the runner handing the event
-  to the engine, over every event (book tickers, trades, mark prices, depth summaries, bars); includes the
-  kernel's socket buffers and the source's queue;
-- ``decision p50/p99``: the runner's own tick-to-decision (socket read → decision journaled) at bar closes;
+  to the engine, over every event but closed bars (book tickers, trades, mark prices, depth summaries); includes
+  the kernel's socket buffers and the source's queue (a closed bar carries its close time, not its send time:
+  its figure is the next one);
+- ``dec p50/p99``: the runner's own tick-to-decision (socket read → decision journaled) at bar closes, over the
+  step and its drain period (the histogram starts afresh at the step's start);
+- ``wait p99``: of that, the part before the engine for closed bars (kernel, inbox, source, and every event
+  ahead of it, other symbols' decisions included): queueing, not this bar's own work;
 - ``coalesced``: depth diffs and book tickers merged under backlog (not lost: a merged diff's levels are
   applied with the ``U``/``u``/``pu`` chain kept; a book ticker is replaced by a newer one);
 - ``recon``: reconnects during the step (a dropped connection loses what was in flight);
@@ -77,18 +96,26 @@ def _server_main(pipe: Connection, n_symbols: int, market0_ms: int, wall0: float
             if cmd[0] == "conns":
                 pipe.send((len(srv.conns), srv.connects, list(srv.misrouted), srv.rejected))
                 continue
-            _, start_at, rates, seconds, gap, _drain = cmd
+            _, start_at, plan, seconds, gap, write_s = cmd
             await asyncio.sleep(max(0.0, start_at - time.time()))
             steps = []
-            for r in rates:
-                steps.append(asdict(await srv.run_step(r, seconds)))
+            for spread, r in plan:
+                srv.close_spread = spread
+                srv.close_delays_s.clear()
+                step = asdict(await srv.run_step(r, seconds, write_s))
                 await srv.idle(gap)
+                step["close_delays_s"] = sorted(srv.close_delays_s)  # "trade": boundary → closed bars sent, per symbol
+                steps.append(step)
             srv.paused = True  # nothing more is written: the client's count can be compared with sent_total
             await asyncio.sleep(0.1)
             pipe.send((steps, dict(srv.rest_calls), srv.connects, srv.sent_total))
         await srv.stop()
 
     asyncio.run(main())
+
+
+def _q(xs: list[float], q: float) -> float:
+    return xs[min(len(xs) - 1, int(len(xs) * q))]
 
 
 # -- the client ------------------------------------------------------------------------------------------------
@@ -139,7 +166,9 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
             **({"binance.streams": args.streams} if args.streams != "all" else {}),
         },
     )
-    rates = [float(r) for r in args.rates.split(",")]
+    spreads = args.close_spread.split(",")
+    plan = [(spread, float(r)) for spread in spreads for r in args.rates.split(",")]
+    rates = [r for _, r in plan]
     plan_s = len(rates) * (args.seconds + args.gap) + 600.0  # and warm-up: the run is ended by the bench
     duration_min = int(plan_s * args.speed / 60.0) + 2
     metrics = Metrics()
@@ -151,6 +180,7 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
         )
         engine = runner.engine
         lags: list[tuple[float, float]] = []
+        waits: list[tuple[float, float]] = []
         live = [False]
         on_event = engine.on_event
         now = time.time
@@ -159,17 +189,23 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
         # Wall time spent per stage while live (the runner's work at bar closes, for the sizing): [seconds, calls].
         cost: dict[str, list[float]] = {"engine per closed bar": [0.0, 0], "runner._handle per candidate": [0.0, 0]}
 
-        def timed(ev: Any) -> Any:  # the bench's probe: exchange send → engine, for every live event
+        def timed(ev: Any) -> Any:  # the bench's probe: exchange send → engine, for every live event but closes
             if not live[0]:
                 return on_event(ev)
-            lags.append((now(), (now() - clock.wall_of(event_time(ev))) * 1000.0))
             if type(ev) is Kline and ev.closed:
+                # A closed bar carries its close time, not when the exchange sent it (the fake may hold it, as
+                # Binance does, until the symbol's next trade): its socket read → decision is the `dec` figure,
+                # and the part of it spent before the engine (kernel, inbox, source, bars ahead) is `waits`.
+                recv = src.received_at
+                if recv is not None:
+                    waits.append((now(), (now() - recv) * 1000.0))
                 t = perf()
                 r = on_event(ev)
                 c = cost["engine per closed bar"]
                 c[0] += perf() - t
                 c[1] += 1
                 return r
+            lags.append((now(), (now() - clock.wall_of(event_time(ev))) * 1000.0))
             return on_event(ev)
 
         engine.on_event = timed  # type: ignore[method-assign]
@@ -219,7 +255,7 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
             quiet = 0 if busy else quiet + 1
         live[0] = True
         start_at = time.time() + 0.3
-        pipe.send(("run", start_at, rates, args.seconds, args.gap, 0.0))
+        pipe.send(("run", start_at, plan, args.seconds, args.gap, args.write_ms / 1000.0))
         profiler = None
         if args.profile:
             from pyinstrument import Profiler
@@ -232,14 +268,15 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
             t_start = start_at + i * (args.seconds + args.gap)
             await asyncio.sleep(max(0.0, t_start - time.time()))
             s0 = sample()
+            # The runner's own tick-to-decision, per step: a fresh histogram each step (from its start: the
+            # decisions of the warm-up's catch-up, REST bars closed during start-up, are not the step's).
+            runner.stats.latencies_ms = LatencyHistogram()
             await asyncio.sleep(max(0.0, t_start + args.seconds - time.time()))
             s1 = sample()
             await asyncio.sleep(max(0.0, t_start + args.seconds + args.gap - 0.05 - time.time()))
             s2 = sample()
             marks.append((s0, s1, s2))
-            # The runner's own tick-to-decision, per step: a fresh histogram each step.
             marks_lat.append(runner.stats.latencies_ms)
-            runner.stats.latencies_ms = LatencyHistogram()
         if profiler is not None:
             profiler.stop()
             Path(args.profile).parent.mkdir(parents=True, exist_ok=True)
@@ -267,16 +304,21 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
     print(f"client: {len(symbols)} symbols × {len(tfs)} timeframes ({','.join(tfs)}), warm-up {args.warmup} bars, "
           f"stream set {args.streams} ({'/'.join(getattr(src, 'stream_kinds', lambda: ['all'])())}), "
           f"broker {args.broker}; "
-          f"market clock ×{args.speed:g} (a 1m close every {60 / args.speed:.1f} s wall, all symbols at once); "
+          f"market clock ×{args.speed:g} (a 1m close every {60 / args.speed:.1f} s wall); "
+          f"the fake writes every {args.write_ms:g} ms; "
           f"streams: {len(src.streams())} over {len(src._pool.connections) if src._pool else 0} connections; "
           f"server connects {connects}")  # fmt: skip
     print(
-        f"{'rate':>8} {'msgs/s':>8} {'CPU µs/msg':>10} {'CPU':>6} {'lag p50':>8} {'lag p99':>8} {'dec p50':>8} {'dec p99':>8} "
-        f"{'decisions':>9} {'coalesced':>9} {'behind':>7} {'recon':>5}  kept up"
+        "closes: none = every symbol's closed bars in one write at the boundary (worst case); trade = each "
+        "symbol's at its first trade of the new bar, else 2 s after the boundary (the recorded behaviour)"
+    )
+    print(
+        f"{'closes':>6} {'rate':>8} {'msgs/s':>8} {'CPU µs/msg':>10} {'CPU':>6} {'lag p50':>8} {'lag p99':>8} {'dec p50':>8} {'dec p99':>8} {'wait p99':>8} "
+        f"{'decisions':>9} {'coalesced':>9} {'behind':>7} {'recon':>5}  kept up  (closes sent after the boundary: p50/p90/max)"
     )
     sustained = 0.0
     total_sent = 0
-    for i, (rate, (s0, s1, s2), st) in enumerate(zip(rates, marks, steps, strict=True)):
+    for i, ((spread, rate), (s0, s1, s2), st) in enumerate(zip(plan, marks, steps, strict=True)):
         sent = st["sent"]
         total_sent += sent
         got_step = s1.handled - s0.handled
@@ -289,6 +331,8 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
         p50 = step_lags[len(step_lags) // 2] if step_lags else math.nan
         p99 = step_lags[min(len(step_lags) - 1, int(len(step_lags) * 0.99))] if step_lags else math.nan
         dec = latency_percentiles(marks_lat[i])
+        step_waits = sorted(ms for w, ms in waits if t_start <= w < t_start + args.seconds + args.gap)
+        wait99 = _q(step_waits, 0.99) if step_waits else math.nan
         coal = s2.coalesced - s0.coalesced
         behind = max(0, int(sent - got_all))
         recon = int(s2.reconnects - s0.reconnects)
@@ -298,10 +342,16 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
         kept = kept and got_step / wall >= 0.97 * min(rate, sent_rate)
         if kept and fake_ok:
             sustained = max(sustained, rate)
+        delays = st["close_delays_s"]
+        spread_note = (
+            f"  ({_q(delays, 0.5) * 1e3:,.0f}/{_q(delays, 0.9) * 1e3:,.0f}/{delays[-1] * 1e3:,.0f} ms, {len(delays)} closes)"
+            if delays
+            else ""
+        )
         print(
-            f"{rate:>8,.0f} {got_step / wall:>8,.0f} {cpu / max(got_all, 1) * 1e6:>10.1f} {cpu_pct:>5.0f}% {p50:>7.1f}ms {p99:>7.1f}ms "
-            f"{dec['p50']:>7.2f}ms {dec['p99']:>7.2f}ms {int(dec['n']):>9,} {int(coal):>9,} {behind:>7,} {recon:>5}  "
-            f"{'yes' if kept else 'no'}{'' if fake_ok else f' (the fake sent only {sent_rate:,.0f}/s)'}"
+            f"{spread:>6} {rate:>8,.0f} {got_step / wall:>8,.0f} {cpu / max(got_all, 1) * 1e6:>10.1f} {cpu_pct:>5.0f}% {p50:>7.1f}ms {p99:>7.1f}ms "
+            f"{dec['p50']:>7.2f}ms {dec['p99']:>7.2f}ms {wait99:>6.2f}ms {int(dec['n']):>9,} {int(coal):>9,} {behind:>7,} {recon:>5}  "
+            f"{'yes' if kept else 'no'}{'' if fake_ok else f' (the fake sent only {sent_rate:,.0f}/s)'}{spread_note}"
         )
     lost = max(0, int(sent_total - total_handled))
     print(f"total: the server wrote {sent_total:,} messages since start (steps, quiet trickle, bar closes); "
@@ -309,6 +359,7 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
     print(f"source stats: {src.stats}"[:1500])
     parts = ", ".join(f"{k} {v[0] / v[1] * 1e6:,.0f} µs ({int(v[1]):,})" for k, v in cost.items() if v[1])
     print(f"decision work (wall, while live): {parts}")
+
     print(f"sustained: {sustained:,.0f} msgs/s")
 
 
@@ -323,11 +374,28 @@ def main() -> None:
     ap.add_argument("--speed", type=float, default=20.0, help="market clock speed (× wall)")
     ap.add_argument("--streams", default="all", choices=["all", "needed"], help="binance.streams (the stream set)")
     ap.add_argument("--broker", default="paper", choices=["paper", "none"], help="execution.broker (what-if fills)")
+    ap.add_argument(
+        "--close-spread",
+        default="none,trade",
+        help="when the fake sends closed bars, one pass over the rates per value: none (all symbols in one write at "
+        "the boundary: the worst case), trade (each symbol's at its first trade of the new bar, else 2 s after: "
+        "as recorded from Binance)",
+    )
+    ap.add_argument(
+        "--write-ms",
+        type=float,
+        default=5.0,
+        help="the fake writes what is due every this many ms during a step (5: at 20,000 msgs/s, 100 messages land "
+        "together, and the last waits behind the 99 before it)",
+    )
     ap.add_argument("--profile", default="", help="write a pyinstrument HTML profile of the steps here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from tests.fakes.binance_stream_server import MarketClock
+    from tests.fakes.binance_stream_server import CLOSE_SPREADS, MarketClock
+
+    if not set(args.close_spread.split(",")) <= set(CLOSE_SPREADS):
+        ap.error(f"--close-spread: values are {', '.join(CLOSE_SPREADS)}")
 
     wall0 = time.time()
     market0 = int(wall0 * 1000) // 60_000 * 60_000 + 30_000  # mid-minute, so the first close comes soon

@@ -122,3 +122,72 @@ def test_bars_close_for_every_symbol_at_each_boundary_and_rest_agrees() -> None:
         assert rows and rows[0][0] == k["t"] and rows[0][4] == k["c"] and rows[0][6] == k["T"]
 
     _run(go)
+
+
+class _Sink:
+    """Stands for a client connection: the generator only collects frames per connection before writing them."""
+
+
+def _frames(batch: dict[object, list[bytes]]) -> list[dict[str, object]]:
+    """The JSON of every frame collected (all streams on one sink here), in order; the frames' headers are 2 bytes
+    (short messages) or 4 bytes (126 ≤ length < 65536)."""
+    out = []
+    for frames in batch.values():
+        for f in frames:
+            out.append(orjson.loads(f[2:] if f[1] < 126 else f[4:]))
+    return out
+
+
+def _load(spread: str, streams: list[str], minute: int) -> tuple[StreamLoad, _Sink]:
+    srv = StreamLoad(SYMS, MarketClock(minute + 1_000, time.time(), 1.0), close_spread=spread)
+    sink = _Sink()
+    srv.by_stream = dict.fromkeys(streams, sink)  # type: ignore[arg-type]
+    return srv, sink
+
+
+def test_close_spread_none_sends_every_symbols_closed_bar_at_the_boundary() -> None:
+    """The worst case for a client: every subscribed kline stream's closed bar in the same write, event time = the
+    boundary; at a 5m boundary the 1m and 5m bars both."""
+    boundary = 1_700_000_100_000 // 300_000 * 300_000  # a 5m (and 1m) boundary
+    streams = ["aaausdt@kline_1m", "aaausdt@kline_5m", "bbbusdt@kline_1m", "bbbusdt@aggTrade"]
+    srv, _ = _load("none", streams, boundary)
+    batch: dict[object, list[bytes]] = {}
+    srv._closes(boundary, batch, srv._step, 0.0)  # type: ignore[arg-type]
+    got = [(m["stream"], m["data"]["k"]["x"], m["data"]["E"]) for m in _frames(batch)]  # type: ignore[index]
+    assert sorted(got) == [(s, True, boundary) for s in sorted(streams) if "kline" in s]
+    assert not srv._pending
+
+
+def test_close_spread_trade_holds_each_symbols_close_until_its_first_trade_or_the_sweep() -> None:
+    """As recorded from Binance (the fake's docstring): a symbol's closed bars go out just before its first trade of
+    the new bar, never after an update of the new bar; a symbol with no trade gets them at the sweep."""
+    boundary = 1_700_000_100_000 // 60_000 * 60_000
+    # AAA trades; BBB has no trade stream: nothing releases its close but the sweep.
+    streams = ["aaausdt@kline_1m", "aaausdt@aggTrade", "bbbusdt@kline_1m", "bbbusdt@bookTicker"]
+    srv, _ = _load("trade", streams, boundary)
+    sc = srv._subscribed_cum()
+    batch: dict[object, list[bytes]] = {}
+    srv._closes(boundary, batch, srv._step, 100.0)  # type: ignore[arg-type]
+    assert batch == {} and set(srv._pending) == set(SYMS)
+    srv._fill(400, batch, srv._step, sc)  # type: ignore[arg-type]
+    srv._sweep(batch, srv._step, 101.99)  # type: ignore[arg-type]  # before the sweep (2 s): BBB still waits
+    msgs = _frames(batch)
+    kinds = [(m["stream"], m["data"].get("k", {}).get("x")) for m in msgs]  # type: ignore[union-attr]
+    first_trade = kinds.index(("aaausdt@aggTrade", None))
+    assert kinds[first_trade - 1] == ("aaausdt@kline_1m", True)  # just before it
+    assert kinds.count(("aaausdt@kline_1m", True)) == 1
+    assert ("aaausdt@kline_1m", False) not in kinds[:first_trade]  # no update of the new bar before the close
+    assert ("bbbusdt@kline_1m", False) not in kinds and ("bbbusdt@kline_1m", True) not in kinds
+    assert list(srv._pending) == ["BBBUSDT"]
+    closed = [m["data"] for m in msgs if m["data"].get("k", {}).get("x")]  # type: ignore[union-attr]
+    assert all(d["E"] >= boundary for d in closed)  # type: ignore[index]
+    batch = {}
+    srv._sweep(batch, srv._step, 102.0)  # type: ignore[arg-type]
+    assert [(m["stream"], m["data"]["k"]["x"]) for m in _frames(batch)] == [("bbbusdt@kline_1m", True)]  # type: ignore[index]
+    assert not srv._pending and srv._step.sent_by_kind["kline_closed"] == 2
+    assert list(srv.close_delays_s)[-1] == pytest.approx(2.0)
+
+
+def test_close_spread_is_checked() -> None:
+    with pytest.raises(ValueError, match="close_spread"):
+        StreamLoad(SYMS, MarketClock(0, 0.0, 1.0), close_spread="phase")

@@ -21,7 +21,26 @@ The protocol, as documented by Binance and kept strictly:
 - depth diffs chain by ``U``/``u``/``pu`` per symbol; ``/fapi/v1/depth`` answers a snapshot of the book the diffs
   roll forward, so a client that resyncs links in again;
 - klines close on the market clock's minute boundaries (``x: true``), one message per subscribed timeframe
-  closing there, for every symbol at once (what the real stream does at a boundary).
+  closing there; *when* is :attr:`StreamLoad.close_spread`:
+
+  - ``"none"`` (the default, the worst case for a client): every symbol's closed bars in the same write, at the
+    boundary;
+  - ``"trade"`` (what the real exchange does): a symbol's closed bars go out just before its first trade of the
+    new bar (no kline update of the new bar before them), or at the sweep ``close_sweep_s`` after the boundary
+    if it has none.  The
+    recording in ``../shared/data/ws/binance-futures-ws-20210722.txt`` (the minute boundary 1626992760000, 4
+    symbols) shows exactly that: SUSHIUSDT's closed 1m bar has ``E`` = +203 ms, 5 ms after its first trade of the
+    new minute (``T`` = +198), CTKUSDT's +791 ms, 7 ms after its first trade (+784); AKROUSDT and KEEPUSDT, with no
+    trade in the new minute, +2003 and +2004 ms (a sweep ~2 s after the boundary).  Binance documents the kline
+    stream's "Update Speed 250ms" (pushes at most every 250 ms, "if existing",
+    https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/Kline-Candlestick-Streams),
+    and the recording agrees (updates of one stream ≥ 279 ms apart) but has no fixed per-stream phase (``E`` mod
+    250 ms varies over the whole cycle within one stream), so the model has no phase: only the trade trigger and
+    the sweep.  Four samples: the model is that simple on purpose (no per-symbol lateness beyond the trigger, the
+    sweep a constant 2 s).  How spread the closes are therefore follows the fake's own trade rate per symbol
+    (the recorded mix scaled to the rate asked): at 20,000 msgs/s over 100 symbols each trades ~10 times a
+    second, so half the symbols close within ~70 ms; a quiet market leaves most to the sweep.  The sweep is wall time (what the client feels), also when the market
+    clock runs faster than the wall clock.
 
 The market clock may run faster than the wall clock (``speed``) so bars close every few seconds of a bench.
 Event times (``E``, ``T``) are market time; ``wall_of(E)`` maps them back to the wall time they were sent,
@@ -40,6 +59,7 @@ import math
 import random
 import struct
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -56,6 +76,8 @@ MAX_STREAMS_PER_CONNECTION = 1024
 PUBLIC_KINDS = ("bookTicker", "depth")
 #: Messages per symbol and second per stream kind, from the 2021-07-22 recording (see the module docstring).
 RECORDED_MIX = {"depth": 6.4, "bookTicker": 5.1, "aggTrade": 0.76, "kline": 0.56, "markPrice": 1.0}
+#: When closed bars go out (:attr:`StreamLoad.close_spread`, the module docstring).
+CLOSE_SPREADS = ("none", "trade")
 TF_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000}
 
 
@@ -161,6 +183,8 @@ class StreamLoad:
         ping_interval_s: float | None = 2.0,
         ping_timeout_s: float | None = 5.0,
         seed: int = 7,
+        close_spread: str = "none",
+        close_sweep_s: float = 2.0,
     ) -> None:
         self.symbols = symbols
         self.index = {s: i for i, s in enumerate(symbols)}
@@ -200,6 +224,17 @@ class StreamLoad:
         self.unsent = 0
         #: Stop all traffic (trickle and bar closes), e.g. to count what was sent against what was received.
         self.paused = False
+        #: When closed bars go out: ``"none"`` all at the boundary, ``"trade"`` at the symbol's first trade of the
+        #: new bar or the sweep (the module docstring); may change between steps.
+        if close_spread not in CLOSE_SPREADS:
+            raise ValueError(f"close_spread must be one of {CLOSE_SPREADS}, not {close_spread!r}")
+        self.close_spread = close_spread
+        self.close_sweep_s = close_sweep_s
+        #: ``"trade"``: closed bars waiting for their symbol's first trade, per symbol (boundary order), with the
+        #: wall time of their sweep.  Every entry leaves by its sweep at the latest.
+        self._pending: dict[str, tuple[float, list[tuple[str, str, int]]]] = {}
+        #: ``"trade"``: how long after its boundary each symbol's closed bars went out (wall seconds), sweep or not.
+        self.close_delays_s: deque[float] = deque(maxlen=100_000)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     async def start(self, rest_port: int = 0, ws_port: int = 0) -> None:
@@ -375,21 +410,60 @@ class StreamLoad:
              "v": r[5], "n": r[8], "x": closed, "q": r[7], "V": r[9], "Q": r[10], "B": "0"}  # fmt: skip
         return orjson.dumps({"stream": stream, "data": {"e": "kline", "E": now, "s": sym, "k": k}})
 
-    def _closes(self, boundary: int, out: dict[_Conn, list[bytes]], step: Step) -> None:
-        """Every subscribed kline stream whose bar closes at ``boundary``: one closed bar each, all at once."""
-        for stream, conn in list(self.by_stream.items()):
+    def _closes(self, boundary: int, out: dict[_Conn, list[bytes]], step: Step, wall: float | None = None) -> None:
+        """Every subscribed kline stream whose bar closes at ``boundary``: one closed bar each, written now
+        (``close_spread`` ``"none"``) or held for the symbol's first trade, until ``wall`` + the sweep (``"trade"``)."""
+        spread = self.close_spread
+        wall = time.time() if wall is None else wall
+        for stream in list(self.by_stream):
             if "@kline_" not in stream:
                 continue
             tf = stream.rsplit("_", 1)[1]
-            length = TF_MS[tf]
-            if boundary % length:
+            if boundary % TF_MS[tf]:
                 continue
             sym = stream.split("@", 1)[0].upper()
-            out.setdefault(conn, []).append(
-                text_frame(self._kline(stream, sym, tf, boundary - length, boundary, closed=True))
-            )
-            step.sent += 1
-            step.sent_by_kind["kline_closed"] = step.sent_by_kind.get("kline_closed", 0) + 1
+            if sym not in self.index:
+                continue
+            if spread == "none":
+                self._send_close(stream, sym, tf, boundary, out, step, event_ms=boundary)
+            else:
+                self._pending.setdefault(sym, (wall + self.close_sweep_s, []))[1].append((stream, tf, boundary))
+
+    def _send_close(
+        self,
+        stream: str,
+        sym: str,
+        tf: str,
+        boundary: int,
+        out: dict[_Conn, list[bytes]],
+        step: Step,
+        *,
+        event_ms: int | None = None,
+    ) -> None:
+        """One closed bar; its event time is the market time it is written at, unless given."""
+        conn = self.by_stream.get(stream)
+        if conn is None:  # the client left meanwhile: nothing to write to
+            return
+        length = TF_MS[tf]
+        now = max(boundary, self.clock.now_ms()) if event_ms is None else event_ms
+        out.setdefault(conn, []).append(text_frame(self._kline(stream, sym, tf, boundary - length, now, closed=True)))
+        step.sent += 1
+        step.sent_by_kind["kline_closed"] = step.sent_by_kind.get("kline_closed", 0) + 1
+
+    def _release(self, sym: str, out: dict[_Conn, list[bytes]], step: Step, wall: float) -> None:
+        """``sym``'s waiting closed bars, oldest boundary first (its first trade of the new bar, or the sweep)."""
+        entry = self._pending.pop(sym, None)
+        if entry is None:
+            return
+        sweep_at, closes = entry
+        for stream, tf, boundary in closes:
+            self._send_close(stream, sym, tf, boundary, out, step)
+        self.close_delays_s.append(wall - (sweep_at - self.close_sweep_s))
+
+    def _sweep(self, out: dict[_Conn, list[bytes]], step: Step, wall: float) -> None:
+        """Closed bars whose symbol had no trade within ``close_sweep_s`` of the boundary: now."""
+        for sym in [s for s, (at, _) in self._pending.items() if at <= wall]:
+            self._release(sym, out, step, wall)
 
     async def _closer(self) -> None:
         """Close every subscribed kline stream's bar on each boundary of the market clock, steps or not; between
@@ -401,10 +475,12 @@ class StreamLoad:
                 await asyncio.sleep(0.01)
                 continue
             minute = self.clock.now_ms() // 60_000
+            wall = time.time()
             batch: dict[_Conn, list[bytes]] = {}
+            self._sweep(batch, self._step, wall)
             if minute > last:
                 for m in range(last + 1, minute + 1):
-                    self._closes(m * 60_000, batch, self._step)
+                    self._closes(m * 60_000, batch, self._step, wall)
                 last = minute
             if self._stepping:
                 t0, quiet_sent = time.time(), 0
@@ -440,10 +516,26 @@ class StreamLoad:
         if not subs:
             return
         clock = self.clock.now_ms
+        pending = self._pending
+        rng = self._rng
+        last = len(subs) - 1
         for _ in range(n):
             now = clock()  # per message: a late batch must not carry an older send time than it was written at
-            i = bisect.bisect_left(cum, self._rng.random())
-            stream, sym, kind, _w = subs[min(i, len(subs) - 1)]
+            stream, sym, kind, _w = subs[min(bisect.bisect_left(cum, rng.random()), last)]
+            if pending and sym in pending:
+                # Binance updates a kline stream after the trades, and closes the bar at the symbol's first trade
+                # of the new one: no update of the new bar precedes the close.  Such a draw is drawn again (at
+                # most twice, then dropped); a trade of the symbol sends its closed bars first.
+                for _retry in range(2):
+                    if kind != "kline" or sym not in pending:
+                        break
+                    stream, sym, kind, _w = subs[min(bisect.bisect_left(cum, rng.random()), last)]
+                if sym in pending:
+                    if kind == "kline":
+                        continue
+                    if kind == "aggTrade":
+                        self._release(sym, batch, step, time.time())
+                        now = clock()
             conn = self.by_stream.get(stream)
             if conn is None:
                 continue
