@@ -25,22 +25,21 @@ The protocol, as documented by Binance and kept strictly:
 
   - ``"none"`` (the default, the worst case for a client): every symbol's closed bars in the same write, at the
     boundary;
-  - ``"trade"`` (what the real exchange does): a symbol's closed bars go out just before its first trade of the
-    new bar (no kline update of the new bar before them), or at the sweep ``close_sweep_s`` after the boundary
-    if it has none.  The
-    recording in ``../shared/data/ws/binance-futures-ws-20210722.txt`` (the minute boundary 1626992760000, 4
-    symbols) shows exactly that: SUSHIUSDT's closed 1m bar has ``E`` = +203 ms, 5 ms after its first trade of the
+  - ``"trade"`` (what the real exchange does): a symbol's closed bars go out just before its first trade of the new
+    bar (no kline update of the new bar before them), or at the sweep ``close_sweep_s`` after the boundary if it has
+    none. The recording in ``../shared/data/ws/binance-futures-ws-20210722.txt`` (the minute boundary 1626992760000,
+    4 symbols) shows exactly that: SUSHIUSDT's closed 1m bar has ``E`` = +203 ms, 5 ms after its first trade of the
     new minute (``T`` = +198), CTKUSDT's +791 ms, 7 ms after its first trade (+784); AKROUSDT and KEEPUSDT, with no
-    trade in the new minute, +2003 and +2004 ms (a sweep ~2 s after the boundary).  Binance documents the kline
+    trade in the new minute, +2003 and +2004 ms (a sweep ~2 s after the boundary). Binance documents the kline
     stream's "Update Speed 250ms" (pushes at most every 250 ms, "if existing",
     https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/Kline-Candlestick-Streams),
-    and the recording agrees (updates of one stream ≥ 279 ms apart) but has no fixed per-stream phase (``E`` mod
-    250 ms varies over the whole cycle within one stream), so the model has no phase: only the trade trigger and
-    the sweep.  Four samples: the model is that simple on purpose (no per-symbol lateness beyond the trigger, the
-    sweep a constant 2 s).  How spread the closes are therefore follows the fake's own trade rate per symbol
-    (the recorded mix scaled to the rate asked): at 20,000 msgs/s over 100 symbols each trades ~10 times a
-    second, so half the symbols close within ~70 ms; a quiet market leaves most to the sweep.  The sweep is wall time (what the client feels), also when the market
-    clock runs faster than the wall clock.
+    and the recording agrees (updates of one stream ≥ 279 ms apart) but has no fixed per-stream phase (``E`` mod 250
+    ms varies over the whole cycle within one stream), so the model has no phase: only the trade trigger and the
+    sweep. Four samples: the model is that simple on purpose (no per-symbol lateness beyond the trigger, the sweep a
+    constant 2 s). How spread the closes are therefore follows the fake's own trade rate per symbol (the recorded
+    mix scaled to the rate asked): at 20,000 msgs/s over 100 symbols each trades ~10 times a second, so half the
+    symbols close within ~70 ms; a quiet market leaves most to the sweep. The sweep is wall time (what the client
+    feels), also when the market clock runs faster than the wall clock.
 
 The market clock may run faster than the wall clock (``speed``) so bars close every few seconds of a bench.
 Event times (``E``, ``T``) are market time; ``wall_of(E)`` maps them back to the wall time they were sent,
