@@ -3,6 +3,7 @@
     python bench/bench_live.py                          # 100 symbols, 1m/5m/15m/1h, rates 5k … 40k msgs/s
     python bench/bench_live.py --rates 5000,20000 --seconds 6 --symbols 50 --close-spread trade
     python bench/bench_live.py --rates 10000,20000 --seconds 3 --symbols 100 --profile var/live.html
+    python bench/bench_live.py --rates 5000 --symbols 100 --close-spread trade --outage 30   # and a 30 s outage
 
 The fake (``tests/fakes/binance_stream_server.py``) runs in a child process so its CPU is not charged to the
 client; it serves REST (exchangeInfo, warm-up klines, depth snapshots) and combined streams on ``/market`` and
@@ -51,6 +52,21 @@ then ``total``: every message the server wrote against every message the client 
 msgs/s``: the highest rate whose step was kept up with (≥ 97 % of the rate handled within
 the step and its drain period, no loss, no reconnect, lag p99 ≤ 100 ms).  A step the fake itself could not produce
 (it sent < 97 % of the rate: one Python process generating frames, on a shared machine) says so and does not count.
+
+``--outage SECONDS`` (off by default) adds an outage after the steps, for "no silent loss" (issue 13, target 3):
+1 s into traffic at the last step's rate, the fake resets every websocket connection (RST, no close frame) and
+answers every new handshake 503 for SECONDS of wall time while its market clock runs on (at ``--speed`` 20, 30 s
+is 10 market minutes of bars nobody receives), then accepts again and sends at that rate until the client is current
+(at most ``--outage-after`` seconds).  REST keeps answering.  It prints, from the fake accepting again: when the
+first connection, every connection and the first live message were back (the client's reconnect backoff); the
+gap fill (``_fill_all_gaps``: fills, REST kline requests, the wall time the consumer was blocked on them); when lag
+p99 was back under 100 ms over 0.5 s with every connection back (``current``); bars filled by REST, gaps left
+unfilled, and the continuity of every (symbol, timeframe) the engine got over the whole run (holes, out of order);
+the messages the fake had written at the cut against those the client handled before its first message after the
+reconnect (lost in flight, also in the total's ``lost``); and the decisions since the cut, on REST-filled and on
+websocket bars, by outcome (``stale_data`` is the engine's freshness check, ``filters.max_data_age_s`` on the market
+clock, so at ``--speed`` 20 its 120 s are 6 s of wall time).  Its probes wrap the source's per-message call: take
+the steps' CPU figures from a run without ``--outage``.
 """
 
 from __future__ import annotations
@@ -96,7 +112,7 @@ def _server_main(pipe: Connection, n_symbols: int, market0_ms: int, wall0: float
             if cmd[0] == "conns":
                 pipe.send((len(srv.conns), srv.connects, list(srv.misrouted), srv.rejected))
                 continue
-            _, start_at, plan, seconds, gap, write_s = cmd
+            _, start_at, plan, seconds, gap, write_s, outage = cmd
             await asyncio.sleep(max(0.0, start_at - time.time()))
             steps = []
             for spread, r in plan:
@@ -106,12 +122,42 @@ def _server_main(pipe: Connection, n_symbols: int, market0_ms: int, wall0: float
                 await srv.idle(gap)
                 step["close_delays_s"] = sorted(srv.close_delays_s)  # "trade": boundary → closed bars sent, per symbol
                 steps.append(step)
+            if outage is not None:
+                await _outage(srv, pipe, plan[-1], write_s, *outage)
             srv.paused = True  # nothing more is written: the client's count can be compared with sent_total
             await asyncio.sleep(0.1)
             pipe.send((steps, dict(srv.rest_calls), srv.connects, srv.sent_total))
         await srv.stop()
 
     asyncio.run(main())
+
+
+async def _outage(srv: Any, pipe: Connection, last: tuple[str, float], write_s: float, seconds: float,
+                  max_after_s: float) -> None:  # fmt: skip
+    """The outage step (``--outage``): 1 s into traffic at the last step's rate (so messages are in flight), drop
+    every connection, refuse new ones for ``seconds``, accept again, then send at that rate until the client says it
+    is current (or ``max_after_s``)."""
+    spread, rate = last
+    srv.close_spread = spread
+    loop = asyncio.get_running_loop()
+    burst = asyncio.create_task(srv.run_step(rate, 1.5, write_s))
+    await asyncio.sleep(1.0)
+    t_drop, unsent0 = time.time(), srv.unsent
+    dropped, lost_bytes = srv.drop_all()
+    await burst  # its last 0.5 s finds no client: counted as not written (``unsent``), not as sent
+    pipe.send(("dropped", t_drop, srv.sent_total, unsent0, dropped, lost_bytes, dict(srv.rest_calls)))
+    await asyncio.sleep(max(0.0, t_drop + seconds - time.time()))
+    srv.accept()
+    t_accept = time.time()
+    pipe.send(("accepted", t_accept, srv.refused, srv.sent_total))
+    done = loop.run_in_executor(None, pipe.recv)  # the client's ("done",): it is current, or gave up
+    sent = 0
+    for _ in range(int(max_after_s / 0.5) + 1):  # bounded: 0.5 s slices until the client is done or max_after_s
+        if done.done() or time.time() >= t_accept + max_after_s:
+            break
+        sent += (await srv.run_step(rate, 0.5, write_s)).sent
+    await done
+    pipe.send(("after", sent, srv.unsent, srv.refused, dict(srv.rest_calls)))
 
 
 def _q(xs: list[float], q: float) -> float:
@@ -130,6 +176,204 @@ class Sample:
     handled: float
     coalesced: float
     reconnects: float
+
+
+class _OutageProbe:
+    """``--outage``: what a long outage costs, watched from inside the client.  It wraps the source's consumer
+    (``_handle``: connection statuses, the first live message after them), its gap fill (``_fill_all_gaps``: wall
+    time the consumer waits on it, REST kline requests made), every REST bar fetch (``_fetch_closed``: which bars
+    came from REST), and sees every closed bar the engine gets (continuity per symbol and timeframe, over the whole
+    run) and every decision (on a REST bar or a websocket bar; allowed, ``stale_data`` or another reason)."""
+
+    def __init__(self, src: Any, runner: Any, tfs: list[str]) -> None:
+        from ultra_signals.core.timeframes import tf_ms
+        from ultra_signals.sources.binance.source import _Merged
+        from ultra_signals.sources.binance.ws import WsMessage, WsStatus
+
+        self.src, self.runner = src, runner
+        self.length = {tf: tf_ms(tf) for tf in tfs}
+        self.armed = False  # from the cut on
+        self.statuses: list[tuple[float, bool, str, str]] = []  # handled: wall, connected, connection, reason
+        self.first_msg: tuple[float, int] | None = None  # first message handled after a reconnect: wall, count before
+        self.fills: list[tuple[float, float, int, int]] = []  # start, wall seconds, REST kline requests, bars
+        self.fetches: list[tuple[float, float, int]] = []  # REST bar fetches outside a fill (a hole, a late close)
+        self.in_fill = False
+        self.kline_gets = 0
+        self.rest_keys: set[tuple[str, str, int]] = set()
+        self.decisions: dict[tuple[str, str], int] = {}
+        self.last_open: dict[tuple[str, str], int] = {}
+        self.holes: list[str] = []
+        self.out_of_order: list[str] = []
+        self.bars = {"REST": 0, "ws": 0}
+
+        handle, fill, fetch, get = src._handle, src._fill_all_gaps, src._fetch_closed, src._rest.get
+
+        async def probe_handle(item: Any) -> Any:
+            if self.armed:
+                t = type(item)
+                if t is WsStatus:
+                    self.statuses.append((time.time(), item.connected, item.conn, item.reason))
+                elif self.first_msg is None and (t is WsMessage or t is _Merged) and self.statuses_up():
+                    self.first_msg = (time.time(), src.stats.messages)
+            return await handle(item)
+
+        async def probe_fill() -> Any:
+            t0, n0 = time.time(), self.kline_gets
+            self.in_fill = True
+            try:
+                out = await fill()
+            finally:
+                self.in_fill = False
+            if self.armed:
+                self.fills.append((t0, time.time() - t0, self.kline_gets - n0, len(out)))
+            return out
+
+        async def probe_fetch(sym: str, tf: str, start: int, before_open: int | None) -> Any:
+            t0 = time.time()
+            bars = await fetch(sym, tf, start, before_open)
+            self.rest_keys.update(k.key for k in bars)
+            if self.armed and not self.in_fill:
+                self.fetches.append((t0, time.time() - t0, len(bars)))
+            return bars
+
+        async def probe_get(endpoint: str, params: Any = None) -> Any:
+            if endpoint.endswith("/klines"):
+                self.kline_gets += 1
+            return await get(endpoint, params)
+
+        src._handle = probe_handle
+        src._fill_all_gaps = probe_fill
+        src._fetch_closed = probe_fetch
+        src._rest.get = probe_get
+
+    def statuses_up(self) -> bool:
+        return any(c for _, c, _, _ in self.statuses)
+
+    def bar(self, k: Any) -> None:
+        """Every closed bar the engine gets, warm-up included: per (symbol, timeframe) each must follow the last."""
+        key = (k.symbol, k.timeframe)
+        last = self.last_open.get(key)
+        if last is not None:
+            if k.open_time <= last:
+                self.out_of_order.append(f"{k.symbol} {k.timeframe} {k.open_time} after {last}")
+            elif k.open_time != last + self.length[k.timeframe]:
+                self.holes.append(f"{k.symbol} {k.timeframe} {last} → {k.open_time}")
+        if last is None or k.open_time > last:
+            self.last_open[key] = k.open_time
+        if self.armed:
+            self.bars["REST" if k.key in self.rest_keys else "ws"] += 1
+
+    def decision(self, d: Any) -> None:
+        if not self.armed:
+            return
+        c = d.candidate
+        origin = "REST" if (c.symbol, c.timeframe, c.bar_open_time) in self.rest_keys else "ws"
+        outcome = "allowed" if d.allowed else (d.reason or "unknown")
+        self.decisions[(origin, outcome)] = self.decisions.get((origin, outcome), 0) + 1
+
+    async def measure(
+        self, pipe: Connection, args: argparse.Namespace, lags: list[tuple[float, float]], handled: Any
+    ) -> list[str]:
+        """Follow the outage the fake runs after the steps; the lines to print."""
+        loop = asyncio.get_running_loop()
+        src, runner = self.src, self.runner
+        tag, _t_drop, sent_at_cut, unsent_at_cut, dropped, lost_bytes, rest0 = await loop.run_in_executor(
+            None, pipe.recv
+        )
+        assert tag == "dropped", tag
+        self.armed = True
+        gap0, unfilled0, dup0 = src.stats.gap_bars_filled, src.stats.gaps_unfilled, src.stats.duplicate_bars_dropped
+        tag, t_accept, _refused, _ = await loop.run_in_executor(None, pipe.recv)
+        assert tag == "accepted", tag
+        n_conns = len(src._pool.connections)
+        deadline = t_accept + args.outage_after
+        current = False
+        for _ in range(int(args.outage_after / 0.1) + 1):  # bounded by --outage-after
+            await asyncio.sleep(0.1)
+            now = time.time()
+            if now >= deadline:
+                break
+            back = {conn for _, up, conn, _ in self.statuses if up}
+            if self.first_msg is None or len(back) < n_conns or self.in_fill:
+                continue
+            window = []
+            for w, lag in reversed(lags):  # the last 0.5 s (lags are appended in time order)
+                if w < now - 0.5:
+                    break
+                window.append(lag)
+            if len(window) >= 20 and _q(sorted(window), 0.99) <= LAG_BOUND_MS:
+                current = True
+                break
+        t_stop = time.time()
+        await asyncio.sleep(60.0 / args.speed + 1.0)  # one more 1m close, from the websocket, after recovery
+        pipe.send(("done",))
+        tag, sent_after, unsent, refused, rest1 = await loop.run_in_executor(None, pipe.recv)
+        assert tag == "after", tag
+
+        ups = [(t, conn) for t, up, conn, _ in self.statuses if up]
+        t_first = min((t for t, _ in ups), default=math.nan)
+        per_conn: dict[str, float] = {}
+        for t, conn in ups:
+            per_conn.setdefault(conn, t)
+        t_all = max(per_conn.values()) if len(per_conn) >= n_conns else math.nan
+        # Current: the first 0.5 s window (0.1 s steps) after every connection was back with lag p99 ≤ the bound.
+        t_current = math.nan
+        post = [(w, lag) for w, lag in lags if w >= t_accept]
+        if current and not math.isnan(t_all):
+            t = t_all
+            while t < t_stop + 0.1:
+                win = sorted(lag for w, lag in post if t <= w < t + 0.5)
+                if len(win) >= 20 and _q(win, 0.99) <= LAG_BOUND_MS:
+                    t_current = t + 0.5
+                    break
+                t += 0.1
+        recovering = sorted(lag for w, lag in post if w < (t_current if not math.isnan(t_current) else t_stop))
+        pre = self.first_msg[1] if self.first_msg is not None else int(handled())
+        fill_s = sum(f[1] for f in self.fills)
+        kl = rest1.get("klines", 0) - rest0.get("klines", 0)
+        extra = {k: v - rest0.get(k, 0) for k, v in rest1.items() if v != rest0.get(k, 0)}
+
+        def dec(origin: str) -> str:
+            got = {o: n for (orig, o), n in sorted(self.decisions.items()) if orig == origin}
+            return f"{sum(got.values()):,} ({', '.join(f'{o} {n:,}' for o, n in got.items()) or '-'})"
+
+        def since(t: float) -> str:
+            return f"{t - t_accept:.1f} s" if not math.isnan(t) else "never"
+
+        age_s = runner.settings.filters.max_data_age_s if hasattr(runner, "settings") else math.nan
+        lines = [
+            f"outage: {args.outage:g} s wall ({args.outage * args.speed / 60:g} market minutes at ×{args.speed:g}), "
+            f"then {args.close_spread.split(',')[-1]} closes at {float(args.rates.split(',')[-1]):,.0f} msgs/s; "
+            f"the fake cut {dropped} connections ({lost_bytes:,} bytes still in its write buffers, discarded) and "
+            f"refused {refused} handshakes (503)",
+            f"  reconnect (from the fake accepting again): first connection back {since(t_first)}, all {n_conns} "
+            f"{since(t_all)}, first live message handled "
+            f"{since(self.first_msg[0]) if self.first_msg else 'never'}",
+            f"  gap fill: {len(self.fills)} fill(s) (one per kline connection back), {sum(f[2] for f in self.fills):,} "
+            f"REST kline requests ({kl:,} seen by the fake, all REST calls since the cut: {extra}), consumer blocked "
+            f"{fill_s:.2f} s wall (longest {max((f[1] for f in self.fills), default=0.0):.2f} s, "
+            f"{sum(f[3] for f in self.fills):,} bars); other REST bar fetches: {len(self.fetches)} "
+            f"({sum(f[1] for f in self.fetches):.2f} s)",
+            f"  current (lag p99 ≤ {LAG_BOUND_MS:.0f} ms over 0.5 s, every connection back): {since(t_current)} after "
+            f"accepting; lag until then p50/p99/max "
+            + (
+                f"{_q(recovering, 0.5):,.0f}/{_q(recovering, 0.99):,.0f}/{recovering[-1]:,.0f} ms"
+                if recovering
+                else "-"
+            ),
+            f"  bars: {src.stats.gap_bars_filled - gap0:,} filled by REST (gaps unfilled "
+            f"{src.stats.gaps_unfilled - unfilled0}, duplicates dropped {src.stats.duplicate_bars_dropped - dup0:,}); "
+            f"closed bars to the engine since the cut: REST {self.bars['REST']:,}, "
+            f"websocket {self.bars['ws']:,}; over the whole run: holes {len(self.holes)}, out of order "
+            f"{len(self.out_of_order)} {(self.holes + self.out_of_order)[:3]}",
+            f"  messages: the fake had written {sent_at_cut:,} at the cut, the client handled {pre:,} of them: "
+            f'{sent_at_cut - pre:,} lost in flight (part of the total\'s "lost"); '
+            f"{sent_after:,} sent after accepting; {unsent - unsent_at_cut:,} not written (client gone)",
+            f"  decisions since the cut: on REST-filled bars {dec('REST')}; on websocket bars {dec('ws')}"
+            f"  [stale_data: bar older than filters.max_data_age_s = {age_s:g} s market = {age_s / args.speed:g} s "
+            f"wall at ×{args.speed:g}]",
+        ]
+        return lines
 
 
 async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Connection, clock: Any) -> None:
@@ -179,6 +423,7 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
             settings, source=src, journal=journal, notifier=NullNotifier(), metrics=metrics, serve_metrics=False
         )
         engine = runner.engine
+        probe: _OutageProbe | None = None
         lags: list[tuple[float, float]] = []
         waits: list[tuple[float, float]] = []
         live = [False]
@@ -191,8 +436,12 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
 
         def timed(ev: Any) -> Any:  # the bench's probe: exchange send → engine, for every live event but closes
             if not live[0]:
+                if probe is not None and type(ev) is Kline and ev.closed:
+                    probe.bar(ev)
                 return on_event(ev)
             if type(ev) is Kline and ev.closed:
+                if probe is not None:
+                    probe.bar(ev)
                 # A closed bar carries its close time, not when the exchange sent it (the fake may hold it, as
                 # Binance does, until the symbol's next trade): its socket read → decision is the `dec` figure,
                 # and the part of it spent before the engine (kernel, inbox, source, bars ahead) is `waits`.
@@ -212,6 +461,8 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
         handle = runner._handle
 
         def timed_handle(d: Any, t0: float) -> None:
+            if probe is not None:
+                probe.decision(d)
             t = perf()
             handle(d, t0)
             if live[0]:
@@ -220,6 +471,7 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
                 c[1] += 1
 
         runner._handle = timed_handle  # type: ignore[method-assign]
+        probe = _OutageProbe(src, runner, tfs) if args.outage > 0 else None
         run = asyncio.create_task(runner.run())
 
         def handled() -> float:
@@ -255,7 +507,8 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
             quiet = 0 if busy else quiet + 1
         live[0] = True
         start_at = time.time() + 0.3
-        pipe.send(("run", start_at, plan, args.seconds, args.gap, args.write_ms / 1000.0))
+        outage = (args.outage, args.outage_after) if args.outage > 0 else None
+        pipe.send(("run", start_at, plan, args.seconds, args.gap, args.write_ms / 1000.0, outage))
         profiler = None
         if args.profile:
             from pyinstrument import Profiler
@@ -283,6 +536,9 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
             Path(args.profile).write_text(profiler.output_html())
             Path(args.profile).with_suffix(".txt").write_text(profiler.output_text(unicode=True, color=False))
             print(profiler.output_text(unicode=True, color=False, show_all=False)[:12000])
+        outage_report: list[str] = []
+        if probe is not None:
+            outage_report = await probe.measure(pipe, args, lags, handled)
         if run.done():
             print(f"the runner stopped early: crash={runner.stats.crash!r} result={run.result()!r}"[:500])
         steps, rest_calls, connects, sent_total = await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
@@ -361,6 +617,8 @@ async def _client(args: argparse.Namespace, rest_url: str, ws_url: str, pipe: Co
     print(f"decision work (wall, while live): {parts}")
 
     print(f"sustained: {sustained:,.0f} msgs/s")
+    for line in outage_report:
+        print(line)
 
 
 def main() -> None:
@@ -387,6 +645,20 @@ def main() -> None:
         default=5.0,
         help="the fake writes what is due every this many ms during a step (5: at 20,000 msgs/s, 100 messages land "
         "together, and the last waits behind the 99 before it)",
+    )
+    ap.add_argument(
+        "--outage",
+        type=float,
+        default=0.0,
+        help="after the steps, an outage of this many wall seconds: the fake drops every websocket connection and "
+        "refuses new ones (503), then accepts again and sends at the last step's rate (0: no outage)",
+    )
+    ap.add_argument(
+        "--outage-after",
+        type=float,
+        default=90.0,
+        help="at most this many seconds after the fake accepts again for the client to be current (the reconnect "
+        "backoff alone may be half of reconnect_backoff_max_s)",
     )
     ap.add_argument("--profile", default="", help="write a pyinstrument HTML profile of the steps here")
     args = ap.parse_args()

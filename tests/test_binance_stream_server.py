@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.fakes.binance_stream_server import MarketClock, StreamLoad
 from ultra_signals.sources.binance.orderbook import BookState, OrderBook, Outcome
@@ -191,3 +191,43 @@ def test_close_spread_trade_holds_each_symbols_close_until_its_first_trade_or_th
 def test_close_spread_is_checked() -> None:
     with pytest.raises(ValueError, match="close_spread"):
         StreamLoad(SYMS, MarketClock(0, 0.0, 1.0), close_spread="phase")
+
+
+def test_an_outage_drops_every_connection_and_refuses_new_ones_until_accepted() -> None:
+    """``drop_all``: every connection is cut (no close frame) and new handshakes get 503 until ``accept``; then a
+    client connects and receives again."""
+
+    async def go(srv: StreamLoad) -> None:
+        url = f"{srv.ws_url}/market/stream?streams=aaausdt@aggTrade"
+        async with connect(url) as ws, connect(f"{srv.ws_url}/public/stream?streams=aaausdt@depth@100ms") as wd:
+            await asyncio.sleep(0.05)
+            await srv.run_step(200.0, 0.1)
+            assert await _recv_all(ws, 0.2)
+            before = [orjson.loads(m)["data"] for m in await _recv_all(wd, 0.1)]
+            dropped, _lost_bytes = srv.drop_all()
+            assert dropped == 2
+            with pytest.raises(ConnectionClosed) as ei:
+                for _ in range(10_000):  # bounded: what was read before the cut, then the cut
+                    await asyncio.wait_for(ws.recv(), 5)
+            assert ei.value.rcvd is None  # aborted, not closed with a close frame
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url):
+                pass
+        assert refused.value.response.status_code == 503 and srv.refused == 1
+        for _ in range(500):  # bounded: the server notices the cut within a few loop turns
+            if not srv.conns:
+                break
+            await asyncio.sleep(0.01)
+        assert srv.conns == [] and srv.by_stream == {}
+        srv.accept()
+        async with connect(url) as ws, connect(f"{srv.ws_url}/public/stream?streams=aaausdt@depth@100ms") as wd:
+            await asyncio.sleep(0.05)
+            await srv.run_step(200.0, 0.1)
+            got = await _recv_all(ws, 0.2)
+            after = [orjson.loads(m)["data"] for m in await _recv_all(wd, 0.1)]
+        assert got and {orjson.loads(m)["stream"] for m in got} == {"aaausdt@aggTrade"}
+        assert srv.connects == 4 and srv.refused == 1
+        # The book moved during the outage: the first diff after it does not continue the last one before.
+        assert before and after and after[0]["pu"] > before[-1]["u"]
+
+    _run(go)

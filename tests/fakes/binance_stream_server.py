@@ -48,6 +48,13 @@ which is how the benchmark measures lag from the exchange's send to the decision
 Data frames are written to the transport as ready-made unmasked text frames (RFC 6455 §5.2), many per write:
 a Python websocket library's per-message cost would make the generator, not the client, the bottleneck.
 Control frames (pings, pongs, close) still go through ``websockets``.
+
+An outage, for ``bench_live.py --outage``: :meth:`StreamLoad.drop_all` cuts every websocket connection at once
+(reset: no close frame, ``SO_LINGER`` 0 so the kernel sends RST instead of flushing its send buffer, and whatever
+sat in the fake's write buffers is gone, as on a dropped network path) and refuses every new handshake with HTTP 503 until :meth:`StreamLoad.accept`; the client's
+connect fails and it backs off, as when the exchange is unreachable.  REST keeps answering (the gap fill after the
+reconnect is what is measured).  The market clock keeps running: bars close meanwhile and nobody receives them,
+and every order book moves on (its update ids jump at :meth:`StreamLoad.accept`), so each client book resyncs.
 """
 
 from __future__ import annotations
@@ -56,10 +63,12 @@ import asyncio
 import bisect
 import math
 import random
+import socket
 import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -67,6 +76,7 @@ import orjson
 from aiohttp import web
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from tests.fakes.binance_server import close_servers
@@ -203,6 +213,9 @@ class StreamLoad:
         self.misrouted: list[str] = []
         self.rejected = 0
         self.connects = 0
+        #: Outage (:meth:`drop_all` … :meth:`accept`): handshakes are answered 503 while set; ``refused`` counts them.
+        self.refusing = False
+        self.refused = 0
         self.rest_calls: dict[str, int] = {}
         self._trade_id = 1
         self._ticker_id = 1
@@ -253,6 +266,7 @@ class StreamLoad:
             ping_timeout=self._ping[1],
             max_queue=None,
             max_size=2**16,
+            process_request=self._process_request,
         )
         self.ws_url = f"ws://127.0.0.1:{next(iter(self._ws.sockets)).getsockname()[1]}"
         self._closer_task = asyncio.create_task(self._closer())
@@ -262,6 +276,36 @@ class StreamLoad:
             self._closer_task.cancel()
             await asyncio.gather(self._closer_task, return_exceptions=True)
         await close_servers(self._ws, self._runner)
+
+    # -- outage ---------------------------------------------------------------------------------------------
+    def drop_all(self) -> tuple[int, int]:
+        """Start an outage: abort every websocket connection (no close frame; frames still in the fake's write
+        buffers are discarded) and refuse new ones until :meth:`accept`.  Returns (connections dropped, bytes that
+        were waiting in their write buffers and are lost)."""
+        self.refusing = True
+        conns = list(self.conns)
+        lost_bytes = 0
+        for c in conns:
+            tr = c.ws.transport
+            lost_bytes += tr.get_write_buffer_size()
+            sock = tr.get_extra_info("socket")
+            if sock is not None:  # a reset (RST), not an orderly FIN after the kernel's buffer: nothing more arrives
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            tr.abort()
+        return len(conns), lost_bytes
+
+    def accept(self) -> None:
+        """End the outage: handshakes succeed again.  Every book has moved meanwhile (its update id jumps, as the
+        exchange's diffs went on without us), so a client's next diff does not continue the last one it saw."""
+        self.refusing = False
+        for b in self.books.values():
+            b.last_id += self._rng.randint(1_000, 5_000)
+
+    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        if not self.refusing:
+            return None
+        self.refused += 1
+        return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "fake outage\n")
 
     # -- REST ---------------------------------------------------------------------------------------------
     async def _rest(self, request: web.Request) -> web.Response:
