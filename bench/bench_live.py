@@ -145,7 +145,8 @@ async def _outage(srv: Any, pipe: Connection, last: tuple[str, float], write_s: 
     t_drop, unsent0 = time.time(), srv.unsent
     dropped, lost_bytes = srv.drop_all()
     await burst  # its last 0.5 s finds no client: counted as not written (``unsent``), not as sent
-    pipe.send(("dropped", t_drop, srv.sent_total, unsent0, dropped, lost_bytes, dict(srv.rest_calls)))
+    calls = {**srv.rest_calls, "weight": srv.weight_total}  # REST calls per endpoint, and the weight Binance charges
+    pipe.send(("dropped", t_drop, srv.sent_total, unsent0, dropped, lost_bytes, calls))
     await asyncio.sleep(max(0.0, t_drop + seconds - time.time()))
     srv.accept()
     t_accept = time.time()
@@ -157,7 +158,7 @@ async def _outage(srv: Any, pipe: Connection, last: tuple[str, float], write_s: 
             break
         sent += (await srv.run_step(rate, 0.5, write_s)).sent
     await done
-    pipe.send(("after", sent, srv.unsent, srv.refused, dict(srv.rest_calls)))
+    pipe.send(("after", sent, srv.unsent, srv.refused, {**srv.rest_calls, "weight": srv.weight_total}))
 
 
 def _q(xs: list[float], q: float) -> float:

@@ -175,3 +175,48 @@ def test_exchange_info_through_rest_matches_recording() -> None:
         assert got["symbols"] == info["symbols"]
 
     _run(go)
+
+
+def test_each_page_asks_no_more_bars_than_exist_and_pays_the_documented_weight() -> None:
+    """Binance charges klines by ``limit`` (1 below 100, 2 below 500, 5 to 1,000, 10 above): a gap of a few bars
+    asks for those few (weight 1), a warm-up of 210 for ~211 (weight 2), and only a long history pages at the cap."""
+    rows = _rows()
+    clock = ManualClock(rows[1500][0] + 120_000)  # bar 1500 is forming
+
+    async def go() -> None:
+        async with FakeBinance(clock.now_ms, klines={("XRPUSDT", "5m"): rows}) as srv:
+            rest = _client(srv, Metrics())
+            gap = await rest.closed_klines("XRPUSDT", "5m", rows[1495][0], clock.now_ms())
+            after_gap = rest.used_weight
+            warm = await rest.closed_klines("XRPUSDT", "5m", rows[1290][0], clock.now_ms())
+            after_warm = rest.used_weight
+            long = await rest.closed_klines("XRPUSDT", "5m", rows[0][0], clock.now_ms())
+            await rest.aclose()
+        assert [b.open_time for b in gap] == [r[0] for r in rows[1495:1500]]
+        assert [b.open_time for b in warm] == [r[0] for r in rows[1290:1500]]
+        assert [b.open_time for b in long] == [r[0] for r in rows[0:1500]]
+        limits = [int(p["limit"]) for path, p in srv.rest_log if path.endswith("/klines")]
+        assert limits == [6, 211, 1500]  # each counts the forming bar's slot; the long history fills one page
+        assert (after_gap, after_warm - after_gap, srv.used_weight - after_warm) == (1, 2, 10)
+
+    _run(go)
+
+
+def test_the_fake_refuses_limits_binance_refuses_and_charges_weight_per_endpoint() -> None:
+    clock = ManualClock(1_700_000_000_000)
+
+    async def go() -> None:
+        async with FakeBinance(clock.now_ms, depth_snapshots={}) as srv:
+            rest = _client(srv, Metrics())
+            for path, params in (("/fapi/v1/klines", {"limit": "1501"}), ("/fapi/v1/depth", {"limit": "7"})):
+                with pytest.raises(RestError, match="-1130"):
+                    await rest.get(path, {"symbol": "XRPUSDT", "interval": "5m", **params})
+            assert srv.used_weight == 0  # a refused request is charged nothing
+            await rest.exchange_info()
+            assert srv.used_weight == 1
+            clock.now += 60_000  # the next minute starts from zero
+            await rest.exchange_info()
+            await rest.aclose()
+        assert srv.used_weight == 1
+
+    _run(go)

@@ -124,6 +124,38 @@ def test_bars_close_for_every_symbol_at_each_boundary_and_rest_agrees() -> None:
     _run(go)
 
 
+def test_rest_klines_page_like_binance_and_report_the_weight_used() -> None:
+    """From ``startTime`` at most ``limit`` bars; without it the most recent ``limit``; a ``limit`` Binance refuses
+    is refused (-1130) and charged nothing; klines are charged by their ``limit`` and every answer reports the
+    minute's weight."""
+
+    async def go(srv: StreamLoad) -> None:
+        last_open = 1_700_000_040_000 - 1_700_000_040_000 % 60_000
+        srv.clock = MarketClock(last_open + 30_000, time.time(), 0.0)  # market time stands still
+        charged = []
+        async with httpx.AsyncClient(base_url=srv.rest_url) as http:
+            base = {"symbol": SYMS[0], "interval": "1m"}
+            answers = []
+            for params in (
+                {**base, "limit": 3},
+                {**base, "startTime": last_open - 600_000, "limit": 4},
+                {**base, "limit": 1501},
+                {**base, "startTime": last_open - 600_000, "limit": 1000},
+            ):
+                before = srv.weight_total
+                answers.append(await http.get("/fapi/v1/klines", params=params))
+                charged.append(srv.weight_total - before)
+        latest, ranged, refused, big = answers
+        assert [r[0] for r in latest.json()] == [last_open - 120_000, last_open - 60_000, last_open]
+        assert [r[0] for r in ranged.json()] == [last_open - 600_000 + i * 60_000 for i in range(4)]
+        assert len(big.json()) == 11  # every bar from startTime to the one forming
+        assert refused.status_code == 400 and refused.json()["code"] == -1130
+        assert charged == [1, 1, 0, 5]
+        assert all("X-MBX-USED-WEIGHT-1M" in r.headers for r in answers)  # the client's weight pause reads it
+
+    _run(go)
+
+
 class _Sink:
     """Stands for a client connection: the generator only collects frames per connection before writing them."""
 

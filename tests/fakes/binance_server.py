@@ -11,6 +11,14 @@ open, pings answered, but send nothing), :meth:`skip_depth` (the exchange moves 
 :meth:`send_raw` (malformed JSON or anything else), :meth:`repeat_last_kline`, :meth:`fail_next` (HTTP 429 /
 418 / 500 with ``Retry-After``).
 
+Request weight, as Binance documents it and reports it in ``X-MBX-USED-WEIGHT-1M`` (the weight used in the current
+minute of the fake's clock, all requests together): ``/fapi/v1/klines`` by its ``limit`` (default 500; [1,100) → 1,
+[100,500) → 2, [500,1000] → 5, > 1000 → 10; more than 1,500 or less than 1 is refused with -1130), per
+https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Kline-Candlestick-Data;
+``/fapi/v1/depth`` by its ``limit`` (5/10/20/50 → 2, 100 → 5, 500 (default) → 10, 1000 → 20; any other value is
+refused with -1130), per https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Order-Book;
+``/fapi/v1/ticker/24hr`` 1 for one symbol, 40 for all; anything else 1.
+
 Depth snapshots behave like the exchange's: the book starts as the recorded snapshot and rolls forward with
 every diff that the exchange "publishes" (sent or skipped) after it, so a resync after a skipped diff gets a
 snapshot that links into the stream again.
@@ -43,6 +51,30 @@ async def close_servers(ws: Server | None, runner: web.AppRunner | None) -> None
             await asyncio.wait_for(ws.wait_closed(), 5)
     if runner is not None:
         await runner.cleanup()
+
+
+#: ``/fapi/v1/klines`` weight tiers (highest limit of the tier, weight) and ``/fapi/v1/depth`` weights (the module
+#: docstring cites the pages).
+_KLINES_WEIGHT = ((99, 1), (499, 2), (1000, 5), (1500, 10))
+_DEPTH_WEIGHT = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
+
+
+def request_weight(path: str, params: dict[str, str]) -> int | None:
+    """The weight Binance charges this public request, or None when its ``limit`` is one Binance refuses."""
+    if path.endswith("/fapi/v1/klines"):
+        try:
+            limit = int(params.get("limit", "500"))
+        except ValueError:
+            return None
+        return next((w for top, w in _KLINES_WEIGHT if 1 <= limit <= top), None)
+    if path.endswith("/fapi/v1/depth"):
+        try:
+            return _DEPTH_WEIGHT.get(int(params.get("limit", "500")))
+        except ValueError:
+            return None
+    if path.endswith("/fapi/v1/ticker/24hr"):
+        return 1 if "symbol" in params else 40
+    return 1
 
 
 class ManualClock:
@@ -222,7 +254,9 @@ class FakeBinance:
         self.stalled = False
         self._skip: dict[str, int] = {}
         self._fail: list[tuple[str, int, str | None]] = []
+        #: Weight used in the current minute of ``now_ms`` (the module docstring), as the header reports it.
         self.used_weight = 0
+        self._weight_minute: int | None = None
         self.last_kline: str | None = None
         self._runner: web.AppRunner | None = None
         self._ws: Server | None = None
@@ -269,7 +303,15 @@ class FakeBinance:
         path = request.path
         params = dict(request.query)
         self.rest_log.append((path, params))
-        self.used_weight += 1
+        minute = self.now_ms() // 60_000
+        if self._weight_minute is not None and minute != self._weight_minute:
+            self.used_weight = 0  # Binance's window is the minute: a new one starts from zero
+        self._weight_minute = minute
+        weight = request_weight(path, params)
+        if weight is None:
+            body = {"code": -1130, "msg": "Data sent for parameter 'limit' is not valid."}
+            return web.json_response(body, status=400, headers={"X-MBX-USED-WEIGHT-1M": str(self.used_weight)})
+        self.used_weight += weight
         headers = {"X-MBX-USED-WEIGHT-1M": str(self.used_weight)}
         for i, (suffix, status, retry_after) in enumerate(self._fail):
             if path.endswith(suffix):
@@ -302,7 +344,7 @@ class FakeBinance:
         now = self.now_ms()
         start = int(p.get("startTime", "0"))
         end = int(p.get("endTime", str(now)))
-        limit = min(int(p.get("limit", "500")), 1500)
+        limit = int(p.get("limit", "500"))  # 1..1500: anything else was refused with its weight
         # Like Binance: bars that have opened by now (the last one may still be forming), by open time.
         out = [r for r in rows if start <= r[0] <= min(end, now)]
         return out[:limit]

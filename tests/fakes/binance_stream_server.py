@@ -79,7 +79,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from tests.fakes.binance_server import close_servers
+from tests.fakes.binance_server import close_servers, request_weight
 
 MAX_STREAMS_PER_CONNECTION = 1024
 PUBLIC_KINDS = ("bookTicker", "depth")
@@ -217,6 +217,10 @@ class StreamLoad:
         self.refusing = False
         self.refused = 0
         self.rest_calls: dict[str, int] = {}
+        #: REST weight used in the current wall-clock minute (what ``X-MBX-USED-WEIGHT-1M`` says), and since start.
+        self.used_weight = 0
+        self.weight_total = 0
+        self._weight_minute = -1
         self._trade_id = 1
         self._ticker_id = 1
         self._mark_e: dict[str, int] = {}
@@ -313,6 +317,16 @@ class StreamLoad:
         key = path.rsplit("/", 1)[-1]
         self.rest_calls[key] = self.rest_calls.get(key, 0) + 1
         now = self.clock.now_ms()
+        # Request weight as Binance charges it (tests/fakes/binance_server.py's docstring cites the pages), in the
+        # wall clock's minute (Binance's window is real time, whatever the market clock's speed).
+        minute = int(time.time() // 60)
+        if minute != self._weight_minute:
+            self._weight_minute, self.used_weight = minute, 0
+        weight = request_weight(path, dict(p))
+        if weight is None:
+            return self._json({"code": -1130, "msg": "Data sent for parameter 'limit' is not valid."}, 400)
+        self.used_weight += weight
+        self.weight_total += weight
         if path.endswith("/fapi/v1/exchangeInfo"):
             return self._json({"serverTime": now, "symbols": [self._symbol_info(s) for s in self.symbols]})
         if path.endswith("/fapi/v1/klines"):
@@ -320,25 +334,34 @@ class StreamLoad:
             if sym not in self.index or tf not in TF_MS:
                 return self._json({"code": -1121, "msg": "Invalid symbol."}, 400)
             length = TF_MS[tf]
-            start = int(p.get("startTime", str(now - 500 * length)))
             end = min(int(p.get("endTime", str(now))), now)
-            limit = min(int(p.get("limit", "500")), 1500)
-            first = start + (-start) % length
-            rows = [kline_row(self.index[sym], tf, t) for t in range(first, end + 1, length)][:limit]
-            return self._json(rows)
+            limit = int(p.get("limit", "500"))  # 1..1500: request_weight refused anything else
+            if "startTime" in p:  # from startTime on, at most ``limit`` bars
+                start = int(p["startTime"])
+                first = start + (-start) % length
+                opens = range(first, end + 1, length)[:limit]
+            else:  # no startTime: the most recent ``limit`` bars up to endTime
+                opens = range(end - end % length, -1, -length)[:limit][::-1]
+            return self._json([kline_row(self.index[sym], tf, t) for t in opens])
         if path.endswith("/fapi/v1/depth"):
             book = self.books.get(p.get("symbol", ""))
             if book is None:
                 return self._json({"code": -1121, "msg": "Invalid symbol."}, 400)
-            body = book.snapshot(int(p.get("limit", "1000")), now)
-            return web.Response(body=body, content_type="application/json")
+            body = book.snapshot(int(p.get("limit", "500")), now)
+            return web.Response(
+                body=body, content_type="application/json", headers={"X-MBX-USED-WEIGHT-1M": str(self.used_weight)}
+            )
         if path.endswith("/fapi/v1/time"):
             return self._json({"serverTime": now})
         return self._json({"code": -1, "msg": f"fake: no route {path}"}, 404)
 
-    @staticmethod
-    def _json(obj: Any, status: int = 200) -> web.Response:
-        return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
+    def _json(self, obj: Any, status: int = 200) -> web.Response:
+        return web.Response(
+            body=orjson.dumps(obj),
+            status=status,
+            content_type="application/json",
+            headers={"X-MBX-USED-WEIGHT-1M": str(self.used_weight)},
+        )
 
     def _symbol_info(self, s: str) -> dict[str, Any]:
         tick = f"{self.books[s].tick:.8f}"
