@@ -34,15 +34,6 @@ from ultra_signals.venues.binance.endpoints import Endpoints
 log = logging.getLogger(__name__)
 
 KLINES_MAX_LIMIT = 1500
-#: ``/fapi/v1/klines``' request weight by ``limit`` (upper bound of each tier, weight), as Binance documents it:
-#: https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Kline-Candlestick-Data
-#: ([1,100) → 1, [100,500) → 2, [500,1000] → 5, > 1000 → 10).
-KLINES_WEIGHT_TIERS = ((99, 1), (499, 2), (1000, 5), (KLINES_MAX_LIMIT, 10))
-
-
-def klines_weight(limit: int) -> int:
-    """The weight Binance charges a klines request asking for ``limit`` bars."""
-    return next(w for top, w in KLINES_WEIGHT_TIERS if limit <= top)
 
 
 class RestError(RuntimeError):
@@ -162,9 +153,10 @@ class BinanceRest:
 
         REST also returns the bar still forming; it is left out, so nothing here can be mistaken for closed.
         Each page asks for no more bars than can exist up to ``now_ms`` (the forming one included): Binance
-        charges a klines request by its ``limit`` (:data:`KLINES_WEIGHT_TIERS`), so a gap of a few bars costs
-        weight 1 and a 210-bar warm-up 2, where asking 1,500 every time cost 10 each (a whole-market start or
-        reconnect then ran into the 2,400-per-minute weight limit).
+        charges a klines request by its ``limit`` ([1,100) → 1, [100,500) → 2, [500,1000] → 5, > 1000 → 10:
+        https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Kline-Candlestick-Data),
+        so a gap of a few bars costs weight 1 and a 210-bar warm-up 2, where asking 1,500 every time cost 10 each
+        (a whole-market start or reconnect then ran into the 2,400-per-minute weight limit).
         """
         length = tf_ms(tf)
         limit = max(1, min(limit, KLINES_MAX_LIMIT))
