@@ -237,10 +237,10 @@ class _OutageProbe:
                 self.fetches.append((t0, time.time() - t0, len(bars)))
             return bars
 
-        async def probe_get(endpoint: str, params: Any = None) -> Any:
+        async def probe_get(endpoint: str, params: Any = None, **kw: Any) -> Any:
             if endpoint.endswith("/klines"):
                 self.kline_gets += 1
-            return await get(endpoint, params)
+            return await get(endpoint, params, **kw)
 
         src._handle = probe_handle
         src._fill_all_gaps = probe_fill

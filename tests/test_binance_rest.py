@@ -220,3 +220,85 @@ def test_the_fake_refuses_limits_binance_refuses_and_charges_weight_per_endpoint
         assert srv.used_weight == 1
 
     _run(go)
+
+
+def test_depth_snapshots_leave_half_the_weight_to_the_bars() -> None:
+    """At 1,300 of a 1,800 soft limit a depth snapshot (background: half of it, 900) waits for the next minute, a
+    klines request (the gap fill the consumer waits on) goes ahead; at 1,800 both wait."""
+    rows = _rows()
+    clock = ManualClock(rows[400][0] + 120_000)
+
+    async def go() -> None:
+        sleeps: list[float] = []
+        async with FakeBinance(clock.now_ms, klines={("XRPUSDT", "5m"): rows}, depth_snapshots={}) as srv:
+            rest = _client(srv, Metrics(), sleeps, weight_soft_limit=1800)
+            await rest.exchange_info()  # learn the weight: 1
+            srv.used_weight = 1299
+            await rest.exchange_info()  # 1,300 now known to the client
+            await rest.closed_klines("XRPUSDT", "5m", rows[398][0], clock.now_ms())
+            assert sleeps == []
+            with pytest.raises(RestError):  # the fake has no book for it; what matters is the wait before asking
+                await rest.depth("XRPUSDT", 5)
+            assert len(sleeps) == 1
+            srv.used_weight = 1799
+            await rest.exchange_info()
+            await rest.closed_klines("XRPUSDT", "5m", rows[398][0], clock.now_ms())
+            await rest.aclose()
+        assert len(sleeps) == 2
+
+    _run(go)
+
+
+def test_past_the_minutes_2400_weight_the_fake_answers_429_and_the_client_waits_it_out() -> None:
+    rows = _rows()
+    clock = ManualClock(rows[400][0] + 120_000)
+
+    async def go() -> None:
+        sleeps: list[float] = []
+        async with FakeBinance(clock.now_ms, klines={("XRPUSDT", "5m"): rows}) as srv:
+
+            async def next_minute(s: float) -> None:
+                sleeps.append(s)
+                clock.now += 60_000  # Binance's minute ends while the client waits
+
+            # No soft limit: the request goes out and meets Binance's own limit (several runners on one IP, say).
+            rest = BinanceRest(
+                srv.rest_url, Metrics(), backoff_base_s=0.01, backoff_max_s=0.05, sleep=next_minute,
+                weight_soft_limit=10_000,
+            )  # fmt: skip
+            srv.used_weight = 2398
+            await rest.exchange_info()  # 2,399
+            bars = await rest.closed_klines("XRPUSDT", "5m", rows[300][0], clock.now_ms())  # weight 5: refused once
+            await rest.aclose()
+        assert len(bars) >= 100 and len(sleeps) >= 1
+        asked = [p["limit"] for path, p in srv.rest_log if path.endswith("/klines")]
+        assert asked == ["101", "101"]  # refused with 429, then the same request in the next minute
+        assert 0 < sleeps[0] <= 60 and srv.used_weight == 2  # Retry-After: the rest of the minute; a fresh minute
+
+    _run(go)
+
+
+def test_requests_in_flight_count_against_the_minute_before_any_answer_reports_them() -> None:
+    """60 depth snapshots asked at once at a known 700 of the minute's weight (weight 5 each, background, so a 900
+    budget at a 1,800 soft limit): the first 40 go, the other 20 wait for the next minute, though no answer has
+    reported the first 40's weight yet (the header alone let a reconnect's snapshots all go and overshoot)."""
+    clock = ManualClock(1_700_000_000_000)
+
+    async def go() -> None:
+        sleeps: list[float] = []
+
+        async def wait(s: float) -> None:  # a real pause lets the other requests run meanwhile; a new minute begins
+            sleeps.append(s)
+            clock.now = (clock.now // 60_000 + 1) * 60_000
+            await asyncio.sleep(0)
+
+        async with FakeBinance(clock.now_ms, depth_snapshots={}) as srv:
+            rest = BinanceRest(srv.rest_url, Metrics(), sleep=wait, weight_soft_limit=1800)
+            srv.used_weight = 699
+            await rest.exchange_info()  # the client knows 700
+            results = await asyncio.gather(*(rest.depth("XRPUSDT", 100) for _ in range(60)), return_exceptions=True)
+            await rest.aclose()
+        assert all(isinstance(r, RestError) for r in results)  # no book in the fake: only the waits matter here
+        assert len(sleeps) == 20
+
+    _run(go)

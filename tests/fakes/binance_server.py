@@ -17,7 +17,8 @@ minute of the fake's clock, all requests together): ``/fapi/v1/klines`` by its `
 https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Kline-Candlestick-Data;
 ``/fapi/v1/depth`` by its ``limit`` (5/10/20/50 → 2, 100 → 5, 500 (default) → 10, 1000 → 20; any other value is
 refused with -1130), per https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Order-Book;
-``/fapi/v1/ticker/24hr`` 1 for one symbol, 40 for all; anything else 1.
+``/fapi/v1/ticker/24hr`` 1 for one symbol, 40 for all; anything else 1. A request that would take the minute past
+2,400 is answered 429 (-1003) with ``Retry-After`` (the seconds left in the minute).
 
 Depth snapshots behave like the exchange's: the book starts as the recorded snapshot and rolls forward with
 every diff that the exchange "publishes" (sent or skipped) after it, so a resync after a skipped diff gets a
@@ -53,6 +54,9 @@ async def close_servers(ws: Server | None, runner: web.AppRunner | None) -> None
         await runner.cleanup()
 
 
+#: Binance USDⓈ-M's ``REQUEST_WEIGHT`` limit per minute (exchangeInfo ``rateLimits``): a request that would pass it is
+#: answered 429 (-1003) with ``Retry-After`` until the minute ends, and is charged nothing.
+WEIGHT_LIMIT_1M = 2400
 #: ``/fapi/v1/klines`` weight tiers (highest limit of the tier, weight) and ``/fapi/v1/depth`` weights (the module
 #: docstring cites the pages).
 _KLINES_WEIGHT = ((99, 1), (499, 2), (1000, 5), (1500, 10))
@@ -311,6 +315,13 @@ class FakeBinance:
         if weight is None:
             body = {"code": -1130, "msg": "Data sent for parameter 'limit' is not valid."}
             return web.json_response(body, status=400, headers={"X-MBX-USED-WEIGHT-1M": str(self.used_weight)})
+        if self.used_weight + weight > WEIGHT_LIMIT_1M:
+            retry = str(60 - (self.now_ms() // 1000) % 60)
+            return web.json_response(
+                {"code": -1003, "msg": "Too many requests; current limit is 2400 request weight per 1 MINUTE."},
+                status=429,
+                headers={"X-MBX-USED-WEIGHT-1M": str(self.used_weight), "Retry-After": retry},
+            )
         self.used_weight += weight
         headers = {"X-MBX-USED-WEIGHT-1M": str(self.used_weight)}
         for i, (suffix, status, retry_after) in enumerate(self._fail):

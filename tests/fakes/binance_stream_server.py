@@ -79,7 +79,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from tests.fakes.binance_server import close_servers, request_weight
+from tests.fakes.binance_server import WEIGHT_LIMIT_1M, close_servers, request_weight
 
 MAX_STREAMS_PER_CONNECTION = 1024
 PUBLIC_KINDS = ("bookTicker", "depth")
@@ -221,6 +221,8 @@ class StreamLoad:
         self.used_weight = 0
         self.weight_total = 0
         self._weight_minute = -1
+        #: Requests answered 429 because they would have taken the minute past Binance's 2,400.
+        self.weight_refused = 0
         self._trade_id = 1
         self._ticker_id = 1
         self._mark_e: dict[str, int] = {}
@@ -325,6 +327,14 @@ class StreamLoad:
         weight = request_weight(path, dict(p))
         if weight is None:
             return self._json({"code": -1130, "msg": "Data sent for parameter 'limit' is not valid."}, 400)
+        if self.used_weight + weight > WEIGHT_LIMIT_1M:
+            self.weight_refused += 1
+            return web.Response(
+                body=orjson.dumps({"code": -1003, "msg": "Too many requests; current limit is 2400 request weight."}),
+                status=429,
+                content_type="application/json",
+                headers={"X-MBX-USED-WEIGHT-1M": str(self.used_weight), "Retry-After": str(60 - int(time.time()) % 60)},
+            )
         self.used_weight += weight
         self.weight_total += weight
         if path.endswith("/fapi/v1/exchangeInfo"):
