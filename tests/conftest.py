@@ -23,6 +23,7 @@ DEFAULTS = REPO / "ultra_signals" / "defaults"
 DATA_DIR = Path(os.environ.get("TEST_ULTRA_SIGNALS_DATA", REPO.parent / "shared" / "data"))
 REDIS_URL = os.environ.get("TEST_ULTRA_SIGNALS_REDIS", "redis://127.0.0.1:6379/0")
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+CHROMIUM = Path(os.environ.get("TEST_ULTRA_SIGNALS_CHROMIUM", "/usr/bin/chromium"))
 
 
 def skip_or_fail_under_ci(msg: str, under_ci: str) -> NoReturn:
@@ -86,6 +87,16 @@ def _logging_unconfigured() -> Iterator[None]:
     from ultra_signals.observability.logging import unconfigure
 
     unconfigure()
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """Debian's Chromium, for the tests that look at a page or picture in a real browser (Playwright drives it)."""
+    if not CHROMIUM.exists():
+        skip_or_fail_under_ci(
+            f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)", "scripts/test_services.sh installs it"
+        )
+    return CHROMIUM
 
 
 @pytest.fixture

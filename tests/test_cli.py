@@ -44,7 +44,7 @@ def test_shadow_on_the_embedded_default_produces_signals_journal_and_report(tmp_
         "counter_backend",
     ]
     assert sum(rep["allowed_by_symbol"].values()) == len(cards)
-    assert len(list((tmp_path / "reports").glob("shadow_*_*.png"))) >= 1
+    assert len(list((tmp_path / "reports").glob("shadow_*_*.svg"))) >= 1
     assert (tmp_path / "var" / "journal.db").exists()
     md = reports[0].with_suffix(".md").read_text()
     assert "SIMULATED" in md and "## Shadow criteria" in md

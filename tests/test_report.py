@@ -80,7 +80,7 @@ def test_report_from_a_real_replay(tmp_path: Path) -> None:
     by_name = {c.name: c for c in res.criteria}
     assert by_name["caps_enforced"].passed and by_name["no_crash"].passed and by_name["mtf_blocked"].passed
     assert "SIMULATED" not in md.read_text().split("## Run")[0]
-    assert [p.suffix for p in res.paths[2:]] == [".png", ".png"]
+    assert [p.suffix for p in res.paths[2:]] == [".svg", ".svg"]
     journal.close()
 
 
@@ -219,18 +219,53 @@ def test_each_global_window_must_be_exercised_on_its_own(tmp_path: Path) -> None
 
 
 def test_chart_marks_each_signal_at_the_bar_its_id_names(tmp_path: Path) -> None:
-    """The table names a signal by its bar's open time; the chart puts its marker there (prices too)."""
+    """The table names a signal by its bar's open time; the chart puts its marker there, on the line's point of
+    that bar, at its entry price; and every candidate of the symbol is counted in its group."""
+    import re
+    import xml.etree.ElementTree as ET
+
     from ultra_signals.apps.report import _bar_open_ms, _primary_bar_ms
     from ultra_signals.core.timeframes import tf_ms
 
-    stats, journal, _metrics = _replay_run(tmp_path)
+    stats, journal, metrics = _replay_run(tmp_path)
     rows = journal.decisions(stats.run_id)
     assert rows
     for r in rows:
         tf = str(r["decision_id"]).split(":")[-2]
         assert _bar_open_ms(r, 0) == int(r["ts"]) - tf_ms(tf)  # the decision is at close + 1 of that bar
-    assert _primary_bar_ms(stats) == tf_ms(stats.primary_timeframe)
+    bar_ms = _primary_bar_ms(stats)
+    assert bar_ms == tf_ms(stats.primary_timeframe)
+    s = load_settings(overrides={"report.dir": str(tmp_path / "reports")}, environ={})
+    charts = {p.stem.rsplit("_", 1)[1]: p for p in write_report(stats, s, journal, metrics).paths[2:]}
     journal.close()
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    checked = 0
+    for sym, path in charts.items():
+        root = ET.fromstring(path.read_text())
+        line = root.find("s:polyline[@class='price']", ns)
+        assert line is not None
+        xy = [tuple(map(float, p.split(","))) for p in line.attrib["points"].split()]
+        # The line's points are the recorded closes, drawn at their bar's open time.
+        at = {t - bar_ms: (x, y, price) for (t, price), (x, y) in zip(stats.prices[sym], xy, strict=True)}
+        groups = {g.attrib["data-label"]: g for g in root.findall("s:path[@class='marks']", ns)}
+        mine = [r for r in rows if r["symbol"] == sym]
+        assert sum(int(g.attrib["data-count"]) for g in groups.values()) == len(mine)
+        allowed = groups.get("LONG allowed"), groups.get("SHORT allowed")
+        drawn = {
+            (float(x), float(y))
+            for g in allowed
+            if g is not None
+            for x, y in re.findall(r"M(-?[\d.]+),(-?[\d.]+)", g.attrib["d"])
+        }
+        for r in mine:
+            hit = at.get(_bar_open_ms(r, 0))
+            if not r["allowed"] or hit is None or r["entry"] != hit[2]:
+                continue
+            x, y, _ = hit  # a market entry at that bar's close: the marker's apex is 6 px off the line's point
+            apex = y - 6.0 if r["side"] == "LONG" else y + 6.0
+            assert any(abs(dx - x) <= 0.05 and abs(dy - apex) <= 0.11 for dx, dy in drawn), (sym, r["decision_id"])
+            checked += 1
+    assert checked >= 1
 
 
 # -- the evaluation table of the run's own candidates (issue 11, item 3) -------------------------------------

@@ -16,26 +16,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.conftest import skip_or_fail_under_ci
 from tests.web_run import WRITE, finished_run, web_settings
 from ultra_signals.control import Control
 from ultra_signals.control.state import is_paused
 from ultra_signals.journal.trading import ExecStore
 from ultra_signals.live.view import RunnerView
 
-CHROMIUM = Path(os.environ.get("TEST_ULTRA_SIGNALS_CHROMIUM", "/usr/bin/chromium"))
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture
-def chromium() -> Path:
-    if not CHROMIUM.exists():
-        skip_or_fail_under_ci(
-            f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)", "scripts/test_services.sh installs it"
-        )
-    return CHROMIUM
 
 
 def test_page_shows_the_run_and_pauses_it(tmp_path: Path, chromium: Path) -> None:

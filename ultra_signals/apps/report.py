@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -590,11 +590,6 @@ def _what_if(ex: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def _num_date(ms: int) -> float:
-    """Matplotlib's date number for an epoch-ms timestamp (days since 1970-01-01 UTC)."""
-    return ms / 86_400_000.0
-
-
 def _primary_bar_ms(st: RunStats) -> int:
     """Length of the bars in ``st.prices`` (the primary timeframe, or the finest when unknown)."""
     return (
@@ -610,11 +605,16 @@ def _bar_open_ms(row: dict[str, Any], default_len_ms: int) -> int:
         return int(row["ts"]) - default_len_ms
 
 
+#: How each side's candidates are marked (the web page uses the same colours).
+_SIDE_MARKS: tuple[tuple[str, Literal["up", "down"], str], ...] = (
+    ("LONG", "up", "#1a9850"),
+    ("SHORT", "down", "#d73027"),
+)
+
+
 def _charts(st: RunStats, rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    # A bare Figure (rendered by the Agg canvas savefig picks for .png), not pyplot: pyplot's import and its
-    # global figure manager cost more than drawing the charts (issue 13).  Imported only when a chart is drawn.
-    import numpy as np
-    from matplotlib.figure import Figure
+    """One SVG chart per symbol: its closes, and every candidate at its entry, allowed filled, blocked hollow."""
+    from ultra_signals.apps.svgchart import Marks, price_chart
 
     paths = []
     primary_ms = tf_ms(st.timeframes[0]) if st.timeframes else 60_000
@@ -622,48 +622,40 @@ def _charts(st: RunStats, rows: list[dict[str, Any]], out_dir: Path) -> list[Pat
     groups: dict[tuple[str, str, bool], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["symbol"], r["side"], bool(r["allowed"])), []).append(r)
+    # Prices are recorded at their close (event time = close + 1); the table names a signal by the open time of
+    # its bar.  Both are drawn at the bar's open time, so a marker sits on the bar it names.
+    bar_ms = _primary_bar_ms(st)
     for sym in st.symbols:
         series = st.prices.get(sym)
         if not series:
             continue
-        fig = Figure(figsize=(11, 4.5), dpi=100)
-        ax = fig.subplots()
-        # Prices are recorded at their close (event time = close + 1); the table names a signal by the open
-        # time of its bar.  Both are drawn at the bar's open time, so a marker sits on the bar it names.
-        bar_ms = _primary_bar_ms(st)
-        # Arrays, not lists: matplotlib's masked-array conversion of a list checks every element in Python
-        # (a third of drawing a chart with thousands of markers); the values and the picture are the same.
-        xs = np.array([_num_date(t - bar_ms) for t, _ in series], dtype=np.float64)
-        ys = np.array([p for _, p in series], dtype=np.float64)
-        ax.plot(xs, ys, color="#333333", linewidth=0.9, label=f"{sym} close", zorder=1)
-        for allowed in (False, True):
-            for side, marker, color in (("LONG", "^", "#1a9850"), ("SHORT", "v", "#d73027")):
+        marks = []
+        for allowed in (False, True):  # allowed drawn last, on top
+            for side, shape, color in _SIDE_MARKS:
                 pts = groups.get((sym, side, allowed))
-                if not pts:
-                    continue
-                ax.scatter(
-                    np.array([_num_date(_bar_open_ms(r, primary_ms)) for r in pts], dtype=np.float64),
-                    np.array([r["entry"] for r in pts], dtype=np.float64),
-                    marker=marker,
-                    facecolors=color if allowed else "none",
-                    edgecolors=color,
-                    linewidths=1.0 if allowed else 1.2,
-                    alpha=1.0 if allowed else 0.8,
-                    s=90 if allowed else 40,
-                    label=f"{side} {'allowed' if allowed else 'blocked'} ({len(pts)})",
-                    zorder=3 if allowed else 2,
-                )
-        title = f"{sym} — run {st.run_id}" + (" — SIMULATED" if st.simulated else "")
-        ax.set_title(title)
-        ax.set_xlabel("bar open time (UTC)")
-        ax.set_ylabel(f"{sym} price (close; markers at the signal's entry)")
-        ax.legend(loc="best", fontsize=8)
-        ax.grid(alpha=0.2)
-        ax.xaxis_date()
-        fig.autofmt_xdate()
-        path = out_dir / f"shadow_{st.run_id}_{sym}.png"
-        # zlib level 1 instead of Pillow's 6: the same pixels (PNG is lossless), ~3 % larger files, and a third
-        # of each chart's encoding time (measured in docs/benchmarks.md, issue 13's third round).
-        fig.savefig(path, bbox_inches="tight", pil_kwargs={"compress_level": 1})
+                if pts:
+                    marks.append(
+                        Marks(
+                            f"{side} {'allowed' if allowed else 'blocked'}",
+                            [_bar_open_ms(r, primary_ms) for r in pts],
+                            [float(r["entry"]) for r in pts],
+                            shape,
+                            color,
+                            filled=allowed,
+                            size=6.0 if allowed else 4.0,
+                            opacity=1.0 if allowed else 0.8,
+                        )
+                    )
+        svg = price_chart(
+            title=f"{sym} — run {st.run_id}" + (" — SIMULATED" if st.simulated else ""),
+            x_label="bar open time (UTC)",
+            y_label=f"{sym} price (close; markers at the signal's entry)",
+            line_label=f"{sym} close",
+            times_ms=[t - bar_ms for t, _ in series],
+            prices=[p for _, p in series],
+            marks=marks,
+        )
+        path = out_dir / f"shadow_{st.run_id}_{sym}.svg"
+        path.write_text(svg, encoding="utf-8")
         paths.append(path)
     return paths

@@ -739,6 +739,7 @@ class RolloutSettings(_Section):
 
 class ReportSettings(_Section):
     dir: str = "reports"
+    #: One SVG per symbol in the shadow/replay report (``apps/svgchart.py``: milliseconds, no matplotlib).
     charts: bool = True
     #: Shadow criterion thresholds.
     max_latency_p95_ms: float = Field(default=500.0, gt=0.0, le=600_000.0)
