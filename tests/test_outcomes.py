@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ultra_signals.research.outcomes import Bars, Costs, Trade, label, label_each, label_many
+from ultra_signals.research.outcomes import Bars, Costs, Trade, label, label_columns, label_each, label_many
 
 M = 60_000
 FREE = Costs(fee_taker_bps=0.0, half_spread_bps=0.0, impact_bps_per_10k_usdt=0.0)
@@ -235,9 +235,27 @@ def test_label_many_equals_label_on_ties_gaps_and_odd_levels(seed: int) -> None:
         costs = Costs(float(rng.uniform(0, 10)), float(rng.uniform(0, 3)), 0.5, float(rng.uniform(0, 1e5)))
         trades.append(Trade(long, entry, stop, targets, ts, costs))
     funding = sorted((int(t), float(r)) for t, r in zip(rng.choice(times, 5), rng.normal(0, 1e-3, 5), strict=True))
-    for tp in (1, 2, 4):
+    nan_bars = Bars(bars.open_time, bars.open, bars.high.copy(), bars.low, bars.close)
+    nan_bars.high[n // 2] = math.nan  # label() itself, through both entry points
+    for b, tp in ((bars, 1), (bars, 2), (bars, 4), (nan_bars, 2)):
         for horizon in (M, 3 * M, 64 * M, 129 * M, 10_000 * M):
             for fund in ((), funding):
-                want = [_bits(o) for o in label_each(trades, tp, horizon, bars, fund)]
-                got = label_many(trades, take_profit_target=tp, horizon_ms=horizon, bars=bars, funding=fund)
+                want = [_bits(o) for o in label_each(trades, tp, horizon, b, fund)]
+                got = label_many(trades, take_profit_target=tp, horizon_ms=horizon, bars=b, funding=fund)
                 assert [_bits(o) for o in got] == want
+                cols = label_columns(
+                    long=[t.long for t in trades],
+                    entry_ref=[t.entry_ref for t in trades],
+                    stop=[t.stop for t in trades],
+                    targets=[t.targets for t in trades],
+                    decision_ts=[t.decision_ts for t in trades],
+                    fee_taker_bps=[t.costs.fee_taker_bps for t in trades],
+                    half_spread_bps=[t.costs.half_spread_bps for t in trades],
+                    impact_bps_per_10k_usdt=[t.costs.impact_bps_per_10k_usdt for t in trades],
+                    notional=[t.costs.notional for t in trades],
+                    take_profit_target=tp,
+                    horizon_ms=horizon,
+                    bars=b,
+                    funding=fund,
+                )
+                assert [_bits(o) for o in cols] == want

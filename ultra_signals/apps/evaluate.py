@@ -41,7 +41,7 @@ from ultra_signals.counters.windows import MemoryCounters
 from ultra_signals.engine.pipeline import SignalEngine
 from ultra_signals.features.aggregation import window_runs
 from ultra_signals.research import quality as q
-from ultra_signals.research.outcomes import Bars, Costs, Outcome, Trade, label_many
+from ultra_signals.research.outcomes import Bars, Outcome, label_columns
 from ultra_signals.research.selection import DAY_MS, HOUR_MS, Policy, Row, Verdict, select
 from ultra_signals.research.stats import paired_block_lift, random_baseline, summarize
 from ultra_signals.sources.base import SourceError
@@ -293,12 +293,25 @@ def _notional(settings: Settings, entry: float, stop: float) -> float:
 def _label_symbol(
     args: tuple[list[Cand], Bars, list[tuple[int, float]], tuple[float, float, float], list[float], int, int],
 ) -> list[Outcome]:
+    """``label_many`` of the candidates' trades (``Trade(c.long, c.entry, c.stop, c.targets, c.ts, Costs(fee, half,
+    impact, notional))``), given as columns: a ``Trade`` and a ``Costs`` per candidate cost as much as the labels."""
     cands, bars, funding, (fee, half, impact), notionals, tp_index, horizon_ms = args
-    trades = [
-        Trade(c.long, c.entry, c.stop, c.targets, c.ts, Costs(fee, half, impact, n))
-        for c, n in zip(cands, notionals, strict=True)
-    ]
-    return label_many(trades, take_profit_target=tp_index, horizon_ms=horizon_ms, bars=bars, funding=funding)
+    m = len(cands)
+    return label_columns(
+        long=[c.long for c in cands],
+        entry_ref=[c.entry for c in cands],
+        stop=[c.stop for c in cands],
+        targets=[c.targets for c in cands],
+        decision_ts=[c.ts for c in cands],
+        fee_taker_bps=[fee] * m,
+        half_spread_bps=[half] * m,
+        impact_bps_per_10k_usdt=[impact] * m,
+        notional=notionals,
+        take_profit_target=tp_index,
+        horizon_ms=horizon_ms,
+        bars=bars,
+        funding=funding,
+    )
 
 
 def label_all(settings: Settings, cfg: EvalConfig, cands: list[Cand], bars: Mapping[str, Bars]) -> None:

@@ -245,8 +245,10 @@ def _range_extreme(table: list[F64], start: I64, length: I64, take_min: bool) ->
         k += length >= (1 << b)
     out = np.empty(length.shape)
     op = np.minimum if take_min else np.maximum
-    for b in np.unique(k).tolist():
+    for b in range(len(table)):
         sel = k == b
+        if not sel.any():
+            continue
         s = start[sel]
         t = table[b]
         out[sel] = op(t[s], t[s + length[sel] - (1 << b)])
@@ -284,58 +286,120 @@ def label_many(
     )
     if plain:
         return label_each(trades, take_profit_target, horizon_ms, bars, funding)
-    m = len(trades)
+    return label_columns(
+        long=[t.long for t in trades],
+        entry_ref=[t.entry_ref for t in trades],
+        stop=[t.stop for t in trades],
+        targets=[t.targets for t in trades],
+        decision_ts=[t.decision_ts for t in trades],
+        fee_taker_bps=[t.costs.fee_taker_bps for t in trades],
+        half_spread_bps=[t.costs.half_spread_bps for t in trades],
+        impact_bps_per_10k_usdt=[t.costs.impact_bps_per_10k_usdt for t in trades],
+        notional=[t.costs.notional for t in trades],
+        take_profit_target=take_profit_target,
+        horizon_ms=horizon_ms,
+        bars=bars,
+        funding=funding,
+    )
+
+
+def label_columns(
+    *,
+    long: Sequence[bool],
+    entry_ref: Sequence[float],
+    stop: Sequence[float],
+    targets: Sequence[Sequence[float]],
+    decision_ts: Sequence[int],
+    fee_taker_bps: Sequence[float],
+    half_spread_bps: Sequence[float],
+    impact_bps_per_10k_usdt: Sequence[float],
+    notional: Sequence[float],
+    take_profit_target: int,
+    horizon_ms: int,
+    bars: Bars,
+    funding: Sequence[tuple[int, float]] = (),
+) -> list[Outcome]:
+    """:func:`label_many` with the trades given as columns (row i is ``Trade(long[i], …, Costs(fee_taker_bps[i],
+    …, notional[i]))``): the same outcomes, for callers that hold their candidates as columns already (building
+    a ``Trade`` and a ``Costs`` per candidate cost as much as labelling them)."""
+    m = len(long)
+    n = len(bars)
+    if not m:
+        return []
+    plain = (
+        n == 0
+        or horizon_ms <= 0
+        or bool(np.isnan(bars.high).any() or np.isnan(bars.low).any())
+        or any(a[0] > b[0] for a, b in pairwise(funding))
+    )
+    if plain:
+        trades = [
+            Trade(lg, e, sp, tg, ts, Costs(fe, hs, ib, nt))
+            for lg, e, sp, tg, ts, fe, hs, ib, nt in zip(
+                long,
+                entry_ref,
+                stop,
+                targets,
+                decision_ts,
+                fee_taker_bps,
+                half_spread_bps,
+                impact_bps_per_10k_usdt,
+                notional,
+                strict=True,
+            )
+        ]
+        return label_each(trades, take_profit_target, horizon_ms, bars, funding)
     ot = bars.open_time
-    i0_all = np.searchsorted(ot, np.fromiter((t.decision_ts for t in trades), np.int64, m), side="left")
-    long_all = np.fromiter((t.long for t in trades), np.bool_, m)
-    entry_all = np.fromiter((t.entry_ref for t in trades), np.float64, m)
-    stop_all = np.fromiter((t.stop for t in trades), np.float64, m)
+    i0_all = np.searchsorted(ot, np.asarray(decision_ts, dtype=np.int64), side="left")
+    long_all = np.asarray(long, dtype=np.bool_)
+    entry_all = np.asarray(entry_ref, dtype=np.float64)
+    stop_all = np.asarray(stop, dtype=np.float64)
     risk_all = np.abs(entry_all - stop_all)
-    has_targets = np.fromiter((bool(t.targets) for t in trades), np.bool_, m)
+    has_targets = np.fromiter((bool(t) for t in targets), np.bool_, m)
     ok = ~(risk_all <= 0) & has_targets & (i0_all < n)
     out: list[Outcome] = [NO_DATA] * m
     rows = np.flatnonzero(ok)
     if not rows.size:
         return out
-    sub = [trades[i] for i in rows.tolist()]
+    sub = [targets[i] for i in rows.tolist()]
     i0 = i0_all[rows]
     i1 = np.searchsorted(ot, ot[i0] + horizon_ms, side="left")
     span = i1 - i0  # >= 1: the horizon is positive
-    long = long_all[rows]
-    stop = stop_all[rows]
-    entry_ref = entry_all[rows]
+    lg_ = long_all[rows]
+    stop_ = stop_all[rows]
+    entry_ = entry_all[rows]
     risk = risk_all[rows]
-    tp = np.fromiter((float(t.targets[min(take_profit_target, len(t.targets)) - 1]) for t in sub), np.float64)
-    half = np.fromiter((t.costs.half_spread_bps for t in sub), np.float64) / 10_000.0
-    imp = np.fromiter((t.costs.impact_bps_per_10k_usdt for t in sub), np.float64) / 10_000.0 / 10_000.0
-    imp = imp * np.fromiter((t.costs.notional for t in sub), np.float64)
-    fee = np.fromiter((t.costs.fee_taker_bps for t in sub), np.float64) / 10_000.0
+    tp = np.fromiter((float(t[min(take_profit_target, len(t)) - 1]) for t in sub), np.float64, rows.size)
+    half = np.asarray(half_spread_bps, dtype=np.float64)[rows] / 10_000.0
+    imp = np.asarray(impact_bps_per_10k_usdt, dtype=np.float64)[rows] / 10_000.0 / 10_000.0
+    imp = imp * np.asarray(notional, dtype=np.float64)[rows]
+    fee = np.asarray(fee_taker_bps, dtype=np.float64)[rows] / 10_000.0
     levels = int(span.max()).bit_length() - 1
     lo_t = _tables(bars.low, levels, take_min=True)
     hi_t = _tables(bars.high, levels, take_min=False)
-    short = ~long
+    short = ~lg_
     js = np.empty_like(i0)
-    js[long] = _first_touch(lo_t, i0[long], i1[long], stop[long], below=True)
-    js[short] = _first_touch(hi_t, i0[short], i1[short], stop[short], below=False)
+    js[lg_] = _first_touch(lo_t, i0[lg_], i1[lg_], stop_[lg_], below=True)
+    js[short] = _first_touch(hi_t, i0[short], i1[short], stop_[short], below=False)
     # The most favourable price touched strictly before the stop's bar (none when the stop is the first bar).
     seen = js > 0
     best = np.full(i0.shape, np.nan)
-    lsel, ssel = seen & long, seen & short
+    lsel, ssel = seen & lg_, seen & short
     best[lsel] = _range_extreme(hi_t, i0[lsel], js[lsel], take_min=False)
     best[ssel] = _range_extreme(lo_t, i0[ssel], js[ssel], take_min=True)
-    tp_before = seen & np.where(long, best >= tp, best <= tp)
+    tp_before = seen & np.where(lg_, best >= tp, best <= tp)
     jt = np.zeros_like(i0)
-    lt, st_ = tp_before & long, tp_before & short
+    lt, st_ = tp_before & lg_, tp_before & short
     jt[lt] = _first_touch(hi_t, i0[lt], i0[lt] + js[lt], tp[lt], below=False)
     jt[st_] = _first_touch(lo_t, i0[st_], i0[st_] + js[st_], tp[st_], below=True)
     stopped = (js < span) & ~tp_before  # stop first, also when both fall in one bar
     j = np.where(stopped, js, np.where(tp_before, jt, span - 1))
     opens = bars.open
     bar_open = opens[i0 + j]
-    level = np.where(stopped, stop, tp)
+    level = np.where(stopped, stop_, tp)
     # Python's min(a, b) is ``b if b < a else a``, max(a, b) ``b if b > a else a``: a long's stop and a short's
     # target take the min, the others the max.
-    take_lower = stopped == long
+    take_lower = stopped == lg_
     trigger = np.where(
         take_lower,
         np.where(level < bar_open, level, bar_open),
@@ -343,7 +407,7 @@ def label_many(
     )
     marked = ~stopped & ~tp_before
     trigger = np.where(marked, bars.close[i0 + j], trigger)
-    sign = np.where(long, 1.0, -1.0)
+    sign = np.where(lg_, 1.0, -1.0)
     entry_fill = opens[i0] * (1 + sign * half) * (1 + sign * imp)
     exit_fill = trigger * (1 - sign * half) * (1 - sign * imp)
     entry_ts = ot[i0]
@@ -359,7 +423,7 @@ def label_many(
                 k = min(bisect_left(times, ft), n - 1)
                 p += sg * rate * open_l[k]
             paid[r] = p
-    gross = sign * (trigger - entry_ref) / risk
+    gross = sign * (trigger - entry_) / risk
     net = (sign * (exit_fill - entry_fill) - fee * (entry_fill + exit_fill) - paid) / risk
     funding_r = -paid / risk
     full = i1 < n
@@ -367,7 +431,7 @@ def label_many(
     for r, t, lg, sn, b, kind, nt, gr, ets, xts, ef, xf, fr in zip(
         rows.tolist(),
         sub,
-        long.tolist(),
+        lg_.tolist(),
         seen.tolist(),
         best.tolist(),
         kinds,
@@ -381,10 +445,10 @@ def label_many(
         strict=True,
     ):
         if not sn:
-            hits = tuple(False for _ in t.targets)
+            hits = tuple(False for _ in t)
         elif lg:
-            hits = tuple([bool(b >= x) for x in t.targets])
+            hits = tuple([bool(b >= x) for x in t])
         else:
-            hits = tuple([bool(b <= x) for x in t.targets])
+            hits = tuple([bool(b <= x) for x in t])
         out[r] = Outcome(kind, nt, gr, ets, xts, ef, xf, fr, hits)
     return out
