@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ultra_signals.research import outcomes
 from ultra_signals.research.outcomes import Bars, Costs, Trade, label, label_columns, label_each, label_many
 
 M = 60_000
@@ -206,11 +207,16 @@ def _bits(o: object) -> str:
     return repr(o)
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_label_many_equals_label_on_ties_gaps_and_odd_levels(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "table_bars"), [(s, b) for s in range(6) for b in (None, 7)])
+def test_label_many_equals_label_on_ties_gaps_and_odd_levels(
+    seed: int, table_bars: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Coarse integer prices make exact ties (stop == open, target == high, stop == target) common; gaps in the
     # bars and horizons of every length exercise the lifting's blocks, which are powers of two; NaN and inf
-    # levels must touch (or not) as the per-trade masks say.
+    # levels must touch (or not) as the per-trade masks say.  table_bars=7: many table windows, each trade's
+    # horizon reaching far past its own.
+    if table_bars is not None:
+        monkeypatch.setattr(outcomes, "_TABLE_BARS", table_bars)
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 400))
     times = np.cumsum(rng.choice([1, 1, 1, 2, 5], size=n)) * M

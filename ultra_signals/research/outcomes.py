@@ -255,6 +255,37 @@ def _range_extreme(table: list[F64], start: I64, length: I64, take_min: bool) ->
     return out
 
 
+#: Bars per sparse-table window in :func:`label_columns` (~45 days of 1m bars: ~12 MB of tables at a 1-day horizon).
+_TABLE_BARS = 1 << 16
+
+
+def _touches(
+    low: F64, high: F64, i0: I64, i1: I64, long: npt.NDArray[np.bool_], stop: F64, tp: F64
+) -> tuple[I64, F64, I64]:
+    """Per trade on bars ``[i0, i1)``: the offset of the first bar touching the stop (``i1 - i0`` when none), the
+    most favourable price strictly before it (NaN when the stop is the first bar), and the offset of the first bar
+    touching the take-profit before the stop (0 when it is not touched before the stop)."""
+    span = i1 - i0
+    levels = int(span.max()).bit_length() - 1
+    lo_t = _tables(low, levels, take_min=True)
+    hi_t = _tables(high, levels, take_min=False)
+    short = ~long
+    js = np.empty_like(i0)
+    js[long] = _first_touch(lo_t, i0[long], i1[long], stop[long], below=True)
+    js[short] = _first_touch(hi_t, i0[short], i1[short], stop[short], below=False)
+    seen = js > 0
+    best = np.full(i0.shape, np.nan)
+    lsel, ssel = seen & long, seen & short
+    best[lsel] = _range_extreme(hi_t, i0[lsel], js[lsel], take_min=False)
+    best[ssel] = _range_extreme(lo_t, i0[ssel], js[ssel], take_min=True)
+    tp_before = seen & np.where(long, best >= tp, best <= tp)
+    jt = np.zeros_like(i0)
+    lt, st_ = tp_before & long, tp_before & short
+    jt[lt] = _first_touch(hi_t, i0[lt], i0[lt] + js[lt], tp[lt], below=False)
+    jt[st_] = _first_touch(lo_t, i0[st_], i0[st_] + js[st_], tp[st_], below=True)
+    return js, best, jt
+
+
 def label_many(
     trades: Sequence[Trade],
     *,
@@ -374,24 +405,22 @@ def label_columns(
     imp = np.asarray(impact_bps_per_10k_usdt, dtype=np.float64)[rows] / 10_000.0 / 10_000.0
     imp = imp * np.asarray(notional, dtype=np.float64)[rows]
     fee = np.asarray(fee_taker_bps, dtype=np.float64)[rows] / 10_000.0
-    levels = int(span.max()).bit_length() - 1
-    lo_t = _tables(bars.low, levels, take_min=True)
-    hi_t = _tables(bars.high, levels, take_min=False)
-    short = ~lg_
+    # The first stop touch (js), the most favourable price strictly before it (best; none when the stop is the
+    # first bar) and the first target touch before it (jt), over sparse tables of a window of the bars at a time
+    # (trades grouped by entry bar): the tables' memory stays bounded however long the history is.
     js = np.empty_like(i0)
-    js[lg_] = _first_touch(lo_t, i0[lg_], i1[lg_], stop_[lg_], below=True)
-    js[short] = _first_touch(hi_t, i0[short], i1[short], stop_[short], below=False)
-    # The most favourable price touched strictly before the stop's bar (none when the stop is the first bar).
-    seen = js > 0
-    best = np.full(i0.shape, np.nan)
-    lsel, ssel = seen & lg_, seen & short
-    best[lsel] = _range_extreme(hi_t, i0[lsel], js[lsel], take_min=False)
-    best[ssel] = _range_extreme(lo_t, i0[ssel], js[ssel], take_min=True)
-    tp_before = seen & np.where(lg_, best >= tp, best <= tp)
     jt = np.zeros_like(i0)
-    lt, st_ = tp_before & lg_, tp_before & short
-    jt[lt] = _first_touch(hi_t, i0[lt], i0[lt] + js[lt], tp[lt], below=False)
-    jt[st_] = _first_touch(lo_t, i0[st_], i0[st_] + js[st_], tp[st_], below=True)
+    best = np.full(i0.shape, np.nan)
+    group = i0 // _TABLE_BARS
+    for g in np.unique(group).tolist():
+        sel = group == g
+        a = int(i0[sel].min())
+        b = int(i1[sel].max())
+        js[sel], best[sel], jt[sel] = _touches(
+            bars.low[a:b], bars.high[a:b], i0[sel] - a, i1[sel] - a, lg_[sel], stop_[sel], tp[sel]
+        )
+    seen = js > 0
+    tp_before = seen & np.where(lg_, best >= tp, best <= tp)
     stopped = (js < span) & ~tp_before  # stop first, also when both fall in one bar
     j = np.where(stopped, js, np.where(tp_before, jt, span - 1))
     opens = bars.open
