@@ -187,3 +187,22 @@ def test_a_finished_runs_journal_evaluates_like_its_replay(tmp_path: Path) -> No
         evaluate(other, replace(base, journal=url))
     with pytest.raises(EvaluationError, match="no run 'nope'"):
         evaluate(s, replace(base, journal=url, run_id="nope"))
+
+
+def test_gc_paused_restores_the_collector_as_it_was() -> None:
+    import gc
+
+    from ultra_signals.apps.evaluate import _gc_paused
+
+    assert gc.isenabled()
+    with pytest.raises(ValueError), _gc_paused():
+        assert not gc.isenabled()
+        raise ValueError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _gc_paused():
+            pass
+        assert not gc.isenabled()  # it was off: left off
+    finally:
+        gc.enable()

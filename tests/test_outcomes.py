@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ultra_signals.research.outcomes import Bars, Costs, label
+from ultra_signals.research import outcomes
+from ultra_signals.research.outcomes import Bars, Costs, Trade, label, label_columns, label_each, label_many
 
 M = 60_000
 FREE = Costs(fee_taker_bps=0.0, half_spread_bps=0.0, impact_bps_per_10k_usdt=0.0)
@@ -198,3 +200,68 @@ def test_matches_the_brute_force_on_random_series(
         tp_i=tp_i,
         funding=[(5 * M, 0.0001), (12 * M, -0.0002)],
     )
+
+
+def _bits(o: object) -> str:
+    """Every field, floats by repr (keeps -0.0 and NaN apart from their look-alikes)."""
+    return repr(o)
+
+
+@pytest.mark.parametrize(("seed", "table_bars"), [(s, b) for s in range(6) for b in (None, 7)])
+def test_label_many_equals_label_on_ties_gaps_and_odd_levels(
+    seed: int, table_bars: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Coarse integer prices make exact ties (stop == open, target == high, stop == target) common; gaps in the
+    # bars and horizons of every length exercise the lifting's blocks, which are powers of two; NaN and inf
+    # levels must touch (or not) as the per-trade masks say.  table_bars=7: many table windows, each trade's
+    # horizon reaching far past its own.
+    if table_bars is not None:
+        monkeypatch.setattr(outcomes, "_TABLE_BARS", table_bars)
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    times = np.cumsum(rng.choice([1, 1, 1, 2, 5], size=n)) * M
+    op = rng.integers(95, 106, size=n).astype(float)
+    cl = rng.integers(95, 106, size=n).astype(float)
+    hi = np.maximum(op, cl) + rng.integers(0, 3, size=n)
+    lo = np.minimum(op, cl) - rng.integers(0, 3, size=n)
+    bars = Bars(times.astype(np.int64), op, hi, lo, cl)
+    odd = [math.nan, math.inf, -math.inf, 0.0, -0.0]
+    trades = []
+    for i in range(300):
+        long = bool(rng.random() < 0.5)
+        s = 1.0 if long else -1.0
+        entry = float(rng.integers(95, 106))
+        stop = entry - s * float(rng.integers(0, 6))
+        targets = tuple(entry + s * float(rng.integers(0, 8)) for _ in range(int(rng.integers(0, 4))))
+        if i % 17 == 0:
+            stop = odd[i % len(odd)]
+        if i % 23 == 0 and targets:
+            targets = (*targets[:-1], odd[(i // 23) % len(odd)])
+        ts = int(rng.integers(int(times[0]) - 3 * M, int(times[-1]) + 3 * M))
+        costs = Costs(float(rng.uniform(0, 10)), float(rng.uniform(0, 3)), 0.5, float(rng.uniform(0, 1e5)))
+        trades.append(Trade(long, entry, stop, targets, ts, costs))
+    funding = sorted((int(t), float(r)) for t, r in zip(rng.choice(times, 5), rng.normal(0, 1e-3, 5), strict=True))
+    nan_bars = Bars(bars.open_time, bars.open, bars.high.copy(), bars.low, bars.close)
+    nan_bars.high[n // 2] = math.nan  # label() itself, through both entry points
+    for b, tp in ((bars, 1), (bars, 2), (bars, 4), (nan_bars, 2)):
+        for horizon in (M, 3 * M, 64 * M, 129 * M, 10_000 * M):
+            for fund in ((), funding):
+                want = [_bits(o) for o in label_each(trades, tp, horizon, b, fund)]
+                got = label_many(trades, take_profit_target=tp, horizon_ms=horizon, bars=b, funding=fund)
+                assert [_bits(o) for o in got] == want
+                cols = label_columns(
+                    long=[t.long for t in trades],
+                    entry_ref=[t.entry_ref for t in trades],
+                    stop=[t.stop for t in trades],
+                    targets=[t.targets for t in trades],
+                    decision_ts=[t.decision_ts for t in trades],
+                    fee_taker_bps=[t.costs.fee_taker_bps for t in trades],
+                    half_spread_bps=[t.costs.half_spread_bps for t in trades],
+                    impact_bps_per_10k_usdt=[t.costs.impact_bps_per_10k_usdt for t in trades],
+                    notional=[t.costs.notional for t in trades],
+                    take_profit_target=tp,
+                    horizon_ms=horizon,
+                    bars=b,
+                    funding=fund,
+                )
+                assert [_bits(o) for o in cols] == want

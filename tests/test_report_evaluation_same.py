@@ -297,13 +297,15 @@ def _reference_run_table(monkeypatch: pytest.MonkeyPatch, *args: Any, **kw: Any)
     """``run_table`` with the code it had before: ``json.loads``, the quality-model row, ``label`` per candidate."""
     orig_cands = ev.cands_from_rows
 
-    def labels(trades: Sequence[Trade], *, take_profit_target: int, horizon_ms: int, bars: Bars,
-               funding: Sequence[tuple[int, float]] = ()) -> list[Outcome]:  # fmt: skip
-        return _reference_labels(trades, take_profit_target, horizon_ms, bars, funding)
+    def labels(args: Any) -> list[Outcome]:  # a Trade per candidate, label() per trade
+        cands, bars, funding, (fee, half, impact), notionals, tp, horizon_ms = args
+        trades = [Trade(c.long, c.entry, c.stop, c.targets, c.ts, Costs(fee, half, impact, n))
+                  for c, n in zip(cands, notionals, strict=True)]  # fmt: skip
+        return _reference_labels(trades, tp, horizon_ms, bars, funding)
 
     with monkeypatch.context() as m:
         m.setattr(ev, "_loads", json.loads)
-        m.setattr(ev, "label_many", labels)
+        m.setattr(ev, "_label_symbol", labels)
         m.setattr(ev, "cands_from_rows", lambda rows, run_id, **_: orig_cands(rows, run_id))
         return run_table(*args, **kw)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -68,3 +69,15 @@ def test_resampled_means_are_bit_identical_to_the_one_matrix_formula(n: int, dra
     plain = x[np.random.default_rng(seed + 1).integers(0, n, size=(draws, n))].mean(axis=1)
     got = _resample_means(np.random.default_rng(seed + 1), x, draws)
     assert got.dtype == plain.dtype and np.array_equal(got, plain)
+
+
+@pytest.mark.parametrize(
+    ("n", "draws"), [(1, 3), (2, 2000), (3, 2000), (4097, 301), (10_193, 2000), (2**17 - 1, 4), (2**17 + 3, 3)]
+)
+def test_resampled_means_in_blocks_are_the_one_liner_at_every_block_edge(n: int, draws: int) -> None:
+    # Blocks of rows that do not divide ``draws``, blocks with an odd count of values (the generator's 64-bit
+    # word split across two calls), one row per block (n above the block size): the same means, bit for bit.
+    x = np.random.default_rng(n).normal(size=n)
+    plain = x[np.random.default_rng(7).integers(0, n, size=(draws, n))].mean(axis=1)
+    got = _resample_means(np.random.default_rng(7), x, draws)
+    assert got.tobytes() == plain.tobytes()
