@@ -10,7 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ultra_signals.research import outcomes
-from ultra_signals.research.outcomes import Bars, Costs, Trade, label, label_columns, label_each, label_many
+from ultra_signals.research.outcomes import (
+    Bars,
+    Costs,
+    Trade,
+    label,
+    label_columns,
+    label_each,
+    label_many,
+    trade_columns,
+)
 
 M = 60_000
 FREE = Costs(fee_taker_bps=0.0, half_spread_bps=0.0, impact_bps_per_10k_usdt=0.0)
@@ -250,18 +259,6 @@ def test_label_many_equals_label_on_ties_gaps_and_odd_levels(
                 got = label_many(trades, take_profit_target=tp, horizon_ms=horizon, bars=b, funding=fund)
                 assert [_bits(o) for o in got] == want
                 cols = label_columns(
-                    long=[t.long for t in trades],
-                    entry_ref=[t.entry_ref for t in trades],
-                    stop=[t.stop for t in trades],
-                    targets=[t.targets for t in trades],
-                    decision_ts=[t.decision_ts for t in trades],
-                    fee_taker_bps=[t.costs.fee_taker_bps for t in trades],
-                    half_spread_bps=[t.costs.half_spread_bps for t in trades],
-                    impact_bps_per_10k_usdt=[t.costs.impact_bps_per_10k_usdt for t in trades],
-                    notional=[t.costs.notional for t in trades],
-                    take_profit_target=tp,
-                    horizon_ms=horizon,
-                    bars=b,
-                    funding=fund,
+                    **trade_columns(trades), take_profit_target=tp, horizon_ms=horizon, bars=b, funding=fund
                 )
                 assert [_bits(o) for o in cols] == want

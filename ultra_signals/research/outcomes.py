@@ -33,6 +33,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -306,32 +307,43 @@ def label_many(
     Python's ``min`` picks).  Funding rows are visited per trade in the same order, only those that count.
     Bars holding NaN, an unsorted funding list or an empty horizon take :func:`label` itself.
     """
-    n = len(bars)
     if not trades:
         return []
-    plain = (
-        n == 0
-        or horizon_ms <= 0
-        or bool(np.isnan(bars.high).any() or np.isnan(bars.low).any())
-        or any(a[0] > b[0] for a, b in pairwise(funding))
-    )
-    if plain:
+    if _needs_reference(bars, horizon_ms, funding):
         return label_each(trades, take_profit_target, horizon_ms, bars, funding)
     return label_columns(
-        long=[t.long for t in trades],
-        entry_ref=[t.entry_ref for t in trades],
-        stop=[t.stop for t in trades],
-        targets=[t.targets for t in trades],
-        decision_ts=[t.decision_ts for t in trades],
-        fee_taker_bps=[t.costs.fee_taker_bps for t in trades],
-        half_spread_bps=[t.costs.half_spread_bps for t in trades],
-        impact_bps_per_10k_usdt=[t.costs.impact_bps_per_10k_usdt for t in trades],
-        notional=[t.costs.notional for t in trades],
+        **trade_columns(trades),
         take_profit_target=take_profit_target,
         horizon_ms=horizon_ms,
         bars=bars,
         funding=funding,
     )
+
+
+def _needs_reference(bars: Bars, horizon_ms: int, funding: Sequence[tuple[int, float]]) -> bool:
+    """Inputs the vectorised labels do not take (bars holding NaN, an unsorted funding list, no horizon): those go
+    through :func:`label` itself."""
+    return (
+        len(bars) == 0
+        or horizon_ms <= 0
+        or bool(np.isnan(bars.high).any() or np.isnan(bars.low).any())
+        or any(a[0] > b[0] for a, b in pairwise(funding))
+    )
+
+
+def trade_columns(trades: Sequence[Trade]) -> dict[str, list[Any]]:
+    """The trades as :func:`label_columns`'s keyword columns."""
+    return {
+        "long": [t.long for t in trades],
+        "entry_ref": [t.entry_ref for t in trades],
+        "stop": [t.stop for t in trades],
+        "targets": [t.targets for t in trades],
+        "decision_ts": [t.decision_ts for t in trades],
+        "fee_taker_bps": [t.costs.fee_taker_bps for t in trades],
+        "half_spread_bps": [t.costs.half_spread_bps for t in trades],
+        "impact_bps_per_10k_usdt": [t.costs.impact_bps_per_10k_usdt for t in trades],
+        "notional": [t.costs.notional for t in trades],
+    }
 
 
 def label_columns(
@@ -357,13 +369,7 @@ def label_columns(
     n = len(bars)
     if not m:
         return []
-    plain = (
-        n == 0
-        or horizon_ms <= 0
-        or bool(np.isnan(bars.high).any() or np.isnan(bars.low).any())
-        or any(a[0] > b[0] for a, b in pairwise(funding))
-    )
-    if plain:
+    if _needs_reference(bars, horizon_ms, funding):
         trades = [
             Trade(lg, e, sp, tg, ts, Costs(fe, hs, ib, nt))
             for lg, e, sp, tg, ts, fe, hs, ib, nt in zip(
