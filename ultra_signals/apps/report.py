@@ -605,7 +605,7 @@ def _bar_open_ms(row: dict[str, Any], default_len_ms: int) -> int:
         return int(row["ts"]) - default_len_ms
 
 
-#: How each side's candidates are marked (the web page uses the same colours).
+#: How each side's candidates are marked: LONG a green triangle up, SHORT a red one down.
 _SIDE_MARKS: tuple[tuple[str, Literal["up", "down"], str], ...] = (
     ("LONG", "up", "#1a9850"),
     ("SHORT", "down", "#d73027"),
