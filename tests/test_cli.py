@@ -48,6 +48,8 @@ def test_shadow_on_the_embedded_default_produces_signals_journal_and_report(tmp_
     assert (tmp_path / "var" / "journal.db").exists()
     md = reports[0].with_suffix(".md").read_text()
     assert "SIMULATED" in md and "## Shadow criteria" in md
+    # The CLI's run holds the garbage collector (observability/gc_pauses.py): at least settle's full collection.
+    assert rep["gc"]["collections"][2] >= 1 and "- Garbage collector: " in md
     # The run's own evaluation table (the simulator's bars regenerated), or why there is none.
     ev = rep["evaluation"]
     assert ev["status"] in ("ok", "not_enough_data") and ev["candidates"] == len(rows)

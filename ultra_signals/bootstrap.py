@@ -339,12 +339,15 @@ def build_runner(
     serve_web: bool | None = None,
     on_progress: Callable[[RunStats, int], None] | None = None,
     console: Console | None = None,
+    tune_gc: bool = False,
 ) -> Runner:
     """A runner wired from the settings, with whatever parts the caller already holds.
 
     ``executor``: True builds the one the settings ask for (none when ``execution.broker`` is ``none``), False or
     None runs without one, an instance is used as given.  ``serve_web``: the status page when ``web.enabled``
-    (None: as ``serve_metrics``, so a caller that asked for no exporter opens no port at all).
+    (None: as ``serve_metrics``, so a caller that asked for no exporter opens no port at all).  ``tune_gc``: the
+    run takes over the process's garbage collector (``observability/gc_pauses.py``): for a process that runs one
+    runner (the CLI), not for a caller holding several.
     """
     from ultra_signals.counters.factory import make_counters
 
@@ -386,6 +389,11 @@ def build_runner(
     if lease is None:
         lease = build_lease(settings, exe, run_id, ns)
     beacon = build_beacon(settings, ns)
+    gc_control = None
+    if tune_gc:
+        from ultra_signals.observability.gc_pauses import GcControl
+
+        gc_control = GcControl(live=not source.info.historical, pauses=metrics.gc_pause)
     runner = Runner(
         settings,
         source,
@@ -405,6 +413,7 @@ def build_runner(
         on_progress=on_progress,
         lease=lease,
         beacon=beacon,
+        gc_control=gc_control,
     )
     wire_universe_refresh(settings, runner, metrics)
     attach = getattr(notifier, "attach_commands", None)

@@ -242,6 +242,7 @@ def _run(
             pace_from=pace_from,
             on_progress=on_progress,
             console=console,
+            tune_gc=True,
         )
     except bootstrap.BootstrapError as e:
         _fail(str(e))

@@ -388,6 +388,7 @@ def write_report(
             "internal_refreshes": st.metrics_refreshes,
         },
         "event_loop_lag_max_s": st.loop_lag_max_s,
+        "gc": {"collections": st.gc_collections, "max_full_ms": st.gc_max_full_ms},
         "feed": {"max_gap_s": st.max_feed_gap_s, "final_age_s": st.final_feed_age_s},
         "criteria": [asdict(c) for c in criteria],
         "executor": st.executor_summary,
@@ -534,6 +535,14 @@ def _markdown(st: RunStats, data: dict[str, Any], criteria: list[Criterion], ver
         f"- Tick-to-decision latency (from the source's receipt of the message, queue included) over {lat['n']:,} "
         f"decision points: p50 {_ms(lat['p50'])}, p95 {_ms(lat['p95'])}, p99 {_ms(lat['p99'])}, max {_ms(lat['max'])}",
         f"- Event loop blocked at most {st.loop_lag_max_s * 1000:.1f} ms (heartbeat lateness)",
+        *(
+            [
+                f"- Garbage collector: {st.gc_collections[2]} full collections (longest {st.gc_max_full_ms:.1f} ms), "
+                f"{st.gc_collections[0] + st.gc_collections[1]} young ones"
+            ]
+            if st.gc_collections
+            else []
+        ),
         f"- Peak memory (max RSS) {st.peak_rss_mb:.1f} MB; CPU {st.cpu_seconds:.2f} s ({data['cpu_percent_avg']:.0f}% of one core on average)",
         f"- Errors: {_tally(st.errors)}; crash: {st.crash or 'none'}",
         f"- Counter backend: {st.counter_backend_start} → {st.counter_backend_end}; events: "

@@ -41,8 +41,9 @@ from ultra_signals.observability.metrics import SELF_SCRAPE_AGENT, Metrics
 from ultra_signals.observability.release import release
 from ultra_signals.sources.base import MarketSource
 
-if TYPE_CHECKING:  # Redis-backed: its module (and redis-py) load only where bootstrap builds a lease
+if TYPE_CHECKING:  # types only: the lease is Redis-backed (redis-py loads only where bootstrap builds one)
     from ultra_signals.execution.lease import ExecutorLease
+    from ultra_signals.observability.gc_pauses import GcControl
 
 log = logging.getLogger(__name__)
 #: The executor's blocking reason → the trading state the fleet view shows.
@@ -131,6 +132,9 @@ class RunStats:
     scrape_values: dict[str, float] = field(default_factory=dict)  # what the last served scrape showed
     self_scrape_errors: list[str] = field(default_factory=list)
     loop_lag_max_s: float = 0.0  # longest the event loop was blocked (heartbeat lateness)
+    # Garbage-collector collections during the run by generation, and the longest full one (ms); None: not watched.
+    gc_collections: list[int] | None = None
+    gc_max_full_ms: float = 0.0
     redis_enabled: bool = False
     release: dict[str, str | None] = field(default_factory=dict)
     max_feed_gap_s: dict[str, float] = field(default_factory=dict)  # largest market-time gap between events
@@ -202,10 +206,13 @@ class Runner:
         lease: ExecutorLease | None = None,
         pace_from: float | None = None,
         beacon: FleetBeacon | None = None,
+        gc_control: GcControl | None = None,
     ) -> None:
         self.settings = settings
         self.lease = lease  # one executor per account: only while held (and reconciled) may it place orders
         self.beacon = beacon  # this runner's heartbeat in Redis for `status --fleet` (None without Redis)
+        # The process's garbage collector, kept off the decision path (None: left as Python sets it).
+        self.gc_control = gc_control
         self._last_beat = 0.0
         self.source = source
         self.journal = journal
@@ -354,6 +361,9 @@ class Runner:
             if self.settings.metrics.self_scrape_s > 0:
                 scraper = asyncio.create_task(self._self_scrape_loop(), name="metrics-self-scrape")
         status = "completed"
+        gcc = self.gc_control
+        if gcc is not None:
+            gcc.settle()
         try:
             await self._consume()
         except asyncio.CancelledError:
@@ -367,6 +377,10 @@ class Runner:
             self.metrics.errors.labels(kind="crash").inc()
             log.exception("run %s failed: the source stopped with %s", self.run_id, st.crash)
         finally:
+            if gcc is not None:
+                st.gc_collections = list(gcc.collections)
+                st.gc_max_full_ms = gcc.max_full_ms
+                gcc.close()
             tasks = [t for t in (refresher, heartbeat, scraper, *background) if t is not None]
             for t in tasks:
                 t.cancel()
@@ -687,6 +701,8 @@ class Runner:
         m.market_time.set(market_now / 1000.0)
         m.last_update.set(time.time())
         m.heartbeat.set(time.time())
+        if self.gc_control is not None:
+            self.gc_control.maybe_collect(int(time.time() * 1000))
         if self.executor is not None and self._last_ts:
             recent = st.latencies_ms.recent()
             p95 = sorted(recent)[int(0.95 * (len(recent) - 1))] if recent else 0.0

@@ -139,6 +139,14 @@ class Metrics:
             buckets=LOOP_LAG_BUCKETS_S,
             registry=r,
         )
+        self.gc_pause = Histogram(
+            "gc_pause_ms",
+            "Python's cyclic garbage collector: each collection's pause, by generation (2 = full; ms). Live runs "
+            "take full ones only in the quiet middle of a minute (observability/gc_pauses.py)",
+            ["generation"],
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0),
+            registry=r,
+        )
         self.loop_lag_last = Gauge("event_loop_lag_last_seconds", "The latest heartbeat's lateness (s)", registry=r)
         self.loop_heartbeat = Gauge(
             "event_loop_heartbeat_timestamp_seconds", "Wall time of the latest event-loop heartbeat", registry=r
