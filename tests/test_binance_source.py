@@ -247,6 +247,131 @@ def test_stalled_stream_reconnects_and_backfills() -> None:
     _run(go)
 
 
+# -- reconnects refill only what no live stream delivers ----------------------------------------------------------
+SIX = ["XRPUSDT", "BTCUSDT", "ETHUSDT", "ADAUSDT", "DOGEUSDT", "LTCUSDT"]
+#: ``binance.max_streams_per_connection`` 2, klines only: market-0 {XRP, BTC}, market-1 {ETH, ADA}, market-2 {DOGE, LTC}.
+_THREE_CONNS = {"runtime.symbols": SIX, "runtime.warmup_bars": 3, "binance.streams": "needed",
+                "execution.broker": "none", "binance.max_streams_per_connection": 2}  # fmt: skip
+
+
+def _kline_gets(srv: FakeBinance) -> int:
+    return sum(1 for path, _ in srv.rest_log if path.endswith("/klines"))
+
+
+def _drop_conns_of(srv: FakeBinance, symbols: list[str]) -> int:
+    """Abort (TCP, no close frame) the connections carrying these symbols' 5m kline streams."""
+    names = {f"{s.lower()}@kline_5m" for s in symbols}
+    hit = [cn for cn in srv.conns if names & set(cn.streams.values())]
+    for cn in hit:
+        cn.ws.transport.abort()
+    return len(hit)
+
+
+def test_a_reconnect_refills_only_pairs_no_live_stream_delivers() -> None:
+    """Three kline connections; bars close while some are away (their close messages not yet sent, as during
+    the seconds a real close spreads over).  A reconnect asks REST for the pairs of the connections that were
+    down, not for those whose own connection stayed up (their stream delivers the close): no bar lost or
+    repeated, all in order, and 2, 4 and 6 klines requests where asking every due pair per reconnect made 6, 6 and
+    6 (the outage of every connection asks each pair once either way)."""
+    rows = _xrp_rows()
+    clock = ManualClock(rows[300][0] + 60_000)
+
+    async def go() -> None:
+        m = Metrics()
+        async with FakeBinance(clock.now_ms, exchange_info=_info(), klines={(s, "5m"): rows for s in SIX}) as srv:
+            src = BinanceSource(_settings(srv, **_THREE_CONNS), m, clock=clock)
+            c = Collector(src)
+            await c.wait(lambda: len(c.klines()) == 18)  # warm-up: bars 297..299 of each symbol
+            await srv.wait_connections(3)
+            assert sorted(sorted(cn.streams.values()) for cn in srv.conns) == [
+                ["adausdt@kline_5m", "ethusdt@kline_5m"], ["btcusdt@kline_5m", "xrpusdt@kline_5m"],
+                ["dogeusdt@kline_5m", "ltcusdt@kline_5m"],
+            ]  # fmt: skip
+            gets = [_kline_gets(srv)]
+
+            async def close_bar(i: int, n: int) -> None:
+                for s in SIX:  # every connection gets it; a repeat on a refilled pair is dropped
+                    await srv.send(ws_kline(s, "5m", rows[i]))
+                await c.wait(lambda: len(c.klines()) == n)
+                gets.append(_kline_gets(srv))
+
+            clock.now = rows[301][0] + 1_000
+            await close_bar(300, 24)  # live on every connection: nothing asked of REST
+            # Bar 301 closes, market-0 drops and is back before the close messages go out.
+            clock.now = rows[302][0] + 1_000
+            assert _drop_conns_of(srv, ["XRPUSDT"]) == 1
+            await srv.wait_connects(4)
+            await c.wait(lambda: len(c.klines()) >= 26)  # XRP and BTC from REST
+            assert src.stats.refills_skipped == 4  # ETH..LTC were due but streaming
+            await close_bar(301, 30)
+            # Bar 302 closes while market-0 and market-1 are away; market-2 stays up.
+            clock.now = rows[303][0] + 1_000
+            assert _drop_conns_of(srv, ["XRPUSDT", "ETHUSDT"]) == 2
+            await srv.wait_connects(6)
+            await c.wait(lambda: len(c.klines()) >= 34)
+            await close_bar(302, 36)
+            # Bar 303 closes during an outage of every connection: every pair is asked, once.
+            clock.now = rows[304][0] + 1_000
+            assert srv.drop() == 3
+            await srv.wait_connects(9)
+            await c.wait(lambda: len(c.klines()) >= 42)
+            await close_bar(303, 42)
+            await asyncio.sleep(0.1)
+            await c.stop()
+        ks = c.klines()
+        assert len(ks) == 42
+        for s in SIX:  # each bar exactly once, in order
+            assert [k.open_time for k in ks if k.symbol == s] == [r[0] for r in rows[297:304]], s
+        assert [k.close_time for k in ks] == sorted(k.close_time for k in ks)
+        assert [b - a for a, b in itertools.pairwise(gets)] == [0, 2, 4, 6]
+        assert src.stats.gap_bars_filled == 12 and src.stats.duplicate_bars_dropped == 12
+        assert metric(m, "ws_reconnects_total", {"reason": "dropped"}) == 6
+
+    _run(go)
+
+
+def test_a_connection_still_down_is_refilled_by_another_ones_reconnect() -> None:
+    """Statuses in consumer order, driven by hand: market-1 stays down while market-0 comes back, so market-0's
+    reconnect also fills market-1's pairs (their bars must not wait for market-1), but not market-2's (up); when
+    market-1 is back, only its own pairs are asked again.  Every pair per reconnect would be 6 and 6 requests."""
+    from ultra_signals.sources.binance.ws import WsMessage, WsStatus, build_urls
+
+    rows = _xrp_rows()
+    clock = ManualClock(rows[300][0] + 60_000)
+
+    async def go() -> None:
+        async with FakeBinance(clock.now_ms, exchange_info=_info(), klines={(s, "5m"): rows for s in SIX}) as srv:
+            src = BinanceSource(_settings(srv, **_THREE_CONNS), Metrics(), clock=clock)
+            src._track_kline_conns(build_urls(src.ws_url, src.streams(), "split", 2))
+            await src._warmup_bars()
+            gets = _kline_gets(srv)
+
+            async def handle(*items: WsStatus | WsMessage) -> list[tuple[str, int]]:
+                for it in items:
+                    src._inbox.push(it)
+                return [(e.symbol, e.open_time) for e in await _drain(src) if isinstance(e, Kline)]
+
+            def ws(sym: str, i: int) -> WsMessage:
+                return WsMessage("market-2", ws_kline(sym, "5m", rows[i]).encode(), 0, 0.0)
+
+            assert await handle(*(WsStatus(f"market-{i}", True, "start") for i in range(3))) == []
+            assert _kline_gets(srv) == gets
+            clock.now = rows[301][0] + 1_000  # bar 300 closed while market-0 and market-1 were down
+            assert await handle(WsStatus("market-1", False, "dropped"), WsStatus("market-0", False, "dropped")) == []
+            got = await handle(WsStatus("market-0", True, "dropped"))
+            assert got == [(s, rows[300][0]) for s in sorted(SIX[:4])]  # market-0's and market-1's, not market-2's
+            assert _kline_gets(srv) == gets + 4 and src.stats.refills_skipped == 2
+            assert await handle(ws("DOGEUSDT", 300), ws("LTCUSDT", 300)) == [("DOGEUSDT", rows[300][0]),
+                                                                            ("LTCUSDT", rows[300][0])]  # fmt: skip
+            clock.now = rows[302][0] + 1_000  # bar 301 closed; market-1 comes back
+            got = await handle(WsStatus("market-1", True, "dropped"))
+            assert got == [("ADAUSDT", rows[301][0]), ("ETHUSDT", rows[301][0])]
+            assert _kline_gets(srv) == gets + 6
+            await src.aclose()
+
+    _run(go)
+
+
 def _rows_15m(rows5: list[list[Any]]) -> list[list[Any]]:
     out = []
     for i in range(0, len(rows5) - 2):

@@ -8,8 +8,9 @@ The promises the pipeline relies on, and where each is kept:
   remembers the latest open time emitted, and anything not newer (a repeat, a replay after a reconnect, the
   overlap of a planned swap) is dropped.
 - *No hole in history*: at start, ``warmup_bars`` closed bars per timeframe come from REST; after every
-  (re)connect, and whenever a bar arrives that is not the successor of the previous one, the missing closed
-  bars are fetched from REST first and emitted in order, before the live bar.
+  (re)connect (for the pairs of that connection and of any kline connection still down), and whenever a bar
+  arrives that is not the successor of the previous one, the missing closed bars are fetched from REST first
+  and emitted in order, before the live bar.
 - *Coarsest first at a shared close*: bars closing at the same instant are held up to ``close_grace_s`` until
   every configured timeframe closing then has arrived; one still missing is fetched from REST.
 - *Bad input never crashes*: malformed or unexpected messages are counted in
@@ -108,6 +109,9 @@ class SourceStats:
     live_bars: int = 0
     duplicate_bars_dropped: int = 0
     gap_bars_filled: int = 0
+    #: (symbol, timeframe) pairs due for a check after a reconnect but not asked of REST because their own kline
+    #: connection was up (its stream delivers their closes); counted once per reconnect that skipped them.
+    refills_skipped: int = 0
     bars_fetched_after_grace: int = 0
     gaps_unfilled: int = 0
     duplicate_ticks_dropped: int = 0
@@ -350,6 +354,11 @@ class BinanceSource:
         self._count_trade = wm.labels(stream=self._b.trade_stream)
         self._pool: StreamPool | None = None
         self._kline_conns: set[str] = set()
+        #: The kline connection carrying each (symbol, timeframe), and the kline connections up as the consumer last
+        #: saw them (from the WsStatus items it handled, in queue order, so a refill decision depends on the queue
+        #: alone).  A reconnect refills only pairs whose connection is not in ``_kline_up``.
+        self._conn_of: dict[tuple[str, str], str] = {}
+        self._kline_up: set[str] = set()
         self._closed = False
 
     # -- MarketSource -----------------------------------------------------------------------------------
@@ -420,7 +429,7 @@ class BinanceSource:
         self._pool = StreamPool(
             urls, self._inbox.push, self._m, opts, self._rng, connect_limiter(self._s.runtime.shard)
         )
-        self._kline_conns = {name for name, _, ss in urls if any("@kline_" in s for s in ss)}
+        self._track_kline_conns(urls)
         self._pool.start()  # connect first: everything from now on is buffered while warm-up loads
         for k in await self._warmup_bars():
             self.stats.warmup_bars += 1
@@ -557,9 +566,16 @@ class BinanceSource:
             if isinstance(item, _Merged):
                 return await self._handle_merged(item)
             if isinstance(item, WsStatus):
-                if item.connected and item.conn in self._kline_conns:
-                    return list(await self._fill_all_gaps())
-                return []
+                if item.conn not in self._kline_conns:
+                    return []
+                # Down, or (re)connected: either way its stream has not delivered since, so its pairs are refilled
+                # now (by this reconnect) or by the next reconnect of any kline connection while it stays down.
+                self._kline_up.discard(item.conn)
+                if not item.connected:
+                    return []
+                out = list(await self._fill_all_gaps())
+                self._kline_up.add(item.conn)
+                return out
             assert isinstance(item, _SnapshotResult)
             return self._on_snapshot(item)
         self.stats.messages += 1
@@ -749,17 +765,26 @@ class BinanceSource:
         return out
 
     async def _fill_all_gaps(self) -> list[MarketEvent]:
-        """After a (re)connect: every closed bar missed since the last one emitted, in order.
+        """After a (re)connect: every closed bar missed since the last one emitted, in order, for the pairs no
+        live stream delivers: those of the connection that just came up and of every kline connection still down
+        (their bars come through REST as soon as possible).  A pair whose own connection is up is left to its
+        stream (counted in ``stats.refills_skipped``): Binance's REST weight is per IP and shared by every runner
+        on the host, and after an outage with many connections, asking every pair once per reconnect requested
+        pairs already streaming again (bars that had just closed, their close message still on its way).  A close
+        that stream does miss is still caught by the hole check in ``_on_kline`` and the close group's grace.
 
         Four requests at a time (as the warm-up): one at a time, a whole-market runner (500 symbols × 4
         timeframes) kept its consumer waiting on REST for seconds after every reconnect.
         """
         now = self._now()
-        todo = [
+        due = [
             (sym, tf, last + tf_ms(tf))
             for (sym, tf), last in list(self._last_open.items())
             if last + 2 * tf_ms(tf) - 1 < now  # the next bar has closed: it may be missing
         ]
+        up, conn_of = self._kline_up, self._conn_of
+        todo = [t for t in due if conn_of.get((t[0], t[1])) not in up]
+        self.stats.refills_skipped += len(due) - len(todo)
         sem = asyncio.Semaphore(4)
 
         async def one(sym: str, tf: str, start: int) -> list[Kline]:
@@ -769,6 +794,14 @@ class BinanceSource:
         batches = await asyncio.gather(*(one(*t) for t in todo))
         fetched = [k for batch in batches for k in batch]
         return await self._flush_with(fetched) if fetched else []
+
+    def _track_kline_conns(self, urls: list[tuple[str, str, list[str]]]) -> None:
+        """Which connection carries each (symbol, timeframe)'s kline stream (``build_urls``' entries); none is up
+        until the consumer sees it connect."""
+        pair_of = {f"{s.lower()}@kline_{tf}": (s, tf) for s in self._symbols for tf in self._tfs}
+        self._kline_conns = {name for name, _, ss in urls if any("@kline_" in s for s in ss)}
+        self._conn_of = {pair_of[s]: name for name, _, ss in urls for s in ss if s in pair_of}
+        self._kline_up = set()
 
     async def _fetch_closed(self, sym: str, tf: str, start: int, before_open: int | None) -> list[Kline]:
         try:
