@@ -9,6 +9,7 @@ than the caps in any sliding hour or day (every window starting at an allowed si
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,10 @@ def test_four_replays_sharing_redis_never_exceed_the_caps_together(
         # the 50 ms production reply budget would turn a CPU-starved CI box's scheduling delay into a failover.
         ULTRA_SIGNALS_REDIS__TIMEOUT_MS="2000",
     )
+    # The four paced from one wall-clock instant, as the other multi-runner tests are: each runner's own start would
+    # otherwise anchor its pacing, and at 20,000× a second of start-up difference is 5.5 market hours (four
+    # processes starting at once on a slow 2-core CI machine differ by seconds: one runner then took every slot).
+    anchor = time.time() + 6.0
     with ReplayRunners(tmp_path, env) as runners:
         for i, symbols in enumerate(GROUPS):
             runners.start(
@@ -63,6 +68,8 @@ def test_four_replays_sharing_redis_never_exceed_the_caps_together(
                 TO,
                 "--speed",
                 str(SPEED),
+                "--pace-from",
+                f"{anchor:.3f}",
                 "--decisions-out",
                 str(tmp_path / f"decisions{i}.jsonl"),
                 "--journal",
