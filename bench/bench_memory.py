@@ -79,6 +79,9 @@ class LiveShaped:
     def run_end_ms(self) -> int:
         return self.sim.run_end_ms
 
+    async def open(self) -> None:
+        await self.sim.open()
+
     def exchange_now_ms(self) -> int:
         return self.now  # the simulated exchange clock: live bars arrive on time
 

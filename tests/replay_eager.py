@@ -306,6 +306,9 @@ class EagerReplaySource:
     def info(self) -> SourceInfo:
         return self._info
 
+    async def open(self) -> None:
+        return None  # the window is fixed by the files / settings: nothing to learn
+
     @property
     def run_start_ms(self) -> int:
         return self._run_start

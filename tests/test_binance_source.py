@@ -107,6 +107,10 @@ def _run(fn: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(fn(), 60))
 
 
+def _run_value(fn: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(asyncio.wait_for(fn(), 60))
+
+
 def _same(k: Kline, row: list[Any]) -> bool:
     return (k.open_time, k.close_time, k.open, k.high, k.low, k.close, k.volume, k.closed) == (
         row[0], row[6], float(row[1]), float(row[2]), float(row[3]), float(row[4]), float(row[5]), True,
@@ -443,6 +447,48 @@ def test_duration_ends_the_stream_at_run_end() -> None:
         assert c.done and c.error is None
 
     _run(go)
+
+
+def test_the_run_window_is_on_the_exchanges_clock(tmp_path: Any) -> None:
+    """Our clock 2 minutes slow: the run starts at the exchange's "now", so a bar that closed a minute before the
+    start is warm-up, not a decision point, and the run ends on the exchange's clock.  (Before, the window was
+    fixed on the local clock: bar 300, closed 60 s before the start, fell inside it and went to the engine as a
+    run bar, and a --duration run ended two minutes early.)"""
+    from ultra_signals.bootstrap import build_runner
+    from ultra_signals.journal.writer import Journal
+    from ultra_signals.transport.notifier import NullNotifier
+
+    rows = _xrp_rows()
+    skew = 120_000
+    clock = ManualClock(rows[301][0] + 60_000 - skew)  # ours; the exchange's is one minute into bar 301
+
+    async def go() -> Any:
+        async with FakeBinance(
+            lambda: clock.now + skew, exchange_info=_info(), klines={("XRPUSDT", "5m"): rows}
+        ) as srv:
+            over = {"runtime.warmup_bars": 60, "scoring.entry_threshold": 0.01}
+            settings = _settings(srv, **over)
+            src = BinanceSource(settings, Metrics(), duration_minutes=10, clock=clock)
+            assert src.run_start_ms == clock.now  # before open(): our clock, the exchange's offset unknown
+            journal = Journal(f"sqlite:///{tmp_path}/j.db")
+            runner = build_runner(
+                settings, source=src, journal=journal, notifier=NullNotifier(), metrics=Metrics(), executor=False,
+                serve_metrics=False, serve_web=False,
+            )  # fmt: skip
+            task = asyncio.create_task(runner.run())
+            await srv.wait_connections(2)  # the runner opened the source: the window is on the exchange's clock
+            assert src.server_offset_ms == skew
+            assert (src.run_start_ms, src.run_end_ms) == (rows[301][0] + 60_000, rows[301][0] + 660_000)
+            clock.now = src.run_end_ms - skew + 1_000  # past the end and its grace on the exchange's clock
+            stats = await asyncio.wait_for(task, 10)
+            journal.close()
+            return stats
+
+    stats = _run_value(go)
+    assert stats.market_start_ms == rows[301][0] + 60_000
+    # Bars 241..300, all closed before the start on the exchange's clock: warm-up, none a decision point.
+    assert (stats.warmup_events, stats.run_bars, stats.crash) == (60, 0, None)
+    assert sum(stats.candidates.values()) == 0
 
 
 # -- the 2021 recording: trades, tickers, depth, order book -----------------------------------------------------

@@ -365,6 +365,7 @@ class Runner:
         if gcc is not None:
             gcc.settle()
         try:
+            await self.source.open()  # the run window is final from here (live: on the exchange's clock)
             await self._consume()
         except asyncio.CancelledError:
             status = "interrupted"

@@ -30,9 +30,17 @@ class MarketSource(Protocol):
     @property
     def info(self) -> SourceInfo: ...
 
+    async def open(self) -> None:
+        """Learn what the run window depends on before the runner reads it (live: the exchange's clock).
+
+        The runner awaits it once before reading ``run_start_ms`` / ``run_end_ms``; ``events()`` opens the source
+        itself if no one did.  A failure here is a :class:`SourceError`, as from ``events()``.
+        """
+        ...
+
     @property
     def run_start_ms(self) -> int:
-        """Market time at which the run window starts (decisions are made from here on)."""
+        """Market time at which the run window starts (decisions are made from here on); final once opened."""
         ...
 
     @property

@@ -310,6 +310,9 @@ class SimSource:
     def info(self) -> SourceInfo:
         return self._info
 
+    async def open(self) -> None:
+        return None  # the window is fixed by the files / settings: nothing to learn
+
     @property
     def run_start_ms(self) -> int:
         return self._start

@@ -306,9 +306,11 @@ class BinanceSource:
         self._warmup = rt.warmup_bars
         ends = endpoints_from_settings(b)
         self.rest_url, self.ws_url = ends.rest, ends.ws
-        # The market time at which the live run starts: fixed here so the runner can read it before the
-        # first event.  Bars that close before it are warm-up; every bar closing after it is decided on,
-        # whether it arrived by REST (during warm-up) or by websocket.
+        # The market time at which the live run starts: this instant, on the exchange's clock.  Taken here on
+        # ours and moved by the exchange's offset once :meth:`open` has measured it (a local clock 30 s slow
+        # would otherwise decide on a bar that closed 30 s before the start).  Bars that close before it are
+        # warm-up; every bar closing after it is decided on, whether it arrived by REST (during warm-up) or by
+        # websocket.
         self._run_start = self._clock.now_ms()
         self._run_end = None if duration_minutes is None else self._run_start + int(duration_minutes) * 60_000
         notices = [f"binance {'testnet' if b.testnet else 'mainnet'}: REST {self.rest_url}, ws {self.ws_url}"]
@@ -360,6 +362,7 @@ class BinanceSource:
         self._conn_of: dict[tuple[str, str], str] = {}
         self._kline_up: set[str] = set()
         self._closed = False
+        self._opened = False
 
     # -- MarketSource -----------------------------------------------------------------------------------
     @property
@@ -414,8 +417,14 @@ class BinanceSource:
                 out.append(f"{sym}@depth@{self._b.depth_speed}")
         return out
 
+    async def open(self) -> None:
+        """Check the symbols against exchangeInfo and measure the exchange's clock; the run window moves onto it."""
+        if not self._opened:
+            await self._check_exchange()
+            self._opened = True
+
     async def events(self) -> AsyncIterator[MarketEvent]:
-        await self._check_exchange()
+        await self.open()
         b = self._b
         urls = build_urls(self.ws_url, self.streams(), b.ws_routing, b.max_streams_per_connection)
         opts = WsOptions(
@@ -537,6 +546,9 @@ class BinanceSource:
             self.server_offset_ms = server - (t0 + t1) // 2
             if abs(self.server_offset_ms) > 1000:
                 log.warning("binance: local clock is %d ms off the exchange's; using its time", self.server_offset_ms)
+            self._run_start += self.server_offset_ms
+            if self._run_end is not None:
+                self._run_end += self.server_offset_ms
 
     async def _warmup_bars(self) -> list[Kline]:
         if self._warmup <= 0:
