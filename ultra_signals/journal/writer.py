@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from ultra_signals.core.caps import Reservation, reservation_id_of
 from ultra_signals.core.decision import Decision
 from ultra_signals.core.redaction import redact
-from ultra_signals.journal.db import JournalError, make_engine, shown
+from ultra_signals.journal.db import JournalError, held_writer, make_engine, release_writer, shown
 from ultra_signals.journal.schema import decisions, runs, state
 
 __all__ = ["Journal", "JournalError", "make_engine"]
@@ -325,15 +325,22 @@ class Journal:
         """Write the buffered rows in one transaction (the runner calls this at least once a second).
 
         One ``executemany`` of plain tuples straight to the driver where its placeholders are positional
-        (SQLite's ``?``, ``%s``): SQLAlchemy's per-row parameter processing was most of a flush (issue 13).
-        Other drivers take the SQLAlchemy path with the same rows.
+        (SQLite's ``?``, ``%s``): SQLAlchemy's per-row parameter processing was most of a flush (issue 13).  A
+        SQLite file's flush runs on its held connection (``db.HeldWriter``: no pool checkout per commit).  Other
+        drivers take the SQLAlchemy path with the same rows.
         """
         if not self._pending:
             return
         rows, self._pending = self._pending, []
+        sql = self._insert_sql
+        held = held_writer(self.engine) if sql is not None else None
+        if held is not None and sql is not None:  # a SQLite file: the same executemany and commit, held connection
+            held.execute(sql, rows, many=True)
+            self.rows_written += len(rows)
+            return
         with self.engine.begin() as c:
-            if self._insert_sql is not None:
-                c.exec_driver_sql(self._insert_sql, rows)
+            if sql is not None:
+                c.exec_driver_sql(sql, rows)
             else:
                 c.execute(insert(decisions), [dict(zip(_DECISION_COLUMNS, r, strict=True)) for r in rows])
         self.rows_written += len(rows)
@@ -451,4 +458,5 @@ class Journal:
 
     def close(self) -> None:
         self.flush()
+        release_writer(self.engine)
         self.engine.dispose()
