@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import math
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 from sqlalchemy import text
 
 from tests.conftest import PG_URL, pg_unavailable
 from tests.factories import T0, candidate
 from ultra_signals.core.decision import Decision
-from ultra_signals.journal.writer import Journal, JournalError
+from ultra_signals.journal.writer import Journal, JournalError, _targets_json
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -94,3 +99,27 @@ def test_run_lifecycle_and_state(journal: Journal) -> None:
     journal.set_state(key, "1")
     journal.set_state(key, "0")
     assert journal.get_state(key) == "0"
+
+
+_EDGES = [0.0, -0.0, 1.0, 1e-5, 5e-5, 9.9e-5, 1e-4, 1.5e-4, 1e15, 9999999999999998.0, 1e16, 1.5e300, 5e-324]
+_EDGES += [58389.895639455346, 0.1, 1 / 3, 100.00001, 10.00001, math.nan, math.inf, -math.inf]
+
+
+@pytest.mark.parametrize("x", _EDGES + [-x for x in _EDGES])
+def test_targets_json_is_json_dumps_at_every_layout_edge(x: float) -> None:
+    """The journal's targets text is ``json.dumps``'s byte for byte, at each point where orjson's layout differs."""
+    assert _targets_json((x,)) == json.dumps([x])
+    assert _targets_json((1.0, x, 2.5)) == json.dumps([1.0, x, 2.5])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(hs.lists(hs.floats() | hs.integers(-(10**6), 10**6), max_size=5))
+def test_targets_json_is_json_dumps(xs: list[float]) -> None:
+    assert _targets_json(tuple(xs)) == json.dumps(xs)
+
+
+def test_targets_json_of_numpy_floats_is_json_dumps() -> None:
+    xs = (np.float64(58389.895639455346), np.float64(1e-5), 2.5)
+    assert _targets_json(xs) == json.dumps(list(xs))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # what json.dumps does with a value it cannot write
+        _targets_json((np.float32(0.5),))  # type: ignore[arg-type]

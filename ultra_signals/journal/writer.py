@@ -73,11 +73,22 @@ def _json(d: dict[str, float]) -> str:
 
 
 def _targets_json(targets: tuple[float, ...]) -> str:
-    """Exactly ``json.dumps(list(targets))``: finite floats are written as their ``repr`` (what the encoder does)
-    without setting an encoder up for every row; anything else (NaN, a non-float) goes through ``json.dumps``."""
-    if all(type(x) is float and x - x == 0.0 for x in targets):
-        return "[" + ", ".join(map(float.__repr__, targets)) + "]"
-    return json.dumps(list(targets))
+    """Exactly ``json.dumps(list(targets))``, from orjson's text where the two agree, else from ``json.dumps``.
+
+    Both write a float as its shortest round-trip digits; they differ only in layout, which the bytes show: orjson
+    writes NaN/inf as ``null`` (json: ``NaN``), an exponent as ``1e16``/``1e-5`` (json: ``1e+16``/``1e-05``) and
+    1e-5 ≤ |x| < 1e-4 without one (``0.00005``; json switches to an exponent below 1e-4), and separates items
+    with ``,`` (json: ``, ``).  So text with an ``e``, an ``n``, ``0.0000`` or a string is redone by ``json.dumps``,
+    and the rest only needs its separators widened.  ~2.5× faster than ``repr`` of each float (issue 13); checked
+    against ``json.dumps`` on a million floats of every magnitude (tests/test_journal.py samples them).
+    """
+    try:
+        text = orjson.dumps(targets)
+    except TypeError:  # a value orjson does not know (a numpy scalar): the standard encoder's text
+        return json.dumps(list(targets))
+    if b"e" in text or b"n" in text or b"0.0000" in text or b'"' in text:
+        return json.dumps(list(targets))
+    return text.decode().replace(",", ", ")
 
 
 def _num_default(x: Any) -> Any:
