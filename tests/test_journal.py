@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import sqlite3
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,7 +144,7 @@ def test_sqlite_hot_writes_hold_one_connection_and_give_it_back(tmp_path: Path) 
     assert held._conn is conn
     j.close()
     assert held._conn is None and held_writer(j.engine) is not held
-    with pytest.raises(sqlite3.ProgrammingError):  # given back to the pool, which the disposal closed
+    with pytest.raises(sqlite3.ProgrammingError):  # closed with the engine
         conn.execute("SELECT 1")
     reader = Journal(j.url)
     assert len(reader.decisions(run_id)) == 2
@@ -179,3 +181,13 @@ def test_sqlite_writes_from_another_thread_take_the_engine(tmp_path: Path) -> No
     assert seen == [None]
     assert len(j.decisions(run_id)) == 2
     j.close()
+
+
+def test_a_journal_dropped_without_close_does_not_keep_its_engine(tmp_path: Path) -> None:
+    """The held connection's registry holds engines weakly: an unclosed journal is freed as it was before."""
+    j = Journal(f"sqlite:///{tmp_path}/j.db")
+    j.record(Decision(_start(j, "ns"), candidate(open_time=T0), True, None), "ns", False)
+    engine = weakref.ref(j.engine)
+    del j
+    gc.collect()
+    assert engine() is None

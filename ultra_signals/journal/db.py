@@ -58,41 +58,46 @@ class HeldWriter:
     of a one-row commit (issue 13: ~60 of ~90 µs, measured on the 2-core test machine), and a replay makes ~1,700
     of them (allowed decisions, the what-if executor's orders, fills and trades).  Same statements, same
     transaction per write (the driver opens it on the first write, ``commit`` ends it), same pragmas (the
-    connection comes from the engine's pool, so its ``connect`` listener ran), same durability; a driver error is
-    rolled back and raised as SQLAlchemy's exception, as ``engine.begin()`` would.
+    connection is made by the engine's pool, so its ``connect`` listener ran, then detached from the pool), same
+    durability; a driver error is rolled back and raised as SQLAlchemy's exception, as ``engine.begin()`` would.
 
     Only the thread that first wrote uses it (:func:`held_writer` gives other threads None: they take the engine as
-    before); ``close`` gives the connection back, and disposing the engine closes it.
+    before).  The engine is only weakly referenced: a journal dropped without ``close`` frees its connection as
+    before; ``close`` (and disposing the engine) closes it.
     """
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        self._engine = weakref.ref(engine)
+        self._error: type[Exception] = engine.dialect.loaded_dbapi.Error
         self.thread = threading.get_ident()
-        self._fairy: Any = None
         self._conn: Any = None
 
     def execute(self, sql: str, params: Any, many: bool = False) -> int:
         """Run ``sql`` once (``many``: once per row of ``params``) in one transaction, commit; the rowcount."""
         conn = self._conn
         if conn is None:
-            self._fairy = self.engine.raw_connection()
-            conn = self._conn = self._fairy.driver_connection
+            conn = self._conn = self._connect()
         try:
             n = (conn.executemany(sql, params) if many else conn.execute(sql, params)).rowcount
             conn.commit()
-        except self.engine.dialect.loaded_dbapi.Error as e:
+        except self._error as e:
             conn.rollback()
-            raise DBAPIError.instance(sql, params, e, self.engine.dialect.loaded_dbapi.Error, ismulti=many) from e
+            raise DBAPIError.instance(sql, params, e, self._error, ismulti=many) from e
         return int(n)
 
-    def close(self, invalidate: bool = False) -> None:
-        """Give the connection back to the pool (``invalidate``: close it, the pool it came from being gone)."""
-        fairy, self._fairy, self._conn = self._fairy, None, None
-        if fairy is not None:
-            if invalidate:
-                fairy.invalidate()
-            else:
-                fairy.close()
+    def _connect(self) -> Any:
+        engine = self._engine()
+        if engine is None:  # the registry drops a writer with its engine: not seen in practice
+            raise JournalError("the journal's engine is gone")
+        fairy = engine.raw_connection()
+        conn = fairy.driver_connection
+        fairy.detach()  # ours from now on: the pool neither resets nor hands it out, ``close`` closes it
+        return conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
 
 _HELD: weakref.WeakKeyDictionary[Engine, HeldWriter] = weakref.WeakKeyDictionary()
@@ -112,19 +117,13 @@ def held_writer(engine: Engine) -> HeldWriter | None:
         ):
             return None
         w = _HELD[engine] = HeldWriter(engine)
-        event.listen(engine, "engine_disposed", _release)
+        if not event.contains(engine, "engine_disposed", release_writer):
+            event.listen(engine, "engine_disposed", release_writer)
     return w if w.thread == threading.get_ident() else None
 
 
 def release_writer(engine: Engine) -> None:
-    """Give the engine's held connection back to its pool (call it before disposing the engine)."""
+    """Close the engine's held connection (``engine_disposed`` calls it; a later write opens a new one)."""
     w = _HELD.pop(engine, None)
     if w is not None:
         w.close()
-
-
-def _release(engine: Engine) -> None:
-    """``engine_disposed``: a held connection left out of the disposal is closed."""
-    w = _HELD.pop(engine, None)
-    if w is not None:
-        w.close(invalidate=True)

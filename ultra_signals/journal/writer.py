@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from ultra_signals.core.caps import Reservation, reservation_id_of
 from ultra_signals.core.decision import Decision
 from ultra_signals.core.redaction import redact
-from ultra_signals.journal.db import JournalError, held_writer, make_engine, release_writer, shown
+from ultra_signals.journal.db import JournalError, held_writer, make_engine, shown
 from ultra_signals.journal.schema import decisions, runs, state
 
 __all__ = ["Journal", "JournalError", "make_engine"]
@@ -469,5 +469,4 @@ class Journal:
 
     def close(self) -> None:
         self.flush()
-        release_writer(self.engine)
-        self.engine.dispose()
+        self.engine.dispose()  # closes the held connection too (db.release_writer)
