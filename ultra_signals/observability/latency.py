@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from math import isfinite, log
 
 #: Relative bucket width: a reported percentile is within this fraction of the exact sample percentile.
 PRECISION = 0.01
@@ -32,24 +31,16 @@ class LatencyHistogram:
         self.max = -math.inf
 
     def append(self, ms: float) -> None:
-        # Runs once per decision point: ``_index`` and the ``max``/``min`` calls inlined (issue 13), same values.
-        if not isfinite(ms):
+        if not math.isfinite(ms):
             return
-        if ms <= _FLOOR_MS:
-            if ms < 0.0:
-                ms = 0.0
-            i = 0
-        else:
-            i = 1 + int(log(ms / _FLOOR_MS) / _LOG_BASE)
-        buckets = self._buckets
-        buckets[i] = buckets.get(i, 0) + 1
+        ms = max(ms, 0.0)
+        i = self._index(ms)
+        self._buckets[i] = self._buckets.get(i, 0) + 1
         self._recent.append(ms)
         self.count += 1
         self.total += ms
-        if ms < self.min:
-            self.min = ms
-        if ms > self.max:
-            self.max = ms
+        self.min = min(self.min, ms)
+        self.max = max(self.max, ms)
 
     def __len__(self) -> int:
         return self.count
