@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import gc
+import json
+import math
+import sqlite3
+import threading
 import uuid
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import PG_URL, pg_unavailable
 from tests.factories import T0, candidate
 from ultra_signals.core.decision import Decision
-from ultra_signals.journal.writer import Journal, JournalError
+from ultra_signals.journal.db import held_writer
+from ultra_signals.journal.writer import Journal, JournalError, _targets_json
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -94,3 +105,89 @@ def test_run_lifecycle_and_state(journal: Journal) -> None:
     journal.set_state(key, "1")
     journal.set_state(key, "0")
     assert journal.get_state(key) == "0"
+
+
+_EDGES = [0.0, -0.0, 1.0, 1e-5, 5e-5, 9.9e-5, 1e-4, 1.5e-4, 1e15, 9999999999999998.0, 1e16, 1.5e300, 5e-324]
+_EDGES += [58389.895639455346, 0.1, 1 / 3, 100.00001, 10.00001, math.nan, math.inf, -math.inf]
+
+
+@pytest.mark.parametrize("x", _EDGES + [-x for x in _EDGES])
+def test_targets_json_is_json_dumps_at_every_layout_edge(x: float) -> None:
+    """The journal's targets text is ``json.dumps``'s byte for byte, at each point where orjson's layout differs."""
+    assert _targets_json((x,)) == json.dumps([x])
+    assert _targets_json((1.0, x, 2.5)) == json.dumps([1.0, x, 2.5])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(hs.lists(hs.floats() | hs.integers(-(10**6), 10**6), max_size=5))
+def test_targets_json_is_json_dumps(xs: list[float]) -> None:
+    assert _targets_json(tuple(xs)) == json.dumps(xs)
+
+
+def test_targets_json_of_numpy_floats_is_json_dumps() -> None:
+    xs = (np.float64(58389.895639455346), np.float64(1e-5), 2.5)
+    assert _targets_json(xs) == json.dumps(list(xs))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # what json.dumps does with a value it cannot write
+        _targets_json((np.float32(0.5),))  # type: ignore[arg-type]
+
+
+def test_sqlite_hot_writes_hold_one_connection_and_give_it_back(tmp_path: Path) -> None:
+    """A SQLite file's flushes share one held connection (with the journal's pragmas), which close() gives back."""
+    j = Journal(f"sqlite:///{tmp_path}/j.db", batch_size=1)
+    run_id = _start(j, "ns")
+    held = held_writer(j.engine)
+    assert held is not None and held_writer(j.engine) is held
+    j.record(Decision(run_id, candidate(open_time=T0), True, None), "ns", False)
+    conn = held._conn
+    assert conn is not None and conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL, as make_engine sets
+    j.record(Decision(run_id, candidate(open_time=T0 + 300_000), False, "cooldown"), "ns", False)
+    assert held._conn is conn
+    j.close()
+    assert held._conn is None and held_writer(j.engine) is not held
+    with pytest.raises(sqlite3.ProgrammingError):  # closed with the engine
+        conn.execute("SELECT 1")
+    reader = Journal(j.url)
+    assert len(reader.decisions(run_id)) == 2
+    reader.close()
+
+
+def test_sqlite_held_write_error_is_rolled_back_and_raised_as_sqlalchemy_does(tmp_path: Path) -> None:
+    j = Journal(f"sqlite:///{tmp_path}/j.db")
+    run_id = _start(j, "ns")
+    d = Decision(run_id, candidate(open_time=T0), True, None)
+    j.record(d, "ns", False)
+    with pytest.raises(IntegrityError):  # the same decision id twice: the unique index refuses it
+        j.record(d, "ns", False)
+    j.record(Decision(run_id, candidate(open_time=T0 + 300_000), True, None), "ns", False)  # not left open
+    reader = Journal(j.url)
+    assert [r["ts"] for r in reader.decisions(run_id)] == [T0 + 300_000, T0 + 600_000]
+    reader.close()
+    j.close()
+
+
+def test_sqlite_writes_from_another_thread_take_the_engine(tmp_path: Path) -> None:
+    j = Journal(f"sqlite:///{tmp_path}/j.db")
+    run_id = _start(j, "ns")
+    j.record(Decision(run_id, candidate(open_time=T0), True, None), "ns", False)  # this thread holds the connection
+    seen: list[object] = []
+
+    def other() -> None:
+        seen.append(held_writer(j.engine))
+        j.record(Decision(run_id, candidate(open_time=T0 + 300_000), True, None), "ns", False)
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert seen == [None]
+    assert len(j.decisions(run_id)) == 2
+    j.close()
+
+
+def test_a_journal_dropped_without_close_does_not_keep_its_engine(tmp_path: Path) -> None:
+    """The held connection's registry holds engines weakly: an unclosed journal is freed as it was before."""
+    j = Journal(f"sqlite:///{tmp_path}/j.db")
+    j.record(Decision(_start(j, "ns"), candidate(open_time=T0), True, None), "ns", False)
+    engine = weakref.ref(j.engine)
+    del j
+    gc.collect()
+    assert engine() is None

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, Table, bindparam, insert, select, update
 from sqlalchemy.exc import CompileError
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
+from ultra_signals.journal.db import held_writer
 from ultra_signals.journal.schema import exec_events, exec_fills, exec_orders, exec_trades
 
 TRADE_OPEN_STATES = ("pending", "open")
@@ -41,7 +42,8 @@ def _known(row: dict[str, Any], table: Table) -> dict[str, Any]:
 # SQLite: the same writes as plain SQL with ``?`` placeholders straight to the driver, one statement text per table
 # and set of columns (cached), each still in its own transaction, committed before the call returns.  SQLAlchemy's
 # statement execution (parameter processing, compiled-cache lookup, result set-up) was about half of a what-if
-# fill's or order event's cost (issue 13, third round); other databases keep the SQLAlchemy statements above.
+# fill's or order event's cost (issue 13, third round); other databases keep the SQLAlchemy statements above.  A
+# SQLite file's writes go through its held connection (``db.HeldWriter``): no pool checkout and reset per commit.
 _SQL: dict[tuple[str, tuple[str, ...]], str] = {}
 #: Python-side column defaults SQLAlchemy fills in for a key the row leaves out (``exec_trades``' money columns).
 _DEFAULTS = {
@@ -88,6 +90,10 @@ class ExecStore:
     # -- orders and fills ------
     def order_event(self, run_id: str, symbol: str, status: str, **kw: Any) -> None:
         row = {"run_id": run_id, "symbol": symbol, "status": status, "wall": time.time(), **kw}
+        held = held_writer(self.engine) if self._driver_sql else None
+        if held is not None:
+            held.execute(*_driver_insert(exec_orders, row))
+            return
         with self.engine.begin() as c:
             if self._driver_sql:
                 c.exec_driver_sql(*_driver_insert(exec_orders, row))
@@ -101,6 +107,9 @@ class ExecStore:
             # looks for; DO NOTHING applies to uniqueness only (a NOT NULL violation still raises), and SQLite
             # takes no id for a row it did not insert, so the ids are the two-statement path's.
             sql, params = _driver_insert(exec_fills, row, " ON CONFLICT DO NOTHING")
+            held = held_writer(self.engine)
+            if held is not None:
+                return held.execute(sql, params) == 1
             with self.engine.begin() as c:
                 return bool(c.exec_driver_sql(sql, params).rowcount == 1)
         with self.engine.begin() as c:
@@ -128,6 +137,10 @@ class ExecStore:
 
     # -- trades ------
     def open_trade(self, row: dict[str, Any]) -> None:
+        held = held_writer(self.engine) if self._driver_sql else None
+        if held is not None:
+            held.execute(*_driver_insert(exec_trades, row))
+            return
         with self.engine.begin() as c:
             if self._driver_sql:
                 c.exec_driver_sql(*_driver_insert(exec_trades, row))
@@ -136,6 +149,10 @@ class ExecStore:
 
     def update_trade(self, decision_id: str, **values: Any) -> None:
         _known(values, exec_trades)  # a misspelt column is a bug, not a value to drop
+        held = held_writer(self.engine) if self._driver_sql and values else None
+        if held is not None:
+            held.execute(_update_trade_sql(tuple(values)), (*values.values(), decision_id))
+            return
         with self.engine.begin() as c:
             if self._driver_sql and values:
                 c.exec_driver_sql(_update_trade_sql(tuple(values)), (*values.values(), decision_id))

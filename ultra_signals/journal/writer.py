@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from ultra_signals.core.caps import Reservation, reservation_id_of
 from ultra_signals.core.decision import Decision
 from ultra_signals.core.redaction import redact
-from ultra_signals.journal.db import JournalError, make_engine, shown
+from ultra_signals.journal.db import JournalError, held_writer, make_engine, shown
 from ultra_signals.journal.schema import decisions, runs, state
 
 __all__ = ["Journal", "JournalError", "make_engine"]
@@ -73,11 +73,22 @@ def _json(d: dict[str, float]) -> str:
 
 
 def _targets_json(targets: tuple[float, ...]) -> str:
-    """Exactly ``json.dumps(list(targets))``: finite floats are written as their ``repr`` (what the encoder does)
-    without setting an encoder up for every row; anything else (NaN, a non-float) goes through ``json.dumps``."""
-    if all(type(x) is float and x - x == 0.0 for x in targets):
-        return "[" + ", ".join(map(float.__repr__, targets)) + "]"
-    return json.dumps(list(targets))
+    """Exactly ``json.dumps(list(targets))``, from orjson's text where the two agree, else from ``json.dumps``.
+
+    Both write a float as its shortest round-trip digits; they differ only in layout, which the bytes show: orjson
+    writes NaN/inf as ``null`` (json: ``NaN``), an exponent as ``1e16``/``1e-5`` (json: ``1e+16``/``1e-05``) and
+    1e-5 ≤ |x| < 1e-4 without one (``0.00005``; json switches to an exponent below 1e-4), and separates items
+    with ``,`` (json: ``, ``).  So text with an ``e``, an ``n``, ``0.0000`` or a string is redone by ``json.dumps``,
+    and the rest only needs its separators widened.  ~2.5× faster than ``repr`` of each float (issue 13); checked
+    against ``json.dumps`` on a million floats of every magnitude (tests/test_journal.py samples them).
+    """
+    try:
+        text = orjson.dumps(targets)
+    except TypeError:  # a value orjson does not know (a numpy scalar): the standard encoder's text
+        return json.dumps(list(targets))
+    if b"e" in text or b"n" in text or b"0.0000" in text or b'"' in text:
+        return json.dumps(list(targets))
+    return text.decode().replace(",", ", ")
 
 
 def _num_default(x: Any) -> Any:
@@ -325,15 +336,22 @@ class Journal:
         """Write the buffered rows in one transaction (the runner calls this at least once a second).
 
         One ``executemany`` of plain tuples straight to the driver where its placeholders are positional
-        (SQLite's ``?``, ``%s``): SQLAlchemy's per-row parameter processing was most of a flush (issue 13).
-        Other drivers take the SQLAlchemy path with the same rows.
+        (SQLite's ``?``, ``%s``): SQLAlchemy's per-row parameter processing was most of a flush (issue 13).  A
+        SQLite file's flush runs on its held connection (``db.HeldWriter``: no pool checkout per commit).  Other
+        drivers take the SQLAlchemy path with the same rows.
         """
         if not self._pending:
             return
         rows, self._pending = self._pending, []
+        sql = self._insert_sql
+        held = held_writer(self.engine) if sql is not None else None
+        if held is not None and sql is not None:  # a SQLite file: the same executemany and commit, held connection
+            held.execute(sql, rows, many=True)
+            self.rows_written += len(rows)
+            return
         with self.engine.begin() as c:
-            if self._insert_sql is not None:
-                c.exec_driver_sql(self._insert_sql, rows)
+            if sql is not None:
+                c.exec_driver_sql(sql, rows)
             else:
                 c.execute(insert(decisions), [dict(zip(_DECISION_COLUMNS, r, strict=True)) for r in rows])
         self.rows_written += len(rows)
@@ -451,4 +469,4 @@ class Journal:
 
     def close(self) -> None:
         self.flush()
-        self.engine.dispose()
+        self.engine.dispose()  # closes the held connection too (db.release_writer)
