@@ -302,6 +302,40 @@ def test_streaming_yields_exactly_the_eager_loaders_events(case: str, chunk_bars
         assert any(not isinstance(ev, Kline) for ev in got), "the funding file overlaps the candles"
 
 
+@pytest.mark.parametrize("chunk_bars", [1, 997, 65_536])
+@pytest.mark.parametrize("symbols", [["LTCBTC", "ETHBTC", "ADABTC"], ["ETHBTC"]])
+def test_streaming_mixes_dump_and_plain_layouts_as_the_eager_loader(
+    tmp_path: Path, chunk_bars: int, symbols: list[str]
+) -> None:
+    """A Binance dump (taker volume and trade count) alone or beside plain files in one run: each bar keeps its
+    own optional fields (values and types: float/int, or None for the plain files' bars), whatever the chunking."""
+    from tests.replay_eager import EagerReplaySource
+
+    lines = (require_data("klines") / "ETHBTC-5m.csv").read_text().splitlines()
+    rows = [",".join(BINANCE_HEADER)]
+    for n, line in enumerate(lines[1:]):
+        ot, o, h, lo, c, v = line.split(",")
+        rows.append(f"{ot},{o},{h},{lo},{c},{v},{int(ot) + 299_999},1.0,{n % 17},{float(v) / 3!r},0.5,0")
+    (tmp_path / "ETHBTC-5m.csv").write_text("\n".join(rows) + "\n")
+    for name in ("LTCBTC-5m.csv", "ADABTC-5m.csv"):
+        shutil.copy(require_data("klines", name), tmp_path / name)
+    args = (tmp_path, symbols, ["5m", "15m", "1h"], None, None, 24)
+    want = list(EagerReplaySource(*args).iter_events())
+    got = list(ReplaySource(*args, chunk_bars=chunk_bars).iter_events())
+    assert got == want and len(got) > 1000
+
+    def optional(evs: list[MarketEvent]) -> list[tuple[object, ...]]:
+        return [
+            (type(e.taker_buy_volume), e.taker_buy_volume, type(e.trades), e.trades)
+            for e in evs
+            if isinstance(e, Kline)
+        ]
+
+    assert optional(got) == optional(want)
+    kinds = {int, type(None)} if len(symbols) > 1 else {int}
+    assert {type(e.trades) for e in got if isinstance(e, Kline)} == kinds
+
+
 @pytest.mark.parametrize("keep_bytes", [KEEP_BYTES, 500_000, 0])
 def test_history_is_kept_from_the_first_read_only_when_it_all_fits(tmp_path: Path, keep_bytes: int) -> None:
     """Within the budget the stream reuses the first read's blocks (the files are not opened again); when the
