@@ -418,6 +418,12 @@ class Runner:
         finest = self.finest_tf
         engine = self.engine
         executor = self.executor
+        # Read once (issue 13: every line below runs on each of a replay's events): the engine's entry point, the
+        # executor's (bound by it: the router's), the pacing, and the end as a number (no bound: never reached).
+        on_event = engine.on_event
+        on_market = executor.on_market_event if executor is not None else None
+        speed = self.speed
+        last_event = end if end is not None else 1 << 62
         perf = time.perf_counter
         n = 0
         wall0 = 0.0
@@ -434,36 +440,44 @@ class Runner:
         async for ev in src.events():
             n += 1
             # One type test per event, reused below (events are final dataclasses: no subclasses to miss).
-            bar = ev if type(ev) is Kline else None
-            # Tick-to-decision starts when the source received the message (socket read; sim/replay: when the
-            # source produced it), so time spent queued behind a slow runner is in the figure.  Read only for the
-            # bars of a signal timeframe, the only events the engine decides on (issue 13: no per-event work no
-            # one reads).
-            timed = bar is not None and bar.timeframe in signal_tfs
-            if timed:
-                recv = getattr(src, "received_at", None)
-                t0 = perf() - (max(0.0, time.time() - recv) if recv is not None else 0.0)
-            ts = (bar.close_time + 1 if bar.closed else bar.open_time) if bar is not None else event_time(ev)
-            if end is not None and ts > end:
+            if type(ev) is Kline:
+                bar: Kline | None = ev
+                tf: str | None = ev.timeframe
+                ts = ev.close_time + 1 if ev.closed else ev.open_time
+                kind = "Kline"
+                # Tick-to-decision starts when the source received the message (socket read; sim/replay: when
+                # the source produced it), so time spent queued behind a slow runner is in the figure.  Read
+                # only for the bars of a signal timeframe, the only events the engine decides on (issue 13: no
+                # per-event work no one reads).
+                timed = tf in signal_tfs
+                if timed:
+                    recv = getattr(src, "received_at", None)
+                    t0 = perf() - (max(0.0, time.time() - recv) if recv is not None else 0.0)
+            else:
+                bar = tf = None
+                ts = event_time(ev)
+                kind = type(ev).__name__
+                timed = False
+            if ts > last_event:
                 break
             in_run = ts > start  # a bar is in the run when it closes at or after run start (event time = close + 1)
-            if bar is not None and bar.timeframe == finest:
+            if tf == finest:
                 st.input_bars += 1
             if not in_run:
                 st.warmup_events += 1
-            elif self.speed and bar is not None:
+            elif speed and bar is not None:
                 if wall0 == 0.0:
                     wall0 = time.monotonic()
                     if self.pace_from is not None:  # a runner late for the shared anchor catches up unpaced
                         wall0 -= time.time() - self.pace_from
-                ahead = (ts - start) / 1000.0 / self.speed - (time.monotonic() - wall0)
+                ahead = (ts - start) / 1000.0 / speed - (time.monotonic() - wall0)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
                     t0 = perf()  # paced: the simulator "produces" the bar now
             try:
-                decision = engine.on_event(ev)
-                if executor is not None:
-                    executor.on_market_event(ev)
+                decision = on_event(ev)
+                if on_market is not None:
+                    on_market(ev)
                 if in_run:
                     # Feed bookkeeping for the report and the health checks (inlined: it runs on every event).
                     sym = ev.symbol
@@ -475,25 +489,30 @@ class Runner:
                         if gap > max_gap.get(sym, 0.0):
                             max_gap[sym] = gap
                         last_ts[sym] = ts
-                    tally[type(ev).__name__] += 1
-                    if st.market_end_ms is None or ts > st.market_end_ms:
+                    tally[kind] += 1
+                    market_end = st.market_end_ms
+                    if market_end is None or ts > market_end:
                         st.market_end_ms = ts
                     if bar is not None:
                         st.run_bars += 1
-                        if bar.timeframe == primary:
+                        if tf == primary:
                             add_price(st, sym, ts, bar.close)
-                point = in_run and timed
-                if decision is not None:
+                    if timed:  # a decision point (in the run, of a signal timeframe)
+                        if decision is not None:
+                            self._handle(decision, t0)
+                        else:
+                            # A decision point that produced no candidate still counts as tick-to-decision latency.
+                            ms = (perf() - t0) * 1000.0
+                            latencies.append(ms)
+                            latency.observe(ms)
+                        if not historical and bar is not None:
+                            # Live: the exchange's bar close (its clock, offset-corrected) to our decision.
+                            server_now = time.time() * 1000.0 + server_offset
+                            bar_close.observe(max(0.0, server_now - (bar.close_time + 1)))
+                    elif decision is not None:
+                        self._handle(decision, perf())
+                elif decision is not None:
                     self._handle(decision, t0 if timed else perf())
-                elif point:
-                    # A decision point that produced no candidate still counts as tick-to-decision latency.
-                    ms = (perf() - t0) * 1000.0
-                    latencies.append(ms)
-                    latency.observe(ms)
-                if point and not historical and bar is not None:
-                    # Live: the exchange's bar close (its clock, offset-corrected) to our decision.
-                    server_now = time.time() * 1000.0 + server_offset
-                    bar_close.observe(max(0.0, server_now - (bar.close_time + 1)))
             except Exception as e:  # a bad event or a bug on one bar must not stop the run
                 kind = type(e).__name__
                 st.errors[kind] += 1
