@@ -207,6 +207,65 @@ def test_async_stream_matches_and_aclose_stops_it() -> None:
     assert 10 <= len(stopped) <= 4096  # stops at the next batch boundary, not at the end of the data
 
 
+@pytest.mark.parametrize(("symbols", "tfs"), [(["ETHBTC", "LTCBTC"], ["5m", "15m"]), (["UNITTESTBTC"], ["1m", "5m"])])
+def test_lists_hand_over_the_same_events_with_the_same_yields_to_the_loop(
+    monkeypatch: pytest.MonkeyPatch, symbols: list[str], tfs: list[str]
+) -> None:
+    """``events().lists()`` (what the runner reads) is the one-by-one stream cut in lists: the same events, and
+    the source gives the event loop its turn at the same places (before every 4,096 events and after the last)."""
+    from ultra_signals.sources import replay
+    from ultra_signals.sources.base import EventLists
+
+    src = ReplaySource(require_data("klines"), symbols, tfs, None, None, 0)
+    real_sleep = asyncio.sleep
+    taken: list[MarketEvent] = []
+    yields: list[int] = []
+
+    async def sleep(delay: float) -> None:
+        yields.append(len(taken))  # how many events had been handed over when the source yielded
+        await real_sleep(delay)
+
+    monkeypatch.setattr(replay.asyncio, "sleep", sleep)
+
+    async def one_by_one() -> None:
+        async for ev in src.events():
+            taken.append(ev)
+
+    async def in_lists() -> list[int]:
+        stream = src.events()
+        assert isinstance(stream, EventLists)
+        sizes = []
+        async for group in stream.lists():
+            sizes.append(len(group))
+            taken.extend(group)
+        return sizes
+
+    asyncio.run(one_by_one())
+    want, want_yields = list(taken), list(yields)
+    taken.clear()
+    yields.clear()
+    sizes = asyncio.run(in_lists())
+    assert taken == want == list(src.iter_events()) and len(want) > 4096
+    assert yields == want_yields == [*range(0, len(want), 4096), len(want)]
+    assert max(sizes) == 256 and sum(sizes) == len(want)
+
+
+def test_lists_stop_at_the_next_batch_boundary_after_aclose() -> None:
+    src = ReplaySource(require_data("klines"), ["ETHBTC", "LTCBTC"], ["5m", "15m"], None, None, 0)
+
+    async def take() -> int:
+        n = 0
+        stream = src.events()
+        assert hasattr(stream, "lists")
+        async for group in stream.lists():
+            n += len(group)
+            if n >= 10:
+                await src.aclose()
+        return n
+
+    assert asyncio.run(take()) == 4096
+
+
 def test_simulated_folder_is_labelled(tmp_path: Path) -> None:
     shutil.copy(require_data("klines", "ETHBTC-5m.csv"), tmp_path)
     (tmp_path / "SIMULATED.txt").write_text("simulated\n")

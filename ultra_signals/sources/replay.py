@@ -48,7 +48,7 @@ import asyncio
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -74,6 +74,9 @@ from ultra_signals.sources.candles_csv import (
 SIMULATED_MARKER = "SIMULATED.txt"
 #: Events handed over between two yields to the event loop (lets metrics/health tasks run during a replay).
 _BATCH = 4096
+#: Events per list handed over by :meth:`ReplaySource.batches` (divides ``_BATCH``; few enough that a list's bars
+#: are handled before the garbage collector's young generation would keep them: see :meth:`ReplaySource._stream`).
+_LIST = 256
 #: Base bars (all symbols together) read per chunk of event time: bounds the replay's memory (see the module doc).
 CHUNK_BARS = 65_536
 #: Bytes of parsed blocks the first read may keep for the run (every symbol together): a history that fits is
@@ -698,7 +701,12 @@ class ReplaySource:
         """The same stream as :meth:`events`, synchronously (benchmarks, tools, tests); each call reads afresh."""
         return self._stream()
 
-    async def events(self) -> AsyncIterator[MarketEvent]:
+    def events(self) -> AsyncIterator[MarketEvent]:
+        """The run's events one by one, an asynchronous iterator that also offers them in lists (see
+        :class:`_ReplayEvents`); each call reads afresh."""
+        return _ReplayEvents(self)
+
+    async def _one_by_one(self) -> AsyncGenerator[MarketEvent, None]:
         stream = self._stream()
         try:
             while not self._closed:
@@ -717,8 +725,56 @@ class ReplaySource:
         finally:
             stream.close()
 
+    async def _lists(self) -> AsyncIterator[list[MarketEvent]]:
+        """:meth:`_one_by_one`'s events in lists of up to :data:`_LIST`, with its yields to the event loop (before
+        every :data:`_BATCH` events and once after the last) and its stop at the next :data:`_BATCH` boundary after
+        :meth:`aclose`."""
+        stream = self._stream()
+        try:
+            while not self._closed:
+                await asyncio.sleep(0)
+                for i in range(_BATCH // _LIST):
+                    batch = list(itertools.islice(stream, _LIST))
+                    if batch:
+                        yield batch
+                    if len(batch) < _LIST:  # the stream is done
+                        if (batch or i) and not self._closed:
+                            await asyncio.sleep(0)  # as _one_by_one before it finds its last batch empty
+                        return
+        finally:
+            stream.close()
+
     async def aclose(self) -> None:
         self._closed = True
+
+
+class _ReplayEvents:
+    """What :meth:`ReplaySource.events` returns: the events one by one, as every source's stream, or through
+    :meth:`lists` (:class:`~ultra_signals.sources.base.EventLists`) the same stream in lists; one or the other."""
+
+    __slots__ = ("_gen", "_src")
+
+    def __init__(self, src: ReplaySource) -> None:
+        self._src = src
+        self._gen: AsyncGenerator[MarketEvent, None] | None = None
+
+    def __aiter__(self) -> _ReplayEvents:
+        return self
+
+    def __anext__(self) -> Awaitable[MarketEvent]:
+        gen = self._gen
+        if gen is None:
+            gen = self._gen = self._src._one_by_one()
+        return gen.__anext__()
+
+    async def aclose(self) -> None:
+        if self._gen is not None:
+            await self._gen.aclose()
+
+    def lists(self) -> AsyncIterator[list[MarketEvent]]:
+        if self._gen is not None:
+            raise RuntimeError("this stream is already being read one event at a time")
+        return self._src._lists()
 
 
 def _read_funding(path: Path) -> dict[int, float]:
