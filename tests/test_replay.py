@@ -207,6 +207,65 @@ def test_async_stream_matches_and_aclose_stops_it() -> None:
     assert 10 <= len(stopped) <= 4096  # stops at the next batch boundary, not at the end of the data
 
 
+@pytest.mark.parametrize(("symbols", "tfs"), [(["ETHBTC", "LTCBTC"], ["5m", "15m"]), (["UNITTESTBTC"], ["1m", "5m"])])
+def test_lists_hand_over_the_same_events_with_the_same_yields_to_the_loop(
+    monkeypatch: pytest.MonkeyPatch, symbols: list[str], tfs: list[str]
+) -> None:
+    """``events().lists()`` (what the runner reads) is the one-by-one stream cut in lists: the same events, and
+    the source gives the event loop its turn at the same places (before every 4,096 events and after the last)."""
+    from ultra_signals.sources import replay
+    from ultra_signals.sources.base import EventLists
+
+    src = ReplaySource(require_data("klines"), symbols, tfs, None, None, 0)
+    real_sleep = asyncio.sleep
+    taken: list[MarketEvent] = []
+    yields: list[int] = []
+
+    async def sleep(delay: float) -> None:
+        yields.append(len(taken))  # how many events had been handed over when the source yielded
+        await real_sleep(delay)
+
+    monkeypatch.setattr(replay.asyncio, "sleep", sleep)
+
+    async def one_by_one() -> None:
+        async for ev in src.events():
+            taken.append(ev)
+
+    async def in_lists() -> list[int]:
+        stream = src.events()
+        assert isinstance(stream, EventLists)
+        sizes = []
+        async for group in stream.lists():
+            sizes.append(len(group))
+            taken.extend(group)
+        return sizes
+
+    asyncio.run(one_by_one())
+    want, want_yields = list(taken), list(yields)
+    taken.clear()
+    yields.clear()
+    sizes = asyncio.run(in_lists())
+    assert taken == want == list(src.iter_events()) and len(want) > 4096
+    assert yields == want_yields == [*range(0, len(want), 4096), len(want)]
+    assert max(sizes) == 256 and sum(sizes) == len(want)
+
+
+def test_lists_stop_at_the_next_batch_boundary_after_aclose() -> None:
+    src = ReplaySource(require_data("klines"), ["ETHBTC", "LTCBTC"], ["5m", "15m"], None, None, 0)
+
+    async def take() -> int:
+        n = 0
+        stream = src.events()
+        assert hasattr(stream, "lists")
+        async for group in stream.lists():
+            n += len(group)
+            if n >= 10:
+                await src.aclose()
+        return n
+
+    assert asyncio.run(take()) == 4096
+
+
 def test_simulated_folder_is_labelled(tmp_path: Path) -> None:
     shutil.copy(require_data("klines", "ETHBTC-5m.csv"), tmp_path)
     (tmp_path / "SIMULATED.txt").write_text("simulated\n")
@@ -300,6 +359,40 @@ def test_streaming_yields_exactly_the_eager_loaders_events(case: str, chunk_bars
     assert new.info == old.info  # symbols, timeframes and every notice, in order
     if case == "xrpusdt_funding":
         assert any(not isinstance(ev, Kline) for ev in got), "the funding file overlaps the candles"
+
+
+@pytest.mark.parametrize("chunk_bars", [1, 997, 65_536])
+@pytest.mark.parametrize("symbols", [["LTCBTC", "ETHBTC", "ADABTC"], ["ETHBTC"]])
+def test_streaming_mixes_dump_and_plain_layouts_as_the_eager_loader(
+    tmp_path: Path, chunk_bars: int, symbols: list[str]
+) -> None:
+    """A Binance dump (taker volume and trade count) alone or beside plain files in one run: each bar keeps its
+    own optional fields (values and types: float/int, or None for the plain files' bars), whatever the chunking."""
+    from tests.replay_eager import EagerReplaySource
+
+    lines = (require_data("klines") / "ETHBTC-5m.csv").read_text().splitlines()
+    rows = [",".join(BINANCE_HEADER)]
+    for n, line in enumerate(lines[1:]):
+        ot, o, h, lo, c, v = line.split(",")
+        rows.append(f"{ot},{o},{h},{lo},{c},{v},{int(ot) + 299_999},1.0,{n % 17},{float(v) / 3!r},0.5,0")
+    (tmp_path / "ETHBTC-5m.csv").write_text("\n".join(rows) + "\n")
+    for name in ("LTCBTC-5m.csv", "ADABTC-5m.csv"):
+        shutil.copy(require_data("klines", name), tmp_path / name)
+    args = (tmp_path, symbols, ["5m", "15m", "1h"], None, None, 24)
+    want = list(EagerReplaySource(*args).iter_events())
+    got = list(ReplaySource(*args, chunk_bars=chunk_bars).iter_events())
+    assert got == want and len(got) > 1000
+
+    def optional(evs: list[MarketEvent]) -> list[tuple[object, ...]]:
+        return [
+            (type(e.taker_buy_volume), e.taker_buy_volume, type(e.trades), e.trades)
+            for e in evs
+            if isinstance(e, Kline)
+        ]
+
+    assert optional(got) == optional(want)
+    kinds = {int, type(None)} if len(symbols) > 1 else {int}
+    assert {type(e.trades) for e in got if isinstance(e, Kline)} == kinds
 
 
 @pytest.mark.parametrize("keep_bytes", [KEEP_BYTES, 500_000, 0])

@@ -425,3 +425,65 @@ def test_an_allowed_signal_is_committed_before_its_order_and_its_card(tmp_path: 
     assert stats.crash is None and not stats.errors and allowed > 10
     assert seen["executor"] == [True] * allowed and seen["notifier"] == [True] * allowed
     assert seen["broker"] and all(seen["broker"])  # refused entries (a position open) never reach the broker
+
+
+def test_a_stream_read_in_lists_runs_as_one_read_event_by_event(tmp_path: Path) -> None:
+    """The replay's stream offers its events in lists (``events().lists()``), which the runner takes; the same
+    stream read one event at a time (a wrapper without ``lists``) makes the same run: decisions, journal and every
+    counter of the stats (events, warm-up, input and run bars, feed gaps, market end, chart series)."""
+    from collections.abc import AsyncIterator
+
+    from ultra_signals.core.events import MarketEvent
+
+    s = settings(**{"runtime.timeframes": "1m,5m,15m,1h", "execution.broker": "paper"})
+    outs = []
+    for way in ("lists", "one_by_one"):
+        src = ReplaySource(
+            require_data("klines"), ["UNITTESTBTC"], s.runtime.timeframes, None, None, s.runtime.warmup_bars
+        )
+        if way == "one_by_one":
+
+            async def single(orig: ReplaySource = src) -> AsyncIterator[MarketEvent]:
+                async for ev in ReplaySource.events(orig):
+                    yield ev
+
+            src.events = single  # type: ignore[method-assign]
+        journal = Journal(f"sqlite:///{tmp_path}/{way}.db")
+        runner = build_runner(
+            s,
+            source=src,
+            journal=journal,
+            notifier=NullNotifier(),
+            metrics=Metrics(),
+            executor=True,
+            serve_metrics=False,
+            run_id="same",
+            namespace=way,
+            decisions_out=tmp_path / f"{way}.jsonl",
+        )
+        st = asyncio.run(runner.run())
+        rows = [(r["decision_id"], r["reason"], r["features_json"]) for r in journal.decisions(st.run_id)]
+        journal.close()
+        outs.append(
+            (
+                (tmp_path / f"{way}.jsonl").read_text(),
+                rows,
+                st.status,
+                st.crash,
+                dict(st.events),
+                st.warmup_events,
+                st.input_bars,
+                st.run_bars,
+                st.max_feed_gap_s,
+                st.market_start_ms,
+                st.market_end_ms,
+                st.prices,
+                dict(st.candidates),
+                dict(st.allowed),
+                dict(st.blocked),
+                dict(st.errors),
+                len(st.latencies_ms),
+            )
+        )
+    assert outs[0][0] and outs[0][4]["Kline"] + outs[0][5] > 10_000  # several lists of 4,096 events
+    assert outs[0] == outs[1]

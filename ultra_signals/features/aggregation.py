@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from operator import attrgetter
 
 import numpy as np
@@ -259,6 +260,75 @@ def aggregate_arrays(
     ``final_proven``: the caller knows a later base bar exists (the columns are one chunk of a longer series,
     cut on a boundary no window straddles), so the last window is over too and is emitted.
     """
+    nan = math.nan
+    out: list[Kline] = []
+    for w in aggregate_columns(
+        symbol, base_tf, target_tfs, ot, op, hi, lo, cl, vol, taker, trades, final_proven=final_proven
+    ):
+        done = len(w.start)
+        nans = [nan] * done
+        tsum = nans if w.taker is None else w.taker.tolist()
+        nsum = nans if w.trades is None else w.trades.tolist()
+        tf = w.tf
+        length = w.length
+        # NaN marks a window where some base bar lacked the optional field (x != x only for NaN).
+        out.extend(
+            Kline(
+                symbol, tf, s, s + length - 1, o, h, lw, c, v, True, None if t != t else t, None if q != q else int(q)
+            )
+            for s, o, h, lw, c, v, t, q in zip(
+                w.start.tolist(),
+                w.open.tolist(),
+                w.high.tolist(),
+                w.low.tolist(),
+                w.close.tolist(),
+                w.volume.tolist(),
+                tsum,
+                nsum,
+                strict=True,
+            )
+        )
+    out.sort(key=_emit_order)
+    return out
+
+
+@dataclass(slots=True)
+class WindowColumns:
+    """The complete windows of one target timeframe as columns (what :func:`aggregate_columns` returns).
+
+    ``taker``/``trades`` are None when no base bar carries the field, else float sums with NaN where some base
+    bar of the window lacks it (trade counts are whole numbers held exactly as floats).
+    """
+
+    tf: str
+    length: int
+    start: npt.NDArray[np.int64]
+    open: npt.NDArray[np.float64]
+    high: npt.NDArray[np.float64]
+    low: npt.NDArray[np.float64]
+    close: npt.NDArray[np.float64]
+    volume: npt.NDArray[np.float64]
+    taker: npt.NDArray[np.float64] | None
+    trades: npt.NDArray[np.float64] | None
+
+
+def aggregate_columns(
+    symbol: str,
+    base_tf: str,
+    target_tfs: Sequence[str],
+    ot: npt.NDArray[np.int64],
+    op: npt.NDArray[np.float64],
+    hi: npt.NDArray[np.float64],
+    lo: npt.NDArray[np.float64],
+    cl: npt.NDArray[np.float64],
+    vol: npt.NDArray[np.float64],
+    taker: npt.NDArray[np.float64] | None = None,
+    trades: npt.NDArray[np.float64] | npt.NDArray[np.int64] | None = None,
+    *,
+    final_proven: bool = False,
+) -> list[WindowColumns]:
+    """:func:`aggregate_arrays`' windows as columns, one entry per target timeframe in the aggregator's order:
+    the same values, for a caller (the streaming replay) that orders and builds the bars itself."""
     agg = BarAggregator(symbol, base_tf, target_tfs)  # validates the timeframes
     base = agg.base_ms
     n = len(ot)
@@ -268,10 +338,9 @@ def aggregate_arrays(
         raise ValueError(f"{symbol} {base_tf} bars are not in increasing open_time")
     if bool(np.any(_starts(ot, base) != ot)):
         raise ValueError(f"{symbol} {base_tf} bars are not aligned to their timeframe")
-    nan = math.nan
     tk = None if taker is None or bool(np.all(np.isnan(taker))) else taker.astype(np.float64)
     tr = None if trades is None or bool(np.all(np.isnan(trades))) else trades.astype(np.float64)
-    out: list[Kline] = []
+    out: list[WindowColumns] = []
     for w in agg._windows:
         length = w.length
         ws, new_window, first, last, done = window_runs(ot, base, length, final_proven)
@@ -280,24 +349,20 @@ def aggregate_arrays(
         group = np.cumsum(new_window) - 1
         col = (ot - ws) // base
         width = length // base
-        vsum = _ordered_sums(vol, group, col, done, width).tolist()
-        nans = [nan] * done
-        tsum = nans if tk is None else _ordered_sums(tk, group, col, done, width).tolist()
-        nsum = nans if tr is None else _ordered_sums(tr, group, col, done, width).tolist()
-        highs = np.maximum.reduceat(hi, first)[:done].tolist()
-        lows = np.minimum.reduceat(lo, first)[:done].tolist()
-        opens = op[first[:done]].tolist()
-        closes = cl[last[:done]].tolist()
-        starts = ws[first[:done]].tolist()
-        tf = w.tf
-        # NaN marks a window where some base bar lacked the optional field (x != x only for NaN).
-        out.extend(
-            Kline(
-                symbol, tf, s, s + length - 1, o, h, lw, c, v, True, None if t != t else t, None if q != q else int(q)
+        out.append(
+            WindowColumns(
+                w.tf,
+                length,
+                ws[first[:done]],
+                op[first[:done]],
+                np.maximum.reduceat(hi, first)[:done],
+                np.minimum.reduceat(lo, first)[:done],
+                cl[last[:done]],
+                _ordered_sums(vol, group, col, done, width),
+                None if tk is None else _ordered_sums(tk, group, col, done, width),
+                None if tr is None else _ordered_sums(tr, group, col, done, width),
             )
-            for s, o, h, lw, c, v, t, q in zip(starts, opens, highs, lows, closes, vsum, tsum, nsum, strict=True)
         )
-    out.sort(key=_emit_order)
     return out
 
 

@@ -16,7 +16,7 @@ import socket
 import time
 import uuid
 from collections import Counter as Tally
-from collections.abc import Callable, Container, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Container, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +27,7 @@ from ultra_signals.core.caps import Reservation, SniperCounters, policy_from
 from ultra_signals.core.clock import EventClock
 from ultra_signals.core.config import Settings, redacted_dict
 from ultra_signals.core.decision import Decision
-from ultra_signals.core.events import Kline, event_time
+from ultra_signals.core.events import Kline, MarketEvent, event_time
 from ultra_signals.core.notices import DailySummary, Notice, Notifier, RunStarted, RunStopped
 from ultra_signals.counters.fleet import BEAT_INTERVAL_S, FleetBeacon, RunnerBeat
 from ultra_signals.engine.pipeline import SignalEngine
@@ -39,7 +39,7 @@ from ultra_signals.journal.writer import Journal
 from ultra_signals.observability.latency import LatencyHistogram
 from ultra_signals.observability.metrics import SELF_SCRAPE_AGENT, Metrics
 from ultra_signals.observability.release import release
-from ultra_signals.sources.base import MarketSource
+from ultra_signals.sources.base import EventLists, MarketSource
 
 if TYPE_CHECKING:  # types only: the lease is Redis-backed (redis-py loads only where bootstrap builds one)
     from ultra_signals.execution.lease import ExecutorLease
@@ -63,6 +63,12 @@ def _exchange_clock(source: MarketSource) -> Callable[[], int]:
     if callable(now):
         return lambda: int(now())
     return lambda: int(time.time() * 1000)
+
+
+async def _one_by_one(events: AsyncIterator[MarketEvent]) -> AsyncIterator[tuple[MarketEvent]]:
+    """A source's events as lists of one, for the runner's loop over lists (a source without ``batches``)."""
+    async for ev in events:
+        yield (ev,)
 
 
 #: Chart points kept per symbol (a week of 1m bars is 10,080): bounded whatever the run length.
@@ -419,6 +425,12 @@ class Runner:
         finest = self.finest_tf
         engine = self.engine
         executor = self.executor
+        # Read once (issue 13: every line below runs on each of a replay's events): the engine's entry point, the
+        # executor's (bound by it: the router's), the pacing, and the end as a number (no bound: never reached).
+        on_event = engine.on_event
+        on_market = executor.on_market_event if executor is not None else None
+        speed = self.speed
+        last_event = end if end is not None else 1 << 62
         perf = time.perf_counter
         n = 0
         wall0 = 0.0
@@ -432,78 +444,103 @@ class Runner:
         latencies = st.latencies_ms
         latency = self.metrics.latency
         t0 = 0.0
-        async for ev in src.events():
-            n += 1
-            # One type test per event, reused below (events are final dataclasses: no subclasses to miss).
-            bar = ev if type(ev) is Kline else None
-            # Tick-to-decision starts when the source received the message (socket read; sim/replay: when the
-            # source produced it), so time spent queued behind a slow runner is in the figure.  Read only for the
-            # bars of a signal timeframe, the only events the engine decides on (issue 13: no per-event work no
-            # one reads).
-            timed = bar is not None and bar.timeframe in signal_tfs
-            if timed:
-                recv = getattr(src, "received_at", None)
-                t0 = perf() - (max(0.0, time.time() - recv) if recv is not None else 0.0)
-            ts = (bar.close_time + 1 if bar.closed else bar.open_time) if bar is not None else event_time(ev)
-            if end is not None and ts > end:
-                break
-            in_run = ts > start  # a bar is in the run when it closes at or after run start (event time = close + 1)
-            if bar is not None and bar.timeframe == finest:
-                st.input_bars += 1
-            if not in_run:
-                st.warmup_events += 1
-            elif self.speed and bar is not None:
-                if wall0 == 0.0:
-                    wall0 = time.monotonic()
-                    if self.pace_from is not None:  # a runner late for the shared anchor catches up unpaced
-                        wall0 -= time.time() - self.pace_from
-                ahead = (ts - start) / 1000.0 / self.speed - (time.monotonic() - wall0)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-                    t0 = perf()  # paced: the simulator "produces" the bar now
-            try:
-                decision = engine.on_event(ev)
-                if executor is not None:
-                    executor.on_market_event(ev)
-                if in_run:
-                    # Feed bookkeeping for the report and the health checks (inlined: it runs on every event).
-                    sym = ev.symbol
-                    prev = last_ts.get(sym)
-                    if prev is None:
-                        last_ts[sym] = ts
-                    elif ts > prev:
-                        gap = (ts - prev) / 1000.0
-                        if gap > max_gap.get(sym, 0.0):
-                            max_gap[sym] = gap
-                        last_ts[sym] = ts
-                    tally[type(ev).__name__] += 1
-                    if st.market_end_ms is None or ts > st.market_end_ms:
-                        st.market_end_ms = ts
-                    if bar is not None:
-                        st.run_bars += 1
-                        if bar.timeframe == primary:
-                            add_price(st, sym, ts, bar.close)
-                point = in_run and timed
-                if decision is not None:
-                    self._handle(decision, t0 if timed else perf())
-                elif point:
-                    # A decision point that produced no candidate still counts as tick-to-decision latency.
-                    ms = (perf() - t0) * 1000.0
-                    latencies.append(ms)
-                    latency.observe(ms)
-                if point and not historical and bar is not None:
-                    # Live: the exchange's bar close (its clock, offset-corrected) to our decision.
-                    server_now = time.time() * 1000.0 + server_offset
-                    bar_close.observe(max(0.0, server_now - (bar.close_time + 1)))
-            except Exception as e:  # a bad event or a bug on one bar must not stop the run
-                kind = type(e).__name__
-                st.errors[kind] += 1
-                self.metrics.errors.labels(kind=kind).inc()
-                if st.errors[kind] <= 3:  # the first few with their traceback; all of them are counted
-                    log.exception("error on %s (%s, %s); the run goes on", type(ev).__name__, ev.symbol, kind)
-            if n & 255 == 0:
-                self._maybe_refresh()
-                await asyncio.sleep(0)  # let the notifier, metrics and executor tasks run
+        # A stream that hands its events over in lists (the replay's) saves an asynchronous step per event; any
+        # other is taken one event at a time, as lists of one.
+        events = src.events()
+        batched = isinstance(events, EventLists)
+        groups = events.lists() if isinstance(events, EventLists) else _one_by_one(events)
+        async for group in groups:
+            for ev in group:
+                n += 1
+                # One type test per event, reused below (events are final dataclasses: no subclasses to miss).
+                if type(ev) is Kline:
+                    bar: Kline | None = ev
+                    tf: str | None = ev.timeframe
+                    ts = ev.close_time + 1 if ev.closed else ev.open_time
+                    kind = "Kline"
+                    # Tick-to-decision starts when the source received the message (socket read; sim/replay: when
+                    # the source produced it), so time spent queued behind a slow runner is in the figure.  Read
+                    # only for the bars of a signal timeframe, the only events the engine decides on (issue 13: no
+                    # per-event work no one reads).
+                    timed = tf in signal_tfs
+                    if timed:
+                        if batched:  # taken the moment the source produced it: receipt is now
+                            t0 = perf()
+                        else:
+                            recv = getattr(src, "received_at", None)
+                            t0 = perf() - (max(0.0, time.time() - recv) if recv is not None else 0.0)
+                else:
+                    bar = tf = None
+                    ts = event_time(ev)
+                    kind = type(ev).__name__
+                    timed = False
+                if ts > last_event:
+                    break
+                in_run = ts > start  # a bar is in the run when it closes at or after run start (event time = close + 1)
+                if tf == finest:
+                    st.input_bars += 1
+                if not in_run:
+                    st.warmup_events += 1
+                elif speed and bar is not None:
+                    if wall0 == 0.0:
+                        wall0 = time.monotonic()
+                        if self.pace_from is not None:  # a runner late for the shared anchor catches up unpaced
+                            wall0 -= time.time() - self.pace_from
+                    ahead = (ts - start) / 1000.0 / speed - (time.monotonic() - wall0)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+                        t0 = perf()  # paced: the simulator "produces" the bar now
+                try:
+                    decision = on_event(ev)
+                    if on_market is not None:
+                        on_market(ev)
+                    if in_run:
+                        # Feed bookkeeping for the report and the health checks (inlined: it runs on every event).
+                        sym = ev.symbol
+                        prev = last_ts.get(sym)
+                        if prev is None:
+                            last_ts[sym] = ts
+                        elif ts > prev:
+                            gap = (ts - prev) / 1000.0
+                            if gap > max_gap.get(sym, 0.0):
+                                max_gap[sym] = gap
+                            last_ts[sym] = ts
+                        tally[kind] += 1
+                        market_end = st.market_end_ms
+                        if market_end is None or ts > market_end:
+                            st.market_end_ms = ts
+                        if bar is not None:
+                            st.run_bars += 1
+                            if tf == primary:
+                                add_price(st, sym, ts, bar.close)
+                        if timed:  # a decision point (in the run, of a signal timeframe)
+                            if decision is not None:
+                                self._handle(decision, t0)
+                            else:
+                                # A decision point that produced no candidate still counts as tick-to-decision latency.
+                                ms = (perf() - t0) * 1000.0
+                                latencies.append(ms)
+                                latency.observe(ms)
+                            if not historical and bar is not None:
+                                # Live: the exchange's bar close (its clock, offset-corrected) to our decision.
+                                server_now = time.time() * 1000.0 + server_offset
+                                bar_close.observe(max(0.0, server_now - (bar.close_time + 1)))
+                        elif decision is not None:
+                            self._handle(decision, perf())
+                    elif decision is not None:
+                        self._handle(decision, t0 if timed else perf())
+                except Exception as e:  # a bad event or a bug on one bar must not stop the run
+                    kind = type(e).__name__
+                    st.errors[kind] += 1
+                    self.metrics.errors.labels(kind=kind).inc()
+                    if st.errors[kind] <= 3:  # the first few with their traceback; all of them are counted
+                        log.exception("error on %s (%s, %s); the run goes on", type(ev).__name__, ev.symbol, kind)
+                if n & 255 == 0:
+                    self._maybe_refresh()
+                    await asyncio.sleep(0)  # let the notifier, metrics and executor tasks run
+            else:
+                continue
+            break  # the run's end: past the last event of the window
 
     def _handle(self, d: Decision, t0: float) -> None:
         st = self.stats

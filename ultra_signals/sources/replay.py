@@ -26,7 +26,8 @@ bars, the open times of its coarsest bars and the prices funding events need (an
 blocks fit :data:`KEEP_BYTES`, those blocks, so a short history is parsed once). :meth:`ReplaySource.events` then
 reads the files again (or the kept blocks), a chunk of event time at a time: every symbol's bars of that chunk are
 aggregated (chunks are cut on boundaries that no bar of any timeframe straddles, so the bars are exactly the
-whole-file ones) and interleaved by the order below. Memory is one chunk (and one read block per symbol), whatever
+whole-file ones) and interleaved by the order below, as columns: each :class:`~ultra_signals.core.events.Kline` is
+built only when the consumer takes it, so a bar nothing keeps is freed as soon as it is handled. Memory is one chunk (and one read block per symbol), whatever
 the history length, plus at most :data:`KEEP_BYTES` of kept blocks. Both reads take the files as column blocks
 (:func:`~ultra_signals.sources.candles_csv.iter_blocks`, parsed by numpy), never a Python object per row before a
 bar is emitted.
@@ -47,16 +48,17 @@ import asyncio
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Generator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from ultra_signals.core.events import Funding, Kline, MarketEvent
 from ultra_signals.core.timeframes import sort_timeframes, tf_ms
-from ultra_signals.features.aggregation import WEEK_MS, aggregate_arrays, window_start
+from ultra_signals.features.aggregation import WEEK_MS, WindowColumns, aggregate_columns, window_start
 from ultra_signals.sources.base import SourceError, SourceInfo
 from ultra_signals.sources.candles_csv import (
     BLOCK_ROWS,
@@ -72,11 +74,16 @@ from ultra_signals.sources.candles_csv import (
 SIMULATED_MARKER = "SIMULATED.txt"
 #: Events handed over between two yields to the event loop (lets metrics/health tasks run during a replay).
 _BATCH = 4096
+#: Events per list handed over by :meth:`ReplaySource.batches` (divides ``_BATCH``; few enough that a list's bars
+#: are handled before the garbage collector's young generation would keep them: see :meth:`ReplaySource._stream`).
+_LIST = 256
 #: Base bars (all symbols together) read per chunk of event time: bounds the replay's memory (see the module doc).
 CHUNK_BARS = 65_536
 #: Bytes of parsed blocks the first read may keep for the run (every symbol together): a history that fits is
 #: parsed once instead of twice; a longer one is read again while streaming, so memory stays flat in its length.
 KEEP_BYTES = 32 << 20
+
+_N = TypeVar("_N", bound=np.generic)
 
 
 @dataclass(slots=True)
@@ -115,6 +122,82 @@ class _SymbolScan:
         if len(ws) and last + base != window_start(last, length) + length:
             ws = ws[:-1]  # the final window's end is not proven (the file may stop mid-window)
         return ws
+
+
+class _ChunkColumns:
+    """One chunk's bars of every symbol and timeframe as columns, to be put in event order and built on demand."""
+
+    __slots__ = ("close", "close_time", "code", "high", "keys", "low", "open", "open_time", "taker", "trades", "volume")
+
+    def __init__(self) -> None:
+        self.keys: list[npt.NDArray[np.int64]] = []
+        self.code: list[npt.NDArray[np.intp]] = []
+        self.open_time: list[npt.NDArray[np.int64]] = []
+        self.close_time: list[npt.NDArray[np.int64]] = []
+        self.open: list[npt.NDArray[np.float64]] = []
+        self.high: list[npt.NDArray[np.float64]] = []
+        self.low: list[npt.NDArray[np.float64]] = []
+        self.close: list[npt.NDArray[np.float64]] = []
+        self.volume: list[npt.NDArray[np.float64]] = []
+        self.taker: list[npt.NDArray[np.float64] | None] = []
+        self.trades: list[npt.NDArray[np.float64] | None] = []
+
+    def add(
+        self,
+        g: WindowColumns,
+        keep: npt.NDArray[np.intp],
+        closes: npt.NDArray[np.int64],
+        keys: npt.NDArray[np.int64],
+        code: int,
+    ) -> None:
+        """The rows ``keep`` of one symbol's bars of one timeframe (``code``), with their close times and keys."""
+        self.keys.append(keys)
+        self.code.append(np.full(len(keep), code, dtype=np.intp))
+        self.open_time.append(g.start[keep])
+        self.close_time.append(closes)
+        self.open.append(g.open[keep])
+        self.high.append(g.high[keep])
+        self.low.append(g.low[keep])
+        self.close.append(g.close[keep])
+        self.volume.append(g.volume[keep])
+        self.taker.append(None if g.taker is None else g.taker[keep])
+        self.trades.append(None if g.trades is None else g.trades[keep])
+
+    def klines(
+        self, code_sym: npt.NDArray[np.object_], code_tf: npt.NDArray[np.object_]
+    ) -> tuple[Iterator[Kline], npt.NDArray[np.int64]]:
+        """The bars in key order, each built as it is taken (Python values, as ``tolist`` gives them), and the
+        sorted keys.  Optional fields: NaN marks a bar without one (``None``), as :func:`aggregate_arrays` does."""
+        if not self.keys:
+            return iter(()), np.empty(0, dtype=np.int64)
+        keys = np.concatenate(self.keys)
+        order = np.argsort(keys, kind="stable")
+
+        def col(parts: Sequence[npt.NDArray[_N]]) -> npt.NDArray[_N]:
+            return np.concatenate(parts)[order]
+
+        code = col(self.code)
+        args: list[Iterable[object]] = [
+            code_sym[code].tolist(),
+            code_tf[code].tolist(),
+            col(self.open_time).tolist(),
+            col(self.close_time).tolist(),
+            *(col(p).tolist() for p in (self.open, self.high, self.low, self.close, self.volume)),
+        ]
+        if any(t is not None for t in self.taker) or any(t is not None for t in self.trades):
+            sizes = [len(k) for k in self.keys]
+            tk = col([np.full(n, np.nan) if t is None else t for t, n in zip(self.taker, sizes, strict=True)])
+            tr = col([np.full(n, np.nan) if t is None else t for t, n in zip(self.trades, sizes, strict=True)])
+            taker: list[float | None] = tk.tolist()
+            if np.isnan(tk).any():
+                taker = [None if t != t else t for t in tk.tolist()]
+            trades: list[int | None] = (
+                [None if q != q else int(q) for q in tr.tolist()]
+                if np.isnan(tr).any()
+                else tr.astype(np.int64).tolist()
+            )
+            args += [itertools.repeat(True, len(keys)), taker, trades]
+        return itertools.starmap(Kline, zip(*args, strict=True)), keys[order]
 
 
 class ReplaySource:
@@ -455,16 +538,23 @@ class ReplaySource:
     # -- streaming -----------------------------------------------------------------------------------------
 
     def _stream(self) -> Generator[MarketEvent, None, None]:
-        """Every event of the run in order, reading the files a chunk of event time at a time."""
+        """Every event of the run in order, reading the files a chunk of event time at a time.
+
+        A chunk's bars are ordered as columns and each :class:`Kline` is built only when it is asked for: a bar
+        the run has handled is then freed at once (a 1m bar no stage keeps), instead of a whole chunk of them
+        outliving the garbage collector's young generations and being walked again by its older ones.
+        """
         scans = self._scans
         tfs = self._tfs
         nsym = len(scans)
         ntf = len(tfs)
         span = ntf * nsym
         mult = span + nsym  # keys: event time * mult + (bar: rank + symbol; funding: span + symbol)
-        rank = {tf: (ntf - 1 - i) * nsym for i, tf in enumerate(tfs)}
         run_end = self._run_end
         chunk = self._chunk_ms
+        # Per (symbol, timeframe) code = symbol * ntf + timeframe index: its names, as object columns.
+        code_sym = np.array([sc.cs.symbol for sc in scans for _ in tfs], dtype=object)
+        code_tf = np.array([tf for _ in scans for tf in tfs], dtype=object)
         readers = [iter_blocks(sc.cs, self._block_rows) if sc.kept is None else iter(sc.kept) for sc in scans]
         # Per symbol: the block being read (None once the files are done), its open times, the next row in it.
         blocks: list[Grid | None] = [None] * nsym
@@ -493,8 +583,7 @@ class ReplaySource:
                 if t > run_end:
                     break  # every bar still to come closes after the run's end
                 end = t - t % chunk + chunk if chunk is not None else 1 << 62
-                bars: list[MarketEvent] = []
-                keys: list[npt.NDArray[np.int64]] = []
+                cols = _ChunkColumns()
                 for i, sc in enumerate(scans):
                     grid = blocks[i]
                     if grid is None or opens_of[i][at[i]] >= end:
@@ -511,40 +600,43 @@ class ReplaySource:
                         if grid is not None and opens_of[i][0] >= end:
                             break
                     rows = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-                    ks = self._chunk_bars(sc, rows, blocks[i] is not None)
-                    n = len(ks)
-                    opens = np.fromiter((k.open_time for k in ks), np.int64, n)
-                    closes = np.fromiter((k.close_time for k in ks), np.int64, n)
-                    ranks = np.fromiter((rank[k.timeframe] for k in ks), np.int64, n)
-                    idx = np.flatnonzero((opens >= self._warm_from[i]) & (closes < run_end))
-                    bars.extend([ks[j] for j in idx.tolist()])
-                    keys.append(((closes + 1) * mult + ranks + i)[idx])
+                    self._chunk_bars(cols, i, sc, rows, blocks[i] is not None, mult)
                 fk: list[int] = []
+                fev: list[Funding] = []
                 while fi < nf and funding[fi].ts <= end:
                     f = funding[fi]
-                    bars.append(f)
+                    fev.append(f)
                     fk.append(f.ts * mult + span + index[f.symbol])
                     fi += 1
-                if fk:
-                    keys.append(np.asarray(fk, dtype=np.int64))
-                if not bars:
+                if not cols.keys and not fev:
                     continue
-                order = np.argsort(np.concatenate(keys), kind="stable").tolist()
-                for j in order:
-                    yield bars[j]
+                klines, keys = cols.klines(code_sym, code_tf)
+                # Every key is distinct (a funding key's remainder is at least ``span``, a bar's below it), so the
+                # order is the keys' order; each funding event goes where its key falls among the bars'.
+                done = 0
+                for f, pos in zip(fev, np.searchsorted(keys, fk).tolist(), strict=True):
+                    yield from itertools.islice(klines, pos - done)
+                    done = pos
+                    yield f
+                yield from klines
             yield from funding[fi:]  # at the last bar's event time (the list holds none later)
         finally:
             for it in readers:
                 if isinstance(it, Generator):
                     it.close()
 
-    def _chunk_bars(self, sc: _SymbolScan, rows: Grid, more: bool) -> list[Kline]:
-        """One symbol's bars of every timeframe from one chunk of its base rows (any order)."""
+    def _chunk_bars(self, cols: _ChunkColumns, i: int, sc: _SymbolScan, rows: Grid, more: bool, mult: int) -> None:
+        """Add one symbol's bars of every timeframe from one chunk of its base rows to ``cols`` (any order)."""
         series = CandleSeries.from_grid(sc.cs.symbol, sc.base, rows)
-        targets = [tf for tf in self._tfs if tf != sc.base]
-        out: list[Kline] = []
+        tfs = self._tfs
+        ntf = len(tfs)
+        nsym = len(self._scans)
+        lo = self._warm_from[i]
+        run_end = self._run_end
+        targets = [tf for tf in tfs if tf != sc.base]
+        groups: list[WindowColumns] = []
         if targets:
-            out = aggregate_arrays(
+            groups = aggregate_columns(
                 sc.cs.symbol,
                 sc.base,
                 targets,
@@ -558,9 +650,35 @@ class ReplaySource:
                 series.trades,
                 final_proven=more,
             )
-        if sc.base in self._tfs:
-            out.extend(series.klines())
-        return out
+        if sc.base in tfs:
+            trades = series.trades
+            groups.append(
+                WindowColumns(
+                    sc.base,
+                    sc.base_ms,
+                    series.open_time,
+                    series.open,
+                    series.high,
+                    series.low,
+                    series.close,
+                    series.volume,
+                    series.taker_buy_volume,
+                    None if trades is None else trades.astype(np.float64),
+                )
+            )
+        for g in groups:
+            k = tfs.index(g.tf)
+            closes = g.start + (g.length - 1)
+            keep = np.flatnonzero((g.start >= lo) & (closes < run_end))
+            if not len(keep):
+                continue
+            cols.add(
+                g,
+                keep,
+                closes[keep],
+                (closes[keep] + 1) * mult + ((ntf - 1 - k) * nsym + i),
+                i * ntf + k,
+            )
 
     # -- MarketSource --------------------------------------------------------------------------------------
 
@@ -586,22 +704,80 @@ class ReplaySource:
         """The same stream as :meth:`events`, synchronously (benchmarks, tools, tests); each call reads afresh."""
         return self._stream()
 
-    async def events(self) -> AsyncIterator[MarketEvent]:
+    def events(self) -> AsyncIterator[MarketEvent]:
+        """The run's events one by one, an asynchronous iterator that also offers them in lists (see
+        :class:`_ReplayEvents`); each call reads afresh."""
+        return _ReplayEvents(self)
+
+    async def _one_by_one(self) -> AsyncGenerator[MarketEvent, None]:
         stream = self._stream()
         try:
             while not self._closed:
                 await asyncio.sleep(0)
-                batch = list(itertools.islice(stream, _BATCH))
-                if not batch:
-                    return
-                for ev in batch:
+                # _BATCH events between two yields to the event loop, each taken from the stream only when the
+                # runner asks for it (a batch built up front would keep its bars alive: see :meth:`_stream`).
+                for n, ev in enumerate(stream, 1):
                     self.received_at = time.time()  # "received" = produced by this source (see the runner's latency)
                     yield ev
+                    if n == _BATCH:
+                        break
+                else:
+                    if not self._closed:
+                        await asyncio.sleep(0)  # as a last, empty batch would
+                    return
+        finally:
+            stream.close()
+
+    async def _lists(self) -> AsyncIterator[list[MarketEvent]]:
+        """:meth:`_one_by_one`'s events in lists of up to :data:`_LIST`, with its yields to the event loop (before
+        every :data:`_BATCH` events and once after the last) and its stop at the next :data:`_BATCH` boundary after
+        :meth:`aclose`."""
+        stream = self._stream()
+        try:
+            while not self._closed:
+                await asyncio.sleep(0)
+                for i in range(_BATCH // _LIST):
+                    batch = list(itertools.islice(stream, _LIST))
+                    if batch:
+                        yield batch
+                    if len(batch) < _LIST:  # the stream is done
+                        if (batch or i) and not self._closed:
+                            await asyncio.sleep(0)  # as _one_by_one before it finds its last batch empty
+                        return
         finally:
             stream.close()
 
     async def aclose(self) -> None:
         self._closed = True
+
+
+class _ReplayEvents:
+    """What :meth:`ReplaySource.events` returns: the events one by one, as every source's stream, or through
+    :meth:`lists` (:class:`~ultra_signals.sources.base.EventLists`) the same stream in lists; one or the other."""
+
+    __slots__ = ("_gen", "_src")
+
+    def __init__(self, src: ReplaySource) -> None:
+        self._src = src
+        self._gen: AsyncGenerator[MarketEvent, None] | None = None
+
+    def __aiter__(self) -> _ReplayEvents:
+        return self
+
+    def __anext__(self) -> Awaitable[MarketEvent]:
+        gen = self._gen
+        if gen is None:
+            gen = self._gen = self._src._one_by_one()
+        return gen.__anext__()
+
+    async def aclose(self) -> None:
+        if self._gen is not None:
+            await self._gen.aclose()
+
+    def lists(self) -> AsyncIterator[list[MarketEvent]]:
+        if self._gen is not None:
+            raise RuntimeError("this stream is already being read one event at a time")
+        return self._src._lists()
 
 
 def _read_funding(path: Path) -> dict[int, float]:
