@@ -66,7 +66,7 @@ def _exchange_clock(source: MarketSource) -> Callable[[], int]:
 
 
 async def _one_by_one(events: AsyncIterator[MarketEvent]) -> AsyncIterator[tuple[MarketEvent]]:
-    """A source's events as lists of one, for the runner's loop over lists (a source without ``batches``)."""
+    """A source's events as lists of one, for the runner's loop over lists (a stream without ``lists()``)."""
     async for ev in events:
         yield (ev,)
 
@@ -530,11 +530,11 @@ class Runner:
                     elif decision is not None:
                         self._handle(decision, t0 if timed else perf())
                 except Exception as e:  # a bad event or a bug on one bar must not stop the run
-                    kind = type(e).__name__
-                    st.errors[kind] += 1
-                    self.metrics.errors.labels(kind=kind).inc()
-                    if st.errors[kind] <= 3:  # the first few with their traceback; all of them are counted
-                        log.exception("error on %s (%s, %s); the run goes on", type(ev).__name__, ev.symbol, kind)
+                    error = type(e).__name__
+                    st.errors[error] += 1
+                    self.metrics.errors.labels(kind=error).inc()
+                    if st.errors[error] <= 3:  # the first few with their traceback; all of them are counted
+                        log.exception("error on %s (%s, %s); the run goes on", type(ev).__name__, ev.symbol, error)
                 if n & 255 == 0:
                     self._maybe_refresh()
                     await asyncio.sleep(0)  # let the notifier, metrics and executor tasks run
