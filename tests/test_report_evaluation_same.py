@@ -7,6 +7,8 @@ Three changes, each compared here against the code it replaced (kept below as th
   files with gaps, a file stopping mid-window, dated multi-file sets and label timeframes coarser than the files;
   and the same refusals.
 - ``label_many`` labels a symbol's candidates in one pass: the same ``Outcome`` as ``label`` per candidate.
+- ``run_bars`` inside a replay's report takes the candles the replay already parsed (``ReplaySource.parsed``)
+  instead of parsing the files again: the same bars, and no file is read for them.
 - ``cands_from_rows`` decodes with orjson (``json.loads`` for the NaN literals orjson refuses) and skips the
   quality-model row for the run table: the run table is the same JSON.
 """
@@ -82,7 +84,24 @@ def _same(folder: Path, symbols: Sequence[str], label_tf: str, start_ms: int, en
             a, b = getattr(g, name), getattr(w, name)
             assert a.dtype == b.dtype and a.shape == b.shape, (sym, label_tf, name)
             assert a.tobytes() == b.tobytes(), (sym, label_tf, name)
+    # The replay's own parse (what its report passes): the same bars, and no file parsed again for them.
+    parsed = ReplaySource(folder, list(symbols), [label_tf], start_ms, end_ms, 0).parsed()
+    assert sorted(parsed) == sorted(symbols)  # these histories fit the replay's keep budget
+    s = load_settings(environ={})
+    read_set, ev.read_set = ev.read_set, _no_second_parse
+    try:
+        from_parse, _ = run_bars(s, "replay", symbols, [label_tf, "1d"], start_ms, end_ms, None, str(folder), parsed)
+    finally:
+        ev.read_set = read_set
+    assert list(from_parse) == list(want)
+    for sym, w in want.items():
+        for name in ("open_time", "open", "high", "low", "close"):
+            assert getattr(from_parse[sym], name).tobytes() == getattr(w, name).tobytes(), (sym, label_tf, name)
     return sum(len(b) for b in want.values())
+
+
+def _no_second_parse(cs: Any) -> Any:
+    raise AssertionError(f"{cs.paths} parsed again although the replay's columns were given")
 
 
 def _span(path: Path) -> tuple[int, int]:
@@ -176,6 +195,24 @@ def test_generated_files_with_gaps_and_coarser_labels(tmp_path: Path) -> None:
         (["AAA"], "1m", day0 + 5 * H, day0 + 5 * H),
     ):
         assert _same(d, symbols, tf, a, b) == 0
+
+
+def test_parsed_candles_of_other_files_are_not_used(tmp_path: Path) -> None:
+    """A replay's parsed columns stand in only for the very files the labels would read: another folder's file of
+    the same symbol (other prices) is read, not replaced."""
+    day0 = 1_609_459_200_000
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    _write(a / "AAA-1m.csv", _series("AAA", "1m", day0, 600, 1, 0.05))
+    _write(b / "AAA-1m.csv", _series("AAA", "1m", day0, 600, 2, 0.05))
+    parsed_a = ReplaySource(a, ["AAA"], ["1m"], None, None, 0).parsed()
+    s = load_settings(environ={})
+    end = day0 + 600 * M
+    got, _ = run_bars(s, "replay", ["AAA"], ["1m"], day0, end, None, str(b), parsed_a)
+    want, _ = run_bars(s, "replay", ["AAA"], ["1m"], day0, end, None, str(b))
+    other, _ = run_bars(s, "replay", ["AAA"], ["1m"], day0, end, None, str(a))
+    assert got["AAA"].close.tobytes() == want["AAA"].close.tobytes() != other["AAA"].close.tobytes()
 
 
 def _bars_for_labels(n: int, seed: int) -> Bars:

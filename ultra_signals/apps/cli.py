@@ -290,8 +290,11 @@ def _run(
     verdict: str | None = None
     if report:
         from ultra_signals.apps.report import promotion_note, write_report
+        from ultra_signals.sources.replay import ReplaySource
 
-        result = write_report(stats, settings, journal, metrics, data_dir=data_dir)
+        # A replay's parsed candles, so the evaluation does not parse the files again.
+        parsed = source.parsed() if isinstance(source, ReplaySource) else None
+        result = write_report(stats, settings, journal, metrics, data_dir=data_dir, parsed=parsed)
         paths = [str(p) for p in result.paths]
         verdict = result.verdict
         _print_summary(stats, result.verdict, result.criteria)

@@ -47,7 +47,7 @@ from ultra_signals.research.outcomes import Bars, Outcome, label_columns
 from ultra_signals.research.selection import DAY_MS, HOUR_MS, Policy, Row, Verdict, select
 from ultra_signals.research.stats import paired_block_lift, random_baseline, summarize
 from ultra_signals.sources.base import SourceError
-from ultra_signals.sources.candles_csv import read_set, scan_folder
+from ultra_signals.sources.candles_csv import CandleSeries, CandleSet, read_set, scan_folder
 from ultra_signals.sources.replay import ReplaySource
 
 log = logging.getLogger(__name__)
@@ -766,12 +766,14 @@ def run_bars(
     end_ms: int,
     planned_end_ms: int | None,
     data_dir: str | None,
+    parsed: Mapping[str, tuple[CandleSet, CandleSeries]] | None = None,
 ) -> tuple[dict[str, Bars], str]:
     """The finest-timeframe bars a finished run saw (opened at or after ``start_ms``, closed by ``end_ms``).
 
     A replay reads them again from its folder; the simulator is deterministic (seeded), so it generates them
     again with the run's own settings, symbols, timeframes and window.  A live run keeps no candles: that is an
     :class:`EvaluationError` with the reason (``evaluate --journal`` with recorded candles covers it).
+    ``parsed``: a replay's candles it already parsed (:meth:`ReplaySource.parsed`), used for the same files.
     """
     label_tf = timeframes[0]
     if source == "replay":
@@ -779,7 +781,7 @@ def run_bars(
         if not folder:
             raise EvaluationError("the replay's data folder is not known to the report")
         try:
-            return replay_label_bars(folder, symbols, label_tf, start_ms, end_ms), label_tf
+            return replay_label_bars(folder, symbols, label_tf, start_ms, end_ms, parsed), label_tf
         except SourceError as e:
             raise EvaluationError(f"bars for labelling: {e}") from None
     if source == "sim":
@@ -812,7 +814,12 @@ def run_bars(
 
 
 def replay_label_bars(
-    folder: str | Path, symbols: Sequence[str], label_tf: str, start_ms: int, end_ms: int
+    folder: str | Path,
+    symbols: Sequence[str],
+    label_tf: str,
+    start_ms: int,
+    end_ms: int,
+    parsed: Mapping[str, tuple[CandleSet, CandleSeries]] | None = None,
 ) -> dict[str, Bars]:
     """The ``label_tf`` bars a replay of ``folder`` from ``start_ms`` to ``end_ms`` (no warm-up) yields, per symbol.
 
@@ -822,6 +829,8 @@ def replay_label_bars(
     (issue 13).  Each symbol's finest file is read (as the replay does) and aggregated with numpy when it is
     finer than ``label_tf``; gaps stay gaps and a file's last window counts only when its last bar is there.
     Raises :class:`SourceError` with the replay's reasons (missing file, unusable timeframe, no bar in the window).
+    ``parsed``: columns a replay already parsed, per symbol with the candle set they came from; a symbol's are used
+    when they are of the same files as it would read here.
     """
     root = Path(folder)
     scan = scan_folder(root)
@@ -849,7 +858,8 @@ def replay_label_bars(
     out: dict[str, Bars] = {}
     for s in chosen:
         cs = scan.sets[s][bases[s]]
-        series = read_set(cs)
+        given = parsed.get(s) if parsed else None
+        series = given[1] if given is not None and given[0] == cs else read_set(cs)
         if not len(series):
             raise SourceError(f"{', '.join(str(p) for p in cs.paths)}: no bars")
         ot, op, hi, lo, cl = _ohlc_windows(

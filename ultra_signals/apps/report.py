@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,6 +27,9 @@ from ultra_signals.journal.writer import Journal
 from ultra_signals.live.runner import RunStats
 from ultra_signals.observability.latency import LatencyHistogram
 from ultra_signals.observability.metrics import Metrics
+
+if TYPE_CHECKING:
+    from ultra_signals.sources.candles_csv import CandleSeries, CandleSet
 
 
 def _crit(name: str, title: str, passed: bool, evidence: str) -> Criterion:
@@ -327,9 +331,15 @@ def evaluate(st: RunStats, settings: Settings, rows: list[dict[str, Any]], metri
 
 
 def write_report(
-    st: RunStats, settings: Settings, journal: Journal, metrics: Metrics, data_dir: str | None = None
+    st: RunStats,
+    settings: Settings,
+    journal: Journal,
+    metrics: Metrics,
+    data_dir: str | None = None,
+    parsed: Mapping[str, tuple[CandleSet, CandleSeries]] | None = None,
 ) -> ReportResult:
-    """``data_dir``: a replay's candle folder when it came from the command line (else ``replay.data_dir``)."""
+    """``data_dir``: a replay's candle folder when it came from the command line (else ``replay.data_dir``);
+    ``parsed``: the candles the replay already parsed (:meth:`ReplaySource.parsed`), for the evaluation's labels."""
     rows = journal.decisions(st.run_id)
     criteria = evaluate(st, settings, rows, metrics)
     verdict = "GO" if all(c.passed for c in criteria) else "NO-GO"
@@ -403,7 +413,7 @@ def write_report(
     data["edge"] = expectancy(rs, settings.rollout.bootstrap_samples, settings.rollout.confidence).describe()
     md_path = out_dir / f"shadow_results_{st.run_id}.md"
     json_path = out_dir / f"shadow_results_{st.run_id}.json"
-    data["evaluation"] = run_evaluation(st, settings, rows, data_dir)
+    data["evaluation"] = run_evaluation(st, settings, rows, data_dir, parsed)
     json_path.write_text(json.dumps(data, indent=2, default=_json_default), encoding="utf-8")
     charts = _charts(st, rows, out_dir) if settings.report.charts else []
     md = _markdown(st, data, criteria, verdict, charts) + evaluation_markdown(data["evaluation"])
@@ -412,7 +422,11 @@ def write_report(
 
 
 def run_evaluation(
-    st: RunStats, settings: Settings, rows: list[dict[str, Any]], data_dir: str | None
+    st: RunStats,
+    settings: Settings,
+    rows: list[dict[str, Any]],
+    data_dir: str | None,
+    parsed: Mapping[str, tuple[CandleSet, CandleSeries]] | None = None,
 ) -> dict[str, Any]:
     """The ``evaluate`` table for this run's own candidates (issue 11): journal rows + the bars the run saw.
 
@@ -433,6 +447,7 @@ def run_evaluation(
             st.market_end_ms,
             st.planned_end_ms,
             data_dir,
+            parsed,
         )
         funding = settings.replay.funding_dir or data_dir or settings.replay.data_dir
         doc = run_table(

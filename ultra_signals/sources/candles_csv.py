@@ -213,7 +213,12 @@ def read_candles(path: str | Path, symbol: str, timeframe: str, *, after_ms: int
 
 def read_set(cs: CandleSet) -> CandleSeries:
     """All bars of a candle set as columns, its files chained in date order (each continues the previous)."""
-    return CandleSeries.from_grid(cs.symbol, cs.timeframe, _concat(list(iter_blocks(cs))))
+    return series_of_blocks(cs, list(iter_blocks(cs)))
+
+
+def series_of_blocks(cs: CandleSet, blocks: list[Grid]) -> CandleSeries:
+    """The columns of a candle set's :func:`iter_blocks` blocks, all of them in order (what :func:`read_set` gives)."""
+    return CandleSeries.from_grid(cs.symbol, cs.timeframe, _concat(blocks))
 
 
 def iter_blocks(cs: CandleSet, rows: int = BLOCK_ROWS, *, bulk: bool = True) -> Generator[Grid, None, None]:

@@ -68,6 +68,7 @@ from ultra_signals.sources.candles_csv import (
     Grid,
     iter_blocks,
     scan_folder,
+    series_of_blocks,
 )
 
 #: Marker file the simulator's export leaves in a folder of generated candles.
@@ -699,6 +700,12 @@ class ReplaySource:
 
     def __len__(self) -> int:
         return self._count
+
+    def parsed(self) -> dict[str, tuple[CandleSet, CandleSeries]]:
+        """Each symbol's finest candles as the first read parsed them, with the files they came from, where that read
+        kept them (a history within ``keep_bytes``; else none).  The report labels the run's candidates with these
+        instead of parsing the files once more (issue 13: ~0.1 s of a 30-day replay of three symbols)."""
+        return {sc.cs.symbol: (sc.cs, series_of_blocks(sc.cs, sc.kept)) for sc in self._scans if sc.kept is not None}
 
     def iter_events(self) -> Generator[MarketEvent, None, None]:
         """The same stream as :meth:`events`, synchronously (benchmarks, tools, tests); each call reads afresh."""
