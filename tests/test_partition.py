@@ -135,7 +135,12 @@ def test_block_the_cut_runner_refuses_and_the_union_never_exceeds_the_caps(
         assert union_max(a, b) == (2, 6)  # the caps hold for the union in every window
 
         proxy.heal()
-        wait_until(lambda: a.counters.backend == "redis", timeout_s=10, what="runner A to reconcile after heal")
+        # The health thread switches the backend back, then announces "recovered" outside its lock: wait for both.
+        wait_until(
+            lambda: a.counters.backend == "redis" and any(k == "recovered" for k, _ in a.events),
+            timeout_s=10,
+            what="runner A to reconcile after heal and announce it",
+        )
         assert [k for k, _ in a.events].count("recovered") == 1
         recovered = next(m for k, m in a.events if k == "recovered")
         assert "0 reservations made during the outage" in recovered  # nothing to write back under block
@@ -177,7 +182,12 @@ def test_memory_the_cut_runner_overshoots_by_at_most_its_own_caps_and_writes_bac
         assert hour > 2, "the sequence was built so that both sides fill the same hour: the overshoot is real"
 
         proxy.heal()
-        wait_until(lambda: a.counters.backend == "redis", timeout_s=10, what="runner A to reconcile after heal")
+        # The health thread switches the backend back, then announces "recovered" outside its lock: wait for both.
+        wait_until(
+            lambda: a.counters.backend == "redis" and any(k == "recovered" for k, _ in a.events),
+            timeout_s=10,
+            what="runner A to reconcile after heal and announce it",
+        )
         recovered = next(m for k, m in a.events if k == "recovered")
         assert f"{made} reservations made during the outage" in recovered
         # Its reservations are written back: Redis holds both runners' slots, and B now sees A's outage ones.
