@@ -122,6 +122,19 @@ def held_writer(engine: Engine) -> HeldWriter | None:
     return w if w.thread == threading.get_ident() else None
 
 
+def driver_write(engine: Engine, sql: str, params: Any, many: bool = False) -> int:
+    """Run plain driver SQL in its own transaction, committed before it returns; the rowcount.
+
+    A SQLite file's writing thread uses its held connection (:class:`HeldWriter`); anything else checks a
+    connection out of the engine's pool (``engine.begin()``).  The one place that choice is made.
+    """
+    held = held_writer(engine)
+    if held is not None:
+        return held.execute(sql, params, many)
+    with engine.begin() as c:
+        return int(c.exec_driver_sql(sql, params).rowcount)
+
+
 def release_writer(engine: Engine) -> None:
     """Close the engine's held connection (``engine_disposed`` calls it; a later write opens a new one)."""
     w = _HELD.pop(engine, None)

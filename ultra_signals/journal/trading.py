@@ -16,7 +16,7 @@ from sqlalchemy import Engine, Table, bindparam, insert, select, update
 from sqlalchemy.exc import CompileError
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
-from ultra_signals.journal.db import held_writer
+from ultra_signals.journal.db import driver_write
 from ultra_signals.journal.schema import exec_events, exec_fills, exec_orders, exec_trades
 
 TRADE_OPEN_STATES = ("pending", "open")
@@ -90,15 +90,11 @@ class ExecStore:
     # -- orders and fills ------
     def order_event(self, run_id: str, symbol: str, status: str, **kw: Any) -> None:
         row = {"run_id": run_id, "symbol": symbol, "status": status, "wall": time.time(), **kw}
-        held = held_writer(self.engine) if self._driver_sql else None
-        if held is not None:
-            held.execute(*_driver_insert(exec_orders, row))
+        if self._driver_sql:
+            driver_write(self.engine, *_driver_insert(exec_orders, row))
             return
         with self.engine.begin() as c:
-            if self._driver_sql:
-                c.exec_driver_sql(*_driver_insert(exec_orders, row))
-            else:
-                c.execute(_INSERT_ORDER, _known(row, exec_orders))
+            c.execute(_INSERT_ORDER, _known(row, exec_orders))
 
     def fill(self, row: dict[str, Any]) -> bool:
         """Insert a fill; False when this (client id, trade id) is known (a replayed stream event)."""
@@ -106,12 +102,7 @@ class ExecStore:
             # One statement: the unique index on (client_id, trade_id) refuses the duplicate the SELECT below
             # looks for; DO NOTHING applies to uniqueness only (a NOT NULL violation still raises), and SQLite
             # takes no id for a row it did not insert, so the ids are the two-statement path's.
-            sql, params = _driver_insert(exec_fills, row, " ON CONFLICT DO NOTHING")
-            held = held_writer(self.engine)
-            if held is not None:
-                return held.execute(sql, params) == 1
-            with self.engine.begin() as c:
-                return bool(c.exec_driver_sql(sql, params).rowcount == 1)
+            return driver_write(self.engine, *_driver_insert(exec_fills, row, " ON CONFLICT DO NOTHING")) == 1
         with self.engine.begin() as c:
             dup = c.execute(
                 select(exec_fills.c.id).where(
@@ -137,27 +128,19 @@ class ExecStore:
 
     # -- trades ------
     def open_trade(self, row: dict[str, Any]) -> None:
-        held = held_writer(self.engine) if self._driver_sql else None
-        if held is not None:
-            held.execute(*_driver_insert(exec_trades, row))
+        if self._driver_sql:
+            driver_write(self.engine, *_driver_insert(exec_trades, row))
             return
         with self.engine.begin() as c:
-            if self._driver_sql:
-                c.exec_driver_sql(*_driver_insert(exec_trades, row))
-            else:
-                c.execute(_INSERT_TRADE, _known(row, exec_trades))
+            c.execute(_INSERT_TRADE, _known(row, exec_trades))
 
     def update_trade(self, decision_id: str, **values: Any) -> None:
         _known(values, exec_trades)  # a misspelt column is a bug, not a value to drop
-        held = held_writer(self.engine) if self._driver_sql and values else None
-        if held is not None:
-            held.execute(_update_trade_sql(tuple(values)), (*values.values(), decision_id))
+        if self._driver_sql and values:
+            driver_write(self.engine, _update_trade_sql(tuple(values)), (*values.values(), decision_id))
             return
         with self.engine.begin() as c:
-            if self._driver_sql and values:
-                c.exec_driver_sql(_update_trade_sql(tuple(values)), (*values.values(), decision_id))
-            else:
-                c.execute(_UPDATE_TRADE, {**values, "_decision_id": decision_id})
+            c.execute(_UPDATE_TRADE, {**values, "_decision_id": decision_id})
 
     def trade(self, decision_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as c:

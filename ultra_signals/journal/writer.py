@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from ultra_signals.core.caps import Reservation, reservation_id_of
 from ultra_signals.core.decision import Decision
 from ultra_signals.core.redaction import redact
-from ultra_signals.journal.db import JournalError, held_writer, make_engine, shown
+from ultra_signals.journal.db import JournalError, driver_write, make_engine, shown
 from ultra_signals.journal.schema import decisions, runs, state
 
 __all__ = ["Journal", "JournalError", "make_engine"]
@@ -343,16 +343,10 @@ class Journal:
         if not self._pending:
             return
         rows, self._pending = self._pending, []
-        sql = self._insert_sql
-        held = held_writer(self.engine) if sql is not None else None
-        if held is not None and sql is not None:  # a SQLite file: the same executemany and commit, held connection
-            held.execute(sql, rows, many=True)
-            self.rows_written += len(rows)
-            return
-        with self.engine.begin() as c:
-            if sql is not None:
-                c.exec_driver_sql(sql, rows)
-            else:
+        if self._insert_sql is not None:
+            driver_write(self.engine, self._insert_sql, rows, many=True)
+        else:
+            with self.engine.begin() as c:
                 c.execute(insert(decisions), [dict(zip(_DECISION_COLUMNS, r, strict=True)) for r in rows])
         self.rows_written += len(rows)
 
