@@ -168,7 +168,8 @@ def test_sigterm_ends_the_run_cleanly_with_journal_and_report(tmp_path: Path) ->
     env = cli_env(COLUMNS="200")
     # 120 market minutes at 60x take 2 minutes: long enough to be stopped in the middle.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ultra_signals", "shadow", "--duration", "120", "--speed", "60", "--metrics-port", "0"],
+        [sys.executable, "-m", "ultra_signals", "shadow", "--duration", "120", "--speed", "60", "--metrics-port", "0",
+         "--hold-metrics", "300"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -182,7 +183,8 @@ def test_sigterm_ends_the_run_cleanly_with_journal_and_report(tmp_path: Path) ->
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 1, err[-3000:]  # interrupted: exit status 1
+    assert proc.returncode == 1, err[-3000:]  # interrupted: exit status 1, and no 300 s metrics hold after it
+    assert "holding the metrics endpoint" not in _out
     with sqlite3.connect(db) as c:
         [(status,)] = c.execute("select status from runs").fetchall()
     assert status == "interrupted"
@@ -190,6 +192,39 @@ def test_sigterm_ends_the_run_cleanly_with_journal_and_report(tmp_path: Path) ->
     data = json.loads(rep.read_text())
     assert data["status"] == "interrupted" and data["verdict"] == "NO-GO"
     assert "run interrupted" in next(c["evidence"] for c in data["criteria"] if c["name"] == "no_crash")
+
+
+def test_sigterm_during_the_metrics_hold_ends_it_and_closes_the_journal(tmp_path: Path) -> None:
+    import signal as sig
+    import sqlite3
+    import time
+
+    copy_packaged_settings(tmp_path)
+    env = cli_env(COLUMNS="200", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ultra_signals", "shadow", "--duration", "5", "--metrics-port", "0",
+         "--hold-metrics", "300"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        seen: list[str] = []
+        deadline = time.monotonic() + 120
+        for line in proc.stdout:  # ends at the hold line, or at EOF if the process died first
+            seen.append(line)
+            if "holding the metrics endpoint" in line or time.monotonic() > deadline:
+                break
+        assert "holding the metrics endpoint" in seen[-1], "".join(seen)[-3000:]
+        time.sleep(0.5)
+        proc.send_signal(sig.SIGTERM)
+        out, err = proc.communicate(timeout=30)  # the old code died of the signal here, journal not closed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in (0, 1), f"exit {proc.returncode}: {err[-3000:]}"  # the run's own verdict, not -15
+    with sqlite3.connect(tmp_path / "var" / "journal.db") as c:
+        [(status,)] = c.execute("select status from runs").fetchall()
+    assert status == "completed"
 
 
 def test_shadow_on_replayed_candles_runs_for_its_duration(tmp_path: Path) -> None:

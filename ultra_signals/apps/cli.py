@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     # Everything heavier than typer (rich, yaml, pydantic, SQLAlchemy, numpy, websockets, httpx, the runner) is
     # imported inside the command that needs it, so ``--help`` and ``status`` answer at once (bench/bench_cli.py);
     # tests/test_cli_startup.py checks which libraries each of them loads.
+    import asyncio
+    from collections.abc import Callable
+
     from rich.progress import TaskID
 
     from ultra_signals.core.config import Settings
@@ -261,6 +264,13 @@ def _run(
 
     runner.on_started = on_started
 
+    terminated = False
+
+    def on_sigterm(task: asyncio.Task[Any]) -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
     async def main() -> RunStats:
         # SIGTERM (a service manager or `docker stop`) ends the run like Ctrl-C does: the journal is flushed, the run
         # is recorded as interrupted and the report is written.
@@ -268,7 +278,7 @@ def _run(
         task = asyncio.current_task()
         if task is not None:
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signal.SIGTERM, task.cancel)
+                loop.add_signal_handler(signal.SIGTERM, on_sigterm, task)
         try:
             return await runner.run()
         except asyncio.CancelledError:
@@ -305,13 +315,30 @@ def _run(
         _print_summary(stats, None, [])
     for p in paths:
         console.print(f"report: {p}")
-    if hold_metrics > 0 and stats.metrics_port:
-        console.print(f"holding the metrics endpoint for {hold_metrics:.0f} s (Ctrl-C to stop)")
+    # A service manager that already asked the run to stop is not kept waiting for the hold.
+    if hold_metrics > 0 and stats.metrics_port and not terminated:
+        console.print(f"holding the metrics endpoint for {hold_metrics:.0f} s (Ctrl-C or SIGTERM to stop)")
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(asyncio.sleep(hold_metrics))
+            asyncio.run(_hold(hold_metrics, on_sigterm))
     metrics.stop()
     journal.close()
     return stats, verdict, paths
+
+
+async def _hold(seconds: float, on_sigterm: Callable[[asyncio.Task[Any]], None]) -> None:
+    """Sleep for the metrics hold, ended early by SIGTERM.
+
+    The run's own loop is closed by now, and with it its SIGTERM handler: without this one, `docker stop` during the
+    hold would kill the process before the journal is closed.
+    """
+    import asyncio
+
+    task = asyncio.current_task()
+    if task is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm, task)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(seconds)
 
 
 def _exit_code(st: RunStats, verdict: str | None) -> int:
