@@ -7,6 +7,7 @@ is judged down after 400 ms) so a failover completes within a couple of seconds.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,10 +25,14 @@ MASTER = "mymaster"
 class SentinelGroup:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        # A full sync writes an RDB file even without persistence: keep it in the test's folder.
-        self.primary = RedisProc(None, "--dir", str(folder))
-        self.replica = RedisProc(None, "--dir", str(folder))
+        # A full sync writes an RDB file even without persistence: keep it in the test's folder.  It starts at once
+        # (Redis 7 waits 5 s by default for more replicas to share a diskless sync; there is only ever one here).
+        self.server_args = ("--dir", str(folder), "--repl-diskless-sync-delay", "0")
+        self.primary = RedisProc(None, *self.server_args)
+        self.replica = RedisProc(None, *self.server_args)
         self.sentinel_ports = [free_port() for _ in range(3)]
+        # Each Sentinel's run id, written into the others' configs below as a known peer.
+        self.sentinel_ids = [secrets.token_hex(20) for _ in self.sentinel_ports]
         self.sentinels: list[subprocess.Popen[bytes]] = []
 
     @property
@@ -36,19 +41,27 @@ class SentinelGroup:
 
     def start(self) -> None:
         self.primary.start()
-        self.replica.extra = ("--dir", str(self.folder), "--replicaof", "127.0.0.1", str(self.primary.port))
+        self.replica.extra = (*self.server_args, "--replicaof", "127.0.0.1", str(self.primary.port))
         self.replica.start()
         self._wait(lambda: self._link_up(self.replica), 10, "the replica to sync")
         exe = shutil.which("redis-server")
         assert exe is not None
-        for port in self.sentinel_ports:
+        for port, myid in zip(self.sentinel_ports, self.sentinel_ids, strict=True):
+            # The replica and the other Sentinels are written in as known, as a Sentinel writes them into its own
+            # config once it has discovered them: discovery alone takes up to 10 s (the primary's INFO period).
+            peers = "".join(
+                f"sentinel known-sentinel {MASTER} 127.0.0.1 {p} {i}\n"
+                for p, i in zip(self.sentinel_ports, self.sentinel_ids, strict=True)
+                if p != port
+            )
             conf = self.folder / f"sentinel-{port}.conf"
             conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {self.folder}\n"
+                f"port {port}\nbind 127.0.0.1\ndir {self.folder}\nsentinel myid {myid}\n"
                 f"sentinel monitor {MASTER} 127.0.0.1 {self.primary.port} 2\n"
                 f"sentinel down-after-milliseconds {MASTER} 400\n"
                 f"sentinel failover-timeout {MASTER} 3000\n"
-                f"sentinel parallel-syncs {MASTER} 1\n",
+                f"sentinel parallel-syncs {MASTER} 1\n"
+                f"sentinel known-replica {MASTER} 127.0.0.1 {self.replica.port}\n{peers}",
                 encoding="utf-8",
             )
             proc = subprocess.Popen(
@@ -118,7 +131,7 @@ class SentinelGroup:
     def restart(self, port: int) -> None:
         """Start the killed server again, empty: the Sentinels turn it into a replica of the new master."""
         server = self.primary if port == self.primary.port else self.replica
-        server.extra = ("--dir", str(self.folder))
+        server.extra = self.server_args
         server.start()
         self.wait_replica_linked()
 
@@ -150,23 +163,42 @@ class SentinelGroup:
             c.close()
 
     def _sentinels_agree(self) -> bool:
+        """Every Sentinel sees the primary up, the replica linked, and both other Sentinels connected.
+
+        Known peers come from the config at once, so their mere count proves nothing: a peer whose port was not yet
+        open at the first try stays ``disconnected`` until the next reconnect (up to 1 s later), and a failover
+        asked for in that second could miss its majority.
+        """
         for i in range(3):
             c = self.sentinel_client(i)
             try:
-                m = c.execute_command("SENTINEL", "master", MASTER)
-                fields = dict(zip(m[::2], m[1::2], strict=False)) if isinstance(m, list) else dict(m)
-                if int(fields.get("num-slaves", 0)) < 1 or int(fields.get("num-other-sentinels", 0)) < 2:
-                    return False
+                master = _fields(c.execute_command("SENTINEL", "master", MASTER))
+                replicas = [_fields(r) for r in c.execute_command("SENTINEL", "replicas", MASTER)]
+                peers = [_fields(r) for r in c.execute_command("SENTINEL", "sentinels", MASTER)]
             except redis.RedisError:
                 return False
             finally:
                 c.close()
+            if master.get("flags") != "master":
+                return False
+            if not any(r.get("flags") == "slave" and r.get("master-link-status") == "ok" for r in replicas):
+                return False
+            if sum(p.get("flags") == "sentinel" for p in peers) < 2:
+                return False
         return True
 
     @staticmethod
     def _wait(pred: object, timeout_s: float, what: str) -> None:
         """Every 50 ms: each look opens connections to the servers."""
         wait_until(pred, timeout_s, f"{what} (sentinel setup)", every_s=0.05)
+
+
+def _fields(reply: object) -> dict[str, str]:
+    """A Sentinel reply as a dict (RESP2 gives a flat list of names and values)."""
+    if isinstance(reply, dict):
+        return {str(k): str(v) for k, v in reply.items()}
+    assert isinstance(reply, list)
+    return {str(k): str(v) for k, v in zip(reply[::2], reply[1::2], strict=False)}
 
 
 # -- losing the Sentinels' quorum (issue 14) ---------------------------------------------------------------------
@@ -198,8 +230,6 @@ def master_flags(group: SentinelGroup, i: int = 0) -> set[str]:
     agrees), ``failover_in_progress``…"""
     c = group.sentinel_client(i)
     try:
-        m = c.execute_command("SENTINEL", "master", MASTER)
-        fields = m if isinstance(m, dict) else dict(zip(m[::2], m[1::2], strict=False))
-        return set(str(fields.get("flags", "")).split(","))
+        return set(_fields(c.execute_command("SENTINEL", "master", MASTER)).get("flags", "").split(","))
     finally:
         c.close()

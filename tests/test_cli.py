@@ -217,7 +217,7 @@ def test_sigterm_during_the_metrics_hold_ends_it_and_closes_the_journal(tmp_path
         assert "holding the metrics endpoint" in seen[-1], "".join(seen)[-3000:]
         time.sleep(0.5)
         proc.send_signal(sig.SIGTERM)
-        out, err = proc.communicate(timeout=30)  # the old code died of the signal here, journal not closed
+        _out, err = proc.communicate(timeout=30)  # the old code died of the signal here, journal not closed
     finally:
         if proc.poll() is None:
             proc.kill()
