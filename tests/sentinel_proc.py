@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -163,12 +164,21 @@ class SentinelGroup:
             c.close()
 
     def _sentinels_agree(self) -> bool:
-        """Every Sentinel sees the primary up, the replica linked, and both other Sentinels connected.
+        """Every Sentinel sees the primary up, the replica linked, and both other Sentinels answering.
 
         Known peers come from the config at once, so their mere count proves nothing: a peer whose port was not yet
         open at the first try stays ``disconnected`` until the next reconnect (up to 1 s later), and a failover
         asked for in that second could miss its majority.
         """
+        for i, proc in enumerate(self.sentinels):
+            if proc.poll() is not None:
+                pytest.fail(f"Sentinel on port {self.sentinel_ports[i]} exited ({proc.returncode}) during setup")
+        views = self._views()
+        return len(views) == 3 and all(_ready(v) for v in views)
+
+    def _views(self) -> list[tuple[dict[str, str], list[dict[str, str]], list[dict[str, str]]]]:
+        """Each answering Sentinel's view of the primary, its replicas and its peers."""
+        views = []
         for i in range(3):
             c = self.sentinel_client(i)
             try:
@@ -176,21 +186,39 @@ class SentinelGroup:
                 replicas = [_fields(r) for r in c.execute_command("SENTINEL", "replicas", MASTER)]
                 peers = [_fields(r) for r in c.execute_command("SENTINEL", "sentinels", MASTER)]
             except redis.RedisError:
-                return False
+                continue
             finally:
                 c.close()
-            if master.get("flags") != "master":
-                return False
-            if not any(r.get("flags") == "slave" and r.get("master-link-status") == "ok" for r in replicas):
-                return False
-            if sum(p.get("flags") == "sentinel" for p in peers) < 2:
-                return False
-        return True
+            views.append((master, replicas, peers))
+        return views
 
-    @staticmethod
-    def _wait(pred: object, timeout_s: float, what: str) -> None:
-        """Every 50 ms: each look opens connections to the servers."""
-        wait_until(pred, timeout_s, f"{what} (sentinel setup)", every_s=0.05)
+    def _wait(self, pred: object, timeout_s: float, what: str) -> None:
+        """Every 50 ms: each look opens connections to the servers.  A timeout says what each Sentinel saw."""
+        try:
+            wait_until(pred, timeout_s, f"{what} (sentinel setup)", every_s=0.05)
+        except pytest.fail.Exception as e:
+            views = [(m.get("flags"), [(r.get("port"), r.get("flags"), r.get("master-link-status")) for r in rs],
+                      [(p.get("port"), p.get("flags"), p.get("last-hello-message")) for p in ps])
+                     for m, rs, ps in self._views()]  # fmt: skip
+            pytest.fail(f"{e}; Sentinels saw (primary flags, replicas, peers): {views}")
+
+
+def _ready(view: tuple[dict[str, str], list[dict[str, str]], list[dict[str, str]]]) -> bool:
+    """One Sentinel's view is ready: primary not judged down, a linked replica, two connected peers.
+
+    A peer's ``s_down`` is not held against it: with the 400 ms down-after, a busy machine makes it flap, and it
+    clears at the peer's next reply; ``disconnected`` means no link yet.
+    """
+    master, replicas, peers = view
+
+    def flags(d: dict[str, str]) -> set[str]:
+        return set(d.get("flags", "").split(","))
+
+    if flags(master) & {"s_down", "o_down", "disconnected"}:
+        return False
+    if not any(r.get("master-link-status") == "ok" and "disconnected" not in flags(r) for r in replicas):
+        return False
+    return sum("disconnected" not in flags(p) for p in peers) >= 2
 
 
 def _fields(reply: object) -> dict[str, str]:
